@@ -1,0 +1,76 @@
+// The control loop's decision for one resource on this host, as a pure function of the tree
+// snapshot and what is running (DESIGN.md §2, "functional core"): tests drive it tick by tick.
+// The daemon executes the returned plan; nothing here touches the filesystem or the clock.
+import type { ResourceSnapshot } from './snapshot.js';
+
+export type Phase =
+  | 'down' // nothing runs
+  | 'starting' // recovery replay and logger start in progress
+  | 'primary' // logger runs, export offered
+  | 'stopping' // flushing, writeback, closing the export
+  | 'failed'; // start or run failed; waits for the inputs to change
+
+export interface RuntimeState {
+  phase: Phase;
+  /** logfile the logger appends to (phase primary) */
+  currentSeq?: number;
+  /** bytes appended to it so far */
+  currentLogBytes?: number;
+  /** snapshot signature when the failure happened */
+  failedSignature?: string;
+}
+
+export interface DecideConfig {
+  host: string;
+  /** rotate automatically once the current logfile reaches this size (0 = never) */
+  logRotateBytes: number;
+}
+
+export type Action =
+  | { kind: 'start-primary' }
+  | { kind: 'stop-primary'; reason: string }
+  | { kind: 'rotate'; toSeq: number }
+  | { kind: 'create-next-logfile'; seq: number }
+  | { kind: 'none' };
+
+export interface Decision {
+  action: Action;
+  /** designated primary here and attach wanted */
+  wantPrimary: boolean;
+  /** why the resource is not running although it is wanted, for status */
+  blockedBy?: string;
+}
+
+export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
+  const missing = s.dataPath === undefined ? 'no data-HOST link (not a member here)'
+    : s.sizeBytes === undefined ? 'no valid size link'
+    : undefined;
+  const wantPrimary = missing === undefined && s.todo.attach && s.designatedPrimary === cfg.host;
+
+  switch (rt.phase) {
+    case 'starting':
+    case 'stopping':
+      return { action: { kind: 'none' }, wantPrimary };
+    case 'failed':
+      if (!wantPrimary) return { action: { kind: 'none' }, wantPrimary };
+      if (rt.failedSignature === s.signature) return { action: { kind: 'none' }, wantPrimary, blockedBy: 'start failed; waiting for a change' };
+      return { action: { kind: 'start-primary' }, wantPrimary };
+    case 'down':
+      if (wantPrimary) return { action: { kind: 'start-primary' }, wantPrimary };
+      return { action: { kind: 'none' }, wantPrimary, ...(missing ? { blockedBy: missing } : {}) };
+    case 'primary': {
+      if (!wantPrimary) {
+        const reason = !s.todo.attach ? 'detach requested' : missing ?? `designated primary is now ${s.designatedPrimary ?? '(none)'}`;
+        return { action: { kind: 'stop-primary', reason }, wantPrimary };
+      }
+      const cur = rt.currentSeq;
+      if (cur === undefined) return { action: { kind: 'none' }, wantPrimary };
+      const next = s.logfiles.find((l) => l.seq === cur + 1 && l.origin === cfg.host);
+      if (next && next.sizeBytes === 0) return { action: { kind: 'rotate', toSeq: cur + 1 }, wantPrimary };
+      if (!next && cfg.logRotateBytes > 0 && (rt.currentLogBytes ?? 0) >= cfg.logRotateBytes) {
+        return { action: { kind: 'create-next-logfile', seq: cur + 1 }, wantPrimary };
+      }
+      return { action: { kind: 'none' }, wantPrimary };
+    }
+  }
+}

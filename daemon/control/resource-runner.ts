@@ -1,0 +1,250 @@
+// The imperative shell for one resource on this host: it executes the control loop's decisions
+// (start as primary after recovery, rotate, stop) and publishes what really happens in
+// `actual-HOST/*`, the replay link and the versionlinks.
+import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TreeStore } from '../tree/store.js';
+import { resPaths, resourceDir } from '../tree/paths.js';
+import type { NbdServer } from '../../kernel-shim/nbd-server.js';
+import { DataDisk } from '../disk/data-disk.js';
+import { LogWriter } from '../logger/log-writer.js';
+import { TransactionLogger } from '../logger/transaction-logger.js';
+import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
+import { raiseMaxnr, writeReplayLink, writeVersionLink } from './resource-links.js';
+import type { Action, Phase, RuntimeState } from './decide.js';
+import type { ResourceSnapshot } from './snapshot.js';
+
+export interface RunnerContext {
+  tree: TreeStore;
+  host: string;
+  runDir: string;
+  nbd: NbdServer;
+  memLimitBytes: number;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** ask the daemon for a control tick soon (state changed underneath) */
+  requestTick: () => void;
+}
+
+export interface FailureInfo {
+  /** negative, MARS-style replay-code */
+  code: number;
+  message: string;
+}
+
+const PUBLISH_MIN_INTERVAL_MS = 200;
+
+export class ResourceRunner {
+  phase: Phase = 'down';
+  private disk: DataDisk | undefined;
+  private logger: TransactionLogger | undefined;
+  private failure: FailureInfo | undefined;
+  private failedSignature: string | undefined;
+  private openCount = 0;
+  private lastPublishMs = 0;
+  private publishTimer: NodeJS.Timeout | undefined;
+  private recoveryRestBytes = 0;
+  private busy: Promise<void> = Promise.resolve();
+
+  constructor(readonly name: string, private readonly ctx: RunnerContext) {}
+
+  get socketPath(): string {
+    return join(this.ctx.runDir, `${this.name}.sock`);
+  }
+
+  runtime(): RuntimeState {
+    const rt: RuntimeState = { phase: this.phase };
+    if (this.logger) {
+      rt.currentSeq = this.logger.currentSeq;
+      rt.currentLogBytes = this.logger.durablePos;
+    }
+    if (this.failedSignature !== undefined) rt.failedSignature = this.failedSignature;
+    return rt;
+  }
+
+  /** The logger, while this host is actual primary (tests and the control socket use it). */
+  get activeLogger(): TransactionLogger | undefined {
+    return this.phase === 'primary' ? this.logger : undefined;
+  }
+
+  /** Run one action; actions of a resource never overlap. */
+  execute(action: Action, snapshot: ResourceSnapshot): Promise<void> {
+    if (action.kind === 'none') return Promise.resolve();
+    this.busy = this.busy.then(() => this.run(action, snapshot)).catch((err) => {
+      this.ctx.log('error', `${this.name}: ${action.kind} failed: ${(err as Error).stack ?? err}`);
+    });
+    return this.busy;
+  }
+
+  private async run(action: Action, snapshot: ResourceSnapshot): Promise<void> {
+    switch (action.kind) {
+      case 'start-primary': return this.startPrimary(snapshot);
+      case 'stop-primary': return this.stopPrimary(action.reason);
+      case 'rotate': return this.rotate(action.toSeq);
+      case 'create-next-logfile': return this.createLogfile(action.seq);
+      case 'none': return;
+    }
+  }
+
+  private async startPrimary(s: ResourceSnapshot): Promise<void> {
+    const { tree, host, log } = this.ctx;
+    this.phase = 'starting';
+    this.failure = undefined;
+    this.failedSignature = undefined;
+    this.publish(true);
+    try {
+      const sizeBytes = s.sizeBytes!;
+      this.disk = await DataDisk.open(s.dataPath!);
+      if (this.disk.sizeBytes < sizeBytes) {
+        throw new RecoveryError(-28, `data device ${s.dataPath} has ${this.disk.sizeBytes} bytes, less than the resource size ${sizeBytes}; give a larger device`);
+      }
+      const recovered = await recoverPrimary({
+        tree, res: this.name, host, disk: this.disk, sizeBytes,
+        onProgress: (restBytes) => { this.recoveryRestBytes = restBytes; this.publish(false); },
+        log: (msg) => log('info', `${this.name}: ${msg}`),
+      });
+      this.recoveryRestBytes = 0;
+      const writer = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, recovered.nextSeq, host)), recovered.nextSeq);
+      tree.fsyncDir(resourceDir(this.name));
+      writeVersionLink(tree, this.name, host, recovered.nextSeq, host, 0, true);
+      writeReplayLink(tree, this.name, host, { seq: recovered.nextSeq, origin: host, minPos: 0, len: 0 }, true);
+      raiseMaxnr(tree, this.name, recovered.nextSeq);
+      this.logger = new TransactionLogger({
+        disk: this.disk, sizeBytes, clock: tree.clock, writer,
+        memLimitBytes: this.ctx.memLimitBytes,
+        onFatal: (err) => void this.onFatal(err),
+        onApplied: () => this.publish(false),
+      });
+      await this.ctx.nbd.addExport(this.name, this.logger, { socketPath: this.socketPath, description: `MARS resource ${this.name}` });
+      this.phase = 'primary';
+      log('info', `${this.name}: primary; logging to log-${String(recovered.nextSeq).padStart(9, '0')}-${host}, export on ${this.socketPath}`);
+    } catch (err) {
+      await this.failStart(err as Error, s.signature);
+    }
+    this.publish(true);
+  }
+
+  private async failStart(err: Error, signature: string): Promise<void> {
+    this.failure = err instanceof RecoveryError ? { code: err.code, message: err.message } : { code: -5, message: err.message };
+    this.failedSignature = signature;
+    this.phase = 'failed';
+    this.ctx.log('error', `${this.name}: cannot become primary: ${err.message}`);
+    this.logger = undefined;
+    await this.closeDisk();
+  }
+
+  private async onFatal(err: Error): Promise<void> {
+    this.ctx.log('error', `${this.name}: I/O failure, the device goes down: ${err.message}`);
+    this.failure = { code: -5, message: `I/O error: ${err.message}` };
+    try { await this.ctx.nbd.removeExport(this.name); } catch { /* already gone */ }
+    this.phase = 'failed';
+    this.failedSignature = '(io-error)';
+    this.publish(true);
+  }
+
+  private async stopPrimary(reason: string): Promise<void> {
+    const logger = this.logger;
+    this.phase = 'stopping';
+    this.ctx.log('info', `${this.name}: leaving primary role: ${reason}`);
+    this.publish(true);
+    if (logger) {
+      logger.refuseWrites();
+      await this.ctx.nbd.removeExport(this.name);
+      await logger.stop();
+      this.publishLinks(logger, true);
+    }
+    this.logger = undefined;
+    await this.closeDisk();
+    this.phase = 'down';
+    this.publish(true);
+  }
+
+  private async rotate(toSeq: number): Promise<void> {
+    const { tree, host } = this.ctx;
+    const logger = this.logger;
+    if (!logger || this.phase !== 'primary') return;
+    const next = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, toSeq, host)), toSeq);
+    const { oldSeq, oldEnd } = await logger.rotate(next);
+    // The old logfile is complete: its final versionlink, then the new one, both durable
+    // (a versionlink lost in a crash after a rotation makes peers see a false split brain).
+    writeVersionLink(tree, this.name, host, oldSeq, host, oldEnd, true);
+    writeVersionLink(tree, this.name, host, toSeq, host, 0, true);
+    raiseMaxnr(tree, this.name, toSeq);
+    this.ctx.log('info', `${this.name}: rotated to log-${String(toSeq).padStart(9, '0')}-${host} (previous ended at ${oldEnd} bytes)`);
+    this.publish(true);
+  }
+
+  private async createLogfile(seq: number): Promise<void> {
+    const path = this.ctx.tree.abs(resPaths.log(this.name, seq, this.ctx.host));
+    try {
+      closeSync(openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    this.ctx.requestTick();
+  }
+
+  setOpenCount(count: number): void {
+    this.openCount = count;
+    this.publish(true);
+  }
+
+  /** Publish status links; rate-limited unless forced. */
+  publish(force: boolean): void {
+    const now = Date.now();
+    if (!force && now - this.lastPublishMs < PUBLISH_MIN_INTERVAL_MS) {
+      if (!this.publishTimer) {
+        this.publishTimer = setTimeout(() => { this.publishTimer = undefined; this.publish(true); }, PUBLISH_MIN_INTERVAL_MS);
+      }
+      return;
+    }
+    this.lastPublishMs = now;
+    try {
+      this.publishStatus();
+      if (this.logger && this.phase === 'primary') this.publishLinks(this.logger, false);
+    } catch (err) {
+      this.ctx.log('warn', `${this.name}: status update failed: ${(err as Error).message}`);
+    }
+  }
+
+  private publishLinks(logger: TransactionLogger, durable: boolean): void {
+    const { tree, host } = this.ctx;
+    const pos = logger.replayPosition();
+    const prevSeq = tree.value(resPaths.replay(this.name, host))?.split(',')[0];
+    const seqChanged = prevSeq !== `log-${String(pos.seq).padStart(9, '0')}-${host}`;
+    writeReplayLink(tree, this.name, host, { seq: pos.seq, origin: host, minPos: pos.minPos, len: pos.lenBytes }, durable || seqChanged);
+    writeVersionLink(tree, this.name, host, logger.currentSeq, host, logger.durablePos, durable);
+    logger.finishedRetired();
+  }
+
+  private publishStatus(): void {
+    const { tree, host } = this.ctx;
+    const set = (key: string, value: string) => tree.write(resPaths.actual(this.name, host, key), value, { onlyIfChanged: true });
+    tree.ensureDir(resPaths.actualDir(this.name, host));
+    const primary = this.phase === 'primary';
+    set('is-attached', this.disk ? '1' : '0');
+    set('is-primary', primary ? '1' : '0');
+    set('if-on', primary ? '1' : '0');
+    set('open-count', String(primary ? this.openCount : 0));
+    set('is-recovering', this.phase === 'starting' ? '1' : '0');
+    set('recovery-rest', String(this.recoveryRestBytes));
+    set('writeback-rest', String(this.logger?.writebackRestBytes() ?? 0));
+    set('replay-code', this.failure ? `${this.failure.code}` : this.phase === 'primary' ? '0' : '1');
+    set('msg-err-replay-stop', this.failure ? this.failure.message : 'OK');
+    set('socket', primary ? this.socketPath : '(none)');
+    set('is-emergency', '0');
+    set('has-emergency', '0');
+  }
+
+  private async closeDisk(): Promise<void> {
+    const disk = this.disk;
+    this.disk = undefined;
+    if (disk) await disk.close().catch(() => undefined);
+  }
+
+  /** Daemon shutdown (SIGTERM): stop cleanly like a detach, but keep the todo switches. */
+  async shutdown(): Promise<void> {
+    await this.busy;
+    if (this.phase === 'primary') await this.stopPrimary('daemon shutting down');
+    if (this.publishTimer) clearTimeout(this.publishTimer);
+  }
+}

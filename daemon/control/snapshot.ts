@@ -1,0 +1,67 @@
+// What the control loop knows about one resource: read from the /mars tree in one pass, then
+// handed to the pure decision function. Only this file does I/O for the decision.
+import { lstatSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { LOG_NAME, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { isValidIdentifier } from '../tree/names.js';
+
+export interface LogfileInfo {
+  seq: number;
+  origin: string;
+  sizeBytes: number;
+}
+
+export interface ResourceSnapshot {
+  name: string;
+  sizeBytes: number | undefined;
+  designatedPrimary: string | undefined;
+  dataPath: string | undefined;
+  todo: Record<TodoKey, boolean>;
+  replayLink: string | undefined;
+  /** regular logfiles present here, ascending by number */
+  logfiles: LogfileInfo[];
+  /** a change in any of these means a failed start may succeed now */
+  signature: string;
+}
+
+export function readResourceSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
+  const dir = resourceDir(res);
+  const flag = (key: TodoKey) => tree.value(resPaths.todo(res, host, key)) === '1';
+  const sizeValue = tree.value(resPaths.size(res));
+  const size = sizeValue !== undefined && /^\d+$/.test(sizeValue) ? Number(sizeValue) : undefined;
+  const logfiles: LogfileInfo[] = [];
+  for (const name of tree.list(dir)) {
+    const m = LOG_NAME.exec(name);
+    if (!m) continue;
+    try {
+      const st = lstatSync(tree.abs(`${dir}/${name}`));
+      if (st.isFile()) logfiles.push({ seq: Number(m[1]), origin: m[2]!, sizeBytes: st.size });
+    } catch { /* deleted concurrently */ }
+  }
+  logfiles.sort((a, b) => a.seq - b.seq || a.origin.localeCompare(b.origin));
+  const primary = tree.value(resPaths.primary(res));
+  const attach = tree.read(resPaths.todo(res, host, 'attach'));
+  const replay = tree.read(resPaths.replay(res, host));
+  const snapshot: ResourceSnapshot = {
+    name: res,
+    sizeBytes: size !== undefined && Number.isSafeInteger(size) ? size : undefined,
+    designatedPrimary: primary !== undefined && isValidIdentifier(primary) ? primary : undefined,
+    dataPath: tree.value(resPaths.data(res, host)),
+    todo: { attach: flag('attach'), connect: flag('connect'), sync: flag('sync'), 'allow-replay': flag('allow-replay') },
+    replayLink: replay?.value,
+    logfiles,
+    signature: '',
+  };
+  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes])]);
+  return snapshot;
+}
+
+/** Resource names present in the tree (directories `resource-NAME` with a valid NAME). */
+export function listResources(tree: TreeStore): string[] {
+  return tree
+    .list('')
+    .filter((n) => n.startsWith('resource-'))
+    .map((n) => n.slice('resource-'.length))
+    .filter((n) => isValidIdentifier(n) && tree.value(resPaths.size(n)) !== undefined)
+    .sort();
+}

@@ -1,0 +1,217 @@
+// Appends records to one logfile `log-SEQ-HOST` with group commit: records of all requests that
+// arrive while a write or an fdatasync is in progress go out together in the next single
+// vectored write, and every durable waiter of that write shares one fdatasync (DESIGN.md §3.1).
+//
+// Per request the writer calls `onWritten` in log order right after the write() returns: the
+// logger inserts the data into its pending index there, so the index never holds data that is
+// not in the logfile, and writeback can never get ahead of the log.
+import { promises as fsp, constants as fsc } from 'node:fs';
+import { assert } from '../util/assert.js';
+import {
+  encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES,
+} from '../log/record.js';
+
+const BATCH_CAPACITY_BYTES = 1 << 20;
+const MAX_IOVECS = 512;
+/** A ZeroRange record covers at most this much, so replay work per record stays bounded. */
+export const MAX_ZERO_RECORD_BYTES = 1 << 20;
+
+interface Waiter {
+  endPos: number;
+  durable: boolean;
+  onWritten: (() => void) | undefined;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface Batch {
+  buf: Buffer;
+  used: number;
+  waiters: Waiter[];
+}
+
+export class LogWriterError extends Error {
+  override name = 'LogWriterError';
+}
+
+export class LogWriter {
+  private batches: Batch[] = [];
+  private nextSeqNr = 1;
+  /** end of everything encoded so far (queued, maybe not yet written) */
+  private appendedEnd: number;
+  private writtenEnd: number;
+  private durableEnd: number;
+  private flushWaiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private syncWaiters: Waiter[] = [];
+  private pumping = false;
+  private failure: Error | undefined;
+  private closed = false;
+
+  private constructor(readonly path: string, readonly seq: number, private readonly handle: fsp.FileHandle, startPos: number) {
+    this.appendedEnd = this.writtenEnd = this.durableEnd = startPos;
+  }
+
+  /** Open a fresh, empty logfile (created here or by `marsadm log-rotate`). */
+  static async openFresh(path: string, seq: number): Promise<LogWriter> {
+    const handle = await fsp.open(path, fsc.O_WRONLY | fsc.O_CREAT, 0o644);
+    const st = await handle.stat();
+    if (st.size !== 0) {
+      await handle.close();
+      throw new LogWriterError(`${path} is not empty: a primary never appends to an existing logfile`);
+    }
+    return new LogWriter(path, seq, handle, 0);
+  }
+
+  /** Byte offset where the next record will start. */
+  get nextPos(): number {
+    return this.appendedEnd;
+  }
+
+  get durablePos(): number {
+    return this.durableEnd;
+  }
+
+  get writtenPos(): number {
+    return this.writtenEnd;
+  }
+
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  /** Log a write of `data` at `devicePos`, split into records of at most 4 KiB. */
+  appendWrite(devicePos: number, data: Buffer, stampUs: number, durable: boolean, onWritten?: () => void): Promise<void> {
+    this.checkUsable();
+    const sec = Math.floor(stampUs / 1_000_000);
+    const nsec = (stampUs % 1_000_000) * 1000;
+    for (let done = 0; done < data.length || (data.length === 0 && done === 0); done += MAX_RECORD_PAYLOAD_BYTES) {
+      const payload = data.subarray(done, Math.min(done + MAX_RECORD_PAYLOAD_BYTES, data.length));
+      this.encode(devicePos + done, RecordCode.WriteNew, sec, nsec, payload);
+      if (data.length === 0) break;
+    }
+    return this.enqueueWaiter(durable, onWritten);
+  }
+
+  /** Log that [devicePos, +lengthBytes) reads as zeros (our ZeroRange record). */
+  appendZeroes(devicePos: number, lengthBytes: number, stampUs: number, durable: boolean, onWritten?: () => void): Promise<void> {
+    this.checkUsable();
+    const sec = Math.floor(stampUs / 1_000_000);
+    const nsec = (stampUs % 1_000_000) * 1000;
+    for (let done = 0; done < lengthBytes; done += MAX_ZERO_RECORD_BYTES) {
+      const n = Math.min(MAX_ZERO_RECORD_BYTES, lengthBytes - done);
+      this.encode(devicePos + done, RecordCode.ZeroRange, sec, nsec, encodeZeroRangePayload(n));
+    }
+    return this.enqueueWaiter(durable, onWritten);
+  }
+
+  /** Resolves when every record appended before the call is durable. */
+  flush(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.durableEnd >= this.appendedEnd) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.flushWaiters.push({ target: this.appendedEnd, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Flush, then close the file. The writer cannot be used afterwards. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (!this.failure) await this.flush();
+    this.closed = true;
+    await this.handle.close();
+  }
+
+  private checkUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new LogWriterError(`${this.path} is closed`);
+  }
+
+  private encode(devicePos: number, code: RecordCode, sec: number, nsec: number, payload: Buffer): void {
+    const size = recordBytes(payload.length);
+    let batch = this.batches[this.batches.length - 1];
+    if (!batch || batch.used + size > batch.buf.length) {
+      batch = { buf: Buffer.allocUnsafe(BATCH_CAPACITY_BYTES), used: 0, waiters: [] };
+      this.batches.push(batch);
+    }
+    const written = encodeRecord(batch.buf, batch.used, {
+      devicePos, code, stampSec: sec, stampNsec: nsec, seqNr: this.nextSeqNr++, payload,
+    });
+    assert(written === size, 'encodeRecord wrote an unexpected length');
+    batch.used += size;
+    this.appendedEnd += size;
+  }
+
+  private enqueueWaiter(durable: boolean, onWritten: (() => void) | undefined): Promise<void> {
+    const batch = this.batches[this.batches.length - 1];
+    assert(batch !== undefined, 'a waiter needs the batch holding its records');
+    return new Promise((resolve, reject) => {
+      batch.waiters.push({ endPos: this.appendedEnd, durable, onWritten, resolve, reject });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    // Defer to the end of this turn so requests arriving together share one write.
+    setImmediate(() => {
+      this.pump().catch((err) => this.fail(err as Error)).finally(() => {
+        this.pumping = false;
+        if (!this.failure && (this.batches.length > 0 || this.needsSync())) this.kick();
+      });
+    });
+  }
+
+  private needsSync(): boolean {
+    return this.syncWaiters.length > 0 || this.flushWaiters.some((w) => w.target > this.durableEnd);
+  }
+
+  private async pump(): Promise<void> {
+    while (this.batches.length > 0 || this.needsSync()) {
+      if (this.batches.length > 0) await this.writeQueued();
+      if (this.needsSync()) {
+        // Group commit: whatever queued up during the write goes out before the one sync.
+        if (this.batches.length > 0) await this.writeQueued();
+        const target = this.writtenEnd;
+        await this.handle.datasync();
+        this.durableEnd = target;
+        const stillWaiting: Waiter[] = [];
+        for (const w of this.syncWaiters) (w.endPos <= target ? w.resolve() : stillWaiting.push(w));
+        this.syncWaiters = stillWaiting;
+        this.flushWaiters = this.flushWaiters.filter((w) => (w.target <= target ? (w.resolve(), false) : true));
+      }
+    }
+  }
+
+  private async writeQueued(): Promise<void> {
+    const taken = this.batches.splice(0, MAX_IOVECS);
+    const buffers = taken.map((b) => b.buf.subarray(0, b.used));
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    let done = 0;
+    while (done < total) {
+      const rest = done === 0 ? buffers : [Buffer.concat(buffers).subarray(done)];
+      const { bytesWritten } = await this.handle.writev(rest, this.writtenEnd + done);
+      if (bytesWritten === 0) throw new LogWriterError(`${this.path}: write made no progress`);
+      done += bytesWritten;
+    }
+    this.writtenEnd += total;
+    for (const batch of taken) {
+      for (const w of batch.waiters) {
+        w.onWritten?.();
+        if (w.durable) this.syncWaiters.push(w);
+        else w.resolve();
+      }
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failure = new LogWriterError(`logfile ${this.path} failed: ${err.message}`);
+    for (const batch of this.batches) for (const w of batch.waiters) w.reject(this.failure);
+    for (const w of this.syncWaiters) w.reject(this.failure);
+    for (const w of this.flushWaiters) w.reject(this.failure);
+    this.batches = [];
+    this.syncWaiters = [];
+    this.flushWaiters = [];
+  }
+}

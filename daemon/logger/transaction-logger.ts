@@ -1,0 +1,250 @@
+// The primary's write path (reference/mars.md §0, §2.5): every write is appended to the current
+// logfile, entered into the pending index (which serves reads), acknowledged per NBD semantics,
+// and written back to the data disk in the background. This class is the BlockBackend the NBD
+// export talks to; the control loop owns its lifecycle (start after recovery, rotate, stop).
+import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
+import { assert } from '../util/assert.js';
+import type { LamportClock } from '../tree/lamport.js';
+import type { DataDisk } from '../disk/data-disk.js';
+import { LogWriter } from './log-writer.js';
+import { PendingIndex, SECTOR_BYTES } from './pending-index.js';
+import { Writeback } from './writeback.js';
+import type { LogLocation } from './log-location.js';
+
+export interface TransactionLoggerOptions {
+  disk: DataDisk;
+  sizeBytes: number;
+  clock: LamportClock;
+  /** pending (not yet written back) data above this makes new writes wait */
+  memLimitBytes: number;
+  /** first logfile to append to (fresh and empty) */
+  writer: LogWriter;
+  /** a fatal error (log or disk I/O): the resource must go down and say why */
+  onFatal: (err: Error) => void;
+  /** writeback made progress: the replay link may advance */
+  onApplied?: () => void;
+}
+
+export interface ReplayPosition {
+  seq: number;
+  minPos: number;
+  lenBytes: number;
+}
+
+export class TransactionLogger implements BlockBackend {
+  readonly sizeBytes: number;
+  private readonly index = new PendingIndex();
+  private readonly writeback: Writeback;
+  private writer: LogWriter;
+  /** logfiles rotated away from whose data is not yet all written back: seq -> end */
+  private readonly retiredEnds = new Map<number, number>();
+  private rotating: Promise<void> | undefined;
+  private writable = true;
+  /** bytes of admitted writes not yet entered into the index (queued in the log writer) */
+  private admittedBytes = 0;
+  private memoryWaiters: (() => void)[] = [];
+
+  constructor(private readonly opts: TransactionLoggerOptions) {
+    this.sizeBytes = opts.sizeBytes;
+    this.writer = opts.writer;
+    this.writeback = new Writeback({
+      index: this.index,
+      disk: opts.disk,
+      syncLog: () => this.syncLog(),
+      onApplied: () => {
+        this.wakeMemoryWaiters();
+        opts.onApplied?.();
+      },
+      onError: (err) => this.fatal(err),
+      maxBatchBytes: Math.max(4 << 20, Math.min(64 << 20, Math.floor(opts.memLimitBytes / 4))),
+    });
+  }
+
+  get currentSeq(): number {
+    return this.writer.seq;
+  }
+
+  /** End of the durable part of the current logfile (versionlink LOGPOS, fetch limit). */
+  get durablePos(): number {
+    return this.writer.durablePos;
+  }
+
+  /** Memory held for writes: pending writeback data plus admitted, not yet logged writes. */
+  get pendingBytes(): number {
+    return this.index.bytesHeld + this.admittedBytes;
+  }
+
+  /** Logged bytes not yet written back to the disk (marsadm view-writeback-rest). */
+  writebackRestBytes(): number {
+    const from = this.replayPosition();
+    let rest = 0;
+    for (const [seq, end] of this.retiredEnds) if (seq >= from.seq) rest += seq === from.seq ? end - from.minPos : end;
+    rest += this.writer.seq === from.seq ? this.writer.writtenPos - from.minPos : this.writer.writtenPos;
+    return Math.max(0, rest);
+  }
+
+  /** Where the replay link points: everything before MINPOS is durable on the disk. */
+  replayPosition(): ReplayPosition {
+    // The log writer enters records into the index synchronously when their write returns, so
+    // with an empty index everything written so far is applied.
+    const first = this.index.firstUnapplied() ?? { seq: this.writer.seq, pos: this.writer.writtenPos };
+    const end = first.seq === this.writer.seq ? this.writer.writtenPos : this.retiredEnds.get(first.seq) ?? first.pos;
+    return { seq: first.seq, minPos: first.pos, lenBytes: Math.max(0, end - first.pos) };
+  }
+
+  /** Logfiles rotated away from that are now completely written back. */
+  finishedRetired(): number[] {
+    const from = this.replayPosition().seq;
+    const done = [...this.retiredEnds.keys()].filter((seq) => seq < from);
+    for (const seq of done) this.retiredEnds.delete(seq);
+    return done;
+  }
+
+  isWritable(): boolean {
+    return this.writable;
+  }
+
+  /** Stop accepting writes (role change, shutdown): they get EPERM from now on. */
+  refuseWrites(): void {
+    this.writable = false;
+  }
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const found = this.index.collect(offsetBytes, lengthBytes);
+    const out = Buffer.allocUnsafe(lengthBytes);
+    await this.opts.disk.read(out, offsetBytes);
+    PendingIndex.apply(found, out, offsetBytes);
+    return out;
+  }
+
+  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    this.checkWrite(offsetBytes, data.length);
+    if (data.length === 0) return fua ? this.flush() : undefined;
+    const cost = await this.admit(data.length);
+    const writer = this.writer;
+    const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
+    await writer.appendWrite(offsetBytes, data, this.opts.clock.now(), fua, () => {
+      this.index.put(offsetBytes, data.length, data, at);
+      this.release(cost);
+    }).catch((err) => { this.release(cost); throw err; });
+    this.writeback.kick();
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    this.checkWrite(offsetBytes, lengthBytes);
+    if (lengthBytes === 0) return fua ? this.flush() : undefined;
+    const cost = await this.admit(0);
+    const writer = this.writer;
+    const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
+    await writer.appendZeroes(offsetBytes, lengthBytes, this.opts.clock.now(), fua, () => {
+      this.index.put(offsetBytes, lengthBytes, undefined, at);
+      this.release(cost);
+    }).catch((err) => { this.release(cost); throw err; });
+    this.writeback.kick();
+  }
+
+  /** TRIM is advisory in NBD: we accept it and change nothing, so all replicas stay identical. */
+  async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    this.checkWrite(offsetBytes, lengthBytes);
+    if (fua) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.rotating) await this.rotating;
+    await this.writer.flush();
+  }
+
+  /** Switch appends to a fresh logfile; the old one is flushed first so it ends complete. */
+  async rotate(next: LogWriter): Promise<{ oldSeq: number; oldEnd: number }> {
+    assert(next.seq === this.writer.seq + 1, `rotation must go to the next logfile number (${this.writer.seq} -> ${next.seq})`);
+    assert(this.rotating === undefined, 'one rotation at a time');
+    const old = this.writer;
+    let release!: () => void;
+    this.rotating = new Promise((r) => (release = r));
+    try {
+      await old.close();
+      this.retiredEnds.set(old.seq, old.writtenPos);
+      this.writer = next;
+      return { oldSeq: old.seq, oldEnd: old.writtenPos };
+    } finally {
+      this.rotating = undefined;
+      release();
+    }
+  }
+
+  /** Refuse new writes, make everything durable and written back, close the logfile. */
+  async stop(): Promise<void> {
+    this.writable = false;
+    if (this.rotating) await this.rotating;
+    await this.writer.flush();
+    await this.writeback.drain();
+    this.writeback.stop();
+    await this.writer.close();
+  }
+
+  /** Wait for writeback to finish everything pending (tests, log-rotate, handover). */
+  async drain(): Promise<void> {
+    await this.flush();
+    await this.writeback.drain();
+  }
+
+  private async syncLog(): Promise<void> {
+    if (this.rotating) await this.rotating;
+    await this.writer.flush();
+  }
+
+  /**
+   * Memory backpressure: wait while pending plus admitted data is at the limit, then reserve
+   * `lengthBytes`. A single request larger than the limit is admitted when nothing else is
+   * held, so it cannot wait forever.
+   */
+  private async admit(lengthBytes: number): Promise<number> {
+    for (;;) {
+      if (this.rotating) await this.rotating;
+      if (!this.writable) throw new BackendError('EPERM', 'this host is no longer primary');
+      const held = this.pendingBytes;
+      if (held + lengthBytes <= this.opts.memLimitBytes || held === 0) break;
+      this.writeback.kick();
+      await new Promise<void>((resolve) => this.memoryWaiters.push(resolve));
+      if (this.writeback.error) throw new BackendError('EIO', this.writeback.error.message);
+    }
+    this.admittedBytes += lengthBytes;
+    return lengthBytes;
+  }
+
+  private release(lengthBytes: number): void {
+    this.admittedBytes -= lengthBytes;
+    assert(this.admittedBytes >= 0, 'admitted bytes went negative');
+    this.wakeMemoryWaiters();
+  }
+
+  private wakeMemoryWaiters(): void {
+    if (this.memoryWaiters.length === 0) return;
+    const waiters = this.memoryWaiters;
+    this.memoryWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      throw new BackendError('EINVAL', `request [${offsetBytes}, +${lengthBytes}) outside the device of ${this.sizeBytes} bytes`);
+    }
+  }
+
+  private checkWrite(offsetBytes: number, lengthBytes: number): void {
+    if (!this.writable) throw new BackendError('EPERM', 'this host is not primary for the resource');
+    this.checkRange(offsetBytes, lengthBytes);
+    if (offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0) {
+      throw new BackendError('EINVAL', `writes must be aligned to ${SECTOR_BYTES} bytes`);
+    }
+    const failure = this.writer.failed ?? this.writeback.error;
+    if (failure) throw new BackendError('EIO', failure.message);
+  }
+
+  private fatal(err: Error): void {
+    this.writable = false;
+    this.wakeMemoryWaiters();
+    this.opts.onFatal(err);
+  }
+}

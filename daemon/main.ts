@@ -1,0 +1,68 @@
+// `marsd` command line: parse options, take the /mars lock, run until SIGTERM.
+import { Command, InvalidArgumentError } from 'commander';
+import { Daemon, MARSD_VERSION } from './daemon.js';
+import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from './config.js';
+
+function sizeOption(what: string) {
+  return (text: string) => {
+    try {
+      return parseSize(text, what);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+export function runMarsd(argv: string[]): void {
+  const program = new Command('marsd')
+    .description('MARS daemon: transaction logger, replication and control loop for one host')
+    .version(MARSD_VERSION)
+    .option('--mars-dir <dir>', 'the /mars tree (env MARS_DIR)')
+    .option('--host <name>', 'this host\'s name in the cluster (env MARS_HOST; default: hostname)')
+    .option('--run-dir <dir>', 'where NBD sockets live (env MARS_RUN_DIR; default /run/mars)')
+    .option('--mem-limit <size>', 'pending writeback data before writes wait', sizeOption('--mem-limit'))
+    .option('--log-rotate-size <size>', 'rotate the logfile at this size (0 = only by log-rotate)', sizeOption('--log-rotate-size'))
+    .option('--scan-interval-ms <ms>', 'periodic tree scan interval', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 50 || n > 60_000) throw new InvalidArgumentError('must be 50..60000');
+      return n;
+    })
+    .option('--quiet', 'log only warnings and errors')
+    .showHelpAfterError();
+  program.parse(argv, { from: 'user' });
+  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; quiet?: boolean }>();
+
+  const log = (level: 'info' | 'warn' | 'error', msg: string) => {
+    if (o.quiet && level === 'info') return;
+    process.stderr.write(`${new Date().toISOString()} marsd[${process.pid}] ${level}: ${msg}\n`);
+  };
+
+  let daemon: Daemon;
+  try {
+    const common = resolveCommon(o);
+    daemon = new Daemon({
+      ...common,
+      memLimitBytes: o.memLimit ?? defaultMemLimitBytes(),
+      logRotateBytes: o.logRotateSize ?? DEFAULT_LOG_ROTATE_BYTES,
+      scanIntervalMs: o.scanIntervalMs ?? DEFAULT_SCAN_INTERVAL_MS,
+      log,
+    });
+  } catch (err) {
+    process.stderr.write(`marsd: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const shutdown = (signal: string) => {
+    log('info', `${signal} received, stopping`);
+    daemon.stop().then(() => process.exit(0), (err) => {
+      log('error', `stop failed: ${(err as Error).message}`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('unhandledRejection', (err) => log('error', `unhandled rejection: ${(err as Error)?.stack ?? err}`));
+  daemon.start().catch((err) => {
+    process.stderr.write(`marsd: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,73 @@
+// Apply the records of one logfile to a data disk, in log order, verifying every record
+// (DESIGN.md §3.4): the scanner stops at the last good record; nothing after it is applied.
+// Records are collected in a PendingIndex so overwrites coalesce and the disk gets sorted
+// writes; the result is identical to applying record after record. Shared by primary crash
+// recovery and the secondary's replayer.
+import { readLogBatches, type LogStop } from '../log/scanner.js';
+import { RecordCode } from '../log/record.js';
+import { PendingIndex, SECTOR_BYTES } from '../logger/pending-index.js';
+import { writePages } from '../logger/writeback.js';
+import type { DataDisk } from '../disk/data-disk.js';
+
+const FLUSH_EVERY_BYTES = 64 << 20;
+
+export interface ApplyResult {
+  /** end of the last applied record (a tolerable torn tail or a defect starts here) */
+  endPos: number;
+  stop: LogStop;
+  records: number;
+  appliedBytes: number;
+}
+
+export interface ApplyOptions {
+  path: string;
+  seq: number;
+  fromPos: number;
+  /** stop here even if the file is longer (a fetcher's known durable end) */
+  endPos?: number;
+  disk: DataDisk;
+  sizeBytes: number;
+  onProgress?: (posBytes: number) => void;
+}
+
+export async function applyLog(o: ApplyOptions): Promise<ApplyResult> {
+  const index = new PendingIndex();
+  let records = 0;
+  let appliedBytes = 0;
+  let stop: LogStop | undefined;
+  let endPos = o.fromPos;
+  const flush = async () => {
+    const batch = index.takeBatch(Number.MAX_SAFE_INTEGER);
+    await writePages(o.disk, batch);
+    index.completeBatch(batch);
+  };
+  outer: for await (const item of readLogBatches(o.path, o.fromPos, o.endPos === undefined ? {} : { endPos: o.endPos })) {
+    if (item.type === 'end') {
+      stop = item.stop;
+      break;
+    }
+    for (const r of item.records) {
+      if (r.code === RecordCode.WriteOld) { endPos = r.fileOffset + r.totalBytes; continue; }
+      const outside = r.devicePos + r.deviceBytes > o.sizeBytes;
+      const unaligned = r.devicePos % SECTOR_BYTES !== 0 || r.deviceBytes % SECTOR_BYTES !== 0;
+      if (outside || unaligned) {
+        stop = {
+          kind: 'bad-field', torn: false, defect: true, offset: r.fileOffset,
+          detail: outside
+            ? `record ${r.seqNr} writes [${r.devicePos}, +${r.deviceBytes}) beyond the device size ${o.sizeBytes}`
+            : `record ${r.seqNr} at device position ${r.devicePos} is not aligned to ${SECTOR_BYTES} bytes`,
+        };
+        break outer;
+      }
+      index.put(r.devicePos, r.deviceBytes, r.code === RecordCode.ZeroRange ? undefined : r.payload, { seq: o.seq, pos: r.fileOffset });
+      records++;
+      appliedBytes += r.deviceBytes;
+      endPos = r.fileOffset + r.totalBytes;
+    }
+    if (index.bytesHeld >= FLUSH_EVERY_BYTES) await flush();
+    o.onProgress?.(endPos);
+  }
+  await flush();
+  if (!stop) throw new Error(`${o.path}: log reader ended without a stop reason`);
+  return { endPos, stop, records, appliedBytes };
+}

@@ -1,0 +1,107 @@
+// Start of a designated primary (reference/mars.md §4.4): replay everything the replay link
+// says is not yet known to be on the disk, from its MINPOS through every following logfile,
+// tolerating a torn tail in the last one and refusing on any defect; then the caller starts a
+// fresh logfile (never appending to an old one).
+import { truncate } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { resPaths } from '../tree/paths.js';
+import type { DataDisk } from '../disk/data-disk.js';
+import { listLogfiles, readReplayLink, writeVersionLink } from '../control/resource-links.js';
+import { STOP_MEANING } from '../log/scanner.js';
+import { applyLog } from './apply-log.js';
+
+/** errno-style codes published as replay-code (negative), as MARS does. */
+export const REPLAY_CODE = { EBADMSG: -74, ENOENT: -2, ENOSPC: -28, EIO: -5, EINVAL: -22 } as const;
+
+export class RecoveryError extends Error {
+  override name = 'RecoveryError';
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+export interface RecoverOptions {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  disk: DataDisk;
+  sizeBytes: number;
+  onProgress: (restBytes: number) => void;
+  log: (msg: string) => void;
+}
+
+export interface RecoverResult {
+  /** the number of the fresh logfile the logger must start */
+  nextSeq: number;
+  replayedFiles: number;
+  replayedRecords: number;
+}
+
+export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> {
+  const { tree, res, host } = o;
+  const link = readReplayLink(tree, res, host);
+  if (!link) {
+    throw new RecoveryError(REPLAY_CODE.EINVAL, `replay-${host} is missing or malformed in resource ${res}; the resource cannot start (recreate it, or restore the link)`);
+  }
+  const logs = listLogfiles(tree, res);
+  const highest = logs.reduce((m, l) => Math.max(m, l.seq), 0);
+  const maxnr = Number(tree.value(resPaths.maxnr(res)) ?? '0');
+  const nextSeq = Math.max(highest, Number.isSafeInteger(maxnr) ? maxnr : 0, link.seq) + 1;
+
+  // The files to replay: link.seq, link.seq+1, ... while they exist, one origin per number.
+  const plan: { seq: number; origin: string; path: string; sizeBytes: number }[] = [];
+  for (let seq = link.seq; ; seq++) {
+    const here = logs.filter((l) => l.seq === seq);
+    if (here.length === 0) break;
+    if (here.length > 1) {
+      throw new RecoveryError(REPLAY_CODE.EBADMSG, `two logfiles with number ${seq} (${here.map((l) => l.name).join(', ')}): split brain; see "marsadm view ${res}"`);
+    }
+    const path = tree.abs(resPaths.log(res, seq, here[0]!.origin));
+    plan.push({ seq, origin: here[0]!.origin, path, sizeBytes: statSync(path).size });
+  }
+  if (plan.length === 0) {
+    if (link.minPos > 0) {
+      throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile log-${String(link.seq).padStart(9, '0')}-${link.origin} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
+    }
+    return { nextSeq, replayedFiles: 0, replayedRecords: 0 };
+  }
+  if (plan[0]!.origin !== link.origin) {
+    throw new RecoveryError(REPLAY_CODE.EBADMSG, `replay-${host} names origin ${link.origin} but the logfile ${plan[0]!.seq} comes from ${plan[0]!.origin}: split brain`);
+  }
+  if (plan[0]!.sizeBytes < link.minPos) {
+    throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile ${plan[0]!.path} has ${plan[0]!.sizeBytes} bytes, less than the ${link.minPos} bytes replay-${host} says were applied: the logfile was truncated`);
+  }
+
+  let rest = plan.reduce((n, p, i) => n + p.sizeBytes - (i === 0 ? link.minPos : 0), 0);
+  let records = 0;
+  for (let i = 0; i < plan.length; i++) {
+    const p = plan[i]!;
+    const fromPos = i === 0 ? link.minPos : 0;
+    const startRest = rest;
+    const result = await applyLog({
+      path: p.path, seq: p.seq, fromPos, disk: o.disk, sizeBytes: o.sizeBytes,
+      onProgress: (pos) => o.onProgress(startRest - (pos - fromPos)),
+    });
+    records += result.records;
+    rest = startRest - (p.sizeBytes - fromPos);
+    const laterData = plan.slice(i + 1).some((q) => q.sizeBytes > 0);
+    if (result.stop.defect || (result.stop.torn && laterData)) {
+      await o.disk.datasync();
+      const what = result.stop.defect ? STOP_MEANING[result.stop.kind] : 'torn record in a logfile that is followed by more logged data';
+      throw new RecoveryError(REPLAY_CODE.EBADMSG,
+        `defective logfile ${p.path} at offset ${result.stop.offset}: ${result.stop.kind} (${result.stop.detail}); ${what}. `
+        + `The device stays down; everything before offset ${result.stop.offset} is applied. Inspect with "marsadm log-dump ${p.path}"; `
+        + `to give up the records from that offset on and start anyway, run "marsadm log-truncate ${res}"`);
+    }
+    if (result.stop.torn) {
+      o.log(`logfile ${p.path}: torn tail at offset ${result.stop.offset} (${result.stop.kind}), tolerated after a crash; the incomplete record was never acknowledged as durable`);
+      await truncate(p.path, result.stop.offset);
+    }
+    if (result.records > 0) o.log(`recovery: applied ${result.records} records of ${p.path} from offset ${fromPos}`);
+    await o.disk.datasync();
+    writeVersionLink(tree, res, host, p.seq, p.origin, result.endPos, true);
+  }
+  await o.disk.datasync();
+  return { nextSeq, replayedFiles: plan.length, replayedRecords: records };
+}

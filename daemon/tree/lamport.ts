@@ -1,0 +1,44 @@
+// The "physical" Lamport clock of MARS (reference/mars.md §1.7): a stamp is
+// max(real time, highest stamp seen), so a link written after reading another always carries
+// a newer stamp, even across hosts with skewed clocks. Stamps are integer microseconds since
+// the epoch: they fit a double exactly and survive the round trip through a symlink's mtime
+// (lutimes takes seconds as a double; we round what lstat reports to whole microseconds).
+
+/** Stamps more than this far ahead of real time are treated as corrupt, not adopted. */
+export const MAX_LAMPORT_FUTURE_US = 30 * 24 * 3600 * 1_000_000;
+
+export class LamportClock {
+  private highestUs = 0;
+
+  constructor(private readonly realTimeUs: () => number = () => Date.now() * 1000) {}
+
+  /** A fresh stamp, strictly greater than every stamp returned or observed before. */
+  tick(): number {
+    const real = this.realTimeUs();
+    this.highestUs = real > this.highestUs ? real : this.highestUs + 1;
+    return this.highestUs;
+  }
+
+  /** The current clock value without advancing it. */
+  now(): number {
+    return Math.max(this.realTimeUs(), this.highestUs);
+  }
+
+  /** Advance past a stamp seen on disk or from a peer (absurd future stamps are ignored). */
+  observe(stampUs: number): void {
+    if (!Number.isSafeInteger(stampUs) || stampUs <= 0) return;
+    if (stampUs > this.realTimeUs() + MAX_LAMPORT_FUTURE_US) return;
+    if (stampUs > this.highestUs) this.highestUs = stampUs;
+  }
+}
+
+export function stampToSeconds(stampUs: number): number {
+  return stampUs / 1_000_000;
+}
+
+/** `sec.nsec` as MARS prints times in status links. */
+export function formatStamp(stampUs: number): string {
+  const sec = Math.floor(stampUs / 1_000_000);
+  const ns = (stampUs % 1_000_000) * 1000;
+  return `${sec}.${String(ns).padStart(9, '0')}`;
+}

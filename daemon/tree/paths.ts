@@ -1,0 +1,50 @@
+// Names of the links in the /mars tree (DESIGN.md §4, reference/mars.md §1). Every builder
+// validates the identifiers it embeds, so callers cannot construct an escaping path.
+import { validHost, validResource } from './names.js';
+
+export const SEQ_DIGITS = 9;
+
+export function seqString(seq: number): string {
+  if (!Number.isSafeInteger(seq) || seq < 0 || seq > 999_999_999) throw new RangeError(`logfile number out of range: ${seq}`);
+  return String(seq).padStart(SEQ_DIGITS, '0');
+}
+
+export const globalPaths = {
+  uuid: 'uuid',
+  ipsDir: 'ips',
+  ip: (host: string) => `ips/ip-${validHost(host)}`,
+  actualDir: (host: string) => `actual-${validHost(host)}`,
+  actual: (host: string, key: string) => `actual-${validHost(host)}/${key}`,
+  defaultsDir: (host: string) => `defaults-${validHost(host)}`,
+};
+
+export function resourceDir(res: string): string {
+  return `resource-${validResource(res)}`;
+}
+
+export const resPaths = {
+  dir: resourceDir,
+  size: (res: string) => `${resourceDir(res)}/size`,
+  primary: (res: string) => `${resourceDir(res)}/primary`,
+  maxnr: (res: string) => `${resourceDir(res)}/maxnr`,
+  data: (res: string, host: string) => `${resourceDir(res)}/data-${validHost(host)}`,
+  device: (res: string, host: string) => `${resourceDir(res)}/device-${validHost(host)}`,
+  replay: (res: string, host: string) => `${resourceDir(res)}/replay-${validHost(host)}`,
+  syncstatus: (res: string, host: string) => `${resourceDir(res)}/syncstatus-${validHost(host)}`,
+  syncpos: (res: string, host: string) => `${resourceDir(res)}/syncpos-${validHost(host)}`,
+  actsize: (res: string, host: string) => `${resourceDir(res)}/actsize-${validHost(host)}`,
+  log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/log-${seqString(seq)}-${validHost(origin)}`,
+  version: (res: string, seq: number, host: string) => `${resourceDir(res)}/version-${seqString(seq)}-${validHost(host)}`,
+  todoDir: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}`,
+  todo: (res: string, host: string, key: TodoKey) => `${resourceDir(res)}/todo-${validHost(host)}/${key}`,
+  actualDir: (res: string, host: string) => `${resourceDir(res)}/actual-${validHost(host)}`,
+  actual: (res: string, host: string, key: string) => `${resourceDir(res)}/actual-${validHost(host)}/${key}`,
+};
+
+export const TODO_KEYS = ['attach', 'connect', 'sync', 'allow-replay'] as const;
+export type TodoKey = (typeof TODO_KEYS)[number];
+
+/** `log-SEQ-ORIGIN` file names inside a resource directory. */
+export const LOG_NAME = /^log-(\d{9})-([A-Za-z0-9_][-A-Za-z0-9_]{0,62})$/;
+/** `version-SEQ-HOST` link names inside a resource directory. */
+export const VERSION_NAME = /^version-(\d{9})-([A-Za-z0-9_][-A-Za-z0-9_]{0,62})$/;

@@ -1,0 +1,178 @@
+// The /mars symlink tree (DESIGN.md §4): each link's target string is its value and its mtime
+// is a Lamport stamp. Writes are atomic (temporary link, lutimes, rename over) and ordered (an
+// older stamp never replaces a newer one); deletion writes a `.deleted` tombstone that
+// propagates like any value. Directory fsync is done when a value must survive a crash.
+//
+// The store is synchronous on purpose: a link update is a handful of metadata syscalls, and a
+// synchronous store keeps the control loop's reads of a snapshot consistent and simple.
+import {
+  closeSync, fsyncSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readlinkSync,
+  renameSync, symlinkSync, unlinkSync, type BigIntStats,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { LamportClock, stampToSeconds } from './lamport.js';
+import { validTreePath } from './names.js';
+
+export const TOMBSTONE = '.deleted';
+const MAX_VALUE_BYTES = 1023;
+
+export interface LinkEntry {
+  value: string;
+  stampUs: number;
+}
+
+export interface WriteOptions {
+  /** Use this stamp instead of a fresh tick (tree propagation keeps the writer's stamp). */
+  stampUs?: number;
+  /** fsync the directory afterwards: the value must survive a crash. */
+  durable?: boolean;
+  /** Skip the write when the current value is already this one (status links). */
+  onlyIfChanged?: boolean;
+}
+
+export class TreeError extends Error {
+  override name = 'TreeError';
+}
+
+function stampOf(st: BigIntStats): number {
+  // lutimes stores a double; round the nanoseconds back to the microsecond we wrote.
+  return Number((st.mtimeNs + 500n) / 1000n);
+}
+
+export class TreeStore {
+  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock()) {}
+
+  abs(rel: string): string {
+    return join(this.root, validTreePath(rel));
+  }
+
+  /** The value and stamp of a link, including tombstones; undefined when absent. */
+  readRaw(rel: string): (LinkEntry & { deleted: boolean }) | undefined {
+    const path = this.abs(rel);
+    let st: BigIntStats;
+    try {
+      st = lstatSync(path, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    if (!st.isSymbolicLink()) return undefined;
+    const stampUs = stampOf(st);
+    this.clock.observe(stampUs);
+    let value: string;
+    try {
+      value = readlinkSync(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // replaced concurrently
+      throw err;
+    }
+    return { value, stampUs, deleted: value === TOMBSTONE };
+  }
+
+  /** The live value of a link; tombstones read as absent. */
+  read(rel: string): LinkEntry | undefined {
+    const raw = this.readRaw(rel);
+    return raw && !raw.deleted ? { value: raw.value, stampUs: raw.stampUs } : undefined;
+  }
+
+  value(rel: string): string | undefined {
+    return this.read(rel)?.value;
+  }
+
+  /**
+   * Atomically set a link. Returns false when the write was skipped because the existing link
+   * carries a newer stamp (ordered writes) or, with onlyIfChanged, already holds the value.
+   */
+  write(rel: string, value: string, opts: WriteOptions = {}): boolean {
+    if (value.length === 0 || value.length > MAX_VALUE_BYTES || value.includes('\0')) {
+      throw new TreeError(`invalid value for ${rel}: must be 1-${MAX_VALUE_BYTES} characters without NUL`);
+    }
+    const path = this.abs(rel);
+    let existing: BigIntStats | undefined;
+    try {
+      existing = lstatSync(path, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (existing?.isDirectory()) throw new TreeError(`${rel} is a directory, not a link`);
+    if (existing) {
+      const existingUs = stampOf(existing);
+      this.clock.observe(existingUs);
+      if (existing.isSymbolicLink()) {
+        if (opts.onlyIfChanged && readlinkSync(path) === value) return false;
+        if (opts.stampUs !== undefined && existingUs >= opts.stampUs) return false;
+      }
+    }
+    const stampUs = opts.stampUs ?? this.clock.tick();
+    if (opts.stampUs !== undefined) this.clock.observe(stampUs);
+    const dir = dirname(path);
+    const tmp = join(dir, `.tmp.${process.pid}.${randomBytes(4).toString('hex')}`);
+    symlinkSync(value, tmp);
+    try {
+      const seconds = stampToSeconds(stampUs);
+      lutimesSync(tmp, seconds, seconds);
+      renameSync(tmp, path);
+    } catch (err) {
+      try { unlinkSync(tmp); } catch { /* already gone */ }
+      throw err;
+    }
+    if (opts.durable) fsyncDirectory(dir);
+    return true;
+  }
+
+  /** Delete by tombstone (propagates to peers; cron purges it later). */
+  remove(rel: string, opts: WriteOptions = {}): boolean {
+    const raw = this.readRaw(rel);
+    const isFile = !raw && this.exists(rel);
+    if (!raw && !isFile) return false;
+    if (raw?.deleted) return false;
+    return this.write(rel, TOMBSTONE, opts);
+  }
+
+  /** Physically remove a link or tombstone (cron's purge of old tombstones). */
+  purge(rel: string): void {
+    try {
+      unlinkSync(this.abs(rel));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+
+  exists(rel: string): boolean {
+    try {
+      lstatSync(this.abs(rel));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  ensureDir(rel: string): void {
+    mkdirSync(this.abs(rel), { recursive: true, mode: 0o755 });
+  }
+
+  /** Names in a tree directory, without temporary links; empty when it does not exist. */
+  list(rel: string): string[] {
+    const path = rel === '' ? this.root : this.abs(rel);
+    try {
+      return readdirSync(path).filter((n) => !n.startsWith('.tmp'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  fsyncDir(rel: string): void {
+    fsyncDirectory(rel === '' ? this.root : this.abs(rel));
+  }
+}
+
+export function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,47 @@
+// view [NAME|all] and view-MACRO NAME (reference/mars.md §7).
+import { AdmError, type Adm } from '../context.js';
+import { expandResources } from './common.js';
+import { readView } from '../status/read-view.js';
+import { MACROS, viewJson, viewLines } from '../status/view-model.js';
+
+export function view(adm: Adm, spec: string | undefined): void {
+  adm.requireCluster();
+  const names = expandResources(adm, spec ?? 'all');
+  const views = names.map((r) => readView(adm, r));
+  if (adm.json) {
+    adm.printJson(spec !== undefined && spec !== 'all' && views.length === 1 ? viewJson(views[0]!) : views.map(viewJson));
+    return;
+  }
+  if (views.length === 0) adm.print(`no resources on ${adm.host}; create one with "marsadm create-resource NAME DEVICE"`);
+  for (const v of views) for (const line of viewLines(v)) adm.print(line);
+}
+
+export function viewMacro(adm: Adm, macro: string, spec: string): void {
+  const fn = MACROS[macro];
+  if (!fn) throw new AdmError(`unknown macro view-${macro}; known: ${Object.keys(MACROS).join(', ')}`, 2);
+  const names = expandResources(adm, spec);
+  const values = names.map((r) => ({ resource: r, value: fn(readView(adm, r)) }));
+  if (adm.json) adm.printJson(names.length === 1 ? values[0] : values);
+  else for (const v of values) adm.print(names.length === 1 ? v.value : `${v.resource} ${v.value}`);
+}
+
+export const WAIT_CONDITIONS: Record<string, (adm: Adm, res: string) => boolean> = {
+  attach: (adm, r) => adm.actual(r, 'is-attached') === '1',
+  'attach-off': (adm, r) => adm.actual(r, 'is-attached') !== '1',
+  primary: (adm, r) => adm.actual(r, 'is-primary') === '1',
+  'primary-off': (adm, r) => adm.actual(r, 'is-primary') !== '1',
+  device: (adm, r) => adm.actual(r, 'is-primary') === '1',
+  'device-off': (adm, r) => adm.actual(r, 'is-primary') !== '1',
+  'writeback-done': (adm, r) => adm.actual(r, 'writeback-rest') === '0',
+  umount: (adm, r) => (adm.actual(r, 'open-count') ?? '0') === '0',
+};
+
+export async function waitResource(adm: Adm, name: string, cond: string): Promise<void> {
+  const res = adm.requireResource(name);
+  const key = cond.replace(/^is-/, '');
+  const probe = WAIT_CONDITIONS[key];
+  if (!probe) throw new AdmError(`unknown condition ${cond}; known: ${Object.keys(WAIT_CONDITIONS).join(', ')}`, 2);
+  const reached = await adm.waitFor(`${res} reaches ${cond}`, () => probe(adm, res));
+  if (!reached) throw new AdmError(`${res} has not reached ${cond}`);
+  adm.result(`${res}: ${cond} reached`, { resource: res, condition: cond, reached: true });
+}

@@ -1,0 +1,116 @@
+// `marsadm` command line (DESIGN.md §6): MARS's command names and meanings, commander for
+// parsing, one module per command group under commands/. Errors go to stderr with a non-zero
+// exit code and say what to do next.
+import { Command, CommanderError } from 'commander';
+import { Adm, AdmError, type GlobalOptions } from './context.js';
+import { NameError } from '../daemon/tree/names.js';
+import { createCluster } from './commands/cluster.js';
+import { createResource, deleteResource } from './commands/resource.js';
+import { primary, secondary } from './commands/role.js';
+import { attach, detach, down, setTodo, up } from './commands/switches.js';
+import { cron, logDelete, logRotate } from './commands/logs.js';
+import { logTruncate } from './commands/log-truncate.js';
+import { view, viewMacro, waitResource } from './commands/view.js';
+import { logDump } from './commands/log-dump.js';
+import { MACROS } from './status/view-model.js';
+import { MARSD_VERSION } from '../daemon/daemon.js';
+
+/** positional arguments, then the command's own options */
+type Action = (adm: Adm, args: string[], opts: Record<string, string | undefined>) => void | Promise<void>;
+
+function build(): Command {
+  const program = new Command('marsadm')
+    .description('MARS admin tool: cluster and resource management, role switches, status')
+    .version(MARSD_VERSION)
+    .option('--mars-dir <dir>', 'the /mars tree (env MARS_DIR; default /mars)')
+    .option('--host <name>', 'act as this host (env MARS_HOST; default: hostname)')
+    .option('--run-dir <dir>', 'marsd\'s run directory (env MARS_RUN_DIR; default /run/mars)')
+    .option('--json', 'machine-readable output')
+    .option('--timeout <seconds>', 'how long to wait for marsd (-1 forever, 0 do not wait; default 60)')
+    .option('--window <seconds>', 'recency window for alive checks and log deletion (default 60)')
+    .option('--force', 'skip safety checks (read the command\'s help first)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const add = (usage: string, description: string, action: Action, extra?: (c: Command) => Command) => {
+    let cmd = program.command(usage).description(description).option('--force', 'skip safety checks').option('--json', 'machine-readable output').option('--timeout <seconds>', 'wait limit');
+    if (extra) cmd = extra(cmd);
+    cmd.action(async (...args: unknown[]) => {
+      const command = args[args.length - 1] as Command;
+      const adm = new Adm(command.optsWithGlobals<GlobalOptions>());
+      await action(adm, command.processedArgs.filter((a): a is string => typeof a === 'string'), command.opts());
+    });
+    return cmd;
+  };
+
+  add('create-cluster', 'start a new cluster with this host as its first member', (adm, _args, o) => createCluster(adm, { ...(o.listen !== undefined ? { listen: o.listen } : {}) }),
+    (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)'));
+  add('create-resource <name> <device>', 'create a resource on DEVICE; this host becomes its primary', (adm, [name, device], o) => createResource(adm, name!, device!, { ...(o.size !== undefined ? { size: o.size } : {}) }),
+    (c) => c.option('--size <bytes>', 'resource size (default: the whole device)'));
+  add('delete-resource <name>', 'remove a resource from the tree (the data device is not touched)', (adm, [name]) => deleteResource(adm, name!));
+  add('primary <name>', 'make this host the primary of the resource', (adm, [name]) => primary(adm, name!));
+  add('secondary <name>', 'give up the primary role (no designated primary afterwards)', (adm, [name]) => secondary(adm, name!));
+  add('attach <name>', 'use the data device (todo attach on)', (adm, [name]) => attach(adm, name!));
+  add('detach <name>', 'stop using the data device (writes everything back first)', (adm, [name]) => detach(adm, name!));
+  add('up <name>', 'attach and switch fetch, sync and replay on', (adm, [name]) => up(adm, name!));
+  add('down <name>', 'switch replay, sync and fetch off and detach', (adm, [name]) => down(adm, name!));
+  for (const [cmd, key, on] of [
+    ['connect', 'connect', true], ['disconnect', 'connect', false],
+    ['resume-fetch', 'connect', true], ['pause-fetch', 'connect', false],
+    ['resume-replay', 'allow-replay', true], ['pause-replay', 'allow-replay', false],
+    ['resume-sync', 'sync', true], ['pause-sync', 'sync', false],
+  ] as const) {
+    add(`${cmd} <name>`, `${key} ${on ? 'on' : 'off'}`, (adm, [name]) => setTodo(adm, name!, key, on));
+  }
+  add('log-rotate <name>', 'start a new logfile on the primary', async (adm, [name]) => { await logRotate(adm, name!); });
+  add('log-delete <name>', 'delete every logfile all replicas have replayed (NAME or all)', (adm, [name]) => { logDelete(adm, name!, 'all'); });
+  add('log-delete-all <name>', 'same as log-delete', (adm, [name]) => { logDelete(adm, name!, 'all'); });
+  add('log-delete-one <name>', 'delete the oldest deletable logfile', (adm, [name]) => { logDelete(adm, name!, 'one'); });
+  add('cron', 'housekeeping: purge old tombstones, rotate and delete logfiles', (adm) => cron(adm));
+  add('log-truncate <name>', 'cut a defective logfile at its last good record so the resource can start', (adm, [name]) => logTruncate(adm, name!));
+  add('view [name]', 'status of NAME or all resources', (adm, [name]) => view(adm, name));
+  for (const macro of Object.keys(MACROS)) {
+    add(`view-${macro} <name>`, `print ${macro} of the resource`, (adm, [name]) => viewMacro(adm, macro, name!));
+  }
+  add('wait-resource <name> <condition>', 'wait until the resource reaches a condition (attach, primary, device, writeback-done, umount; -off variants)', (adm, [name, cond]) => waitResource(adm, name!, cond!));
+
+  program.command('log-dump <file>')
+    .description('print and verify a logfile')
+    .option('--verbose', 'one line per record')
+    .option('--json', 'machine-readable output')
+    .option('--from <offset>', 'start at this byte offset')
+    .action(async (file: string, o: { verbose?: boolean; json?: boolean; from?: string }, command: Command) => {
+      const g = command.optsWithGlobals<{ json?: boolean }>();
+      const from = o.from === undefined ? undefined : Number(o.from);
+      if (from !== undefined && (!Number.isSafeInteger(from) || from < 0)) throw new AdmError(`invalid --from ${o.from}`, 2);
+      const code = await logDump(file, { json: g.json ?? false, verbose: o.verbose ?? false, ...(from !== undefined ? { from } : {}) }, (line) => process.stdout.write(`${line}\n`));
+      process.exitCode = code;
+    });
+  return program;
+}
+
+export async function runMarsadmAsync(argv: string[]): Promise<number> {
+  const program = build();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof AdmError) {
+      process.stderr.write(`marsadm: ${err.message}\n`);
+      return err.exitCode;
+    }
+    if (err instanceof NameError) {
+      process.stderr.write(`marsadm: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`marsadm: unexpected error: ${(err as Error).stack ?? err}\n`);
+    return 1;
+  }
+}
+
+export function runMarsadm(argv: string[]): void {
+  runMarsadmAsync(argv).then((code) => process.exit(code));
+}

@@ -1,0 +1,48 @@
+// Gather a ViewSnapshot from the tree (the only I/O behind `marsadm view`).
+import type { Adm } from '../context.js';
+import { globalPaths, resPaths, resourceDir } from '../../daemon/tree/paths.js';
+import type { ViewSnapshot } from './view-model.js';
+
+function num(text: string | undefined): number | undefined {
+  if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
+  return Number(text);
+}
+
+export function readView(adm: Adm, res: string): ViewSnapshot {
+  const { tree, host } = adm;
+  const a = (key: string) => adm.actual(res, key);
+  const members = tree.list(resourceDir(res)).filter((n) => n.startsWith('data-') && tree.value(`${resourceDir(res)}/${n}`) !== undefined).map((n) => n.slice(5));
+  const clusterHosts = tree.list(globalPaths.ipsDir).filter((n) => n.startsWith('ip-') && tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined).map((n) => n.slice(3));
+  const time = tree.value(globalPaths.actual(host, 'time'));
+  const heartbeatS = time !== undefined ? Number(time) : undefined;
+  const err = a('msg-err-replay-stop');
+  const todo = (k: 'attach' | 'connect' | 'sync' | 'allow-replay') => tree.value(resPaths.todo(res, host, k)) === '1';
+  const sizeBytes = num(tree.value(resPaths.size(res))) ?? 0;
+  return {
+    res,
+    host,
+    sizeBytes,
+    designatedPrimary: ((p) => (p === undefined || p === '(none)' ? undefined : p))(tree.value(resPaths.primary(res))),
+    members,
+    clusterHosts,
+    member: members.includes(host),
+    dataPath: tree.value(resPaths.data(res, host)),
+    todo: { attach: todo('attach'), connect: todo('connect'), sync: todo('sync'), replay: todo('allow-replay') },
+    daemonRunning: adm.daemonRunning(),
+    heartbeatAgeS: heartbeatS !== undefined && Number.isFinite(heartbeatS) ? Math.max(0, Date.now() / 1000 - heartbeatS) : undefined,
+    windowS: adm.windowS,
+    actual: {
+      isAttached: a('is-attached') === '1',
+      isPrimary: a('is-primary') === '1',
+      openCount: num(a('open-count')) ?? 0,
+      replayCode: num(a('replay-code')?.split(',')[0]),
+      errorMessage: err !== undefined && err !== 'OK' ? err : undefined,
+      writebackRestBytes: num(a('writeback-rest')) ?? 0,
+      isRecovering: a('is-recovering') === '1',
+      recoveryRestBytes: num(a('recovery-rest')) ?? 0,
+      socket: ((s) => (s === undefined || s === '(none)' ? undefined : s))(a('socket')),
+    },
+    syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,
+    replayLink: tree.value(resPaths.replay(res, host)),
+  };
+}

@@ -1,0 +1,153 @@
+// What `marsadm view` and the view-MACRO commands show, computed by pure functions from a
+// snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
+// (reference/mars.md §7): DISKSTATE, REPLSTATE, FLAGS, ROLE.
+
+export interface ViewSnapshot {
+  res: string;
+  host: string;
+  sizeBytes: number;
+  designatedPrimary: string | undefined;
+  members: string[];
+  clusterHosts: string[];
+  member: boolean;
+  dataPath: string | undefined;
+  todo: { attach: boolean; connect: boolean; sync: boolean; replay: boolean };
+  daemonRunning: boolean;
+  /** age of this host's heartbeat (actual-HOST/time), seconds */
+  heartbeatAgeS: number | undefined;
+  windowS: number;
+  actual: {
+    isAttached: boolean;
+    isPrimary: boolean;
+    openCount: number;
+    replayCode: number | undefined;
+    errorMessage: string | undefined;
+    writebackRestBytes: number;
+    isRecovering: boolean;
+    recoveryRestBytes: number;
+    socket: string | undefined;
+  };
+  syncstatusBytes: number;
+  replayLink: string | undefined;
+}
+
+export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
+
+export function role(v: ViewSnapshot): Role {
+  if (!v.member) return 'None';
+  const designated = v.designatedPrimary === v.host;
+  if (v.actual.isPrimary) return designated ? 'Primary' : 'RemainsPrimary';
+  return designated ? 'NotYetPrimary' : 'Secondary';
+}
+
+export function diskState(v: ViewSnapshot): string {
+  if (!v.member) return 'NotJoined';
+  if (v.dataPath === undefined) return 'NotPresent';
+  if (!v.todo.attach) return v.actual.isAttached ? 'Detaching' : 'Detached';
+  if (v.actual.replayCode !== undefined && v.actual.replayCode < 0) {
+    return `DefectiveLog[code=${v.actual.replayCode}]`;
+  }
+  if (v.actual.isRecovering) return `Recovery[${v.actual.recoveryRestBytes}]`;
+  const designated = v.designatedPrimary === v.host;
+  if (designated && v.actual.writebackRestBytes > 0) return `WriteBack[${v.actual.writebackRestBytes}]`;
+  if (v.syncstatusBytes < v.sizeBytes) return 'InConsistent';
+  return 'UpToDate';
+}
+
+export function replState(v: ViewSnapshot): string {
+  if (!v.daemonRunning) return 'DaemonNotRunning';
+  if (v.heartbeatAgeS !== undefined && v.heartbeatAgeS > v.windowS) return 'UnResponsive';
+  if (!v.member) return 'NotJoined';
+  if (!v.todo.attach) return 'NotStarted';
+  if (v.designatedPrimary === v.host) return v.actual.isPrimary ? 'Replicating' : 'NotYetPrimary';
+  if (v.designatedPrimary === undefined) return 'NoPrimaryDesignated';
+  if (!v.todo.sync) return 'PausedSync';
+  if (!v.todo.connect) return 'PausedFetch';
+  if (!v.todo.replay) return 'PausedReplay';
+  return 'Replaying';
+}
+
+export function isConsistent(v: ViewSnapshot): boolean {
+  if (v.designatedPrimary === v.host) return v.actual.writebackRestBytes === 0 && !v.actual.isRecovering;
+  return v.syncstatusBytes >= v.sizeBytes;
+}
+
+/** Six characters, DRBD-like: device, consistency, attach, sync, fetch, replay. */
+export function flags(v: ViewSnapshot): string {
+  const device = v.actual.isPrimary ? 'D' : v.actual.isAttached ? 'd' : '-';
+  const consistent = !v.member ? '-' : isConsistent(v) ? 'C' : 'c';
+  const attach = v.todo.attach ? (v.actual.isAttached ? 'A' : 'a') : v.actual.isAttached ? 'a' : '-';
+  const sync = v.todo.sync ? (v.syncstatusBytes >= v.sizeBytes ? 'S' : 's') : '-';
+  const fetch = v.todo.connect ? 'F' : '-';
+  const replay = v.todo.replay ? 'R' : '-';
+  return `${device}${consistent}${attach}${sync}${fetch}${replay}`;
+}
+
+/** The MARS-style one-line status plus detail lines when something is unusual. */
+export function viewLines(v: ViewSnapshot): string[] {
+  const primary = v.designatedPrimary ?? '(none)';
+  const lines = [`${v.res} [${v.members.length}/${v.clusterHosts.length}] ${diskState(v)} ${replState(v)} ${flags(v)} ${role(v)} ${primary}`];
+  if (v.actual.isPrimary && v.actual.socket) {
+    lines.push(`    LocalDevice nbd+unix:///${v.res}?socket=${v.actual.socket} [${v.actual.openCount > 0 ? `Opened by ${v.actual.openCount}` : 'not opened'}]`);
+  }
+  if (v.actual.isRecovering) lines.push(`    recovery: ${v.actual.recoveryRestBytes} bytes of logfiles left to replay`);
+  if (v.actual.writebackRestBytes > 0) lines.push(`    writeback: ${v.actual.writebackRestBytes} bytes logged but not yet on the disk`);
+  if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
+  if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
+  return lines;
+}
+
+/** view-MACRO values (reference/mars.md §7.2). */
+export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
+  diskstate: diskState,
+  replstate: replState,
+  flags,
+  role,
+  'get-primary': (v) => v.designatedPrimary ?? '(none)',
+  'is-primary': (v) => (v.actual.isPrimary ? '1' : '0'),
+  'is-attached': (v) => (v.actual.isAttached ? '1' : '0'),
+  'is-consistent': (v) => (isConsistent(v) ? '1' : '0'),
+  'is-split-brain': () => '0',
+  'is-emergency': () => '0',
+  'is-alive': (v) => (v.daemonRunning && (v.heartbeatAgeS ?? Infinity) <= v.windowS ? '1' : '0'),
+  'device-opened': (v) => (v.actual.openCount > 0 ? '1' : '0'),
+  'open-count': (v) => String(v.actual.openCount),
+  'writeback-rest': (v) => String(v.actual.writebackRestBytes),
+  'recovery-rest': (v) => String(v.actual.recoveryRestBytes),
+  'fetch-rest': () => '0',
+  'replay-rest': () => '0',
+  'sync-rest': (v) => String(Math.max(0, v.sizeBytes - v.syncstatusBytes)),
+  'replay-lag': () => '0',
+  'replay-code': (v) => (v.actual.replayCode === undefined ? '' : String(v.actual.replayCode)),
+  'the-err-msg': (v) => v.actual.errorMessage ?? '',
+  'resource-size': (v) => String(v.sizeBytes),
+  'todo-attach': (v) => (v.todo.attach ? '1' : '0'),
+  'todo-fetch': (v) => (v.todo.connect ? '1' : '0'),
+  'todo-replay': (v) => (v.todo.replay ? '1' : '0'),
+  'todo-sync': (v) => (v.todo.sync ? '1' : '0'),
+};
+
+export function viewJson(v: ViewSnapshot): Record<string, unknown> {
+  return {
+    resource: v.res,
+    host: v.host,
+    members: v.members,
+    cluster: v.clusterHosts,
+    diskstate: diskState(v),
+    replstate: replState(v),
+    flags: flags(v),
+    role: role(v),
+    primary: v.designatedPrimary ?? null,
+    size: v.sizeBytes,
+    isPrimary: v.actual.isPrimary,
+    isConsistent: isConsistent(v),
+    openCount: v.actual.openCount,
+    writebackRest: v.actual.writebackRestBytes,
+    recoveryRest: v.actual.recoveryRestBytes,
+    replayCode: v.actual.replayCode ?? null,
+    error: v.actual.errorMessage ?? null,
+    socket: v.actual.isPrimary ? v.actual.socket ?? null : null,
+    replayLink: v.replayLink ?? null,
+    daemonRunning: v.daemonRunning,
+  };
+}

@@ -1,0 +1,69 @@
+import t from 'tap';
+import { decide, type RuntimeState } from '../../daemon/control/decide.js';
+import type { ResourceSnapshot } from '../../daemon/control/snapshot.js';
+
+const cfg = { host: 'alpha', logRotateBytes: 1000 };
+
+function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
+  return {
+    name: 'r0', sizeBytes: 1 << 20, designatedPrimary: 'alpha', dataPath: '/dev/x',
+    todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
+    replayLink: 'log-000000001-alpha,0,0', logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1',
+    ...over,
+  };
+}
+
+t.test('a designated, attached primary that is down starts', async (t) => {
+  t.same(decide(snap(), { phase: 'down' }, cfg).action, { kind: 'start-primary' });
+});
+
+t.test('nothing starts without attach, data link, size, or the primary role', async (t) => {
+  const down: RuntimeState = { phase: 'down' };
+  t.same(decide(snap({ todo: { attach: false, connect: true, sync: true, 'allow-replay': true } }), down, cfg).action, { kind: 'none' });
+  t.same(decide(snap({ dataPath: undefined }), down, cfg).action, { kind: 'none' });
+  t.match(decide(snap({ dataPath: undefined }), down, cfg).blockedBy, /data-HOST/);
+  t.same(decide(snap({ sizeBytes: undefined }), down, cfg).action, { kind: 'none' });
+  t.same(decide(snap({ designatedPrimary: 'beta' }), down, cfg).action, { kind: 'none' });
+  t.same(decide(snap({ designatedPrimary: undefined }), down, cfg).action, { kind: 'none' });
+});
+
+t.test('a running primary stops when detached or when the role moves', async (t) => {
+  const rt: RuntimeState = { phase: 'primary', currentSeq: 2, currentLogBytes: 10 };
+  t.match(decide(snap({ todo: { attach: false, connect: true, sync: true, 'allow-replay': true } }), rt, cfg).action, { kind: 'stop-primary', reason: /detach/ });
+  t.match(decide(snap({ designatedPrimary: undefined }), rt, cfg).action, { kind: 'stop-primary', reason: /\(none\)/ });
+  t.match(decide(snap({ designatedPrimary: 'beta' }), rt, cfg).action, { kind: 'stop-primary', reason: /beta/ });
+});
+
+t.test('rotation: to an empty next own logfile, or by size', async (t) => {
+  const rt: RuntimeState = { phase: 'primary', currentSeq: 2, currentLogBytes: 10 };
+  const files = [{ seq: 2, origin: 'alpha', sizeBytes: 10 }, { seq: 3, origin: 'alpha', sizeBytes: 0 }];
+  t.same(decide(snap({ logfiles: files }), rt, cfg).action, { kind: 'rotate', toSeq: 3 });
+  t.same(decide(snap({ logfiles: [files[0]!] }), rt, cfg).action, { kind: 'none' });
+  t.same(decide(snap({ logfiles: [files[0]!] }), { ...rt, currentLogBytes: 1000 }, cfg).action, { kind: 'create-next-logfile', seq: 3 });
+  const foreign = [{ seq: 2, origin: 'alpha', sizeBytes: 10 }, { seq: 3, origin: 'beta', sizeBytes: 0 }];
+  t.same(decide(snap({ logfiles: foreign }), rt, cfg).action, { kind: 'none' }, 'never switches to a foreign logfile');
+  const nonEmpty = [{ seq: 2, origin: 'alpha', sizeBytes: 10 }, { seq: 3, origin: 'alpha', sizeBytes: 5 }];
+  t.same(decide(snap({ logfiles: nonEmpty }), rt, cfg).action, { kind: 'none' }, 'never appends to a non-empty logfile');
+  t.same(decide(snap({ logfiles: [files[0]!] }), { ...rt, currentLogBytes: 1000 }, { ...cfg, logRotateBytes: 0 }).action, { kind: 'none' });
+});
+
+t.test('a failed start is retried only after the tree changed', async (t) => {
+  const failed: RuntimeState = { phase: 'failed', failedSignature: 's1' };
+  t.same(decide(snap(), failed, cfg).action, { kind: 'none' });
+  t.same(decide(snap({ signature: 's2' }), failed, cfg).action, { kind: 'start-primary' });
+});
+
+t.test('transitions in progress are never interrupted (tick by tick)', async (t) => {
+  for (const phase of ['starting', 'stopping'] as const) {
+    t.same(decide(snap(), { phase }, cfg).action, { kind: 'none' });
+    t.same(decide(snap({ designatedPrimary: 'beta' }), { phase }, cfg).action, { kind: 'none' });
+  }
+  // A full sequence: down -> start -> primary -> role moves -> stop -> down stays down.
+  let rt: RuntimeState = { phase: 'down' };
+  t.equal(decide(snap(), rt, cfg).action.kind, 'start-primary');
+  rt = { phase: 'primary', currentSeq: 2, currentLogBytes: 0 };
+  t.equal(decide(snap(), rt, cfg).action.kind, 'none');
+  t.equal(decide(snap({ designatedPrimary: undefined }), rt, cfg).action.kind, 'stop-primary');
+  rt = { phase: 'down' };
+  t.equal(decide(snap({ designatedPrimary: undefined }), rt, cfg).action.kind, 'none');
+});

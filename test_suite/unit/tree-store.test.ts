@@ -1,0 +1,90 @@
+import t from 'tap';
+import { lstatSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TreeStore, TOMBSTONE } from '../../daemon/tree/store.js';
+import { LamportClock } from '../../daemon/tree/lamport.js';
+import { NameError, validHost, validResource, validTreePath } from '../../daemon/tree/names.js';
+import { resPaths } from '../../daemon/tree/paths.js';
+import { tempDir } from '../helpers/tmp.js';
+
+t.test('write is atomic: value and stamp land together, no temporary links remain', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir);
+  const stamp = 1_700_000_000_123_456;
+  t.equal(tree.write('primary', 'alpha', { stampUs: stamp }), true);
+  t.equal(readlinkSync(join(dir, 'primary')), 'alpha');
+  t.same(tree.read('primary'), { value: 'alpha', stampUs: stamp }, 'microsecond stamp survives the mtime round trip');
+  t.same(readdirSync(dir).filter((n) => n.startsWith('.tmp')), []);
+  t.ok(lstatSync(join(dir, 'primary')).isSymbolicLink());
+});
+
+t.test('ordered writes: an older stamp never overwrites a newer one', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  tree.write('size', '100', { stampUs: 2_000_000 });
+  t.equal(tree.write('size', '50', { stampUs: 1_000_000 }), false, 'older write refused');
+  t.equal(tree.value('size'), '100');
+  t.equal(tree.write('size', '50', { stampUs: 2_000_000 }), false, 'equal stamp refused');
+  t.equal(tree.write('size', '200', { stampUs: 3_000_000 }), true, 'newer write accepted');
+  t.equal(tree.value('size'), '200');
+});
+
+t.test('a local write without a stamp always gets a newer one (Lamport clock)', async (t) => {
+  const clock = new LamportClock(() => 1_000_000); // a real clock stuck in the past
+  const tree = new TreeStore(tempDir(t), clock);
+  tree.write('primary', 'beta', { stampUs: 5_000_000_000 }); // from a peer far ahead
+  t.equal(tree.write('primary', 'alpha'), true);
+  const entry = tree.read('primary')!;
+  t.equal(entry.value, 'alpha');
+  t.ok(entry.stampUs > 5_000_000_000, 'the clock moved past the observed stamp');
+});
+
+t.test('onlyIfChanged skips rewriting the same value', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  tree.write('x', '1');
+  const before = tree.read('x')!.stampUs;
+  t.equal(tree.write('x', '1', { onlyIfChanged: true }), false);
+  t.equal(tree.read('x')!.stampUs, before);
+  t.equal(tree.write('x', '2', { onlyIfChanged: true }), true);
+});
+
+t.test('tombstones: delete reads as absent, keeps a newer stamp, replaces regular files', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir);
+  tree.write('primary', 'alpha');
+  t.equal(tree.remove('primary'), true);
+  t.equal(tree.read('primary'), undefined);
+  t.equal(tree.readRaw('primary')?.deleted, true);
+  t.equal(readlinkSync(join(dir, 'primary')), TOMBSTONE);
+  t.equal(tree.remove('primary'), false, 'deleting twice changes nothing');
+  t.equal(tree.remove('never-existed'), false);
+  mkdirSync(join(dir, 'resource-r0'));
+  writeFileSync(join(dir, 'resource-r0', 'log-000000001-alpha'), 'data');
+  t.equal(tree.remove('resource-r0/log-000000001-alpha'), true, 'a logfile is replaced by its tombstone');
+  t.ok(lstatSync(join(dir, 'resource-r0', 'log-000000001-alpha')).isSymbolicLink());
+  const stamp = tree.readRaw('primary')!.stampUs;
+  t.equal(tree.write('primary', 'old', { stampUs: stamp - 1 }), false, 'an older value cannot resurrect a deleted link');
+});
+
+t.test('durable writes fsync the directory (and still work)', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  t.equal(tree.write('uuid', 'alpha_1', { durable: true }), true);
+  t.equal(tree.value('uuid'), 'alpha_1');
+});
+
+t.test('names: traversal, separators, empty and over-long names are rejected', async (t) => {
+  for (const bad of ['../x', 'a/b', '', '.', '..', '-lead', 'x'.repeat(64), 'a b', 'a\0b', 'ä']) {
+    t.throws(() => validHost(bad), NameError, `host ${JSON.stringify(bad)}`);
+    t.throws(() => validResource(bad), NameError, `resource ${JSON.stringify(bad)}`);
+  }
+  for (const good of ['alpha', 'a', 'host-1', 'DB_2', 'x'.repeat(63)]) {
+    t.equal(validHost(good), good);
+  }
+  t.throws(() => resPaths.replay('../etc', 'alpha'), NameError);
+  t.throws(() => resPaths.data('r0', 'a/b'), NameError);
+  for (const bad of ['../x', 'a/../../b', '/abs', 'a//b', 'a/b/c/d', '.tmp']) {
+    t.throws(() => validTreePath(bad), NameError, `path ${JSON.stringify(bad)}`);
+  }
+  const tree = new TreeStore(tempDir(t));
+  t.throws(() => tree.write('../escape', 'x'), NameError, 'the store refuses escaping paths');
+  t.throws(() => tree.write('ok', ''), /invalid value/, 'empty values are refused');
+});
