@@ -361,7 +361,7 @@ export async function* readLogBatches(path: string, fromPos: number, opts: ReadL
       const stop = result.stop;
       if (stop.kind === 'need-more') {
         assert(!atEof, 'scanner asked for more data at EOF');
-        carry = data.subarray(result.endOffset - carryPos + 1);
+        carry = data.subarray(result.endOffset - carryPos);
         assert(carry.length < MAX_RECORD_BYTES, `carry of ${carry.length} bytes exceeds one record`);
         carryPos = result.endOffset;
         continue;
