@@ -103,6 +103,8 @@ export class ResourceRunner {
         log: (msg) => log('info', `${this.name}: ${msg}`),
       });
       this.recoveryRestBytes = 0;
+      tree.write(resPaths.actual(this.name, host, 'last-recovery'),
+        `${recovered.replayedRecords} records in ${recovered.replayedFiles} logfile(s), ${recovered.replayedBytes} bytes, at ${new Date().toISOString()}`);
       const writer = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, recovered.nextSeq, host)), recovered.nextSeq);
       tree.fsyncDir(resourceDir(this.name));
       writeVersionLink(tree, this.name, host, recovered.nextSeq, host, 0, true);

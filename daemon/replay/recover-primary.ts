@@ -36,6 +36,8 @@ export interface RecoverResult {
   nextSeq: number;
   replayedFiles: number;
   replayedRecords: number;
+  /** device bytes written by the replayed records */
+  replayedBytes: number;
 }
 
 export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> {
@@ -64,7 +66,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
     if (link.minPos > 0) {
       throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile log-${String(link.seq).padStart(9, '0')}-${link.origin} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
     }
-    return { nextSeq, replayedFiles: 0, replayedRecords: 0 };
+    return { nextSeq, replayedFiles: 0, replayedRecords: 0, replayedBytes: 0 };
   }
   if (plan[0]!.origin !== link.origin) {
     throw new RecoveryError(REPLAY_CODE.EBADMSG, `replay-${host} names origin ${link.origin} but the logfile ${plan[0]!.seq} comes from ${plan[0]!.origin}: split brain`);
@@ -75,6 +77,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
 
   let rest = plan.reduce((n, p, i) => n + p.sizeBytes - (i === 0 ? link.minPos : 0), 0);
   let records = 0;
+  let bytes = 0;
   for (let i = 0; i < plan.length; i++) {
     const p = plan[i]!;
     const fromPos = i === 0 ? link.minPos : 0;
@@ -84,6 +87,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
       onProgress: (pos) => o.onProgress(startRest - (pos - fromPos)),
     });
     records += result.records;
+    bytes += result.appliedBytes;
     rest = startRest - (p.sizeBytes - fromPos);
     const laterData = plan.slice(i + 1).some((q) => q.sizeBytes > 0);
     if (result.stop.defect || (result.stop.torn && laterData)) {
@@ -103,5 +107,5 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
     writeVersionLink(tree, res, host, p.seq, p.origin, result.endPos, true);
   }
   await o.disk.datasync();
-  return { nextSeq, replayedFiles: plan.length, replayedRecords: records };
+  return { nextSeq, replayedFiles: plan.length, replayedRecords: records, replayedBytes: bytes };
 }

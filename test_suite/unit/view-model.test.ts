@@ -1,0 +1,45 @@
+import t from 'tap';
+import { diskState, flags, MACROS, replState, role, viewLines, type ViewSnapshot } from '../../marsadm/status/view-model.js';
+
+function v(over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actual']> = {}): ViewSnapshot {
+  return {
+    res: 'db', host: 'alpha', sizeBytes: 1 << 30, designatedPrimary: 'alpha', members: ['alpha'], clusterHosts: ['alpha'],
+    member: true, dataPath: '/dev/x', todo: { attach: true, connect: true, sync: true, replay: true },
+    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0',
+    ...over,
+    actual: {
+      isAttached: true, isPrimary: true, openCount: 0, replayCode: 0, errorMessage: undefined,
+      writebackRestBytes: 0, isRecovering: false, recoveryRestBytes: 0, socket: '/run/mars/db.sock', ...actual,
+    },
+  };
+}
+
+t.test('a healthy primary', async (t) => {
+  t.equal(viewLines(v())[0], 'db [1/1] UpToDate Replicating DCASFR Primary alpha');
+  t.equal(MACROS['is-primary']!(v()), '1');
+  t.equal(MACROS['is-consistent']!(v()), '1');
+});
+
+t.test('states a monitoring script must tell apart', async (t) => {
+  t.equal(diskState(v({}, { writebackRestBytes: 4096 })), 'WriteBack[4096]');
+  t.equal(MACROS['is-consistent']!(v({}, { writebackRestBytes: 4096 })), '0');
+  t.equal(diskState(v({}, { isPrimary: false, isRecovering: true, recoveryRestBytes: 99 })), 'Recovery[99]');
+  t.equal(diskState(v({}, { isPrimary: false, replayCode: -74, errorMessage: 'bad' })), 'DefectiveLog[code=-74]');
+  t.equal(diskState(v({ todo: { attach: false, connect: true, sync: true, replay: true } }, { isAttached: false, isPrimary: false })), 'Detached');
+  t.equal(diskState(v({ todo: { attach: false, connect: true, sync: true, replay: true } }, { isAttached: true })), 'Detaching');
+  t.equal(diskState(v({ member: false, members: [] })), 'NotJoined');
+  t.equal(replState(v({ daemonRunning: false })), 'DaemonNotRunning');
+  t.equal(replState(v({ heartbeatAgeS: 600 })), 'UnResponsive');
+  t.equal(replState(v({}, { isPrimary: false })), 'NotYetPrimary');
+  t.equal(replState(v({ designatedPrimary: undefined }, { isPrimary: false })), 'NoPrimaryDesignated');
+  t.equal(role(v({ designatedPrimary: undefined })), 'RemainsPrimary');
+  t.equal(role(v({ designatedPrimary: 'beta' }, { isPrimary: false })), 'Secondary');
+  t.equal(flags(v({ todo: { attach: true, connect: false, sync: true, replay: false } }, { isPrimary: false })), 'dCAS--');
+});
+
+t.test('unusual states get explanatory detail lines', async (t) => {
+  const lines = viewLines(v({ daemonRunning: false }, { isPrimary: false, replayCode: -74, errorMessage: 'defective logfile X' }));
+  t.ok(lines.some((l) => l.includes('ERROR: defective logfile X')));
+  t.ok(lines.some((l) => l.includes('marsd is not running')));
+  t.ok(viewLines(v({}, { openCount: 2 })).some((l) => l.includes('Opened by 2')));
+});
