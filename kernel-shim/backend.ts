@@ -23,6 +23,7 @@ export interface BlockBackend {
    * BackendError('EPERM').
    */
   isWritable(): boolean;
+  /** Resolves to exactly lengthBytes bytes; the buffer must not change after it resolved. */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   /**
    * data may be a subarray of a connection buffer: the backend copies it if it keeps it after

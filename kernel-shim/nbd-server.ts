@@ -388,6 +388,16 @@ class Connection {
   // ---- input ---------------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
+    try {
+      this.onDataUnguarded(chunk);
+    } catch (err) {
+      // A bug (or a throwing backend getter) costs this connection, never the process.
+      this.server.log('error', `nbd ${this.label}: internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}; closing the connection`);
+      this.destroy();
+    }
+  }
+
+  private onDataUnguarded(chunk: Buffer): void {
     switch (this.phase) {
       case 'flags':
       case 'options':
@@ -687,7 +697,7 @@ class Connection {
     if (type === P.NBD_CMD_READ && length > MAX_PAYLOAD_BYTES) return P.NBD_EINVAL;
     if (offset + length > entry.backend.sizeBytes) return isWrite ? P.NBD_ENOSPC : P.NBD_EINVAL;
     if (type === P.NBD_CMD_READ) return 0;
-    if (!entry.backend.isWritable()) return P.NBD_EPERM;
+    if (!this.backendWritable(entry)) return P.NBD_EPERM;
     if (type === P.NBD_CMD_WRITE_ZEROES && (flags & P.NBD_CMD_FLAG_FAST_ZERO) !== 0) return P.NBD_ENOTSUP;
     return 0;
   }
@@ -695,12 +705,22 @@ class Connection {
   private startWrite(w: PendingWrite, data: Buffer): void {
     const entry = this.export!;
     // Re-checked here: the backend may have lost writability while the payload arrived.
-    const err = this.shuttingDown ? P.NBD_ESHUTDOWN : entry.backend.isWritable() ? 0 : P.NBD_EPERM;
+    const err = this.shuttingDown ? P.NBD_ESHUTDOWN : this.backendWritable(entry) ? 0 : P.NBD_EPERM;
     if (err) {
       this.reply(err, w.handleHi, w.handleLo);
       return;
     }
     this.dispatch(w.handleHi, w.handleLo, 0, () => entry.backend.write(w.offset, data, w.fua), data.length);
+  }
+
+  /** isWritable() that cannot throw: a failing check counts as not writable. */
+  private backendWritable(entry: ExportEntry): boolean {
+    try {
+      return entry.backend.isWritable() === true;
+    } catch (err) {
+      this.logBackendError(`backend isWritable() threw: ${(err as Error).message}; replying EPERM`);
+      return false;
+    }
   }
 
   private replyNow(error: number, req: P.RequestHeader, pos: number): number {
@@ -729,7 +749,7 @@ class Connection {
         this.inFlightBytes -= bytes;
         if (readLength > 0) {
           if (!Buffer.isBuffer(result) || result.length !== readLength) {
-            this.logBackendError(`backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} bytes, expected ${readLength}`);
+            this.logBackendError(`backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} bytes, expected ${readLength}; replying EIO`);
             this.reply(P.NBD_EIO, handleHi, handleLo);
           } else {
             this.reply(0, handleHi, handleLo, result);
@@ -753,7 +773,7 @@ class Connection {
       const value = P.NBD_ERRNO[err.errno];
       if (value !== undefined) return value;
     }
-    this.logBackendError(`backend failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    this.logBackendError(`backend failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}; replying EIO`);
     return P.NBD_EIO;
   }
 
@@ -761,7 +781,7 @@ class Connection {
     this.backendErrorsLogged++;
     if (this.backendErrorsLogged <= MAX_LOGGED_BACKEND_ERRORS) {
       const suffix = this.backendErrorsLogged === MAX_LOGGED_BACKEND_ERRORS ? ' (further backend errors on this connection are not logged)' : '';
-      this.server.log('error', `nbd ${this.label}: ${msg}; replying EIO${suffix}`);
+      this.server.log('error', `nbd ${this.label}: ${msg}${suffix}`);
     }
   }
 

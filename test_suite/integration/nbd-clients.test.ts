@@ -289,6 +289,18 @@ if (missing) {
       t.same(openCounts.at(-1), ['disk', 0], 'and went back to 0');
     });
 
+    t.test('TCP: all exports by name', async (t) => {
+      const port = await server.listenTcp(0);
+      const list = await run('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`]);
+      ok(t, list, 'nbdinfo --list over TCP');
+      const names = (JSON.parse(list.stdout) as { exports: Array<Record<string, unknown>> }).exports.map((e) => e['export-name']).sort();
+      t.same(names, ['disk', 'flip']);
+      const r = await nbdsh(`nbd://127.0.0.1:${port}/disk`, 'assert h.pread(65536, 16 * 1048576) == b"A" * 65536');
+      ok(t, r, 'read over TCP');
+      const none = await run('nbdinfo', [`nbd://127.0.0.1:${port}`]);
+      t.not(none.code, 0, 'no default export over TCP');
+    });
+
     t.test('no errors were logged by well-behaved clients', async (t) => {
       t.same(logs.filter((l) => l.startsWith('error')), []);
     });

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { BlockBackend } from '../../kernel-shim/backend.js';
+import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import * as P from '../../kernel-shim/nbd-protocol.js';
 import { NbdServer } from '../../kernel-shim/nbd-server.js';
 import { ensureTools, TOOL_PATH } from '../helpers/prereqs.js';
@@ -502,6 +502,49 @@ if (missing) {
       t.equal(backend2.mem[0], 0x77, 'the in-flight write happened');
       t.equal(backend2.mem[4096 + 8], 0, 'the rejected write did not');
       await healthy(t);
+    });
+
+    t.test('backend failures become error replies, the connection stays', async (t) => {
+      const faultyLogs: string[] = [];
+      const faulty = new NbdServer({ log: (level, msg) => faultyLogs.push(`${level} ${msg}`) });
+      t.teardown(() => faulty.close());
+      const sock3 = join(dir, 'faulty.sock');
+      const be: BlockBackend = {
+        sizeBytes: MiB,
+        isWritable: () => true,
+        read: async (_o, l) => Buffer.alloc(l - 512),
+        write: async () => {
+          throw new Error('disk on fire');
+        },
+        writeZeroes: async () => {
+          throw new BackendError('ENOSPC', 'full');
+        },
+        trim: () => {
+          throw new Error('synchronous throw');
+        },
+        flush: () => Promise.reject(new BackendError('EIO', 'sync failed')),
+      };
+      await faulty.addExport('faulty', be, { socketPath: sock3 });
+      const c = await RawClient.connect(sock3);
+      await c.go('faulty');
+      c.write(Buffer.concat([
+        P.encodeRequestHeader({ type: P.NBD_CMD_WRITE, handleLo: 1, offset: 0, length: 512 }),
+        Buffer.alloc(512),
+        P.encodeRequestHeader({ type: P.NBD_CMD_READ, handleLo: 2, offset: 0, length: 4096 }),
+        P.encodeRequestHeader({ type: P.NBD_CMD_WRITE_ZEROES, handleLo: 3, offset: 0, length: 4096 }),
+        P.encodeRequestHeader({ type: P.NBD_CMD_TRIM, handleLo: 4, offset: 0, length: 4096 }),
+        P.encodeRequestHeader({ type: P.NBD_CMD_FLUSH, handleLo: 5 }),
+      ]));
+      const got = new Map<number, number>();
+      for (let i = 0; i < 5; i++) {
+        const r = await c.simpleReply();
+        got.set(r.handleLo, r.error);
+      }
+      t.same(Object.fromEntries(got), { 1: P.NBD_EIO, 2: P.NBD_EIO, 3: P.NBD_ENOSPC, 4: P.NBD_EIO, 5: P.NBD_EIO }, 'errors mapped');
+      t.equal(faultyLogs.filter((l) => l.startsWith('error')).length, 3, 'unexpected failures are logged (write, short read, trim)');
+      c.write(P.encodeRequestHeader({ type: P.NBD_CMD_DISC }));
+      t.ok(await c.closedWithin(5_000), 'the connection still worked and closes on DISC');
+      t.same(uncaught, []);
     });
 
     t.test('nothing escaped', async (t) => {
