@@ -76,6 +76,8 @@ interface ExportEntry {
   /** connections in transmission phase on this export (Unix or TCP) */
   connections: Set<Connection>;
   removing: boolean;
+  /** stopListening(): no new connections, the open ones keep being served */
+  listenerClosed: boolean;
 }
 
 const MAX_LOGGED_BACKEND_ERRORS = 10;
@@ -132,6 +134,7 @@ export class NbdServer {
       listener,
       connections: new Set(),
       removing: false,
+      listenerClosed: false,
     };
     listener.on('connection', (socket) => this.accept(socket, entry));
     await new Promise<void>((resolve, reject) => {
@@ -163,11 +166,15 @@ export class NbdServer {
    * Resolves when every connection of the export is closed (forcibly after shutdownGraceMs).
    * No backend call is started for this export after removeExport() returns.
    */
-  async removeExport(name: string): Promise<void> {
+  /**
+   * Stop offering the export to new clients (socket removed, handshakes in progress dropped)
+   * while connections already open keep being served: a primary that steps down answers their
+   * writes with EPERM instead of cutting them off. removeExport() finishes the job.
+   */
+  stopListening(name: string): void {
     const entry = this.exports.get(name);
-    if (!entry) return;
-    this.exports.delete(name);
-    entry.removing = true;
+    if (!entry || entry.listenerClosed) return;
+    entry.listenerClosed = true;
     entry.listener.close();
     try {
       unlinkSync(entry.socketPath); // synchronously: a new export may reuse the path right after
@@ -175,8 +182,17 @@ export class NbdServer {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log('warn', `export ${name}: cannot remove ${entry.socketPath}: ${(err as Error).message}`);
     }
     for (const conn of this.allConnections) {
-      if (conn.homeExport === entry && conn.export === null) conn.destroy('export removed during handshake');
+      if (conn.homeExport === entry && conn.export === null) conn.destroy('export closed during handshake');
     }
+    this.log('info', `export ${name}: no longer accepting connections (${entry.connections.size} still open)`);
+  }
+
+  async removeExport(name: string): Promise<void> {
+    const entry = this.exports.get(name);
+    if (!entry) return;
+    this.stopListening(name);
+    this.exports.delete(name);
+    entry.removing = true;
     const closed = [...entry.connections].map((conn) => {
       conn.beginShutdown();
       return conn.closed;
@@ -253,14 +269,15 @@ export class NbdServer {
 
   /** @internal exports a connection may open: its socket's export, or all of them over TCP */
   visibleExports(home: ExportEntry | null): ExportEntry[] {
-    if (home) return home.removing ? [] : [home];
-    return [...this.exports.values()];
+    if (home) return home.removing || home.listenerClosed ? [] : [home];
+    return [...this.exports.values()].filter((e) => !e.listenerClosed);
   }
 
   /** @internal '' means the socket's own export */
   lookupExport(home: ExportEntry | null, name: string): ExportEntry | null {
-    if (home) return !home.removing && (name === '' || name === home.name) ? home : null;
-    return this.exports.get(name) ?? null;
+    if (home) return !home.removing && !home.listenerClosed && (name === '' || name === home.name) ? home : null;
+    const entry = this.exports.get(name);
+    return entry && !entry.listenerClosed ? entry : null;
   }
 
   /** @internal */
@@ -285,7 +302,7 @@ export class NbdServer {
   }
 
   private accept(socket: net.Socket, home: ExportEntry | null): void {
-    if (this.closing || home?.removing) {
+    if (this.closing || home?.removing || home?.listenerClosed) {
       socket.destroy();
       return;
     }

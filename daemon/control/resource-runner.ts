@@ -44,6 +44,10 @@ export class ResourceRunner {
   private publishTimer: NodeJS.Timeout | undefined;
   private recoveryRestBytes = 0;
   private busy: Promise<void> = Promise.resolve();
+  /** stopping: writes refused, writeback not yet complete */
+  private draining = false;
+  private shuttingDown = false;
+  private connectionsGone: (() => void) | undefined;
 
   constructor(readonly name: string, private readonly ctx: RunnerContext) {}
 
@@ -143,17 +147,33 @@ export class ResourceRunner {
     this.publish(true);
   }
 
+  /**
+   * Leave the primary role: refuse writes (EPERM) at once, offer the export to no new client,
+   * write everything back, then keep answering the connections that are still open (reads
+   * from the disk, EPERM for writes: never a silent discard) until their clients close them,
+   * as MARS's RemainsPrimary. Daemon shutdown cuts them off.
+   */
   private async stopPrimary(reason: string): Promise<void> {
     const logger = this.logger;
     this.phase = 'stopping';
+    this.draining = true;
     this.ctx.log('info', `${this.name}: leaving primary role: ${reason}`);
-    this.publish(true);
     if (logger) {
       logger.refuseWrites();
-      await this.ctx.nbd.removeExport(this.name);
+      this.ctx.nbd.stopListening(this.name);
+      this.publish(true);
       await logger.stop();
       this.publishLinks(logger, true);
+      this.draining = false;
+      this.publish(true);
+      if (this.openCount > 0 && !this.shuttingDown) {
+        this.ctx.log('info', `${this.name}: ${this.openCount} connection(s) still open; their writes get EPERM until they disconnect`);
+        await new Promise<void>((resolve) => { this.connectionsGone = resolve; if (this.openCount === 0) resolve(); });
+        this.connectionsGone = undefined;
+      }
+      await this.ctx.nbd.removeExport(this.name);
     }
+    this.draining = false;
     this.logger = undefined;
     await this.closeDisk();
     this.phase = 'down';
@@ -187,6 +207,7 @@ export class ResourceRunner {
 
   setOpenCount(count: number): void {
     this.openCount = count;
+    if (count === 0) this.connectionsGone?.();
     this.publish(true);
   }
 
@@ -222,11 +243,12 @@ export class ResourceRunner {
     const { tree, host } = this.ctx;
     const set = (key: string, value: string) => tree.write(resPaths.actual(this.name, host, key), value, { onlyIfChanged: true });
     tree.ensureDir(resPaths.actualDir(this.name, host));
-    const primary = this.phase === 'primary';
+    // Until writeback after a step-down is complete the host still counts as actual primary.
+    const primary = this.phase === 'primary' || this.draining;
     set('is-attached', this.disk ? '1' : '0');
     set('is-primary', primary ? '1' : '0');
     set('if-on', primary ? '1' : '0');
-    set('open-count', String(primary ? this.openCount : 0));
+    set('open-count', String(this.disk ? this.openCount : 0));
     set('is-recovering', this.phase === 'starting' ? '1' : '0');
     set('recovery-rest', String(this.recoveryRestBytes));
     set('writeback-rest', String(this.logger?.writebackRestBytes() ?? 0));
@@ -245,6 +267,8 @@ export class ResourceRunner {
 
   /** Daemon shutdown (SIGTERM): stop cleanly like a detach, but keep the todo switches. */
   async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    this.connectionsGone?.();
     await this.busy;
     if (this.phase === 'primary') await this.stopPrimary('daemon shutting down');
     if (this.publishTimer) clearTimeout(this.publishTimer);

@@ -36,7 +36,8 @@ export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Se
 export function role(v: ViewSnapshot): Role {
   if (!v.member) return 'None';
   const designated = v.designatedPrimary === v.host;
-  if (v.actual.isPrimary) return designated ? 'Primary' : 'RemainsPrimary';
+  // The device still open after a step-down counts as primary too (writes get EPERM there).
+  if (v.actual.isPrimary || v.actual.openCount > 0) return designated ? 'Primary' : 'RemainsPrimary';
   return designated ? 'NotYetPrimary' : 'Secondary';
 }
 

@@ -6,7 +6,7 @@ import { openSync, writeSync, closeSync, readdirSync, statSync, existsSync, read
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startHost } from '../helpers/cluster.js';
-import { NbdClient } from '../helpers/nbd-client.js';
+import { NbdClient, NbdError } from '../helpers/nbd-client.js';
 
 const SIZE = 16 << 20;
 
@@ -67,8 +67,11 @@ t.test('resource lifecycle with marsadm', async (t) => {
   } catch (err) {
     writeError = err;
   }
-  t.ok(writeError, `a write after stepping down fails (${String(writeError)})`);
+  t.ok(writeError instanceof NbdError && writeError.errno === 1, `a write after stepping down fails with EPERM (${String(writeError)})`);
+  t.same(await nbd.read(0, 4096), data.subarray(0, 4096), 'the open connection still reads the data');
+  t.match(await h.view('role', 'r0'), /^RemainsPrimary$/, 'role while a client keeps the device open');
   nbd.destroy();
+  await h.until('the last connection closed', () => h.actual('r0', 'open-count') === '0' && h.actual('r0', 'is-attached') === '0', 10_000);
   t.notOk(existsSync(h.socketPath('r0')), 'no export while not primary');
   t.match(await h.marsadmOk(['view', 'r0']), /Secondary \(none\)/);
 

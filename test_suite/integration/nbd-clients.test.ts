@@ -2,34 +2,18 @@
 // block sizes, data round trips, FLUSH/FUA reaching the backend, TRIM, WRITE_ZEROES, error
 // values, EPERM on a not-writable backend, unknown exports, multi-conn.
 import t, { type Test } from 'tap';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import { FileBackend } from '../../kernel-shim/file-backend.js';
 import { NbdServer } from '../../kernel-shim/nbd-server.js';
-import { ensureTools, TOOL_PATH } from '../helpers/prereqs.js';
+import { ensureTools } from '../helpers/prereqs.js';
+import { nbdsh, runTool as run, toolOk } from '../helpers/nbd-tools.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
 const DISK_SIZE = 64 * 1024 * 1024;
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a tool asynchronously (the server lives in this process and must keep serving). */
-function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { env: { ...process.env, PATH: TOOL_PATH }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
 
 /** Counts the durability calls that reach the backend. */
 class CountingBackend implements BlockBackend {
@@ -119,27 +103,7 @@ if (missing) {
     const diskUri = `nbd+unix:///disk?socket=${diskSock}`;
     const flipUri = `nbd+unix:///flip?socket=${flipSock}`;
 
-    /** Runs a Python snippet in nbdsh connected to uri; helpers en() and expect_err() predefined. */
-    const nbdsh = (uri: string, script: string) =>
-      run('/usr/bin/nbdsh', [
-        '-u',
-        uri,
-        '-c',
-        [
-          'import errno',
-          'def en(e):',
-          '    return e.errno if isinstance(e.errno, str) else errno.errorcode.get(e.errno, str(e.errno))',
-          'def expect_err(name, fn, *args):',
-          '    try:',
-          '        fn(*args)',
-          '    except nbd.Error as e:',
-          '        assert en(e) == name, "expected %s, got %s (%s)" % (name, en(e), e.string)',
-          '        return',
-          '    raise AssertionError("expected %s, the call succeeded" % name)',
-          script,
-        ].join('\n'),
-      ]);
-    const ok = (t: Test, r: RunResult, what: string) => t.equal(r.code, 0, `${what}${r.code !== 0 ? `: ${r.stderr.trim()}` : ''}`);
+    const ok = toolOk;
 
     t.test('nbdinfo: size, flags, block sizes', async (t) => {
       const r = await run('nbdinfo', ['--json', diskUri]);
