@@ -6,7 +6,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
 import { TreeStore } from './tree/store.js';
 import { LamportClock, formatStamp } from './tree/lamport.js';
-import { globalPaths, resourceDir } from './tree/paths.js';
+import { globalPaths, resPaths } from './tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from './lock.js';
 import { decide } from './control/decide.js';
@@ -24,11 +24,14 @@ export interface DaemonOptions extends CommonOptions {
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
-/** Tree entries whose change must wake the control loop (our own status writes must not). */
+/**
+ * The watcher covers the directories that admins and marsadm write to (the root, userspace/
+ * with marsadm's trigger links, ips/, each resource's todo-HOST/), not the resource directories
+ * themselves: those change with every logfile append, and marsadm triggers after changing
+ * them anyway. The periodic scan catches everything else.
+ */
 function isInteresting(path: string): boolean {
-  const name = basename(path);
-  return !(name.startsWith('.') || name.startsWith('log-') || name.startsWith('version-')
-    || name.startsWith('replay-') || path.includes('/actual-'));
+  return !basename(path).startsWith('.');
 }
 
 export class Daemon {
@@ -62,13 +65,19 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
-    this.watcher = watch(marsDir, {
-      depth: 3,
+    this.tree.ensureDir('userspace');
+    this.watcher = watch([marsDir, this.tree.abs('userspace'), this.tree.abs('ips')], {
+      depth: 0,
       ignoreInitial: true,
       followSymlinks: false,
       ignored: (p: string) => p !== marsDir && !isInteresting(p),
     });
+    // Values are dangling symlinks ("1", "alpha", ...), for which chokidar emits no add/change
+    // events (it cannot stat their targets); its raw inotify events do arrive.
     this.watcher.on('all', () => this.requestTick());
+    this.watcher.on('raw', (_event: string, name: string) => {
+      if (typeof name === 'string' && isInteresting(name)) this.requestTick();
+    });
     this.watcher.on('error', (err) => this.opts.log('warn', `tree watcher: ${(err as Error).message}`));
     this.interval = setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
     this.opts.log('info', `marsd ${MARSD_VERSION} running: host ${host}, tree ${marsDir}, run dir ${runDir}, pid ${process.pid}`);
@@ -99,6 +108,7 @@ export class Daemon {
       for (const res of present) {
         let runner = this.runners.get(res);
         if (!runner) {
+          this.watcher?.add(this.tree.abs(resPaths.todoDir(res, this.opts.host)));
           runner = new ResourceRunner(res, {
             tree: this.tree, host: this.opts.host, runDir: this.opts.runDir, nbd: this.nbd,
             memLimitBytes: this.opts.memLimitBytes, log: this.opts.log, requestTick: () => this.requestTick(),
@@ -145,4 +155,3 @@ export class Daemon {
   }
 }
 
-export { resourceDir };

@@ -12,6 +12,8 @@ import {
 } from '../log/record.js';
 
 const BATCH_CAPACITY_BYTES = 1 << 20;
+/** Batch buffers kept for reuse instead of allocating a new 1 MiB buffer per batch. */
+const SPARE_BATCHES = 8;
 const MAX_IOVECS = 512;
 /** A ZeroRange record covers at most this much, so replay work per record stays bounded. */
 export const MAX_ZERO_RECORD_BYTES = 1 << 20;
@@ -36,6 +38,7 @@ export class LogWriterError extends Error {
 
 export class LogWriter {
   private batches: Batch[] = [];
+  private spare: Buffer[] = [];
   private nextSeqNr = 1;
   /** end of everything encoded so far (queued, maybe not yet written) */
   private appendedEnd: number;
@@ -43,7 +46,8 @@ export class LogWriter {
   private durableEnd: number;
   private flushWaiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   private syncWaiters: Waiter[] = [];
-  private pumping = false;
+  private writing = false;
+  private syncing = false;
   private failure: Error | undefined;
   private closed = false;
 
@@ -131,7 +135,7 @@ export class LogWriter {
     const size = recordBytes(payload.length);
     let batch = this.batches[this.batches.length - 1];
     if (!batch || batch.used + size > batch.buf.length) {
-      batch = { buf: Buffer.allocUnsafe(BATCH_CAPACITY_BYTES), used: 0, waiters: [] };
+      batch = { buf: this.spare.pop() ?? Buffer.allocUnsafeSlow(BATCH_CAPACITY_BYTES), used: 0, waiters: [] };
       this.batches.push(batch);
     }
     const written = encodeRecord(batch.buf, batch.used, {
@@ -152,28 +156,45 @@ export class LogWriter {
   }
 
   private kick(): void {
-    if (this.pumping) return;
-    this.pumping = true;
-    // Defer to the end of this turn so requests arriving together share one write.
-    setImmediate(() => {
-      this.pump().catch((err) => this.fail(err as Error)).finally(() => {
-        this.pumping = false;
-        if (!this.failure && (this.batches.length > 0 || this.needsSync())) this.kick();
-      });
-    });
+    if (!this.writing && this.batches.length > 0) {
+      this.writing = true;
+      // Defer to the end of this turn so requests arriving together share one write.
+      setImmediate(() => void this.writeLoop());
+    }
+    if (!this.syncing && this.needsSync()) {
+      this.syncing = true;
+      setImmediate(() => void this.syncLoop());
+    }
   }
 
   private needsSync(): boolean {
     return this.syncWaiters.length > 0 || this.flushWaiters.some((w) => w.target > this.durableEnd);
   }
 
-  private async pump(): Promise<void> {
-    while (this.batches.length > 0 || this.needsSync()) {
-      if (this.batches.length > 0) await this.writeQueued();
-      if (this.needsSync()) {
-        // Group commit: whatever queued up during the write goes out before the one sync.
-        if (this.batches.length > 0) await this.writeQueued();
+  /**
+   * Writes and fdatasyncs run concurrently: appends never wait for a sync. A sync covers what
+   * was written when it started; waiters whose records were written later wait for the next
+   * one (group commit: everyone who queued up during a sync shares the next).
+   */
+  private async writeLoop(): Promise<void> {
+    try {
+      while (this.batches.length > 0 && !this.failure) await this.writeQueued();
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      this.writing = false;
+      if (!this.failure) this.kick();
+    }
+  }
+
+  private async syncLoop(): Promise<void> {
+    try {
+      while (this.needsSync() && !this.failure) {
         const target = this.writtenEnd;
+        if (target <= this.durableEnd) {
+          // Everything waiting is not written yet: the write loop kicks us again.
+          break;
+        }
         await this.handle.datasync();
         this.durableEnd = target;
         const stillWaiting: Waiter[] = [];
@@ -181,6 +202,11 @@ export class LogWriter {
         this.syncWaiters = stillWaiting;
         this.flushWaiters = this.flushWaiters.filter((w) => (w.target <= target ? (w.resolve(), false) : true));
       }
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      this.syncing = false;
+      if (!this.failure && this.needsSync() && this.writtenEnd > this.durableEnd) this.kick();
     }
   }
 
@@ -196,6 +222,7 @@ export class LogWriter {
       done += bytesWritten;
     }
     this.writtenEnd += total;
+    for (const batch of taken) if (this.spare.length < SPARE_BATCHES) this.spare.push(batch.buf);
     for (const batch of taken) {
       for (const w of batch.waiters) {
         w.onWritten?.();
@@ -203,6 +230,7 @@ export class LogWriter {
         else w.resolve();
       }
     }
+    if (!this.syncing && this.needsSync()) this.kick();
   }
 
   private fail(err: Error): void {

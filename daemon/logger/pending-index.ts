@@ -10,6 +10,7 @@
 // how far the disk is known to be complete: the replay link's MINPOS.
 import { assert } from '../util/assert.js';
 import type { LogLocation } from './log-location.js';
+import { PagePool } from './page-pool.js';
 
 export const PAGE_BYTES = 4096;
 export const SECTOR_BYTES = 512;
@@ -39,6 +40,13 @@ function sectorMask(fromByte: number, toByte: number): number {
 export class PendingIndex {
   private readonly pages = new Map<number, PageEntry>();
   private heldBytes = 0;
+  private readonly pool = new PagePool(PAGE_BYTES);
+  /**
+   * Buffers a reader may still be copying from (collect() handed them out before its disk read
+   * finished): they go back to the pool only when no read is in progress.
+   */
+  private readsInProgress = 0;
+  private retired: Buffer[] = [];
 
   get entryCount(): number {
     return this.pages.size;
@@ -80,7 +88,7 @@ export class PendingIndex {
       if (wholePageZero) {
         this.setData(old, ZERO_PAGE);
       } else {
-        if (old.data === ZERO_PAGE) this.setData(old, Buffer.alloc(PAGE_BYTES));
+        if (old.data === ZERO_PAGE) this.setData(old, this.pool.take().fill(0));
         if (data) data.copy(old.data, inPage); else old.data.fill(0, inPage, inPage + n);
       }
       old.mask |= bits;
@@ -90,7 +98,8 @@ export class PendingIndex {
     if (wholePageZero) {
       buf = ZERO_PAGE;
     } else {
-      buf = old ? Buffer.from(old.data) : Buffer.allocUnsafe(PAGE_BYTES);
+      buf = this.pool.take();
+      if (old) old.data.copy(buf);
       if (data) data.copy(buf, inPage); else buf.fill(0, inPage, inPage + n);
     }
     const entry: PageEntry = { pageNo, data: buf, mask: (old?.mask ?? 0) | bits, firstUnapplied: at, inFlight: false };
@@ -101,16 +110,26 @@ export class PendingIndex {
 
   private setData(entry: PageEntry, buf: Buffer): void {
     this.heldBytes += this.costOf(buf) - this.costOf(entry.data);
+    this.release(entry.data);
     entry.data = buf;
+  }
+
+  /** A page buffer nobody references any more (in-flight writeback copies are not released here). */
+  private release(buf: Buffer): void {
+    if (buf === ZERO_PAGE) return;
+    if (this.readsInProgress > 0) this.retired.push(buf);
+    else this.pool.give(buf);
   }
 
   private costOf(buf: Buffer): number {
     return (buf === ZERO_PAGE ? 0 : PAGE_BYTES) + ENTRY_OVERHEAD_BYTES;
   }
 
-  private dropEntry(entry: PageEntry): void {
+  /** Forget an entry; its buffer is recycled unless a writeback still needs it. */
+  private dropEntry(entry: PageEntry, recycle = !entry.inFlight): void {
     this.pages.delete(entry.pageNo);
     this.heldBytes -= this.costOf(entry.data);
+    if (recycle) this.release(entry.data);
   }
 
   /**
@@ -121,13 +140,35 @@ export class PendingIndex {
   collect(offsetBytes: number, lengthBytes: number): PageEntry[] {
     const found: PageEntry[] = [];
     if (this.pages.size === 0) return found;
+    this.readsInProgress++;
     const firstPage = Math.floor(offsetBytes / PAGE_BYTES);
     const lastPage = Math.floor((offsetBytes + lengthBytes - 1) / PAGE_BYTES);
     for (let p = firstPage; p <= lastPage; p++) {
       const entry = this.pages.get(p);
       if (entry) found.push({ ...entry });
     }
+    if (found.length === 0) this.endRead();
     return found;
+  }
+
+  /** Overlay collected entries and end the read started by collect(). */
+  applyCollected(found: PageEntry[], out: Buffer, offsetBytes: number): void {
+    if (found.length === 0) return;
+    PendingIndex.apply(found, out, offsetBytes);
+    this.endRead();
+  }
+
+  /** A read whose collect() found entries ended without applying them (I/O error). */
+  abandonCollected(found: PageEntry[]): void {
+    if (found.length > 0) this.endRead();
+  }
+
+  private endRead(): void {
+    this.readsInProgress--;
+    if (this.readsInProgress === 0 && this.retired.length > 0) {
+      for (const buf of this.retired) this.pool.give(buf);
+      this.retired = [];
+    }
   }
 
   static apply(found: PageEntry[], out: Buffer, offsetBytes: number): void {
@@ -161,7 +202,8 @@ export class PendingIndex {
   /** After the batch is durable on disk: forget the entries that were not overwritten since. */
   completeBatch(batch: PageEntry[]): void {
     for (const entry of batch) {
-      if (this.pages.get(entry.pageNo) === entry) this.dropEntry(entry);
+      if (this.pages.get(entry.pageNo) === entry) this.dropEntry(entry, true);
+      else this.release(entry.data); // replaced while in flight: only the batch held it
     }
   }
   // There is no abortBatch: an entry replaced while in flight no longer marks its older

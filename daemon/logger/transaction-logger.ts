@@ -11,6 +11,9 @@ import { PendingIndex, SECTOR_BYTES } from './pending-index.js';
 import { Writeback } from './writeback.js';
 import type { LogLocation } from './log-location.js';
 
+/** How long writeback lets data collect before it starts (unless a quarter of the limit is pending). */
+export const WRITEBACK_DELAY_MS = 200;
+
 export interface TransactionLoggerOptions {
   disk: DataDisk;
   sizeBytes: number;
@@ -57,6 +60,8 @@ export class TransactionLogger implements BlockBackend {
       },
       onError: (err) => this.fatal(err),
       maxBatchBytes: Math.max(4 << 20, Math.min(64 << 20, Math.floor(opts.memLimitBytes / 4))),
+      delayMs: WRITEBACK_DELAY_MS,
+      startBytes: Math.floor(opts.memLimitBytes / 4),
     });
   }
 
@@ -113,8 +118,13 @@ export class TransactionLogger implements BlockBackend {
     this.checkRange(offsetBytes, lengthBytes);
     const found = this.index.collect(offsetBytes, lengthBytes);
     const out = Buffer.allocUnsafe(lengthBytes);
-    await this.opts.disk.read(out, offsetBytes);
-    PendingIndex.apply(found, out, offsetBytes);
+    try {
+      await this.opts.disk.read(out, offsetBytes);
+    } catch (err) {
+      this.index.abandonCollected(found);
+      throw err;
+    }
+    this.index.applyCollected(found, out, offsetBytes);
     return out;
   }
 

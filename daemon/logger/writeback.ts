@@ -17,6 +17,12 @@ export interface WritebackOptions {
   /** a writeback failure is fatal for the resource */
   onError: (err: Error) => void;
   maxBatchBytes: number;
+  /**
+   * Writeback waits this long after new data arrives, so overwrites coalesce and small writes
+   * do not each cost a log sync and a disk sync, unless `startBytes` are pending.
+   */
+  delayMs: number;
+  startBytes: number;
 }
 
 /** Write a set of page entries to the disk: sorted, coalesced, in parallel; no fdatasync. */
@@ -69,8 +75,23 @@ export class Writeback {
     return this.failure;
   }
 
-  /** Something was added to the index. */
+  private timer: NodeJS.Timeout | undefined;
+
+  /** Something was added to the index: write it back soon (now, if a lot is pending). */
   kick(): void {
+    if (this.running || this.stopped || this.failure) return;
+    if (this.opts.index.bytesHeld >= this.opts.startBytes) {
+      this.startNow();
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => this.startNow(), this.opts.delayMs);
+    }
+  }
+
+  private startNow(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     if (this.running || this.stopped || this.failure) return;
     this.running = true;
     setImmediate(() => void this.loop());
@@ -86,13 +107,15 @@ export class Writeback {
   async drain(): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.opts.index.entryCount === 0 && !this.running) return;
-    this.kick();
+    this.startNow();
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     if (this.failure) throw this.failure;
   }
 
   stop(): void {
     this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private async loop(): Promise<void> {
@@ -114,6 +137,7 @@ export class Writeback {
       this.running = false;
       this.wake(this.progressWaiters.splice(0));
       if (index.entryCount === 0 || this.failure || this.stopped) this.wake(this.idleWaiters.splice(0));
+      else if (this.idleWaiters.length > 0) this.startNow();
       else this.kick();
     }
   }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startHost } from '../helpers/cluster.js';
 import { NbdClient, NbdError } from '../helpers/nbd-client.js';
+import { TreeStore } from '../../daemon/tree/store.js';
 
 const SIZE = 16 << 20;
 
@@ -143,4 +144,16 @@ t.test('a defective logfile stops recovery with a clear status; log-truncate rep
   t.same(await client.read(0, first.length), first, 'records before the defect were applied');
   await client.disconnect();
   t.ok(readdirSync(resDir).some((n) => n.startsWith(`.damaged-${logName}`)), 'the damaged original is kept');
+});
+
+t.test('marsd reacts to a tree change at once (watcher), not only at its periodic scan', async (t) => {
+  const h = await startHost(t, { host: 'alpha', sizeBytes: SIZE, extraArgs: ['--scan-interval-ms', '60000'] });
+  await h.createResource('r0');
+  await h.waitPrimary('r0');
+  // An admin script flips the switch by hand, without marsadm's trigger.
+  const tree = new TreeStore(h.marsDir);
+  tree.write('resource-r0/todo-alpha/attach', '0');
+  const t0 = Date.now();
+  await h.until('detached', () => h.actual('r0', 'is-attached') === '0', 10_000);
+  t.ok(Date.now() - t0 < 10_000, `reacted after ${Date.now() - t0} ms with a 60 s scan interval`);
 });

@@ -7,7 +7,7 @@ t.test('reads overlay pending sectors onto disk bytes', async (t) => {
   const idx = new PendingIndex();
   idx.put(512, 1024, fill(1024, 0xaa), { seq: 1, pos: 0 });
   const out = fill(PAGE_BYTES, 0x11); // what the disk holds
-  PendingIndex.apply(idx.collect(0, PAGE_BYTES), out, 0);
+  idx.applyCollected(idx.collect(0, PAGE_BYTES), out, 0);
   t.equal(out[0], 0x11);
   t.equal(out[511], 0x11);
   t.equal(out[512], 0xaa);
@@ -23,7 +23,7 @@ t.test('overwrites coalesce into one entry and keep the oldest unapplied locatio
   t.equal(idx.entryCount, 2);
   t.same(idx.firstUnapplied(), { seq: 1, pos: 0 });
   const out = Buffer.alloc(PAGE_BYTES);
-  PendingIndex.apply(idx.collect(0, PAGE_BYTES), out, 0);
+  idx.applyCollected(idx.collect(0, PAGE_BYTES), out, 0);
   t.equal(out[0], 3);
   t.equal(out[600], 1);
 });
@@ -40,7 +40,7 @@ t.test('an entry overwritten during writeback moves to the end with the new loca
   t.equal(idx.entryCount, 2, 'the overwritten page stays pending');
   t.same(idx.firstUnapplied(), { seq: 1, pos: 100 }, 'MINPOS passes the applied record only');
   const out = Buffer.alloc(PAGE_BYTES);
-  PendingIndex.apply(idx.collect(0, PAGE_BYTES), out, 0);
+  idx.applyCollected(idx.collect(0, PAGE_BYTES), out, 0);
   t.equal(out[0], 9);
   t.equal(out[512], 1, 'the rest of the page keeps the older pending data');
   const rest = idx.takeBatch(1 << 30);
@@ -56,7 +56,7 @@ t.test('zero ranges share one buffer and still read as zeros', async (t) => {
   idx.put(0, 64 * PAGE_BYTES, undefined, { seq: 1, pos: 10 });
   t.ok(idx.bytesHeld < held / 10, 'whole zero pages cost only bookkeeping');
   const out = fill(64 * PAGE_BYTES, 0x55);
-  PendingIndex.apply(idx.collect(0, out.length), out, 0);
+  idx.applyCollected(idx.collect(0, out.length), out, 0);
   t.ok(out.every((b) => b === 0));
   const batch = idx.takeBatch(1 << 30);
   t.ok(batch.every((e) => e.mask === FULL_MASK));
@@ -68,7 +68,7 @@ t.test('collect keeps data visible even if the entry completes during the disk r
   const found = idx.collect(0, PAGE_BYTES);
   idx.completeBatch(idx.takeBatch(1 << 30)); // writeback finished meanwhile
   const out = Buffer.alloc(PAGE_BYTES);
-  PendingIndex.apply(found, out, 0);
+  idx.applyCollected(found, out, 0);
   t.equal(out[100], 4);
 });
 
