@@ -45,7 +45,8 @@ export class TransactionLogger implements BlockBackend {
   private writable = true;
   /** bytes of admitted writes not yet entered into the index (queued in the log writer) */
   private admittedBytes = 0;
-  private memoryWaiters: (() => void)[] = [];
+  /** writes waiting for memory (or for a rotation), in arrival order */
+  private admissionQueue: { lengthBytes: number; resolve: (cost: number) => void; reject: (err: Error) => void }[] = [];
 
   constructor(private readonly opts: TransactionLoggerOptions) {
     this.sizeBytes = opts.sizeBytes;
@@ -55,7 +56,7 @@ export class TransactionLogger implements BlockBackend {
       disk: opts.disk,
       syncLog: () => this.syncLog(),
       onApplied: () => {
-        this.wakeMemoryWaiters();
+        this.pumpAdmission();
         opts.onApplied?.();
       },
       onError: (err) => this.fatal(err),
@@ -112,6 +113,7 @@ export class TransactionLogger implements BlockBackend {
   /** Stop accepting writes (role change, shutdown): they get EPERM from now on. */
   refuseWrites(): void {
     this.writable = false;
+    this.pumpAdmission();
   }
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
@@ -131,7 +133,8 @@ export class TransactionLogger implements BlockBackend {
   async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
     this.checkWrite(offsetBytes, data.length);
     if (data.length === 0) return fua ? this.flush() : undefined;
-    const cost = await this.admit(data.length);
+    const admitted = this.admit(data.length);
+    const cost = typeof admitted === 'number' ? admitted : await admitted;
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
     await writer.appendWrite(offsetBytes, data, this.opts.clock.now(), fua, () => {
@@ -144,7 +147,8 @@ export class TransactionLogger implements BlockBackend {
   async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
     this.checkWrite(offsetBytes, lengthBytes);
     if (lengthBytes === 0) return fua ? this.flush() : undefined;
-    const cost = await this.admit(0);
+    const admitted = this.admit(0);
+    const cost = typeof admitted === 'number' ? admitted : await admitted;
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
     await writer.appendZeroes(offsetBytes, lengthBytes, this.opts.clock.now(), fua, () => {
@@ -180,12 +184,14 @@ export class TransactionLogger implements BlockBackend {
     } finally {
       this.rotating = undefined;
       release();
+      this.pumpAdmission();
     }
   }
 
   /** Refuse new writes, make everything durable and written back, close the logfile. */
   async stop(): Promise<void> {
     this.writable = false;
+    this.pumpAdmission();
     if (this.rotating) await this.rotating;
     await this.writer.flush();
     await this.writeback.drain();
@@ -205,35 +211,50 @@ export class TransactionLogger implements BlockBackend {
   }
 
   /**
-   * Memory backpressure: wait while pending plus admitted data is at the limit, then reserve
-   * `lengthBytes`. A single request larger than the limit is admitted when nothing else is
-   * held, so it cannot wait forever.
+   * Memory backpressure, first come first served: a write is admitted at once only when nothing
+   * waits before it and its bytes fit under the limit; otherwise it queues until writeback frees
+   * memory. A single request larger than the limit is admitted when nothing else is held, so it
+   * cannot wait forever. Returns the reserved bytes (release them once indexed).
    */
-  private async admit(lengthBytes: number): Promise<number> {
-    for (;;) {
-      if (this.rotating) await this.rotating;
-      if (!this.writable) throw new BackendError('EPERM', 'this host is no longer primary');
-      const held = this.pendingBytes;
-      if (held + lengthBytes <= this.opts.memLimitBytes || held === 0) break;
-      this.writeback.kick();
-      await new Promise<void>((resolve) => this.memoryWaiters.push(resolve));
-      if (this.writeback.error) throw new BackendError('EIO', this.writeback.error.message);
+  private admit(lengthBytes: number): number | Promise<number> {
+    if (!this.rotating && this.admissionQueue.length === 0 && this.fits(lengthBytes)) {
+      this.admittedBytes += lengthBytes;
+      return lengthBytes;
     }
-    this.admittedBytes += lengthBytes;
-    return lengthBytes;
+    return new Promise<number>((resolve, reject) => {
+      this.admissionQueue.push({ lengthBytes, resolve, reject });
+      this.pumpAdmission();
+    });
+  }
+
+  private fits(lengthBytes: number): boolean {
+    const held = this.pendingBytes;
+    return held + lengthBytes <= this.opts.memLimitBytes || held === 0;
+  }
+
+  /** Admit queued writes in arrival order while they fit. */
+  private pumpAdmission(): void {
+    if (this.rotating) return; // rotate() pumps when it is done
+    while (this.admissionQueue.length > 0) {
+      const head = this.admissionQueue[0]!;
+      if (!this.writable) {
+        for (const w of this.admissionQueue.splice(0)) w.reject(new BackendError('EPERM', 'this host is no longer primary'));
+        return;
+      }
+      if (!this.fits(head.lengthBytes)) {
+        this.writeback.kick();
+        return;
+      }
+      this.admissionQueue.shift();
+      this.admittedBytes += head.lengthBytes;
+      head.resolve(head.lengthBytes);
+    }
   }
 
   private release(lengthBytes: number): void {
     this.admittedBytes -= lengthBytes;
     assert(this.admittedBytes >= 0, 'admitted bytes went negative');
-    this.wakeMemoryWaiters();
-  }
-
-  private wakeMemoryWaiters(): void {
-    if (this.memoryWaiters.length === 0) return;
-    const waiters = this.memoryWaiters;
-    this.memoryWaiters = [];
-    for (const w of waiters) w();
+    this.pumpAdmission();
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -254,7 +275,7 @@ export class TransactionLogger implements BlockBackend {
 
   private fatal(err: Error): void {
     this.writable = false;
-    this.wakeMemoryWaiters();
+    this.pumpAdmission();
     this.opts.onFatal(err);
   }
 }
