@@ -13,6 +13,8 @@ import type { LogLocation } from './log-location.js';
 
 /** How long writeback lets data collect before it starts (unless a quarter of the limit is pending). */
 export const WRITEBACK_DELAY_MS = 200;
+/** Under continuous writeback the data disk is fdatasync'ed (and MINPOS moved) this often. */
+export const DATA_SYNC_INTERVAL_MS = 1000;
 
 export interface TransactionLoggerOptions {
   disk: DataDisk;
@@ -55,10 +57,11 @@ export class TransactionLogger implements BlockBackend {
       index: this.index,
       disk: opts.disk,
       syncLog: () => this.syncLog(),
-      onApplied: () => {
-        this.pumpAdmission();
-        opts.onApplied?.();
-      },
+      onWritten: () => this.pumpAdmission(),
+      onApplied: () => opts.onApplied?.(),
+      logEnd: () => ({ seq: this.writer.seq, pos: this.writer.writtenPos }),
+      appliedAtStart: { seq: opts.writer.seq, pos: opts.writer.nextPos },
+      syncIntervalMs: DATA_SYNC_INTERVAL_MS,
       onError: (err) => this.fatal(err),
       maxBatchBytes: Math.max(4 << 20, Math.min(64 << 20, Math.floor(opts.memLimitBytes / 4))),
       delayMs: WRITEBACK_DELAY_MS,
@@ -91,9 +94,7 @@ export class TransactionLogger implements BlockBackend {
 
   /** Where the replay link points: everything before MINPOS is durable on the disk. */
   replayPosition(): ReplayPosition {
-    // The log writer enters records into the index synchronously when their write returns, so
-    // with an empty index everything written so far is applied.
-    const first = this.index.firstUnapplied() ?? { seq: this.writer.seq, pos: this.writer.writtenPos };
+    const first = this.writeback.applied;
     const end = first.seq === this.writer.seq ? this.writer.writtenPos : this.retiredEnds.get(first.seq) ?? first.pos;
     return { seq: first.seq, minPos: first.pos, lenBytes: Math.max(0, end - first.pos) };
   }

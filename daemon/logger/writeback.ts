@@ -1,8 +1,17 @@
 // Background writeback of pending data to the data disk: oldest entries first (so MINPOS can
 // advance), written sorted by position with adjacent full pages coalesced into one vectored
-// write, then fdatasync'ed before anyone is told the data is applied (DESIGN.md §3.5).
+// write. The log is made durable before any of its data reaches the disk, so the disk never
+// holds a write the durable log lacks (a power loss cannot make the primary's disk diverge from
+// what secondaries can fetch).
+//
+// Two steps with different costs are decoupled: once a batch's pwrites complete, its entries
+// leave the index (memory is free again; reads now hit the page cache), and the position they
+// reached becomes a candidate. An fdatasync of the data disk, at most every syncIntervalMs or
+// as soon as the index runs empty, turns the candidate into the applied position, the replay
+// link's MINPOS (DESIGN.md §3.5: MINPOS only passes data durable on the disk).
 import { PAGE_BYTES, SECTOR_BYTES, FULL_MASK, PendingIndex, type PageEntry } from './pending-index.js';
 import type { DataDisk } from '../disk/data-disk.js';
+import { compareLocations, type LogLocation } from './log-location.js';
 
 const MAX_RUN_PAGES = 256; // 1 MiB per vectored write
 const PARALLEL_WRITES = 8;
@@ -12,8 +21,16 @@ export interface WritebackOptions {
   disk: DataDisk;
   /** make the log durable up to everything in the index before the disk gets newer data */
   syncLog: () => Promise<void>;
-  /** called after each batch is durable on the disk */
+  /** called when the applied position moved (after a data fdatasync) */
   onApplied: () => void;
+  /** called when a batch left the index (memory was freed) */
+  onWritten: () => void;
+  /** the end of everything the logger has written so far (applied once the index is empty) */
+  logEnd: () => LogLocation;
+  /** where the disk is complete at start */
+  appliedAtStart: LogLocation;
+  /** the data disk is fdatasync'ed at most this often while writeback keeps running */
+  syncIntervalMs: number;
   /** a writeback failure is fatal for the resource */
   onError: (err: Error) => void;
   maxBatchBytes: number;
@@ -68,11 +85,57 @@ export class Writeback {
   private idleWaiters: (() => void)[] = [];
   private progressWaiters: (() => void)[] = [];
   private failure: Error | undefined;
+  /** everything before this is durable on the data disk */
+  private appliedLoc: LogLocation;
+  /** everything before this is written to the data disk, not yet fdatasync'ed */
+  private candidate: LogLocation | undefined;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
 
-  constructor(private readonly opts: WritebackOptions) {}
+  constructor(private readonly opts: WritebackOptions) {
+    this.appliedLoc = opts.appliedAtStart;
+  }
 
   get error(): Error | undefined {
     return this.failure;
+  }
+
+  /** The replay link's MINPOS: everything before it is durable on the data disk. */
+  get applied(): LogLocation {
+    return this.appliedLoc;
+  }
+
+  /** fdatasync the data disk and move the applied position to what was written before. */
+  syncData(): Promise<void> {
+    if (this.syncTimer) {
+      clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+    }
+    if (this.syncing) return this.syncing.then(() => (this.candidate ? this.syncData() : undefined));
+    const target = this.candidate;
+    if (!target) return Promise.resolve();
+    this.candidate = undefined;
+    this.syncing = this.opts.disk.datasync().then(() => {
+      if (compareLocations(target, this.appliedLoc) > 0) this.appliedLoc = target;
+      this.opts.onApplied();
+    }, (err) => {
+      this.failure ??= err as Error;
+      this.opts.onError(this.failure);
+    }).finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  private scheduleSync(now: boolean): void {
+    if (now) {
+      void this.syncData();
+    } else if (!this.syncTimer) {
+      this.syncTimer = setTimeout(() => {
+        this.syncTimer = undefined;
+        void this.syncData();
+      }, this.opts.syncIntervalMs);
+    }
   }
 
   private timer: NodeJS.Timeout | undefined;
@@ -106,9 +169,11 @@ export class Writeback {
   /** Resolves when the index is empty (everything written back and fdatasync'ed). */
   async drain(): Promise<void> {
     if (this.failure) throw this.failure;
-    if (this.opts.index.entryCount === 0 && !this.running) return;
-    this.startNow();
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (this.opts.index.entryCount > 0 || this.running) {
+      this.startNow();
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    await this.syncData();
     if (this.failure) throw this.failure;
   }
 
@@ -116,6 +181,8 @@ export class Writeback {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
   }
 
   private async loop(): Promise<void> {
@@ -125,9 +192,10 @@ export class Writeback {
         const batch = index.takeBatch(this.opts.maxBatchBytes);
         await this.opts.syncLog();
         await writePages(disk, batch);
-        await disk.datasync();
         index.completeBatch(batch);
-        this.opts.onApplied();
+        this.candidate = index.firstUnapplied() ?? this.opts.logEnd();
+        this.scheduleSync(index.entryCount === 0);
+        this.opts.onWritten();
         this.wake(this.progressWaiters.splice(0));
       }
     } catch (err) {
