@@ -32,7 +32,7 @@ export function parseSize(text: string, what: string): number {
 
 /** MARS keeps pending writeback data to 20 % of RAM; we cap it so the daemon stays small. */
 export function defaultMemLimitBytes(): number {
-  return Math.min(Math.floor(totalmem() * 0.2), 128 * 1024 * 1024);
+  return Math.min(Math.floor(totalmem() * 0.2), 64 * 1024 * 1024);
 }
 
 export const DEFAULT_LOG_ROTATE_BYTES = 1024 ** 3;

@@ -48,6 +48,8 @@ export class Daemon {
     this.tree = new TreeStore(opts.marsDir, new LamportClock());
     this.nbd = new NbdServer({
       log: opts.log,
+      // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
+      maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
     });
   }

@@ -13,7 +13,7 @@ if (!existsSync(join(root, 'dist', 'daemon', 'main.js'))) {
   console.error('dist/ is missing: run "npm install" (it builds the project) first');
   process.exit(1);
 }
-const { NbdClient } = await import(join(root, 'dist', 'test_suite', 'helpers', 'nbd-client.js'));
+const { NbdClient } = await import(join(root, 'dist', 'kernel-shim', 'nbd-client.js'));
 
 const keep = process.argv.includes('--keep');
 const dir = mkdtempSync(join(tmpdir(), 'mars-demo-'));

@@ -4,6 +4,7 @@
 // export talks to; the control loop owns its lifecycle (start after recovery, rotate, stop).
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import { assert } from '../util/assert.js';
+import { allocTransient } from '../util/slab.js';
 import type { LamportClock } from '../tree/lamport.js';
 import type { DataDisk } from '../disk/data-disk.js';
 import { LogWriter } from './log-writer.js';
@@ -13,8 +14,11 @@ import type { LogLocation } from './log-location.js';
 
 /** How long writeback lets data collect before it starts (unless a quarter of the limit is pending). */
 export const WRITEBACK_DELAY_MS = 200;
-/** Under continuous writeback the data disk is fdatasync'ed (and MINPOS moved) this often. */
-export const DATA_SYNC_INTERVAL_MS = 1000;
+/**
+ * Under continuous writeback the data disk is fdatasync'ed (and MINPOS moved) this often; in
+ * between, pages overwritten again coalesce in the page cache instead of being forced to disk.
+ */
+export const DATA_SYNC_INTERVAL_MS = 5000;
 
 export interface TransactionLoggerOptions {
   disk: DataDisk;
@@ -120,7 +124,7 @@ export class TransactionLogger implements BlockBackend {
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
     const found = this.index.collect(offsetBytes, lengthBytes);
-    const out = Buffer.allocUnsafe(lengthBytes);
+    const out = allocTransient(lengthBytes);
     try {
       await this.opts.disk.read(out, offsetBytes);
     } catch (err) {

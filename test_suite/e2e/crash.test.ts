@@ -33,7 +33,7 @@
 import t, { type Test } from 'tap';
 import { cpSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { NbdClient, NbdConnectionClosed, NbdError } from '../helpers/nbd-client.js';
+import { NbdClient, NbdConnectionClosed, NbdError } from '../../kernel-shim/nbd-client.js';
 import { startHost, type MarsHost } from '../helpers/cluster.js';
 
 const RES = 'r0';

@@ -6,7 +6,7 @@ import { openSync, writeSync, closeSync, readdirSync, statSync, existsSync, read
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startHost } from '../helpers/cluster.js';
-import { NbdClient, NbdError } from '../helpers/nbd-client.js';
+import { NbdClient, NbdError } from '../../kernel-shim/nbd-client.js';
 import { TreeStore } from '../../daemon/tree/store.js';
 
 const SIZE = 16 << 20;

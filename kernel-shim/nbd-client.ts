@@ -1,4 +1,4 @@
-// A minimal NBD client for tests: fixed newstyle handshake, NBD_OPT_GO with the export name,
+// A minimal NBD client (used by the demo, the tests and the benchmarks): fixed newstyle handshake, NBD_OPT_GO with the export name,
 // then pipelined READ / WRITE / FLUSH / TRIM / WRITE_ZEROES with 64-bit cookies, replies matched
 // by cookie (simple replies only: we never ask for structured replies). Each request returns a
 // promise that settles exactly when its reply has been read from the socket, so a test knows
@@ -6,7 +6,7 @@
 // carrying the NBD errno, and requests still in flight when the connection ends reject with
 // NbdConnectionClosed.
 import net from 'node:net';
-import * as P from '../../kernel-shim/nbd-protocol.js';
+import * as P from './nbd-protocol.js';
 
 export class NbdError extends Error {
   override name = 'NbdError';
