@@ -56,7 +56,7 @@ const iops = (key: FigureKey, label: string, target?: Figure['target']): Figure 
 
 export const JOBS: Record<JobId, JobDef> = {
   COPY: {
-    id: 'COPY', title: 'nbdcopy of the device size of random data (from a file in the page cache) into the export, with --flush',
+    id: 'COPY', title: 'nbdcopy of random data the size of the device (from a file in the page cache) into the export, with --flush',
     kind: 'nbdcopy', writes: true, fioArgs: [],
     figures: [{ key: 'wallS', label: 'wall time', unit: 's', higherBetter: false, target: { op: '<=', ratio: 1.1 }, decimals: 2 }],
   },

@@ -93,6 +93,16 @@ export function cpuSeconds(pid: number, tid?: number): number | undefined {
   }
 }
 
+/** stime of a process (all threads) in seconds: the CPU time spent in the kernel for it. */
+export function sysCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
 /** VmRSS / VmHWM in bytes, undefined if the process is gone. */
 export function memStatus(pid: number): { rss: number; hwm: number } | undefined {
   try {
@@ -146,7 +156,8 @@ export class LoadSampler {
   private timer: NodeJS.Timeout | undefined;
   private readonly cpu0 = new Map<number, number>();
   private readonly main0 = new Map<number, number>();
-  private sys0: SystemCpu = systemCpu();
+  private readonly sys0 = new Map<number, number>();
+  private machine0: SystemCpu = systemCpu();
   private t0 = 0;
   maxRss = new Map<number, number>();
   maxLink = 0;
@@ -156,11 +167,12 @@ export class LoadSampler {
 
   start(): void {
     this.t0 = Date.now();
-    this.sys0 = systemCpu();
+    this.machine0 = systemCpu();
     for (const pid of this.pids) {
       resetPeakRss(pid);
       this.cpu0.set(pid, cpuSeconds(pid) ?? 0);
       this.main0.set(pid, cpuSeconds(pid, pid) ?? 0);
+      this.sys0.set(pid, sysCpuSeconds(pid) ?? 0);
     }
     this.sample();
     this.timer = setInterval(() => this.sample(), this.intervalMs);
@@ -181,27 +193,31 @@ export class LoadSampler {
   }
 
   /** Stops sampling; CPU % per pid (100 % = one core) and the machine's busy/iowait %. */
-  stop(): { wallS: number; cpuPct: Map<number, number>; mainThreadCpuPct: Map<number, number>; sysBusyPct: number; sysIowaitPct: number } {
+  stop(): { wallS: number; cpuPct: Map<number, number>; mainThreadCpuPct: Map<number, number>; kernelCpuPct: Map<number, number>; sysBusyPct: number; sysIowaitPct: number } {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.sample();
     const wallS = (Date.now() - this.t0) / 1000;
     const cpuPct = new Map<number, number>();
     const mainThreadCpuPct = new Map<number, number>();
+    const kernelCpuPct = new Map<number, number>();
     for (const pid of this.pids) {
       const c = cpuSeconds(pid);
       if (c !== undefined && wallS > 0) cpuPct.set(pid, (100 * (c - (this.cpu0.get(pid) ?? 0))) / wallS);
       const m = cpuSeconds(pid, pid);
       if (m !== undefined && wallS > 0) mainThreadCpuPct.set(pid, (100 * (m - (this.main0.get(pid) ?? 0))) / wallS);
+      const k = sysCpuSeconds(pid);
+      if (k !== undefined && wallS > 0) kernelCpuPct.set(pid, (100 * (k - (this.sys0.get(pid) ?? 0))) / wallS);
     }
     const s = systemCpu();
-    const dt = s.total - this.sys0.total || 1;
+    const dt = s.total - this.machine0.total || 1;
     return {
       wallS,
       cpuPct,
       mainThreadCpuPct,
-      sysBusyPct: (100 * (dt - (s.idle - this.sys0.idle) - (s.iowait - this.sys0.iowait))) / dt,
-      sysIowaitPct: (100 * (s.iowait - this.sys0.iowait)) / dt,
+      kernelCpuPct,
+      sysBusyPct: (100 * (dt - (s.idle - this.machine0.idle) - (s.iowait - this.machine0.iowait))) / dt,
+      sysIowaitPct: (100 * (s.iowait - this.machine0.iowait)) / dt,
     };
   }
 

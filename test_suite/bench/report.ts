@@ -23,6 +23,8 @@ export interface RunRecord {
   serverCpuPct?: number;
   /** CPU use of the server's main thread (marsd: the JavaScript thread), % of one core */
   serverMainThreadCpuPct?: number;
+  /** the part of serverCpuPct spent in the kernel (system time) */
+  serverKernelCpuPct?: number;
   /** the whole machine during the load: busy (user+system+irq) and iowait, % of all cores */
   sysBusyPct?: number;
   sysIowaitPct?: number;
@@ -49,6 +51,8 @@ export interface RoundInfo {
   loadAvgEnd?: number[];
   /** disk sequential write rate at the start and at the end of the round */
   diskRatesBps: number[];
+  /** marsd's RSS right after it started and created the resource, before any load */
+  marsdIdleRssBytes?: number;
 }
 
 export interface BenchOptions {
@@ -96,6 +100,8 @@ export interface ResourceSummary {
   rssStatus: Status;
   marsdCpuPct?: number;
   marsdMainThreadCpuPct?: number;
+  marsdKernelCpuPct?: number;
+  nbdkitKernelCpuPct?: number;
   nbdkitCpuPct?: number;
   fioCpuMarsdPct?: number;
   fioCpuNbdkitPct?: number;
@@ -208,6 +214,8 @@ export function summarize(data: BenchData): Summary {
       rssStatus,
       marsdCpuPct: median(mRuns.map((r) => ok(r)?.serverCpuPct)),
       marsdMainThreadCpuPct: median(mRuns.map((r) => ok(r)?.serverMainThreadCpuPct)),
+      marsdKernelCpuPct: median(mRuns.map((r) => ok(r)?.serverKernelCpuPct)),
+      nbdkitKernelCpuPct: median(nRuns.map((r) => ok(r)?.serverKernelCpuPct)),
       nbdkitCpuPct: median(nRuns.map((r) => ok(r)?.serverCpuPct)),
       fioCpuMarsdPct: median(mRuns.map((r) => ok(r)?.metrics.fioCpuPct)),
       fioCpuNbdkitPct: median(nRuns.map((r) => ok(r)?.metrics.fioCpuPct)),
@@ -272,17 +280,30 @@ export function resultsTable(s: Summary): string {
   );
 }
 
-export function resourcesTable(s: Summary): string {
+export function cpuTable(s: Summary): string {
   return table(
-    ['Job', 'marsd peak RSS (max of rounds)', 'RSS <= 300 MiB', 'CPU marsd (its main thread) / nbdkit', 'fio CPU (marsd run / nbdkit run)', 'machine busy / iowait (marsd run)', 'other processes\' CPU (marsd run / nbdkit run)', 'logged', 'writeback-rest at load end (max during load)', 'writeback time after the load', 'bound: 1.5 x logged / disk rate', 'Status'],
+    ['Job', 'marsd CPU', 'of it: main thread', 'of it: kernel', 'nbdkit CPU', 'of it: kernel', 'fio CPU (marsd run / nbdkit run)', 'machine busy / iowait (marsd run)', 'other processes\' CPU (marsd run / nbdkit run)'],
+    s.resources.map((r) => [
+      jobName(r.job),
+      fmtPct(r.marsdCpuPct),
+      fmtPct(r.marsdMainThreadCpuPct),
+      fmtPct(r.marsdKernelCpuPct),
+      fmtPct(r.nbdkitCpuPct),
+      fmtPct(r.nbdkitKernelCpuPct),
+      `${fmtPct(r.fioCpuMarsdPct)} / ${fmtPct(r.fioCpuNbdkitPct)}`,
+      `${fmtPct(r.sysBusyMarsdPct)} / ${fmtPct(r.sysIowaitMarsdPct)}`,
+      `${fmtPct(r.otherCpuMarsdPct)} / ${fmtPct(r.otherCpuNbdkitPct)}`,
+    ]),
+  );
+}
+
+export function memoryTable(s: Summary): string {
+  return table(
+    ['Job', 'marsd peak RSS (max of rounds)', 'RSS <= 300 MiB', 'logged', 'writeback-rest at load end (max during load)', 'writeback time after the load', 'bound: 1.5 x logged / disk rate', 'writeback status'],
     s.resources.map((r) => [
       jobName(r.job),
       fmtMiB(r.peakRssMaxBytes),
       mark(r.rssStatus),
-      `${fmtPct(r.marsdCpuPct)} (${fmtPct(r.marsdMainThreadCpuPct)}) / ${fmtPct(r.nbdkitCpuPct)}`,
-      `${fmtPct(r.fioCpuMarsdPct)} / ${fmtPct(r.fioCpuNbdkitPct)}`,
-      `${fmtPct(r.sysBusyMarsdPct)} / ${fmtPct(r.sysIowaitMarsdPct)}`,
-      `${fmtPct(r.otherCpuMarsdPct)} / ${fmtPct(r.otherCpuNbdkitPct)}`,
       fmtBytes(r.loggedBytes),
       `${fmtBytes(r.restAtEndBytes)} (${fmtBytes(r.maxRestBytes)})`,
       JOBS[r.job].writes ? fmtS(r.writebackS) : '–',
@@ -318,11 +339,14 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
   }
   p('## Throughput and latency (medians over the rounds)', '');
   p(resultsTable(s), '');
-  p('## marsd memory, CPU and writeback (medians over the rounds unless noted)', '');
-  p(resourcesTable(s), '');
+  p('## marsd memory and writeback (medians over the rounds unless noted)', '');
+  p(memoryTable(s), '');
+  p(`marsd's RSS right after start, before any load (per round): ${data.rounds.map((r) => fmtMiB(r.marsdIdleRssBytes)).join(' / ')}.`, '');
   p(`Disk sequential write rate, measured in the bench directory at the start and at the end of each round with \`${data.diskRate.command}\`: `
     + `${data.diskRate.samplesBps.map(fmtRate).join(' / ')}; median ${fmtRate(data.diskRate.medianBps)} (used for the writeback bound).`, '');
   p(`Load average at the start / end of each round: ${data.rounds.map((r) => `${r.loadAvgStart[0]?.toFixed(2)} / ${r.loadAvgEnd?.[0]?.toFixed(2) ?? '–'}`).join('; ')} (${m.cores} cores).`, '');
+  p('## Where the CPU goes (medians over the rounds, % of one core, during the load)', '');
+  p(cpuTable(s), '');
   p('## How to read the figures', '');
   p(
     '- Both servers run at the same time, on sparse data files in the same directory (same filesystem), each exported on a Unix socket; '
@@ -341,7 +365,8 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
       + 'so even a few KiB left at the end of a load take a few tenths of a second; for jobs that log little the bound is shorter than that.',
     '- Peak RSS is the largest of marsd\'s VmRSS, polled every 100 ms, and VmHWM, reset (via /proc/PID/clear_refs) when the job starts and read after writeback finished. '
       + 'CPU % is the server process\'s user+system time during the load divided by the load\'s wall time (100 % = one core); '
-      + 'marsd\'s main thread runs all its JavaScript, so a main-thread figure near 100 % means marsd is bound by that one core; "machine busy / iowait" is the share of all cores from /proc/stat. '
+      + 'marsd\'s main thread runs all its JavaScript, so a main-thread figure near 100 % means marsd is bound by that one core; the other threads are libuv\'s pool (file I/O) and V8\'s helpers; '
+      + '"kernel" is the system time of the process (syscalls, copies into and out of the page cache and the socket); "machine busy / iowait" is the share of all cores from /proc/stat. '
       + 'fio itself shares the cores with the server, so a server that needs much CPU also slows the client down. '
       + '"Other processes\' CPU" is the machine\'s busy time minus the server\'s and fio\'s (in % of one core): anything else that ran at the same time, '
       + 'kernel work on behalf of the two included; large values mean the figures of that run were disturbed.',
@@ -371,7 +396,7 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
   p(`# the nbdcopy source: ${bd(data.randomSource)}; read once before each copy so that it is in the page cache`);
   p(`# disk sequential write rate, at the start and at the end of each round`, bd(data.diskRate.command));
   p('# nbdkit', ...data.setup.nbdkit.map(bd), '# marsd', ...data.setup.marsd.map(bd));
-  p(`NBDKIT_URI=${shellJoin([bd(uriOf('nbdkit') ?? '')])}`, `MARSD_URI=${shellJoin([bd(uriOf('marsd') ?? '')])}`);
+  p(`NBDKIT_URI="${bd(uriOf('nbdkit') ?? '')}"`, `MARSD_URI="${bd(uriOf('marsd') ?? '')}"`);
   p('# each job runs for URI=$NBDKIT_URI and URI=$MARSD_URI (order alternating by round), after `sync -f $BENCHDIR`:');
   for (const job of o.jobs) {
     const r = data.runs.find((x) => x.round === lastRound && x.job === job);

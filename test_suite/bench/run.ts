@@ -5,8 +5,9 @@
 // Options: --rounds N (3)  --runtime S (20)  --size BYTES (1 GiB; K/M/G suffixes allowed)
 //          --jobs COPY,J1,... (all)  --quick (1 round, 5 s, 256 MiB)  --dir DIR (a temporary
 //          directory is created inside it; default the system temp dir)  --no-write-docs
+//          --render FILE (only regenerate the docs from an earlier benchmarks.json)
 import { spawnSync } from 'node:child_process';
-import { createReadStream, mkdirSync, mkdtempSync, openSync, closeSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -15,13 +16,13 @@ import { DOCS_DIR } from './paths.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { fioCommand, JOB_ORDER, JOBS, nbdcopyCommand, runFio, runNbdcopy, type JobId, type JobOutcome } from './fio.js';
 import { describeMachine, freeBytes } from './machine.js';
-import { killAllTracked, LoadSampler, runCommand, toolEnv } from './proc.js';
-import { fmtBytes, fmtMiB, fmtNum, fmtPct, fmtRate, fmtS, median, renderJson, renderMarkdown, resourcesTable, resultsTable, summarize, type BenchData, type BenchOptions, type RoundInfo, type RunRecord } from './report.js';
+import { killAllTracked, LoadSampler, memStatus, runCommand, toolEnv } from './proc.js';
+import { fmtBytes, fmtMiB, fmtNum, fmtPct, fmtRate, fmtS, median, renderJson, renderMarkdown, cpuTable, memoryTable, resultsTable, summarize, type BenchData, type BenchOptions, type RoundInfo, type RunRecord } from './report.js';
 import { MarsdTarget, NbdkitTarget, type Target, type TargetName } from './targets.js';
 
 const GiB = 2 ** 30;
-const round2 = (x: number): number => Math.round(x * 100) / 100;
 const MiB = 2 ** 20;
+const round2 = (x: number): number => Math.round(x * 100) / 100;
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$/i.exec(s.trim());
@@ -40,6 +41,7 @@ function usage(): string {
     '  --quick          smoke check: 1 round, 5 s, 256 MiB (explicit options still win)',
     '  --dir DIR        where the temporary bench directory is created (default the system temp dir)',
     '  --no-write-docs  do not write docs/benchmarks.md and docs/benchmarks.json',
+    '  --render FILE    only rewrite docs/benchmarks.md (and .json) from the data in a benchmarks.json',
   ].join('\n');
 }
 
@@ -54,10 +56,15 @@ function parseOptions(argv: string[]): BenchOptions & { writeDocs: boolean; pare
       quick: { type: 'boolean', default: false },
       dir: { type: 'string' },
       'no-write-docs': { type: 'boolean', default: false },
+      render: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
+  if (values.render !== undefined) {
+    renderFrom(values.render);
+    process.exit(0);
+  }
   if (values.help) {
     console.log(usage());
     process.exit(0);
@@ -76,6 +83,20 @@ function parseOptions(argv: string[]): BenchOptions & { writeDocs: boolean; pare
     jobs = JOB_ORDER.filter((j) => want.includes(j));
   }
   return { rounds, runtimeS, sizeBytes, jobs, quick, dir: '', writeDocs: !values['no-write-docs'], parent: resolve(values.dir ?? tmpdir()) };
+}
+
+/** Regenerates the report from the raw data of an earlier run. */
+function renderFrom(jsonPath: string): void {
+  const raw = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchData & { summary?: unknown };
+  delete raw.summary;
+  writeDocs(raw);
+}
+
+function writeDocs(data: BenchData): void {
+  const summary = summarize(data);
+  writeFileSync(join(DOCS_DIR, 'benchmarks.md'), renderMarkdown(data, summary));
+  writeFileSync(join(DOCS_DIR, 'benchmarks.json'), renderJson(data, summary));
+  console.log(`wrote ${join(DOCS_DIR, 'benchmarks.md')} and benchmarks.json`);
 }
 
 function log(msg: string): void {
@@ -179,6 +200,8 @@ class Bench {
       const order: TargetName[] = round % 2 === 1 ? ['nbdkit', 'marsd'] : ['marsd', 'nbdkit'];
       const byName = new Map<TargetName, Target>();
       for (const name of order) byName.set(name, await this.newTarget(name, roundDir));
+      const mpid = byName.get('marsd')!.pid;
+      info.marsdIdleRssBytes = mpid ? memStatus(mpid)?.rss : undefined;
 
       // The nbdcopy job first: it also fills the device (needed by J5; later jobs overwrite).
       for (const job of ['COPY', ...this.opts.jobs.filter((j) => j !== 'COPY')] as JobId[]) {
@@ -259,6 +282,7 @@ class Bench {
       loadWallS: outcome.clientWallS,
       serverCpuPct: load.cpuPct.get(pid),
       serverMainThreadCpuPct: load.mainThreadCpuPct.get(pid),
+      serverKernelCpuPct: load.kernelCpuPct.get(pid),
       sysBusyPct: load.sysBusyPct,
       sysIowaitPct: load.sysIowaitPct,
       otherCpuPct: outcome.metrics.fioCpuPct !== undefined && load.cpuPct.get(pid) !== undefined
@@ -283,7 +307,7 @@ function describeRun(r: RunRecord): string {
   const f = JOBS[r.job].figures[0]!;
   const parts = [`${f.label} ${fmtNum(r.metrics[f.key], f.decimals)} ${f.unit}`];
   if (r.job === 'J3') parts.push(`p99 ${fmtNum(r.metrics.latP99Us)} µs`);
-  parts.push(`cpu ${fmtPct(r.serverCpuPct)} (main thread ${fmtPct(r.serverMainThreadCpuPct)})`, `other cpu ${fmtPct(r.otherCpuPct)}`, `rss ${fmtMiB(r.peakRssBytes)}`);
+  parts.push(`cpu ${fmtPct(r.serverCpuPct)} (main thread ${fmtPct(r.serverMainThreadCpuPct)}, kernel ${fmtPct(r.serverKernelCpuPct)})`, `other cpu ${fmtPct(r.otherCpuPct)}`, `rss ${fmtMiB(r.peakRssBytes)}`);
   if (r.target === 'marsd' && JOBS[r.job].writes) {
     parts.push(`logged ${fmtBytes(r.after.loggedBytes)}`, `rest at end ${fmtBytes(r.after.restAtEndBytes)} (max ${fmtBytes(r.maxWritebackRestBytes)})`, `writeback ${fmtS(r.after.writebackS)}`);
   }
@@ -354,19 +378,16 @@ async function main(): Promise<number> {
     console.log('');
     console.log(resultsTable(summary));
     console.log('');
-    console.log(resourcesTable(summary));
+    console.log(cpuTable(summary));
+    console.log('');
+    console.log(memoryTable(summary));
     console.log('');
     console.log(`disk sequential write: ${data.diskRate.samplesBps.map(fmtRate).join(' / ')} (median ${fmtRate(data.diskRate.medianBps)})`);
     console.log(`targets: ${summary.met.length} met, ${summary.missed.length} missed`);
     for (const m of summary.missed) console.log(`  missed: ${m}`);
     for (const e of summary.errors) console.log(`  error: ${e}`);
     console.log(`bench took ${(data.durationS / 60).toFixed(1)} min`);
-    if (opts.writeDocs) {
-      const docs = DOCS_DIR;
-      writeFileSync(join(docs, 'benchmarks.md'), renderMarkdown(data, summary));
-      writeFileSync(join(docs, 'benchmarks.json'), renderJson(data, summary));
-      console.log(`wrote ${join(docs, 'benchmarks.md')} and benchmarks.json`);
-    }
+    if (opts.writeDocs) writeDocs(data);
     return summary.errors.length ? 1 : 0;
   } finally {
     await cleanup();

@@ -4,8 +4,8 @@
 //   - our marsd as primary of resource r0, with its /mars tree and data file side by side.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
-import { freePort, nbdGreets } from '../helpers/cluster.js';
 import { MARSADM_BIN, MARSD_BIN } from './paths.js';
 import { readLink, runCommand, sleep, toolEnv, trackChild } from './proc.js';
 
@@ -48,6 +48,38 @@ function tail(path: string, lines = 20): string {
   } catch {
     return '(no log)';
   }
+}
+
+/** A free TCP port on 127.0.0.1 (the OS picks it; tiny race until marsd binds it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** True if a Unix socket accepts a connection and sends the NBD greeting within timeoutMs. */
+export function nbdGreets(socketPath: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.createConnection({ path: socketPath });
+    let got = Buffer.alloc(0);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+    sock.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
+    });
+  });
 }
 
 function makeSparse(path: string, size: number): void {
