@@ -1,4 +1,7 @@
 // Aggregation (medians, ratios, targets) and the markdown / JSON report.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { JOBS, type Figure, type JobId, type Metrics } from './fio.js';
 import type { Machine } from './machine.js';
 import type { AfterLoad, TargetName } from './targets.js';
@@ -316,6 +319,17 @@ export function memoryTable(s: Summary): string {
 const shellQuote = (a: string): string => (/^[\w@%+=:,./$-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
 export const shellJoin = (cmd: string[]): string => cmd.map(shellQuote).join(' ');
 
+/** The hand-written analysis (test_suite/bench/analysis.md), included verbatim. */
+function readAnalysis(): string | undefined {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const candidate of [join(here, 'analysis.md'), join(here, '..', '..', '..', 'test_suite', 'bench', 'analysis.md')]) {
+    try {
+      return readFileSync(candidate, 'utf8');
+    } catch { /* try the next */ }
+  }
+  return undefined;
+}
+
 export function renderMarkdown(data: BenchData, s: Summary): string {
   const o = data.options;
   const m = data.machine;
@@ -374,6 +388,8 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
       + 'so a run does not pay for dirty pages of the one before.',
     '',
   );
+  const analysis = readAnalysis();
+  if (analysis) p(analysis.trimEnd(), '');
   p('## Machine', '');
   p(
     `- CPU: ${m.cpuModel}, ${m.cores} cores; RAM ${fmtBytes(m.ramBytes)}`,
