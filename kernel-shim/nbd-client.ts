@@ -373,3 +373,23 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
+
+/** True if a Unix socket accepts a connection and sends the NBD greeting within timeoutMs. */
+export function nbdGreets(socketPath: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolveProbe) => {
+    const sock = net.createConnection({ path: socketPath });
+    let got = Buffer.alloc(0);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolveProbe(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+    sock.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
+    });
+  });
+}

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { MARSADM_BIN, MARSD_BIN } from './paths.js';
 import { readLink, runCommand, sleep, toolEnv, trackChild } from './proc.js';
+import { nbdGreets } from '../../kernel-shim/nbd-client.js';
 
 export type TargetName = 'nbdkit' | 'marsd';
 
@@ -62,25 +63,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** True if a Unix socket accepts a connection and sends the NBD greeting within timeoutMs. */
-export function nbdGreets(socketPath: string, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.createConnection({ path: socketPath });
-    let got = Buffer.alloc(0);
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.on('error', () => done(false));
-    sock.on('close', () => done(false));
-    sock.on('data', (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
-    });
-  });
-}
 
 function makeSparse(path: string, size: number): void {
   writeFileSync(path, '');

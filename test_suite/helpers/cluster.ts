@@ -7,12 +7,15 @@
 // Cleanup: every marsd this module starts is SIGKILLed by pid in the test's teardown, and as a
 // last resort when the test process exits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { tempDir } from './tmp.js';
+import { nbdGreets } from '../../kernel-shim/nbd-client.js';
+
+export { nbdGreets };
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const MARSD_BIN = join(REPO_ROOT, 'bin', 'marsd.js');
@@ -349,30 +352,6 @@ export class MarsHost {
   }
 }
 
-/** True if a Unix socket accepts a connection and sends the NBD greeting within timeoutMs. */
-export function nbdGreets(socketPath: string, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolveProbe) => {
-    try {
-      if (!statSync(socketPath).isSocket()) return resolveProbe(false);
-    } catch {
-      return resolveProbe(false);
-    }
-    const sock = net.createConnection({ path: socketPath });
-    let got = Buffer.alloc(0);
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolveProbe(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.on('error', () => done(false));
-    sock.on('close', () => done(false));
-    sock.on('data', (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
-    });
-  });
-}
 
 /**
  * One host for a test: temp dirs, sparse data file, create-cluster, marsd running. Teardown
