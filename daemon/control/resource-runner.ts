@@ -10,7 +10,7 @@ import { DataDisk } from '../disk/data-disk.js';
 import { LogWriter } from '../logger/log-writer.js';
 import { TransactionLogger } from '../logger/transaction-logger.js';
 import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
-import { raiseMaxnr, writeReplayLink, writeVersionLink } from './resource-links.js';
+import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from './resource-links.js';
 import type { Action, Phase, RuntimeState } from './decide.js';
 import type { ResourceSnapshot } from './snapshot.js';
 
@@ -232,11 +232,9 @@ export class ResourceRunner {
   private publishLinks(logger: TransactionLogger, durable: boolean): void {
     const { tree, host } = this.ctx;
     const pos = logger.replayPosition();
-    const prevSeq = tree.value(resPaths.replay(this.name, host))?.split(',')[0];
-    const seqChanged = prevSeq !== `log-${String(pos.seq).padStart(9, '0')}-${host}`;
+    const seqChanged = readReplayLink(tree, this.name, host)?.seq !== pos.seq;
     writeReplayLink(tree, this.name, host, { seq: pos.seq, origin: host, minPos: pos.minPos, len: pos.lenBytes }, durable || seqChanged);
     writeVersionLink(tree, this.name, host, logger.currentSeq, host, logger.durablePos, durable);
-    logger.finishedRetired();
   }
 
   private publishStatus(): void {

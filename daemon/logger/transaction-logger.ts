@@ -62,7 +62,10 @@ export class TransactionLogger implements BlockBackend {
       disk: opts.disk,
       syncLog: () => this.syncLog(),
       onWritten: () => this.pumpAdmission(),
-      onApplied: () => opts.onApplied?.(),
+      onApplied: () => {
+        this.pruneRetired();
+        opts.onApplied?.();
+      },
       logEnd: () => ({ seq: this.writer.seq, pos: this.writer.writtenPos }),
       appliedAtStart: { seq: opts.writer.seq, pos: opts.writer.nextPos },
       syncIntervalMs: DATA_SYNC_INTERVAL_MS,
@@ -103,12 +106,10 @@ export class TransactionLogger implements BlockBackend {
     return { seq: first.seq, minPos: first.pos, lenBytes: Math.max(0, end - first.pos) };
   }
 
-  /** Logfiles rotated away from that are now completely written back. */
-  finishedRetired(): number[] {
-    const from = this.replayPosition().seq;
-    const done = [...this.retiredEnds.keys()].filter((seq) => seq < from);
-    for (const seq of done) this.retiredEnds.delete(seq);
-    return done;
+  /** Forget rotated-away logfiles whose data is now durable on the disk. */
+  private pruneRetired(): void {
+    const from = this.writeback.applied.seq;
+    for (const seq of this.retiredEnds.keys()) if (seq < from) this.retiredEnds.delete(seq);
   }
 
   isWritable(): boolean {

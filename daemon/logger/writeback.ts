@@ -83,7 +83,6 @@ export class Writeback {
   private running = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
-  private progressWaiters: (() => void)[] = [];
   private failure: Error | undefined;
   /** everything before this is durable on the data disk */
   private appliedLoc: LogLocation;
@@ -160,12 +159,6 @@ export class Writeback {
     setImmediate(() => void this.loop());
   }
 
-  /** Resolves after the next batch completes (memory backpressure waits on this). */
-  progress(): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve) => this.progressWaiters.push(resolve));
-  }
-
   /** Resolves when the index is empty (everything written back and fdatasync'ed). */
   async drain(): Promise<void> {
     if (this.failure) throw this.failure;
@@ -196,14 +189,12 @@ export class Writeback {
         this.candidate = index.firstUnapplied() ?? this.opts.logEnd();
         this.scheduleSync(index.entryCount === 0);
         this.opts.onWritten();
-        this.wake(this.progressWaiters.splice(0));
       }
     } catch (err) {
       this.failure = err as Error;
       this.opts.onError(this.failure);
     } finally {
       this.running = false;
-      this.wake(this.progressWaiters.splice(0));
       if (index.entryCount === 0 || this.failure || this.stopped) this.wake(this.idleWaiters.splice(0));
       else if (this.idleWaiters.length > 0) this.startNow();
       else this.kick();

@@ -7,7 +7,7 @@ import { validResource } from '../../daemon/tree/names.js';
 import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
 import { initialVersionLinks, formatReplayLink } from '../../daemon/log/links.js';
 import { parseSize } from '../../daemon/config.js';
-import { listResourcesAnyState } from './common.js';
+import { listResources } from '../../daemon/control/snapshot.js';
 
 const MIN_SIZE_BYTES = 64 * 1024;
 const SIZE_ALIGN_BYTES = 4096;
@@ -27,7 +27,7 @@ export async function createResource(adm: Adm, name: string, device: string, opt
     throw new AdmError(`device ${device} does not exist`);
   }
   if (!st.isBlockDevice() && !st.isFile()) throw new AdmError(`device ${device} is neither a block device nor a regular file`);
-  for (const other of listResourcesAnyState(adm)) {
+  for (const other of listResources(tree)) {
     const used = tree.value(resPaths.data(other, host));
     if (used !== undefined && resolve(used) === resolve(device)) {
       throw new AdmError(`device ${device} is already the disk of resource ${other} on this host`);
