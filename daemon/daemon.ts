@@ -13,6 +13,12 @@ import { decide } from './control/decide.js';
 import { listResources, readResourceSnapshot } from './control/snapshot.js';
 import { ResourceRunner } from './control/resource-runner.js';
 import type { CommonOptions } from './config.js';
+import { decideSecondary, NOTHING } from './control/decide-secondary.js';
+import { PeerManager } from './propagate/peer-manager.js';
+import { PeerService } from './serve/peer-service.js';
+import { PeerServer } from './net/server.js';
+import { readSecretFile } from './net/auth.js';
+import { join } from 'node:path';
 
 export const TREE_VERSION = '0.1';
 export const MARSD_VERSION = '0.1.0';
@@ -21,6 +27,12 @@ export interface DaemonOptions extends CommonOptions {
   memLimitBytes: number;
   logRotateBytes: number;
   scanIntervalMs: number;
+  /** how often each peer's tree is pulled when nothing notifies us */
+  pullIntervalMs: number;
+  /** logfile transfer limit per fetch, 0 = unlimited */
+  fetchRateBytesPerS: number;
+  /** listen here instead of on the address in ips/ip-HOST (behind NAT or a proxy) */
+  bindAddress?: string;
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -43,6 +55,11 @@ export class Daemon {
   private tickScheduled = false;
   private lock: { release(): void } | undefined;
   private stopping = false;
+  private readonly peers: PeerManager;
+  private peerServer: PeerServer | undefined;
+  private listenAddress: string | undefined;
+  private secret: Buffer | undefined;
+  private lastNotifyMs = 0;
 
   constructor(private readonly opts: DaemonOptions) {
     this.tree = new TreeStore(opts.marsDir, new LamportClock());
@@ -51,6 +68,11 @@ export class Daemon {
       // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
       maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
+    });
+    this.peers = new PeerManager({
+      tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log,
+      onTreeChanged: () => this.requestTick(),
+      onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
     });
   }
 
@@ -68,6 +90,7 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
     this.tree.ensureDir('userspace');
+    this.startPeers();
     this.watcher = watch([marsDir, this.tree.abs('userspace'), this.tree.abs('ips')], {
       depth: 0,
       ignoreInitial: true,
@@ -76,14 +99,75 @@ export class Daemon {
     });
     // Values are dangling symlinks ("1", "alpha", ...), for which chokidar emits no add/change
     // events (it cannot stat their targets); its raw inotify events do arrive.
-    this.watcher.on('all', () => this.requestTick());
+    // A change an admin made (marsadm writes, then triggers): act now and tell the peers.
+    this.watcher.on('all', () => { this.requestTick(); this.notifyPeers(); });
     this.watcher.on('raw', (_event: string, name: string) => {
-      if (typeof name === 'string' && isInteresting(name)) this.requestTick();
+      if (typeof name === 'string' && isInteresting(name)) { this.requestTick(); this.notifyPeers(); }
     });
     this.watcher.on('error', (err) => this.opts.log('warn', `tree watcher: ${(err as Error).message}`));
     this.interval = setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
     this.opts.log('info', `marsd ${MARSD_VERSION} running: host ${host}, tree ${marsDir}, run dir ${runDir}, pid ${process.pid}`);
     this.tick();
+  }
+
+  /**
+   * The peer side: the server on ips/ip-HOST for our peers, and one link to each of them.
+   * Without a cluster secret (a tree made by hand) the host runs alone, and says so.
+   */
+  private startPeers(): void {
+    const { marsDir, host, log } = this.opts;
+    const secretPath = join(marsDir, 'cluster-secret');
+    try {
+      this.secret = readSecretFile(secretPath);
+    } catch (err) {
+      log('warn', `no usable cluster secret (${(err as Error).message}): this host neither serves nor contacts peers`);
+      return;
+    }
+    const service = new PeerService({
+      tree: this.tree, host, log,
+      activeLogEnd: (res, seq) => {
+        const logger = this.runners.get(res)?.activeLogger;
+        return logger && logger.currentSeq === seq ? logger.durablePos : undefined;
+      },
+      primaryPosition: (res) => {
+        const logger = this.runners.get(res)?.activeLogger;
+        return logger ? { seq: logger.currentSeq, origin: host, pos: logger.durablePos } : undefined;
+      },
+      onTreeChanged: () => this.requestTick(),
+      onNotify: (peer) => this.peers.pullSoon(peer),
+    });
+    this.peerServer = new PeerServer({
+      host, secret: this.secret, handlers: service, log,
+      uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
+      clockUs: () => this.tree.clock.now(),
+    });
+    this.peers.enable(this.secret);
+  }
+
+  /** Listen on our ips/ip-HOST address (again, when it changed) and follow the member list. */
+  private reconcilePeers(): void {
+    if (!this.peerServer) return;
+    const address = this.opts.bindAddress ?? this.tree.value(globalPaths.ip(this.opts.host));
+    if (address !== undefined && address !== this.listenAddress) {
+      const server = this.peerServer;
+      this.listenAddress = address;
+      server.listen(address).then(
+        () => this.opts.log('info', `peer protocol listening on ${address}`),
+        (err: Error) => {
+          this.opts.log('error', `cannot listen on ${address} (ips/ip-${this.opts.host}): ${err.message}`);
+          this.listenAddress = undefined;
+        });
+    }
+    this.peerServer.setUuid(this.tree.value(globalPaths.uuid) ?? '(any)');
+    this.peers.reconcile();
+  }
+
+  /** Tell peers our tree changed (rate-limited: they pull us soon). */
+  private notifyPeers(): void {
+    const now = Date.now();
+    if (now - this.lastNotifyMs < 100) return;
+    this.lastNotifyMs = now;
+    this.peers.notifyAll();
   }
 
   requestTick(): void {
@@ -106,6 +190,7 @@ export class Daemon {
     if (this.stopping) return;
     try {
       this.heartbeat(true);
+      this.reconcilePeers();
       const present = new Set(listResources(this.tree));
       for (const res of present) {
         let runner = this.runners.get(res);
@@ -114,14 +199,20 @@ export class Daemon {
           runner = new ResourceRunner(res, {
             tree: this.tree, host: this.opts.host, runDir: this.opts.runDir, nbd: this.nbd,
             memLimitBytes: this.opts.memLimitBytes, log: this.opts.log, requestTick: () => this.requestTick(),
+            peers: this.peers,
+            fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
           });
           this.runners.set(res, runner);
         }
         const snapshot = readResourceSnapshot(this.tree, res, this.opts.host);
         const decision = decide(snapshot, runner.runtime(), { host: this.opts.host, logRotateBytes: this.opts.logRotateBytes });
         if (decision.action.kind !== 'none') {
-          void runner.execute(decision.action, snapshot).then(() => this.requestTick());
+          void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
         }
+        const idle = runner.phase === 'down' || runner.phase === 'failed';
+        const plan = !decision.wantPrimary && idle ? decideSecondary(snapshot, this.opts.host) : NOTHING;
+        void runner.secondary.reconcile(plan, snapshot);
+        runner.secondary.nudge();
         runner.publish(false);
       }
       for (const [res, runner] of this.runners) {
@@ -145,6 +236,8 @@ export class Daemon {
     if (this.interval) clearInterval(this.interval);
     await this.watcher?.close();
     for (const runner of this.runners.values()) await runner.shutdown();
+    await this.peers.close();
+    await this.peerServer?.close();
     await this.nbd.close();
     try { this.heartbeat(false); } catch { /* tree gone */ }
     this.lock?.release();

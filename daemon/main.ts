@@ -27,10 +27,17 @@ export function runMarsd(argv: string[]): void {
       if (!Number.isInteger(n) || n < 50 || n > 60_000) throw new InvalidArgumentError('must be 50..60000');
       return n;
     })
+    .option('--pull-interval-ms <ms>', 'how often each peer\'s tree is pulled without a notification (default 1000)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 20 || n > 60_000) throw new InvalidArgumentError('must be 20..60000');
+      return n;
+    })
+    .option('--fetch-rate <bytes-per-s>', 'bandwidth limit for logfile transfer (0 = unlimited)', sizeOption('--fetch-rate'))
+    .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; quiet?: boolean }>();
+  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean }>();
 
   const log = (level: 'info' | 'warn' | 'error', msg: string) => {
     if (o.quiet && level === 'info') return;
@@ -45,6 +52,9 @@ export function runMarsd(argv: string[]): void {
       memLimitBytes: o.memLimit ?? defaultMemLimitBytes(),
       logRotateBytes: o.logRotateSize ?? DEFAULT_LOG_ROTATE_BYTES,
       scanIntervalMs: o.scanIntervalMs ?? DEFAULT_SCAN_INTERVAL_MS,
+      pullIntervalMs: o.pullIntervalMs ?? 1000,
+      fetchRateBytesPerS: o.fetchRate ?? 0,
+      ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
       log,
     });
   } catch (err) {

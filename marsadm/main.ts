@@ -4,8 +4,9 @@
 import { Command, CommanderError } from 'commander';
 import { Adm, AdmError, type GlobalOptions } from './context.js';
 import { NameError } from '../daemon/tree/names.js';
-import { createCluster } from './commands/cluster.js';
+import { createCluster, joinCluster, leaveCluster, waitCluster } from './commands/cluster.js';
 import { createResource, deleteResource } from './commands/resource.js';
+import { joinResource, leaveResource } from './commands/membership.js';
 import { primary, secondary } from './commands/role.js';
 import { attach, detach, down, setTodo, up } from './commands/switches.js';
 import { cron, logDelete, logRotate } from './commands/logs.js';
@@ -45,8 +46,16 @@ function build(): Command {
 
   add('create-cluster', 'start a new cluster with this host as its first member', (adm, _args, o) => createCluster(adm, { ...(o.listen !== undefined ? { listen: o.listen } : {}) }),
     (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)'));
+  add('join-cluster <peer>', 'join the cluster PEER (ADDRESS:PORT) belongs to', (adm, [peer], o) => joinCluster(adm, peer!, {
+    ...(o.listen !== undefined ? { listen: o.listen } : {}), ...(o.secretFile !== undefined ? { secretFile: o.secretFile } : {}),
+  }), (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)').option('--secret-file <file>', 'a copy of a member\'s /mars/cluster-secret'));
+  add('leave-cluster', 'stop being a cluster member (leave every resource first)', (adm) => leaveCluster(adm));
+  add('wait-cluster', 'wait until every member sent fresh state', (adm) => waitCluster(adm));
   add('create-resource <name> <device>', 'create a resource on DEVICE; this host becomes its primary', (adm, [name, device], o) => createResource(adm, name!, device!, { ...(o.size !== undefined ? { size: o.size } : {}) }),
     (c) => c.option('--size <bytes>', 'resource size (default: the whole device)'));
+  add('join-resource <name> <device>', 'become a replica of the resource on DEVICE (full sync from the primary, then replay)', (adm, [name, device], o) => joinResource(adm, name!, device!, { wait: o.wait !== undefined }),
+    (c) => c.option('--wait', 'wait until the sync is done, with a progress bar'));
+  add('leave-resource <name>', 'stop being a replica (run "down" first); the disk content stays', (adm, [name]) => leaveResource(adm, name!));
   add('delete-resource <name>', 'remove a resource from the tree (the data device is not touched)', (adm, [name]) => deleteResource(adm, name!));
   add('primary <name>', 'make this host the primary of the resource', (adm, [name]) => primary(adm, name!));
   add('secondary <name>', 'give up the primary role (no designated primary afterwards)', (adm, [name]) => secondary(adm, name!));

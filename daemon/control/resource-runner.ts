@@ -13,6 +13,8 @@ import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
 import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from './resource-links.js';
 import type { Action, Phase, RuntimeState } from './decide.js';
 import type { ResourceSnapshot } from './snapshot.js';
+import { SecondaryRunner } from './secondary-runner.js';
+import type { PeerManager } from '../propagate/peer-manager.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -23,6 +25,8 @@ export interface RunnerContext {
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
   /** ask the daemon for a control tick soon (state changed underneath) */
   requestTick: () => void;
+  peers: PeerManager;
+  fetchRateBytesPerS: number;
 }
 
 export interface FailureInfo {
@@ -49,7 +53,15 @@ export class ResourceRunner {
   private shuttingDown = false;
   private connectionsGone: (() => void) | undefined;
 
-  constructor(readonly name: string, private readonly ctx: RunnerContext) {}
+  /** fetch, sync and replay while this host is a secondary of the resource */
+  readonly secondary: SecondaryRunner;
+
+  constructor(readonly name: string, private readonly ctx: RunnerContext) {
+    this.secondary = new SecondaryRunner(name, {
+      tree: ctx.tree, host: ctx.host, peers: ctx.peers, fetchRateBytesPerS: ctx.fetchRateBytesPerS, log: ctx.log,
+      onStatus: () => this.publish(false),
+    });
+  }
 
   get socketPath(): string {
     return join(this.ctx.runDir, `${this.name}.sock`);
@@ -96,6 +108,7 @@ export class ResourceRunner {
     this.failedSignature = undefined;
     this.publish(true);
     try {
+      await this.secondary.stop(); // the disk is the primary's from now on
       const sizeBytes = s.sizeBytes!;
       this.disk = await DataDisk.open(s.dataPath!);
       if (this.disk.sizeBytes < sizeBytes) {
@@ -241,6 +254,30 @@ export class ResourceRunner {
     const { tree, host } = this.ctx;
     const set = (key: string, value: string) => tree.write(resPaths.actual(this.name, host, key), value, { onlyIfChanged: true });
     tree.ensureDir(resPaths.actualDir(this.name, host));
+    if (this.phase === 'down' && this.secondary.active) {
+      const st = this.secondary.status();
+      set('is-attached', st.attached ? '1' : '0');
+      set('is-primary', '0');
+      set('if-on', '0');
+      set('open-count', '0');
+      set('is-copying', st.copying ? '1' : '0');
+      set('is-syncing', st.syncing ? '1' : '0');
+      set('is-replaying', st.replaying ? '1' : '0');
+      set('fetch-rest', String(st.fetchRestBytes));
+      set('replay-rest', String(st.replayRestBytes));
+      set('sync-rate', String(st.syncRateBytesPerS));
+      set('fetch-state', st.fetchState.slice(0, 500) || 'off');
+      set('secondary-why', st.why || 'OK');
+      set('replay-code', st.replayCode);
+      set('msg-err-replay-stop', st.message.slice(0, 1000));
+      set('socket', '(none)');
+      set('writeback-rest', '0');
+      set('is-emergency', '0');
+      set('has-emergency', '0');
+      return;
+    }
+    for (const key of ['is-copying', 'is-syncing', 'is-replaying']) set(key, '0');
+    for (const key of ['fetch-rest', 'replay-rest', 'sync-rate']) set(key, '0');
     // Until writeback after a step-down is complete the host still counts as actual primary.
     const primary = this.phase === 'primary' || this.draining;
     set('is-attached', this.disk ? '1' : '0');
@@ -269,6 +306,7 @@ export class ResourceRunner {
     this.connectionsGone?.();
     await this.busy;
     if (this.phase === 'primary') await this.stopPrimary('daemon shutting down');
+    await this.secondary.stop();
     if (this.publishTimer) clearTimeout(this.publishTimer);
   }
 }

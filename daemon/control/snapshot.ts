@@ -18,10 +18,18 @@ export interface ResourceSnapshot {
   dataPath: string | undefined;
   todo: Record<TodoKey, boolean>;
   replayLink: string | undefined;
+  /** bytes of the disk already synced (syncstatus-HOST) */
+  syncstatusBytes: number | undefined;
   /** regular logfiles present here, ascending by number */
   logfiles: LogfileInfo[];
   /** a change in any of these means a failed start may succeed now */
   signature: string;
+}
+
+function intValue(text: string | undefined): number | undefined {
+  if (text === undefined || !/^\d{1,16}$/.test(text)) return undefined;
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 export function readResourceSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
@@ -49,10 +57,11 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     dataPath: tree.value(resPaths.data(res, host)),
     todo: { attach: flag('attach'), connect: flag('connect'), sync: flag('sync'), 'allow-replay': flag('allow-replay') },
     replayLink: replay?.value,
+    syncstatusBytes: intValue(tree.value(resPaths.syncstatus(res, host))),
     logfiles,
     signature: '',
   };
-  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes])]);
+  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes])]);
   return snapshot;
 }
 

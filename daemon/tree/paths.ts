@@ -32,6 +32,7 @@ export const resPaths = {
   replay: (res: string, host: string) => `${resourceDir(res)}/replay-${validHost(host)}`,
   syncstatus: (res: string, host: string) => `${resourceDir(res)}/syncstatus-${validHost(host)}`,
   syncpos: (res: string, host: string) => `${resourceDir(res)}/syncpos-${validHost(host)}`,
+  skipCheck: (res: string, host: string) => `${resourceDir(res)}/skip-check-${validHost(host)}`,
   actsize: (res: string, host: string) => `${resourceDir(res)}/actsize-${validHost(host)}`,
   log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/log-${seqString(seq)}-${validHost(origin)}`,
   version: (res: string, seq: number, host: string) => `${resourceDir(res)}/version-${seqString(seq)}-${validHost(host)}`,

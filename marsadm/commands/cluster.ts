@@ -7,6 +7,13 @@ import { z } from 'zod';
 import { AdmError, type Adm } from '../context.js';
 import { globalPaths } from '../../daemon/tree/paths.js';
 import { formatStamp } from '../../daemon/tree/lamport.js';
+import { resPaths } from '../../daemon/tree/paths.js';
+import { ANY_UUID, readSecretFile } from '../../daemon/net/auth.js';
+import { dialPeer } from '../../daemon/net/dial.js';
+import { planMerge } from '../../daemon/propagate/merge.js';
+import { applyMergePlan, localState } from '../../daemon/propagate/tree-io.js';
+import { pushLink } from '../../daemon/propagate/peer-calls.js';
+import { listResources } from '../../daemon/control/snapshot.js';
 
 export const DEFAULT_PORT = 7777;
 
@@ -45,4 +52,85 @@ export function createCluster(adm: Adm, opts: { listen?: string }): void {
   adm.result(`created cluster ${uuid} in ${adm.marsDir}: this host ${adm.host} listens on ${listen}; the cluster secret is in ${secretPath}`, {
     uuid, host: adm.host, listen, marsDir: adm.marsDir, secretFile: secretPath,
   });
+}
+
+/**
+ * join-cluster PEER: make this (empty) /mars a member of the cluster PEER belongs to. We
+ * authenticate with the cluster secret, pull PEER's tree (uuid, members, resources), and
+ * push our own ips/ip-HOST to PEER so it connects back; the marsds do the rest.
+ */
+export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?: string; secretFile?: string }): Promise<void> {
+  const peer = parseListen(peerAddress);
+  const listen = parseListen(opts.listen);
+  const { tree, host } = adm;
+  const uuid = existsSync(adm.marsDir) ? tree.value(globalPaths.uuid) : undefined;
+  if (uuid !== undefined && uuid !== ANY_UUID) {
+    throw new AdmError(`${adm.marsDir} already belongs to cluster ${uuid}; leave it first ("marsadm leave-cluster") or use another --mars-dir`);
+  }
+  const secretPath = join(adm.marsDir, 'cluster-secret');
+  const source = opts.secretFile ?? (existsSync(secretPath) ? secretPath : undefined);
+  if (source === undefined) throw new AdmError(`give the cluster secret: --secret-file FILE (a copy of ${'/mars/cluster-secret'} from a member, mode 0600)`, 2);
+  let secret: Buffer;
+  try {
+    secret = readSecretFile(source);
+  } catch (err) {
+    throw new AdmError((err as Error).message, 2);
+  }
+  mkdirSync(adm.marsDir, { recursive: true, mode: 0o755 });
+  if (listResources(tree).length > 0 && !adm.force) throw new AdmError(`${adm.marsDir} already holds resources; join-cluster needs an empty /mars (or --force)`);
+  let conn;
+  try {
+    conn = await dialPeer({ address: peer, host, uuid: ANY_UUID, secret, timeoutMs: Math.max(1000, (adm.timeoutS > 0 ? adm.timeoutS : 60) * 1000) });
+  } catch (err) {
+    throw new AdmError(`cannot join through ${peer}: ${(err as Error).message}; nothing changed`);
+  }
+  try {
+    if (source !== secretPath) writeFileSync(secretPath, `${secret.toString('hex')}\n`, { mode: 0o600 });
+    tree.ensureDir(globalPaths.ipsDir);
+    tree.ensureDir(globalPaths.actualDir(host));
+    tree.ensureDir(globalPaths.defaultsDir(host));
+    tree.ensureDir('userspace');
+    // A placeholder uuid with a stamp 1 s after the epoch: the cluster's real one wins the merge.
+    tree.write(globalPaths.uuid, ANY_UUID, { stampUs: 1_000_000 });
+    tree.write(globalPaths.ip(host), listen, { durable: true });
+    const { entries } = await conn.getents();
+    const plan = planMerge(entries, (p) => localState(tree, p), { sender: conn.peerHost, receiver: host, nowUs: tree.clock.now() });
+    applyMergePlan(tree, plan);
+    const ip = tree.readRaw(globalPaths.ip(host))!;
+    await pushLink(conn, { p: globalPaths.ip(host), v: ip.value, s: ip.stampUs });
+  } finally {
+    conn.close('join-cluster done');
+  }
+  const joined = tree.value(globalPaths.uuid);
+  if (joined === undefined || joined === ANY_UUID) throw new AdmError(`${peer} sent no cluster uuid; is it a member of a cluster?`);
+  tree.fsyncDir('');
+  adm.trigger();
+  adm.result(`joined cluster ${joined} through ${peer}: this host ${host} listens on ${listen}; start marsd here (or it picks this up on its next scan)`, {
+    uuid: joined, host, listen, peer, marsDir: adm.marsDir,
+  });
+}
+
+/** leave-cluster: tombstone our membership link once we are member of no resource. */
+export async function leaveCluster(adm: Adm): Promise<void> {
+  adm.requireCluster();
+  const { tree, host } = adm;
+  const member = listResources(tree).filter((r) => tree.value(resPaths.data(r, host)) !== undefined);
+  if (member.length > 0 && !adm.force) {
+    throw new AdmError(`${host} is still a member of ${member.join(', ')}: run "marsadm leave-resource" for each first`);
+  }
+  tree.remove(globalPaths.ip(host), { durable: true });
+  adm.trigger();
+  adm.result(`${host} left the cluster; its peers stop contacting it once they see the tombstone of ips/ip-${host}`, { host, left: true });
+}
+
+/** wait-cluster: until every member sent a heartbeat newer than the start of this command. */
+export async function waitCluster(adm: Adm): Promise<void> {
+  adm.requireCluster();
+  const { tree, host } = adm;
+  const startUs = tree.clock.now();
+  const members = tree.list(globalPaths.ipsDir).filter((n) => n.startsWith('ip-') && tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined).map((n) => n.slice(3)).filter((h) => h !== host);
+  const fresh = (h: string) => (tree.read(globalPaths.actual(h, 'time'))?.stampUs ?? 0) > startUs;
+  await adm.waitFor(`every member (${members.join(', ') || 'none'}) answered`, () => members.every(fresh),
+    () => `waiting for: ${members.filter((h) => !fresh(h)).join(', ')}`);
+  adm.result(`cluster members up to date: ${members.join(', ') || '(none besides this host)'}`, { members });
 }

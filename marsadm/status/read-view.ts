@@ -2,10 +2,18 @@
 import type { Adm } from '../context.js';
 import { globalPaths, resPaths, resourceDir } from '../../daemon/tree/paths.js';
 import type { ViewSnapshot } from './view-model.js';
+import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
   return Number(text);
+}
+
+function syncPassed(syncpos: string | undefined, replay: string | undefined): boolean {
+  if (syncpos === undefined) return true;
+  const a = replay === undefined ? undefined : parseReplayLink(replay);
+  const b = parseReplayLink(syncpos);
+  return a !== undefined && b !== undefined && compareReplayLinks(a, b) >= 0;
 }
 
 export function readView(adm: Adm, res: string): ViewSnapshot {
@@ -41,7 +49,14 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
       isRecovering: a('is-recovering') === '1',
       recoveryRestBytes: num(a('recovery-rest')) ?? 0,
       socket: ((s) => (s === undefined || s === '(none)' ? undefined : s))(a('socket')),
+      isCopying: a('is-copying') === '1',
+      isSyncing: a('is-syncing') === '1',
+      isReplaying: a('is-replaying') === '1',
+      fetchRestBytes: num(a('fetch-rest')) ?? 0,
+      replayRestBytes: num(a('replay-rest')) ?? 0,
+      syncRateBytesPerS: num(a('sync-rate')) ?? 0,
     },
+    syncPassed: syncPassed(tree.value(resPaths.syncpos(res, host)), tree.value(resPaths.replay(res, host))),
     syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,
     replayLink: tree.value(resPaths.replay(res, host)),
   };

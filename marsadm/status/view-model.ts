@@ -26,9 +26,17 @@ export interface ViewSnapshot {
     isRecovering: boolean;
     recoveryRestBytes: number;
     socket: string | undefined;
+    isCopying: boolean;
+    isSyncing: boolean;
+    isReplaying: boolean;
+    fetchRestBytes: number;
+    replayRestBytes: number;
+    syncRateBytesPerS: number;
   };
   syncstatusBytes: number;
   replayLink: string | undefined;
+  /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
+  syncPassed: boolean;
 }
 
 export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
@@ -51,7 +59,9 @@ export function diskState(v: ViewSnapshot): string {
   if (v.actual.isRecovering) return `Recovery[${v.actual.recoveryRestBytes}]`;
   const designated = v.designatedPrimary === v.host;
   if (designated && v.actual.writebackRestBytes > 0) return `WriteBack[${v.actual.writebackRestBytes}]`;
-  if (v.syncstatusBytes < v.sizeBytes) return 'InConsistent';
+  if (v.syncstatusBytes < v.sizeBytes) return v.actual.isSyncing ? `Syncing[${Math.floor((100 * v.syncstatusBytes) / Math.max(1, v.sizeBytes))}%]` : 'InConsistent';
+  if (!v.syncPassed) return 'InConsistent';
+  if (!designated && v.actual.replayRestBytes > 0) return 'Outdated';
   return 'UpToDate';
 }
 
@@ -65,12 +75,13 @@ export function replState(v: ViewSnapshot): string {
   if (!v.todo.sync) return 'PausedSync';
   if (!v.todo.connect) return 'PausedFetch';
   if (!v.todo.replay) return 'PausedReplay';
+  if (v.syncstatusBytes < v.sizeBytes) return 'Syncing';
   return 'Replaying';
 }
 
 export function isConsistent(v: ViewSnapshot): boolean {
   if (v.designatedPrimary === v.host) return v.actual.writebackRestBytes === 0 && !v.actual.isRecovering;
-  return v.syncstatusBytes >= v.sizeBytes;
+  return v.syncstatusBytes >= v.sizeBytes && v.syncPassed;
 }
 
 /** Six characters, DRBD-like: device, consistency, attach, sync, fetch, replay. */
@@ -93,6 +104,12 @@ export function viewLines(v: ViewSnapshot): string[] {
   }
   if (v.actual.isRecovering) lines.push(`    recovery: ${v.actual.recoveryRestBytes} bytes of logfiles left to replay`);
   if (v.actual.writebackRestBytes > 0) lines.push(`    writeback: ${v.actual.writebackRestBytes} bytes logged but not yet on the disk`);
+  if (v.syncstatusBytes < v.sizeBytes && v.member && v.designatedPrimary !== v.host) {
+    lines.push(`    sync: ${v.syncstatusBytes} of ${v.sizeBytes} bytes${v.actual.syncRateBytesPerS > 0 ? `, ${v.actual.syncRateBytesPerS} bytes/s, ETA ${Math.round((v.sizeBytes - v.syncstatusBytes) / v.actual.syncRateBytesPerS)} s` : ''}`);
+  }
+  if (v.actual.fetchRestBytes > 0 || v.actual.replayRestBytes > 0) {
+    lines.push(`    fetch-rest ${v.actual.fetchRestBytes} bytes, replay-rest ${v.actual.replayRestBytes} bytes`);
+  }
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
@@ -115,8 +132,11 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'open-count': (v) => String(v.actual.openCount),
   'writeback-rest': (v) => String(v.actual.writebackRestBytes),
   'recovery-rest': (v) => String(v.actual.recoveryRestBytes),
-  'fetch-rest': () => '0',
-  'replay-rest': () => '0',
+  'fetch-rest': (v) => String(v.actual.fetchRestBytes),
+  'replay-rest': (v) => String(v.actual.replayRestBytes),
+  'is-syncing': (v) => (v.actual.isSyncing ? '1' : '0'),
+  'is-fetching': (v) => (v.actual.isCopying ? '1' : '0'),
+  'is-replaying': (v) => (v.actual.isReplaying ? '1' : '0'),
   'sync-rest': (v) => String(Math.max(0, v.sizeBytes - v.syncstatusBytes)),
   'replay-lag': () => '0',
   'replay-code': (v) => (v.actual.replayCode === undefined ? '' : String(v.actual.replayCode)),
@@ -149,6 +169,10 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     error: v.actual.errorMessage ?? null,
     socket: v.actual.isPrimary ? v.actual.socket ?? null : null,
     replayLink: v.replayLink ?? null,
+    syncstatus: v.syncstatusBytes,
+    syncRate: v.actual.syncRateBytesPerS,
+    fetchRest: v.actual.fetchRestBytes,
+    replayRest: v.actual.replayRestBytes,
     daemonRunning: v.daemonRunning,
   };
 }

@@ -5,11 +5,12 @@ function v(over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actua
   return {
     res: 'db', host: 'alpha', sizeBytes: 1 << 30, designatedPrimary: 'alpha', members: ['alpha'], clusterHosts: ['alpha'],
     member: true, dataPath: '/dev/x', todo: { attach: true, connect: true, sync: true, replay: true },
-    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0',
+    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0', syncPassed: true,
     ...over,
     actual: {
       isAttached: true, isPrimary: true, openCount: 0, replayCode: 0, errorMessage: undefined,
-      writebackRestBytes: 0, isRecovering: false, recoveryRestBytes: 0, socket: '/run/mars/db.sock', ...actual,
+      writebackRestBytes: 0, isRecovering: false, recoveryRestBytes: 0, socket: '/run/mars/db.sock',
+      isCopying: false, isSyncing: false, isReplaying: false, fetchRestBytes: 0, replayRestBytes: 0, syncRateBytesPerS: 0, ...actual,
     },
   };
 }
@@ -42,4 +43,17 @@ t.test('unusual states get explanatory detail lines', async (t) => {
   t.ok(lines.some((l) => l.includes('ERROR: defective logfile X')));
   t.ok(lines.some((l) => l.includes('marsd is not running')));
   t.ok(viewLines(v({}, { openCount: 2 })).some((l) => l.includes('Opened by 2')));
+});
+
+t.test('secondary states: syncing, inconsistent until replay passes the sync point, outdated while behind', async (t) => {
+  const sec = { designatedPrimary: 'beta', members: ['alpha', 'beta'] };
+  const idle = { isPrimary: false, replayCode: 1 };
+  t.equal(diskState(v({ ...sec, syncstatusBytes: 1 << 29 }, { ...idle, isSyncing: true })), 'Syncing[50%]');
+  t.equal(replState(v({ ...sec, syncstatusBytes: 1 << 29 }, idle)), 'Syncing');
+  t.equal(diskState(v({ ...sec, syncPassed: false }, idle)), 'InConsistent');
+  t.equal(MACROS['is-consistent']!(v({ ...sec, syncPassed: false }, idle)), '0');
+  t.equal(diskState(v(sec, { ...idle, replayRestBytes: 100 })), 'Outdated');
+  t.equal(MACROS['replay-rest']!(v(sec, { ...idle, replayRestBytes: 100 })), '100');
+  t.equal(diskState(v(sec, idle)), 'UpToDate');
+  t.equal(replState(v(sec, idle)), 'Replaying');
 });

@@ -1,0 +1,133 @@
+// The imperative shell for the secondary side of one resource on this host: it opens the
+// data disk and starts or stops the fetcher, the sync and the replayer as decideSecondary
+// says, and reports their state for `actual-HOST/*`.
+import type { TreeStore } from '../tree/store.js';
+import { DataDisk } from '../disk/data-disk.js';
+import { Fetcher } from '../fetch/fetcher.js';
+import { SyncWorker } from '../sync/sync-worker.js';
+import { Replayer } from '../replay/replayer.js';
+import type { PeerManager } from '../propagate/peer-manager.js';
+import type { SecondaryPlan } from './decide-secondary.js';
+import type { ResourceSnapshot } from './snapshot.js';
+
+export interface SecondaryContext {
+  tree: TreeStore;
+  host: string;
+  peers: PeerManager;
+  fetchRateBytesPerS: number;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** state changed: publish status soon */
+  onStatus: () => void;
+}
+
+export interface SecondaryStatus {
+  attached: boolean;
+  copying: boolean;
+  syncing: boolean;
+  replaying: boolean;
+  replayCode: string;
+  message: string;
+  fetchRestBytes: number;
+  replayRestBytes: number;
+  syncRateBytesPerS: number;
+  fetchState: string;
+  why: string;
+}
+
+export class SecondaryRunner {
+  private disk: DataDisk | undefined;
+  private fetcher: Fetcher | undefined;
+  private sync: SyncWorker | undefined;
+  private replayer: Replayer | undefined;
+  private busy: Promise<void> = Promise.resolve();
+  private why = '';
+  private openError = '';
+
+  constructor(readonly res: string, private readonly ctx: SecondaryContext) {}
+
+  get active(): boolean {
+    return this.disk !== undefined || this.fetcher !== undefined;
+  }
+
+  /** Bring running work in line with the plan; calls never overlap. */
+  reconcile(plan: SecondaryPlan, s: ResourceSnapshot): Promise<void> {
+    this.busy = this.busy.then(() => this.apply(plan, s)).catch((err) => {
+      this.ctx.log('error', `${this.res}: secondary work failed: ${(err as Error).stack ?? err}`);
+    });
+    return this.busy;
+  }
+
+  /** A tree change or new fetched bytes: let the workers look again. */
+  nudge(): void {
+    this.fetcher?.nudge();
+    this.replayer?.nudge();
+  }
+
+  private async apply(plan: SecondaryPlan, s: ResourceSnapshot): Promise<void> {
+    const { tree, host, log } = this.ctx;
+    this.why = plan.why;
+    // Stop what must not run first: replay and sync before the disk closes.
+    if (!plan.replay && this.replayer) { await this.replayer.stop(); this.replayer = undefined; }
+    if (!plan.sync && this.sync) { await this.sync.stop(); this.sync = undefined; }
+    if (!plan.fetch && this.fetcher) { await this.fetcher.stop(); this.fetcher = undefined; }
+    if (!plan.disk && this.disk) {
+      await this.disk.close().catch(() => undefined);
+      this.disk = undefined;
+      log('info', `${this.res}: secondary detached`);
+    }
+    if (plan.disk && !this.disk) {
+      try {
+        this.disk = await DataDisk.open(s.dataPath!);
+        this.openError = '';
+        log('info', `${this.res}: secondary attached to ${s.dataPath}`);
+      } catch (err) {
+        this.openError = `cannot open ${s.dataPath}: ${(err as Error).message}`;
+        return;
+      }
+    }
+    if (plan.fetch && !this.fetcher) {
+      this.fetcher = new Fetcher({
+        tree, res: this.res, host, peers: this.ctx.peers, rateBytesPerS: this.ctx.fetchRateBytesPerS, log,
+        onAppended: () => this.replayer?.nudge(),
+      });
+      this.fetcher.start();
+    }
+    if (plan.sync && !this.sync && this.disk && s.designatedPrimary && s.sizeBytes !== undefined) {
+      this.sync = new SyncWorker({
+        tree, res: this.res, host, primary: s.designatedPrimary, disk: this.disk, sizeBytes: s.sizeBytes,
+        peers: this.ctx.peers, log, onProgress: () => this.ctx.onStatus(),
+      });
+      this.sync.start();
+    }
+    if (plan.replay && !this.replayer && this.disk && s.sizeBytes !== undefined) {
+      this.replayer = new Replayer({
+        tree, res: this.res, host, disk: this.disk, sizeBytes: s.sizeBytes, log: (level, msg) => log(level, `${this.res}: ${msg}`),
+        onRefetch: (req) => this.fetcher?.requestRefetch(req.file),
+        onStatus: () => this.ctx.onStatus(),
+      });
+      this.replayer.start();
+    }
+  }
+
+  status(): SecondaryStatus {
+    const r = this.replayer?.status;
+    return {
+      attached: this.disk !== undefined,
+      copying: this.fetcher?.active ?? false,
+      syncing: this.sync !== undefined && !this.sync.done,
+      replaying: r?.isReplaying ?? false,
+      replayCode: r ? String(r.replayCode) : '1',
+      message: this.openError || (r && r.message !== 'OK' ? r.message : 'OK'),
+      fetchRestBytes: this.fetcher?.restBytes() ?? 0,
+      replayRestBytes: r?.restBytes ?? 0,
+      syncRateBytesPerS: this.sync?.rateBytesPerS ?? 0,
+      fetchState: this.fetcher?.state ?? 'off',
+      why: this.why,
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.busy;
+    await this.apply({ disk: false, fetch: false, sync: false, replay: false, why: 'stopping' }, undefined as unknown as ResourceSnapshot);
+  }
+}

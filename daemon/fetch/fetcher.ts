@@ -1,0 +1,177 @@
+// The fetcher of one resource on a secondary (reference/mars.md §4.1-4.2): asks planFetch
+// what to copy, streams it from the chosen peer (pipelined: one request, many data frames,
+// following the logfile while it grows) and appends it to the local copy at exactly the
+// position it expects. The copy is byte-identical to the origin's: every frame must start
+// where the local file ends. A copy the replayer found damaged is fetched again from 0.
+import { open, truncate } from 'node:fs/promises';
+import { constants as fsc, statSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { LOG_NAME, resPaths, resourceDir } from '../tree/paths.js';
+import { parseVersionLink } from '../log/links.js';
+import { readReplayLink } from '../control/resource-links.js';
+import type { PeerManager } from '../propagate/peer-manager.js';
+import { planFetch, type FetchPlan } from './plan.js';
+import { logRead } from '../propagate/peer-calls.js';
+
+export interface FetcherOptions {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  peers: PeerManager;
+  /** bandwidth limit for logfile transfer, 0 = unlimited */
+  rateBytesPerS: number;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** bytes were appended to a local copy (wake the replayer) */
+  onAppended: () => void;
+}
+
+const FOLLOW_WAIT_MS = 1_000;
+const IDLE_POLL_MS = 500;
+
+export class Fetcher {
+  private running = false;
+  private loopDone: Promise<void> | undefined;
+  private abort: AbortController | undefined;
+  private wake: (() => void) | undefined;
+  private readonly refetch = new Set<string>();
+  /** what the fetcher is doing, for status */
+  state = 'idle';
+  active = false;
+  fetchedBytes = 0;
+  lastPlan: FetchPlan = { kind: 'idle', reason: 'not started' };
+
+  constructor(private readonly o: FetcherOptions) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.abort?.abort();
+    this.wake?.();
+    await this.loopDone;
+    this.loopDone = undefined;
+    this.active = false;
+  }
+
+  /** Something changed (tree, peer listing): plan again now. */
+  nudge(): void {
+    this.wake?.();
+  }
+
+  /** The replayer found the local copy of `name` damaged: copy it again from offset 0. */
+  requestRefetch(name: string): void {
+    this.refetch.add(name);
+    this.abort?.abort();
+    this.wake?.();
+  }
+
+  /** Bytes known to exist at their source and not yet copied here (fetch-rest). */
+  restBytes(): number {
+    const p = this.lastPlan;
+    return p.kind === 'fetch' ? Math.max(0, p.knownEnd - p.fromPos) : 0;
+  }
+
+  private localSizes(): Map<string, number> {
+    const { tree, res } = this.o;
+    const out = new Map<string, number>();
+    for (const name of tree.list(resourceDir(res))) {
+      if (!LOG_NAME.test(name)) continue;
+      try {
+        const st = statSync(tree.abs(`${resourceDir(res)}/${name}`), { throwIfNoEntry: false });
+        if (st?.isFile()) out.set(name, st.size);
+      } catch { /* vanished */ }
+    }
+    return out;
+  }
+
+  plan(): FetchPlan {
+    const { tree, res, host, peers } = this.o;
+    const replay = readReplayLink(tree, res, host);
+    if (!replay) return { kind: 'idle', reason: 'no replay link' };
+    return planFetch({
+      self: host,
+      replaySeq: replay.seq,
+      local: this.localSizes(),
+      peers: peers.all().map((l) => ({ host: l.peer, connected: l.connected, logs: l.logs.get(res) ?? new Map() })),
+      finalLength: (seq, origin) => {
+        if (tree.value(resPaths.version(res, seq + 1, origin)) === undefined) return undefined;
+        const v = tree.value(resPaths.version(res, seq, origin));
+        return v === undefined ? undefined : parseVersionLink(v)?.logPos;
+      },
+    });
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.wake = undefined; resolve(); }, ms);
+      this.wake = () => { clearTimeout(timer); this.wake = undefined; resolve(); };
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      for (const name of this.refetch) {
+        this.refetch.delete(name);
+        this.o.log('warn', `${this.o.res}: local copy of ${name} is damaged; fetching it again from offset 0`);
+        await truncate(this.o.tree.abs(`${resourceDir(this.o.res)}/${name}`), 0).catch(() => undefined);
+      }
+      const plan = this.plan();
+      this.lastPlan = plan;
+      if (plan.kind !== 'fetch') {
+        this.active = false;
+        if (this.state !== plan.reason) {
+          if (plan.kind === 'stop') this.o.log('warn', `${this.o.res}: fetch stopped: ${plan.reason}`);
+          this.state = plan.reason;
+        }
+        await this.sleep(IDLE_POLL_MS);
+        continue;
+      }
+      this.active = true;
+      this.state = `fetching ${plan.name} from ${plan.source} at ${plan.fromPos}`;
+      try {
+        await this.copy(plan);
+      } catch (err) {
+        if (this.running) {
+          this.o.log('warn', `${this.o.res}: fetching ${plan.name} from ${plan.source} failed: ${(err as Error).message}`);
+          await this.sleep(IDLE_POLL_MS);
+        }
+      }
+    }
+  }
+
+  private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
+    const { tree, res, peers, rateBytesPerS } = this.o;
+    const conn = peers.link(plan.source)?.conn;
+    if (!conn) throw new Error(`no connection to ${plan.source}`);
+    const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
+    const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o644);
+    const abort = new AbortController();
+    this.abort = abort;
+    try {
+      let expected = (await handle.stat()).size;
+      if (expected !== plan.fromPos) throw new Error(`${plan.name} changed size underneath (${expected} instead of ${plan.fromPos})`);
+      await logRead(conn, {
+        res, name: plan.name, fromPos: plan.fromPos, follow: plan.follow, waitMs: plan.follow ? FOLLOW_WAIT_MS : 0, rateBytesPerS,
+      }, async (pos: number, data: Buffer) => {
+        if (pos !== expected) throw new Error(`${plan.name}: data for offset ${pos} arrived, expected ${expected}`);
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await handle.write(data, done, data.length - done, pos + done);
+          done += bytesWritten;
+        }
+        expected += data.length;
+        this.fetchedBytes += data.length;
+        this.o.onAppended();
+      }, abort.signal);
+      // A finished logfile is made durable once; a growing one is synced when it finishes.
+      if (!plan.follow && expected >= plan.knownEnd) await handle.datasync();
+    } finally {
+      this.abort = undefined;
+      await handle.close();
+    }
+  }
+}

@@ -1,0 +1,129 @@
+// Cryptographic pieces of the peer handshake (docs/protocol.md §4): the cluster secret, nonces
+// and the two HMAC-SHA256 proofs. No I/O besides reading the secret file; handshake.ts drives
+// the exchange.
+//
+// Why the MAC inputs look like this: each proof covers both fresh nonces (a recorded proof is
+// useless on another connection), both host names and both uuids (a man in the middle cannot
+// splice two handshakes together or relabel a peer), and a label that differs between the
+// client's and the server's proof (a proof cannot be reflected back to its sender). Every
+// field is length-prefixed, so no two different field lists encode to the same bytes.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
+import { assert } from '../util/assert.js';
+
+/** The uuid a host uses while it joins a cluster: it accepts whatever uuid the peer has. */
+export const ANY_UUID = '(any)';
+export const NONCE_BYTES = 32;
+/** The secret must carry at least this much entropy (64 hex characters). */
+export const MIN_SECRET_BYTES = 32;
+/** Longest secret file read (a secret is hex text; anything longer is not a secret file). */
+const MAX_SECRET_FILE_BYTES = 4096;
+
+export const CLIENT_MAC_LABEL = 'marsd-v1 client';
+export const SERVER_MAC_LABEL = 'marsd-v1 server';
+
+export class SecretError extends Error {
+  override name = 'SecretError';
+}
+
+/** Decode the hex text of a secret file (surrounding whitespace is ignored). */
+export function parseSecret(text: string, source = 'the cluster secret'): Buffer {
+  const hex = text.trim();
+  if (!/^[0-9a-fA-F]*$/.test(hex) || hex.length % 2 !== 0) {
+    throw new SecretError(`${source} must be hex text (an even number of 0-9, a-f characters)`);
+  }
+  if (hex.length < MIN_SECRET_BYTES * 2) {
+    throw new SecretError(`${source} is too short: ${hex.length} hex characters, at least ${MIN_SECRET_BYTES * 2} needed (marsadm create-cluster writes a good one)`);
+  }
+  return Buffer.from(hex, 'hex');
+}
+
+/**
+ * Read the cluster secret file. It must be a regular file that only its owner can access:
+ * anyone who can read it can join the cluster and read every replicated block.
+ */
+export function readSecretFile(path: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new SecretError(`secret file ${path} is a symlink; use the file itself`);
+    throw new SecretError(`cannot read the secret file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    // fstat on the open descriptor: the checked file is the one read, even if the path changes.
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new SecretError(`secret file ${path} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      const mode = (st.mode & 0o777).toString(8).padStart(3, '0');
+      throw new SecretError(`secret file ${path} is accessible by group or others (mode ${mode}); run chmod 600 ${path}`);
+    }
+    if (st.size > MAX_SECRET_FILE_BYTES) throw new SecretError(`secret file ${path} is ${st.size} bytes; a secret is a line of hex text`);
+    return parseSecret(readFileSync(fd, 'utf8'), `secret file ${path}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A secret given as hex text (as in the file) or as the raw key bytes. */
+export function normalizeSecret(secret: Buffer | string): Buffer {
+  if (typeof secret === 'string') return parseSecret(secret);
+  if (secret.length < MIN_SECRET_BYTES) throw new SecretError(`the cluster secret is ${secret.length} bytes; at least ${MIN_SECRET_BYTES} needed`);
+  return Buffer.from(secret);
+}
+
+/** A fresh random nonce as 64 lowercase hex characters. */
+export function newNonce(): string {
+  return randomBytes(NONCE_BYTES).toString('hex');
+}
+
+/** What both proofs are computed over; the nonces as sent (lowercase hex text). */
+export interface HandshakeTranscript {
+  serverNonce: string;
+  clientNonce: string;
+  serverHost: string;
+  clientHost: string;
+  serverUuid: string;
+  clientUuid: string;
+}
+
+/** The client's proof: HMAC(secret, L("marsd-v1 client") L(serverNonce) L(clientNonce) L(clientHost) L(serverHost) L(clientUuid) L(serverUuid)). */
+export function clientMac(secret: Buffer, tr: HandshakeTranscript): string {
+  return hmacHex(secret, [CLIENT_MAC_LABEL, tr.serverNonce, tr.clientNonce, tr.clientHost, tr.serverHost, tr.clientUuid, tr.serverUuid]);
+}
+
+/** The server's proof: HMAC(secret, L("marsd-v1 server") L(clientNonce) L(serverNonce) L(serverHost) L(clientHost) L(serverUuid) L(clientUuid)). */
+export function serverMac(secret: Buffer, tr: HandshakeTranscript): string {
+  return hmacHex(secret, [SERVER_MAC_LABEL, tr.clientNonce, tr.serverNonce, tr.serverHost, tr.clientHost, tr.serverUuid, tr.clientUuid]);
+}
+
+/** The exact bytes a MAC is computed over: each field as u32 BE byte length + UTF-8 bytes. */
+export function macInput(fields: string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const field of fields) {
+    const bytes = Buffer.from(field, 'utf8');
+    const length = Buffer.allocUnsafe(4);
+    length.writeUInt32BE(bytes.length, 0);
+    parts.push(length, bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+function hmacHex(secret: Buffer, fields: string[]): string {
+  assert(secret.length >= MIN_SECRET_BYTES, 'HMAC with a secret shorter than the minimum');
+  return createHmac('sha256', secret).update(macInput(fields)).digest('hex');
+}
+
+/** Compare a received MAC with the expected one in constant time. */
+export function macMatches(expectedHex: string, receivedHex: string): boolean {
+  const expected = Buffer.from(expectedHex, 'hex');
+  const received = Buffer.from(receivedHex, 'hex');
+  // Both are 32 bytes when the message validated; the length check keeps timingSafeEqual safe.
+  return expected.length === received.length && expected.length > 0 && timingSafeEqual(expected, received);
+}
+
+/** Two hosts belong to the same cluster when their uuids are equal or one of them is joining. */
+export function uuidsCompatible(mine: string, theirs: string): boolean {
+  return mine === theirs || mine === ANY_UUID || theirs === ANY_UUID;
+}

@@ -1,0 +1,266 @@
+// The mutual authentication handshake (docs/protocol.md §4), run on a fresh Duplex before a
+// PeerConnection is built on it:
+//
+//   server -> client   hello   {proto, host, uuid, nonce}
+//   client -> server   auth    {proto, host, uuid, nonce, mac}
+//   server -> client   welcome {mac, clockUs}        or refused {reason}
+//
+// Until the server has verified `auth`, it looks at exactly one frame, of at most
+// HANDSHAKE_MAX_HEADER_BYTES and without payload; anything else is refused and the stream
+// closed, so an unauthenticated peer can never reach a request handler. The reason given to
+// the peer is generic; the real one is returned in the HandshakeError for the log.
+//
+// Both functions stop reading when they are done and hand over the FrameDecoder, which may
+// already hold bytes the peer sent right after the handshake.
+import type { Duplex } from 'node:stream';
+import { assert } from '../util/assert.js';
+import { ANY_UUID, clientMac, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
+import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
+import { parseMessage, PROTOCOL_VERSION, validateOutgoing, type Message, type WelcomeMessage } from './messages.js';
+import { hostNameSchema } from '../tree/names.js';
+
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Handshake frames are small; a pre-auth peer gets no room for more. */
+export const HANDSHAKE_MAX_HEADER_BYTES = 4096;
+/** After a refusal, the stream is destroyed this long after end() if the peer does not close. */
+const REFUSAL_LINGER_MS = 1_000;
+
+export type RefusalReason = 'authentication failed' | 'uuid mismatch' | 'protocol version' | 'protocol error' | 'server busy';
+
+export class HandshakeError extends Error {
+  override name = 'HandshakeError';
+  constructor(
+    message: string,
+    /** On the client: the reason the server gave in `refused`. On the server: what it sent. */
+    readonly refusal?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface HandshakeOptions {
+  /** This host's name. */
+  host: string;
+  /** This host's cluster uuid, or ANY_UUID while joining a cluster. */
+  uuid: string;
+  /** The cluster secret (raw key bytes, see auth.normalizeSecret). */
+  secret: Buffer;
+  handshakeTimeoutMs?: number;
+}
+
+export interface ServerHandshakeOptions extends HandshakeOptions {
+  /** The Lamport clock value sent in `welcome` (µs). */
+  clockUs?: () => number;
+  /** Optional admission check of an authenticated peer's host name; return a reason to refuse. */
+  checkPeerHost?: (host: string) => string | undefined;
+}
+
+export interface ClientHandshakeOptions extends HandshakeOptions {
+  /** Refuse to authenticate unless the server says it is this host. */
+  expectHost?: string;
+}
+
+export interface HandshakeResult {
+  peerHost: string;
+  peerUuid: string;
+  /** Holds any bytes the peer sent after its last handshake frame; normal limits are set. */
+  decoder: FrameDecoder;
+}
+
+export interface ClientHandshakeResult extends HandshakeResult {
+  /** The server's Lamport clock when it accepted us. */
+  peerClockUs: number;
+}
+
+export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptions): Promise<HandshakeResult> {
+  checkOptions(opts);
+  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const serverNonce = newNonce();
+  try {
+    writeFrame(stream, { t: 'hello', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: serverNonce });
+    let frame: Frame;
+    try {
+      frame = await reader.next();
+    } catch (err) {
+      if (err instanceof ProtocolError) throw refuse(stream, reader, 'protocol error', err.message);
+      throw err;
+    }
+    const raw = frame.header as { t?: unknown; proto?: unknown };
+    if (raw.t === 'auth' && raw.proto !== PROTOCOL_VERSION) {
+      throw refuse(stream, reader, 'protocol version', `client speaks protocol version ${JSON.stringify(raw.proto)}, we speak ${PROTOCOL_VERSION}`);
+    }
+    let auth: Message;
+    try {
+      auth = parseMessage(frame.header);
+    } catch (err) {
+      throw refuse(stream, reader, 'protocol error', `expected auth: ${(err as Error).message}`);
+    }
+    if (auth.t !== 'auth') throw refuse(stream, reader, 'protocol error', `expected auth, got ${auth.t} before authentication`);
+    const tr: HandshakeTranscript = {
+      serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid,
+    };
+    if (!macMatches(clientMac(opts.secret, tr), auth.mac)) {
+      throw refuse(stream, reader, 'authentication failed', `client claiming to be ${auth.host} failed authentication (wrong cluster secret or tampered handshake)`);
+    }
+    if (auth.nonce === serverNonce) {
+      // Only a reflection of our own hello can produce this; the labels already prevent it
+      // from verifying, but a nonce must never be accepted twice in one handshake.
+      throw refuse(stream, reader, 'authentication failed', 'client echoed the server nonce');
+    }
+    if (!uuidsCompatible(opts.uuid, auth.uuid)) {
+      throw refuse(stream, reader, 'uuid mismatch', `client ${auth.host} belongs to cluster ${JSON.stringify(auth.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
+    }
+    const hostProblem = opts.checkPeerHost?.(auth.host);
+    if (hostProblem !== undefined) throw refuse(stream, reader, 'authentication failed', `client ${auth.host} not admitted: ${hostProblem}`);
+    const clockUs = opts.clockUs?.() ?? Date.now() * 1000;
+    writeFrame(stream, { t: 'welcome', mac: serverMac(opts.secret, tr), clockUs });
+    return { peerHost: auth.host, peerUuid: auth.uuid, decoder: reader.handOver() };
+  } catch (err) {
+    reader.detach();
+    if (!(err instanceof HandshakeError)) stream.destroy();
+    throw err instanceof HandshakeError ? err : new HandshakeError(`handshake failed: ${(err as Error).message}`);
+  }
+}
+
+export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptions): Promise<ClientHandshakeResult> {
+  checkOptions(opts);
+  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  try {
+    const hello = await reader.nextMessage('hello');
+    if (opts.expectHost !== undefined && hello.host !== opts.expectHost) {
+      throw new HandshakeError(`the server says it is host ${hello.host}, expected ${opts.expectHost}`);
+    }
+    if (!uuidsCompatible(opts.uuid, hello.uuid)) {
+      throw new HandshakeError(`uuid mismatch: server ${hello.host} belongs to cluster ${JSON.stringify(hello.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
+    }
+    const clientNonce = newNonce();
+    const tr: HandshakeTranscript = {
+      serverNonce: hello.nonce, clientNonce, serverHost: hello.host, clientHost: opts.host, serverUuid: hello.uuid, clientUuid: opts.uuid,
+    };
+    writeFrame(stream, { t: 'auth', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: clientNonce, mac: clientMac(opts.secret, tr) });
+    const welcome: WelcomeMessage = await reader.nextMessage('welcome');
+    if (!macMatches(serverMac(opts.secret, tr), welcome.mac)) {
+      throw new HandshakeError(`server ${hello.host} failed to prove it knows the cluster secret (wrong secret, or not the peer we meant to reach)`);
+    }
+    return { peerHost: hello.host, peerUuid: hello.uuid, peerClockUs: welcome.clockUs, decoder: reader.handOver() };
+  } catch (err) {
+    reader.detach();
+    stream.destroy();
+    throw err instanceof HandshakeError ? err : new HandshakeError(`handshake failed: ${(err as Error).message}`);
+  }
+}
+
+function checkOptions(opts: HandshakeOptions): void {
+  assert(hostNameSchema.safeParse(opts.host).success, `invalid own host name ${JSON.stringify(opts.host)}`);
+  assert(typeof opts.uuid === 'string' && opts.uuid.length > 0, 'own cluster uuid missing');
+  assert(Buffer.isBuffer(opts.secret) && opts.secret.length >= 32, 'cluster secret missing or too short');
+  assert(opts.uuid !== '' && (opts.uuid === ANY_UUID || opts.uuid.length <= 200), 'own cluster uuid too long');
+}
+
+function writeFrame(stream: Duplex, message: Message): void {
+  for (const buf of encodeFrame(validateOutgoing(message))) stream.write(buf);
+}
+
+/**
+ * Send `refused`, stop reading, and close the stream; returns the error for the caller to throw.
+ * Nothing else the peer sent is looked at.
+ */
+function refuse(stream: Duplex, reader: HandshakeReader, reason: RefusalReason, detail: string): HandshakeError {
+  reader.detach();
+  if (!stream.destroyed && stream.writable) {
+    writeFrame(stream, { t: 'refused', reason });
+    stream.end();
+    setTimeout(() => stream.destroy(), REFUSAL_LINGER_MS).unref();
+  } else {
+    stream.destroy();
+  }
+  return new HandshakeError(detail, reason);
+}
+
+/** Reads handshake frames one at a time with a deadline for the whole handshake. */
+class HandshakeReader {
+  private readonly decoder = new FrameDecoder({ maxHeaderBytes: HANDSHAKE_MAX_HEADER_BYTES, maxPayloadBytes: 0 });
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private attached = true;
+
+  private readonly onData = (chunk: Buffer | string) => {
+    try {
+      this.decoder.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+    this.wake?.();
+  };
+  private readonly onEnd = () => this.fail(new HandshakeError('the peer closed the connection during the handshake'));
+  private readonly onError = (err: Error) => this.fail(new HandshakeError(`connection error during the handshake: ${err.message}`));
+
+  constructor(private readonly stream: Duplex, timeoutMs: number) {
+    assert(Number.isSafeInteger(timeoutMs) && timeoutMs > 0, `bad handshake timeout ${timeoutMs}`);
+    this.timer = setTimeout(() => {
+      this.fail(new HandshakeError(`handshake timed out after ${timeoutMs} ms`));
+      stream.destroy();
+    }, timeoutMs);
+    this.timer.unref();
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+    stream.on('close', this.onEnd);
+    stream.on('error', this.onError);
+    if (stream.destroyed) this.onEnd();
+  }
+
+  async next(): Promise<Frame> {
+    for (;;) {
+      // Frames already received come first: a `refused` is usually followed at once by the end
+      // of the stream, and the reason is worth more than "connection closed".
+      const frame = this.decoder.next(); // throws ProtocolError on garbage
+      if (frame) return frame;
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  /** The next frame, which must be a valid message of type `t`; `refused` becomes an error. */
+  async nextMessage<T extends 'hello' | 'welcome'>(t: T): Promise<Extract<Message, { t: T }>> {
+    const frame = await this.next();
+    const raw = frame.header as { t?: unknown; proto?: unknown };
+    if (t === 'hello' && raw.t === 'hello' && raw.proto !== PROTOCOL_VERSION) {
+      throw new HandshakeError(`the server speaks protocol version ${JSON.stringify(raw.proto)}, we speak ${PROTOCOL_VERSION}`);
+    }
+    const message = parseMessage(frame.header);
+    if (message.t === 'refused') throw new HandshakeError(`the server refused the connection: ${message.reason}`, message.reason);
+    if (message.t !== t) throw new HandshakeError(`expected ${t} from the server, got ${message.t}`);
+    return message as Extract<Message, { t: T }>;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.wake?.();
+  }
+
+  /** Stop reading; the decoder keeps what was already received. */
+  detach(): void {
+    if (!this.attached) return;
+    this.attached = false;
+    clearTimeout(this.timer);
+    this.stream.off('data', this.onData);
+    this.stream.off('end', this.onEnd);
+    this.stream.off('close', this.onEnd);
+    this.stream.off('error', this.onError);
+    this.stream.pause();
+    // A late error must not become an uncaught exception before the next owner listens.
+    if (this.stream.listenerCount('error') === 0) this.stream.on('error', ignoreError);
+  }
+
+  handOver(): FrameDecoder {
+    this.detach();
+    this.decoder.setLimits(DEFAULT_FRAME_LIMITS);
+    return this.decoder;
+  }
+}
+
+function ignoreError(): void {
+  // Errors after a handover or refusal surface as 'close' to whoever owns the stream next.
+}

@@ -1,0 +1,204 @@
+// The listening side of the peer protocol: accepts TCP (optionally TLS) connections and
+// duplexes handed to it (`marsd --stdio` behind SSH), authenticates each with the handshake and
+// serves it with a server-role PeerConnection.
+//
+// Isolation: every connection has its own handshake deadline, limits and error handling, so a
+// bad or hostile peer only ever loses its own connection. The number of open connections,
+// handshaking ones included, is capped so unauthenticated peers cannot exhaust memory or fds.
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { assert } from '../util/assert.js';
+import { hostNameSchema } from '../tree/names.js';
+import { normalizeSecret } from './auth.js';
+import { PeerConnection, type LogLevel, type PeerHandlers } from './connection.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake } from './handshake.js';
+import { formatAddress, parseAddress } from './dial.js';
+
+export const DEFAULT_MAX_CONNECTIONS = 64;
+
+export interface PeerServerOptions {
+  host: string;
+  /** This host's cluster uuid, or ANY_UUID while joining (see setUuid). */
+  uuid: string;
+  /** The cluster secret: hex text as in the secret file, or the raw key bytes. */
+  secret: Buffer | string;
+  handlers: PeerHandlers;
+  log: (level: LogLevel, msg: string) => void;
+  tls?: { certFile: string; keyFile: string };
+  maxConnections?: number;
+  handshakeTimeoutMs?: number;
+  keepaliveMs?: number;
+  idleTimeoutMs?: number;
+  maxConcurrentRequests?: number;
+  /** The Lamport clock sent in `welcome`. */
+  clockUs?: () => number;
+  /** Admission of authenticated peers by host name (for example: only hosts in ips/). */
+  checkPeerHost?: (host: string) => string | undefined;
+  /** Called for every authenticated connection (the daemon tracks who is connected). */
+  onConnection?: (conn: PeerConnection) => void;
+}
+
+export class PeerServer {
+  private readonly secret: Buffer;
+  private uuid: string;
+  private readonly listeners = new Set<net.Server>();
+  /** Streams in the handshake. */
+  private readonly handshaking = new Set<Duplex>();
+  private readonly connections = new Set<PeerConnection>();
+  private readonly maxConnections: number;
+  private closing = false;
+
+  constructor(private readonly opts: PeerServerOptions) {
+    assert(hostNameSchema.safeParse(opts.host).success, `invalid host name ${JSON.stringify(opts.host)}`);
+    this.secret = normalizeSecret(opts.secret);
+    this.uuid = opts.uuid;
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    assert(this.maxConnections >= 1, 'maxConnections must be at least 1');
+  }
+
+  /** Authenticated connections. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Connections still in the handshake. */
+  get handshakeCount(): number {
+    return this.handshaking.size;
+  }
+
+  /** A snapshot of the authenticated connections. */
+  openConnections(): PeerConnection[] {
+    return [...this.connections];
+  }
+
+  /** Change the uuid answered in new handshakes (a joining host learns the cluster's). */
+  setUuid(uuid: string): void {
+    this.uuid = uuid;
+  }
+
+  /** Listen on `ADDR:PORT` (IPv4, or [IPv6]:PORT); port 0 picks a free one. Returns the bound address. */
+  async listen(address: string): Promise<{ address: string; port: number }> {
+    assert(!this.closing, 'PeerServer.listen after close()');
+    const { host, port } = parseAddress(address, { allowPortZero: true, allowHostName: false });
+    const server = this.opts.tls ? this.createTlsServer(this.opts.tls) : net.createServer((socket) => this.accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.opts.log('error', `peer listener ${address}: ${err.message}`));
+    this.listeners.add(server);
+    const bound = server.address() as net.AddressInfo;
+    this.opts.log('info', `peer server listening on ${formatAddress(bound.address, bound.port)}${this.opts.tls ? ' (TLS)' : ''}`);
+    return { address: bound.address, port: bound.port };
+  }
+
+  /**
+   * Serve one peer over an already connected duplex, e.g. stdin/stdout of `marsd --stdio`
+   * (see dial.duplexFromPair). Resolves with the connection once authenticated; rejects with
+   * the handshake error (which is also logged).
+   */
+  async serveDuplex(duplex: Duplex, label: string): Promise<PeerConnection> {
+    const conn = await this.handle(duplex, label);
+    if (!conn) throw new HandshakeError(`peer on ${label} did not authenticate`);
+    return conn;
+  }
+
+  /** Stop listening and close every connection. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const closes = [...this.listeners].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    this.listeners.clear();
+    for (const stream of this.handshaking) stream.destroy();
+    for (const conn of this.connections) conn.close('server shutting down');
+    await Promise.all(closes);
+  }
+
+  private createTlsServer(files: { certFile: string; keyFile: string }): tls.Server {
+    const server = tls.createServer(
+      {
+        cert: readFileSync(files.certFile),
+        key: readFileSync(files.keyFile),
+        handshakeTimeout: this.opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        minVersion: 'TLSv1.2',
+      },
+      (socket) => this.accept(socket),
+    );
+    server.on('tlsClientError', (err, socket) => {
+      this.opts.log('warn', `peer ${remoteLabel(socket)}: TLS handshake failed: ${err.message}`);
+    });
+    return server;
+  }
+
+  private accept(socket: net.Socket): void {
+    const label = remoteLabel(socket);
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    if (this.handshaking.size + this.connections.size >= this.maxConnections) {
+      this.opts.log('warn', `peer ${label}: refused, already ${this.maxConnections} connections`);
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.handle(socket, label).catch((err: Error) => this.opts.log('error', `peer ${label}: ${err.stack ?? err.message}`));
+  }
+
+  /** Handshake and serve; undefined (after logging) when the peer did not authenticate. */
+  private async handle(stream: Duplex, label: string): Promise<PeerConnection | undefined> {
+    this.handshaking.add(stream);
+    let result;
+    try {
+      result = await serverHandshake(stream, {
+        host: this.opts.host,
+        uuid: this.uuid,
+        secret: this.secret,
+        handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
+        clockUs: this.opts.clockUs,
+        checkPeerHost: this.opts.checkPeerHost,
+      });
+    } catch (err) {
+      const refusal = err instanceof HandshakeError && err.refusal ? ` (refused: ${err.refusal})` : '';
+      this.opts.log('warn', `peer ${label}: handshake failed: ${(err as Error).message}${refusal}`);
+      return undefined;
+    } finally {
+      this.handshaking.delete(stream);
+    }
+    if (this.closing) {
+      stream.destroy();
+      return undefined;
+    }
+    const conn = new PeerConnection({
+      stream,
+      decoder: result.decoder,
+      role: 'server',
+      peerHost: result.peerHost,
+      peerUuid: result.peerUuid,
+      label,
+      handlers: this.opts.handlers,
+      log: this.opts.log,
+      keepaliveMs: this.opts.keepaliveMs,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+      maxConcurrentRequests: this.opts.maxConcurrentRequests,
+    });
+    this.connections.add(conn);
+    conn.once('close', (reason: string) => {
+      this.connections.delete(conn);
+      this.opts.log('info', `peer ${conn.label} disconnected: ${reason}`);
+    });
+    this.opts.log('info', `peer ${result.peerHost} connected from ${label}`);
+    this.opts.onConnection?.(conn);
+    return conn;
+  }
+}
+
+function remoteLabel(socket: net.Socket): string {
+  return socket.remoteAddress !== undefined && socket.remotePort !== undefined
+    ? formatAddress(socket.remoteAddress, socket.remotePort)
+    : 'unknown address';
+}

@@ -1,0 +1,46 @@
+// Typed requests the daemon makes over an authenticated peer connection (docs/protocol.md),
+// in one place so the fetcher, the sync and join-cluster agree on them.
+import type { PeerConnection } from '../net/connection.js';
+import type { Entry } from '../net/messages.js';
+import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../sync/digests.js';
+
+export interface LogReadParams {
+  res: string;
+  name: string;
+  fromPos: number;
+  follow: boolean;
+  waitMs: number;
+  rateBytesPerS: number;
+}
+
+/** Stream a logfile's bytes from fromPos; onData is awaited for every chunk, in order. */
+export async function logRead(conn: PeerConnection, p: LogReadParams, onData: (pos: number, data: Buffer) => Promise<void>, signal?: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
+  const end = await conn.stream({ t: 'log-read', ...p }, (header, payload) => onData(header.pos, payload), signal);
+  return { pos: end.pos, durableEnd: end.durableEnd };
+}
+
+export async function syncDigests(conn: PeerConnection, res: string, fromPos: number, lengthBytes: number): Promise<Buffer> {
+  const reply = await conn.request({ t: 'sync-digests', res, fromPos, lengthBytes, blockBytes: SYNC_BLOCK_BYTES });
+  const expected = (lengthBytes / SYNC_BLOCK_BYTES) * DIGEST_BYTES;
+  if (reply.header.fromPos !== fromPos || reply.payload.length !== expected) {
+    throw new Error(`digest reply for ${fromPos}+${lengthBytes} has ${reply.payload.length} bytes at ${reply.header.fromPos}, expected ${expected}`);
+  }
+  return reply.payload;
+}
+
+export async function syncRead(conn: PeerConnection, res: string, fromPos: number, lengthBytes: number): Promise<Buffer> {
+  const reply = await conn.request({ t: 'sync-read', res, fromPos, lengthBytes });
+  if (reply.header.fromPos !== fromPos || reply.payload.length !== lengthBytes) {
+    throw new Error(`block reply for ${fromPos}+${lengthBytes} has ${reply.payload.length} bytes at ${reply.header.fromPos}`);
+  }
+  return reply.payload;
+}
+
+export async function primaryPosition(conn: PeerConnection, res: string): Promise<{ seq: number; origin: string; pos: number }> {
+  const reply = await conn.request({ t: 'position', res });
+  return { seq: reply.header.seq, origin: reply.header.origin, pos: reply.header.pos };
+}
+
+export async function pushLink(conn: PeerConnection, entry: Entry): Promise<void> {
+  await conn.request({ t: 'push-link', entry });
+}

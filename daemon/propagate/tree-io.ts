@@ -1,0 +1,79 @@
+// The I/O half of tree propagation: list the entries this host offers to peers, and execute
+// a merge plan (planMerge in merge.ts) against the local TreeStore.
+import { lstatSync, unlinkSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { LOG_NAME } from '../tree/paths.js';
+import { ownerOf } from './ownership.js';
+import type { LocalState, MergePlan, TreeEntry } from './merge.js';
+import { dirname } from 'node:path';
+
+export interface LogListing {
+  res: string;
+  /** log-SEQ-ORIGIN */
+  name: string;
+  /** bytes a peer may fetch (the durable end for a logfile still being written) */
+  sizeBytes: number;
+}
+
+/** Every replicated link (tombstones included) and every logfile with its size. */
+export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
+  const entries: TreeEntry[] = [];
+  const logs: LogListing[] = [];
+  const visit = (rel: string, depth: number) => {
+    for (const name of tree.list(rel)) {
+      if (name.startsWith('.')) continue;
+      const path = rel === '' ? name : `${rel}/${name}`;
+      let st;
+      try {
+        st = lstatSync(tree.abs(path));
+      } catch {
+        continue; // vanished or not a valid tree path
+      }
+      if (st.isDirectory()) {
+        if (depth < 2) visit(path, depth + 1);
+        continue;
+      }
+      if (st.isFile()) {
+        const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
+        if (res !== undefined && LOG_NAME.test(name)) logs.push({ res, name, sizeBytes: durableEnd(res, name, st.size) });
+        continue;
+      }
+      if (!st.isSymbolicLink() || ownerOf(path).kind === 'local') continue;
+      const raw = tree.readRaw(path);
+      if (raw) entries.push({ p: path, v: raw.value, s: raw.stampUs });
+    }
+  };
+  try {
+    visit('', 0);
+  } catch (err) {
+    throw new Error(`cannot list the tree: ${(err as Error).message}`);
+  }
+  return { entries, logs };
+}
+
+export function localState(tree: TreeStore, path: string): LocalState {
+  let st;
+  try {
+    st = lstatSync(tree.abs(path));
+  } catch {
+    return { kind: 'absent' };
+  }
+  if (st.isFile()) return { kind: 'file' };
+  if (!st.isSymbolicLink()) return { kind: 'other' };
+  const raw = tree.readRaw(path);
+  return raw ? { kind: 'link', value: raw.value, stampUs: raw.stampUs } : { kind: 'absent' };
+}
+
+/** Execute the writes of a merge plan; returns how many links changed. */
+export function applyMergePlan(tree: TreeStore, plan: MergePlan): number {
+  let changed = 0;
+  for (const w of plan.writes) {
+    const dir = dirname(w.p);
+    if (dir !== '.') tree.ensureDir(dir);
+    if (w.replaceFile) {
+      try { unlinkSync(tree.abs(w.p)); } catch { /* already gone */ }
+    }
+    if (tree.write(w.p, w.v, { stampUs: w.s })) changed++;
+  }
+  return changed;
+}

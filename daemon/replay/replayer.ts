@@ -1,0 +1,432 @@
+// The secondary's replayer (reference/mars.md §2.7, §4.3): applies the local copies of the
+// origin's logfiles to the data disk in log order, following the replay link, while a fetcher
+// appends to those copies. The decisions (apply, wait, switch, stop) come from the pure
+// decideReplayStep (switchover.ts); this file only gathers its input and executes the steps.
+//
+// Crash safety, per batch [MINPOS, END) of logfile SEQ from ORIGIN:
+//   1. replay-HOST = log-SEQ-ORIGIN,MINPOS,END-MINPOS (durable): the window that may be half
+//      applied after a crash;
+//   2. apply the verified records (applyLog stops in front of the first bad one);
+//   3. fdatasync the data disk;
+//   4. replay-HOST = log-SEQ-ORIGIN,E,0 and version-SEQ-HOST for E (both durable), E = end of
+//      the last applied record.
+// So the replay link only advances over writes that are durable on the disk (DESIGN.md §3.5),
+// and after a crash in step 2 or 3 the window is re-applied (idempotent) before anything else,
+// which brings the disk back to a prefix state of the origin's history (§3.3).
+import { lstatSync, statSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { LOG_NAME, VERSION_NAME, resPaths, resourceDir } from '../tree/paths.js';
+import type { DataDisk } from '../disk/data-disk.js';
+import { logName } from '../log/links.js';
+import { readReplayLink, writeReplayLink, writeVersionLink } from '../control/resource-links.js';
+import { assert, InvariantError } from '../util/assert.js';
+import { applyLog } from './apply-log.js';
+import {
+  REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
+  decideReplayStep, replayRestBytes,
+  type LocalLogfile, type ReplayInput, type ReplayStep, type ScanOutcome, type VersionLinkEntry,
+} from './switchover.js';
+
+/** Everything decideReplayStep needs except the replayer's own memory of the last scan. */
+export type ReplayTreeView = Omit<ReplayInput, 'scan'>;
+
+export interface RefetchRequest {
+  seq: number;
+  origin: string;
+  /** the logfile name, log-SEQ-ORIGIN */
+  file: string;
+  /** where replay stopped in the damaged copy (undefined: the copy is missing) */
+  offset: number | undefined;
+  reason: string;
+}
+
+export interface ReplayStatus {
+  /** 0 = applying, 1 = finished what is available (waiting, caught up, or paused), < 0 = stopped */
+  replayCode: number;
+  /** 'OK', or why replay is stopped */
+  message: string;
+  /** why replay is waiting (undefined while applying or stopped) */
+  waitReason: string | undefined;
+  /** the durable replay position: logfile and MINPOS of the replay link */
+  position: { seq: number; origin: string; pos: number } | undefined;
+  replayedPos: number;
+  /** known length of the origin's logfiles (from the current one on) minus what is replayed */
+  restBytes: number;
+  /** the worker is started and not paused or stopped */
+  isReplaying: boolean;
+  /** a batch is being applied right now */
+  applying: boolean;
+  /** false while a half-applied window from a crash is not yet re-applied */
+  consistent: boolean;
+  /** everything fetched so far is replayed and nothing blocks */
+  caughtUp: boolean;
+}
+
+export interface ReplayerOptions {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  disk: DataDisk;
+  /** the resource size: a record beyond it is a defect */
+  sizeBytes: number;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** the tree input of the decision; default readReplayTreeView(tree, res, host) */
+  readTreeView?: () => ReplayTreeView;
+  /** the local copy of a logfile is damaged or missing: fetch it again from offset 0 */
+  onRefetch?: (req: RefetchRequest) => void;
+  /** the status changed (the owner publishes it in actual-HOST/*) */
+  onStatus?: (status: ReplayStatus) => void;
+  /** an invariant broke: the replayer has stopped for good */
+  onFatal?: (err: Error) => void;
+  /** fallback re-check when nobody nudges (fetch progress, tree changes) */
+  pollIntervalMs?: number;
+  /** a batch reads at most this many logfile bytes ... */
+  maxBatchBytes?: number;
+  /** ... and stops after this much time at the next chunk boundary, so pause reacts quickly */
+  maxBatchMs?: number;
+}
+
+const DEFAULT_POLL_INTERVAL_MS = 500;
+const DEFAULT_MAX_BATCH_BYTES = 64 << 20;
+const DEFAULT_MAX_BATCH_MS = 1000;
+
+interface FileIdentity {
+  seq: number;
+  origin: string;
+  ino: number;
+  sizeBytes: number;
+  mtimeMs: number;
+}
+
+export class Replayer {
+  private readonly pollIntervalMs: number;
+  private readonly maxBatchBytes: number;
+  private readonly maxBatchMs: number;
+  private loop: Promise<void> | undefined;
+  private paused = false;
+  private stopping = false;
+  private stopped = false;
+  private failure: Error | undefined;
+  /** set by nudge() while the loop is busy: re-check at once instead of sleeping */
+  private nudged = false;
+  private wake: (() => void) | undefined;
+  private parked = false;
+  private idleWaiters: (() => void)[] = [];
+  /** outcome of the last apply in the replay link's logfile */
+  private scan: (ScanOutcome & { seq: number; origin: string }) | undefined;
+  /** seq_nr of the record at pos in logfile seq, when known from the previous batch */
+  private seqNr: { seq: number; origin: string; pos: number; next: number } | undefined;
+  private fileSeen: FileIdentity | undefined;
+  private refetchAsked = new Set<string>();
+  /** the last executed step, to detect a step that does not change what it acts on */
+  private lastExecuted: string | undefined;
+  private state: ReplayStatus = {
+    replayCode: REPLAY_CODE_FINISHED, message: 'OK', waitReason: 'not started', position: undefined, replayedPos: 0,
+    restBytes: 0, isReplaying: false, applying: false, consistent: true, caughtUp: false,
+  };
+
+  constructor(private readonly o: ReplayerOptions) {
+    this.pollIntervalMs = o.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    this.maxBatchBytes = o.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
+    this.maxBatchMs = o.maxBatchMs ?? DEFAULT_MAX_BATCH_MS;
+    assert(Number.isSafeInteger(this.maxBatchBytes) && this.maxBatchBytes > 0, `bad maxBatchBytes ${this.maxBatchBytes}`);
+    assert(Number.isSafeInteger(o.sizeBytes) && o.sizeBytes >= 0, `bad sizeBytes ${o.sizeBytes}`);
+  }
+
+  /**
+   * Start the worker, or resume it after pause(). With paused: true only a half-applied window
+   * left by a crash is re-applied (so the disk is consistent), nothing else.
+   */
+  start(opts: { paused?: boolean } = {}): void {
+    assert(!this.stopping && !this.stopped, 'a stopped replayer cannot be started again');
+    this.paused = opts.paused ?? false;
+    if (this.loop === undefined) this.loop = this.run();
+    else this.nudge();
+    this.setState({ isReplaying: !this.paused });
+  }
+
+  /**
+   * Stop applying. Resolves once the current batch is finished: its records are on the disk,
+   * fdatasync'ed, and the replay link is written (always at a record boundary).
+   */
+  async pause(): Promise<void> {
+    this.paused = true;
+    this.setState({ isReplaying: false });
+    await this.idle();
+  }
+
+  /** Like pause(), then the worker ends for good. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.paused = true;
+    this.setState({ isReplaying: false });
+    this.nudge();
+    await this.loop;
+    this.stopped = true;
+  }
+
+  /** Something changed (the fetcher appended bytes, the tree changed): re-check now. */
+  nudge(): void {
+    if (this.wake) this.wake();
+    else this.nudged = true;
+  }
+
+  get status(): ReplayStatus {
+    return { ...this.state, position: this.state.position && { ...this.state.position } };
+  }
+
+  get replayCode(): number { return this.state.replayCode; }
+  get message(): string { return this.state.message; }
+  get replayedPos(): number { return this.state.replayedPos; }
+  get restBytes(): number { return this.state.restBytes; }
+  get isReplaying(): boolean { return this.state.isReplaying; }
+  get consistent(): boolean { return this.state.consistent; }
+  get caughtUp(): boolean { return this.state.caughtUp; }
+  /** the error that ended the worker, if an invariant broke */
+  get failed(): Error | undefined { return this.failure; }
+
+  private idle(): Promise<void> {
+    if (this.loop === undefined || this.parked || this.failure !== undefined) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (!this.stopping) {
+        let executed = false;
+        try {
+          executed = await this.tick();
+        } catch (err) {
+          if (err instanceof InvariantError) throw err;
+          this.lastExecuted = undefined;
+          const msg = `replay of ${this.o.res} failed: ${(err as Error).message}; retrying`;
+          if (this.state.message !== msg) this.o.log('error', msg);
+          this.setState({ replayCode: REPLAY_STOP_CODE.EIO, message: msg, waitReason: undefined, applying: false, caughtUp: false });
+        }
+        if (!executed) await this.sleep();
+      }
+    } catch (err) {
+      this.failure = err as Error;
+      this.o.log('error', `replay of ${this.o.res} stopped: ${(err as Error).message}`);
+      this.setState({ replayCode: REPLAY_STOP_CODE.EINVAL, message: (err as Error).message, waitReason: undefined, applying: false, isReplaying: false, caughtUp: false });
+      this.o.onFatal?.(err as Error);
+    } finally {
+      this.parked = true;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** One decision and its execution. Returns true when it changed something (decide again). */
+  private async tick(): Promise<boolean> {
+    const view = this.o.readTreeView ? this.o.readTreeView() : readReplayTreeView(this.o.tree, this.o.res, this.o.host);
+    const link = view.replay;
+    if (link) this.checkFileIdentity(link.seq, link.origin);
+    const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
+    const input: ReplayInput = { ...view, scan };
+    const step = decideReplayStep(input);
+    this.publish(step, input);
+
+    // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
+    if (step.kind === 'stop' && step.refetch) this.askRefetch(step);
+    const mayRun = !this.paused || (step.kind === 'apply' && step.repair) || step.kind === 'record-version';
+    if (!mayRun || this.stopping) return false;
+    if (step.kind !== 'apply' && step.kind !== 'record-version' && step.kind !== 'switch') return false;
+
+    // A step that leaves its own input unchanged would repeat forever: that is a bug.
+    const key = JSON.stringify([step, link]);
+    assert(key !== this.lastExecuted, `replay step repeated without effect: ${key}`);
+    this.lastExecuted = key;
+    if (step.kind === 'apply') await this.applyBatch(step);
+    else if (step.kind === 'record-version') this.recordVersion(step);
+    else await this.switchLogfile(step);
+    return true;
+  }
+
+  private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
+    const { tree, res, host, disk } = this.o;
+    const { seq, origin, fromPos, repair } = step;
+    const toPos = repair ? step.toPos : Math.min(step.toPos, fromPos + this.maxBatchBytes);
+    const windowEnd = repair ? step.toPos : toPos;
+    if (!repair) writeReplayLink(tree, res, host, { seq, origin, minPos: fromPos, len: toPos - fromPos }, true);
+    else this.o.log('warn', `${res}: re-applying the half-applied window [${fromPos}, ${windowEnd}) of ${logName(seq, origin)} left by a crash`);
+
+    const expectedSeqNr = this.seqNr && this.seqNr.seq === seq && this.seqNr.origin === origin && this.seqNr.pos === fromPos ? this.seqNr.next : fromPos === 0 ? 1 : undefined;
+    const startedMs = Date.now();
+    this.setState({ applying: true, replayCode: REPLAY_CODE_RUNNING, message: 'OK', waitReason: undefined });
+    let result;
+    try {
+      result = await applyLog({
+        path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, disk, sizeBytes: this.o.sizeBytes,
+        ...(expectedSeqNr === undefined ? {} : { expectedSeqNr }),
+        // A repair is not given up for a pause: the disk must reach a prefix state.
+        shouldStop: () => this.stopping || (this.paused && !repair) || Date.now() - startedMs >= this.maxBatchMs,
+      });
+      await disk.datasync();
+    } finally {
+      this.setState({ applying: false });
+    }
+    const endPos = result.endPos;
+    assert(endPos >= fromPos && endPos <= toPos, `applied up to ${endPos} outside the batch [${fromPos}, ${toPos})`);
+    // What may still be half applied: beyond a defect found only now, and beyond an
+    // interruption, the rest of a crash window was possibly applied before the crash.
+    const stillDirty = repair && (result.stop.defect || result.interrupted) ? windowEnd - endPos : 0;
+    writeReplayLink(tree, res, host, { seq, origin, minPos: endPos, len: stillDirty }, true);
+    if (stillDirty === 0 && origin !== host) writeVersionLink(tree, res, host, seq, origin, endPos, true);
+
+    this.seqNr = result.nextSeqNr === undefined ? undefined : { seq, origin, pos: endPos, next: result.nextSeqNr };
+    const stop = result.stop;
+    this.scan = result.interrupted ? undefined : {
+      seq, origin, endPos, limitBytes: toPos,
+      stopClass: stop.defect ? 'defect' : stop.torn ? 'torn' : 'clean', stopKind: stop.kind, detail: stop.detail,
+    };
+    if (stop.defect) {
+      this.o.log('error', `${res}: ${logName(seq, origin)} is defective at offset ${stop.offset}: ${stop.kind} (${stop.detail}); replay stops in front of it`);
+    }
+  }
+
+  private recordVersion(step: Extract<ReplayStep, { kind: 'record-version' }>): void {
+    writeVersionLink(this.o.tree, this.o.res, this.o.host, step.seq, step.origin, step.logPos, true);
+  }
+
+  private async switchLogfile(step: Extract<ReplayStep, { kind: 'switch' }>): Promise<void> {
+    const { tree, res, host } = this.o;
+    const { from, to } = step;
+    // Order: the final versionlink of the old logfile, then the replay link, then the new
+    // versionlink. A crash in between leaves a replay link whose versionlink the next start
+    // writes ('record-version'); nothing is applied in between.
+    if (from.origin !== host) writeVersionLink(tree, res, host, from.seq, from.origin, from.endPos, true);
+    writeReplayLink(tree, res, host, { seq: to.seq, origin: to.origin, minPos: 0, len: 0 }, true);
+    if (to.origin !== host) writeVersionLink(tree, res, host, to.seq, to.origin, 0, true);
+    this.scan = undefined;
+    this.seqNr = { seq: to.seq, origin: to.origin, pos: 0, next: 1 };
+    this.fileSeen = undefined;
+    this.o.log('info', `${res}: replayed ${logName(from.seq, from.origin)} completely (${from.endPos} bytes); continuing with ${logName(to.seq, to.origin)}`);
+  }
+
+  // A copy that was replaced or shrank (a re-fetch) may differ from what was scanned: forget
+  // the last scan, and ask again if the new copy is damaged too. A defect is looked at again
+  // whenever the copy changed at all (a re-fetch may rewrite it in place); reading one record
+  // again costs little.
+  private checkFileIdentity(seq: number, origin: string): void {
+    let st: { ino: number; size: number; mtimeMs: number } | undefined;
+    try {
+      st = statSync(this.o.tree.abs(resPaths.log(this.o.res, seq, origin)));
+    } catch {
+      st = undefined;
+    }
+    const seen = this.fileSeen;
+    if (seen !== undefined && seen.seq === seq && seen.origin === origin) {
+      const replaced = st === undefined || st.ino !== seen.ino || st.size < seen.sizeBytes;
+      const changed = replaced || st!.size !== seen.sizeBytes || st!.mtimeMs !== seen.mtimeMs;
+      if (replaced) {
+        this.scan = undefined;
+        this.seqNr = undefined;
+        this.refetchAsked.clear();
+      } else if (changed && this.scan?.stopClass === 'defect') {
+        this.scan = undefined;
+      }
+    }
+    this.fileSeen = st === undefined ? undefined : { seq, origin, ino: st.ino, sizeBytes: st.size, mtimeMs: st.mtimeMs };
+  }
+
+  private askRefetch(step: Extract<ReplayStep, { kind: 'stop' }>): void {
+    const file = step.defect?.file ?? step.file;
+    const link = this.state.position;
+    if (file === undefined || link === undefined) return;
+    const key = `${file}@${step.defect?.offset ?? 'missing'}`;
+    if (this.refetchAsked.has(key)) return;
+    this.refetchAsked.add(key);
+    const seq = step.defect?.seq ?? link.seq;
+    const origin = step.defect?.origin ?? link.origin;
+    this.o.log('warn', `${this.o.res}: asking for a new copy of ${file} from offset 0`);
+    this.o.onRefetch?.({ seq, origin, file, offset: step.defect?.offset, reason: step.reason });
+  }
+
+  private publish(step: ReplayStep, input: ReplayInput): void {
+    const link = input.replay;
+    const base = {
+      position: link && { seq: link.seq, origin: link.origin, pos: link.minPos },
+      replayedPos: link?.minPos ?? 0,
+      restBytes: replayRestBytes(input),
+      // A window of a normal batch is always closed before the next decision, so a window
+      // seen here was left by a crash (or an I/O error) and is not yet re-applied.
+      consistent: link === undefined || link.len === 0,
+    };
+    switch (step.kind) {
+      case 'apply':
+      case 'record-version':
+      case 'switch':
+        if (this.paused && !(step.kind === 'apply' && step.repair) && step.kind !== 'record-version') {
+          this.setState({ ...base, replayCode: REPLAY_CODE_FINISHED, message: 'OK', waitReason: 'replay paused', caughtUp: false });
+        } else {
+          this.setState({ ...base, replayCode: REPLAY_CODE_RUNNING, message: 'OK', waitReason: undefined, caughtUp: false });
+        }
+        return;
+      case 'wait':
+        this.setState({ ...base, replayCode: REPLAY_CODE_FINISHED, message: 'OK', waitReason: this.paused ? `replay paused; ${step.reason}` : step.reason, caughtUp: step.caughtUp });
+        return;
+      case 'stop':
+        if (this.state.message !== step.reason) this.o.log('error', `${this.o.res}: replay stopped: ${step.reason}`);
+        this.setState({ ...base, replayCode: step.code, message: step.reason, waitReason: undefined, caughtUp: false });
+        return;
+    }
+  }
+
+  private setState(patch: Partial<ReplayStatus>): void {
+    const next = { ...this.state, ...patch };
+    if (JSON.stringify(next) === JSON.stringify(this.state)) return;
+    this.state = next;
+    this.o.onStatus?.(this.status);
+  }
+
+  private sleep(): Promise<void> {
+    if (this.nudged || this.stopping) {
+      this.nudged = false;
+      return Promise.resolve();
+    }
+    this.parked = true;
+    for (const w of this.idleWaiters.splice(0)) w();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.pollIntervalMs);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        self.wake = undefined;
+        self.parked = false;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
+
+/** Read the decision's input from the /mars tree (the one place the replayer reads it). */
+export function readReplayTreeView(tree: TreeStore, res: string, host: string): ReplayTreeView {
+  const replay = readReplayLink(tree, res, host);
+  const dir = resourceDir(res);
+  const firstVersionSeq = replay ? replay.seq - 1 : 0;
+  const logfiles: LocalLogfile[] = [];
+  const versionLinks: VersionLinkEntry[] = [];
+  for (const name of tree.list(dir)) {
+    const log = LOG_NAME.exec(name);
+    if (log) {
+      try {
+        const st = lstatSync(tree.abs(`${dir}/${name}`));
+        if (st.isFile()) logfiles.push({ seq: Number(log[1]), origin: log[2]!, sizeBytes: st.size });
+      } catch { /* deleted concurrently */ }
+      continue;
+    }
+    const version = VERSION_NAME.exec(name);
+    if (version && Number(version[1]) >= firstVersionSeq) {
+      const value = tree.value(`${dir}/${name}`);
+      if (value !== undefined) versionLinks.push({ seq: Number(version[1]), host: version[2]!, value });
+    }
+  }
+  const primary = tree.value(resPaths.primary(res));
+  const attached = tree.value(resPaths.todo(res, host, 'attach')) === '1';
+  return {
+    host, replay, logfiles, versionLinks,
+    designatedPrimary: primary,
+    isDesignatedPrimary: primary === host && attached,
+  };
+}

@@ -1,0 +1,348 @@
+// What the secondary's replayer does next, as a pure function of what it knows (reference/
+// mars.md §2.7, §4.3): apply more bytes of the current logfile, wait (for the fetcher, for the
+// origin's versionlinks), switch to the next logfile, or stop with a MARS-style negative code.
+// No I/O here: the replayer (replayer.ts) gathers the input and executes the step, so every
+// rule below can be tested tick by tick without files.
+//
+// Why the rules are strict (DESIGN.md §3.4, §3.7): replay only ever applies a verified prefix of
+// the origin's history, so it stops in front of a defect, a torn record that the origin says is
+// complete, a duplicate logfile number, a hole in the numbering and a version chain mismatch.
+// Wherever it stops, the disk equals the primary's disk after some prefix of its writes.
+//
+// Switchover from logfile SEQ (origin O) to SEQ+1 (origin O') needs MARS's conditions
+// (`is_switchover_possible`), with the values (not the string lengths) of positions compared:
+//   1. exactly one logfile numbered SEQ+1                       (else stop: split brain)
+//   2. numbers contiguous                                       (else stop: hole)
+//   3. own version-SEQ-HOST identical to version-SEQ-O         (else stop: chain mismatch)
+//   4. version-(SEQ+1)-O' exists                                (else wait; a designated primary skips this)
+//   5. replayed end == LOGPOS of version-SEQ-O                  (else wait for the fetcher / stop: beyond it)
+//   6. PREV of version-(SEQ+1)-O' == chain prefix of own version-SEQ-HOST (else stop: chain mismatch)
+// MARS waits on a failing condition 3 because its versionlink lags the replay; here the own
+// versionlink is brought up to the replay link first ('record-version'), so when both describe
+// the same LOGPOS and still differ, the histories before SEQ differ: that is a stop.
+import {
+  logName, nextVersionLink, tryParseVersionLink, versionChainPrefix,
+  type ReplayLink, type VersionLink,
+} from '../log/links.js';
+import { STOP_MEANING, type StopKind } from '../log/scanner.js';
+
+/** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
+export const REPLAY_CODE_RUNNING = 0;
+export const REPLAY_CODE_FINISHED = 1;
+
+/** Negative errno-style codes of a stopped replay (published as replay-code). */
+export const REPLAY_STOP_CODE = {
+  /** a logfile the replay link needs is missing */
+  ENOENT: -2,
+  /** an I/O error while applying (the replayer retries) */
+  EIO: -5,
+  /** split brain: two logfiles with the same number */
+  EEXIST: -17,
+  /** the replay link or an own versionlink is unusable */
+  EINVAL: -22,
+  /** hole in the logfile numbering (emergency mode, deleted logfile) */
+  ENODATA: -61,
+  /** the version chain or the origin's lengths contradict what was replayed */
+  EPROTO: -71,
+  /** defective logfile copy (checksum, magic, bad field, record beyond the device) */
+  EBADMSG: -74,
+} as const;
+
+export interface LocalLogfile {
+  seq: number;
+  origin: string;
+  sizeBytes: number;
+}
+
+/** One `version-SEQ-HOST` link as seen in the local tree (own, the origins', other hosts'). */
+export interface VersionLinkEntry {
+  seq: number;
+  host: string;
+  value: string;
+}
+
+export type ScanStopClass = 'clean' | 'torn' | 'defect';
+
+/** How the last apply in the current logfile ended. */
+export interface ScanOutcome {
+  /** end of the last good record: where reading stopped */
+  endPos: number;
+  /** how far the scan was allowed to read (the local size, or the origin's final length) */
+  limitBytes: number;
+  stopClass: ScanStopClass;
+  stopKind: StopKind;
+  detail: string;
+}
+
+export interface ReplayInput {
+  host: string;
+  /** own replay link; undefined when missing or malformed */
+  replay: ReplayLink | undefined;
+  /** the logfiles present locally (any order) */
+  logfiles: readonly LocalLogfile[];
+  /** versionlinks in the tree with numbers from the replay link's SEQ-1 on (any order) */
+  versionLinks: readonly VersionLinkEntry[];
+  /** the last apply's outcome in the replay link's logfile; undefined when nothing is known */
+  scan: ScanOutcome | undefined;
+  designatedPrimary: string | undefined;
+  isDesignatedPrimary: boolean;
+}
+
+export interface DefectInfo {
+  seq: number;
+  origin: string;
+  file: string;
+  offset: number;
+  kind: StopKind;
+  detail: string;
+}
+
+export type ReplayStep =
+  /** apply the records in [fromPos, toPos) of logfile seq; repair = re-apply a dirty window */
+  | { kind: 'apply'; seq: number; origin: string; fromPos: number; toPos: number; repair: boolean }
+  /** own version-SEQ-HOST does not describe the replay link yet (a crash between the two writes) */
+  | { kind: 'record-version'; seq: number; origin: string; logPos: number }
+  | { kind: 'wait'; reason: string; caughtUp: boolean }
+  | { kind: 'switch'; from: { seq: number; origin: string; endPos: number }; to: { seq: number; origin: string } }
+  /** refetch: the local copy of defect.file (or the named file) should be fetched again from offset 0 */
+  | { kind: 'stop'; code: number; reason: string; refetch: boolean; defect?: DefectInfo; file?: string };
+
+type LinkLookup = { state: 'missing' } | { state: 'malformed'; value: string; reason: string } | { state: 'ok'; value: string; link: VersionLink };
+
+export function decideReplayStep(v: ReplayInput): ReplayStep {
+  const link = v.replay;
+  if (!link) {
+    return stop(REPLAY_STOP_CODE.EINVAL, `replay-${v.host} is missing or malformed; replay cannot start (join-resource or invalidate writes it)`);
+  }
+  const S = link.seq;
+  const O = link.origin;
+  const file = logName(S, O);
+  const cur = v.logfiles.find((l) => l.seq === S && l.origin === O);
+  const originLink = lookupVersion(v, S, O);
+  const originLen = originLink.state === 'ok' ? originLink.link.logPos : undefined;
+  const next = successorOf(v, S);
+  const final = isFinal(v, S, next);
+
+  // A crash in the middle of a batch left [MINPOS, MINPOS+LEN) possibly half applied: re-apply
+  // all of it (idempotent) before anything else, or the disk is not a prefix state.
+  if (link.len > 0) {
+    const windowEnd = link.minPos + link.len;
+    if (v.scan && v.scan.stopClass === 'defect' && v.scan.endPos === link.minPos) {
+      return defectStop(S, O, v.scan, originLen, final,
+        `; the disk may hold half-applied writes of [${link.minPos}, ${windowEnd}) and stays inconsistent until the copy is repaired`);
+    }
+    if (!cur) {
+      return stop(REPLAY_STOP_CODE.ENOENT, `logfile ${file} is missing, but replay-${v.host} names the half-applied window [${link.minPos}, ${windowEnd}) of it: the disk stays inconsistent until the logfile is fetched again`, true, file);
+    }
+    if (cur.sizeBytes < windowEnd) {
+      return wait(`the local copy of ${file} has ${cur.sizeBytes} bytes, less than the end ${windowEnd} of the half-applied window: waiting for the fetcher before repairing`, false);
+    }
+    return { kind: 'apply', seq: S, origin: O, fromPos: link.minPos, toPos: windowEnd, repair: true };
+  }
+  const pos = link.minPos;
+
+  // The own versionlink always describes the replay link, so conditions 3 and 6 compare the
+  // real replayed history. On the origin's own logfile, version-SEQ-HOST is the origin's
+  // link: written by the logger only.
+  if (O !== v.host) {
+    const own = v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
+    const prev = v.versionLinks.find((e) => e.seq === S - 1 && e.host === v.host)?.value ?? '';
+    let expected: string;
+    try {
+      expected = nextVersionLink(prev, S, O, pos);
+    } catch (err) {
+      return stop(REPLAY_STOP_CODE.EINVAL, `own version-${seqText(S - 1)}-${v.host} is malformed (${(err as Error).message}); the version chain cannot be extended`);
+    }
+    if (own !== expected) return { kind: 'record-version', seq: S, origin: O, logPos: pos };
+  }
+
+  if (!cur) {
+    if (pos > 0) {
+      return stop(REPLAY_STOP_CODE.ENOENT, `logfile ${file} is missing, but ${pos} bytes of it were replayed: it must be fetched again`, true, file);
+    }
+    return wait(`logfile ${file} not yet present (the fetcher has not started it)`, false);
+  }
+  if (final && originLen !== undefined && pos > originLen) {
+    return stop(REPLAY_STOP_CODE.EPROTO, `replayed ${pos} bytes of ${file}, but its origin finished it at ${originLen} bytes: this replica holds writes the origin's history lacks (split brain?)`);
+  }
+  if (cur.sizeBytes < pos) {
+    return wait(`the local copy of ${file} has ${cur.sizeBytes} bytes, less than the replayed ${pos} (being fetched again?)`, false);
+  }
+
+  // Never read past the origin's final length: bytes beyond it are not part of its history.
+  const limit = final && originLen !== undefined ? Math.min(cur.sizeBytes, originLen) : cur.sizeBytes;
+  const scan = v.scan && v.scan.endPos === pos ? v.scan : undefined;
+  if (scan?.stopClass === 'defect') return defectStop(S, O, scan, originLen, final, '');
+  if (limit > pos && (!scan || limit > scan.limitBytes)) {
+    return { kind: 'apply', seq: S, origin: O, fromPos: pos, toPos: limit, repair: false };
+  }
+  const atFinalEnd = final && originLen === pos;
+  if (scan?.stopClass === 'torn' && !atFinalEnd) {
+    if (final && originLen !== undefined && cur.sizeBytes >= originLen) {
+      return {
+        kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch: true, file,
+        defect: { seq: S, origin: O, file, offset: pos, kind: scan.stopKind, detail: scan.detail },
+        reason: `logfile ${file} ends inside a record at offset ${pos} (${scan.stopKind}: ${scan.detail}), but its origin finished it at ${originLen} bytes: the copy is damaged; replay stays at offset ${pos}, re-fetching ${file}`,
+      };
+    }
+    const known = originLen === undefined ? 'the origin\'s length is not known yet' : `the origin has ${originLen} bytes`;
+    return wait(`logfile ${file} not yet fetched further: incomplete record at offset ${pos} (local copy ${cur.sizeBytes} bytes, ${known})`, false);
+  }
+  return atEndOfFile(v, S, O, pos, cur, originLink, next);
+}
+
+// Replay reached the end of what can be read of logfile S: switch, wait or stop.
+function atEndOfFile(v: ReplayInput, S: number, O: string, pos: number, cur: LocalLogfile, originLink: LinkLookup, next: Successor): ReplayStep {
+  const file = logName(S, O);
+  const originVersion = `version-${seqText(S)}-${O}`;
+  const originLen = originLink.state === 'ok' ? originLink.link.logPos : undefined;
+
+  if (next.origins.length >= 2) { // condition 1
+    return stop(REPLAY_STOP_CODE.EEXIST, `split brain: two logfiles numbered ${S + 1} from ${next.origins.join(' and ')}; replay stays at the end of ${file} (${pos} bytes). Resolve it with "marsadm primary" on the host whose data wins and "marsadm invalidate" on the others`);
+  }
+  if (next.origins.length === 0) {
+    if (next.higher !== undefined) { // condition 2: the origin moved on past a gap
+      if (originLen === undefined) return wait(`waiting for ${originVersion} (${describeLink(originLink)}): the next logfile is number ${next.higher}, not ${S + 1}`, false);
+      if (pos < originLen) return wait(`logfile ${file} not yet fetched completely: ${pos} of ${originLen} bytes replayed`, false);
+      return stop(REPLAY_STOP_CODE.ENODATA, `hole in the logfile sequence after ${S} (emergency mode or deleted logfile): the next logfile is number ${next.higher}; the replica stays consistent at the end of ${file} (${pos} bytes). Run "marsadm invalidate" to resynchronise`);
+    }
+    if (originLen !== undefined && originLen > pos) {
+      return wait(`logfile ${file} not yet fetched further: ${pos} of ${originLen} bytes replayed`, false);
+    }
+    return wait(`caught up: replayed all ${pos} bytes of ${file} fetched so far`, true);
+  }
+
+  const O2 = next.origins[0]!;
+  const nextFile = logName(S + 1, O2);
+  const nextVersionName = `version-${seqText(S + 1)}-${O2}`;
+  if (v.isDesignatedPrimary && O === v.host && O2 !== v.host) {
+    return stop(REPLAY_STOP_CODE.EEXIST, `split brain: this host is the designated primary and wrote ${file}, but ${O2} wrote the next logfile ${nextFile}; a designated primary never continues from its own logfile into a foreign one`);
+  }
+  if (originLen === undefined) return wait(`waiting for ${originVersion} (${describeLink(originLink)}) before switching to ${nextFile}`, false);
+  const nextLink = lookupVersion(v, S + 1, O2);
+  if (pos < originLen) return wait(`logfile ${file} not yet fetched completely: ${pos} of ${originLen} bytes replayed`, false); // condition 5
+  if (nextLink.state === 'missing' && !v.isDesignatedPrimary) { // condition 4
+    return wait(`waiting for ${nextVersionName}: the origin has not finished ${file} yet (${pos} bytes replayed)`, true);
+  }
+  if (nextLink.state === 'malformed') {
+    return stop(REPLAY_STOP_CODE.EPROTO, `${nextVersionName} is malformed (${nextLink.reason}); cannot verify the version chain before ${nextFile}`);
+  }
+  if (pos !== originLen) {
+    // Not final yet, so LOGPOS may be a stale view of a file the origin still writes.
+    return wait(`replayed ${pos} bytes of ${file}, the origin's ${originVersion} says ${originLen}: waiting for it to catch up`, false);
+  }
+  // condition 3 (on the origin's own logfile the two links are the same link)
+  const ownValue = O === v.host ? originLink.state === 'ok' ? originLink.value : undefined : v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
+  if (ownValue === undefined || originLink.state !== 'ok') return wait(`waiting for own version-${seqText(S)}-${v.host}`, false);
+  if (ownValue !== originLink.value) {
+    return stop(REPLAY_STOP_CODE.EPROTO, `version chain mismatch at ${S}: split brain? own version-${seqText(S)}-${v.host} is ${ownValue}, the origin's ${originVersion} is ${originLink.value}: the histories before ${file} differ. The replica stays consistent at the end of ${file}`);
+  }
+  // condition 6
+  if (nextLink.state === 'ok' && nextLink.link.prev !== versionChainPrefix(ownValue)) {
+    return stop(REPLAY_STOP_CODE.EPROTO, `version chain mismatch at ${S + 1}: split brain? ${nextVersionName} continues from ${JSON.stringify(nextLink.link.prev)}, but this replica ended ${file} at ${JSON.stringify(versionChainPrefix(ownValue))}. The replica stays consistent at the end of ${file}`);
+  }
+  if (!v.logfiles.some((l) => l.seq === S + 1 && l.origin === O2)) {
+    return wait(`next logfile ${nextFile} not yet present (the fetcher has not started it)`, false);
+  }
+  return { kind: 'switch', from: { seq: S, origin: O, endPos: pos }, to: { seq: S + 1, origin: O2 } };
+}
+
+/**
+ * Bytes still to replay: the known length of the current logfile (the origin's LOGPOS or the
+ * local size, whichever is larger) minus the replayed position, plus the known lengths of the
+ * following logfiles while their numbering is unambiguous.
+ */
+export function replayRestBytes(v: ReplayInput): number {
+  const link = v.replay;
+  if (!link) return 0;
+  let rest = Math.max(0, knownLength(v, link.seq, link.origin) - link.minPos);
+  for (let seq = link.seq + 1; ; seq++) {
+    const next = successorOf(v, seq - 1);
+    if (next.origins.length !== 1) break;
+    rest += knownLength(v, seq, next.origins[0]!);
+  }
+  return rest;
+}
+
+function knownLength(v: ReplayInput, seq: number, origin: string): number {
+  const local = v.logfiles.find((l) => l.seq === seq && l.origin === origin)?.sizeBytes ?? 0;
+  const link = lookupVersion(v, seq, origin);
+  return Math.max(local, link.state === 'ok' ? link.link.logPos : 0);
+}
+
+interface Successor {
+  /** origins of logfile SEQ+1: local logfiles and the origins' own versionlinks, sorted */
+  origins: string[];
+  /** the lowest number above SEQ+1 seen, when there is one */
+  higher: number | undefined;
+}
+
+function successorOf(v: ReplayInput, S: number): Successor {
+  const origins = new Set<string>();
+  let higher: number | undefined;
+  const see = (seq: number, origin: string) => {
+    if (seq === S + 1) origins.add(origin);
+    else if (seq > S + 1 && (higher === undefined || seq < higher)) higher = seq;
+  };
+  for (const l of v.logfiles) see(l.seq, l.origin);
+  for (const e of v.versionLinks) {
+    const parsed = tryParseVersionLink(e.value);
+    // Only the origin's own link proves that the origin created that logfile: other
+    // hosts' versionlinks name logfiles they replayed.
+    if (parsed.ok && parsed.value.origin === e.host && parsed.value.seq === e.seq) see(e.seq, e.host);
+  }
+  return { origins: [...origins].sort(), higher };
+}
+
+// The origin will not append to logfile S any more: it wrote the successor's versionlink, or
+// moved on past a gap. Only then is its LOGPOS the final length.
+function isFinal(v: ReplayInput, S: number, next: Successor): boolean {
+  if (next.origins.length === 0) return next.higher !== undefined;
+  if (next.origins.length > 1) return false;
+  const O2 = next.origins[0]!;
+  if (lookupVersion(v, S + 1, O2).state === 'ok') return true;
+  return v.isDesignatedPrimary && v.logfiles.some((l) => l.seq === S + 1 && l.origin === O2);
+}
+
+function lookupVersion(v: ReplayInput, seq: number, host: string): LinkLookup {
+  const value = v.versionLinks.find((e) => e.seq === seq && e.host === host)?.value;
+  if (value === undefined) return { state: 'missing' };
+  const parsed = tryParseVersionLink(value);
+  if (!parsed.ok) return { state: 'malformed', value, reason: parsed.reason };
+  if (parsed.value.seq !== seq) return { state: 'malformed', value, reason: `it names logfile ${parsed.value.seq}, not ${seq}` };
+  return { state: 'ok', value, link: parsed.value };
+}
+
+function describeLink(l: LinkLookup): string {
+  return l.state === 'missing' ? 'not yet propagated here' : l.state === 'malformed' ? `malformed: ${l.reason}` : 'present';
+}
+
+function defectStop(S: number, O: string, scan: ScanOutcome, originLen: number | undefined, final: boolean, extra: string): ReplayStep {
+  const file = logName(S, O);
+  const confirmed = final || (originLen !== undefined && scan.endPos < originLen);
+  const where = confirmed
+    ? `inside the part its origin confirmed as written${originLen !== undefined ? ` (${originLen} bytes)` : ''}`
+    : `at the end of the local copy, beyond what the origin has confirmed so far`;
+  // A record that verified but names an impossible device range was copied faithfully:
+  // fetching it again cannot help.
+  const refetch = scan.stopKind !== 'bad-field';
+  return {
+    kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch, file,
+    defect: { seq: S, origin: O, file, offset: scan.endPos, kind: scan.stopKind, detail: scan.detail },
+    reason: `defective logfile copy ${file} at offset ${scan.endPos}, ${where}: ${scan.stopKind} (${scan.detail}); ${STOP_MEANING[scan.stopKind]}. `
+      + `Replay stays in front of it (everything before offset ${scan.endPos} is applied)${extra}`
+      + (refetch ? `; re-fetching ${file} from offset 0` : '; fetching it again cannot help: check that the resource has the same size on every host'),
+  };
+}
+
+function stop(code: number, reason: string, refetch = false, file?: string): ReplayStep {
+  return file === undefined ? { kind: 'stop', code, reason, refetch } : { kind: 'stop', code, reason, refetch, file };
+}
+
+function wait(reason: string, caughtUp: boolean): ReplayStep {
+  return { kind: 'wait', reason, caughtUp };
+}
+
+function seqText(seq: number): string {
+  return String(seq).padStart(9, '0');
+}

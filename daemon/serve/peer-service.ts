@@ -1,0 +1,158 @@
+// What this host serves to its authenticated peers (docs/protocol.md): its tree entries and
+// logfile sizes, logfile bytes up to their durable end (streamed, following growth), and
+// the digests and blocks of its data disk for a fast sync. Nothing here decides anything;
+// it reads the tree and files, and hands pushed links to the same merge rules as pulls.
+import { open, stat } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { resPaths, resourceDir } from '../tree/paths.js';
+import { parseLogName, parseVersionLink } from '../log/links.js';
+import { collectEntries, localState, applyMergePlan } from '../propagate/tree-io.js';
+import { planMerge } from '../propagate/merge.js';
+import { blockDigests, handleReader } from '../sync/digests.js';
+import { PeerRequestError, type PeerHandlers } from '../net/connection.js';
+import type { Entry, LogReadRequest, PositionRequest, SyncDigestsRequest, SyncReadRequest } from '../net/messages.js';
+
+const LOG_CHUNK_BYTES = 1 << 20;
+const FOLLOW_POLL_MS = 10;
+
+export interface ServiceContext {
+  tree: TreeStore;
+  host: string;
+  /** the logger's durable end when this host is writing that logfile right now */
+  activeLogEnd(res: string, seq: number): number | undefined;
+  /** the current logfile and durable end while this host is actual primary of res */
+  primaryPosition(res: string): { seq: number; origin: string; pos: number } | undefined;
+  /** a peer pushed or notified: the tree changed or should be pulled */
+  onTreeChanged(): void;
+  onNotify(peerHost: string): void;
+  log(level: 'info' | 'warn' | 'error', msg: string): void;
+}
+
+export class PeerService implements PeerHandlers {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /**
+   * Bytes of a logfile a peer may copy. Our own logfiles: the logger's durable end while it
+   * writes the file, else the LOGPOS of our versionlink (written from the durable end; after
+   * a crash the unsynced tail beyond it may vanish in recovery). Copies of other hosts'
+   * logfiles hold only bytes that were durable at their origin: all of them.
+   */
+  durableEnd(res: string, name: string, fileBytes: number): number {
+    const parsed = parseLogName(name);
+    if (!parsed || parsed.origin !== this.ctx.host) return fileBytes;
+    const active = this.ctx.activeLogEnd(res, parsed.seq);
+    if (active !== undefined) return Math.min(active, fileBytes);
+    const version = this.ctx.tree.value(resPaths.version(res, parsed.seq, this.ctx.host));
+    const logPos = version === undefined ? undefined : parseVersionLink(version)?.logPos;
+    return logPos === undefined ? 0 : Math.min(logPos, fileBytes);
+  }
+
+  async getents(): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+    const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
+    return { clockUs: this.ctx.tree.clock.now(), entries, logs };
+  }
+
+  async logRead(_peer: string, req: LogReadRequest, sink: { send(pos: number, data: Buffer): Promise<void> }, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
+    const path = this.ctx.tree.abs(`${resourceDir(req.res)}/${req.name}`);
+    let handle;
+    try {
+      handle = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new PeerRequestError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `${req.name} of ${req.res}: ${code === 'ENOENT' ? 'no such logfile here' : (err as Error).message}`);
+    }
+    try {
+      let pos = req.fromPos;
+      let end = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+      if (pos > end) {
+        throw new PeerRequestError('ERANGE', `${req.name} of ${req.res} ends at ${end} bytes here (durable), before the requested ${pos}`);
+      }
+      let idleSinceMs = Date.now();
+      const buf = Buffer.allocUnsafe(LOG_CHUNK_BYTES);
+      for (;;) {
+        while (pos < end && !signal.aborted) {
+          const want = Math.min(LOG_CHUNK_BYTES, end - pos);
+          const { bytesRead } = await handle.read(buf, 0, want, pos);
+          if (bytesRead === 0) break;
+          // The sink may keep the buffer until it is written: hand it a copy of this chunk.
+          await sink.send(pos, Buffer.from(buf.subarray(0, bytesRead)));
+          pos += bytesRead;
+          idleSinceMs = Date.now();
+        }
+        if (!req.follow || signal.aborted || Date.now() - idleSinceMs >= req.waitMs) break;
+        await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+        end = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+      }
+      return { pos, durableEnd: Math.max(end, pos) };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async openDisk(res: string) {
+    const path = this.ctx.tree.value(resPaths.data(res, this.ctx.host));
+    if (path === undefined) throw new PeerRequestError('ENOENT', `${this.ctx.host} has no disk for ${res}`);
+    try {
+      return await open(path, fsc.O_RDONLY);
+    } catch (err) {
+      throw new PeerRequestError('EIO', `cannot open the disk of ${res}: ${(err as Error).message}`);
+    }
+  }
+
+  private checkRange(res: string, fromPos: number, lengthBytes: number): void {
+    const size = Number(this.ctx.tree.value(resPaths.size(res)) ?? 'NaN');
+    if (!(fromPos + lengthBytes <= size)) throw new PeerRequestError('EINVAL', `[${fromPos}, +${lengthBytes}) is outside ${res} (${size} bytes)`);
+  }
+
+  async syncDigests(_peer: string, req: SyncDigestsRequest): Promise<Buffer> {
+    this.checkRange(req.res, req.fromPos, req.lengthBytes);
+    const handle = await this.openDisk(req.res);
+    try {
+      return await blockDigests(handleReader(handle), req.fromPos, req.lengthBytes);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async syncRead(_peer: string, req: SyncReadRequest): Promise<Buffer> {
+    this.checkRange(req.res, req.fromPos, req.lengthBytes);
+    const handle = await this.openDisk(req.res);
+    try {
+      const buf = Buffer.alloc(req.lengthBytes);
+      await handleReader(handle).read(buf, req.fromPos);
+      return buf;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async position(_peer: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }> {
+    const p = this.ctx.primaryPosition(req.res);
+    if (!p) throw new PeerRequestError('EAGAIN', `${this.ctx.host} is not actual primary of ${req.res}`);
+    return p;
+  }
+
+  async pushLink(peer: string, entry: Entry): Promise<void> {
+    const plan = planMerge([entry], (p) => localState(this.ctx.tree, p), { sender: peer, receiver: this.ctx.host, nowUs: this.ctx.tree.clock.now() });
+    if (plan.rejected.length > 0) {
+      const r = plan.rejected[0]!;
+      this.ctx.log('warn', `refused link pushed by ${peer}: ${r.path}: ${r.reason}`);
+      throw new PeerRequestError('EACCES', `${r.path}: ${r.reason}`);
+    }
+    if (applyMergePlan(this.ctx.tree, plan) > 0) this.ctx.onTreeChanged();
+  }
+
+  notify(peer: string): void {
+    this.ctx.onNotify(peer);
+  }
+}
+
+/** Size of a file, 0 when it does not exist. */
+export async function fileBytes(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}

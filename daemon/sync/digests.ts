@@ -1,0 +1,66 @@
+// Per-block digests for the fast full sync (reference/mars.md §5.1): both sides hash each
+// 4 KiB block of their disk; only blocks whose digests differ travel. MD5 as in MARS: the
+// digests only decide what to copy between two members that already trust each other, and a
+// 128-bit digest makes an accidental match of two different blocks negligible.
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { assert } from '../util/assert.js';
+
+export const SYNC_BLOCK_BYTES = 4096;
+export const DIGEST_BYTES = 16;
+const READ_CHUNK_BYTES = 1 << 20;
+
+export interface BlockReader {
+  read(into: Buffer, offsetBytes: number): Promise<void>;
+}
+
+/** A BlockReader over a read-only file handle; bytes beyond the end read as zeros. */
+export function handleReader(handle: FileHandle): BlockReader {
+  return {
+    async read(into, offsetBytes) {
+      let done = 0;
+      while (done < into.length) {
+        const { bytesRead } = await handle.read(into, done, into.length - done, offsetBytes + done);
+        if (bytesRead === 0) { into.fill(0, done); return; }
+        done += bytesRead;
+      }
+    },
+  };
+}
+
+/** MD5 of every SYNC_BLOCK_BYTES block in [fromPos, fromPos + lengthBytes), concatenated. */
+export async function blockDigests(disk: BlockReader, fromPos: number, lengthBytes: number): Promise<Buffer> {
+  assert(fromPos % SYNC_BLOCK_BYTES === 0 && lengthBytes % SYNC_BLOCK_BYTES === 0, 'digest range must be block aligned');
+  const out = Buffer.allocUnsafe((lengthBytes / SYNC_BLOCK_BYTES) * DIGEST_BYTES);
+  const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, Math.max(lengthBytes, SYNC_BLOCK_BYTES)));
+  let outPos = 0;
+  for (let done = 0; done < lengthBytes; done += chunk.length) {
+    const n = Math.min(chunk.length, lengthBytes - done);
+    const view = chunk.subarray(0, n);
+    await disk.read(view, fromPos + done);
+    for (let b = 0; b < n; b += SYNC_BLOCK_BYTES) {
+      createHash('md5').update(view.subarray(b, b + SYNC_BLOCK_BYTES)).digest().copy(out, outPos);
+      outPos += DIGEST_BYTES;
+    }
+  }
+  return out;
+}
+
+/**
+ * Ranges [pos, len) whose blocks differ between two digest lists of the same range,
+ * adjacent blocks merged up to maxRangeBytes.
+ */
+export function differingRanges(fromPos: number, mine: Buffer, theirs: Buffer, maxRangeBytes: number): { pos: number; lengthBytes: number }[] {
+  assert(mine.length === theirs.length && mine.length % DIGEST_BYTES === 0, 'digest lists differ in length');
+  const ranges: { pos: number; lengthBytes: number }[] = [];
+  const blocks = mine.length / DIGEST_BYTES;
+  for (let i = 0; i < blocks; i++) {
+    const o = i * DIGEST_BYTES;
+    if (mine.compare(theirs, o, o + DIGEST_BYTES, o, o + DIGEST_BYTES) === 0) continue;
+    const pos = fromPos + i * SYNC_BLOCK_BYTES;
+    const last = ranges[ranges.length - 1];
+    if (last && last.pos + last.lengthBytes === pos && last.lengthBytes + SYNC_BLOCK_BYTES <= maxRangeBytes) last.lengthBytes += SYNC_BLOCK_BYTES;
+    else ranges.push({ pos, lengthBytes: SYNC_BLOCK_BYTES });
+  }
+  return ranges;
+}

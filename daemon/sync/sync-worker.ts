@@ -1,0 +1,124 @@
+// The fast full sync of a joining secondary (reference/mars.md §5.1): compare per-block
+// digests of the primary's disk and ours, copy only the blocks that differ, persist progress
+// in syncstatus-HOST (only over blocks that are durable on our disk) so an interrupted sync
+// resumes there, and at the end record syncpos-HOST = the primary's durable log position:
+// the copy is a mix of times, and becomes consistent once replay passes that point.
+import type { TreeStore } from '../tree/store.js';
+import { resPaths } from '../tree/paths.js';
+import { formatReplayLink } from '../log/links.js';
+import type { DataDisk } from '../disk/data-disk.js';
+import type { PeerManager } from '../propagate/peer-manager.js';
+import { blockDigests, differingRanges, SYNC_BLOCK_BYTES } from './digests.js';
+import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
+
+export interface SyncOptions {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  primary: string;
+  disk: DataDisk;
+  sizeBytes: number;
+  peers: PeerManager;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  onProgress: () => void;
+}
+
+const CHUNK_BYTES = 16 << 20;
+const MAX_READ_BYTES = 1 << 20;
+const READS_IN_FLIGHT = 8;
+const PERSIST_EVERY_BYTES = 64 << 20;
+
+export class SyncWorker {
+  private running = false;
+  private loopDone: Promise<void> | undefined;
+  /** bytes of block data received in this run (what crossed the network, digests aside) */
+  receivedBytes = 0;
+  comparedBytes = 0;
+  differingBlocks = 0;
+  rateBytesPerS = 0;
+  state = 'idle';
+  done = false;
+
+  constructor(private readonly o: SyncOptions) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loopDone;
+    this.loopDone = undefined;
+  }
+
+  private syncstatus(): number {
+    const v = Number(this.o.tree.value(resPaths.syncstatus(this.o.res, this.o.host)) ?? '0');
+    return Number.isSafeInteger(v) && v >= 0 ? v - (v % SYNC_BLOCK_BYTES) : 0;
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running && !this.done) {
+      try {
+        await this.runOnce();
+      } catch (err) {
+        this.state = `sync interrupted: ${(err as Error).message}`;
+        this.o.log('warn', `${this.o.res}: ${this.state}; resuming at ${this.syncstatus()} bytes`);
+        const until = Date.now() + 1000;
+        while (this.running && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
+  private connection() {
+    const conn = this.o.peers.link(this.o.primary)?.conn;
+    if (!conn) throw new Error(`no connection to the primary ${this.o.primary}`);
+    return conn;
+  }
+
+  private async runOnce(): Promise<void> {
+    const { tree, res, host, disk, sizeBytes } = this.o;
+    let pos = this.syncstatus();
+    let persisted = pos;
+    const startedMs = Date.now();
+    const startPos = pos;
+    this.state = `syncing from ${this.o.primary} at ${pos}`;
+    while (pos < sizeBytes && this.running) {
+      const len = Math.min(CHUNK_BYTES, sizeBytes - pos);
+      const conn = this.connection();
+      const [theirs, mine] = await Promise.all([syncDigests(conn, res, pos, len), blockDigests(disk, pos, len)]);
+      const ranges = differingRanges(pos, mine, theirs, MAX_READ_BYTES);
+      this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
+      for (let i = 0; i < ranges.length; i += READS_IN_FLIGHT) {
+        await Promise.all(ranges.slice(i, i + READS_IN_FLIGHT).map(async (r) => {
+          const data = await syncRead(conn, res, r.pos, r.lengthBytes);
+          if (data.length !== r.lengthBytes) throw new Error(`sync-read of ${r.lengthBytes} bytes at ${r.pos} returned ${data.length}`);
+          await disk.write(data, r.pos);
+          this.receivedBytes += data.length;
+        }));
+      }
+      pos += len;
+      this.comparedBytes += len;
+      const elapsedS = (Date.now() - startedMs) / 1000;
+      this.rateBytesPerS = elapsedS > 0 ? Math.round((pos - startPos) / elapsedS) : 0;
+      if (pos - persisted >= PERSIST_EVERY_BYTES || pos >= sizeBytes) {
+        await disk.datasync(); // syncstatus may only cover blocks that are on the disk
+        tree.write(resPaths.syncstatus(res, host), String(pos), { durable: true });
+        persisted = pos;
+        this.o.onProgress();
+      }
+    }
+    if (pos < sizeBytes) return; // stopped
+    // Everything on the primary's disk is in its log before its durable end, so replaying
+    // up to that position (from the join point) makes our mixed-time copy consistent.
+    const p = await primaryPosition(this.connection(), res);
+    tree.write(resPaths.syncpos(res, host), formatReplayLink({ seq: p.seq, origin: p.origin, minPos: p.pos, len: 0 }), { durable: true });
+    tree.write(resPaths.syncstatus(res, host), String(sizeBytes), { durable: true });
+    tree.write(resPaths.actual(res, host, 'verifystatus'), `${this.comparedBytes / SYNC_BLOCK_BYTES - this.differingBlocks},${this.differingBlocks}`, { onlyIfChanged: true });
+    this.done = true;
+    this.state = `sync done: ${this.differingBlocks} differing blocks copied (${this.receivedBytes} bytes)`;
+    this.o.log('info', `${res}: ${this.state}; consistent once replay passes ${p.seq}:${p.pos}`);
+    this.o.onProgress();
+  }
+}

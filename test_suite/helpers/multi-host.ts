@@ -1,0 +1,133 @@
+// A cluster of real marsd processes on one machine for replication tests (DESIGN.md §7): each
+// host has its own /mars, data file and loopback port; optionally every host is reached
+// through a FaultProxy in front of it (its ips/ip-HOST names the proxy, marsd --bind listens
+// behind it), so a test can delay, throttle, cut or blackhole the traffic into any host.
+import type { Test } from 'tap';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { freePort, MarsHost } from './cluster.js';
+import { FaultProxy } from './fault-proxy.js';
+import { tempDir } from './tmp.js';
+
+export interface ClusterSpec {
+  hosts: string[];
+  sizeBytes: number;
+  res: string;
+  proxied?: boolean;
+  extraArgs?: string[];
+  /** join the secondaries to the resource (default true) */
+  joinResource?: boolean;
+}
+
+export class TestCluster {
+  constructor(readonly hosts: MarsHost[], readonly proxies: Map<string, FaultProxy>, readonly res: string) {}
+
+  get primary(): MarsHost {
+    return this.hosts[0]!;
+  }
+
+  get secondaries(): MarsHost[] {
+    return this.hosts.slice(1);
+  }
+
+  host(name: string): MarsHost {
+    const h = this.hosts.find((x) => x.name === name);
+    if (!h) throw new Error(`no host ${name}`);
+    return h;
+  }
+
+  proxy(name: string): FaultProxy {
+    const p = this.proxies.get(name);
+    if (!p) throw new Error(`host ${name} has no proxy (start the cluster with proxied: true)`);
+    return p;
+  }
+
+  /**
+   * Wait until `host` replayed everything the primary logged durably: its versionlink of
+   * the primary's newest logfile equals the primary's (equal versionlinks prove equal history).
+   */
+  async waitCaughtUp(host: MarsHost, timeoutMs = 60_000): Promise<void> {
+    const p = this.primary;
+    await host.until(`${host.name} caught up with ${p.name}`, () => {
+      const seq = newestVersionSeq(p, this.res, p.name);
+      if (seq === undefined) return false;
+      const mine = p.link(`resource-${this.res}/version-${seq}-${p.name}`);
+      return mine !== undefined && host.link(`resource-${this.res}/version-${seq}-${host.name}`) === mine;
+    }, timeoutMs, 50);
+  }
+}
+
+function newestVersionSeq(h: MarsHost, res: string, owner: string): string | undefined {
+  let best: string | undefined;
+  for (const n of readdirSync(`${h.marsDir}/resource-${res}`)) {
+    const m = /^version-(\d{9})-(.+)$/.exec(n);
+    if (m && m[2] === owner && (best === undefined || m[1]! > best)) best = m[1]!;
+  }
+  return best;
+}
+
+/** Checksum of the first sizeBytes of a file. */
+export function fileDigest(path: string, sizeBytes: number): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    for (let pos = 0; pos < sizeBytes; pos += buf.length) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, sizeBytes - pos), pos);
+      h.update(buf.subarray(0, n));
+      if (n < Math.min(buf.length, sizeBytes - pos)) h.update(Buffer.alloc(Math.min(buf.length, sizeBytes - pos) - n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+export async function startCluster(t: Test, spec: ClusterSpec): Promise<TestCluster> {
+  const hosts: MarsHost[] = [];
+  const proxies = new Map<string, FaultProxy>();
+  const addresses = new Map<string, string>();
+  for (const name of spec.hosts) {
+    const dir = tempDir(t, `mars-${name}-`);
+    const h = new MarsHost({ host: name, sizeBytes: spec.sizeBytes, dir, extraArgs: [...(spec.extraArgs ?? []), '--pull-interval-ms', '200'] });
+    t.teardown(() => h.cleanup());
+    h.prepare();
+    const realPort = await freePort();
+    let advertised = `127.0.0.1:${realPort}`;
+    if (spec.proxied) {
+      const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: realPort });
+      t.teardown(() => proxy.close());
+      proxies.set(name, proxy);
+      advertised = proxy.address;
+    }
+    h.extraArgs.push('--bind', `127.0.0.1:${realPort}`);
+    addresses.set(name, advertised);
+    hosts.push(h);
+  }
+  const [first, ...rest] = hosts;
+  await first!.createCluster(addresses.get(first!.name)!);
+  await first!.start();
+  await first!.createResource(spec.res);
+  await first!.waitPrimary(spec.res);
+  const secretFile = `${first!.marsDir}/cluster-secret`;
+  for (const h of rest) {
+    await h.marsadmOk(['join-cluster', addresses.get(first!.name)!, '--listen', addresses.get(h.name)!, '--secret-file', secretFile]);
+    await h.start();
+  }
+  const cluster = new TestCluster(hosts, proxies, spec.res);
+  if (spec.joinResource ?? true) {
+    for (const h of rest) {
+      await h.until(`${h.name} learned ${spec.res} and its primary's links`, () => {
+        const replay = h.link(`resource-${spec.res}/replay-${first!.name}`);
+        if (!replay) return false;
+        const seq = replay.slice(4, 13);
+        return h.link(`resource-${spec.res}/version-${seq}-${first!.name}`) !== undefined;
+      }, 30_000);
+      await h.marsadmOk(['join-resource', spec.res, h.dataPath]);
+    }
+    for (const h of rest) {
+      await h.until(`${h.name} synced ${spec.res}`, () => h.link(`resource-${spec.res}/syncstatus-${h.name}`) === String(spec.sizeBytes), 60_000, 50);
+    }
+  }
+  return cluster;
+}

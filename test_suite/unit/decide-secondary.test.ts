@@ -1,0 +1,41 @@
+import t from 'tap';
+import { decideSecondary } from '../../daemon/control/decide-secondary.js';
+import type { ResourceSnapshot } from '../../daemon/control/snapshot.js';
+
+const SIZE = 1 << 20;
+function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
+  return {
+    name: 'r0', sizeBytes: SIZE, designatedPrimary: 'alpha', dataPath: '/dev/x',
+    todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
+    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [], signature: 's',
+    ...over,
+  };
+}
+const todo = (o: Partial<ResourceSnapshot['todo']>) => ({ attach: true, connect: true, sync: true, 'allow-replay': true, ...o });
+
+t.test('a synced secondary fetches and replays', async (t) => {
+  t.same(decideSecondary(snap(), 'beta'), { disk: true, fetch: true, sync: false, replay: true, why: '' });
+});
+
+t.test('the designated primary and non-members run no secondary work', async (t) => {
+  t.notOk(decideSecondary(snap(), 'alpha').disk);
+  t.notOk(decideSecondary(snap({ dataPath: undefined }), 'beta').disk);
+  t.notOk(decideSecondary(snap({ todo: todo({ attach: false }) }), 'beta').disk);
+});
+
+t.test('an unfinished sync runs first; replay waits for it', async (t) => {
+  const p = decideSecondary(snap({ syncstatusBytes: 4096 }), 'beta');
+  t.same([p.sync, p.replay, p.fetch], [true, false, true]);
+  t.match(p.why, /replay waits for the sync/);
+  const paused = decideSecondary(snap({ syncstatusBytes: 0, todo: todo({ sync: false }) }), 'beta');
+  t.same([paused.sync, paused.replay], [false, false]);
+  t.match(paused.why, /sync paused/);
+  const noPrimary = decideSecondary(snap({ syncstatusBytes: 0, designatedPrimary: undefined }), 'beta');
+  t.notOk(noPrimary.sync);
+  t.match(noPrimary.why, /no designated primary/);
+});
+
+t.test('switches pause fetch and replay independently', async (t) => {
+  t.same(decideSecondary(snap({ todo: todo({ connect: false }) }), 'beta').fetch, false);
+  t.same(decideSecondary(snap({ todo: todo({ 'allow-replay': false }) }), 'beta').replay, false);
+});

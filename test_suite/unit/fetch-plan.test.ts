@@ -1,0 +1,48 @@
+import t from 'tap';
+import { planFetch, type FetchInput, type PeerListing } from '../../daemon/fetch/plan.js';
+
+const L = (seq: number, origin: string) => `log-${String(seq).padStart(9, '0')}-${origin}`;
+function input(over: Partial<FetchInput>): FetchInput {
+  return { self: 'b', replaySeq: 1, local: new Map(), peers: [], finalLength: () => undefined, ...over };
+}
+const peer = (host: string, logs: [string, number][], connected = true): PeerListing => ({ host, connected, logs: new Map(logs) });
+
+t.test('follows the growing logfile on its origin from the local length', async (t) => {
+  const p = planFetch(input({ local: new Map([[L(1, 'a'), 100]]), peers: [peer('a', [[L(1, 'a'), 500]])] }));
+  t.same(p, { kind: 'fetch', name: L(1, 'a'), seq: 1, origin: 'a', fromPos: 100, source: 'a', follow: true, knownEnd: 500 });
+});
+
+t.test('ascending order: a complete logfile is finished before the next one starts', async (t) => {
+  const finalLength = (seq: number) => (seq === 1 ? 800 : undefined);
+  const peers = [peer('a', [[L(1, 'a'), 800], [L(2, 'a'), 300]])];
+  const p1 = planFetch(input({ local: new Map([[L(1, 'a'), 500]]), peers, finalLength }));
+  t.match(p1, { kind: 'fetch', name: L(1, 'a'), fromPos: 500, follow: false, knownEnd: 800 });
+  const p2 = planFetch(input({ local: new Map([[L(1, 'a'), 800]]), peers, finalLength }));
+  t.match(p2, { kind: 'fetch', name: L(2, 'a'), fromPos: 0, follow: true });
+});
+
+t.test('logfiles below the replay link are ignored; own logfiles are never fetched', async (t) => {
+  const p = planFetch(input({ replaySeq: 3, peers: [peer('a', [[L(2, 'a'), 10], [L(3, 'b'), 10]])] }));
+  t.same(p.kind, 'idle');
+});
+
+t.test('another member serves a complete logfile when the origin is gone', async (t) => {
+  const p = planFetch(input({
+    local: new Map([[L(1, 'a'), 100]]),
+    peers: [peer('a', [[L(1, 'a'), 900]], false), peer('c', [[L(1, 'a'), 900]])],
+    finalLength: () => 900,
+  }));
+  t.match(p, { kind: 'fetch', source: 'c', fromPos: 100, follow: false });
+  const idle = planFetch(input({ local: new Map([[L(1, 'a'), 100]]), peers: [peer('a', [[L(1, 'a'), 900]], false)], finalLength: () => 900 }));
+  t.match(idle, { kind: 'idle', reason: /waiting for a connection/ });
+});
+
+t.test('duplicate numbers stop the fetcher (split brain)', async (t) => {
+  const p = planFetch(input({ peers: [peer('a', [[L(2, 'a'), 10]]), peer('c', [[L(2, 'c'), 10]])] }));
+  t.match(p, { kind: 'stop', reason: /two logfiles numbered 2 \(from a and c\)/ });
+});
+
+t.test('a local copy longer than the finished original stops', async (t) => {
+  const p = planFetch(input({ local: new Map([[L(1, 'a'), 901]]), peers: [peer('a', [[L(1, 'a'), 900]])], finalLength: () => 900 }));
+  t.match(p, { kind: 'stop', reason: /more than the 900/ });
+});
