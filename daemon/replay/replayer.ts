@@ -203,7 +203,10 @@ export class Replayer {
           if (this.state.message !== msg) this.o.log('error', msg);
           this.setState({ replayCode: REPLAY_STOP_CODE.EIO, message: msg, waitReason: undefined, applying: false, caughtUp: false });
         }
-        if (!executed) await this.sleep();
+        if (!executed) {
+          this.lastExecuted = undefined;
+          await this.sleep();
+        }
       }
     } catch (err) {
       this.failure = err as Error;
@@ -233,7 +236,7 @@ export class Replayer {
     if (step.kind !== 'apply' && step.kind !== 'record-version' && step.kind !== 'switch') return false;
 
     // A step that leaves its own input unchanged would repeat forever: that is a bug.
-    const key = JSON.stringify([step, link]);
+    const key = JSON.stringify([step, link, this.fileSeen]);
     assert(key !== this.lastExecuted, `replay step repeated without effect: ${key}`);
     this.lastExecuted = key;
     if (step.kind === 'apply') await this.applyBatch(step);
@@ -275,13 +278,11 @@ export class Replayer {
 
     this.seqNr = result.nextSeqNr === undefined ? undefined : { seq, origin, pos: endPos, next: result.nextSeqNr };
     const stop = result.stop;
+    // The decision reports a defect (and asks for a re-fetch) from this scan outcome.
     this.scan = result.interrupted ? undefined : {
       seq, origin, endPos, limitBytes: toPos,
       stopClass: stop.defect ? 'defect' : stop.torn ? 'torn' : 'clean', stopKind: stop.kind, detail: stop.detail,
     };
-    if (stop.defect) {
-      this.o.log('error', `${res}: ${logName(seq, origin)} is defective at offset ${stop.offset}: ${stop.kind} (${stop.detail}); replay stops in front of it`);
-    }
   }
 
   private recordVersion(step: Extract<ReplayStep, { kind: 'record-version' }>): void {

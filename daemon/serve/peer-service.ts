@@ -9,6 +9,7 @@ import { resPaths, resourceDir } from '../tree/paths.js';
 import { parseLogName, parseVersionLink } from '../log/links.js';
 import { collectEntries, localState, applyMergePlan } from '../propagate/tree-io.js';
 import { planMerge } from '../propagate/merge.js';
+import { ownerOf } from '../propagate/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError, type PeerHandlers } from '../net/connection.js';
 import type { Entry, LogReadRequest, PositionRequest, SyncDigestsRequest, SyncReadRequest } from '../net/messages.js';
@@ -48,9 +49,11 @@ export class PeerService implements PeerHandlers {
     return logPos === undefined ? 0 : Math.min(logPos, fileBytes);
   }
 
-  async getents(): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+  async getents(peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
     const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    return { clockUs: this.ctx.tree.clock.now(), entries, logs };
+    // The peer's own links are its business: it would refuse them anyway.
+    const forPeer = entries.filter((e) => { const o = ownerOf(e.p); return !(o.kind === 'host' && o.host === peer); });
+    return { clockUs: this.ctx.tree.clock.now(), entries: forPeer, logs };
   }
 
   async logRead(_peer: string, req: LogReadRequest, sink: { send(pos: number, data: Buffer): Promise<void> }, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {

@@ -13,7 +13,8 @@
 // ordered when the first was acknowledged before the second was submitted ("happens before");
 // pipelined writes in flight together are not ordered, and the primary may log them either way.
 // A write that failed (connection lost, error reply) is "maybe written": it may or may not be in
-// the primary's history, and nothing is required to follow it. Writes to the same block are
+// the primary's history, and nothing is required to follow it (it is assumed settled, applied or
+// dropped, before anything submitted after its failure was seen). Writes to the same block are
 // never in flight together (nextWrite refuses that), so per block, seq order is write order.
 // An image is consistent iff some set S of writes, closed under "happens before", explains it:
 // every block holds the last write of S to that block (or zeros if S has none). In a purely
@@ -407,7 +408,8 @@ export class WriteOrderOracle {
       for (let c = starts[s]!; c < end; c++) {
         if (imageSeq[c]! >= s) continue;
         if (shownAt[s]! >= 0) {
-          problem(`write #${s} (${describeBlocks(starts[s]!, counts[s]!)}) is visible at block ${shownAt[s]} but block ${c} ${describeHolds(imageSeq[c]!)}, which #${s} overwrote: a torn write`);
+          const before = imageSeq[c] === 0 ? 'never written' : `holds write #${imageSeq[c]}`;
+          problem(`write #${s} (${describeBlocks(starts[s]!, counts[s]!)}) is visible at block ${shownAt[s]}, but block ${c} is still as before #${s} (${before}): a torn write`);
           break;
         }
         if (oldestLacking === 0) oldestLacking = s;

@@ -1,0 +1,776 @@
+// The peer protocol over real transports: TCP on 127.0.0.1 (port 0), TLS, and a child
+// process's stdin/stdout (the `marsd --stdio` / SSH transport, with a local stand-in for ssh).
+// Hostile and broken peers are simulated with raw sockets speaking the framing by hand.
+// Nothing sleeps a fixed time: every wait is for an event or a condition, with a deadline.
+import t, { type Test } from 'tap';
+import net from 'node:net';
+import { once } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PeerServer, type PeerServerOptions } from '../../daemon/net/server.js';
+import { connectOverDuplex, dialPeer, dialSsh, shellQuote, spawnDuplex, sshArgs, type DialOptions } from '../../daemon/net/dial.js';
+import { PeerConnection, PeerRequestError, ConnectionClosedError, type PeerHandlers } from '../../daemon/net/connection.js';
+import { clientHandshake, HandshakeError, serverHandshake } from '../../daemon/net/handshake.js';
+import { ANY_UUID, clientMac, newNonce } from '../../daemon/net/auth.js';
+import { encodeFrame, FrameDecoder, type Frame } from '../../daemon/net/frame.js';
+import type { Entry, LogReadRequest } from '../../daemon/net/messages.js';
+import { waitFor } from '../helpers/wait.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const SECRET = randomBytes(32);
+const UUID = 'alpha_1700000000.000000001';
+const MiB = 1024 * 1024;
+const ENTRIES: Entry[] = [
+  { p: 'uuid', v: UUID, s: 1_700_000_000_000_001 },
+  { p: 'resource-r1/primary', v: 'alpha', s: 1_700_000_000_000_002 },
+  { p: 'resource-r1/data-beta', v: '.deleted', s: 1_700_000_000_000_003 },
+];
+const LOG_NAME = 'log-000000001-alpha';
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** A deterministic byte pattern, so any reordering or loss shows. */
+function pattern(pos: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  for (let i = 0; i < length; i++) b[i] = ((pos + i) * 31 + ((pos + i) >>> 12)) & 0xff;
+  return b;
+}
+
+interface Fixture {
+  handlers: PeerHandlers;
+  calls: Record<string, number>;
+  pushed: Entry[];
+}
+
+/** Handlers backed by fixed data; every call is counted so tests can prove none happened. */
+function makeHandlers(over: Partial<PeerHandlers> = {}): Fixture {
+  const calls: Record<string, number> = {};
+  const pushed: Entry[] = [];
+  const count = (name: string) => (calls[name] = (calls[name] ?? 0) + 1);
+  const log = pattern(0, 3 * MiB);
+  const base: PeerHandlers = {
+    async getents() {
+      return { clockUs: 42, entries: ENTRIES, logs: [{ res: 'r1', name: LOG_NAME, sizeBytes: log.length }] };
+    },
+    async logRead(_peer, req, sink) {
+      let pos = req.fromPos;
+      while (pos < log.length) {
+        const n = Math.min(256 * 1024, log.length - pos);
+        await sink.send(pos, log.subarray(pos, pos + n));
+        pos += n;
+      }
+      return { pos, durableEnd: log.length };
+    },
+    async syncDigests(_peer, req) {
+      const parts: Buffer[] = [];
+      for (let off = 0; off < req.lengthBytes; off += req.blockBytes) parts.push(createHash('md5').update(pattern(req.fromPos + off, req.blockBytes)).digest());
+      return Buffer.concat(parts);
+    },
+    async syncRead(_peer, req) {
+      return pattern(req.fromPos, req.lengthBytes);
+    },
+    async position() {
+      return { seq: 1, origin: 'alpha', pos: 12345 };
+    },
+    async pushLink(_peer, entry) {
+      pushed.push(entry);
+    },
+    notify() {},
+  };
+  const handlers = {} as PeerHandlers;
+  for (const key of Object.keys(base) as Array<keyof PeerHandlers>) {
+    const impl = (over[key] ?? base[key]) as (...args: unknown[]) => unknown;
+    (handlers as unknown as Record<string, unknown>)[key] = (...args: unknown[]) => {
+      count(key);
+      return impl(...args);
+    };
+  }
+  return { handlers, calls, pushed };
+}
+
+function totalCalls(calls: Record<string, number>): number {
+  return Object.values(calls).reduce((a, b) => a + b, 0);
+}
+
+interface ServerFixture extends Fixture {
+  server: PeerServer;
+  port: number;
+  address: string;
+  logs: string[];
+}
+
+async function startServer(t: Test, opts: Partial<PeerServerOptions> = {}, handlerOverrides: Partial<PeerHandlers> = {}): Promise<ServerFixture> {
+  const fixture = makeHandlers(handlerOverrides);
+  const logs: string[] = [];
+  const server = new PeerServer({
+    host: 'alpha',
+    uuid: UUID,
+    secret: SECRET,
+    handlers: fixture.handlers,
+    log: (level, msg) => logs.push(`${level}: ${msg}`),
+    handshakeTimeoutMs: 3000,
+    ...opts,
+  });
+  const { port } = await server.listen('127.0.0.1:0');
+  t.teardown(() => server.close());
+  return { ...fixture, server, port, address: `127.0.0.1:${port}`, logs };
+}
+
+async function dial(t: Test, address: string, opts: Partial<DialOptions> = {}): Promise<PeerConnection> {
+  const conn = await dialPeer({ address, host: 'beta', uuid: UUID, secret: SECRET, timeoutMs: 5000, ...opts });
+  t.teardown(() => conn.close('test done'));
+  return conn;
+}
+
+/** A raw TCP connection that decodes what the server sends. */
+class RawPeer {
+  readonly decoder = new FrameDecoder();
+  readonly frames: Frame[] = [];
+  readonly closed: Promise<void>;
+  decodeError: Error | undefined;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.decoder.push(chunk);
+        for (const f of this.decoder) this.frames.push(f);
+      } catch (err) {
+        this.decodeError = err as Error;
+      }
+    });
+    socket.on('error', () => undefined);
+    this.closed = once(socket, 'close').then(() => undefined);
+  }
+
+  static async connect(t: Test, port: number): Promise<RawPeer> {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    await once(socket, 'connect');
+    t.teardown(() => socket.destroy());
+    return new RawPeer(socket);
+  }
+
+  async frame(index: number, what: string): Promise<Frame> {
+    await waitFor(what, () => this.frames.length > index, 5000);
+    return this.frames[index]!;
+  }
+
+  send(header: object, payload?: Buffer): void {
+    for (const b of encodeFrame(header, payload)) this.socket.write(b);
+  }
+
+  async waitClosed(what: string): Promise<void> {
+    await withDeadline(this.closed, 5000, what);
+  }
+}
+
+/** Proof that a raw client knows the secret, for the hello it received. */
+function authFor(hello: Record<string, unknown>, opts: { host?: string; uuid?: string; secret?: Buffer } = {}): Record<string, unknown> {
+  const clientNonce = newNonce();
+  const host = opts.host ?? 'beta';
+  const uuid = opts.uuid ?? UUID;
+  const mac = clientMac(opts.secret ?? SECRET, {
+    serverNonce: hello.nonce as string, clientNonce, serverHost: hello.host as string, clientHost: host, serverUuid: hello.uuid as string, clientUuid: uuid,
+  });
+  return { t: 'auth', proto: 1, host, uuid, nonce: clientNonce, mac };
+}
+
+async function rejectsWith(t: Test, p: Promise<unknown>, check: (err: Error) => boolean, what: string): Promise<Error | undefined> {
+  try {
+    await p;
+    t.fail(`${what}: expected a failure, it succeeded`);
+    return undefined;
+  } catch (err) {
+    t.ok(check(err as Error), `${what}: ${(err as Error).message}`);
+    return err as Error;
+  }
+}
+
+const readRequest = (over: Partial<LogReadRequest> = {}): Omit<LogReadRequest, 'id'> => ({
+  t: 'log-read', res: 'r1', name: LOG_NAME, fromPos: 0, follow: false, waitMs: 0, rateBytesPerS: 0, ...over,
+});
+
+// ---- authentication ---------------------------------------------------------------------------
+
+t.test('a correct secret authenticates both ways and every request works', async (t) => {
+  const s = await startServer(t);
+  const notified: string[] = [];
+  s.handlers.notify = (peer) => void notified.push(peer);
+  const conn = await dial(t, s.address, { expectHost: 'alpha' });
+  t.equal(conn.peerHost, 'alpha');
+  t.equal(conn.peerUuid, UUID);
+  await waitFor('the server to count the connection', () => s.server.connectionCount === 1);
+  t.equal(s.server.openConnections()[0]!.peerHost, 'beta', 'the server knows who we are');
+
+  const ents = await conn.getents();
+  t.same(ents, { clockUs: 42, entries: ENTRIES, logs: [{ res: 'r1', name: LOG_NAME, sizeBytes: 3 * MiB }] });
+
+  const digests = await conn.request({ t: 'sync-digests', res: 'r1', fromPos: 8192, lengthBytes: 3 * 4096, blockBytes: 4096 });
+  t.equal(digests.header.count, 3);
+  t.ok(digests.payload.subarray(16, 32).equals(createHash('md5').update(pattern(8192 + 4096, 4096)).digest()), 'digest of the second block');
+
+  const blocks = await conn.request({ t: 'sync-read', res: 'r1', fromPos: 4096, lengthBytes: 65536 });
+  t.ok(blocks.payload.equals(pattern(4096, 65536)));
+
+  const position = await conn.request({ t: 'position', res: 'r1' });
+  t.same(position.header, { t: 'position-reply', id: position.header.id, seq: 1, origin: 'alpha', pos: 12345 });
+
+  await conn.request({ t: 'push-link', entry: ENTRIES[1]! });
+  t.same(s.pushed, [ENTRIES[1]]);
+  await conn.ping();
+
+  conn.notify();
+  await waitFor('the notify to reach the handler', () => notified.length === 1);
+  t.same(notified, ['beta']);
+
+  const chunks: Buffer[] = [];
+  const end = await conn.stream(readRequest({ fromPos: 1000 }), (h, payload) => void chunks.push(payload));
+  t.equal(end.pos, 3 * MiB);
+  t.ok(Buffer.concat(chunks).equals(pattern(0, 3 * MiB).subarray(1000)), 'the logfile bytes arrive in order');
+
+  conn.close('done');
+  t.equal(await conn.closed, 'done');
+  await waitFor('the server to see the close', () => s.server.connectionCount === 0);
+  t.ok(s.logs.some((l) => /peer beta connected from 127\.0\.0\.1:\d+/.test(l)), 'the server logged the connection');
+});
+
+t.test('a wrong secret is refused; the server logs why and calls no handler', async (t) => {
+  const s = await startServer(t);
+  const err = await rejectsWith(t, dial(t, s.address, { secret: randomBytes(32) }), (e) => e instanceof HandshakeError && e.refusal === 'authentication failed', 'wrong secret');
+  t.match(err?.message ?? '', /refused the connection: authentication failed/);
+  await waitFor('the server to log the failure', () => s.logs.find((l) => /peer 127\.0\.0\.1:\d+: handshake failed: client claiming to be beta failed authentication/.test(l)));
+  t.equal(totalCalls(s.calls), 0, 'no handler ran');
+  t.equal(s.server.connectionCount, 0);
+});
+
+t.test('the client verifies the server: a fake server without the secret, or the wrong host, is rejected', async (t) => {
+  const fake = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    const decoder = new FrameDecoder();
+    for (const b of encodeFrame({ t: 'hello', proto: 1, host: 'alpha', uuid: UUID, nonce: newNonce() })) socket.write(b);
+    socket.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      for (const f of decoder) {
+        if ((f.header as { t: string }).t === 'auth') {
+          for (const b of encodeFrame({ t: 'welcome', mac: randomBytes(32).toString('hex'), clockUs: 1 })) socket.write(b);
+        }
+      }
+    });
+  });
+  fake.listen(0, '127.0.0.1');
+  await once(fake, 'listening');
+  t.teardown(() => fake.close());
+  const address = `127.0.0.1:${(fake.address() as net.AddressInfo).port}`;
+  await rejectsWith(t, dialPeer({ address, host: 'beta', uuid: UUID, secret: SECRET }), (e) => /failed to prove it knows the cluster secret/.test(e.message), 'bogus welcome MAC');
+  await rejectsWith(t, dialPeer({ address, host: 'beta', uuid: UUID, secret: SECRET, expectHost: 'gamma' }), (e) => /says it is host alpha, expected gamma/.test(e.message), 'unexpected host');
+});
+
+t.test('no frame is processed before authentication', async (t) => {
+  const s = await startServer(t);
+
+  const garbage = await RawPeer.connect(t, s.port);
+  await garbage.frame(0, 'hello');
+  garbage.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await garbage.waitClosed('the server to drop a client sending garbage');
+
+  const early = await RawPeer.connect(t, s.port);
+  const hello = await early.frame(0, 'hello');
+  t.match(hello.header, { t: 'hello', proto: 1, host: 'alpha', uuid: UUID });
+  early.send({ t: 'getents', id: 1 });
+  early.send({ t: 'sync-read', id: 2, res: 'r1', fromPos: 0, lengthBytes: 4096 });
+  const refused = await early.frame(1, 'refused');
+  t.same(refused.header, { t: 'refused', reason: 'protocol error' });
+  await early.waitClosed('the server to drop a client that skipped auth');
+  t.equal(early.frames.length, 2, 'nothing but hello and refused was sent');
+
+  const oversized = await RawPeer.connect(t, s.port);
+  await oversized.frame(0, 'hello');
+  const prefix = Buffer.alloc(8);
+  prefix.writeUInt32BE(60_000, 0); // legal after auth, too big before
+  oversized.socket.write(prefix);
+  await oversized.waitClosed('the server to drop a huge pre-auth frame');
+
+  const payload = await RawPeer.connect(t, s.port);
+  const hello2 = await payload.frame(0, 'hello');
+  payload.send(authFor(hello2.header as Record<string, unknown>), Buffer.alloc(16)); // auth with a payload
+  await payload.waitClosed('the server to drop an auth frame with a payload');
+
+  const version = await RawPeer.connect(t, s.port);
+  const hello3 = await version.frame(0, 'hello');
+  version.send({ ...authFor(hello3.header as Record<string, unknown>), proto: 2 });
+  t.same((await version.frame(1, 'refused')).header, { t: 'refused', reason: 'protocol version' });
+  await version.waitClosed('the server to drop a client of another protocol version');
+
+  t.equal(totalCalls(s.calls), 0, 'no handler ran');
+  t.equal(s.server.connectionCount, 0);
+  await waitFor('all pre-auth failures logged', () => s.logs.filter((l) => /handshake failed/.test(l)).length >= 5);
+  t.ok(s.logs.some((l) => /expected auth, got getents before authentication/.test(l)), 'the log says what the client did');
+});
+
+t.test('a recorded auth frame replayed on a new connection is refused', async (t) => {
+  const s = await startServer(t);
+  const first = await RawPeer.connect(t, s.port);
+  const hello = await first.frame(0, 'hello');
+  const auth = authFor(hello.header as Record<string, unknown>);
+  first.send(auth);
+  t.match((await first.frame(1, 'welcome')).header, { t: 'welcome' }, 'the original auth is accepted');
+
+  const replay = await RawPeer.connect(t, s.port);
+  const hello2 = await replay.frame(0, 'hello');
+  t.not((hello2.header as { nonce: string }).nonce, (hello.header as { nonce: string }).nonce, 'every hello has a fresh nonce');
+  replay.send(auth);
+  t.same((await replay.frame(1, 'refused')).header, { t: 'refused', reason: 'authentication failed' });
+  await replay.waitClosed('the replayed connection to be dropped');
+  t.equal(totalCalls(s.calls), 0);
+});
+
+t.test('cluster uuids must match, unless one side is joining', async (t) => {
+  const s = await startServer(t);
+  await rejectsWith(t, dial(t, s.address, { uuid: 'gamma_1.2' }), (e) => e instanceof HandshakeError && /uuid mismatch/.test(e.message), 'client checks the uuid');
+
+  // A client that lies about nothing but its uuid (valid MAC) is refused by the server.
+  const raw = await RawPeer.connect(t, s.port);
+  const hello = await raw.frame(0, 'hello');
+  raw.send(authFor(hello.header as Record<string, unknown>, { uuid: 'gamma_1.2' }));
+  t.same((await raw.frame(1, 'refused')).header, { t: 'refused', reason: 'uuid mismatch' });
+  await raw.waitClosed('the mismatched client to be dropped');
+
+  const joining = await dial(t, s.address, { uuid: ANY_UUID });
+  t.equal(joining.peerUuid, UUID, 'a joining host learns the cluster uuid');
+  await joining.ping();
+
+  const joiningServer = await startServer(t, { uuid: ANY_UUID });
+  const member = await dial(t, joiningServer.address);
+  t.equal(member.peerUuid, ANY_UUID);
+  await member.ping();
+  t.equal(totalCalls(s.calls), 0);
+});
+
+t.test('the handshake times out on a silent client', async (t) => {
+  const s = await startServer(t, { handshakeTimeoutMs: 300 });
+  const silent = await RawPeer.connect(t, s.port);
+  await silent.waitClosed('the server to drop a silent client');
+  await waitFor('the timeout logged', () => s.logs.find((l) => /handshake timed out after 300 ms/.test(l)));
+  t.equal(s.server.handshakeCount, 0);
+});
+
+t.test('a good client keeps being served while others fail', async (t) => {
+  const s = await startServer(t, { handshakeTimeoutMs: 500 });
+  const good = await dial(t, s.address);
+  const bad: Array<Promise<unknown>> = [];
+  for (let i = 0; i < 4; i++) {
+    bad.push((async () => {
+      const raw = await RawPeer.connect(t, s.port);
+      raw.socket.write(randomBytes(64));
+      await raw.waitClosed('garbage client dropped');
+    })());
+    bad.push(dialPeer({ address: s.address, host: 'mallory', uuid: UUID, secret: randomBytes(32) }).then(
+      () => { throw new Error('a wrong secret was accepted'); },
+      () => undefined,
+    ));
+    bad.push((async () => {
+      const raw = await RawPeer.connect(t, s.port);
+      await raw.waitClosed('silent client dropped');
+    })());
+  }
+  let rounds = 0;
+  const settled = Promise.all(bad);
+  let done = false;
+  void settled.finally(() => (done = true));
+  while (!done || rounds < 5) {
+    const ents = await good.getents();
+    t.equal(ents.entries.length, ENTRIES.length);
+    rounds++;
+  }
+  await settled;
+  t.pass(`the good client made ${rounds} getents rounds while 12 bad connections failed`);
+  await good.ping();
+  t.equal(s.server.connectionCount, 1);
+  await waitFor('no handshake left', () => s.server.handshakeCount === 0);
+  t.equal(s.calls.getents, rounds, 'only the good client reached a handler');
+});
+
+t.test('connections beyond maxConnections are refused at once', async (t) => {
+  const s = await startServer(t, { maxConnections: 2 });
+  await dial(t, s.address);
+  await dial(t, s.address);
+  await rejectsWith(t, dial(t, s.address), (e) => e instanceof HandshakeError, 'third connection');
+  t.ok(s.logs.some((l) => /refused, already 2 connections/.test(l)));
+});
+
+// ---- connections --------------------------------------------------------------------------------
+
+t.test('log-read streams many frames with backpressure end to end', async (t) => {
+  const CHUNK = MiB;
+  const TOTAL = 128 * MiB;
+  const data = pattern(0, CHUNK);
+  let sentBytes = 0;
+  let handlerDone = false;
+  const s = await startServer(t, {}, {
+    async logRead(_peer, req, sink) {
+      let pos = req.fromPos;
+      while (pos < TOTAL) {
+        await sink.send(pos, data); // resolves only when the socket takes more
+        pos += CHUNK;
+        sentBytes = pos;
+      }
+      handlerDone = true;
+      return { pos, durableEnd: pos };
+    },
+  });
+  const conn = await dial(t, s.address, { maxBufferedStreamBytes: MiB });
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let received = 0;
+  let frames = 0;
+  let mismatches = 0;
+  const done = conn.stream(readRequest(), async (h, payload) => {
+    if (frames === 0) await gate; // a consumer stuck on its disk
+    if (h.pos !== received || !payload.equals(data)) mismatches++;
+    received += payload.length;
+    frames++;
+  });
+  // Wait until the server is stuck: waiting for 'drain' with no progress for a while.
+  let last = -1;
+  let stableSince = Date.now();
+  await waitFor('the server to block on the slow reader', () => {
+    const serverConn = s.server.openConnections()[0];
+    if (sentBytes !== last || !serverConn?.awaitingDrain) {
+      last = sentBytes;
+      stableSince = Date.now();
+      return false;
+    }
+    return Date.now() - stableSince > 500;
+  }, 30_000, 50);
+  t.notOk(handlerDone, 'the handler is held back');
+  t.ok(sentBytes < TOTAL / 2, `the server sent ${sentBytes / MiB} MiB of ${TOTAL / MiB} MiB while the reader was stuck (socket buffers, not heap)`);
+  t.ok(conn.stats.readPauses >= 1, 'the client paused reading');
+  release();
+  const end = await withDeadline(done, 60_000, 'the stream to finish');
+  t.equal(end.pos, TOTAL);
+  t.equal(received, TOTAL);
+  t.equal(frames, TOTAL / CHUNK);
+  t.equal(mismatches, 0, 'every frame in order with the right bytes');
+  t.ok(handlerDone);
+  await conn.ping();
+});
+
+t.test('cancel stops a following log-read; abandoned requests do not break the connection', async (t) => {
+  let handlerAborted = false;
+  let releaseGetents!: () => void;
+  const getentsGate = new Promise<void>((resolve) => (releaseGetents = resolve));
+  const s = await startServer(t, {}, {
+    async logRead(_peer, req, sink, signal) {
+      await sink.send(req.fromPos, pattern(req.fromPos, 4096));
+      // follow: wait for the file to grow until cancelled
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      handlerAborted = true;
+      return { pos: req.fromPos + 4096, durableEnd: req.fromPos + 8192 };
+    },
+    async getents() {
+      await getentsGate;
+      return { clockUs: 1, entries: [], logs: [] };
+    },
+  });
+  const conn = await dial(t, s.address);
+  const ac = new AbortController();
+  const p = conn.stream(readRequest({ follow: true, waitMs: 60_000 }), () => ac.abort(new Error('enough')), ac.signal);
+  await rejectsWith(t, p, (e) => e.message === 'enough', 'the aborted stream rejects with the reason');
+  await waitFor('the handler to see the cancel', () => handlerAborted);
+  await waitFor('the server to finish the request', () => s.server.openConnections()[0]?.activeIncomingRequests === 0);
+
+  const ac2 = new AbortController();
+  const slow = conn.request({ t: 'getents' }, undefined, ac2.signal);
+  ac2.abort();
+  await rejectsWith(t, slow, (e) => e.name === 'AbortError', 'an aborted request rejects at once');
+  releaseGetents();
+  await conn.ping(); // the late ents reply was dropped quietly
+  const full = await conn.getents();
+  t.same(full.entries, []);
+  t.notOk(conn.isClosed);
+  t.notOk(s.logs.some((l) => l.startsWith('error')), 'nothing went wrong on the server');
+});
+
+t.test('handlers fail with error replies; the connection survives', async (t) => {
+  let releaseBusy!: () => void;
+  const busyGate = new Promise<void>((resolve) => (releaseBusy = resolve));
+  const s = await startServer(t, { maxConcurrentRequests: 2 }, {
+    async position(_peer, req) {
+      throw new PeerRequestError('ENOENT', `no resource ${req.res}`);
+    },
+    async syncRead() {
+      throw new Error('disk on fire');
+    },
+    async logRead(_peer, req, sink) {
+      await sink.send(0, pattern(0, 1000));
+      await sink.send(1000, pattern(1000, 1000));
+      throw new PeerRequestError('EIO', 'bad sector in the logfile');
+    },
+    async getents() {
+      await busyGate;
+      return { clockUs: 1, entries: [], logs: [] };
+    },
+  });
+  const conn = await dial(t, s.address);
+  await rejectsWith(t, conn.request({ t: 'position', res: 'r9' }), (e) => e instanceof PeerRequestError && e.code === 'ENOENT' && /no resource r9/.test(e.message), 'ENOENT');
+  await rejectsWith(t, conn.request({ t: 'sync-read', res: 'r1', fromPos: 0, lengthBytes: 4096 }), (e) => e instanceof PeerRequestError && e.code === 'EIO' && /disk on fire/.test(e.message), 'unexpected exception');
+  t.ok(s.logs.some((l) => /^error: sync-read from beta .* failed: Error: disk on fire/.test(l)), 'the unexpected exception is logged with its stack');
+  let got = 0;
+  await rejectsWith(t, conn.stream(readRequest(), (_h, payload) => void (got += payload.length)), (e) => e instanceof PeerRequestError && e.code === 'EIO', 'error in the middle of a stream');
+  t.equal(got, 2000, 'the data before the error was delivered');
+
+  const a = conn.getents();
+  const b = conn.getents();
+  await waitFor('two requests running', () => s.server.openConnections()[0]?.activeIncomingRequests === 2);
+  await rejectsWith(t, conn.getents(), (e) => e instanceof PeerRequestError && e.code === 'EBUSY', 'over the concurrency limit');
+  releaseBusy();
+  await Promise.all([a, b]);
+  await conn.ping();
+  t.notOk(conn.isClosed);
+});
+
+t.test('keepalive: a peer that stops responding is detected', async (t) => {
+  // A server that authenticates with our code, then neither reads nor writes.
+  const held: net.Socket[] = [];
+  const mute = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    held.push(socket);
+    serverHandshake(socket, { host: 'alpha', uuid: UUID, secret: SECRET }).catch(() => undefined);
+  });
+  mute.listen(0, '127.0.0.1');
+  await once(mute, 'listening');
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    mute.close();
+  });
+  const conn = await dialPeer({ address: `127.0.0.1:${(mute.address() as net.AddressInfo).port}`, host: 'beta', uuid: UUID, secret: SECRET, keepaliveMs: 100, idleTimeoutMs: 600 });
+  const started = Date.now();
+  const pending = conn.getents();
+  const reason = await withDeadline(conn.closed, 10_000, 'the client to give up on the silent server');
+  t.match(reason, /^peer silent for \d+ ms$/);
+  t.ok(Date.now() - started >= 500, 'not before the idle timeout');
+  await rejectsWith(t, pending, (e) => e instanceof ConnectionClosedError && /peer silent/.test(e.message), 'the open request fails with the reason');
+  t.ok(conn.stats.framesSent >= 3, `the client pinged (${conn.stats.framesSent} frames sent)`);
+
+  // And the other way: a client that authenticates, then goes silent.
+  const s = await startServer(t, { keepaliveMs: 100, idleTimeoutMs: 600 });
+  const socket = net.connect({ host: '127.0.0.1', port: s.port });
+  socket.on('error', () => undefined);
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  await clientHandshake(socket, { host: 'beta', uuid: UUID, secret: SECRET });
+  await waitFor('the server to accept the client', () => s.server.connectionCount === 1);
+  await waitFor('the server to drop the silent client', () => s.server.connectionCount === 0, 10_000);
+  t.ok(s.logs.some((l) => /peer beta \(127\.0\.0\.1:\d+\) disconnected: peer silent for \d+ ms/.test(l)), 'logged with the reason');
+});
+
+t.test('an idle but healthy connection stays up', async (t) => {
+  const s = await startServer(t, { keepaliveMs: 50, idleTimeoutMs: 300 });
+  const conn = await dial(t, s.address, { keepaliveMs: 50, idleTimeoutMs: 300 });
+  const serverConn = await waitFor('the server side', () => s.server.openConnections()[0]);
+  // Both sides exchange pings while nothing else happens; wait for several rounds of them.
+  await waitFor('several keepalive rounds', () => conn.stats.framesReceived >= 10 && serverConn.stats.framesReceived >= 10, 10_000);
+  t.notOk(conn.isClosed);
+  await conn.ping();
+});
+
+t.test('the log-read rate limit is honoured', async (t) => {
+  const s = await startServer(t);
+  const conn = await dial(t, s.address);
+  const rate = 2 * MiB;
+  let bytes = 0;
+  let frames = 0;
+  const started = process.hrtime.bigint();
+  const end = await conn.stream(readRequest({ rateBytesPerS: rate }), (_h, payload) => {
+    bytes += payload.length;
+    frames++;
+  });
+  const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
+  t.equal(end.pos, 3 * MiB);
+  t.equal(bytes, 3 * MiB);
+  const minS = (3 * MiB - 256 * 1024) / rate; // the first burst is free
+  t.ok(elapsedS >= minS * 0.95, `took ${elapsedS.toFixed(2)} s, at least ${minS.toFixed(2)} s expected`);
+  t.ok(elapsedS <= minS + 2, `took ${elapsedS.toFixed(2)} s, not far above ${minS.toFixed(2)} s`);
+  t.ok(frames >= 15, `sent in small frames (${frames}), not 1 MiB bursts`);
+});
+
+t.test('a broken frame after authentication drops that connection only', async (t) => {
+  const s = await startServer(t);
+  const good = await dial(t, s.address);
+  const attempts: Array<[string, (socket: net.Socket) => void]> = [
+    ['invalid JSON', (socket) => {
+      const header = Buffer.from('{"t":"getents",');
+      const prefix = Buffer.alloc(8);
+      prefix.writeUInt32BE(header.length, 0);
+      socket.write(Buffer.concat([prefix, header]));
+    }],
+    ['an unknown message', (socket) => { for (const b of encodeFrame({ t: 'format-disk', id: 1 })) socket.write(b); }],
+    ['a handshake message', (socket) => { for (const b of encodeFrame({ t: 'welcome', mac: 'a'.repeat(64), clockUs: 1 })) socket.write(b); }],
+    ['a reply to nothing', (socket) => { for (const b of encodeFrame({ t: 'ok', id: 5 })) socket.write(b); }],
+    ['a bad path', (socket) => { for (const b of encodeFrame({ t: 'push-link', id: 1, entry: { p: '../../etc/passwd', v: 'x', s: 1 } })) socket.write(b); }],
+  ];
+  for (const [what, misbehave] of attempts) {
+    const socket = net.connect({ host: '127.0.0.1', port: s.port });
+    socket.on('error', () => undefined);
+    t.teardown(() => socket.destroy());
+    await once(socket, 'connect');
+    await clientHandshake(socket, { host: 'beta', uuid: UUID, secret: SECRET });
+    socket.resume(); // read, so the close is seen
+    const closed = once(socket, 'close');
+    misbehave(socket);
+    await withDeadline(closed, 5000, `the server to drop a client sending ${what}`);
+    t.pass(`dropped after ${what}`);
+  }
+  await waitFor('all protocol errors logged', () => s.logs.filter((l) => /disconnected: protocol error from beta/.test(l)).length === attempts.length);
+  t.equal(s.pushed.length, 0, 'the bad path never reached the handler');
+  await good.ping();
+  const again = await dial(t, s.address);
+  await again.ping();
+  t.equal(s.server.connectionCount, 2);
+});
+
+t.test('TLS transport', async (t) => {
+  const dir = tempDir(t);
+  const keyFile = join(dir, 'key.pem');
+  const certFile = join(dir, 'cert.pem');
+  try {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile,
+      '-days', '1', '-subj', '/CN=marsd-test', '-addext', 'subjectAltName=IP:127.0.0.1',
+    ], { stdio: 'ignore' });
+  } catch {
+    t.skip('openssl is not available to make a test certificate');
+    return;
+  }
+  const s = await startServer(t, { tls: { certFile, keyFile } });
+  const conn = await dial(t, s.address, { tls: { caFile: certFile } });
+  t.same((await conn.getents()).entries, ENTRIES);
+  const chunks: Buffer[] = [];
+  await conn.stream(readRequest(), (_h, p) => void chunks.push(p));
+  t.ok(Buffer.concat(chunks).equals(pattern(0, 3 * MiB)));
+  await rejectsWith(t, dial(t, s.address, { tls: {} }), (e) => /self[- ]signed|unable to verify|certificate/i.test(e.message), 'an unknown CA is rejected');
+  await rejectsWith(t, dial(t, s.address, { timeoutMs: 1500 }), () => true, 'plain TCP to a TLS listener fails');
+  await rejectsWith(t, dial(t, s.address, { tls: { caFile: certFile }, secret: randomBytes(32) }), (e) => e instanceof HandshakeError, 'TLS does not replace the secret');
+});
+
+// ---- stdio / SSH transport --------------------------------------------------------------------
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+/** A `marsd --stdio` stand-in: serves one peer on stdin/stdout with fixed handlers. */
+function writeStdioServer(dir: string): string {
+  const path = join(dir, 'stdio-server.ts');
+  writeFileSync(path, `
+import { PeerServer } from ${JSON.stringify(join(REPO, 'daemon/net/server.ts'))};
+import { duplexFromPair } from ${JSON.stringify(join(REPO, 'daemon/net/dial.ts'))};
+const [secret, uuid, ...rest] = process.argv.slice(2);
+const log = Buffer.alloc(2 * 1024 * 1024, 7);
+const server = new PeerServer({
+  host: 'alpha', uuid, secret,
+  log: (level, msg) => process.stderr.write(level + ': ' + msg + '\\n'),
+  handlers: {
+    async getents() { return { clockUs: 1, entries: [{ p: 'argv', v: JSON.stringify(rest), s: 1 }], logs: [] }; },
+    async logRead(_peer, req, sink) {
+      for (let pos = req.fromPos; pos < log.length; pos += 65536) await sink.send(pos, log.subarray(pos, pos + 65536));
+      return { pos: log.length, durableEnd: log.length };
+    },
+    async syncDigests() { return Buffer.alloc(0); },
+    async syncRead(_peer, req) { return Buffer.alloc(req.lengthBytes, 1); },
+    async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
+    async pushLink() {},
+    notify() {},
+  },
+});
+try {
+  const conn = await server.serveDuplex(duplexFromPair(process.stdin, process.stdout), 'stdio');
+  process.stderr.write('closed: ' + (await conn.closed) + '\\n');
+  process.exit(0);
+} catch (err) {
+  process.stderr.write('stdio server: ' + err.message + '\\n');
+  process.exit(3);
+}
+`);
+  return path;
+}
+
+/** An `ssh` stand-in: runs the remote command through sh -c, exactly as sshd would. */
+function writeFakeSsh(dir: string, name: string, body: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, `#!${process.execPath}\n${body}`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+t.test('the protocol over a child process stdin/stdout', async (t) => {
+  const dir = tempDir(t);
+  const script = writeStdioServer(dir);
+  const spawned = spawnDuplex(process.execPath, ['--import', TSX, script, SECRET.toString('hex'), UUID, 'direct']);
+  const conn = await connectOverDuplex(spawned.duplex, 'child', { host: 'beta', uuid: UUID, secret: SECRET, timeoutMs: 20_000 });
+  t.equal(conn.peerHost, 'alpha');
+  t.same((await conn.getents()).entries[0], { p: 'argv', v: '["direct"]', s: 1 });
+  let bytes = 0;
+  const end = await conn.stream(readRequest(), (_h, p) => {
+    if (!p.equals(Buffer.alloc(p.length, 7))) throw new Error('wrong bytes');
+    bytes += p.length;
+  });
+  t.equal(end.pos, 2 * MiB);
+  t.equal(bytes, 2 * MiB);
+  conn.close('test done');
+  const exit = await withDeadline(spawned.exited, 10_000, 'the child to exit');
+  t.ok(exit.code === 0 || exit.signal === 'SIGTERM', `the child ended (${JSON.stringify(exit)})`);
+
+  const wrong = spawnDuplex(process.execPath, ['--import', TSX, script, randomBytes(32).toString('hex'), UUID]);
+  await rejectsWith(t, connectOverDuplex(wrong.duplex, 'child', { host: 'beta', uuid: UUID, secret: SECRET, timeoutMs: 20_000 }), (e) => e instanceof HandshakeError && e.refusal === 'authentication failed', 'wrong secret over stdio');
+  const exit2 = await withDeadline(wrong.exited, 10_000, 'the refused child to exit');
+  t.ok(exit2.code === 3 || exit2.signal === 'SIGTERM', 'the refusing child exits');
+});
+
+t.test('dialSsh runs the remote command behind ssh with safe quoting', async (t) => {
+  const dir = tempDir(t);
+  const script = writeStdioServer(dir);
+  const argsLog = join(dir, 'ssh-args.json');
+  const fakeSsh = writeFakeSsh(dir, 'ssh', `
+const { spawn } = await import('node:child_process');
+const { writeFileSync } = await import('node:fs');
+const args = process.argv.slice(2);
+writeFileSync(${JSON.stringify(argsLog)}, JSON.stringify(args));
+const command = args.slice(args.indexOf('--') + 1).join(' ');
+const child = spawn('/bin/sh', ['-c', command], { stdio: 'inherit' });
+process.on('SIGTERM', () => child.kill('SIGTERM'));
+child.on('exit', (code) => process.exit(code ?? 1));
+`);
+  const tricky = `it's a "test" $HOME; rm -rf / \`id\``;
+  const conn = await dialSsh({
+    target: 'mars@alpha.example', port: 2222, identityFile: '/nonexistent/id_ed25519', sshOptions: ['-o', 'StrictHostKeyChecking=yes'],
+    remoteCommand: [process.execPath, '--import', TSX, script, SECRET.toString('hex'), UUID, tricky, ''],
+    sshCommand: fakeSsh, host: 'beta', uuid: UUID, secret: SECRET, expectHost: 'alpha', timeoutMs: 20_000,
+  });
+  const args = JSON.parse(readFileSync(argsLog, 'utf8')) as string[];
+  t.same(args.slice(0, 10), ['-o', 'BatchMode=yes', '-T', '-p', '2222', '-i', '/nonexistent/id_ed25519', '-o', 'StrictHostKeyChecking=yes', 'mars@alpha.example']);
+  t.equal(args[10], '--', 'the remote command cannot be taken for ssh options');
+  t.same((await conn.getents()).entries[0]!.v, JSON.stringify([tricky, '']), 'the remote side got the arguments exactly, no shell expansion');
+  await conn.ping();
+  conn.close('test done');
+
+  const failing = writeFakeSsh(dir, 'ssh-fail', `process.stderr.write('mars@alpha: Permission denied (publickey).\\n'); process.exit(255);\n`);
+  await rejectsWith(t, dialSsh({ target: 'mars@alpha', remoteCommand: ['marsd', '--stdio'], sshCommand: failing, host: 'beta', uuid: UUID, secret: SECRET, timeoutMs: 10_000 }),
+    (e) => /ssh mars@alpha: .*Permission denied \(publickey\)/.test(e.message), 'ssh errors are reported with its stderr');
+  await rejectsWith(t, dialSsh({ target: 'nosuchdir/ssh', remoteCommand: ['x'], host: 'beta', uuid: UUID, secret: SECRET }), (e) => /invalid ssh target/.test(e.message), 'bad target');
+  t.throws(() => sshArgs({ target: '-oProxyCommand=evil', remoteCommand: ['x'] }), /invalid ssh target/, 'a target cannot be an option');
+  t.equal(shellQuote('--mars-dir'), '--mars-dir');
+  t.equal(shellQuote("a'b"), `'a'\\''b'`);
+  t.equal(shellQuote(''), "''");
+});
