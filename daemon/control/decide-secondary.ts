@@ -11,11 +11,16 @@ export interface SecondaryPlan {
   fetch: boolean;
   sync: boolean;
   replay: boolean;
+  /**
+   * keep the replayer paused rather than stopped: after a crash it re-applies a half-applied
+   * window first, so the disk is a consistent past state even while replay is switched off
+   */
+  repairOnly: boolean;
   /** why something wanted does not run (status), empty when all is as wanted */
   why: string;
 }
 
-export const NOTHING: SecondaryPlan = { disk: false, fetch: false, sync: false, replay: false, why: '' };
+export const NOTHING: SecondaryPlan = { disk: false, fetch: false, sync: false, replay: false, repairOnly: false, why: '' };
 
 export function decideSecondary(s: ResourceSnapshot, host: string): SecondaryPlan {
   if (s.dataPath === undefined || s.sizeBytes === undefined) return { ...NOTHING, why: 'not a member here' };
@@ -33,5 +38,5 @@ export function decideSecondary(s: ResourceSnapshot, host: string): SecondaryPla
     !s.todo['allow-replay'] ? 'replay paused' : '',
     s.todo['allow-replay'] && !syncDone ? 'replay waits for the sync' : '',
   ].filter(Boolean).join('; ');
-  return { disk: true, fetch: s.todo.connect, sync, replay, why };
+  return { disk: true, fetch: s.todo.connect, sync, replay, repairOnly: syncDone && !replay, why };
 }

@@ -67,7 +67,8 @@ export class SecondaryRunner {
     const { tree, host, log } = this.ctx;
     this.why = plan.why;
     // Stop what must not run first: replay and sync before the disk closes.
-    if (!plan.replay && this.replayer) { await this.replayer.stop(); this.replayer = undefined; }
+    if (!plan.replay && !plan.repairOnly && this.replayer) { await this.replayer.stop(); this.replayer = undefined; }
+    if (!plan.replay && plan.repairOnly && this.replayer?.isReplaying) await this.replayer.pause();
     if (!plan.sync && this.sync) { await this.sync.stop(); this.sync = undefined; }
     if (!plan.fetch && this.fetcher) { await this.fetcher.stop(); this.fetcher = undefined; }
     if (!plan.disk && this.disk) {
@@ -99,13 +100,14 @@ export class SecondaryRunner {
       });
       this.sync.start();
     }
-    if (plan.replay && !this.replayer && this.disk && s.sizeBytes !== undefined) {
+    if (plan.replay && this.replayer && !this.replayer.isReplaying) this.replayer.start();
+    if ((plan.replay || plan.repairOnly) && !this.replayer && this.disk && s.sizeBytes !== undefined) {
       this.replayer = new Replayer({
         tree, res: this.res, host, disk: this.disk, sizeBytes: s.sizeBytes, log: (level, msg) => log(level, `${this.res}: ${msg}`),
         onRefetch: (req) => this.fetcher?.requestRefetch(req.file),
         onStatus: () => this.ctx.onStatus(),
       });
-      this.replayer.start();
+      this.replayer.start({ paused: !plan.replay });
     }
   }
 
@@ -128,6 +130,6 @@ export class SecondaryRunner {
 
   async stop(): Promise<void> {
     await this.busy;
-    await this.apply({ disk: false, fetch: false, sync: false, replay: false, why: 'stopping' }, undefined as unknown as ResourceSnapshot);
+    await this.apply({ disk: false, fetch: false, sync: false, replay: false, repairOnly: false, why: 'stopping' }, undefined as unknown as ResourceSnapshot);
   }
 }

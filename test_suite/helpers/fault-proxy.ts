@@ -35,7 +35,10 @@ const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /** Token bucket burst: small, so pacing is visible within a fraction of a second. */
 const MIN_BURST_BYTES = 4 * 1024;
 const MAX_BURST_BYTES = 64 * 1024;
-/** With a bandwidth limit, wait until at least this much may be sent (no 1-byte dribbles). */
+/**
+ * With a bandwidth limit, wait until a quarter burst (at least 1 KiB) may be sent: no 1-byte
+ * dribbles, and few timer wake-ups (a late timer loses nothing while the bucket is not full).
+ */
 const MIN_GRANT_BYTES = 1024;
 
 export function isLoopbackIPv4(host: string): boolean {
@@ -52,9 +55,12 @@ class TokenBucket {
   private tokens: number;
   private lastMs: number;
 
+  readonly minGrantBytes: number;
+
   constructor(readonly bytesPerS: number, readonly burstBytes: number, nowMs: number) {
     this.tokens = burstBytes;
     this.lastMs = nowMs;
+    this.minGrantBytes = Math.min(burstBytes, Math.max(MIN_GRANT_BYTES, Math.floor(burstBytes / 4)));
   }
 
   available(nowMs: number): number {
@@ -112,7 +118,7 @@ class Link {
     let n = wantBytes;
     if (this.bucket) {
       const avail = this.bucket.available(nowMs);
-      if (avail < Math.min(wantBytes, MIN_GRANT_BYTES, this.bucket.burstBytes)) return 0;
+      if (avail < Math.min(wantBytes, this.bucket.minGrantBytes)) return 0;
       n = Math.min(n, avail);
     }
     if (this.drip) n = Math.min(n, this.drip.available(nowMs));
@@ -124,7 +130,7 @@ class Link {
 
   msUntilGrant(wantBytes: number, nowMs: number): number {
     let ms = 0;
-    if (this.bucket) ms = Math.max(ms, this.bucket.msUntil(Math.min(wantBytes, MIN_GRANT_BYTES, this.bucket.burstBytes), nowMs));
+    if (this.bucket) ms = Math.max(ms, this.bucket.msUntil(Math.min(wantBytes, this.bucket.minGrantBytes), nowMs));
     if (this.drip) ms = Math.max(ms, this.drip.msUntil(nowMs));
     return ms;
   }
@@ -143,7 +149,6 @@ class Pipe {
   private timer: NodeJS.Timeout | null = null;
   private waitingDrain = false;
   private pausedForQueue = false;
-  private pausedForBlackhole = false;
   sourceEnded = false;
   /** dest.end() was called: everything the source sent has been handed to the destination. */
   finished = false;
@@ -183,8 +188,7 @@ class Pipe {
     const max = this.proxy.maxQueuedBytes;
     if (this.queuedBytes > max) this.pausedForQueue = true;
     else if (this.queuedBytes <= max / 2) this.pausedForQueue = false;
-    this.pausedForBlackhole = this.link.blackholed;
-    if (this.pausedForQueue || this.pausedForBlackhole) this.source.pause();
+    if (this.pausedForQueue || this.link.blackholed) this.source.pause();
     else this.source.resume();
   }
 

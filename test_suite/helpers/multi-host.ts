@@ -4,7 +4,7 @@
 // behind it), so a test can delay, throttle, cut or blackhole the traffic into any host.
 import type { Test } from 'tap';
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { freePort, MarsHost } from './cluster.js';
 import { FaultProxy } from './fault-proxy.js';
 import { tempDir } from './tmp.js';
@@ -43,8 +43,9 @@ export class TestCluster {
   }
 
   /**
-   * Wait until `host` replayed everything the primary logged durably: its versionlink of
-   * the primary's newest logfile equals the primary's (equal versionlinks prove equal history).
+   * Wait until `host` replayed everything the primary logged: the primary's versionlink of
+   * its newest logfile covers the whole file (call this after the writes were flushed), and
+   * `host`'s versionlink equals it (equal versionlinks prove equal history).
    */
   async waitCaughtUp(host: MarsHost, timeoutMs = 60_000): Promise<void> {
     const p = this.primary;
@@ -52,7 +53,11 @@ export class TestCluster {
       const seq = newestVersionSeq(p, this.res, p.name);
       if (seq === undefined) return false;
       const mine = p.link(`resource-${this.res}/version-${seq}-${p.name}`);
-      return mine !== undefined && host.link(`resource-${this.res}/version-${seq}-${host.name}`) === mine;
+      if (mine === undefined) return false;
+      const logPos = Number(mine.split(':')[0]!.split(',')[2]);
+      let fileBytes = -1;
+      try { fileBytes = statSync(`${p.marsDir}/resource-${this.res}/log-${seq}-${p.name}`).size; } catch { /* not yet */ }
+      return logPos === fileBytes && host.link(`resource-${this.res}/version-${seq}-${host.name}`) === mine;
     }, timeoutMs, 50);
   }
 }

@@ -14,7 +14,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
 const todo = (o: Partial<ResourceSnapshot['todo']>) => ({ attach: true, connect: true, sync: true, 'allow-replay': true, ...o });
 
 t.test('a synced secondary fetches and replays', async (t) => {
-  t.same(decideSecondary(snap(), 'beta'), { disk: true, fetch: true, sync: false, replay: true, why: '' });
+  t.same(decideSecondary(snap(), 'beta'), { disk: true, fetch: true, sync: false, replay: true, repairOnly: false, why: '' });
 });
 
 t.test('the designated primary and non-members run no secondary work', async (t) => {
@@ -37,5 +37,7 @@ t.test('an unfinished sync runs first; replay waits for it', async (t) => {
 
 t.test('switches pause fetch and replay independently', async (t) => {
   t.same(decideSecondary(snap({ todo: todo({ connect: false }) }), 'beta').fetch, false);
-  t.same(decideSecondary(snap({ todo: todo({ 'allow-replay': false }) }), 'beta').replay, false);
+  const paused = decideSecondary(snap({ todo: todo({ 'allow-replay': false }) }), 'beta');
+  t.same([paused.replay, paused.repairOnly], [false, true], 'a paused replayer still repairs a crash window');
+  t.same(decideSecondary(snap({ syncstatusBytes: 0 }), 'beta').repairOnly, false, 'never while the sync writes the disk');
 });
