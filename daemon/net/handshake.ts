@@ -99,7 +99,7 @@ export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptio
     const tr: HandshakeTranscript = {
       serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid,
     };
-    if (false && !macMatches(clientMac(opts.secret, tr), auth.mac)) {
+    if (!macMatches(clientMac(opts.secret, tr), auth.mac)) {
       throw refuse(stream, reader, 'authentication failed', `client claiming to be ${auth.host} failed authentication (wrong cluster secret or tampered handshake)`);
     }
     if (auth.nonce === serverNonce) {
