@@ -1,14 +1,15 @@
 // join-resource and leave-resource (reference/mars.md §5.2, §6.2): a host becomes a replica
 // of a resource (full sync from the primary, then fetch and replay from the primary's
 // current logfile), or stops being one.
-import { closeSync, constants as fsc, openSync, statSync, unlinkSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { unlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+
 import { AdmError, type Adm } from '../context.js';
+import { checkDataDevice } from './common.js';
 import { globalPaths, LOG_NAME, resPaths, resourceDir, TODO_KEYS, VERSION_NAME } from '../../daemon/tree/paths.js';
 import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
 import { formatReplayLink } from '../../daemon/log/links.js';
 import { readReplayLink } from '../../daemon/control/resource-links.js';
-import { listResources } from '../../daemon/control/snapshot.js';
 import { syncProgressText } from '../status/progress.js';
 
 export async function joinResource(adm: Adm, name: string, device: string, opts: { wait?: boolean } = {}): Promise<void> {
@@ -34,23 +35,7 @@ export async function joinResource(adm: Adm, name: string, device: string, opts:
   if (currentVersion === undefined) {
     throw new AdmError(`version-${String(seq).padStart(9, '0')}-${primaryHost} has not arrived here yet: check "marsadm wait-cluster" and try again`);
   }
-  if (!isAbsolute(device)) throw new AdmError(`the device must be an absolute path, got ${JSON.stringify(device)}`, 2);
-  let st;
-  try {
-    st = statSync(device);
-  } catch {
-    throw new AdmError(`device ${device} does not exist`);
-  }
-  if (!st.isBlockDevice() && !st.isFile()) throw new AdmError(`device ${device} is neither a block device nor a regular file`);
-  for (const other of listResources(tree)) {
-    const used = tree.value(resPaths.data(other, host));
-    if (used !== undefined && resolve(used) === resolve(device)) throw new AdmError(`device ${device} is already the disk of resource ${other} on this host`);
-  }
-  try {
-    closeSync(openSync(device, fsc.O_RDWR));
-  } catch (err) {
-    throw new AdmError(`cannot open ${device} for writing: ${(err as Error).message}`);
-  }
+  checkDataDevice(adm, device);
   const sizeBytes = Number(tree.value(resPaths.size(res)));
   const diskBytes = diskSizeBytes(device);
   if (diskBytes < sizeBytes) throw new AdmError(`device ${device} has ${diskBytes} bytes; ${res} needs ${sizeBytes}`);

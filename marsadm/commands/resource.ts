@@ -1,13 +1,13 @@
 // create-resource and delete-resource (reference/mars.md §5.3, §6.2).
-import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { AdmError, type Adm } from '../context.js';
+import { checkDataDevice } from './common.js';
 import { resPaths, resourceDir, TODO_KEYS } from '../../daemon/tree/paths.js';
 import { validResource } from '../../daemon/tree/names.js';
 import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
 import { initialVersionLinks, formatReplayLink } from '../../daemon/log/links.js';
 import { parseSize } from '../../daemon/config.js';
-import { listResources } from '../../daemon/control/snapshot.js';
 
 const MIN_SIZE_BYTES = 64 * 1024;
 const SIZE_ALIGN_BYTES = 4096;
@@ -19,25 +19,7 @@ export async function createResource(adm: Adm, name: string, device: string, opt
   if (tree.value(resPaths.size(res)) !== undefined) {
     throw new AdmError(`resource ${res} already exists; choose another name or "marsadm delete-resource ${res}" first`);
   }
-  if (!isAbsolute(device)) throw new AdmError(`the device must be an absolute path, got ${JSON.stringify(device)}`, 2);
-  let st;
-  try {
-    st = statSync(device);
-  } catch {
-    throw new AdmError(`device ${device} does not exist`);
-  }
-  if (!st.isBlockDevice() && !st.isFile()) throw new AdmError(`device ${device} is neither a block device nor a regular file`);
-  for (const other of listResources(tree)) {
-    const used = tree.value(resPaths.data(other, host));
-    if (used !== undefined && resolve(used) === resolve(device)) {
-      throw new AdmError(`device ${device} is already the disk of resource ${other} on this host`);
-    }
-  }
-  try {
-    closeSync(openSync(device, fsc.O_RDWR));
-  } catch (err) {
-    throw new AdmError(`cannot open ${device} for writing: ${(err as Error).message}`);
-  }
+  checkDataDevice(adm, device);
   const diskBytes = diskSizeBytes(device);
   let sizeBytes: number;
   if (opts.size !== undefined) {
