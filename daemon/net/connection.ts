@@ -17,10 +17,10 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { assert } from '../util/assert.js';
-import { encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
+import { encodeFrame, FrameDecoder, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from './frame.js';
 import {
   checkPayload, encodeEntsPayload, MAX_ERROR_MESSAGE_CHARS, MAX_LOG_DATA_BYTES, MAX_REQUEST_ID, parseEntsPayload, parseMessage,
-  validateOutgoing, DIGEST_BYTES,
+  validateOutgoing, DIGEST_BYTES, PROTOCOL_VERSION,
   type BlocksReply, type DigestsReply, type Entry, type EntsPayload, type EntsReply, type LogDataMessage, type LogEndMessage,
   type LogInfo, type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type PositionRequest,
   type Reply, type SingleReplyRequest, type SyncDigestsRequest, type SyncReadRequest,
@@ -214,7 +214,7 @@ export class PeerConnection extends EventEmitter {
     queueMicrotask(() => {
       this.processFrames();
       if (this.io.destroyed) this.close('connection closed');
-      else if (!this.closeReason) this.io.resume();
+      else if (!this.closeReason && !this.readingPaused) this.io.resume();
     });
   }
 
@@ -238,8 +238,14 @@ export class PeerConnection extends EventEmitter {
 
   // ---- client API --------------------------------------------------------------------------
 
-  /** Send a request that has exactly one reply. Rejects with PeerRequestError on `error`. */
+  /**
+   * Send a request that has exactly one reply. Rejects with PeerRequestError on `error`, with
+   * ConnectionClosedError when the connection closes first, or with the abort reason. No request
+   * of protocol version 1 carries a payload; the parameter is there for later versions.
+   */
   request<B extends RequestBody>(body: B, payload?: Buffer, signal?: AbortSignal): Promise<PeerReply<ReplyMap[B['t']]>> {
+    assert(this.role === 'client' || body.t === 'ping', `a server does not send ${body.t} requests`);
+    assert(payload === undefined || payload.length === 0, `a ${body.t} request carries no payload in protocol version ${PROTOCOL_VERSION}`);
     return new Promise((resolve, reject) => {
       if (this.closeReason !== undefined) return reject(new ConnectionClosedError(this.closeReason));
       if (signal?.aborted) return reject(abortError(signal));
@@ -278,6 +284,7 @@ export class PeerConnection extends EventEmitter {
     onFrame: (header: LogDataMessage, payload: Buffer) => void | Promise<void>,
     signal?: AbortSignal,
   ): Promise<LogEndMessage> {
+    assert(this.role === 'client', 'a server does not send log-read requests');
     return new Promise((resolve, reject) => {
       if (this.closeReason !== undefined) return reject(new ConnectionClosedError(this.closeReason));
       if (signal?.aborted) return reject(abortError(signal));
@@ -606,6 +613,9 @@ export class PeerConnection extends EventEmitter {
           break;
       }
       validateOutgoing(final.message);
+      if (final.payload && final.payload.length > MAX_PAYLOAD_BYTES) {
+        throw new PeerRequestError('EFBIG', `the ${final.message.t} reply would be ${final.payload.length} bytes, more than a frame holds (${MAX_PAYLOAD_BYTES})`);
+      }
     } catch (err) {
       if (this.closeReason !== undefined) return;
       if (req.t === 'log-read' && controller.signal.aborted) {

@@ -14,9 +14,9 @@
 // already hold bytes the peer sent right after the handshake.
 import type { Duplex } from 'node:stream';
 import { assert } from '../util/assert.js';
-import { ANY_UUID, clientMac, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
+import { clientMac, macMatches, MIN_SECRET_BYTES, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
 import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
-import { parseMessage, PROTOCOL_VERSION, validateOutgoing, type Message, type WelcomeMessage } from './messages.js';
+import { parseMessage, PROTOCOL_VERSION, uuidSchema, validateOutgoing, type Message, type WelcomeMessage } from './messages.js';
 import { hostNameSchema } from '../tree/names.js';
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
@@ -25,7 +25,7 @@ export const HANDSHAKE_MAX_HEADER_BYTES = 4096;
 /** After a refusal, the stream is destroyed this long after end() if the peer does not close. */
 const REFUSAL_LINGER_MS = 1_000;
 
-export type RefusalReason = 'authentication failed' | 'uuid mismatch' | 'protocol version' | 'protocol error' | 'server busy';
+export type RefusalReason = 'authentication failed' | 'uuid mismatch' | 'protocol version' | 'protocol error';
 
 export class HandshakeError extends Error {
   override name = 'HandshakeError';
@@ -117,7 +117,8 @@ export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptio
     return { peerHost: auth.host, peerUuid: auth.uuid, decoder: reader.handOver() };
   } catch (err) {
     reader.detach();
-    if (!(err instanceof HandshakeError)) stream.destroy();
+    // A refusal lingers so `refused` reaches the peer; every other failure closes at once.
+    if (!(err instanceof HandshakeError && err.refusal !== undefined)) stream.destroy();
     throw err instanceof HandshakeError ? err : new HandshakeError(`handshake failed: ${(err as Error).message}`);
   }
 }
@@ -152,9 +153,8 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
 
 function checkOptions(opts: HandshakeOptions): void {
   assert(hostNameSchema.safeParse(opts.host).success, `invalid own host name ${JSON.stringify(opts.host)}`);
-  assert(typeof opts.uuid === 'string' && opts.uuid.length > 0, 'own cluster uuid missing');
-  assert(Buffer.isBuffer(opts.secret) && opts.secret.length >= 32, 'cluster secret missing or too short');
-  assert(opts.uuid !== '' && (opts.uuid === ANY_UUID || opts.uuid.length <= 200), 'own cluster uuid too long');
+  assert(uuidSchema.safeParse(opts.uuid).success, `invalid own cluster uuid ${JSON.stringify(opts.uuid)}`);
+  assert(Buffer.isBuffer(opts.secret) && opts.secret.length >= MIN_SECRET_BYTES, 'cluster secret missing or too short');
 }
 
 function writeFrame(stream: Duplex, message: Message): void {

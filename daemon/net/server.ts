@@ -103,9 +103,8 @@ export class PeerServer {
    * the handshake error (which is also logged).
    */
   async serveDuplex(duplex: Duplex, label: string): Promise<PeerConnection> {
-    const conn = await this.handle(duplex, label);
-    if (!conn) throw new HandshakeError(`peer on ${label} did not authenticate`);
-    return conn;
+    assert(!this.closing, 'PeerServer.serveDuplex after close()');
+    return this.handle(duplex, label);
   }
 
   /** Stop listening and close every connection. */
@@ -146,11 +145,13 @@ export class PeerServer {
       return;
     }
     socket.setNoDelay(true);
-    this.handle(socket, label).catch((err: Error) => this.opts.log('error', `peer ${label}: ${err.stack ?? err.message}`));
+    this.handle(socket, label).catch((err: Error) => {
+      if (!(err instanceof HandshakeError)) this.opts.log('error', `peer ${label}: ${err.stack ?? err.message}`);
+    });
   }
 
-  /** Handshake and serve; undefined (after logging) when the peer did not authenticate. */
-  private async handle(stream: Duplex, label: string): Promise<PeerConnection | undefined> {
+  /** Handshake and serve. A failed handshake is logged here and rethrown as HandshakeError. */
+  private async handle(stream: Duplex, label: string): Promise<PeerConnection> {
     this.handshaking.add(stream);
     let result;
     try {
@@ -165,13 +166,13 @@ export class PeerServer {
     } catch (err) {
       const refusal = err instanceof HandshakeError && err.refusal ? ` (refused: ${err.refusal})` : '';
       this.opts.log('warn', `peer ${label}: handshake failed: ${(err as Error).message}${refusal}`);
-      return undefined;
+      throw err;
     } finally {
       this.handshaking.delete(stream);
     }
     if (this.closing) {
       stream.destroy();
-      return undefined;
+      throw new HandshakeError('the server is shutting down');
     }
     const conn = new PeerConnection({
       stream,

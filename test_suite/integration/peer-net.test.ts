@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PeerServer, type PeerServerOptions } from '../../daemon/net/server.js';
-import { connectOverDuplex, dialPeer, dialSsh, shellQuote, spawnDuplex, sshArgs, type DialOptions } from '../../daemon/net/dial.js';
+import { connectOverDuplex, dialPeer, dialSsh, formatAddress, parseAddress, shellQuote, spawnDuplex, sshArgs, type DialOptions } from '../../daemon/net/dial.js';
 import { PeerConnection, PeerRequestError, ConnectionClosedError, type PeerHandlers } from '../../daemon/net/connection.js';
 import { clientHandshake, HandshakeError, serverHandshake } from '../../daemon/net/handshake.js';
 import { ANY_UUID, clientMac, newNonce } from '../../daemon/net/auth.js';
@@ -200,6 +200,33 @@ async function rejectsWith(t: Test, p: Promise<unknown>, check: (err: Error) => 
 
 const readRequest = (over: Partial<LogReadRequest> = {}): Omit<LogReadRequest, 'id'> => ({
   t: 'log-read', res: 'r1', name: LOG_NAME, fromPos: 0, follow: false, waitMs: 0, rateBytesPerS: 0, ...over,
+});
+
+// ---- addresses ----------------------------------------------------------------------------------
+
+t.test('addresses: ADDR:PORT and [IPv6]:PORT', async (t) => {
+  t.same(parseAddress('10.1.2.3:7777'), { host: '10.1.2.3', port: 7777 });
+  t.same(parseAddress('[fe80::1]:7777'), { host: 'fe80::1', port: 7777 });
+  t.same(parseAddress('127.0.0.1:0', { allowPortZero: true }), { host: '127.0.0.1', port: 0 });
+  t.same(parseAddress('alpha.example:7777', { allowHostName: true }), { host: 'alpha.example', port: 7777 });
+  for (const bad of ['10.1.2.3', '10.1.2.3:', '10.1.2.3:65536', '10.1.2.3:0', 'fe80::1:7777', '[10.1.2.3]:7777', '[::1]7777', '999.1.2.3:1', 'alpha:7777', ':7777', '10.1.2.3:77a']) {
+    t.throws(() => parseAddress(bad), { name: 'AddressError' }, bad);
+  }
+  t.throws(() => parseAddress('-oProxy:22', { allowHostName: true }), { name: 'AddressError' });
+  t.equal(formatAddress('::1', 7), '[::1]:7');
+  t.equal(formatAddress('10.0.0.1', 7), '10.0.0.1:7');
+
+  const s = new PeerServer({ host: 'alpha', uuid: UUID, secret: SECRET, handlers: makeHandlers().handlers, log: () => undefined });
+  t.teardown(() => s.close());
+  let bound: { address: string; port: number };
+  try {
+    bound = await s.listen('[::1]:0');
+  } catch (err) {
+    t.comment(`skipped IPv6: ${(err as Error).message}`);
+    return;
+  }
+  const conn = await dial(t, formatAddress('::1', bound.port));
+  await conn.ping();
 });
 
 // ---- authentication ---------------------------------------------------------------------------
@@ -543,6 +570,15 @@ t.test('handlers fail with error replies; the connection survives', async (t) =>
   t.notOk(conn.isClosed);
 });
 
+t.test('a reply too large for a frame becomes an EFBIG error', async (t) => {
+  const huge: Entry[] = [];
+  for (let i = 0; i < 40_000; i++) huge.push({ p: `resource-r1/x${i}`, v: 'v'.repeat(250), s: i + 1 });
+  const s = await startServer(t, {}, { async getents() { return { clockUs: 1, entries: huge, logs: [] }; } });
+  const conn = await dial(t, s.address);
+  await rejectsWith(t, conn.getents(), (e) => e instanceof PeerRequestError && e.code === 'EFBIG', 'tree larger than a frame');
+  await conn.ping();
+});
+
 t.test('keepalive: a peer that stops responding is detected', async (t) => {
   // A server that authenticates with our code, then neither reads nor writes.
   const held: net.Socket[] = [];
@@ -583,7 +619,8 @@ t.test('an idle but healthy connection stays up', async (t) => {
   const conn = await dial(t, s.address, { keepaliveMs: 50, idleTimeoutMs: 300 });
   const serverConn = await waitFor('the server side', () => s.server.openConnections()[0]);
   // Both sides exchange pings while nothing else happens; wait for several rounds of them.
-  await waitFor('several keepalive rounds', () => conn.stats.framesReceived >= 10 && serverConn.stats.framesReceived >= 10, 10_000);
+  // 30 pings at 50 ms each take several idle timeouts (300 ms): only the pings keep it open.
+  await waitFor('many keepalive rounds', () => conn.stats.framesReceived >= 30 && serverConn.stats.framesReceived >= 30, 10_000);
   t.notOk(conn.isClosed);
   await conn.ping();
 });
