@@ -102,7 +102,9 @@ export class SyncWorker {
       this.comparedBytes += len;
       const elapsedS = (Date.now() - startedMs) / 1000;
       this.rateBytesPerS = elapsedS > 0 ? Math.round((pos - startPos) / elapsedS) : 0;
-      if (pos - persisted >= PERSIST_EVERY_BYTES || pos >= sizeBytes) {
+      // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus
+      // without its syncpos would let a crash leave a mixed-time copy that looks consistent.
+      if (pos - persisted >= PERSIST_EVERY_BYTES && pos < sizeBytes) {
         await disk.datasync(); // syncstatus may only cover blocks that are on the disk
         tree.write(resPaths.syncstatus(res, host), String(pos), { durable: true });
         persisted = pos;
@@ -112,10 +114,11 @@ export class SyncWorker {
     if (pos < sizeBytes) return; // stopped
     // Everything on the primary's disk is in its log before its durable end, so replaying
     // up to that position (from the join point) makes our mixed-time copy consistent.
+    await disk.datasync();
     const p = await primaryPosition(this.connection(), res);
+    tree.write(resPaths.actual(res, host, 'verifystatus'), `${this.comparedBytes / SYNC_BLOCK_BYTES - this.differingBlocks},${this.differingBlocks}`, { onlyIfChanged: true });
     tree.write(resPaths.syncpos(res, host), formatReplayLink({ seq: p.seq, origin: p.origin, minPos: p.pos, len: 0 }), { durable: true });
     tree.write(resPaths.syncstatus(res, host), String(sizeBytes), { durable: true });
-    tree.write(resPaths.actual(res, host, 'verifystatus'), `${this.comparedBytes / SYNC_BLOCK_BYTES - this.differingBlocks},${this.differingBlocks}`, { onlyIfChanged: true });
     this.done = true;
     this.state = `sync done: ${this.differingBlocks} differing blocks copied (${this.receivedBytes} bytes)`;
     this.o.log('info', `${res}: ${this.state}; consistent once replay passes ${p.seq}:${p.pos}`);

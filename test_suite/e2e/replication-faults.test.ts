@@ -1,11 +1,12 @@
 // Replication under faults: the write-order oracle checks at random moments that the
 // secondary's disk equals the primary's write history after some prefix (DESIGN.md §3.3),
 // while the link is cut, blackholed or delayed and the secondary's marsd is SIGKILLed during
-// fetch and during replay. Then: a damaged logfile copy is detected and fetched again, and
+// fetch and during replay. Then: a damaged logfile copy is detected and fetched again, a
+// truncated one resumes from its length, and
 // peers that do not authenticate or write what they may not are refused.
 import t, { type Test } from 'tap';
 import net from 'node:net';
-import { openSync, readSync, closeSync, writeSync, statSync, readdirSync, readFileSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { openSync, readSync, closeSync, writeSync, statSync, readdirSync, readFileSync, mkdtempSync, writeFileSync, chmodSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
@@ -158,6 +159,39 @@ t.test('a bit flipped in the secondary\'s copy of a logfile is detected, never a
   await beta.marsadmOk(['resume-replay', RES]);
   await c.waitCaughtUp(beta, 60_000);
   t.match(readFileSync(beta.logPath, 'utf8'), /damaged; fetching it again from offset 0/, 'the damage was detected and the copy fetched again');
+  const r = await oracle.checkImage(readImage(beta.dataPath));
+  t.ok(r.ok && r.prefixMin === oracle.lastSeq, 'the secondary holds exactly the primary\'s writes');
+  await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(c.primary.dataPath, SIZE));
+});
+
+t.test('a truncated copy of a logfile resumes from its length and ends byte-identical', async (t) => {
+  const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES });
+  const beta = c.host('beta');
+  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
+  await beta.marsadmOk(['pause-replay', RES]);
+  await beta.until('beta replay paused', () => beta.actual(RES, 'is-replaying') === '0', 20_000);
+  const writer = startWriter(c, oracle, prng(11), 300, 60_000);
+  await writer.done;
+  const dir = join(beta.marsDir, `resource-${RES}`);
+  const primaryDir = join(c.primary.marsDir, `resource-${RES}`);
+  const name = readdirSync(primaryDir).filter((n) => /^log-\d{9}-alpha$/.test(n)).sort().pop()!;
+  const fullBytes = () => statSync(join(primaryDir, name)).size;
+  await beta.until('beta fetched the current logfile', () => {
+    try { return beta.actual(RES, 'fetch-rest') === '0' && statSync(join(dir, name)).size === fullBytes(); } catch { return false; }
+  }, 30_000);
+  await beta.stop();
+  // Cut the copy in the middle of a record, as a crash during an append could.
+  const cutBytes = Math.floor(fullBytes() * 0.4) + 3;
+  truncateSync(join(dir, name), cutBytes);
+  await beta.start();
+  await beta.until('beta fetched the rest of the logfile', () => {
+    try { return statSync(join(dir, name)).size === fullBytes(); } catch { return false; }
+  }, 30_000);
+  t.equal(fileDigest(join(dir, name), fullBytes()), fileDigest(join(primaryDir, name), fullBytes()), 'the copy is byte-identical to the original');
+  t.notMatch(readFileSync(beta.logPath, 'utf8'), /fetching it again from offset 0/, 'appended from its length, not fetched again');
+  await beta.marsadmOk(['resume-replay', RES]);
+  await c.waitCaughtUp(beta, 60_000);
   const r = await oracle.checkImage(readImage(beta.dataPath));
   t.ok(r.ok && r.prefixMin === oracle.lastSeq, 'the secondary holds exactly the primary\'s writes');
   await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
