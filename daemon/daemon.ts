@@ -210,7 +210,10 @@ export class Daemon {
           void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
         }
         const idle = runner.phase === 'down' || runner.phase === 'failed';
-        const plan = !decision.wantPrimary && idle ? decideSecondary(snapshot, this.opts.host) : NOTHING;
+        const plan = !idle ? NOTHING
+          : decision.handover ? decideSecondary(snapshot, this.opts.host, { handover: decision.blockedBy ?? 'waiting' })
+          : !decision.wantPrimary ? decideSecondary(snapshot, this.opts.host) : NOTHING;
+        runner.primaryWait = decision.blockedBy;
         void runner.secondary.reconcile(plan, snapshot);
         runner.secondary.nudge();
         runner.publish(false);

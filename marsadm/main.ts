@@ -57,7 +57,9 @@ function build(): Command {
     (c) => c.option('--wait', 'wait until the sync is done, with a progress bar'));
   add('leave-resource <name>', 'stop being a replica (run "down" first); the disk content stays', (adm, [name]) => leaveResource(adm, name!));
   add('delete-resource <name>', 'remove a resource from the tree (the data device is not touched)', (adm, [name]) => deleteResource(adm, name!));
-  add('primary <name>', 'make this host the primary of the resource', (adm, [name]) => primary(adm, name!));
+  add('primary <name>', 'make this host the primary: planned handover (waits until caught up), or --force for a failover without the old primary',
+    (adm, [name], o) => primary(adm, name!, { ignoreSync: o.ignoreSync !== undefined }),
+    (c) => c.option('--ignore-sync', 'become primary although this replica\'s sync is not complete (its disk is inconsistent)'));
   add('secondary <name>', 'give up the primary role (no designated primary afterwards)', (adm, [name]) => secondary(adm, name!));
   add('attach <name>', 'use the data device (todo attach on)', (adm, [name]) => attach(adm, name!));
   add('detach <name>', 'stop using the data device (writes everything back first)', (adm, [name]) => detach(adm, name!));

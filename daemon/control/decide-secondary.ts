@@ -22,16 +22,21 @@ export interface SecondaryPlan {
 
 export const NOTHING: SecondaryPlan = { disk: false, fetch: false, sync: false, replay: false, repairOnly: false, why: '' };
 
-export function decideSecondary(s: ResourceSnapshot, host: string): SecondaryPlan {
+/**
+ * `handover`: this host is the designated primary but still completes the previous primary's
+ * history (decide-handover.ts): fetch and replay go on, a sync does not start.
+ */
+export function decideSecondary(s: ResourceSnapshot, host: string, opts: { handover?: string } = {}): SecondaryPlan {
   if (s.dataPath === undefined || s.sizeBytes === undefined) return { ...NOTHING, why: 'not a member here' };
-  if (s.designatedPrimary === host) return { ...NOTHING, why: 'designated primary here' };
+  if (s.designatedPrimary === host && opts.handover === undefined) return { ...NOTHING, why: 'designated primary here' };
   if (!s.todo.attach) return { ...NOTHING, why: 'detached' };
   if (s.replayLink === undefined) return { ...NOTHING, disk: true, why: 'no replay link (join-resource not finished)' };
   const syncDone = s.syncstatusBytes !== undefined && s.syncstatusBytes >= s.sizeBytes;
   const hasPrimary = s.designatedPrimary !== undefined;
-  const sync = s.todo.sync && !syncDone && hasPrimary;
+  const sync = s.todo.sync && !syncDone && hasPrimary && opts.handover === undefined;
   const replay = s.todo['allow-replay'] && syncDone;
   const why = [
+    opts.handover !== undefined ? `becoming primary: ${opts.handover}` : '',
     !s.todo.connect ? 'fetch paused' : '',
     !syncDone && !s.todo.sync ? 'sync paused' : '',
     !syncDone && !hasPrimary ? 'no designated primary to sync from' : '',

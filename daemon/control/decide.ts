@@ -2,6 +2,7 @@
 // snapshot and what is running (DESIGN.md §2, "functional core"): tests drive it tick by tick.
 // The daemon executes the returned plan; nothing here touches the filesystem or the clock.
 import type { ResourceSnapshot } from './snapshot.js';
+import { handoverBlock } from './decide-handover.js';
 
 export type Phase =
   | 'down' // nothing runs
@@ -39,6 +40,21 @@ export interface Decision {
   wantPrimary: boolean;
   /** why the resource is not running although it is wanted, for status */
   blockedBy?: string;
+  /**
+   * designated primary here, but the previous primary's history is not complete here yet:
+   * the secondary side keeps fetching and replaying until it is
+   */
+  handover?: boolean;
+}
+
+/** Start the primary role now, or say what the takeover still waits for. */
+function startOrWait(s: ResourceSnapshot, cfg: DecideConfig, wantPrimary: boolean): Decision {
+  const block = handoverBlock({
+    host: cfg.host, mode: s.primaryMode, sizeBytes: s.sizeBytes!, syncstatusBytes: s.syncstatusBytes,
+    replayLink: s.replayLink, activePrimaries: s.activePrimaries, logfiles: s.logfiles, versionLinks: s.versionLinks, maxnr: s.maxnr,
+  });
+  if (block !== undefined) return { action: { kind: 'none' }, wantPrimary, blockedBy: block, handover: true };
+  return { action: { kind: 'start-primary' }, wantPrimary };
 }
 
 export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
@@ -54,9 +70,9 @@ export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig)
     case 'failed':
       if (!wantPrimary) return { action: { kind: 'none' }, wantPrimary };
       if (rt.failedSignature === s.signature) return { action: { kind: 'none' }, wantPrimary, blockedBy: 'start failed; waiting for a change' };
-      return { action: { kind: 'start-primary' }, wantPrimary };
+      return startOrWait(s, cfg, wantPrimary);
     case 'down':
-      if (wantPrimary) return { action: { kind: 'start-primary' }, wantPrimary };
+      if (wantPrimary) return startOrWait(s, cfg, wantPrimary);
       return { action: { kind: 'none' }, wantPrimary, ...(missing ? { blockedBy: missing } : {}) };
     case 'primary': {
       if (!wantPrimary) {

@@ -53,6 +53,9 @@ export class ResourceRunner {
   private shuttingDown = false;
   private connectionsGone: (() => void) | undefined;
 
+  /** what the takeover of the primary role waits for (the control loop's blockedBy) */
+  primaryWait: string | undefined;
+
   /** fetch, sync and replay while this host is a secondary of the resource */
   readonly secondary: SecondaryRunner;
 
@@ -135,6 +138,8 @@ export class ResourceRunner {
       });
       await this.ctx.nbd.addExport(this.name, this.logger, { socketPath: this.socketPath, description: `MARS resource ${this.name}` });
       this.phase = 'primary';
+      // A forced or sync-ignoring takeover was a one-time permission: the next one is planned.
+      if ((tree.value(resPaths.primaryMode(this.name, host)) ?? 'planned') !== 'planned') tree.write(resPaths.primaryMode(this.name, host), 'planned');
       log('info', `${this.name}: primary; logging to log-${String(recovered.nextSeq).padStart(9, '0')}-${host}, export on ${this.socketPath}`);
     } catch (err) {
       await this.failStart(err as Error, s.signature);
@@ -268,6 +273,7 @@ export class ResourceRunner {
       set('sync-rate', String(st.syncRateBytesPerS));
       set('fetch-state', st.fetchState.slice(0, 500) || 'off');
       set('secondary-why', st.why || 'OK');
+      set('primary-wait', this.primaryWait ?? 'OK');
       set('replay-code', st.replayCode);
       set('msg-err-replay-stop', st.message.slice(0, 1000));
       set('socket', '(none)');
@@ -290,6 +296,7 @@ export class ResourceRunner {
     set('replay-code', this.failure ? `${this.failure.code}` : this.phase === 'primary' ? '0' : '1');
     set('msg-err-replay-stop', this.failure ? this.failure.message : 'OK');
     set('socket', primary ? this.socketPath : '(none)');
+    set('primary-wait', this.primaryWait ?? 'OK');
     set('is-emergency', '0');
     set('has-emergency', '0');
   }

@@ -2,8 +2,9 @@
 // handed to the pure decision function. Only this file does I/O for the decision.
 import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { LOG_NAME, VERSION_NAME, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
 import { isValidIdentifier } from '../tree/names.js';
+import { PRIMARY_MODES, type PrimaryMode } from './decide-handover.js';
 
 export interface LogfileInfo {
   seq: number;
@@ -22,6 +23,14 @@ export interface ResourceSnapshot {
   syncstatusBytes: number | undefined;
   /** regular logfiles present here, ascending by number */
   logfiles: LogfileInfo[];
+  /** how `marsadm primary` asked for the role (todo-HOST/primary-mode; default planned) */
+  primaryMode: PrimaryMode;
+  /** other members whose actual-HOST/is-primary is 1 here */
+  activePrimaries: string[];
+  /** version-SEQ-HOST links from the replay link's number - 1 on (read only when designated here) */
+  versionLinks: { seq: number; host: string; value: string }[];
+  /** `maxnr`: the highest logfile number ever used (0 when unknown) */
+  maxnr: number;
   /** a change in any of these means a failed start may succeed now */
   signature: string;
 }
@@ -50,6 +59,23 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
   const primary = tree.value(resPaths.primary(res));
   const attach = tree.read(resPaths.todo(res, host, 'attach'));
   const replay = tree.read(resPaths.replay(res, host));
+  const designatedHere = primary === host;
+  const mode = tree.value(resPaths.primaryMode(res, host));
+  const activePrimaries: string[] = [];
+  const versionLinks: { seq: number; host: string; value: string }[] = [];
+  if (designatedHere) {
+    const firstVersionSeq = Number(/^log-(\d{9})-/.exec(replay?.value ?? '')?.[1] ?? '1') - 1;
+    for (const name of tree.list(dir)) {
+      const member = /^data-(.+)$/.exec(name)?.[1];
+      if (member !== undefined && member !== host && isValidIdentifier(member)
+        && tree.value(resPaths.actual(res, member, 'is-primary')) === '1') activePrimaries.push(member);
+      const version = VERSION_NAME.exec(name);
+      if (version && Number(version[1]) >= firstVersionSeq) {
+        const value = tree.value(`${dir}/${name}`);
+        if (value !== undefined) versionLinks.push({ seq: Number(version[1]), host: version[2]!, value });
+      }
+    }
+  }
   const snapshot: ResourceSnapshot = {
     name: res,
     sizeBytes: size !== undefined && Number.isSafeInteger(size) ? size : undefined,
@@ -59,9 +85,13 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     replayLink: replay?.value,
     syncstatusBytes: intValue(tree.value(resPaths.syncstatus(res, host))),
     logfiles,
+    primaryMode: PRIMARY_MODES.includes(mode as PrimaryMode) ? mode as PrimaryMode : 'planned',
+    activePrimaries: activePrimaries.sort(),
+    versionLinks,
+    maxnr: intValue(tree.value(resPaths.maxnr(res))) ?? 0,
     signature: '',
   };
-  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes])]);
+  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes]), mode, activePrimaries]);
   return snapshot;
 }
 

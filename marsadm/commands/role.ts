@@ -1,32 +1,156 @@
 // primary and secondary (reference/mars.md §6.3, §6.4): the designated primary link and
 // waiting until this host's marsd really changed its role.
 import { AdmError, type Adm } from '../context.js';
-import { resPaths } from '../../daemon/tree/paths.js';
+import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js';
+import { isValidIdentifier } from '../../daemon/tree/names.js';
+import { parseVersionLink } from '../../daemon/log/links.js';
+import type { PrimaryMode } from '../../daemon/control/decide-handover.js';
 
-export async function primary(adm: Adm, name: string): Promise<void> {
+export interface PrimaryOptions {
+  /** become primary although this replica's sync is not complete (its disk is inconsistent) */
+  ignoreSync?: boolean;
+}
+
+/**
+ * Planned handover (without --force): refused while another host's device is open or this
+ * replica's sync runs; waits until this host has fetched and replayed exactly as far as the
+ * current primary (equal versionlinks), and only then moves the role, so a timeout changes
+ * nothing. The old primary then steps down (its writers get EPERM), this host replays what is
+ * left and starts its own logfile (daemon/control/decide-handover.ts).
+ *
+ * Forced failover (--force): the role moves at once; this host starts from the history it has.
+ */
+export async function primary(adm: Adm, name: string, opts: PrimaryOptions = {}): Promise<void> {
   const res = adm.requireResource(name);
   adm.requireMember(res);
   const { tree, host } = adm;
   const current = tree.value(resPaths.primary(res));
-  if (current !== undefined && current !== '(none)' && current !== host && !adm.force) {
-    throw new AdmError(`${current} is the designated primary of ${res}; a planned handover from another host is not available in this version. `
-      + `Use "marsadm primary --force ${res}" only if ${current} is lost (it will cause a split brain if ${current} still writes)`);
+  const previous = current !== undefined && current !== '(none)' && current !== host ? current : undefined;
+  if (current === host && adm.actual(res, 'is-primary') === '1') {
+    adm.result(`${host} is already primary of ${res}; block device on ${adm.actual(res, 'socket')}`, { resource: res, primary: host, active: true, socket: adm.actual(res, 'socket') ?? null });
+    return;
   }
-  if (current !== host) tree.write(resPaths.primary(res), host, { durable: true });
+  let mode: PrimaryMode = 'planned';
+  let warning: string | undefined;
+  if (adm.force) {
+    mode = 'force';
+    warning = forcedFailoverWarning(adm, res, previous);
+    process.stderr.write(`warning: ${warning}\n`);
+  } else {
+    await checkHandoverPreconditions(adm, res, opts);
+    if (opts.ignoreSync) mode = 'ignore-sync';
+    if (!adm.daemonRunning()) throw new AdmError(`marsd is not running on ${host}: a handover needs it to fetch and replay the current primary's logfiles; start marsd first`);
+    const target = catchUpTarget(adm, res);
+    try {
+      await adm.waitFor(`${host} has replayed everything ${target?.origin ?? 'the primary'} logged`, () => caughtUp(adm, res, catchUpTarget(adm, res)), () => lagText(adm, res));
+    } catch (err) {
+      if (!(err instanceof AdmError) || !/timed out/.test(err.message)) throw err;
+      throw new AdmError(`${err.message.split(';')[0]}: ${host} has not caught up with ${target?.origin ?? 'the primary'} (${lagText(adm, res)}). `
+        + `Nothing was changed${previous ? `: ${previous} is still the primary` : ''}. Check "marsadm view ${res}" (link down? fetch or replay paused?)`);
+    }
+  }
+  tree.write(resPaths.primaryMode(res, host), mode, { durable: true });
   if (tree.value(resPaths.todo(res, host, 'attach')) !== '1') tree.write(resPaths.todo(res, host, 'attach'), '1');
+  if (current !== host) tree.write(resPaths.primary(res), host, { durable: true });
   adm.trigger();
-  const failed = () => (adm.actual(res, 'replay-code') ?? '0').startsWith('-');
-  const up = await adm.waitFor(`${host} is primary of ${res}`, () => adm.actual(res, 'is-primary') === '1' || failed(), () => {
-    const rest = Number(adm.actual(res, 'recovery-rest') ?? '0');
-    return rest > 0 ? `recovery: ${rest} bytes left to replay` : 'waiting for marsd to start the resource';
-  });
+  const failed = () => (adm.actual(res, 'replay-code') ?? '0').startsWith('-') && adm.actual(res, 'is-primary') !== '1';
+  let up: boolean;
+  try {
+    up = await adm.waitFor(`${host} is primary of ${res}`, () => adm.actual(res, 'is-primary') === '1' || failed(), () => {
+      const rest = Number(adm.actual(res, 'recovery-rest') ?? '0');
+      if (rest > 0) return `recovery: ${rest} bytes left to replay`;
+      const wait = adm.actual(res, 'primary-wait');
+      return wait && wait !== 'OK' ? wait : 'waiting for marsd to start the resource';
+    });
+  } catch (err) {
+    if (!(err instanceof AdmError) || !/timed out/.test(err.message)) throw err;
+    throw new AdmError(`${host} is now the designated primary of ${res} but not yet active: ${adm.actual(res, 'primary-wait') ?? 'marsd has not started it'}. `
+      + `It becomes primary by itself once that is resolved; "marsadm wait-resource ${res} primary" waits for it`);
+  }
   if (up && failed()) {
     throw new AdmError(`${host} is designated primary of ${res} but cannot start it: ${adm.actual(res, 'msg-err-replay-stop')}`);
   }
   const socket = adm.actual(res, 'socket');
   adm.result(up ? `${host} is primary of ${res}; block device on ${socket}` : `${host} is designated primary of ${res}`, {
-    resource: res, primary: host, active: up, socket: up ? socket ?? null : null,
+    resource: res, primary: host, previous: previous ?? null, mode, active: up, socket: up ? socket ?? null : null,
+    ...(warning ? { warning } : {}),
   });
+}
+
+/** How long a device closed on another host may take to be seen closed here (a few pulls). */
+const OPEN_COUNT_GRACE_MS = 3_000;
+
+async function checkHandoverPreconditions(adm: Adm, res: string, opts: PrimaryOptions): Promise<void> {
+  const { tree, host } = adm;
+  const openElsewhere = () => members(adm, res).filter((m) => m !== host)
+    .map((member) => ({ member, open: Number(tree.value(resPaths.actual(res, member, 'open-count')) ?? '0') }))
+    .filter((x) => x.open > 0);
+  // An application stopped a moment ago on the old primary may not be visible here yet.
+  const graceMs = adm.timeoutS < 0 ? OPEN_COUNT_GRACE_MS : Math.min(OPEN_COUNT_GRACE_MS, adm.timeoutS * 1000);
+  for (const deadline = Date.now() + graceMs; openElsewhere().length > 0 && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  for (const { member, open } of openElsewhere()) {
+    throw new AdmError(`the device of ${res} is in use on ${member} (${open} NBD connection${open > 1 ? 's' : ''}): unmount it there first `
+      + `(or stop the application). If ${member} is lost, "marsadm primary --force ${res}" takes over without it`);
+  }
+  const size = Number(tree.value(resPaths.size(res)));
+  const synced = Number(tree.value(resPaths.syncstatus(res, host)) ?? '0');
+  if (!(synced >= size) && !opts.ignoreSync) {
+    throw new AdmError(`a sync of ${res} is running on ${host} (${synced} of ${size} bytes): its disk is not consistent yet. `
+      + 'Wait for it ("marsadm join-resource --wait" shows progress), or give --ignore-sync to become primary with an inconsistent disk');
+  }
+  const code = Number(adm.actual(res, 'replay-code') ?? '0');
+  if (code < 0) {
+    throw new AdmError(`replay of ${res} on ${host} is stopped (code ${code}): ${adm.actual(res, 'msg-err-replay-stop') ?? ''}. `
+      + 'Resolve that first (see "marsadm view"), or use --force to take over with the history this host has');
+  }
+}
+
+function members(adm: Adm, res: string): string[] {
+  return adm.tree.list(resourceDir(res)).map((n) => /^data-(.+)$/.exec(n)?.[1]).filter((m): m is string => m !== undefined && isValidIdentifier(m));
+}
+
+interface CatchUpTarget {
+  seq: number;
+  origin: string;
+  value: string;
+}
+
+/** The newest logfile anyone has a versionlink for, and its origin's versionlink. */
+function catchUpTarget(adm: Adm, res: string): CatchUpTarget | undefined {
+  const { tree } = adm;
+  let best: { seq: number; origin: string } | undefined;
+  for (const n of tree.list(resourceDir(res))) {
+    const m = VERSION_NAME.exec(n);
+    if (!m) continue;
+    const link = parseVersionLink(tree.value(`${resourceDir(res)}/${n}`) ?? '');
+    if (link && (best === undefined || link.seq > best.seq)) best = { seq: link.seq, origin: link.origin };
+  }
+  if (!best) return undefined;
+  const value = tree.value(resPaths.version(res, best.seq, best.origin));
+  return value === undefined ? undefined : { ...best, value };
+}
+
+/** Equal versionlinks for the newest logfile: the same history, replayed exactly as far. */
+function caughtUp(adm: Adm, res: string, target: CatchUpTarget | undefined): boolean {
+  if (!target) return true;
+  return adm.tree.value(resPaths.version(res, target.seq, adm.host)) === target.value;
+}
+
+function lagText(adm: Adm, res: string): string {
+  return `fetch-rest ${adm.actual(res, 'fetch-rest') ?? '?'} bytes, replay-rest ${adm.actual(res, 'replay-rest') ?? '?'} bytes`;
+}
+
+/** What a forced failover gives up, in plain words. */
+function forcedFailoverWarning(adm: Adm, res: string, previous: string | undefined): string {
+  const target = catchUpTarget(adm, res);
+  const behind = target && !caughtUp(adm, res, target)
+    ? `${adm.host} has not replayed all of what ${target.origin} logged (as far as known here: ${lagText(adm, res)}); those writes are lost on ${adm.host}, and a torn last record is dropped. `
+    : `${adm.host} has replayed everything it knows of; writes ${previous ?? 'the old primary'} made after that are lost on ${adm.host}. `;
+  return `forced failover of ${res}: ${behind}`
+    + `If ${previous ?? 'the old primary'} is still running and writing, its data and ours now diverge: a split brain. `
+    + `Once the hosts see each other again, "marsadm view ${res}" reports it; repair it with "marsadm invalidate ${res}" on the host whose writes you give up`;
 }
 
 export async function secondary(adm: Adm, name: string): Promise<void> {
@@ -38,6 +162,7 @@ export async function secondary(adm: Adm, name: string): Promise<void> {
     throw new AdmError(`the device of ${res} is in use (${open} NBD connection${open > 1 ? 's' : ''}): unmount it first; with --force its writers get EPERM`);
   }
   tree.write(resPaths.primary(res), '(none)', { durable: true });
+  if ((tree.value(resPaths.primaryMode(res, host)) ?? 'planned') !== 'planned') tree.write(resPaths.primaryMode(res, host), 'planned');
   adm.trigger();
   const done = await adm.waitFor(`${host} left the primary role of ${res}`, () => adm.actual(res, 'is-primary') !== '1',
     () => `writeback: ${adm.actual(res, 'writeback-rest') ?? '?'} bytes left`);

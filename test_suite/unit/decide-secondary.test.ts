@@ -8,6 +8,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
     name: 'r0', sizeBytes: SIZE, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
     replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [], signature: 's',
+    primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 1,
     ...over,
   };
 }
@@ -40,4 +41,13 @@ t.test('switches pause fetch and replay independently', async (t) => {
   const paused = decideSecondary(snap({ todo: todo({ 'allow-replay': false }) }), 'beta');
   t.same([paused.replay, paused.repairOnly], [false, true], 'a paused replayer still repairs a crash window');
   t.same(decideSecondary(snap({ syncstatusBytes: 0 }), 'beta').repairOnly, false, 'never while the sync writes the disk');
+});
+
+t.test('a designated primary completing the previous primary\'s history fetches and replays, never syncs', async (t) => {
+  const plan = decideSecondary(snap({ designatedPrimary: 'beta' }), 'beta', { handover: 'waiting for alpha to leave the primary role' });
+  t.same({ disk: plan.disk, fetch: plan.fetch, sync: plan.sync, replay: plan.replay }, { disk: true, fetch: true, sync: false, replay: true });
+  t.match(plan.why, /becoming primary: waiting for alpha/);
+  const unsynced = decideSecondary(snap({ designatedPrimary: 'beta', syncstatusBytes: 0 }), 'beta', { handover: 'x' });
+  t.equal(unsynced.sync, false, 'no sync during a takeover');
+  t.equal(unsynced.replay, false, 'an unsynced disk is not replayed');
 });

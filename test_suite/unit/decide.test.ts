@@ -1,6 +1,7 @@
 import t from 'tap';
 import { decide, type RuntimeState } from '../../daemon/control/decide.js';
 import type { ResourceSnapshot } from '../../daemon/control/snapshot.js';
+import { nextVersionLink } from '../../daemon/log/links.js';
 
 const cfg = { host: 'alpha', logRotateBytes: 1000 };
 
@@ -9,6 +10,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
     name: 'r0', sizeBytes: 1 << 20, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
     replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: 1 << 20, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1',
+    primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 1,
     ...over,
   };
 }
@@ -66,4 +68,48 @@ t.test('transitions in progress are never interrupted (tick by tick)', async (t)
   t.equal(decide(snap({ designatedPrimary: undefined }), rt, cfg).action.kind, 'stop-primary');
   rt = { phase: 'down' };
   t.equal(decide(snap({ designatedPrimary: undefined }), rt, cfg).action.kind, 'none');
+});
+
+t.test('a designated primary waits until the previous primary left and its history is here', async (t) => {
+  const down: RuntimeState = { phase: 'down' };
+  const v1 = nextVersionLink('', 1, 'alpha', 300);
+  const base = {
+    designatedPrimary: 'beta', replayLink: 'log-000000001-alpha,100,0',
+    logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 300 }],
+    versionLinks: [{ seq: 1, host: 'alpha', value: v1 }],
+  };
+  const b = { ...cfg, host: 'beta' };
+  let d = decide(snap({ ...base, activePrimaries: ['alpha'] }), down, b);
+  t.same(d.action, { kind: 'none' });
+  t.ok(d.handover, 'the secondary side keeps running');
+  t.match(d.blockedBy, /waiting for alpha to leave the primary role/);
+  d = decide(snap({ ...base, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 200 }] }), down, b);
+  t.match(d.blockedBy, /fetching log-000000001-alpha: 200 of 300 bytes/);
+  d = decide(snap({ ...base, versionLinks: [] }), down, b);
+  t.match(d.blockedBy, /waiting for version-000000001-alpha/);
+  d = decide(snap({ ...base, maxnr: 2 }), down, b);
+  t.match(d.blockedBy, /waiting for logfile 2/);
+  d = decide(snap({ ...base, logfiles: [...base.logfiles, { seq: 3, origin: 'alpha', sizeBytes: 10 }], maxnr: 3 }), down, b);
+  t.match(d.blockedBy, /hole in the logfile numbers after 1/);
+  d = decide(snap({ ...base, logfiles: [...base.logfiles, { seq: 2, origin: 'alpha', sizeBytes: 0 }, { seq: 2, origin: 'gamma', sizeBytes: 0 }], maxnr: 2 }), down, b);
+  t.match(d.blockedBy, /split brain: two logfiles numbered 2/);
+  d = decide(snap({ ...base, syncstatusBytes: 5 }), down, b);
+  t.match(d.blockedBy, /sync of this replica is not complete/);
+  t.same(decide(snap({ ...base, syncstatusBytes: 5, primaryMode: 'ignore-sync' }), down, b).action, { kind: 'start-primary' });
+  t.same(decide(snap(base), down, b).action, { kind: 'start-primary' }, 'everything here, alpha left: start');
+  t.notOk(decide(snap(base), down, b).handover);
+});
+
+t.test('a forced takeover starts with whatever is here', async (t) => {
+  const d = decide(snap({
+    designatedPrimary: 'beta', primaryMode: 'force', activePrimaries: ['alpha'], syncstatusBytes: 0, maxnr: 9,
+    replayLink: 'log-000000001-alpha,100,0', logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 150 }],
+  }), { phase: 'down' }, { ...cfg, host: 'beta' });
+  t.same(d.action, { kind: 'start-primary' });
+});
+
+t.test('a failed start is retried only through the takeover rules', async (t) => {
+  const d = decide(snap({ designatedPrimary: 'beta', activePrimaries: ['alpha'], signature: 's2' }), { phase: 'failed', failedSignature: 's1' }, { ...cfg, host: 'beta' });
+  t.same(d.action, { kind: 'none' });
+  t.match(d.blockedBy, /waiting for alpha/);
 });
