@@ -210,12 +210,14 @@ export class Daemon {
           void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
         }
         const idle = runner.phase === 'down' || runner.phase === 'failed';
-        const plan = !idle ? NOTHING
+        if (snapshot.invalidateRequest !== undefined && idle && snapshot.sizeBytes !== undefined) runner.invalidate(snapshot.invalidateRequest, snapshot.sizeBytes);
+        const plan = !idle || runner.invalidating ? NOTHING
           : decision.handover ? decideSecondary(snapshot, this.opts.host, { handover: decision.blockedBy ?? 'waiting' })
           : !decision.wantPrimary ? decideSecondary(snapshot, this.opts.host) : NOTHING;
         runner.primaryWait = decision.blockedBy;
         void runner.secondary.reconcile(plan, snapshot);
         runner.secondary.nudge();
+        runner.splitBrain.poll();
         runner.publish(false);
       }
       for (const [res, runner] of this.runners) {

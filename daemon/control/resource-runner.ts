@@ -14,6 +14,8 @@ import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from '.
 import type { Action, Phase, RuntimeState } from './decide.js';
 import type { ResourceSnapshot } from './snapshot.js';
 import { SecondaryRunner } from './secondary-runner.js';
+import { SplitBrainMonitor } from './split-brain-monitor.js';
+import { executeInvalidate } from './invalidate.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 
 export interface RunnerContext {
@@ -58,12 +60,15 @@ export class ResourceRunner {
 
   /** fetch, sync and replay while this host is a secondary of the resource */
   readonly secondary: SecondaryRunner;
+  /** publishes actual-HOST/split-brain */
+  readonly splitBrain: SplitBrainMonitor;
 
   constructor(readonly name: string, private readonly ctx: RunnerContext) {
     this.secondary = new SecondaryRunner(name, {
       tree: ctx.tree, host: ctx.host, peers: ctx.peers, fetchRateBytesPerS: ctx.fetchRateBytesPerS, log: ctx.log,
       onStatus: () => this.publish(false),
     });
+    this.splitBrain = new SplitBrainMonitor(ctx.tree, name, ctx.host, ctx.log);
   }
 
   get socketPath(): string {
@@ -221,6 +226,41 @@ export class ResourceRunner {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     this.ctx.requestTick();
+  }
+
+  /** an invalidate request is being carried out: no secondary work may start meanwhile */
+  invalidating = false;
+
+  /**
+   * Carry out `marsadm invalidate` (request = its stamp): stop fetch, sync and replay, rewrite
+   * the links (invalidate.ts), and answer in actual-HOST/invalidate with the stamp first.
+   */
+  invalidate(request: string, sizeBytes: number): void {
+    if (this.invalidating) return;
+    this.invalidating = true;
+    const { tree, host, log } = this.ctx;
+    const answer = (text: string) => tree.write(resPaths.actual(this.name, host, 'invalidate'), `${request} ${text}`.slice(0, 1000), { durable: true });
+    this.busy = this.busy.then(async () => {
+      if (this.phase !== 'down' && this.phase !== 'failed') {
+        answer('refused: this host is primary of the resource');
+        return;
+      }
+      await this.secondary.stop();
+      try {
+        const { plan, resyncBytes } = await executeInvalidate(tree, this.name, host, sizeBytes);
+        const what = plan.kind === 'incremental'
+          ? `incremental resync of ${resyncBytes} bytes this host wrote to since the split at log-${String(plan.common.seq).padStart(9, '0')}-${plan.common.origin}:${plan.common.pos}, then replay of ${plan.primaryBytesSince} logged bytes of the primary`
+          : `full sync of ${resyncBytes} bytes (${plan.reason})`;
+        log('warn', `${this.name}: invalidated: ${what}`);
+        answer(`OK ${what}`);
+      } catch (err) {
+        log('error', `${this.name}: invalidate failed: ${(err as Error).message}`);
+        answer(`failed: ${(err as Error).message}`);
+      }
+    }).finally(() => {
+      this.invalidating = false;
+      this.ctx.requestTick();
+    });
   }
 
   setOpenCount(count: number): void {

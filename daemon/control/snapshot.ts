@@ -31,6 +31,8 @@ export interface ResourceSnapshot {
   versionLinks: { seq: number; host: string; value: string }[];
   /** `maxnr`: the highest logfile number ever used (0 when unknown) */
   maxnr: number;
+  /** an invalidate request (todo-HOST/invalidate) not yet answered in actual-HOST/invalidate */
+  invalidateRequest: string | undefined;
   /** a change in any of these means a failed start may succeed now */
   signature: string;
 }
@@ -89,10 +91,16 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     activePrimaries: activePrimaries.sort(),
     versionLinks,
     maxnr: intValue(tree.value(resPaths.maxnr(res))) ?? 0,
+    invalidateRequest: pendingInvalidate(tree.value(resPaths.invalidate(res, host)), tree.value(resPaths.actual(res, host, 'invalidate'))),
     signature: '',
   };
   snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes]), mode, activePrimaries]);
   return snapshot;
+}
+
+function pendingInvalidate(request: string | undefined, answer: string | undefined): string | undefined {
+  if (request === undefined || !/^\d{1,20}\.\d{1,9}$/.test(request)) return undefined;
+  return answer?.split(' ')[0] === request ? undefined : request;
 }
 
 /** Resource names present in the tree (directories `resource-NAME` with a valid NAME). */

@@ -10,6 +10,7 @@ import type { DataDisk } from '../disk/data-disk.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import { blockDigests, differingRanges, SYNC_BLOCK_BYTES } from './digests.js';
 import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
+import { clearResyncRanges, loadResyncRanges } from '../control/invalidate.js';
 
 export interface SyncOptions {
   tree: TreeStore;
@@ -71,6 +72,23 @@ export class SyncWorker {
     }
   }
 
+  /** Compare one chunk's block digests with the primary's and copy the blocks that differ. */
+  private async compareAndCopy(pos: number, len: number): Promise<void> {
+    const conn = this.connection();
+    const [theirs, mine] = await Promise.all([syncDigests(conn, this.o.res, pos, len), blockDigests(this.o.disk, pos, len)]);
+    const ranges = differingRanges(pos, mine, theirs, MAX_READ_BYTES);
+    this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
+    for (let i = 0; i < ranges.length; i += READS_IN_FLIGHT) {
+      await Promise.all(ranges.slice(i, i + READS_IN_FLIGHT).map(async (r) => {
+        const data = await syncRead(conn, this.o.res, r.pos, r.lengthBytes);
+        if (data.length !== r.lengthBytes) throw new Error(`sync-read of ${r.lengthBytes} bytes at ${r.pos} returned ${data.length}`);
+        await this.o.disk.write(data, r.pos);
+        this.receivedBytes += data.length;
+      }));
+    }
+    this.comparedBytes += len;
+  }
+
   private connection() {
     const conn = this.o.peers.link(this.o.primary)?.conn;
     if (!conn) throw new Error(`no connection to the primary ${this.o.primary}`);
@@ -82,42 +100,42 @@ export class SyncWorker {
     let pos = this.syncstatus();
     let persisted = pos;
     const startedMs = Date.now();
-    const startPos = pos;
+    let doneBytes = 0;
+    // After an invalidate only the ranges this host wrote to since a split brain are compared
+    // (invalidate.ts); otherwise the whole disk. syncstatus is a disk offset either way: every
+    // range below it is done.
+    const segments = loadResyncRanges(tree, res, sizeBytes) ?? [{ pos: 0, lengthBytes: sizeBytes }];
     this.state = `syncing from ${this.o.primary} at ${pos}`;
-    while (pos < sizeBytes && this.running) {
-      const len = Math.min(CHUNK_BYTES, sizeBytes - pos);
-      const conn = this.connection();
-      const [theirs, mine] = await Promise.all([syncDigests(conn, res, pos, len), blockDigests(disk, pos, len)]);
-      const ranges = differingRanges(pos, mine, theirs, MAX_READ_BYTES);
-      this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
-      for (let i = 0; i < ranges.length; i += READS_IN_FLIGHT) {
-        await Promise.all(ranges.slice(i, i + READS_IN_FLIGHT).map(async (r) => {
-          const data = await syncRead(conn, res, r.pos, r.lengthBytes);
-          if (data.length !== r.lengthBytes) throw new Error(`sync-read of ${r.lengthBytes} bytes at ${r.pos} returned ${data.length}`);
-          await disk.write(data, r.pos);
-          this.receivedBytes += data.length;
-        }));
-      }
-      pos += len;
-      this.comparedBytes += len;
-      const elapsedS = (Date.now() - startedMs) / 1000;
-      this.rateBytesPerS = elapsedS > 0 ? Math.round((pos - startPos) / elapsedS) : 0;
-      // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus
-      // without its syncpos would let a crash leave a mixed-time copy that looks consistent.
-      if (pos - persisted >= PERSIST_EVERY_BYTES && pos < sizeBytes) {
-        await disk.datasync(); // syncstatus may only cover blocks that are on the disk
-        tree.write(resPaths.syncstatus(res, host), String(pos), { durable: true });
-        persisted = pos;
-        this.o.onProgress();
+    for (const seg of segments) {
+      if (!this.running) break;
+      const segEnd = seg.pos + seg.lengthBytes;
+      if (segEnd <= pos) continue;
+      pos = Math.max(pos, seg.pos);
+      while (pos < segEnd && this.running) {
+        const len = Math.min(CHUNK_BYTES, segEnd - pos);
+        await this.compareAndCopy(pos, len);
+        pos += len;
+        doneBytes += len;
+        const elapsedS = (Date.now() - startedMs) / 1000;
+        this.rateBytesPerS = elapsedS > 0 ? Math.round(doneBytes / elapsedS) : 0;
+        // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus
+        // without its syncpos would let a crash leave a mixed-time copy that looks consistent.
+        if (pos - persisted >= PERSIST_EVERY_BYTES && pos < sizeBytes) {
+          await disk.datasync(); // syncstatus may only cover blocks that are on the disk
+          tree.write(resPaths.syncstatus(res, host), String(pos), { durable: true });
+          persisted = pos;
+          this.o.onProgress();
+        }
       }
     }
-    if (pos < sizeBytes) return; // stopped
+    if (!this.running) return; // stopped
     // Everything on the primary's disk is in its log before its durable end, so replaying
     // up to that position (from the join point) makes our mixed-time copy consistent.
     await disk.datasync();
     const p = await primaryPosition(this.connection(), res);
     tree.write(resPaths.actual(res, host, 'verifystatus'), `${this.comparedBytes / SYNC_BLOCK_BYTES - this.differingBlocks},${this.differingBlocks}`, { onlyIfChanged: true });
     tree.write(resPaths.syncpos(res, host), formatReplayLink({ seq: p.seq, origin: p.origin, minPos: p.pos, len: 0 }), { durable: true });
+    clearResyncRanges(tree, res); // before syncstatus: a crash in between resyncs the whole disk, never too little
     tree.write(resPaths.syncstatus(res, host), String(sizeBytes), { durable: true });
     this.done = true;
     this.state = `sync done: ${this.differingBlocks} differing blocks copied (${this.receivedBytes} bytes)`;

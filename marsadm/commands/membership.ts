@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 
 import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
+import { clearResyncRanges } from '../../daemon/control/invalidate.js';
 import { globalPaths, LOG_NAME, resPaths, resourceDir, TODO_KEYS, VERSION_NAME } from '../../daemon/tree/paths.js';
 import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
 import { formatReplayLink } from '../../daemon/log/links.js';
@@ -56,6 +57,7 @@ export async function joinResource(adm: Adm, name: string, device: string, opts:
   if (previousVersion !== undefined) tree.write(resPaths.version(res, seq - 1, host), previousVersion, { durable: true });
   tree.write(resPaths.version(res, seq, host), currentVersion, { durable: true });
   tree.write(resPaths.skipCheck(res, host), String(seq));
+  clearResyncRanges(tree, res); // a leftover incremental range list must not narrow this full sync
   tree.write(resPaths.syncstatus(res, host), '0', { durable: true });
   tree.write(resPaths.replay(res, host), formatReplayLink({ seq, origin: primaryHost, minPos: 0, len: 0 }), { durable: true });
   for (const key of TODO_KEYS) if (key !== 'attach') tree.write(resPaths.todo(res, host, key), '1');

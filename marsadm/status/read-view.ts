@@ -1,7 +1,9 @@
 // Gather a ViewSnapshot from the tree (the only I/O behind `marsadm view`).
 import type { Adm } from '../context.js';
 import { globalPaths, resPaths, resourceDir } from '../../daemon/tree/paths.js';
-import type { ViewSnapshot } from './view-model.js';
+import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
+import { readSplitBrainView } from '../../daemon/control/split-brain-monitor.js';
+import { bytesSince, findDivergence, sideOf } from '../../daemon/control/split-brain.js';
 import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
 
 function num(text: string | undefined): number | undefined {
@@ -59,5 +61,26 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     syncPassed: syncPassed(tree.value(resPaths.syncpos(res, host)), tree.value(resPaths.replay(res, host))),
     syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,
     replayLink: tree.value(resPaths.replay(res, host)),
+    splitBrain: readSplitBrain(adm, res),
   };
+}
+
+/** Diverged histories from the versionlinks, with the record counts the hosts published. */
+function readSplitBrain(adm: Adm, res: string): SplitBrainInfo | undefined {
+  const view = readSplitBrainView(adm.tree, res);
+  const d = findDivergence(view.chains, view.members);
+  if (!d) return undefined;
+  const side = (host: string) => {
+    const hosts = sideOf(view.chains, view.members, host);
+    let bytes = 0;
+    let records: number | undefined;
+    for (const h of hosts) {
+      bytes = Math.max(bytes, bytesSince(view.chains.get(h)!, d.common));
+      const published = adm.tree.value(resPaths.actual(res, h, 'split-brain'))?.split(',');
+      const n = published && published.length === 5 && Number(published[0]) === d.common.seq && Number(published[2]) === d.common.pos ? num(published[4]) : undefined;
+      if (n !== undefined) records = Math.max(records ?? 0, n);
+    }
+    return { hosts, bytes, records: records === undefined ? '?' : String(records) };
+  };
+  return { common: d.common, sides: [side(d.a.host), side(d.b.host)] };
 }

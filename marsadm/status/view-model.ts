@@ -35,8 +35,22 @@ export interface ViewSnapshot {
   };
   syncstatusBytes: number;
   replayLink: string | undefined;
+  /** diverged histories among the members (split-brain.ts), undefined when there are none */
+  splitBrain: SplitBrainInfo | undefined;
   /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
   syncPassed: boolean;
+}
+
+export interface SplitBrainInfo {
+  common: { seq: number; origin: string; pos: number };
+  /** each history: the hosts holding it, and what its longest copy logged after the common point */
+  sides: { hosts: string[]; bytes: number; records: string }[];
+}
+
+export function splitBrainText(sb: SplitBrainInfo): string {
+  const at = `log-${String(sb.common.seq).padStart(9, '0')}-${sb.common.origin} at ${sb.common.pos} bytes`;
+  const sides = sb.sides.map((s) => `${s.hosts.join(', ')} wrote ${s.bytes} bytes in ${s.records} records`).join('; ');
+  return `SPLIT BRAIN: the histories diverge after ${at}; since then ${sides}`;
 }
 
 export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
@@ -110,6 +124,10 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.fetchRestBytes > 0 || v.actual.replayRestBytes > 0) {
     lines.push(`    fetch-rest ${v.actual.fetchRestBytes} bytes, replay-rest ${v.actual.replayRestBytes} bytes`);
   }
+  if (v.splitBrain) {
+    lines.push(`    ${splitBrainText(v.splitBrain)}`);
+    lines.push(`    repair: "marsadm invalidate ${v.res}" on each host whose writes are given up (the primary's side wins)`);
+  }
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
@@ -125,7 +143,7 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'is-primary': (v) => (v.actual.isPrimary ? '1' : '0'),
   'is-attached': (v) => (v.actual.isAttached ? '1' : '0'),
   'is-consistent': (v) => (isConsistent(v) ? '1' : '0'),
-  'is-split-brain': () => '0',
+  'is-split-brain': (v) => (v.splitBrain ? '1' : '0'),
   'is-emergency': () => '0',
   'is-alive': (v) => (v.daemonRunning && (v.heartbeatAgeS ?? Infinity) <= v.windowS ? '1' : '0'),
   'device-opened': (v) => (v.actual.openCount > 0 ? '1' : '0'),
@@ -174,5 +192,6 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     fetchRest: v.actual.fetchRestBytes,
     replayRest: v.actual.replayRestBytes,
     daemonRunning: v.daemonRunning,
+    splitBrain: v.splitBrain ?? null,
   };
 }

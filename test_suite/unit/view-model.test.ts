@@ -5,7 +5,7 @@ function v(over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actua
   return {
     res: 'db', host: 'alpha', sizeBytes: 1 << 30, designatedPrimary: 'alpha', members: ['alpha'], clusterHosts: ['alpha'],
     member: true, dataPath: '/dev/x', todo: { attach: true, connect: true, sync: true, replay: true },
-    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0', syncPassed: true,
+    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0', syncPassed: true, splitBrain: undefined,
     ...over,
     actual: {
       isAttached: true, isPrimary: true, openCount: 0, replayCode: 0, errorMessage: undefined,
@@ -56,4 +56,13 @@ t.test('secondary states: syncing, inconsistent until replay passes the sync poi
   t.equal(MACROS['replay-rest']!(v(sec, { ...idle, replayRestBytes: 100 })), '100');
   t.equal(diskState(v(sec, idle)), 'UpToDate');
   t.equal(replState(v(sec, idle)), 'Replaying');
+});
+
+t.test('a split brain is named with its common point and what each side wrote', async (t) => {
+  const splitBrain = { common: { seq: 2, origin: 'alpha', pos: 200 }, sides: [{ hosts: ['alpha'], bytes: 330, records: '12' }, { hosts: ['beta'], bytes: 70, records: '?' }] };
+  const lines = viewLines(v({ splitBrain }));
+  t.match(lines.join('\n'), /SPLIT BRAIN: the histories diverge after log-000000002-alpha at 200 bytes; since then alpha wrote 330 bytes in 12 records; beta wrote 70 bytes in \? records/);
+  t.match(lines.join('\n'), /marsadm invalidate db/);
+  t.equal(MACROS['is-split-brain']!(v({ splitBrain })), '1');
+  t.equal(MACROS['is-split-brain']!(v()), '0');
 });

@@ -1,0 +1,95 @@
+// Publishes what this host knows about a split brain of one resource (split-brain.ts decides
+// from the versionlinks): `actual-HOST/split-brain` is `0`, or
+// `SEQ,ORIGIN,POS,BYTES,RECORDS`: the common point of the diverged histories and how many
+// logged bytes and records this host's own history holds after it (RECORDS is counted in the
+// local logfiles; `?` when one of them is not here). marsadm view combines the hosts' values.
+import { existsSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { resPaths, resourceDir, VERSION_NAME } from '../tree/paths.js';
+import { isValidIdentifier } from '../tree/names.js';
+import { readLogBatches } from '../log/scanner.js';
+import { bytesSince, chainsFrom, findDivergence, partsAfter, type Chain, type HistoryPoint } from './split-brain.js';
+
+const CHECK_INTERVAL_MS = 1_000;
+
+export interface SplitBrainView {
+  members: string[];
+  chains: ReturnType<typeof chainsFrom>;
+}
+
+/** Members and versionlink chains of a resource as this host's tree has them. */
+export function readSplitBrainView(tree: TreeStore, res: string): SplitBrainView {
+  const dir = resourceDir(res);
+  const members: string[] = [];
+  const entries: { seq: number; host: string; value: string }[] = [];
+  for (const name of tree.list(dir)) {
+    const member = /^data-(.+)$/.exec(name)?.[1];
+    if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
+    const v = VERSION_NAME.exec(name);
+    if (v) {
+      const value = tree.value(`${dir}/${name}`);
+      if (value !== undefined) entries.push({ seq: Number(v[1]), host: v[2]!, value });
+    }
+  }
+  return { members: members.sort(), chains: chainsFrom(entries) };
+}
+
+export class SplitBrainMonitor {
+  private lastCheckMs = 0;
+  private running = false;
+  private cache: { key: string; records: string } | undefined;
+
+  constructor(private readonly tree: TreeStore, private readonly res: string, private readonly host: string,
+    private readonly log: (level: 'info' | 'warn' | 'error', msg: string) => void) {}
+
+  /** Called every control round; checks at most once per second, never two at a time. */
+  poll(): void {
+    const now = Date.now();
+    if (this.running || now - this.lastCheckMs < CHECK_INTERVAL_MS) return;
+    this.lastCheckMs = now;
+    this.running = true;
+    this.check().catch((err) => this.log('warn', `${this.res}: split-brain check failed: ${(err as Error).message}`))
+      .finally(() => { this.running = false; });
+  }
+
+  private async check(): Promise<void> {
+    const view = readSplitBrainView(this.tree, this.res);
+    const path = resPaths.actual(this.res, this.host, 'split-brain');
+    const d = findDivergence(view.chains, view.members);
+    if (!d || !view.chains.has(this.host)) {
+      if (this.tree.value(path) !== undefined && this.tree.value(path) !== '0') this.log('info', `${this.res}: no split brain (any more)`);
+      this.tree.write(path, '0', { onlyIfChanged: true });
+      return;
+    }
+    const mine = view.chains.get(this.host)!;
+    // A host still behind the split point holds nothing after it: 0 bytes, 0 records.
+    const bytes = bytesSince(mine, d.common);
+    const records = await this.countRecords(mine, d.common);
+    const value = `${d.common.seq},${d.common.origin},${d.common.pos},${bytes},${records}`;
+    if (this.tree.value(path) !== value) {
+      this.log('warn', `${this.res}: SPLIT BRAIN: histories of ${d.a.host} and ${d.b.host} diverge after log-${String(d.common.seq).padStart(9, '0')}-${d.common.origin} at ${d.common.pos} bytes; this host holds ${bytes} bytes (${records} records) after it`);
+    }
+    this.tree.write(path, value, { onlyIfChanged: true });
+  }
+
+  /** Records of this host's own history after the common point, counted in local logfiles. */
+  private async countRecords(chain: Chain, common: HistoryPoint): Promise<string> {
+    const parts = partsAfter(chain, common);
+    const key = JSON.stringify([common, parts]);
+    if (this.cache?.key === key) return this.cache.records;
+    let records = 0;
+    for (const p of parts) {
+      const path = this.tree.abs(resPaths.log(this.res, p.seq, p.origin));
+      if (!existsSync(path)) return '?';
+      try {
+        for await (const item of readLogBatches(path, p.fromPos, { endPos: p.toPos })) {
+          if (item.type === 'batch') records += item.records.length;
+        }
+      } catch {
+        return '?';
+      }
+    }
+    this.cache = { key, records: String(records) };
+    return this.cache.records;
+  }
+}
