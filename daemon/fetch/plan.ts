@@ -67,6 +67,11 @@ export function planFetch(i: FetchInput): FetchPlan {
     if (!best) return { kind: 'idle', reason: `waiting for a connection to a member holding ${name}` };
     const growing = final === undefined;
     if (!growing && best.bytes <= localBytes) return { kind: 'idle', reason: `${name}: no connected member has more than ${localBytes} bytes of ${final}` };
+    if (growing && best.host === origin && best.bytes < localBytes) {
+      // The origin's durable end is behind our copy: its history was cut back (invalidate)
+      // or ours is damaged. Asking again would only be refused.
+      return { kind: 'stop', reason: `local copy of ${name} has ${localBytes} bytes, more than the ${best.bytes} its origin ${origin} offers: split brain or a damaged copy` };
+    }
     // A logfile still being written is followed on its origin (it grows there first).
     if (growing && best.host !== origin && best.bytes <= localBytes) return { kind: 'idle', reason: `${name}: waiting for its origin ${origin}` };
     return { kind: 'fetch', name, seq, origin, fromPos: localBytes, source: best.host, follow: growing, knownEnd: final ?? best.bytes };

@@ -49,10 +49,12 @@ export class PeerService implements PeerHandlers {
     return logPos === undefined ? 0 : Math.min(logPos, fileBytes);
   }
 
-  async getents(peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+  async getents(_peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
     const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    // The peer's own links are its business: it would refuse them anyway.
-    const forPeer = entries.filter((e) => { const o = ownerOf(e.p); return !(o.kind === 'host' && o.host === peer); });
+    // Only what this host may write: owned links travel straight from their owner (every pair
+    // of members talks directly), so a third host's links would only be refused, and the
+    // peer's own links are its business.
+    const forPeer = entries.filter((e) => { const o = ownerOf(e.p); return o.kind !== 'host' || o.host === this.ctx.host; });
     return { clockUs: this.ctx.tree.clock.now(), entries: forPeer, logs };
   }
 

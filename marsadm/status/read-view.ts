@@ -62,6 +62,7 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,
     replayLink: tree.value(resPaths.replay(res, host)),
     splitBrain: readSplitBrain(adm, res),
+    primaryLink: ((p) => (p === undefined || p === '(none)' || p === host ? undefined : tree.value(globalPaths.actual(host, `peer-${p}`))))(tree.value(resPaths.primary(res))),
   };
 }
 

@@ -35,6 +35,8 @@ export interface ViewSnapshot {
   };
   syncstatusBytes: number;
   replayLink: string | undefined;
+  /** actual-HOST/peer-PRIMARY: the state of the link to the designated primary (another host) */
+  primaryLink: string | undefined;
   /** diverged histories among the members (split-brain.ts), undefined when there are none */
   splitBrain: SplitBrainInfo | undefined;
   /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
@@ -124,6 +126,9 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.fetchRestBytes > 0 || v.actual.replayRestBytes > 0) {
     lines.push(`    fetch-rest ${v.actual.fetchRestBytes} bytes, replay-rest ${v.actual.replayRestBytes} bytes`);
   }
+  if (v.primaryLink?.startsWith('down') && v.designatedPrimary !== undefined) {
+    lines.push(`    link to the primary ${v.designatedPrimary}: ${v.primaryLink}`);
+  }
   if (v.splitBrain) {
     lines.push(`    ${splitBrainText(v.splitBrain)}`);
     lines.push(`    repair: "marsadm invalidate ${v.res}" on each host whose writes are given up (the primary's side wins)`);
@@ -193,5 +198,6 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     replayRest: v.actual.replayRestBytes,
     daemonRunning: v.daemonRunning,
     splitBrain: v.splitBrain ?? null,
+    primaryLink: v.primaryLink ?? null,
   };
 }

@@ -46,3 +46,14 @@ t.test('a local copy longer than the finished original stops', async (t) => {
   const p = planFetch(input({ local: new Map([[L(1, 'a'), 901]]), peers: [peer('a', [[L(1, 'a'), 900]])], finalLength: () => 900 }));
   t.match(p, { kind: 'stop', reason: /more than the 900/ });
 });
+
+t.test('a copy longer than what its origin offers is not requested again', async (t) => {
+  const plan = planFetch({
+    self: 'gamma', replaySeq: 2,
+    local: new Map([['log-000000002-alpha', 1000]]),
+    peers: [{ host: 'alpha', connected: true, logs: new Map([['log-000000002-alpha', 400]]) }],
+    finalLength: () => undefined,
+  });
+  t.equal(plan.kind, 'stop');
+  t.match((plan as { reason: string }).reason, /more than the 400 its origin alpha offers/);
+});

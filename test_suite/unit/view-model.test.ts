@@ -5,7 +5,7 @@ function v(over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actua
   return {
     res: 'db', host: 'alpha', sizeBytes: 1 << 30, designatedPrimary: 'alpha', members: ['alpha'], clusterHosts: ['alpha'],
     member: true, dataPath: '/dev/x', todo: { attach: true, connect: true, sync: true, replay: true },
-    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0', syncPassed: true, splitBrain: undefined,
+    daemonRunning: true, heartbeatAgeS: 1, windowS: 60, syncstatusBytes: 1 << 30, replayLink: 'log-000000002-alpha,0,0', syncPassed: true, splitBrain: undefined, primaryLink: undefined,
     ...over,
     actual: {
       isAttached: true, isPrimary: true, openCount: 0, replayCode: 0, errorMessage: undefined,
@@ -65,4 +65,10 @@ t.test('a split brain is named with its common point and what each side wrote', 
   t.match(lines.join('\n'), /marsadm invalidate db/);
   t.equal(MACROS['is-split-brain']!(v({ splitBrain })), '1');
   t.equal(MACROS['is-split-brain']!(v()), '0');
+});
+
+t.test('a secondary says when its link to the primary is down', async (t) => {
+  const lines = viewLines(v({ host: 'beta', designatedPrimary: 'alpha', primaryLink: 'down connection lost: ECONNRESET' }, { isPrimary: false }));
+  t.match(lines.join('\n'), /link to the primary alpha: down connection lost: ECONNRESET/);
+  t.notMatch(viewLines(v({ host: 'beta', designatedPrimary: 'alpha', primaryLink: 'connected 127.0.0.1:1 since x' }, { isPrimary: false })).join('\n'), /link to the primary/);
 });
