@@ -218,6 +218,7 @@ export class Daemon {
         void runner.secondary.reconcile(plan, snapshot);
         runner.secondary.nudge();
         runner.splitBrain.poll();
+        runner.onWantPrimary(snapshot.wantPrimaryRequest);
         runner.publish(false);
       }
       for (const [res, runner] of this.runners) {

@@ -9,6 +9,7 @@ import { createResource, deleteResource } from './commands/resource.js';
 import { joinResource, leaveResource } from './commands/membership.js';
 import { primary, secondary } from './commands/role.js';
 import { invalidate } from './commands/invalidate.js';
+import { setAppHooks } from './commands/app-hooks.js';
 import { attach, detach, down, setTodo, up } from './commands/switches.js';
 import { cron, logDelete, logRotate } from './commands/logs.js';
 import { logTruncate } from './commands/log-truncate.js';
@@ -61,6 +62,9 @@ function build(): Command {
   add('primary <name>', 'make this host the primary: planned handover (waits until caught up), or --force for a failover without the old primary',
     (adm, [name], o) => primary(adm, name!, { ignoreSync: o.ignoreSync !== undefined }),
     (c) => c.option('--ignore-sync', 'become primary although this replica\'s sync is not complete (its disk is inconsistent)'));
+  add('set-app-hooks <name>', 'commands marsd runs on this host for the application on top: --start when it becomes primary, --stop before it leaves the role with the device open ("" clears)',
+    (adm, [name], o) => setAppHooks(adm, name!, { ...(o.start !== undefined ? { start: o.start } : {}), ...(o.stop !== undefined ? { stop: o.stop } : {}) }),
+    (c) => c.option('--start <command>', 'shell command, e.g. "systemctl start db.mount"').option('--stop <command>', 'shell command, e.g. "systemctl stop db.mount"'));
   add('invalidate <name>', 'give up this replica\'s writes since a split brain and resync it from the primary (only the blocks either side touched when possible)', (adm, [name]) => invalidate(adm, name!));
   add('secondary <name>', 'give up the primary role (no designated primary afterwards)', (adm, [name]) => secondary(adm, name!));
   add('attach <name>', 'use the data device (todo attach on)', (adm, [name]) => attach(adm, name!));

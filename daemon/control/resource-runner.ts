@@ -16,6 +16,7 @@ import type { ResourceSnapshot } from './snapshot.js';
 import { SecondaryRunner } from './secondary-runner.js';
 import { SplitBrainMonitor } from './split-brain-monitor.js';
 import { executeInvalidate } from './invalidate.js';
+import { readHook, runHook, type HookKind } from './app-hooks.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 
 export interface RunnerContext {
@@ -38,6 +39,8 @@ export interface FailureInfo {
 }
 
 const PUBLISH_MIN_INTERVAL_MS = 200;
+/** how long a stepping-down primary waits for its application to close the device after the stop hook */
+const APP_CLOSE_WAIT_MS = 30_000;
 
 export class ResourceRunner {
   phase: Phase = 'down';
@@ -143,6 +146,8 @@ export class ResourceRunner {
       });
       await this.ctx.nbd.addExport(this.name, this.logger, { socketPath: this.socketPath, description: `MARS resource ${this.name}` });
       this.phase = 'primary';
+      this.primarySinceUs = tree.clock.now();
+      if (readHook(tree, 'start', this.name)) void this.runAppHook('start');
       // A forced or sync-ignoring takeover was a one-time permission: the next one is planned.
       if ((tree.value(resPaths.primaryMode(this.name, host)) ?? 'planned') !== 'planned') tree.write(resPaths.primaryMode(this.name, host), 'planned');
       log('info', `${this.name}: primary; logging to log-${String(recovered.nextSeq).padStart(9, '0')}-${host}, export on ${this.socketPath}`);
@@ -178,6 +183,12 @@ export class ResourceRunner {
    */
   private async stopPrimary(reason: string): Promise<void> {
     const logger = this.logger;
+    // The application on top closes the device itself if it has a stop hook: better than
+    // EPERM for its writes (which is what remains for a device that stays open).
+    if (this.openCount > 0 && readHook(this.ctx.tree, 'stop', this.name) && !this.shuttingDown) {
+      await this.runAppHook('stop');
+      await this.waitConnectionsClosed(APP_CLOSE_WAIT_MS);
+    }
     this.phase = 'stopping';
     this.draining = true;
     this.ctx.log('info', `${this.name}: leaving primary role: ${reason}`);
@@ -263,9 +274,53 @@ export class ResourceRunner {
     });
   }
 
+  /** app-state published in actual-HOST: none, running start/stop hook, or its last result */
+  private appState = 'none';
+  private wantHandled: string | undefined;
+  private primarySinceUs = Number.MAX_SAFE_INTEGER;
+  private closeWaiters: (() => void)[] = [];
+
+  private async runAppHook(kind: HookKind): Promise<void> {
+    const cmd = readHook(this.ctx.tree, kind, this.name);
+    if (!cmd) return;
+    this.appState = `${kind} hook running`;
+    this.publish(true);
+    this.ctx.log('info', `${this.name}: running the application ${kind} hook: ${cmd}`);
+    const r = await runHook(cmd, { res: this.name, host: this.ctx.host, socket: this.socketPath });
+    this.appState = `${kind} hook ${r.ok ? 'done' : 'FAILED'} (${r.detail})`.slice(0, 500);
+    this.ctx.log(r.ok ? 'info' : 'error', `${this.name}: application ${kind} hook ${r.ok ? 'done' : 'failed'}: ${r.detail}`);
+    this.publish(true);
+  }
+
+  private waitConnectionsClosed(timeoutMs: number): Promise<void> {
+    if (this.openCount === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done() { clearTimeout(timer); resolve(); }
+      this.closeWaiters.push(done);
+    });
+  }
+
+  /**
+   * Another member asked for a planned handover (`STAMP HOST` of its want-primary link) while
+   * our device is open: stop the application here, once per request, so the handover can go on.
+   */
+  onWantPrimary(request: string | undefined): void {
+    if (request === undefined || request === this.wantHandled) return;
+    this.wantHandled = request;
+    // A request from before this host became primary belongs to an earlier handover.
+    if (Number(request.split(' ')[0]) * 1_000_000 < this.primarySinceUs) return;
+    if (this.phase !== 'primary' || this.openCount === 0 || !readHook(this.ctx.tree, 'stop', this.name)) return;
+    this.ctx.log('info', `${this.name}: ${request.split(' ')[1]} asks for the primary role: stopping the application`);
+    void this.runAppHook('stop');
+  }
+
   setOpenCount(count: number): void {
     this.openCount = count;
-    if (count === 0) this.connectionsGone?.();
+    if (count === 0) {
+      this.connectionsGone?.();
+      for (const w of this.closeWaiters.splice(0)) w();
+    }
     this.publish(true);
   }
 
@@ -314,6 +369,8 @@ export class ResourceRunner {
       set('fetch-state', st.fetchState.slice(0, 500) || 'off');
       set('secondary-why', st.why || 'OK');
       set('primary-wait', this.primaryWait ?? 'OK');
+      set('app-state', this.appState);
+      set('has-app-stop', readHook(this.ctx.tree, 'stop', this.name) ? '1' : '0');
       set('replay-code', st.replayCode);
       set('msg-err-replay-stop', st.message.slice(0, 1000));
       set('socket', '(none)');
@@ -337,6 +394,8 @@ export class ResourceRunner {
     set('msg-err-replay-stop', this.failure ? this.failure.message : 'OK');
     set('socket', primary ? this.socketPath : '(none)');
     set('primary-wait', this.primaryWait ?? 'OK');
+    set('app-state', this.appState);
+    set('has-app-stop', readHook(this.ctx.tree, 'stop', this.name) ? '1' : '0');
     set('is-emergency', '0');
     set('has-emergency', '0');
   }

@@ -31,6 +31,8 @@ export interface ResourceSnapshot {
   versionLinks: { seq: number; host: string; value: string }[];
   /** `maxnr`: the highest logfile number ever used (0 when unknown) */
   maxnr: number;
+  /** `STAMP HOST`: the newest `todo-HOST/want-primary` of another member (read only when designated here) */
+  wantPrimaryRequest: string | undefined;
   /** an invalidate request (todo-HOST/invalidate) not yet answered in actual-HOST/invalidate */
   invalidateRequest: string | undefined;
   /** a change in any of these means a failed start may succeed now */
@@ -65,12 +67,19 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
   const mode = tree.value(resPaths.primaryMode(res, host));
   const activePrimaries: string[] = [];
   const versionLinks: { seq: number; host: string; value: string }[] = [];
+  let wantPrimaryRequest: string | undefined;
   if (designatedHere) {
     const firstVersionSeq = Number(/^log-(\d{9})-/.exec(replay?.value ?? '')?.[1] ?? '1') - 1;
     for (const name of tree.list(dir)) {
       const member = /^data-(.+)$/.exec(name)?.[1];
       if (member !== undefined && member !== host && isValidIdentifier(member)
         && tree.value(resPaths.actual(res, member, 'is-primary')) === '1') activePrimaries.push(member);
+      if (member !== undefined && member !== host && isValidIdentifier(member)) {
+        const want = tree.value(resPaths.wantPrimary(res, member));
+        if (want !== undefined && /^\d+\.\d+$/.test(want) && (wantPrimaryRequest === undefined || Number(want) > Number(wantPrimaryRequest.split(' ')[0]))) {
+          wantPrimaryRequest = `${want} ${member}`;
+        }
+      }
       const version = VERSION_NAME.exec(name);
       if (version && Number(version[1]) >= firstVersionSeq) {
         const value = tree.value(`${dir}/${name}`);
@@ -91,6 +100,7 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     activePrimaries: activePrimaries.sort(),
     versionLinks,
     maxnr: intValue(tree.value(resPaths.maxnr(res))) ?? 0,
+    wantPrimaryRequest,
     invalidateRequest: pendingInvalidate(tree.value(resPaths.invalidate(res, host)), tree.value(resPaths.actual(res, host, 'invalidate'))),
     signature: '',
   };

@@ -38,6 +38,8 @@ export const resPaths = {
   version: (res: string, seq: number, host: string) => `${resourceDir(res)}/version-${seqString(seq)}-${validHost(host)}`,
   todoDir: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}`,
   todo: (res: string, host: string, key: TodoKey) => `${resourceDir(res)}/todo-${validHost(host)}/${key}`,
+  /** stamp of a planned handover to HOST waiting for the current primary's application to stop */
+  wantPrimary: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}/want-primary`,
   /** the stamp of the newest `marsadm invalidate` request for this host */
   invalidate: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}/invalidate`,
   /** how `marsadm primary` asked this host to take over: planned, ignore-sync or force */

@@ -3,6 +3,7 @@
 import { AdmError, type Adm } from '../context.js';
 import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js';
 import { isValidIdentifier } from '../../daemon/tree/names.js';
+import { formatStamp } from '../../daemon/tree/lamport.js';
 import { parseVersionLink } from '../../daemon/log/links.js';
 import type { PrimaryMode } from '../../daemon/control/decide-handover.js';
 
@@ -23,6 +24,15 @@ export interface PrimaryOptions {
 export async function primary(adm: Adm, name: string, opts: PrimaryOptions = {}): Promise<void> {
   const res = adm.requireResource(name);
   adm.requireMember(res);
+  try {
+    await takeOver(adm, res, opts);
+  } finally {
+    // A stop request for the old primary's application is only valid during this handover.
+    if (adm.tree.value(resPaths.wantPrimary(res, adm.host)) !== undefined) adm.tree.remove(resPaths.wantPrimary(res, adm.host));
+  }
+}
+
+async function takeOver(adm: Adm, res: string, opts: PrimaryOptions): Promise<void> {
   const { tree, host } = adm;
   const current = tree.value(resPaths.primary(res));
   const previous = current !== undefined && current !== '(none)' && current !== host ? current : undefined;
@@ -85,10 +95,22 @@ async function checkHandoverPreconditions(adm: Adm, res: string, opts: PrimaryOp
   const openElsewhere = () => members(adm, res).filter((m) => m !== host)
     .map((member) => ({ member, open: Number(tree.value(resPaths.actual(res, member, 'open-count')) ?? '0') }))
     .filter((x) => x.open > 0);
-  // An application stopped a moment ago on the old primary may not be visible here yet.
-  const graceMs = adm.timeoutS < 0 ? OPEN_COUNT_GRACE_MS : Math.min(OPEN_COUNT_GRACE_MS, adm.timeoutS * 1000);
+  // A host whose application has a stop hook closes the device itself when asked; an
+  // application stopped a moment ago may not be visible here yet.
+  const stoppable = openElsewhere().filter((x) => tree.value(resPaths.actual(res, x.member, 'has-app-stop')) === '1');
+  if (stoppable.length > 0) {
+    tree.write(resPaths.wantPrimary(res, host), formatStamp(tree.clock.tick()));
+    if (!adm.json) process.stderr.write(`  asking ${stoppable.map((x) => x.member).join(', ')} to stop the application (stop hook)\n`);
+  }
+  const graceMs = stoppable.length > 0 ? (adm.timeoutS < 0 ? Infinity : adm.timeoutS * 1000)
+    : adm.timeoutS < 0 ? OPEN_COUNT_GRACE_MS : Math.min(OPEN_COUNT_GRACE_MS, adm.timeoutS * 1000);
+  let lastProgressMs = Date.now();
   for (const deadline = Date.now() + graceMs; openElsewhere().length > 0 && Date.now() < deadline;) {
     await new Promise((r) => setTimeout(r, 100));
+    if (stoppable.length > 0 && Date.now() - lastProgressMs > 2000 && !adm.json) {
+      process.stderr.write(`  waiting for the application to close the device on ${stoppable.map((x) => `${x.member} (${tree.value(resPaths.actual(res, x.member, 'app-state')) ?? '?'})`).join(', ')}\n`);
+      lastProgressMs = Date.now();
+    }
   }
   for (const { member, open } of openElsewhere()) {
     throw new AdmError(`the device of ${res} is in use on ${member} (${open} NBD connection${open > 1 ? 's' : ''}): unmount it there first `
@@ -158,7 +180,8 @@ export async function secondary(adm: Adm, name: string): Promise<void> {
   adm.requireMember(res);
   const { tree, host } = adm;
   const open = Number(adm.actual(res, 'open-count') ?? '0');
-  if (open > 0 && !adm.force) {
+  // With a stop hook, marsd stops the application (which closes the device) before stepping down.
+  if (open > 0 && !adm.force && adm.actual(res, 'has-app-stop') !== '1') {
     throw new AdmError(`the device of ${res} is in use (${open} NBD connection${open > 1 ? 's' : ''}): unmount it first; with --force its writers get EPERM`);
   }
   tree.write(resPaths.primary(res), '(none)', { durable: true });
