@@ -2,7 +2,8 @@
 // beta and gamma join with the cluster secret and sync, alpha writes through its NBD export and
 // the secondaries follow, alpha survives kill -9, then gamma's network link is cut while alpha
 // keeps writing, healed, and gamma catches up. At the end the sha256 of the three data disks
-// must be equal (exit code 1 otherwise). Each step prints the commands it runs and their output.
+// must be equal (exit code 1 otherwise); then beta takes over with a planned handover, writes,
+// and the disks are compared again. Each step prints the commands it runs and their output.
 //
 // Every host has its own /mars, run directory, data disk, marsd and peer address on 127.0.0.1.
 // The peer address in ips/ip-HOST is a small TCP proxy inside this script and marsd listens
@@ -456,6 +457,8 @@ const network = new Network();
 const hosts = ['alpha', 'beta', 'gamma'].map((n) => new Host(n));
 const [alpha, beta, gamma] = hosts;
 const secondaries = [beta, gamma];
+/** the primary: alpha until the handover */
+let current = alpha;
 /** the background writer of the cut-link steps */
 let writer;
 let writtenWhileCut = 0;
@@ -589,9 +592,21 @@ async function stepHeal() {
   await Host.views(hosts);
 }
 
+async function stepHandover() {
+  say('Planned handover: beta becomes the primary with one command; alpha and gamma follow beta');
+  await beta.adm('primary', RES);
+  current = beta;
+  await until('alpha left the primary role', () => alpha.actual('is-primary') === '0');
+  await Host.views(hosts);
+  await writeThrough(beta, 64 * MiB, randomBytes(8 * MiB));
+  info(`beta wrote 8 MiB at offset 64 MiB through its own export ${beta.socket}`);
+  await watchCatchUp(beta, [alpha, gamma]);
+  await Host.views(hosts);
+}
+
 async function stepVerify() {
-  say('Compare the data disks');
-  await alpha.adm('wait-resource', RES, 'writeback-done');
+  say(`Compare the data disks (primary: ${current.name})`);
+  await current.adm('wait-resource', RES, 'writeback-done');
   const sums = hosts.map((h) => h.sha256());
   hosts.forEach((h, i) => info(`sha256 of ${h.name}'s disk: ${sums[i]}`));
   const same = sums.every((s) => s === sums[0]);
@@ -604,7 +619,7 @@ async function stepStop() {
   for (const h of hosts) info(`${h.name}: marsd exited with ${await h.stopMarsd()}`);
 }
 
-const STEPS = [stepHosts, stepCreateCluster, stepJoinCluster, stepJoinResource, stepWrite, stepCrash, stepCut, stepHeal, stepVerify, stepStop];
+const STEPS = [stepHosts, stepCreateCluster, stepJoinCluster, stepJoinResource, stepWrite, stepCrash, stepCut, stepHeal, stepVerify, stepHandover, stepVerify, stepStop];
 
 // ---------------------------------------------------------------------------------------------
 
@@ -634,11 +649,11 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
-console.log('MARS in userspace: three hosts on one machine, replication, kill -9, a cut link and catching up.');
+console.log('MARS in userspace: three hosts on one machine, replication, kill -9, a cut link and catching up, a handover.');
 console.log(`Everything happens in D=${dir} ($D below).`);
 try {
   for (const s of STEPS) await s();
-  console.log(`\nDone in ${seconds()}: beta and gamma hold exactly alpha's data; gamma missed ${mib(writtenWhileCut)} while cut off and caught up.`);
+  console.log(`\nDone in ${seconds()}: all disks are equal; gamma missed ${mib(writtenWhileCut)} while cut off and caught up; beta took over with one "marsadm primary".`);
 } catch (err) {
   if (interrupted) await new Promise(() => {}); // the signal handler cleans up and exits
   console.error(`\ndemo failed after ${seconds()}: ${err.message}`);
