@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { fileDigest, startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { nbdsh, toolOk } from '../helpers/nbd-tools.js';
 import { ensureTools } from '../helpers/prereqs.js';
@@ -16,21 +16,8 @@ const SIZE = 16 << 20;
 const BLOCK = 4096;
 
 /** What an application does on the primary: write, flush, close the device. */
-async function workload(h: MarsHost, writes: number, seed: number): Promise<void> {
-  const client = await NbdClient.connect(h.socketPath(RES), RES);
-  try {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < writes; i++) {
-      const blocks = 1 + ((i + seed) % 8);
-      const pos = (((i * 2654435761 + seed * 40503) >>> 0) % (SIZE / BLOCK - blocks)) * BLOCK;
-      pending.push(client.write(pos, randomBytes(blocks * BLOCK)));
-      if (pending.length >= 8) await pending.shift();
-    }
-    await Promise.all(pending);
-    await client.flush();
-  } finally {
-    await client.disconnect();
-  }
+function workload(h: MarsHost, writes: number, seed: number): Promise<void> {
+  return writeWorkload(h, RES, SIZE, writes, seed, 8);
 }
 
 /** No host stopped replay (split brain, hole, defect) and no logfile number has two origins. */
@@ -59,13 +46,8 @@ async function expectEqualDisks(t: Test, c: TestCluster, primary: MarsHost): Pro
   }
 }
 
-/** Equal versionlinks for the primary's newest logfile, which covers the whole file. */
 function caughtUpWith(h: MarsHost, primary: MarsHost): boolean {
-  const dir = `${primary.marsDir}/resource-${RES}`;
-  const newest = readdirSync(dir).map((n) => /^version-(\d{9})-(.+)$/.exec(n)).filter((m) => m && m[2] === primary.name).map((m) => m![1]!).sort().pop();
-  if (!newest) return false;
-  const mine = primary.link(`resource-${RES}/version-${newest}-${primary.name}`);
-  return mine !== undefined && h.link(`resource-${RES}/version-${newest}-${h.name}`) === mine;
+  return caughtUpWithPrimary(h, primary, RES);
 }
 
 t.test('handover is refused while the device is open, and honours --timeout when the new host cannot catch up', async (t) => {

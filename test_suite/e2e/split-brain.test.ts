@@ -4,39 +4,18 @@
 // to the primary's content, and the incremental resync must send at most twice the bytes
 // written since the split.
 import t, { type Test } from 'tap';
-import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { fileDigest, startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 
 const RES = 'r0';
 const SIZE = 32 << 20;
-const BLOCK = 4096;
 
-async function workload(h: MarsHost, writes: number, seed: number): Promise<void> {
-  const client = await NbdClient.connect(h.socketPath(RES), RES);
-  try {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < writes; i++) {
-      const blocks = 1 + ((i + seed) % 4);
-      const pos = (((i * 2654435761 + seed * 97) >>> 0) % (SIZE / BLOCK - blocks)) * BLOCK;
-      pending.push(client.write(pos, randomBytes(blocks * BLOCK)));
-      if (pending.length >= 8) await pending.shift();
-    }
-    await Promise.all(pending);
-    await client.flush();
-  } finally {
-    await client.disconnect();
-  }
+function workload(h: MarsHost, writes: number, seed: number): Promise<void> {
+  return writeWorkload(h, RES, SIZE, writes, seed, 4);
 }
 
 function caughtUpWith(h: MarsHost, primary: MarsHost): boolean {
-  const dir = `${primary.marsDir}/resource-${RES}`;
-  const newest = readdirSync(dir).map((n) => /^version-(\d{9})-(.+)$/.exec(n)).filter((m) => m && m[2] === primary.name).map((m) => m![1]!).sort().pop();
-  if (!newest) return false;
-  const mine = primary.link(`resource-${RES}/version-${newest}-${primary.name}`);
-  return mine !== undefined && h.link(`resource-${RES}/version-${newest}-${h.name}`) === mine;
+  return caughtUpWithPrimary(h, primary, RES);
 }
 
 function totalForwarded(c: TestCluster): number {

@@ -3,7 +3,8 @@
 // through a FaultProxy in front of it (its ips/ip-HOST names the proxy, marsd --bind listens
 // behind it), so a test can delay, throttle, cut or blackhole the traffic into any host.
 import type { Test } from 'tap';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { freePort, MarsHost } from './cluster.js';
 import { FaultProxy } from './fault-proxy.js';
@@ -138,4 +139,33 @@ export async function startCluster(t: Test, spec: ClusterSpec): Promise<TestClus
     }
   }
   return cluster;
+}
+
+/**
+ * What an application does on the primary: `writes` random writes of 1..maxBlocks 4 KiB
+ * blocks at positions spread by `seed`, eight in flight, then FLUSH, then close the device.
+ */
+export async function writeWorkload(h: MarsHost, res: string, sizeBytes: number, writes: number, seed: number, maxBlocks = 8): Promise<void> {
+  const client = await NbdClient.connect(h.socketPath(res), res);
+  try {
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < writes; i++) {
+      const blocks = 1 + ((i + seed) % maxBlocks);
+      const pos = (((i * 2654435761 + seed * 40503) >>> 0) % (sizeBytes / 4096 - blocks)) * 4096;
+      pending.push(client.write(pos, randomBytes(blocks * 4096)));
+      if (pending.length >= 8) await pending.shift();
+    }
+    await Promise.all(pending);
+    await client.flush();
+  } finally {
+    await client.disconnect();
+  }
+}
+
+/** `h` has replayed all of `primary`'s newest logfile as far as `primary`'s versionlink says (equal versionlinks). */
+export function caughtUpWith(h: MarsHost, primary: MarsHost, res: string): boolean {
+  const seq = newestVersionSeq(primary, res, primary.name);
+  if (seq === undefined) return false;
+  const theirs = primary.link(`resource-${res}/version-${seq}-${primary.name}`);
+  return theirs !== undefined && h.link(`resource-${res}/version-${seq}-${h.name}`) === theirs;
 }
