@@ -3,6 +3,8 @@ import type { Adm } from '../context.js';
 import { globalPaths, resPaths, resourceDir } from '../../daemon/tree/paths.js';
 import type { ViewSnapshot } from './view-model.js';
 import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
+import { planLogRetention } from './log-retention.js';
+import { readRetentionInput } from './read-retention.js';
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
@@ -59,5 +61,6 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     syncPassed: syncPassed(tree.value(resPaths.syncpos(res, host)), tree.value(resPaths.replay(res, host))),
     syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,
     replayLink: tree.value(resPaths.replay(res, host)),
+    retention: planLogRetention(readRetentionInput(tree, res, host, adm.windowS, adm.force)),
   };
 }

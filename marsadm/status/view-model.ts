@@ -1,6 +1,7 @@
 // What `marsadm view` and the view-MACRO commands show, computed by pure functions from a
 // snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
 // (reference/mars.md §7): DISKSTATE, REPLSTATE, FLAGS, ROLE.
+import { retentionJson, type RetentionPlan } from './log-retention.js';
 
 export interface ViewSnapshot {
   res: string;
@@ -37,6 +38,8 @@ export interface ViewSnapshot {
   replayLink: string | undefined;
   /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
   syncPassed: boolean;
+  /** which logfiles here may be deleted and who holds the others back (log-retention.ts) */
+  retention?: RetentionPlan;
 }
 
 export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
@@ -110,6 +113,7 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.fetchRestBytes > 0 || v.actual.replayRestBytes > 0) {
     lines.push(`    fetch-rest ${v.actual.fetchRestBytes} bytes, replay-rest ${v.actual.replayRestBytes} bytes`);
   }
+  if (v.retention?.heldBack) lines.push(`    ${v.retention.heldBack.text}`);
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
@@ -142,6 +146,9 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'replay-code': (v) => (v.actual.replayCode === undefined ? '' : String(v.actual.replayCode)),
   'the-err-msg': (v) => v.actual.errorMessage ?? '',
   'resource-size': (v) => String(v.sizeBytes),
+  'log-held-bytes': (v) => String(v.retention?.heldBack?.bytes ?? 0),
+  'log-held-by': (v) => v.retention?.heldBack?.hosts.join(',') ?? '',
+  'log-deletable-bytes': (v) => String(v.retention?.deletable.reduce((s, l) => s + l.sizeBytes, 0) ?? 0),
   'todo-attach': (v) => (v.todo.attach ? '1' : '0'),
   'todo-fetch': (v) => (v.todo.connect ? '1' : '0'),
   'todo-replay': (v) => (v.todo.replay ? '1' : '0'),
@@ -174,5 +181,6 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     fetchRest: v.actual.fetchRestBytes,
     replayRest: v.actual.replayRestBytes,
     daemonRunning: v.daemonRunning,
+    logfiles: v.retention ? retentionJson(v.retention) : null,
   };
 }
