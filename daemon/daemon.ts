@@ -15,12 +15,14 @@ import { ResourceRunner } from './control/resource-runner.js';
 import type { CommonOptions } from './config.js';
 import { decideSecondary, NOTHING } from './control/decide-secondary.js';
 import { PeerManager } from './propagate/peer-manager.js';
+import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { readSecretFile } from './net/auth.js';
 import { join } from 'node:path';
 
 export const TREE_VERSION = '0.1';
+export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
 export const MARSD_VERSION = '0.1.0';
 
 export interface DaemonOptions extends CommonOptions {
@@ -33,6 +35,8 @@ export interface DaemonOptions extends CommonOptions {
   fetchRateBytesPerS: number;
   /** listen here instead of on the address in ips/ip-HOST (behind NAT or a proxy) */
   bindAddress?: string;
+  /** keep a tombstone at least this long before purging it once every member has seen it */
+  tombstoneMinAgeMs?: number;
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -56,6 +60,7 @@ export class Daemon {
   private lock: { release(): void } | undefined;
   private stopping = false;
   private readonly peers: PeerManager;
+  private readonly tombstones: TombstoneKeeper;
   private peerServer: PeerServer | undefined;
   private listenAddress: string | undefined;
   private secret: Buffer | undefined;
@@ -73,6 +78,16 @@ export class Daemon {
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log,
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
+    });
+    this.tombstones = new TombstoneKeeper({
+      tree: this.tree,
+      minAgeMs: opts.tombstoneMinAgeMs ?? DEFAULT_TOMBSTONE_MIN_AGE_MS,
+      intervalMs: 1000,
+      members: () => this.tree.list(globalPaths.ipsDir)
+        .filter((n) => n.startsWith('ip-') && n !== `ip-${opts.host}` && this.tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined)
+        .map((n) => n.slice(3)),
+      listing: (member) => this.peers.link(member)?.listing,
+      log: opts.log,
     });
   }
 
@@ -221,6 +236,8 @@ export class Daemon {
         runner.onWantPrimary(snapshot.wantPrimaryRequest);
         runner.publish(false);
       }
+      // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
+      if (this.secret) this.tombstones.run();
       for (const [res, runner] of this.runners) {
         if (present.has(res)) continue;
         // The resource was deleted underneath a running runner (delete-resource --force).

@@ -33,11 +33,16 @@ export function runMarsd(argv: string[]): void {
       return n;
     })
     .option('--fetch-rate <bytes-per-s>', 'bandwidth limit for logfile transfer (0 = unlimited)', sizeOption('--fetch-rate'))
+    .option('--tombstone-min-age-ms <ms>', 'keep a tombstone at least this long before purging it once every member has seen it (default 60000)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new InvalidArgumentError('must be 0..86400000');
+      return n;
+    })
     .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean }>();
+  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean; tombstoneMinAgeMs?: number }>();
 
   const log = (level: 'info' | 'warn' | 'error', msg: string) => {
     if (o.quiet && level === 'info') return;
@@ -55,6 +60,7 @@ export function runMarsd(argv: string[]): void {
       pullIntervalMs: o.pullIntervalMs ?? 1000,
       fetchRateBytesPerS: o.fetchRate ?? 0,
       ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
+      ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
       log,
     });
   } catch (err) {

@@ -27,6 +27,8 @@ export interface MergeOptions {
   sender: string;
   receiver: string;
   nowUs: number;
+  /** the logfile number the receiver replays per resource (see mayWrite) */
+  replayFloor?: (res: string) => number;
 }
 
 export interface MergePlan {
@@ -34,14 +36,17 @@ export interface MergePlan {
   writes: (TreeEntry & { replaceFile: boolean })[];
   /** entries a peer may not write here: logged, never applied */
   rejected: { path: string; reason: string }[];
+  /** entries refused without a word: the receiver's own links, which every listing carries */
+  ignored: number;
 }
 
 export function planMerge(remote: readonly TreeEntry[], local: (path: string) => LocalState, o: MergeOptions): MergePlan {
-  const plan: MergePlan = { writes: [], rejected: [] };
+  const plan: MergePlan = { writes: [], rejected: [], ignored: 0 };
   for (const e of remote) {
-    const allowed = mayWrite(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE);
+    const allowed = mayWrite(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, o.replayFloor);
     if (!allowed.ok) {
-      plan.rejected.push({ path: e.p, reason: allowed.reason });
+      if (allowed.quiet) plan.ignored++;
+      else plan.rejected.push({ path: e.p, reason: allowed.reason });
       continue;
     }
     if (e.s > o.nowUs + MAX_LAMPORT_FUTURE_US) {

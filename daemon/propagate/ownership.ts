@@ -63,25 +63,58 @@ export function ownerOf(path: string): Owner {
   return { kind: 'local' };
 }
 
-export type Acceptance = { ok: true } | { ok: false; reason: string };
+export type Acceptance = { ok: true } | { ok: false; reason: string; quiet?: boolean };
+
+/** `resource-RES/version-SEQ-HOST` or `resource-RES/log-SEQ-ORIGIN` → its resource and number. */
+function numberedOf(path: string, pattern: RegExp): { res: string; seq: number } | undefined {
+  const parts = path.split('/');
+  if (parts.length !== 2) return undefined;
+  const res = suffixHost(parts[0]!, 'resource-');
+  const v = pattern.exec(parts[1]!);
+  return res && v ? { res, seq: Number(v[1]) } : undefined;
+}
 
 /**
  * May `sender` write `path` on `receiver`'s tree? Owned links only from their owner, never a
  * link the receiver owns; shared links from any member; log paths only as tombstones;
  * local-only names (userspace/, the secret, unknown names) never.
+ *
+ * `replayFloor(res)` is the logfile number the receiver replays (or writes back) in res:
+ * Infinity when it has no replay link there, -Infinity when that link is unparsable. With it,
+ * - a logfile's deletion is refused for a logfile the receiver still needs (numbered at or
+ *   above its replay logfile): whatever a confused peer decided, a host never loses a logfile
+ *   it is reading;
+ * - as in MARS (tombstones are written by anybody, e.g. cron), the deletion of a versionlink
+ *   is accepted from any member when its number lies below the receiver's replay logfile minus
+ *   one, so one `log-delete` cleans the old versionlinks of every host everywhere, and no host
+ *   loses a versionlink its own chain check needs. Without replayFloor it is not accepted.
+ *
+ * A peer's listing also carries the receiver's own links (so the receiver can tell whether the
+ * peer has seen its tombstones): those are refused quietly.
  */
-export function mayWrite(path: string, value: string, sender: string, receiver: string, tombstone: string): Acceptance {
+export function mayWrite(path: string, value: string, sender: string, receiver: string, tombstone: string, replayFloor?: (res: string) => number): Acceptance {
   const owner = ownerOf(path);
   switch (owner.kind) {
     case 'local':
       return { ok: false, reason: `${path} is not a replicated link` };
     case 'shared':
       return { ok: true };
-    case 'log-deletion':
-      return value === tombstone ? { ok: true } : { ok: false, reason: `${path} names a logfile; only its deletion propagates as a link` };
-    case 'host':
-      if (owner.host === receiver) return { ok: false, reason: `${path} belongs to this host (${receiver}); ${sender} may not write it` };
-      if (owner.host !== sender) return { ok: false, reason: `${path} belongs to ${owner.host}; ${sender} may not write it` };
+    case 'log-deletion': {
+      if (value !== tombstone) return { ok: false, reason: `${path} names a logfile; only its deletion propagates as a link` };
+      const l = replayFloor ? numberedOf(path, LOG_NAME) : undefined;
+      if (l && !(l.seq < replayFloor!(l.res))) return { ok: false, reason: `${receiver} still needs ${path} (it replays from logfile ${replayFloor!(l.res)}); refusing its deletion` };
       return { ok: true };
+    }
+    case 'host': {
+      if (value === tombstone && owner.host !== sender && replayFloor) {
+        const v = numberedOf(path, VERSION_NAME);
+        if (v && v.seq < replayFloor(v.res) - 1) return { ok: true };
+      }
+      if (owner.host === receiver) return { ok: false, reason: `${path} belongs to this host (${receiver}); ${sender} may not write it`, quiet: true };
+      // A third host's links come along in every listing (the purge of tombstones compares
+      // whole listings); they travel from their owner, so refusing them here is routine.
+      if (owner.host !== sender) return { ok: false, reason: `${path} belongs to ${owner.host}; ${sender} may not write it`, quiet: true };
+      return { ok: true };
+    }
   }
 }

@@ -4,13 +4,16 @@
 // §3.9: network trouble never changes roles or replication state by itself); each link's
 // state is published as `actual-ME/peer-PEER`.
 import type { TreeStore } from '../tree/store.js';
-import { globalPaths } from '../tree/paths.js';
+import { globalPaths, resPaths } from '../tree/paths.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { dialPeer } from '../net/dial.js';
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
 import { applyMergePlan, localState } from './tree-io.js';
+import { listingOf, type PeerListing } from './tombstones.js';
+import { performance } from 'node:perf_hooks';
+import { readReplayLink } from '../control/resource-links.js';
 
 export interface PeerManagerOptions {
   tree: TreeStore;
@@ -31,6 +34,8 @@ export class PeerLink {
   conn: PeerConnection | undefined;
   /** res → (log name → bytes the peer offers) */
   logs = new Map<string, Map<string, number>>();
+  /** the peer's whole listing of the last successful pull (tombstone purging) */
+  listing: PeerListing | undefined;
   lastError = '';
   private stopped = false;
   private wake: (() => void) | undefined;
@@ -113,11 +118,15 @@ export class PeerLink {
 
   private async pull(conn: PeerConnection): Promise<void> {
     this.pullWanted = false;
+    const requestedAtMs = performance.now();
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
-    const plan = planMerge(entries, (p) => localState(tree, p), { sender: this.peer, receiver: host, nowUs: tree.clock.now() });
+    const plan = planMerge(entries, (p) => localState(tree, p), {
+      sender: this.peer, receiver: host, nowUs: tree.clock.now(), replayFloor: (res) => replayFloor(tree, res, host),
+    });
     for (const r of plan.rejected.slice(0, 3)) this.m.log('warn', `peer ${this.peer}: refused entry ${r.path}: ${r.reason}`);
     const changed = applyMergePlan(tree, plan);
+    this.listing = listingOf(requestedAtMs, entries, logs);
     const next = new Map<string, Map<string, number>>();
     for (const l of logs) {
       let perRes = next.get(l.res);
@@ -135,6 +144,21 @@ export class PeerLink {
     this.conn?.close('stopping');
     this.wake?.();
     await this.loopDone;
+  }
+}
+
+/**
+ * The logfile number this host replays (or writes back) in `res`, which bounds the deletions
+ * it accepts from peers (mayWrite): Infinity without a replay link there (it reads no
+ * logfile), -Infinity when the link is unparsable (keep everything).
+ */
+export function replayFloor(tree: TreeStore, res: string, host: string): number {
+  try {
+    if (tree.value(resPaths.replay(res, host)) === undefined) return Infinity;
+    const replay = readReplayLink(tree, res, host);
+    return replay ? replay.seq : -Infinity;
+  } catch {
+    return -Infinity; // an invalid resource name: accept no deletion
   }
 }
 

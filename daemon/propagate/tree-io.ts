@@ -73,7 +73,8 @@ export function applyMergePlan(tree: TreeStore, plan: MergePlan): number {
     if (w.replaceFile) {
       try { unlinkSync(tree.abs(w.p)); } catch { /* already gone */ }
     }
-    if (tree.write(w.p, w.v, { stampUs: w.s })) changed++;
+    // A deleted logfile must stay deleted after a crash: make the unlink durable.
+    if (tree.write(w.p, w.v, w.replaceFile ? { stampUs: w.s, durable: true } : { stampUs: w.s })) changed++;
   }
   return changed;
 }

@@ -9,6 +9,7 @@ import { resPaths, resourceDir } from '../tree/paths.js';
 import { parseLogName, parseVersionLink } from '../log/links.js';
 import { collectEntries, localState, applyMergePlan } from '../propagate/tree-io.js';
 import { planMerge } from '../propagate/merge.js';
+import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../propagate/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError, type PeerHandlers } from '../net/connection.js';
@@ -50,12 +51,11 @@ export class PeerService implements PeerHandlers {
   }
 
   async getents(_peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+    // Everything, the peer's own links included: the peer ignores those (except the deletion
+    // of an old versionlink, mayWrite), but needs them to see whether we have seen its
+    // tombstones before it purges them (daemon/propagate/tombstones.ts).
     const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    // Only what this host may write: owned links travel straight from their owner (every pair
-    // of members talks directly), so a third host's links would only be refused, and the
-    // peer's own links are its business.
-    const forPeer = entries.filter((e) => { const o = ownerOf(e.p); return o.kind !== 'host' || o.host === this.ctx.host; });
-    return { clockUs: this.ctx.tree.clock.now(), entries: forPeer, logs };
+    return { clockUs: this.ctx.tree.clock.now(), entries, logs };
   }
 
   async logRead(_peer: string, req: LogReadRequest, sink: { send(pos: number, data: Buffer): Promise<void> }, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
@@ -139,7 +139,10 @@ export class PeerService implements PeerHandlers {
   }
 
   async pushLink(peer: string, entry: Entry): Promise<void> {
-    const plan = planMerge([entry], (p) => localState(this.ctx.tree, p), { sender: peer, receiver: this.ctx.host, nowUs: this.ctx.tree.clock.now() });
+    const { tree, host } = this.ctx;
+    const plan = planMerge([entry], (p) => localState(tree, p), { sender: peer, receiver: host, nowUs: tree.clock.now(), replayFloor: (res) => replayFloor(tree, res, host) });
+    const own = ownerOf(entry.p);
+    if (plan.ignored > 0 && own.kind === 'host') plan.rejected.push({ path: entry.p, reason: `it belongs to ${own.host}, which only takes it from itself` });
     if (plan.rejected.length > 0) {
       const r = plan.rejected[0]!;
       this.ctx.log('warn', `refused link pushed by ${peer}: ${r.path}: ${r.reason}`);

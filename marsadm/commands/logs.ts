@@ -3,7 +3,9 @@ import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
 import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js';
 import { listLogfiles } from '../../daemon/control/resource-links.js';
-import { parseReplayLink } from '../../daemon/log/links.js';
+import { ownerOf } from '../../daemon/propagate/ownership.js';
+import { formatBytesShort, planLogRetention, retentionJson, type RetentionPlan } from '../status/log-retention.js';
+import { readRetentionInput } from '../status/read-retention.js';
 import { TOMBSTONE } from '../../daemon/tree/store.js';
 import { expandResources } from './common.js';
 
@@ -36,39 +38,12 @@ export async function logRotate(adm: Adm, name: string, quiet = false): Promise<
   return true;
 }
 
-interface Deletable { name: string; sizeBytes: number }
-
 /**
- * Logfiles every replica has replayed past: numbers below the lowest logfile number of all
- * replay links, never the newest one, never one modified within 2 x window (unless --force).
+ * What log-delete may delete here: the shared retention plan (marsadm/status/log-retention.ts)
+ * over this host's tree. Every member of the resource must have told us how far it replayed.
  */
-export function deletableLogfiles(adm: Adm, res: string): { deletable: Deletable[]; minReplaySeq: number | undefined; heldBy: string | undefined } {
-  const { tree } = adm;
-  const dir = resourceDir(res);
-  let minReplaySeq: number | undefined;
-  let heldBy: string | undefined;
-  for (const n of tree.list(dir)) {
-    if (!n.startsWith('replay-')) continue;
-    const value = tree.value(`${dir}/${n}`);
-    if (value === undefined) continue;
-    const link = parseReplayLink(value);
-    if (!link) continue;
-    if (minReplaySeq === undefined || link.seq < minReplaySeq) {
-      minReplaySeq = link.seq;
-      heldBy = n.slice('replay-'.length);
-    }
-  }
-  const logs = listLogfiles(tree, res);
-  const newest = logs[logs.length - 1]?.seq;
-  const recentMs = Date.now() - 2 * adm.windowS * 1000;
-  const deletable: Deletable[] = [];
-  for (const l of logs) {
-    if (minReplaySeq === undefined || l.seq >= minReplaySeq || l.seq === newest) continue;
-    const st = statSync(tree.abs(`${dir}/${l.name}`));
-    if (!adm.force && st.mtimeMs > recentMs) continue;
-    deletable.push({ name: l.name, sizeBytes: st.size });
-  }
-  return { deletable, minReplaySeq, heldBy };
+export function deletableLogfiles(adm: Adm, res: string): RetentionPlan {
+  return planLogRetention(readRetentionInput(adm.tree, res, adm.host, adm.windowS, adm.force));
 }
 
 export function logDelete(adm: Adm, spec: string, mode: 'one' | 'all', quiet = false): number {
@@ -76,48 +51,79 @@ export function logDelete(adm: Adm, spec: string, mode: 'one' | 'all', quiet = f
   for (const res of expandResources(adm, spec)) {
     const { tree } = adm;
     const dir = resourceDir(res);
-    const { deletable, minReplaySeq, heldBy } = deletableLogfiles(adm, res);
-    const chosen = mode === 'one' ? deletable.slice(0, 1) : deletable;
+    const plan = deletableLogfiles(adm, res);
+    const chosen = mode === 'one' ? plan.deletable.slice(0, 1) : plan.deletable;
     let freed = 0;
     for (const d of chosen) {
-      tree.remove(`${dir}/${d.name}`);
-      freed += d.sizeBytes;
+      // The tombstone replaces the file here and, once propagated, every copy on the peers.
+      if (tree.remove(`${dir}/${d.name}`)) freed += d.sizeBytes;
     }
-    // Versionlinks below (lowest replayed logfile - 1) are no longer needed for chain checks.
+    // Versionlinks below (lowest needed logfile - 1) are no longer needed for chain checks.
     let versions = 0;
-    if (minReplaySeq !== undefined) {
+    if (plan.versionsBelow !== undefined) {
       for (const n of tree.list(dir)) {
         const m = VERSION_NAME.exec(n);
-        if (m && Number(m[1]) < minReplaySeq - 1 && tree.remove(`${dir}/${n}`)) versions++;
+        if (m && Number(m[1]) < plan.versionsBelow && tree.remove(`${dir}/${n}`)) versions++;
       }
     }
-    if (chosen.length > 0 || versions > 0) tree.fsyncDir(dir);
+    if (chosen.length > 0 || versions > 0) {
+      tree.fsyncDir(dir);
+      adm.trigger();
+    }
     total += chosen.length;
     if (!quiet) {
+      const held = plan.heldBack ? `; ${plan.heldBack.text}` : '';
       adm.result(chosen.length > 0
-        ? `${res}: deleted ${chosen.map((d) => d.name).join(', ')} (${freed} bytes)`
-        : `${res}: no logfile can be deleted yet${heldBy ? ` (replay-${heldBy} still needs logfile ${minReplaySeq}; recent ones are kept for ${2 * adm.windowS} s unless --force)` : ''}`,
-      { resource: res, deleted: chosen.map((d) => d.name), freedBytes: freed, versionlinksDeleted: versions });
+        ? `${res}: deleted ${chosen.map((d) => d.name).join(', ')} (${formatBytesShort(freed)}) here and, as they propagate, on every peer${held}`
+        : `${res}: no logfile can be deleted yet: ${plan.reason}`,
+      {
+        resource: res, deleted: chosen.map((d) => d.name), freedBytes: freed, versionlinksDeleted: versions,
+        ...(chosen.length === 0 ? { reason: plan.reason } : {}),
+        retention: retentionJson(plan),
+      });
     }
   }
   return total;
 }
 
-/** Physically remove tombstones older than 2 x window (every peer has seen them). */
+/** Tombstones older than this are purged by cron even if a peer never confirmed them. */
+export const TOMBSTONE_FALLBACK_AGE_S = 7 * 24 * 3600;
+
+export interface TombstoneAgeInput {
+  path: string;
+  stampUs: number;
+  /** propagates to peers (ownerOf(path).kind !== 'local') */
+  replicated: boolean;
+}
+
+/**
+ * cron's share of tombstone purging (pure). marsd purges a replicated tombstone as soon as
+ * every cluster member has seen it (daemon/propagate/tombstones.ts); cron only removes
+ * - tombstones of links that never leave this host, after 2 x window, and
+ * - any tombstone older than TOMBSTONE_FALLBACK_AGE_S: a member that has been silent that
+ *   long (dead, or gone without leave-cluster) must not keep them forever; if it ever comes
+ *   back, its own cron deletes what it still holds (the retention rule gives the same answer
+ *   there).
+ * --force purges every tombstone now.
+ */
+export function cronPurgeDecision(tombstones: readonly TombstoneAgeInput[], nowUs: number, windowS: number, force: boolean): string[] {
+  return tombstones.filter((t) => force
+    || nowUs - t.stampUs > TOMBSTONE_FALLBACK_AGE_S * 1_000_000
+    || (!t.replicated && nowUs - t.stampUs > 2 * windowS * 1_000_000)).map((t) => t.path);
+}
+
+/** Physically remove the tombstones cronPurgeDecision picks. */
 export function purgeTombstones(adm: Adm): number {
   const { tree } = adm;
-  const limitUs = (Date.now() - 2 * adm.windowS * 1000) * 1000;
-  let purged = 0;
+  const found: TombstoneAgeInput[] = [];
   const walk = (rel: string, depth: number) => {
     for (const n of tree.list(rel)) {
       const path = rel === '' ? n : `${rel}/${n}`;
+      if (n.startsWith('.')) continue;
       const raw = tree.readRaw(path);
       if (raw?.value === TOMBSTONE) {
-        if (adm.force || raw.stampUs < limitUs) {
-          tree.purge(path);
-          purged++;
-        }
-      } else if (raw === undefined && depth < 2 && !n.startsWith('log-') && !n.startsWith('.')) {
+        found.push({ path, stampUs: raw.stampUs, replicated: ownerOf(path).kind !== 'local' });
+      } else if (raw === undefined && depth < 2 && !n.startsWith('log-')) {
         try {
           if (statSync(tree.abs(path)).isDirectory()) walk(path, depth + 1);
         } catch { /* vanished */ }
@@ -125,6 +131,11 @@ export function purgeTombstones(adm: Adm): number {
     }
   };
   walk('', 0);
+  let purged = 0;
+  for (const path of cronPurgeDecision(found, tree.clock.now(), adm.windowS, adm.force)) {
+    tree.purge(path);
+    purged++;
+  }
   return purged;
 }
 
@@ -134,10 +145,14 @@ export async function cron(adm: Adm): Promise<void> {
   const purged = purgeTombstones(adm);
   const rotated: string[] = [];
   let deleted = 0;
+  const held: Record<string, unknown>[] = [];
   for (const res of expandResources(adm, 'all')) {
     if (await logRotate(adm, res, true)) rotated.push(res);
     deleted += logDelete(adm, res, 'all', true);
+    const plan = deletableLogfiles(adm, res);
+    if (plan.heldBack) held.push({ resource: res, hosts: plan.heldBack.hosts, bytes: plan.heldBack.bytes, text: plan.heldBack.text });
   }
-  adm.result(`cron: rotated ${rotated.length ? rotated.join(', ') : 'nothing'}; deleted ${deleted} logfile(s); purged ${purged} old tombstone(s)`,
-    { rotated, deletedLogfiles: deleted, purgedTombstones: purged });
+  const heldText = held.map((h) => `; ${h.resource as string}: ${h.text as string}`).join('');
+  adm.result(`cron: rotated ${rotated.length ? rotated.join(', ') : 'nothing'}; deleted ${deleted} logfile(s); purged ${purged} old tombstone(s)${heldText}`,
+    { rotated, deletedLogfiles: deleted, purgedTombstones: purged, heldBack: held });
 }

@@ -5,6 +5,8 @@ import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
 import { readSplitBrainView } from '../../daemon/control/split-brain-monitor.js';
 import { bytesSince, findDivergence, sideOf } from '../../daemon/control/split-brain.js';
 import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
+import { planLogRetention } from './log-retention.js';
+import { readRetentionInput } from './read-retention.js';
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
@@ -63,6 +65,7 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     replayLink: tree.value(resPaths.replay(res, host)),
     splitBrain: readSplitBrain(adm, res),
     primaryLink: ((p) => (p === undefined || p === '(none)' || p === host ? undefined : tree.value(globalPaths.actual(host, `peer-${p}`))))(tree.value(resPaths.primary(res))),
+    retention: planLogRetention(readRetentionInput(tree, res, host, adm.windowS, adm.force)),
   };
 }
 

@@ -1,6 +1,7 @@
 // What `marsadm view` and the view-MACRO commands show, computed by pure functions from a
 // snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
 // (reference/mars.md §7): DISKSTATE, REPLSTATE, FLAGS, ROLE.
+import { retentionJson, type RetentionPlan } from './log-retention.js';
 
 export interface ViewSnapshot {
   res: string;
@@ -41,6 +42,8 @@ export interface ViewSnapshot {
   splitBrain: SplitBrainInfo | undefined;
   /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
   syncPassed: boolean;
+  /** which logfiles here may be deleted and who holds the others back (log-retention.ts) */
+  retention?: RetentionPlan;
 }
 
 export interface SplitBrainInfo {
@@ -133,6 +136,7 @@ export function viewLines(v: ViewSnapshot): string[] {
     lines.push(`    ${splitBrainText(v.splitBrain)}`);
     lines.push(`    repair: "marsadm invalidate ${v.res}" on each host whose writes are given up (the primary's side wins)`);
   }
+  if (v.retention?.heldBack) lines.push(`    ${v.retention.heldBack.text}`);
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
@@ -165,6 +169,9 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'replay-code': (v) => (v.actual.replayCode === undefined ? '' : String(v.actual.replayCode)),
   'the-err-msg': (v) => v.actual.errorMessage ?? '',
   'resource-size': (v) => String(v.sizeBytes),
+  'log-held-bytes': (v) => String(v.retention?.heldBack?.bytes ?? 0),
+  'log-held-by': (v) => v.retention?.heldBack?.hosts.join(',') ?? '',
+  'log-deletable-bytes': (v) => String(v.retention?.deletable.reduce((s, l) => s + l.sizeBytes, 0) ?? 0),
   'todo-attach': (v) => (v.todo.attach ? '1' : '0'),
   'todo-fetch': (v) => (v.todo.connect ? '1' : '0'),
   'todo-replay': (v) => (v.todo.replay ? '1' : '0'),
@@ -199,5 +206,6 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     daemonRunning: v.daemonRunning,
     splitBrain: v.splitBrain ?? null,
     primaryLink: v.primaryLink ?? null,
+    logfiles: v.retention ? retentionJson(v.retention) : null,
   };
 }

@@ -62,7 +62,8 @@ t.test('planMerge: newer stamp wins, tombstones, files, rejections', async (t) =
     ['resource-r0/replay-b', 'log-000000001-a,0,0', false],
     ['resource-r0/log-000000001-a', TOMBSTONE_VALUE, true],
   ]);
-  t.same(plan.rejected.map((r) => r.path), ['resource-r0/replay-c', 'actual-b/time']);
+  t.same(plan.rejected.map((r) => r.path), ['actual-b/time'], 'a stamp far in the future is refused with a warning');
+  t.equal(plan.ignored, 1, 'a third host\'s link (replay-c) is refused quietly: it travels from its owner');
 });
 
 t.test('planMerge: equal stamps never overwrite (no ping-pong between peers)', async (t) => {

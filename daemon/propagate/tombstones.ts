@@ -1,0 +1,158 @@
+// When may a tombstone be purged (physically unlinked)? Only when every cluster member has
+// seen it: otherwise a member that still holds the deleted object keeps it forever (a logfile
+// copy filling its /mars, a stale data-HOST making it believe a host is still a member), or
+// hands it back to us (a shared link resurrected). docs/tree.md "Deletion".
+//
+// The rule works with pull-based propagation and needs no clock comparison between hosts or
+// processes: every pull of a peer's tree returns the peer's complete listing (its links,
+// tombstones included, even the ones we own, and its logfiles). A peer P has seen our
+// tombstone T at path p when a listing of P that we requested *after this daemon first saw T*
+// shows, at p,
+//   - no logfile, and
+//   - no link, a tombstone, or a link newer than T (someone wrote p again after the deletion).
+// "No link" is enough: P either never had the object or already purged its own tombstone
+// (which it does only when everybody, including us, had it). P cannot get the old object back
+// later: every other member is checked the same way, owned links travel only from their owner
+// (who holds T), and a logfile is fetched only from the replica's replay position on, which is
+// past every deleted logfile.
+//
+// Members are the hosts with a live ips/ip-HOST link; a host that left the cluster is not
+// waited for. A member that never answers keeps our tombstones until `marsadm cron`'s
+// fallback age (7 days) purges them. A tombstone is also kept for minAgeMs after we first saw
+// it, so admins and scripts can see what was deleted.
+import { performance } from 'node:perf_hooks';
+import { linkSync, lstatSync, readlinkSync, renameSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { TreeStore } from '../tree/store.js';
+import { TOMBSTONE_VALUE, type TreeEntry } from './merge.js';
+import { collectEntries } from './tree-io.js';
+
+/** What one pull of a peer returned, and when (this process's monotonic clock) we asked. */
+export interface PeerListing {
+  requestedAtMs: number;
+  /** path → value and stamp */
+  entries: ReadonlyMap<string, { v: string; s: number }>;
+  /** paths of the logfiles the peer holds: resource-RES/log-... */
+  files: ReadonlySet<string>;
+}
+
+export interface LocalTombstone {
+  path: string;
+  stampUs: number;
+  /** when this daemon first saw it (monotonic ms) */
+  firstSeenMs: number;
+}
+
+export interface PurgeInput {
+  tombstones: readonly LocalTombstone[];
+  /** cluster members other than this host */
+  members: readonly string[];
+  /** the newest listing of each member, if any */
+  listings: ReadonlyMap<string, PeerListing | undefined>;
+  nowMs: number;
+  minAgeMs: number;
+}
+
+export interface PurgeDecision {
+  purge: string[];
+  /** tombstones kept, with the members that have not confirmed them yet */
+  waiting: { path: string; members: string[] }[];
+}
+
+export function peerHasSeen(t: LocalTombstone, listing: PeerListing | undefined): boolean {
+  if (!listing || listing.requestedAtMs <= t.firstSeenMs) return false;
+  if (listing.files.has(t.path)) return false;
+  const e = listing.entries.get(t.path);
+  return e === undefined || e.v === TOMBSTONE_VALUE || e.s > t.stampUs;
+}
+
+export function decideTombstonePurge(i: PurgeInput): PurgeDecision {
+  const d: PurgeDecision = { purge: [], waiting: [] };
+  for (const t of i.tombstones) {
+    if (i.nowMs - t.firstSeenMs < i.minAgeMs) continue;
+    const missing = i.members.filter((m) => !peerHasSeen(t, i.listings.get(m)));
+    if (missing.length === 0) d.purge.push(t.path);
+    else d.waiting.push({ path: t.path, members: missing });
+  }
+  return d;
+}
+
+export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], logs: readonly { res: string; name: string }[]): PeerListing {
+  return {
+    requestedAtMs,
+    entries: new Map(entries.map((e) => [e.p, { v: e.v, s: e.s }])),
+    files: new Set(logs.map((l) => `resource-${l.res}/${l.name}`)),
+  };
+}
+
+/** The I/O side: remembers when each tombstone was first seen and purges the confirmed ones. */
+export class TombstoneKeeper {
+  private readonly firstSeen = new Map<string, { stampUs: number; seenMs: number }>();
+  private lastRunMs = -Infinity;
+  waiting: PurgeDecision['waiting'] = [];
+
+  constructor(private readonly o: {
+    tree: TreeStore;
+    minAgeMs: number;
+    /** at most one scan per this many ms */
+    intervalMs: number;
+    members: () => string[];
+    listing: (member: string) => PeerListing | undefined;
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  }) {}
+
+  /** Scan and purge, unless the last scan was less than intervalMs ago. Returns the purged paths. */
+  run(nowMs = performance.now()): string[] {
+    if (nowMs - this.lastRunMs < this.o.intervalMs) return [];
+    this.lastRunMs = nowMs;
+    const { tree } = this.o;
+    const { entries } = collectEntries(tree, (_r, _n, bytes) => bytes);
+    const current = new Map<string, number>();
+    for (const e of entries) if (e.v === TOMBSTONE_VALUE) current.set(e.p, e.s);
+    const tombstones: LocalTombstone[] = [];
+    for (const [path, stampUs] of current) {
+      let seen = this.firstSeen.get(path);
+      // A tombstone rewritten with a new stamp (deleted again) counts as new.
+      if (!seen || seen.stampUs !== stampUs) this.firstSeen.set(path, (seen = { stampUs, seenMs: nowMs }));
+      tombstones.push({ path, stampUs, firstSeenMs: seen.seenMs });
+    }
+    for (const path of this.firstSeen.keys()) if (!current.has(path)) this.firstSeen.delete(path);
+    const members = this.o.members();
+    const listings = new Map(members.map((m) => [m, this.o.listing(m)]));
+    const decision = decideTombstonePurge({ tombstones, members, listings, nowMs, minAgeMs: this.o.minAgeMs });
+    this.waiting = decision.waiting;
+    const purged: string[] = [];
+    for (const path of decision.purge) {
+      if (purgeIfUnchanged(tree, path, current.get(path)!)) purged.push(path);
+      this.firstSeen.delete(path);
+    }
+    if (purged.length > 0) this.o.log('info', `purged ${purged.length} tombstone(s) every member has seen${purged.length <= 3 ? `: ${purged.join(', ')}` : ''}`);
+    return purged;
+  }
+}
+
+/**
+ * Unlink the tombstone at `path` only if it is still the one we judged (same stamp): marsadm
+ * may write the path concurrently. The link is first renamed aside (atomic), checked, and put
+ * back with link() if it changed, which fails harmlessly when a newer write took the name.
+ */
+export function purgeIfUnchanged(tree: TreeStore, path: string, stampUs: number): boolean {
+  const abs = tree.abs(path);
+  const aside = join(dirname(abs), `.tmp.purge.${process.pid}.${randomBytes(4).toString('hex')}`);
+  try {
+    renameSync(abs, aside);
+  } catch {
+    return false; // gone already
+  }
+  let ours = false;
+  try {
+    const st = lstatSync(aside, { bigint: true });
+    ours = st.isSymbolicLink() && readlinkSync(aside) === TOMBSTONE_VALUE && Number((st.mtimeNs + 500n) / 1000n) === stampUs;
+  } catch { /* vanished */ }
+  if (!ours) {
+    try { linkSync(aside, abs); } catch { /* a newer write took the name: it wins */ }
+  }
+  try { unlinkSync(aside); } catch { /* gone */ }
+  return ours;
+}
