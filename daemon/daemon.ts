@@ -18,6 +18,7 @@ import { PeerManager } from './propagate/peer-manager.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { readSecretFile } from './net/auth.js';
+import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 
 export const TREE_VERSION = '0.1';
@@ -33,6 +34,10 @@ export interface DaemonOptions extends CommonOptions {
   fetchRateBytesPerS: number;
   /** listen here instead of on the address in ips/ip-HOST (behind NAT or a proxy) */
   bindAddress?: string;
+  /** present this certificate: the TCP listener speaks TLS only (checked by net/tls-files.ts) */
+  tls?: { certFile: string; keyFile: string };
+  /** verify the servers of `tls` links against this CA (system CAs otherwise) */
+  tlsCaFile?: string;
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -73,6 +78,7 @@ export class Daemon {
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log,
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
+      ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
   }
 
@@ -90,7 +96,13 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
     this.tree.ensureDir('userspace');
-    this.startPeers();
+    try {
+      await this.startPeers();
+    } catch (err) {
+      await this.peerServer?.close();
+      this.lock.release();
+      throw err;
+    }
     this.watcher = watch([marsDir, this.tree.abs('userspace'), this.tree.abs('ips')], {
       depth: 0,
       ignoreInitial: true,
@@ -111,11 +123,13 @@ export class Daemon {
   }
 
   /**
-   * The peer side: the server on ips/ip-HOST for our peers, and one link to each of them.
-   * Without a cluster secret (a tree made by hand) the host runs alone, and says so.
+   * The peer side: the server on ips/ip-HOST for our peers (TLS only when we have a
+   * certificate) and on RUN_DIR/peer.sock for `marsd --stdio` relays (peers that come in over
+   * SSH), and one link to each peer. Without a cluster secret (a tree made by hand) the host
+   * runs alone, and says so.
    */
-  private startPeers(): void {
-    const { marsDir, host, log } = this.opts;
+  private async startPeers(): Promise<void> {
+    const { marsDir, host, log, runDir } = this.opts;
     const secretPath = join(marsDir, 'cluster-secret');
     try {
       this.secret = readSecretFile(secretPath);
@@ -140,7 +154,9 @@ export class Daemon {
       host, secret: this.secret, handlers: service, log,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
+      ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });
+    await this.peerServer.listenUnix(peerSocketPath(runDir));
     this.peers.enable(this.secret);
   }
 
