@@ -6,7 +6,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
 import { TreeStore } from './tree/store.js';
 import { LamportClock, formatStamp } from './tree/lamport.js';
-import { globalPaths, resPaths } from './tree/paths.js';
+import { globalPaths, localPaths, resPaths } from './tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from './lock.js';
 import { decide } from './control/decide.js';
@@ -96,6 +96,7 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
     this.tree.ensureDir('userspace');
+    this.tree.write(localPaths.runDir, runDir, { onlyIfChanged: true });
     try {
       await this.startPeers();
     } catch (err) {

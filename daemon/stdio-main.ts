@@ -1,12 +1,26 @@
 // `marsd --stdio`, the remote command of the SSH transport: relay stdin/stdout to the running
 // marsd's RUN_DIR/peer.sock (net/stdio-relay.ts). It starts once per SSH connection, so it
-// loads only what it needs (node's parseArgs, not the daemon and its dependencies): only
-// --run-dir (or MARS_RUN_DIR) matters; --mars-dir helps to say why no daemon answers; other
-// daemon options are refused. Errors go to stderr (ssh hands them to the dialling marsd) with
-// exit code 1 (2 for bad arguments); stdout carries nothing but protocol bytes.
+// loads only what it needs (node's parseArgs, not the daemon and its dependencies). The run
+// directory is --run-dir, else MARS_RUN_DIR, else the one the marsd of the /mars tree
+// (--mars-dir, MARS_DIR, /mars) recorded in userspace/run-dir, else /run/mars. Other daemon
+// options are refused. Errors go to stderr (ssh hands them to the dialling marsd) with exit
+// code 1 (2 for bad arguments); stdout carries nothing but protocol bytes.
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
+import { readlinkSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
 import { RelayError, runStdioRelay } from './net/stdio-relay.js';
+
+const DEFAULT_RUN_DIR = '/run/mars';
+
+/** The run dir the marsd of `marsDir` recorded (the link's value), if any and absolute. */
+function recordedRunDir(marsDir: string): string | undefined {
+  try {
+    const value = readlinkSync(join(marsDir, 'userspace', 'run-dir'));
+    return isAbsolute(value) ? value : undefined; // a tombstone or garbage: not a directory
+  } catch {
+    return undefined;
+  }
+}
 
 function fail(message: string, code: number): never {
   process.stderr.write(`marsd --stdio: ${message}\n`);
@@ -31,8 +45,8 @@ export function runStdioMain(argv: string[]): void {
   } catch (err) {
     fail(`${(err as Error).message} (with --stdio only --run-dir, --mars-dir, --host and --quiet apply)`, 2);
   }
-  const runDir = resolve(values['run-dir'] ?? process.env.MARS_RUN_DIR ?? '/run/mars');
   const marsDir = resolve(values['mars-dir'] ?? process.env.MARS_DIR ?? '/mars');
+  const runDir = resolve(values['run-dir'] ?? process.env.MARS_RUN_DIR ?? recordedRunDir(marsDir) ?? DEFAULT_RUN_DIR);
   runStdioRelay({ runDir, input: process.stdin, output: process.stdout }).then(
     () => process.exit(0),
     async (err: Error) => {

@@ -23,6 +23,8 @@ export const localPaths = {
   dir: 'userspace',
   /** How this host reaches PEER (net/transport-spec.ts); absent means tcp. */
   transport: (peer: string) => `userspace/transport-${validHost(peer)}`,
+  /** The running marsd's run directory, so `marsd --stdio --mars-dir DIR` finds peer.sock. */
+  runDir: 'userspace/run-dir',
 };
 
 export function resourceDir(res: string): string {
