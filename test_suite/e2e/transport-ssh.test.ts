@@ -11,7 +11,7 @@ import { HandshakeError } from '../../daemon/net/handshake.js';
 import { PEER_SOCKET_NAME } from '../../daemon/net/stdio-relay.js';
 import { freePort, MARSD_BIN, MarsHost, startHost } from '../helpers/cluster.js';
 import { sshdUnavailable, startSshd } from '../helpers/sshd.js';
-import { expectEqualDisks, joinAndSync, writeRandomBlocks } from '../helpers/replicate.js';
+import { expectEqualDisks, joinAndSync, randomLoopbackHost, writeRandomBlocks } from '../helpers/replicate.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const RES = 'r0';
@@ -94,15 +94,16 @@ t.test('marsd --stdio relays to the running daemon; a stopped or killed one is a
 const unavailable = sshdUnavailable();
 
 t.test('the SSH transport: a peer reached through sshd on loopback with key login', { skip: unavailable ?? false }, async (t) => {
-  const sshd = await startSshd(t, tempDir(t, 'mars-sshd-'));
+  const ip = randomLoopbackHost(); // this test's own address: no daemon of another test meets ours
+  const sshd = await startSshd(t, tempDir(t, 'mars-sshd-'), ip);
   const alpha = new MarsHost({ host: 'alpha', sizeBytes: SIZE, dir: tempDir(t, 'mars-alpha-'), extraArgs: ['--pull-interval-ms', '200'] });
   const beta = new MarsHost({ host: 'beta', sizeBytes: SIZE, dir: tempDir(t, 'mars-beta-'), extraArgs: ['--pull-interval-ms', '200'] });
   for (const h of [alpha, beta]) {
     t.teardown(() => h.cleanup());
     h.prepare();
   }
-  const alphaAddress = `127.0.0.1:${await freePort()}`;
-  const betaAddress = `127.0.0.1:${await freePort()}`;
+  const alphaAddress = `${ip}:${await freePort(ip)}`;
+  const betaAddress = `${ip}:${await freePort(ip)}`;
   await alpha.createCluster(alphaAddress);
   await alpha.start();
   await alpha.createResource(RES);
@@ -110,7 +111,7 @@ t.test('the SSH transport: a peer reached through sshd on loopback with key logi
 
   // beta reaches alpha only through ssh: sshd logs in with the key and runs alpha's
   // `marsd --stdio` (absolute paths: sshd's PATH need not contain node).
-  const target = `${sshd.user}@127.0.0.1:${sshd.port}`;
+  const target = `${sshd.user}@${ip}:${sshd.port}`;
   const command = `${process.execPath} ${MARSD_BIN} --stdio --run-dir ${alpha.runDir}`;
   const spec = (identity: string) => `ssh:${target},identity=${identity},known-hosts=${sshd.knownHosts},command=${command}`;
   const joined = await beta.marsadmOk(['join-cluster', alphaAddress, '--listen', betaAddress, '--secret-file', join(alpha.marsDir, 'cluster-secret'), '--transport', spec(sshd.identity)]);
@@ -126,8 +127,8 @@ t.test('the SSH transport: a peer reached through sshd on loopback with key logi
   await expectEqualDisks(t, alpha, [beta], RES, SIZE);
   const alphaLog = readFileSync(alpha.logPath, 'utf8');
   t.match(alphaLog, /peer beta connected from stdio relay/, 'alpha served beta through its peer socket');
-  t.notMatch(alphaLog, /peer beta connected from 127\.0\.0\.1/, 'beta never used alpha\'s TCP listener');
-  t.match(sshd.log(), /Accepted publickey for \S+ from 127\.0\.0\.1/, 'sshd logged the key login');
+  t.notMatch(alphaLog, /peer beta connected from \d/, 'beta never used alpha\'s TCP listener');
+  t.match(sshd.log(), /Accepted publickey for \S+ from /, 'sshd logged the key login');
 
   // A key sshd does not know: refused, with ssh's own words in the status; marsd keeps running.
   const refused = await beta.marsadm(['set-transport', 'alpha', spec(sshd.wrongIdentity), '--timeout', '60']);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, MARSD_BIN, MarsHost } from '../helpers/cluster.js';
 import { makeCa, makeHostCert, opensslUnavailable, type CertFiles } from '../helpers/tls-certs.js';
-import { expectEqualDisks, joinAndSync, writeRandomBlocks } from '../helpers/replicate.js';
+import { expectEqualDisks, joinAndSync, randomLoopbackHost, writeRandomBlocks } from '../helpers/replicate.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const RES = 'r0';
@@ -55,8 +55,9 @@ t.test('the TLS transport: two hosts replicate over TLS; a client with the wrong
   const ca = makeCa(certDir, 'mars-test-ca');
   const wrongCa = makeCa(certDir, 'other-ca');
   const tlsArgs = (cert: CertFiles, caFile = ca.certFile) => ['--tls-cert', cert.certFile, '--tls-key', cert.keyFile, '--tls-ca', caFile, '--pull-interval-ms', '200'];
-  const alphaCert = makeHostCert(certDir, ca, 'alpha');
-  const betaCert = makeHostCert(certDir, ca, 'beta');
+  const ip = randomLoopbackHost(); // this test's own address: no daemon of another test meets ours
+  const alphaCert = makeHostCert(certDir, ca, 'alpha', ip);
+  const betaCert = makeHostCert(certDir, ca, 'beta', ip);
   const alpha = new MarsHost({ host: 'alpha', sizeBytes: SIZE, dir: tempDir(t, 'mars-alpha-'), extraArgs: tlsArgs(alphaCert) });
   const beta = new MarsHost({ host: 'beta', sizeBytes: SIZE, dir: tempDir(t, 'mars-beta-'), extraArgs: tlsArgs(betaCert) });
   const gamma = new MarsHost({ host: 'gamma', sizeBytes: 0, dir: tempDir(t, 'mars-gamma-') });
@@ -64,8 +65,8 @@ t.test('the TLS transport: two hosts replicate over TLS; a client with the wrong
     t.teardown(() => h.cleanup());
     h.prepare();
   }
-  const alphaAddress = `127.0.0.1:${await freePort()}`;
-  const betaAddress = `127.0.0.1:${await freePort()}`;
+  const alphaAddress = `${ip}:${await freePort(ip)}`;
+  const betaAddress = `${ip}:${await freePort(ip)}`;
   const secretFile = join(alpha.marsDir, 'cluster-secret');
   await alpha.createCluster(alphaAddress);
   await alpha.start();
@@ -73,7 +74,7 @@ t.test('the TLS transport: two hosts replicate over TLS; a client with the wrong
   await alpha.waitPrimary(RES);
 
   // A client that trusts another CA: refused before any secret is involved, nothing changes.
-  const refused = await gamma.marsadm(['join-cluster', alphaAddress, '--listen', `127.0.0.1:${await freePort()}`, '--secret-file', secretFile,
+  const refused = await gamma.marsadm(['join-cluster', alphaAddress, '--listen', `${ip}:${await freePort(ip)}`, '--secret-file', secretFile,
     '--transport', 'tls', '--tls-ca', wrongCa.certFile, '--timeout', '20']);
   t.equal(refused.code, 1, 'join-cluster with the wrong CA fails');
   t.match(refused.stderr, /cannot join through .*(self[- ]signed|unable to (verify|get)|certificate)/i, `with the TLS reason: ${refused.stderr.trim()}`);
@@ -94,7 +95,7 @@ t.test('the TLS transport: two hosts replicate over TLS; a client with the wrong
   await joinAndSync(beta, alpha, RES, SIZE);
   await writeRandomBlocks(alpha, RES, SIZE, 300, 3);
   await expectEqualDisks(t, alpha, [beta], RES, SIZE);
-  t.match(readFileSync(alpha.logPath, 'utf8'), /peer server listening on 127\.0\.0\.1:\d+ \(TLS\)/, 'alpha\'s listener speaks TLS');
+  t.match(readFileSync(alpha.logPath, 'utf8'), /peer server listening on [\d.]+:\d+ \(TLS\)/, 'alpha\'s listener speaks TLS');
 
   // The daemon as a client with the wrong CA: its link to alpha goes down saying why, and it keeps running.
   await beta.stop();

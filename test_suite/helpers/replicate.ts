@@ -2,10 +2,19 @@
 // and finishes its full sync, the primary gets a write workload over NBD, and the disks must
 // end equal. Every wait has a deadline (MarsHost.until).
 import type { Test } from 'tap';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import type { MarsHost } from './cluster.js';
 import { fileDigest, TestCluster } from './multi-host.js';
+
+/**
+ * A random address in 127.0.0.0/8 other than 127.0.0.1. Tests that run beside others (tap
+ * runs files in parallel) use one per test: a daemon of another test that keeps retrying a
+ * port it once knew, or takes a port between freePort() and bind, then never meets ours.
+ */
+export function randomLoopbackHost(): string {
+  return `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(2, 255)}`;
+}
 
 /** `secondary` learns the resource from `primary`, joins it with its data file and syncs fully. */
 export async function joinAndSync(secondary: MarsHost, primary: MarsHost, res: string, sizeBytes: number): Promise<void> {

@@ -1,4 +1,4 @@
-// A real OpenSSH server for one test: on 127.0.0.1 and a free port, with its own host key,
+// A real OpenSSH server for one test: on a loopback address and a free port, with its own host key,
 // an authorized_keys holding one generated client key (a second key is generated but not
 // authorized), a known_hosts file for the client, and its log in the test's directory.
 // Key login only (`UsePAM=no`, `StrictModes=no` since the files live in /tmp).
@@ -17,6 +17,8 @@ import { waitFor } from './wait.js';
 export const SSHD_BIN = '/usr/sbin/sshd';
 
 export interface Sshd {
+  /** the loopback address sshd listens on */
+  address: string;
   port: number;
   /** the login user (the one running the tests) */
   user: string;
@@ -24,7 +26,7 @@ export interface Sshd {
   identity: string;
   /** private key sshd does not know */
   wrongIdentity: string;
-  /** known_hosts naming this sshd's host key for [127.0.0.1]:port */
+  /** known_hosts naming this sshd's host key for [address]:port */
   knownHosts: string;
   logPath: string;
   log(): string;
@@ -88,9 +90,9 @@ function alive(pid: number): boolean {
 }
 
 /** Does something on the port greet like an SSH server? */
-function greets(port: number): Promise<boolean> {
+function greets(address: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = net.connect({ host: address, port });
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);
@@ -101,7 +103,8 @@ function greets(port: number): Promise<boolean> {
   });
 }
 
-export async function startSshd(t: Test, dir: string): Promise<Sshd> {
+/** sshd on `address` (a loopback address, 127.0.0.1 by default) and a free port. */
+export async function startSshd(t: Test, dir: string, address = '127.0.0.1'): Promise<Sshd> {
   mkdirSync(dir, { recursive: true });
   // sshd's privilege separation directory; it must exist (root-owned, not group/world writable).
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
@@ -113,14 +116,14 @@ export async function startSshd(t: Test, dir: string): Promise<Sshd> {
   keygen(wrongIdentity, 'mars-test-wrong');
   const authorizedKeys = join(dir, 'authorized_keys');
   writeFileSync(authorizedKeys, readFileSync(`${identity}.pub`), { mode: 0o600 });
-  const port = await freePort();
+  const port = await freePort(address);
   const knownHosts = join(dir, 'known_hosts');
   const [keyType, keyData] = readFileSync(`${hostKey}.pub`, 'utf8').trim().split(/\s+/);
-  writeFileSync(knownHosts, `[127.0.0.1]:${port} ${keyType} ${keyData}\n`);
+  writeFileSync(knownHosts, `[${address}]:${port} ${keyType} ${keyData}\n`);
   const config = join(dir, 'sshd_config');
   writeFileSync(config, [
     `Port ${port}`,
-    'ListenAddress 127.0.0.1',
+    `ListenAddress ${address}`,
     `HostKey ${hostKey}`,
     `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${authorizedKeys}`,
@@ -171,11 +174,11 @@ export async function startSshd(t: Test, dir: string): Promise<Sshd> {
     await Promise.race([exitedPromise, new Promise((r) => setTimeout(r, 2_000))]);
   };
   t.teardown(stop);
-  await waitFor(`sshd on 127.0.0.1:${port}`, async () => {
+  await waitFor(`sshd on ${address}:${port}`, async () => {
     if (exited) throw new Error(`sshd exited at start; its log:\n${log()}`);
-    return greets(port);
+    return greets(address, port);
   }, 20_000, 50).catch((err: Error) => {
     throw new Error(`${err.message}\nsshd log:\n${log()}`);
   });
-  return { port, user: userInfo().username, identity, wrongIdentity, knownHosts, logPath, log, stop };
+  return { address, port, user: userInfo().username, identity, wrongIdentity, knownHosts, logPath, log, stop };
 }

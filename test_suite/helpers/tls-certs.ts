@@ -1,5 +1,5 @@
 // Test certificates made with the openssl command line (node:crypto cannot issue
-// certificates): a CA, host certificates it signs (naming 127.0.0.1 and the host name), and
+// certificates): a CA, host certificates it signs (naming an IP address and the host name), and
 // an unrelated second CA for "wrong CA" tests. EC P-256 keys, valid for two days.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
@@ -36,14 +36,14 @@ export function makeCa(dir: string, name: string): CertFiles {
   return { certFile, keyFile };
 }
 
-/** A server certificate for `host` signed by `ca`, naming DNS:host and IP:127.0.0.1. */
-export function makeHostCert(dir: string, ca: CertFiles, host: string): CertFiles {
+/** A server certificate for `host` signed by `ca`, naming DNS:host and IP:ip. */
+export function makeHostCert(dir: string, ca: CertFiles, host: string, ip = '127.0.0.1'): CertFiles {
   const certFile = join(dir, `${host}.pem`);
   const keyFile = join(dir, `${host}.key`);
   const csr = join(dir, `${host}.csr`);
   const ext = join(dir, `${host}.ext`);
   openssl(['req', '-new', ...EC_KEY, '-keyout', keyFile, '-out', csr, '-subj', `/CN=${host}`]);
-  writeFileSync(ext, `subjectAltName=DNS:${host},IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  writeFileSync(ext, `subjectAltName=DNS:${host},IP:${ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n`);
   openssl(['x509', '-req', '-in', csr, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', ext]);
   chmodSync(keyFile, 0o600);
   return { certFile, keyFile };
