@@ -6,5 +6,12 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 // libuv's io_uring file I/O measured slower here (J5 32k vs 47k IOPS, J1 12k vs 23k; see
 // docs/benchmarks.md): use the thread pool unless the operator says otherwise.
 process.env.UV_USE_IO_URING ??= '0';
-const { runMarsd } = await import('../dist/daemon/main.js');
-runMarsd(process.argv.slice(2));
+const argv = process.argv.slice(2);
+if (argv.includes('--stdio')) {
+  // The ssh transport's relay starts once per connection: skip loading the daemon.
+  const { runStdioMain } = await import('../dist/daemon/stdio-main.js');
+  runStdioMain(argv);
+} else {
+  const { runMarsd } = await import('../dist/daemon/main.js');
+  runMarsd(argv);
+}

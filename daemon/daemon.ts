@@ -6,7 +6,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
 import { TreeStore } from './tree/store.js';
 import { LamportClock, formatStamp } from './tree/lamport.js';
-import { globalPaths, resPaths } from './tree/paths.js';
+import { globalPaths, localPaths, resPaths } from './tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from './lock.js';
 import { decide } from './control/decide.js';
@@ -19,6 +19,7 @@ import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { readSecretFile } from './net/auth.js';
+import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 
 export const TREE_VERSION = '0.1';
@@ -37,6 +38,10 @@ export interface DaemonOptions extends CommonOptions {
   bindAddress?: string;
   /** keep a tombstone at least this long before purging it once every member has seen it */
   tombstoneMinAgeMs?: number;
+  /** present this certificate: the TCP listener speaks TLS only (checked by net/tls-files.ts) */
+  tls?: { certFile: string; keyFile: string };
+  /** verify the servers of `tls` links against this CA (system CAs otherwise) */
+  tlsCaFile?: string;
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -78,6 +83,7 @@ export class Daemon {
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log,
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
+      ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
     this.tombstones = new TombstoneKeeper({
       tree: this.tree,
@@ -105,7 +111,14 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
     this.tree.ensureDir('userspace');
-    this.startPeers();
+    this.tree.write(localPaths.runDir, runDir, { onlyIfChanged: true });
+    try {
+      await this.startPeers();
+    } catch (err) {
+      await this.peerServer?.close();
+      this.lock.release();
+      throw err;
+    }
     this.watcher = watch([marsDir, this.tree.abs('userspace'), this.tree.abs('ips')], {
       depth: 0,
       ignoreInitial: true,
@@ -126,11 +139,13 @@ export class Daemon {
   }
 
   /**
-   * The peer side: the server on ips/ip-HOST for our peers, and one link to each of them.
-   * Without a cluster secret (a tree made by hand) the host runs alone, and says so.
+   * The peer side: the server on ips/ip-HOST for our peers (TLS only when we have a
+   * certificate) and on RUN_DIR/peer.sock for `marsd --stdio` relays (peers that come in over
+   * SSH), and one link to each peer. Without a cluster secret (a tree made by hand) the host
+   * runs alone, and says so.
    */
-  private startPeers(): void {
-    const { marsDir, host, log } = this.opts;
+  private async startPeers(): Promise<void> {
+    const { marsDir, host, log, runDir } = this.opts;
     const secretPath = join(marsDir, 'cluster-secret');
     try {
       this.secret = readSecretFile(secretPath);
@@ -155,7 +170,9 @@ export class Daemon {
       host, secret: this.secret, handlers: service, log,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
+      ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });
+    await this.peerServer.listenUnix(peerSocketPath(runDir));
     this.peers.enable(this.secret);
   }
 

@@ -1,7 +1,11 @@
-// `marsd` command line: parse options, take the /mars lock, run until SIGTERM.
+// `marsd` command line: parse options, take the /mars lock, run until SIGTERM. With --stdio
+// it is instead the SSH transport's remote command (stdio-main.ts).
 import { Command, InvalidArgumentError } from 'commander';
+import { resolve } from 'node:path';
 import { Daemon, MARSD_VERSION } from './daemon.js';
 import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from './config.js';
+import { checkTlsFiles } from './net/tls-files.js';
+import { runStdioMain } from './stdio-main.js';
 
 function sizeOption(what: string) {
   return (text: string) => {
@@ -39,10 +43,22 @@ export function runMarsd(argv: string[]): void {
       return n;
     })
     .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
+    .option('--tls-cert <file>', 'PEM certificate to present: the peer listener then speaks TLS only (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--tls-ca <file>', 'PEM CA certificate(s) verifying peers reached with transport tls (default: the system CAs)')
+    .option('--stdio', 'relay the peer protocol between stdin/stdout and the running marsd (the remote command of the ssh transport)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean; tombstoneMinAgeMs?: number }>();
+  const o = program.opts<{
+    marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
+    fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
+  }>();
+  if (o.stdio) {
+    // bin/marsd.js normally goes to stdio-main directly; this keeps runMarsd complete.
+    runStdioMain(argv);
+    return;
+  }
 
   const log = (level: 'info' | 'warn' | 'error', msg: string) => {
     if (o.quiet && level === 'info') return;
@@ -52,6 +68,8 @@ export function runMarsd(argv: string[]): void {
   let daemon: Daemon;
   try {
     const common = resolveCommon(o);
+    const tlsFiles = { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa };
+    for (const warning of checkTlsFiles(tlsFiles).warnings) log('warn', warning);
     daemon = new Daemon({
       ...common,
       memLimitBytes: o.memLimit ?? defaultMemLimitBytes(),
@@ -61,6 +79,8 @@ export function runMarsd(argv: string[]): void {
       fetchRateBytesPerS: o.fetchRate ?? 0,
       ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
       ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
+      ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
+      ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
       log,
     });
   } catch (err) {
@@ -82,3 +102,4 @@ export function runMarsd(argv: string[]): void {
     process.exit(1);
   });
 }
+

@@ -6,9 +6,10 @@
 // promise is handled (no unhandled rejections); per-connection memory is bounded (in-flight
 // requests, buffered payload and reply bytes: the socket is paused above the limits); the
 // handshake has a deadline; garbage closes the connection with one log line.
-import { lstatSync, unlinkSync, chmodSync } from 'node:fs';
+import { unlinkSync, chmodSync } from 'node:fs';
 import net from 'node:net';
 import { assert } from '../daemon/util/assert.js';
+import { removeStaleSocket } from '../daemon/util/unix-socket.js';
 import { BackendError, type BlockBackend } from './backend.js';
 import * as P from './nbd-protocol.js';
 
@@ -888,31 +889,5 @@ class Connection {
       clearTimeout(this.handshakeTimer);
       this.handshakeTimer = null;
     }
-  }
-}
-
-/** Removes a leftover socket file; refuses to remove anything else or a socket someone serves. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let isSocket: boolean;
-  try {
-    isSocket = lstatSync(path).isSocket();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!isSocket) throw new Error(`${path} exists and is not a socket; remove it or choose another run directory`);
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (live) throw new Error(`${path} is served by another process (is a second daemon running?)`);
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }

@@ -15,6 +15,7 @@ import { cron, logDelete, logRotate } from './commands/logs.js';
 import { logTruncate } from './commands/log-truncate.js';
 import { view, viewMacro, waitResource } from './commands/view.js';
 import { logDump } from './commands/log-dump.js';
+import { getTransport, setTransport } from './commands/transport.js';
 import { MACROS } from './status/view-model.js';
 import { MARSD_VERSION } from '../daemon/daemon.js';
 
@@ -50,7 +51,13 @@ function build(): Command {
     (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)'));
   add('join-cluster <peer>', 'join the cluster PEER (ADDRESS:PORT) belongs to', (adm, [peer], o) => joinCluster(adm, peer!, {
     ...(o.listen !== undefined ? { listen: o.listen } : {}), ...(o.secretFile !== undefined ? { secretFile: o.secretFile } : {}),
-  }), (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)').option('--secret-file <file>', 'a copy of a member\'s /mars/cluster-secret'));
+    ...(o.transport !== undefined ? { transport: o.transport } : {}), ...(o.tlsCa !== undefined ? { tlsCaFile: o.tlsCa } : {}),
+  }), (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)').option('--secret-file <file>', 'a copy of a member\'s /mars/cluster-secret')
+    .option('--transport <spec>', 'reach PEER this way (tcp, tls[,servername=NAME], ssh:[USER@]HOST[:PORT][,...]) and keep it as its transport')
+    .option('--tls-ca <file>', 'CA certificate verifying PEER with --transport tls (default: the system CAs)'));
+  add('set-transport <peer> <spec>', 'how this host reaches PEER: tcp (default), tls[,servername=NAME], or ssh:[USER@]HOST[:PORT][,identity=FILE][,known-hosts=FILE][,command=WORDS]; local to this host',
+    (adm, [peer, spec]) => setTransport(adm, peer!, spec!));
+  add('get-transport <peer>', 'print how this host reaches PEER and the link\'s status', (adm, [peer]) => getTransport(adm, peer!));
   add('leave-cluster', 'stop being a cluster member (leave every resource first)', (adm) => leaveCluster(adm));
   add('wait-cluster', 'wait until every member sent fresh state', (adm) => waitCluster(adm));
   add('create-resource <name> <device>', 'create a resource on DEVICE; this host becomes its primary', (adm, [name, device], o) => createResource(adm, name!, device!, { ...(o.size !== undefined ? { size: o.size } : {}) }),

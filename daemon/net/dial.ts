@@ -266,7 +266,8 @@ export interface SshDialOptions extends DialAuthOptions {
   sshCommand?: string;
 }
 
-const SSH_TARGET = /^(?:[A-Za-z0-9_][-A-Za-z0-9_.]{0,63}@)?(?:[A-Za-z0-9](?:[-A-Za-z0-9.]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$/;
+// A host name, or an IPv6 address bare (as ssh wants it) or bracketed; never starting with '-'.
+const SSH_TARGET = /^(?:[A-Za-z0-9_][-A-Za-z0-9_.]{0,63}@)?(?:[A-Za-z0-9](?:[-A-Za-z0-9.]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)$/;
 
 /** Quote one word for the remote shell: ssh joins its command arguments with spaces. */
 export function shellQuote(word: string): string {

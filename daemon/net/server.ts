@@ -1,6 +1,6 @@
-// The listening side of the peer protocol: accepts TCP (optionally TLS) connections and
-// duplexes handed to it (`marsd --stdio` behind SSH), authenticates each with the handshake and
-// serves it with a server-role PeerConnection.
+// The listening side of the peer protocol: accepts TCP (optionally TLS) connections, Unix
+// socket connections (the relays of `marsd --stdio` behind SSH) and duplexes handed to it,
+// authenticates each with the handshake and serves it with a server-role PeerConnection.
 //
 // Isolation: every connection has its own handshake deadline, limits and error handling, so a
 // bad or hostile peer only ever loses its own connection. The number of open connections,
@@ -15,6 +15,7 @@ import { normalizeSecret } from './auth.js';
 import { PeerConnection, type LogLevel, type PeerHandlers } from './connection.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake } from './handshake.js';
 import { formatAddress, parseAddress } from './dial.js';
+import { listenPrivateUnix, type PrivateSocket } from '../util/unix-socket.js';
 
 export const DEFAULT_MAX_CONNECTIONS = 64;
 
@@ -44,6 +45,8 @@ export class PeerServer {
   private readonly secret: Buffer;
   private uuid: string;
   private readonly listeners = new Set<net.Server>();
+  /** Socket files of listenUnix, removed on close. */
+  private readonly unixSockets: PrivateSocket[] = [];
   /** Streams in the handshake. */
   private readonly handshaking = new Set<Duplex>();
   private readonly connections = new Set<PeerConnection>();
@@ -98,6 +101,28 @@ export class PeerServer {
   }
 
   /**
+   * Listen on a Unix socket (mode 0600) for `marsd --stdio` relays, i.e. peers that come in
+   * through SSH: the protocol state stays in this one server. Always plain (SSH encrypts, and
+   * TLS on a local socket would add nothing); the same handshake admits every peer. A stale
+   * socket of a killed daemon is replaced; one that another process serves is an error.
+   */
+  async listenUnix(path: string): Promise<void> {
+    assert(!this.closing, 'PeerServer.listenUnix after close()');
+    const server = net.createServer((socket) => this.accept(socket, 'stdio relay'));
+    const socketFile = await listenPrivateUnix(server, path);
+    if (this.closing) {
+      // close() ran while we were binding: it cannot have seen this listener.
+      server.close();
+      socketFile.unlink();
+      throw new Error('the peer server closed while listening on its socket');
+    }
+    server.on('error', (err) => this.opts.log('error', `peer listener ${path}: ${err.message}`));
+    this.listeners.add(server);
+    this.unixSockets.push(socketFile);
+    this.opts.log('info', `peer server listening on ${path} (for marsd --stdio)`);
+  }
+
+  /**
    * Serve one peer over an already connected duplex, e.g. stdin/stdout of `marsd --stdio`
    * (see dial.duplexFromPair). Resolves with the connection once authenticated; rejects with
    * the handshake error (which is also logged).
@@ -114,6 +139,8 @@ export class PeerServer {
     this.listeners.clear();
     for (const stream of this.handshaking) stream.destroy();
     for (const conn of this.connections) conn.close('server shutting down');
+    // Before awaiting: a relay started now must find no socket rather than a dying server.
+    for (const socketFile of this.unixSockets.splice(0)) socketFile.unlink();
     await Promise.all(closes);
   }
 
@@ -133,8 +160,8 @@ export class PeerServer {
     return server;
   }
 
-  private accept(socket: net.Socket): void {
-    const label = remoteLabel(socket);
+  private accept(socket: net.Socket, localLabel?: string): void {
+    const label = localLabel ?? remoteLabel(socket);
     if (this.closing) {
       socket.destroy();
       return;

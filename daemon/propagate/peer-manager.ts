@@ -2,11 +2,16 @@
 // pull the peer's tree entries periodically or when it notifies us, merge them, and keep the
 // peer's logfile listing for the fetcher. Connections retry forever with backoff (DESIGN.md
 // §3.9: network trouble never changes roles or replication state by itself); each link's
-// state is published as `actual-ME/peer-PEER`.
+// state is published as `actual-ME/peer-PEER`, naming the transport it uses.
+//
+// How a peer is reached is this host's own choice, `userspace/transport-PEER` (tcp when absent,
+// tls, or ssh; net/transport-spec.ts). A change of it or of the peer's address replaces the
+// link: the old connection is closed and the new transport dialled.
 import type { TreeStore } from '../tree/store.js';
-import { globalPaths, resPaths } from '../tree/paths.js';
+import { globalPaths, localPaths, resPaths } from '../tree/paths.js';
 import { isValidIdentifier } from '../tree/names.js';
-import { dialPeer } from '../net/dial.js';
+import { dialTransport } from '../net/dial-transport.js';
+import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../net/transport-spec.js';
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
@@ -24,11 +29,41 @@ export interface PeerManagerOptions {
   onTreeChanged: () => void;
   /** a peer's logfile listing changed (the fetcher may have work) */
   onListing: () => void;
+  /** CA file verifying the servers of `tls` links (marsd --tls-ca); the system CAs otherwise */
+  tlsCaFile?: string;
+}
+
+/** Where and how a link connects; a link is replaced when any of this changes. */
+export interface LinkTarget {
+  /** ips/ip-PEER */
+  address: string;
+  /** the canonical transport spec (an invalid value as it is), undefined for tcp */
+  specText: string | undefined;
+  /** the parsed spec, or why the value is unusable */
+  transport: TransportSpec | { invalid: string };
+}
+
+/** The target for a peer, from its address and the value of userspace/transport-PEER. */
+export function linkTarget(address: string, value: string | undefined): LinkTarget {
+  if (value === undefined) return { address, specText: undefined, transport: { kind: 'tcp' } };
+  try {
+    const transport = parseTransportSpec(value);
+    // Canonical, so that rewriting an equivalent spec (or tcp for none) does not reconnect.
+    return { address, specText: transport.kind === 'tcp' ? undefined : formatTransportSpec(transport), transport };
+  } catch (err) {
+    return { address, specText: value, transport: { invalid: (err as Error).message } };
+  }
+}
+
+function sameTarget(a: LinkTarget, b: LinkTarget): boolean {
+  return a.address === b.address && a.specText === b.specText;
 }
 
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 const DIAL_TIMEOUT_MS = 5_000;
+/** ssh, its login and the remote `marsd --stdio` start take longer than a TCP connect. */
+const SSH_DIAL_TIMEOUT_MS = 20_000;
 
 export class PeerLink {
   conn: PeerConnection | undefined;
@@ -43,8 +78,28 @@ export class PeerLink {
   private backoffMs = BACKOFF_MIN_MS;
   private readonly loopDone: Promise<void>;
 
-  constructor(readonly peer: string, public address: string, private readonly m: PeerManagerOptions, private readonly secret: Buffer) {
-    this.loopDone = this.loop();
+  /** `tcp ADDR`, `tls ADDR`, `ssh USER@HOST`: how this link connects (status and logs). */
+  readonly via: string;
+
+  constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: Buffer) {
+    const transport = target.transport;
+    if ('invalid' in transport) {
+      // A hand-edited value marsadm would have refused: say so and wait for a fix (the link
+      // is replaced when the value changes); never guess a transport.
+      this.via = 'invalid transport';
+      this.lastError = `userspace/transport-${peer}: ${transport.invalid}`;
+      m.log('error', `peer ${peer}: not connecting: ${this.lastError}; fix it with "marsadm set-transport ${peer} SPEC"`);
+      this.setStatus(`down ${this.via}: ${this.lastError}`.slice(0, 1000));
+      this.loopDone = Promise.resolve();
+      return;
+    }
+    this.via = describeTransport(transport, target.address);
+    this.setStatus(`connecting ${this.via}`);
+    this.loopDone = this.loop(transport);
+  }
+
+  get address(): string {
+    return this.target.address;
   }
 
   get connected(): boolean {
@@ -65,20 +120,26 @@ export class PeerLink {
   }
 
   private setStatus(value: string): void {
+    // A replaced link must not overwrite the status of its successor.
+    if (this.stopped) return;
     const { tree, host } = this.m;
     try {
       tree.write(globalPaths.actual(host, `peer-${this.peer}`), value, { onlyIfChanged: true });
     } catch { /* status is best effort */ }
   }
 
-  private async loop(): Promise<void> {
+  private async loop(transport: TransportSpec): Promise<void> {
     while (!this.stopped) {
       let conn: PeerConnection;
       try {
         const uuid = this.m.tree.value(globalPaths.uuid) ?? '(any)';
-        conn = await dialPeer({ address: this.address, host: this.m.host, uuid, secret: this.secret, expectHost: this.peer, timeoutMs: DIAL_TIMEOUT_MS });
+        conn = await dialTransport(transport, {
+          address: this.address, host: this.m.host, uuid, secret: this.secret, expectHost: this.peer,
+          timeoutMs: transport.kind === 'ssh' ? SSH_DIAL_TIMEOUT_MS : DIAL_TIMEOUT_MS,
+          ...(this.m.tlsCaFile !== undefined ? { tlsCaFile: this.m.tlsCaFile } : {}),
+        });
       } catch (err) {
-        this.noteDown(`cannot connect to ${this.address}: ${(err as Error).message}`);
+        this.noteDown((err as Error).message);
         await this.sleep(this.backoffMs);
         this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
         continue;
@@ -87,8 +148,8 @@ export class PeerLink {
       this.conn = conn;
       this.backoffMs = BACKOFF_MIN_MS;
       this.lastError = '';
-      this.setStatus(`connected ${this.address} since ${new Date().toISOString()}`);
-      this.m.log('info', `peer ${this.peer}: connected to ${this.address}`);
+      this.setStatus(`connected ${this.via} since ${new Date().toISOString()}`);
+      this.m.log('info', `peer ${this.peer}: connected (${this.via})`);
       let closedReason: string | undefined;
       void conn.closed.then((reason: string) => { closedReason = reason; this.wake?.(); });
       while (!this.stopped && closedReason === undefined) {
@@ -111,9 +172,10 @@ export class PeerLink {
   }
 
   private noteDown(reason: string): void {
-    if (reason !== this.lastError) this.m.log('warn', `peer ${this.peer}: ${reason}`);
+    if (this.stopped) return;
+    if (reason !== this.lastError) this.m.log('warn', `peer ${this.peer} (${this.via}): ${reason}`);
     this.lastError = reason;
-    this.setStatus(`down ${reason}`.slice(0, 1000));
+    this.setStatus(`down ${this.via}: ${reason}`.slice(0, 1000));
   }
 
   private async pull(conn: PeerConnection): Promise<void> {
@@ -187,24 +249,30 @@ export class PeerManager {
     this.secret = secret;
   }
 
-  /** Follow ips/: start links to new members, retarget moved ones, stop removed ones. */
+  /**
+   * Follow ips/ and userspace/transport-*: start links to new members, replace those whose
+   * address or transport changed, stop removed ones.
+   */
   reconcile(): void {
     const { tree, host } = this.o;
     const secret = this.secret;
     if (!secret) return;
-    const wanted = new Map<string, string>();
+    const wanted = new Map<string, LinkTarget>();
     for (const name of tree.list(globalPaths.ipsDir)) {
       if (!name.startsWith('ip-')) continue;
       const peer = name.slice(3);
       if (!isValidIdentifier(peer) || peer === host) continue;
       const address = tree.value(`${globalPaths.ipsDir}/${name}`);
-      if (address !== undefined) wanted.set(peer, address);
+      if (address !== undefined) wanted.set(peer, linkTarget(address, tree.value(localPaths.transport(peer))));
     }
-    for (const [peer, address] of wanted) {
+    for (const [peer, target] of wanted) {
       const link = this.links.get(peer);
-      if (link && link.address === address) continue;
-      if (link) void link.stop();
-      this.links.set(peer, new PeerLink(peer, address, this.o, secret));
+      if (link && sameTarget(link.target, target)) continue;
+      if (link) {
+        this.o.log('info', `peer ${peer}: ${link.target.address !== target.address ? `address now ${target.address}` : `transport now ${target.specText ?? 'tcp (default)'}`}; reconnecting`);
+        void link.stop();
+      }
+      this.links.set(peer, new PeerLink(peer, target, this.o, secret));
     }
     for (const [peer, link] of this.links) {
       if (!wanted.has(peer)) {

@@ -18,6 +18,15 @@ export const globalPaths = {
   defaultsDir: (host: string) => `defaults-${validHost(host)}`,
 };
 
+/** Links under userspace/: this host's own settings, never propagated (propagate/ownership.ts). */
+export const localPaths = {
+  dir: 'userspace',
+  /** How this host reaches PEER (net/transport-spec.ts); absent means tcp. */
+  transport: (peer: string) => `userspace/transport-${validHost(peer)}`,
+  /** The running marsd's run directory, so `marsd --stdio --mars-dir DIR` finds peer.sock. */
+  runDir: 'userspace/run-dir',
+};
+
 export function resourceDir(res: string): string {
   return `resource-${validResource(res)}`;
 }

@@ -9,7 +9,11 @@ import { globalPaths } from '../../daemon/tree/paths.js';
 import { formatStamp } from '../../daemon/tree/lamport.js';
 import { resPaths } from '../../daemon/tree/paths.js';
 import { ANY_UUID, readSecretFile } from '../../daemon/net/auth.js';
-import { dialPeer } from '../../daemon/net/dial.js';
+import { dialTransport } from '../../daemon/net/dial-transport.js';
+import { formatTransportSpec } from '../../daemon/net/transport-spec.js';
+import { checkTlsFiles } from '../../daemon/net/tls-files.js';
+import { localPaths } from '../../daemon/tree/paths.js';
+import { parseSpecArgument } from './transport.js';
 import { planMerge } from '../../daemon/propagate/merge.js';
 import { applyMergePlan, localState } from '../../daemon/propagate/tree-io.js';
 import { pushLink } from '../../daemon/propagate/peer-calls.js';
@@ -57,11 +61,22 @@ export function createCluster(adm: Adm, opts: { listen?: string }): void {
 /**
  * join-cluster PEER: make this (empty) /mars a member of the cluster PEER belongs to. We
  * authenticate with the cluster secret, pull PEER's tree (uuid, members, resources), and
- * push our own ips/ip-HOST to PEER so it connects back; the marsds do the rest.
+ * push our own ips/ip-HOST to PEER so it connects back; the marsds do the rest. With
+ * --transport, PEER is reached that way (TLS, or ssh to its `marsd --stdio`), and the spec is
+ * kept as this host's transport to PEER.
  */
-export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?: string; secretFile?: string }): Promise<void> {
+export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?: string; secretFile?: string; transport?: string; tlsCaFile?: string }): Promise<void> {
   const peer = parseListen(peerAddress);
   const listen = parseListen(opts.listen);
+  const transport = opts.transport === undefined ? { kind: 'tcp' as const } : parseSpecArgument(opts.transport);
+  if (opts.tlsCaFile !== undefined) {
+    if (transport.kind !== 'tls') throw new AdmError('--tls-ca only applies with --transport tls', 2);
+    try {
+      checkTlsFiles({ caFile: opts.tlsCaFile });
+    } catch (err) {
+      throw new AdmError((err as Error).message, 2);
+    }
+  }
   const { tree, host } = adm;
   const uuid = existsSync(adm.marsDir) ? tree.value(globalPaths.uuid) : undefined;
   if (uuid !== undefined && uuid !== ANY_UUID) {
@@ -80,7 +95,10 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
   if (listResources(tree).length > 0 && !adm.force) throw new AdmError(`${adm.marsDir} already holds resources; join-cluster needs an empty /mars (or --force)`);
   let conn;
   try {
-    conn = await dialPeer({ address: peer, host, uuid: ANY_UUID, secret, timeoutMs: Math.max(1000, (adm.timeoutS > 0 ? adm.timeoutS : 60) * 1000) });
+    conn = await dialTransport(transport, {
+      address: peer, host, uuid: ANY_UUID, secret, timeoutMs: Math.max(1000, (adm.timeoutS > 0 ? adm.timeoutS : 60) * 1000),
+      ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
+    });
   } catch (err) {
     throw new AdmError(`cannot join through ${peer}: ${(err as Error).message}; nothing changed`);
   }
@@ -98,6 +116,8 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
     applyMergePlan(tree, plan);
     const ip = tree.readRaw(globalPaths.ip(host))!;
     await pushLink(conn, { p: globalPaths.ip(host), v: ip.value, s: ip.stampUs });
+    // marsd keeps reaching PEER the way we just did.
+    if (transport.kind !== 'tcp') tree.write(localPaths.transport(conn.peerHost), formatTransportSpec(transport), { durable: true });
   } finally {
     conn.close('join-cluster done');
   }
@@ -105,8 +125,8 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
   if (joined === undefined || joined === ANY_UUID) throw new AdmError(`${peer} sent no cluster uuid; is it a member of a cluster?`);
   tree.fsyncDir('');
   adm.trigger();
-  adm.result(`joined cluster ${joined} through ${peer}: this host ${host} listens on ${listen}; start marsd here (or it picks this up on its next scan)`, {
-    uuid: joined, host, listen, peer, marsDir: adm.marsDir,
+  adm.result(`joined cluster ${joined} through ${peer}${transport.kind !== 'tcp' ? ` (${formatTransportSpec(transport)})` : ''}: this host ${host} listens on ${listen}; start marsd here (or it picks this up on its next scan)`, {
+    uuid: joined, host, listen, peer, marsDir: adm.marsDir, transport: formatTransportSpec(transport),
   });
 }
 
