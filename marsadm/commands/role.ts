@@ -170,7 +170,10 @@ function forcedFailoverWarning(adm: Adm, res: string, previous: string | undefin
   const behind = target && !caughtUp(adm, res, target)
     ? `${adm.host} has not replayed all of what ${target.origin} logged (as far as known here: ${lagText(adm, res)}); those writes are lost on ${adm.host}, and a torn last record is dropped. `
     : `${adm.host} has replayed everything it knows of; writes ${previous ?? 'the old primary'} made after that are lost on ${adm.host}. `;
-  return `forced failover of ${res}: ${behind}`
+  const size = Number(adm.tree.value(resPaths.size(res)));
+  const synced = Number(adm.tree.value(resPaths.syncstatus(res, adm.host)) ?? '0');
+  const unsynced = synced >= size ? '' : `${adm.host}'s sync is not complete (${synced} of ${size} bytes): its disk is NOT consistent, check the filesystem before use. `;
+  return `forced failover of ${res}: ${unsynced}${behind}`
     + `If ${previous ?? 'the old primary'} is still running and writing, its data and ours now diverge: a split brain. `
     + `Once the hosts see each other again, "marsadm view ${res}" reports it; repair it with "marsadm invalidate ${res}" on the host whose writes you give up`;
 }
