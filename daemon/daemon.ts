@@ -19,6 +19,9 @@ import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { readSecretFile } from './net/auth.js';
 import { join } from 'node:path';
+import { SpaceMonitor } from './control/space-monitor.js';
+import { deleteReplayedCopies } from './control/space-reclaim.js';
+import { limitSecondaryPlan, secondarySpaceLimits, type ThresholdSpec } from './control/decide-emergency.js';
 
 export const TREE_VERSION = '0.1';
 export const MARSD_VERSION = '0.1.0';
@@ -33,6 +36,8 @@ export interface DaemonOptions extends CommonOptions {
   fetchRateBytesPerS: number;
   /** listen here instead of on the address in ips/ip-HOST (behind NAT or a proxy) */
   bindAddress?: string;
+  /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
+  spaceLevels?: ThresholdSpec[];
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -60,6 +65,7 @@ export class Daemon {
   private listenAddress: string | undefined;
   private secret: Buffer | undefined;
   private lastNotifyMs = 0;
+  private readonly space: SpaceMonitor;
 
   constructor(private readonly opts: DaemonOptions) {
     this.tree = new TreeStore(opts.marsDir, new LamportClock());
@@ -74,6 +80,7 @@ export class Daemon {
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
     });
+    this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log });
   }
 
   async start(): Promise<void> {
@@ -133,6 +140,7 @@ export class Daemon {
         const logger = this.runners.get(res)?.activeLogger;
         return logger ? { seq: logger.currentSeq, origin: host, pos: logger.durablePos } : undefined;
       },
+      inEmergency: (res) => this.runners.get(res)?.inEmergency ?? false,
       onTreeChanged: () => this.requestTick(),
       onNotify: (peer) => this.peers.pullSoon(peer),
     });
@@ -189,8 +197,14 @@ export class Daemon {
   private tick(): void {
     if (this.stopping) return;
     try {
-      this.heartbeat(true);
+      try {
+        this.heartbeat(true);
+      } catch (err) {
+        // A full /mars must not stop the control round: it is what leaves emergency mode.
+        this.opts.log('warn', `heartbeat not written: ${(err as Error).message}`);
+      }
       this.reconcilePeers();
+      const space = this.space.check();
       const present = new Set(listResources(this.tree));
       for (const res of present) {
         let runner = this.runners.get(res);
@@ -201,6 +215,7 @@ export class Daemon {
             memLimitBytes: this.opts.memLimitBytes, log: this.opts.log, requestTick: () => this.requestTick(),
             peers: this.peers,
             fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
+            onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
           });
           this.runners.set(res, runner);
         }
@@ -209,12 +224,16 @@ export class Daemon {
         if (decision.action.kind !== 'none') {
           void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
         }
+        runner.reconcileSpace(space.level);
         const idle = runner.phase === 'down' || runner.phase === 'failed';
         const plan = !idle ? NOTHING
           : decision.handover ? decideSecondary(snapshot, this.opts.host, { handover: decision.blockedBy ?? 'waiting' })
           : !decision.wantPrimary ? decideSecondary(snapshot, this.opts.host) : NOTHING;
         runner.primaryWait = decision.blockedBy;
-        void runner.secondary.reconcile(plan, snapshot);
+        if (idle && !decision.wantPrimary && plan.disk && secondarySpaceLimits(space.level).deleteReplayedCopies) {
+          deleteReplayedCopies(this.tree, res, this.opts.host, this.opts.log);
+        }
+        void runner.secondary.reconcile(limitSecondaryPlan(plan, space.level), snapshot);
         runner.secondary.nudge();
         runner.publish(false);
       }

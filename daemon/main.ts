@@ -1,6 +1,7 @@
 // `marsd` command line: parse options, take the /mars lock, run until SIGTERM.
 import { Command, InvalidArgumentError } from 'commander';
 import { Daemon, MARSD_VERSION } from './daemon.js';
+import { parseSpaceLevels } from './control/decide-emergency.js';
 import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from './config.js';
 
 function sizeOption(what: string) {
@@ -33,11 +34,18 @@ export function runMarsd(argv: string[]): void {
       return n;
     })
     .option('--fetch-rate <bytes-per-s>', 'bandwidth limit for logfile transfer (0 = unlimited)', sizeOption('--fetch-rate'))
+    .option('--space-levels <free1,free2,free3,free4>', 'free space of /mars below which space levels 1..4 start: sizes (2G) or percentages (5%); level 4 = emergency mode (default 8G,6G,4G,2G capped at 8%,6%,4%,2%)', (v) => {
+      try {
+        return parseSpaceLevels(v, (t) => parseSize(t, '--space-levels'));
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    })
     .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean }>();
+  const o = program.opts<{ marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number; fetchRate?: number; bind?: string; quiet?: boolean; spaceLevels?: ReturnType<typeof parseSpaceLevels> }>();
 
   const log = (level: 'info' | 'warn' | 'error', msg: string) => {
     if (o.quiet && level === 'info') return;
@@ -55,6 +63,7 @@ export function runMarsd(argv: string[]): void {
       pullIntervalMs: o.pullIntervalMs ?? 1000,
       fetchRateBytesPerS: o.fetchRate ?? 0,
       ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
+      ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
       log,
     });
   } catch (err) {

@@ -5,6 +5,16 @@ import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js'
 import { listLogfiles } from '../../daemon/control/resource-links.js';
 import { parseReplayLink } from '../../daemon/log/links.js';
 import { TOMBSTONE } from '../../daemon/tree/store.js';
+import { validTreePath } from '../../daemon/tree/names.js';
+
+function isValidTreeName(path: string): boolean {
+  try {
+    validTreePath(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 import { expandResources } from './common.js';
 
 /** Create the next, empty logfile; the primary's marsd switches to it. */
@@ -111,6 +121,7 @@ export function purgeTombstones(adm: Adm): number {
   const walk = (rel: string, depth: number) => {
     for (const n of tree.list(rel)) {
       const path = rel === '' ? n : `${rel}/${n}`;
+      if (!isValidTreeName(path)) continue; // lost+found of an ext4 /mars, and such
       const raw = tree.readRaw(path);
       if (raw?.value === TOMBSTONE) {
         if (adm.force || raw.stampUs < limitUs) {
