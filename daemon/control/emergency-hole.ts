@@ -5,10 +5,11 @@
 // see a logfile number that is not the next one, and stop there with replay-code -61: a
 // consistent, outdated disk that needs a re-sync.
 //
-// Written once, while no unlogged write has reached the disk yet (EmergencyBackend.onEnter).
-// The replay link moves past the hole last and durably: from then on a crash recovery never
-// replays the ended logfile over unlogged writes, and `log-delete` may free it once no replica
-// needs it.
+// Written while no unlogged write has reached the disk yet (EmergencyBackend.onEnter), the
+// replay link first and durably: from then on a crash recovery never replays the ended logfile
+// over unlogged writes (with the logfile after the hole missing, recovery simply starts the
+// next one), and `log-delete` may free the ended logfile once no replica needs it. Every step is
+// idempotent, so a failed attempt (a /mars too full even for a link) can simply be repeated.
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { resPaths, resourceDir } from '../tree/paths.js';
@@ -26,24 +27,28 @@ export interface Hole {
   nextSeq: number;
 }
 
-export function writeHole(tree: TreeStore, res: string, host: string, ended: { seq: number; endPos: number }): Hole {
-  writeVersionLink(tree, res, host, ended.seq, host, ended.endPos, true);
+/** Where the hole goes: above every logfile number used so far. */
+export function planHole(tree: TreeStore, res: string, ended: { seq: number; endPos: number }): Hole {
   const highest = Math.max(
     listLogfiles(tree, res).reduce((m, l) => Math.max(m, l.seq), 0),
     Number(tree.value(resPaths.maxnr(res)) ?? '0') || 0,
   );
   const { holeSeq, nextSeq } = holeNumbers(ended.seq, highest);
-  tree.write(resPaths.version(res, holeSeq, host), `${ZERO_DIGEST},${logName(holeSeq, host)},0:`, { durable: true });
+  return { endedSeq: ended.seq, endPos: ended.endPos, holeSeq, nextSeq };
+}
+
+export function writeHole(tree: TreeStore, res: string, host: string, hole: Hole): void {
+  writeReplayLink(tree, res, host, { seq: hole.nextSeq, origin: host, minPos: 0, len: 0 }, true);
+  writeVersionLink(tree, res, host, hole.endedSeq, host, hole.endPos, true);
+  tree.write(resPaths.version(res, hole.holeSeq, host), `${ZERO_DIGEST},${logName(hole.holeSeq, host)},0:`, { durable: true, onlyIfChanged: true });
   try {
-    closeSync(openSync(tree.abs(resPaths.log(res, nextSeq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+    closeSync(openSync(tree.abs(resPaths.log(res, hole.nextSeq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
   tree.fsyncDir(resourceDir(res));
   // The version chain goes on from the zero link, as after a new resource: a joining replica
   // copies these two links (join-resource needs them even while logging is still stopped).
-  writeVersionLink(tree, res, host, nextSeq, host, 0, true);
-  raiseMaxnr(tree, res, nextSeq);
-  writeReplayLink(tree, res, host, { seq: nextSeq, origin: host, minPos: 0, len: 0 }, true);
-  return { endedSeq: ended.seq, endPos: ended.endPos, holeSeq, nextSeq };
+  writeVersionLink(tree, res, host, hole.nextSeq, host, 0, true);
+  raiseMaxnr(tree, res, hole.nextSeq);
 }

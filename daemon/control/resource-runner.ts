@@ -16,7 +16,7 @@ import type { ResourceSnapshot } from './snapshot.js';
 import { SecondaryRunner } from './secondary-runner.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import { EmergencyBackend, type LogEnded } from '../logger/emergency-backend.js';
-import { writeHole, type Hole } from './emergency-hole.js';
+import { planHole, writeHole, type Hole } from './emergency-hole.js';
 import { decidePrimaryEmergency } from './decide-emergency.js';
 
 export interface RunnerContext {
@@ -48,8 +48,11 @@ export class ResourceRunner {
   private logger: TransactionLogger | undefined;
   /** what the export talks to: the logger, or the data disk directly in emergency mode */
   private backend: EmergencyBackend | undefined;
-  /** the hole written when emergency mode started (until logging resumes) */
+  /** the hole of the current emergency (until logging resumes) */
   private hole: Hole | undefined;
+  /** its links are all written (else reconcileSpace tries again) */
+  private holeWritten = false;
+  private leaving = false;
   private failure: FailureInfo | undefined;
   private failedSignature: string | undefined;
   private openCount = 0;
@@ -192,25 +195,48 @@ export class ResourceRunner {
   reconcileSpace(level: number): void {
     const backend = this.backend;
     if (!backend || this.phase !== 'primary') return;
+    if (backend.mode === 'direct' && this.hole && !this.holeWritten) this.tryWriteHole(this.hole);
     const action = decidePrimaryEmergency(level, backend.mode);
     if (action === 'enter') {
       void backend.enter(`/mars space level ${level}: free space below the last threshold`).catch(() => undefined);
-    } else if (action === 'leave') {
+    } else if (action === 'leave' && !this.leaving) {
       // Through the action queue: never concurrently with a rotation or a stop.
+      this.leaving = true;
       this.busy = this.busy.then(() => this.leaveEmergency()).catch((err) => {
         this.ctx.log('warn', `${this.name}: cannot leave emergency mode yet: ${(err as Error).message}`);
-      });
+      }).finally(() => { this.leaving = false; });
     }
   }
 
-  /** EmergencyBackend.onEnter: the logfile ended and everything logged is on the disk. */
+  /**
+   * EmergencyBackend.onEnter: the logfile ended and everything logged is on the disk; no
+   * unlogged write has reached it yet. A /mars too full even for a link gets a few more tries;
+   * then unlogged writes go ahead anyway (clients never wait on /mars) and the control loop
+   * keeps trying.
+   */
   private async writeHoleLinks(ended: LogEnded): Promise<void> {
-    const { tree, host, log } = this.ctx;
-    this.hole = writeHole(tree, this.name, host, ended);
+    const { host, log } = this.ctx;
+    const hole = planHole(this.ctx.tree, this.name, ended);
+    this.hole = hole;
+    this.holeWritten = false;
+    for (let attempt = 1; attempt <= 10 && !this.tryWriteHole(hole, attempt === 10); attempt++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     log('warn', `${this.name}: EMERGENCY MODE (${ended.reason}): log-${String(ended.seq).padStart(9, '0')}-${host} ended at ${ended.endPos} bytes; `
-      + `hole at ${this.hole.holeSeq}, logging resumes in log-${String(this.hole.nextSeq).padStart(9, '0')}-${host} once /mars has space again. `
+      + `hole at ${hole.holeSeq}, logging resumes in log-${String(hole.nextSeq).padStart(9, '0')}-${host} once /mars has space again. `
       + `Secondaries stop at the hole; re-sync them afterwards (docs/manual.md, "Emergency mode")`);
     this.publish(true);
+  }
+
+  private tryWriteHole(hole: Hole, complain = true): boolean {
+    try {
+      writeHole(this.ctx.tree, this.name, this.ctx.host, hole);
+      this.holeWritten = true;
+      return true;
+    } catch (err) {
+      if (complain) this.ctx.log('error', `${this.name}: emergency mode: cannot write the hole links yet: ${(err as Error).message}`);
+      return false;
+    }
   }
 
   /** Space is back: log again, into the empty logfile after the hole. */
@@ -218,7 +244,7 @@ export class ResourceRunner {
     const backend = this.backend;
     const hole = this.hole;
     if (!backend || backend.mode !== 'direct' || this.phase !== 'primary') return;
-    if (!hole) throw new Error('the hole links were not written; emergency mode stays on');
+    if (!hole || !this.holeWritten) throw new Error('the hole links are not written yet; emergency mode stays on');
     const { tree, host, log } = this.ctx;
     const writer = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, hole.nextSeq, host)), hole.nextSeq);
     try {

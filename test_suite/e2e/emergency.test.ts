@@ -8,7 +8,7 @@
 // mount and the loop device are removed in teardown even when the test fails.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileDigest, startCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
@@ -134,6 +134,17 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
   const primaryImage = await oracle.checkImage(readImage(alpha.dataPath));
   t.ok(primaryImage.ok && primaryImage.prefixMin === oracle.lastSeq, 'the primary\'s disk holds every acknowledged write');
 
+  // A crash in emergency mode: recovery must not replay the ended logfile over the unlogged
+  // writes (the replay link is past the hole), and the flushed writes are all there.
+  alpha.kill('SIGKILL');
+  await alpha.waitExit();
+  await alpha.start();
+  await alpha.waitPrimary(RES, 60_000);
+  const afterCrash = await oracle.checkImage(readImage(alpha.dataPath));
+  t.ok(afterCrash.ok && afterCrash.prefixMin === oracle.lastSeq, `after SIGKILL and recovery the primary's disk still holds every flushed write${afterCrash.ok ? '' : `: ${afterCrash.reason}`}`);
+  await alpha.until('alpha back in emergency mode (/mars is still full)', () => alpha.actual(RES, 'is-emergency') === '1', 30_000, 50);
+  expectAllWritten(t, await workload(100, 5), 'after the restart');
+
   // The secondary comes back, replays up to the hole and stops there, consistent.
   c.proxy('alpha').reset();
   c.proxy('beta').reset();
@@ -213,4 +224,50 @@ t.test('a secondary short of space deletes its replayed copies (level 2) and sto
   await c.waitCaughtUp(beta, 60_000);
   await alpha.until('primary writeback done', () => alpha.actual(RES, 'writeback-rest') === '0', 30_000);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'equal checksums once space is back');
+});
+
+t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space ends it', {
+  skip: isRoot ? false : 'needs root (mkfs.ext4 on an image, losetup, mount): run the tests as root',
+}, async (t) => {
+  const missing = ensureTools(['mkfs.ext4', 'losetup']);
+  if (missing) {
+    t.comment(`skipped: ${missing}`);
+    return;
+  }
+  const imageDir = tempDir(t, 'mars-emergency-img-');
+  const c = await startCluster(t, {
+    hosts: ['alpha'], sizeBytes: SIZE, res: RES,
+    initData: (h) => {
+      smallMars(t, h, imageDir);
+      h.extraArgs.push('--space-levels', '16M,12M,8M,4M');
+    },
+  });
+  const alpha = c.host('alpha');
+  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
+  const workload = (writes: number, seed: number) => runWorkload({
+    socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes, durationMs: 60_000, queueDepth: 8, flushEvery: 32, seed,
+  });
+  expectAllWritten(t, await workload(200, 1), 'logging');
+  const seqBefore = Number(alpha.link(`resource-${RES}/replay-alpha`)!.slice(4, 13));
+  // Leave 2 MiB free: below the level-4 threshold, far from ENOSPC.
+  const freeBytes = Number(alpha.link('actual-alpha/rest-space-bytes'));
+  const filler = join(alpha.marsDir, '.filler');
+  run('fallocate', ['-l', String(freeBytes - (2 << 20)), filler]);
+  await alpha.until('alpha in emergency mode by space level', () => alpha.actual(RES, 'is-emergency') === '1', 30_000, 50);
+  t.match(alpha.actual(RES, 'msg-err-emergency') ?? '', /space level 4/);
+  t.equal(alpha.link('actual-alpha/emergency'), '4');
+  const hole = Number(alpha.link(`resource-${RES}/replay-alpha`)!.slice(4, 13));
+  t.ok(hole >= seqBefore + 11, `the replay link moved past the hole (${seqBefore} -> ${hole})`);
+  t.match(alpha.link(`resource-${RES}/version-${String(hole - 1).padStart(9, '0')}-alpha`) ?? '', /^0{32},log-\d{9}-alpha,0:$/, 'the zero versionlink marks the hole');
+  expectAllWritten(t, await workload(200, 2), 'in emergency mode');
+  t.equal(statSync(join(alpha.marsDir, `resource-${RES}`, `log-${String(hole).padStart(9, '0')}-alpha`)).size, 0, 'nothing logged meanwhile');
+  rmSync(filler);
+  await alpha.until('alpha logging again', () => alpha.actual(RES, 'has-emergency') === '0', 30_000, 50);
+  t.equal(alpha.link('actual-alpha/emergency'), '0');
+  expectAllWritten(t, await workload(200, 3), 'logging again');
+  t.ok(statSync(join(alpha.marsDir, `resource-${RES}`, `log-${String(hole).padStart(9, '0')}-alpha`)).size > 0, 'logging resumed in the logfile after the hole');
+  await alpha.until('primary writeback done', () => alpha.actual(RES, 'writeback-rest') === '0', 30_000);
+  const image = await oracle.checkImage(readImage(alpha.dataPath));
+  t.ok(image.ok && image.prefixMin === oracle.lastSeq, 'every write is on the disk');
+  t.equal(await alpha.view('diskstate', RES), 'UpToDate');
 });
