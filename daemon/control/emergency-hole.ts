@@ -10,7 +10,7 @@
 // over unlogged writes (with the logfile after the hole missing, recovery simply starts the
 // next one), and `log-delete` may free the ended logfile once no replica needs it. Every step is
 // idempotent, so a failed attempt (a /mars too full even for a link) can simply be repeated.
-import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { resPaths, resourceDir } from '../tree/paths.js';
 import { logName, ZERO_DIGEST } from '../log/links.js';
@@ -40,6 +40,13 @@ export function planHole(tree: TreeStore, res: string, ended: { seq: number; end
 export function writeHole(tree: TreeStore, res: string, host: string, hole: Hole): void {
   writeReplayLink(tree, res, host, { seq: hole.nextSeq, origin: host, minPos: 0, len: 0 }, true);
   writeVersionLink(tree, res, host, hole.endedSeq, host, hole.endPos, true);
+  // An empty next logfile made just before (log-rotate, rotation by size) was never written
+  // and would look like the regular successor to the secondaries: they would wait for it
+  // instead of stopping at the hole. The tombstone removes it, and any empty copy, everywhere.
+  for (const l of listLogfiles(tree, res)) {
+    if (l.origin !== host || l.seq <= hole.endedSeq || l.seq >= hole.holeSeq) continue;
+    if (statSync(tree.abs(`${resourceDir(res)}/${l.name}`)).size === 0) tree.remove(`${resourceDir(res)}/${l.name}`);
+  }
   tree.write(resPaths.version(res, hole.holeSeq, host), `${ZERO_DIGEST},${logName(hole.holeSeq, host)},0:`, { durable: true, onlyIfChanged: true });
   try {
     closeSync(openSync(tree.abs(resPaths.log(res, hole.nextSeq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));

@@ -322,7 +322,16 @@ export class ResourceRunner {
     if (!logger || this.phase !== 'primary') return;
     if (this.inEmergency) return; // the logfile after the hole is current and stays empty
     const next = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, toSeq, host)), toSeq);
-    const { oldSeq, oldEnd } = await logger.rotate(next);
+    let rotated: { oldSeq: number; oldEnd: number };
+    try {
+      rotated = await logger.rotate(next);
+    } catch (err) {
+      // e.g. ENOSPC: emergency mode takes over, and its hole must be the next number seen.
+      await next.close().catch(() => undefined);
+      if (this.inEmergency) tree.remove(resPaths.log(this.name, toSeq, host));
+      throw err;
+    }
+    const { oldSeq, oldEnd } = rotated;
     // The old logfile is complete: its final versionlink, then the new one, both durable
     // (a versionlink lost in a crash after a rotation makes peers see a false split brain).
     writeVersionLink(tree, this.name, host, oldSeq, host, oldEnd, true);
@@ -333,6 +342,7 @@ export class ResourceRunner {
   }
 
   private async createLogfile(seq: number): Promise<void> {
+    if (this.inEmergency) return; // decided before emergency mode began: the hole comes next
     const path = this.ctx.tree.abs(resPaths.log(this.name, seq, this.ctx.host));
     try {
       closeSync(openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));

@@ -1,12 +1,14 @@
 // The /mars space monitor: levels from measured free space, the hysteresis paced in time, ENOSPC
-// reports, the links it publishes; and a secondary's deletion of replayed logfile copies.
+// reports, the links it publishes; a secondary's deletion of replayed logfile copies; the links
+// of the emergency hole.
 import t from 'tap';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../daemon/tree/store.js';
 import { LEVEL_FALL_INTERVAL_MS, SpaceMonitor } from '../../daemon/control/space-monitor.js';
 import { deleteReplayedCopies } from '../../daemon/control/space-reclaim.js';
 import { parseSpaceLevels } from '../../daemon/control/decide-emergency.js';
+import { planHole, writeHole } from '../../daemon/control/emergency-hole.js';
 import { parseSize } from '../../daemon/config.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -64,4 +66,29 @@ t.test('a secondary deletes only its replayed copies of foreign logfiles', async
   t.ok(existsSync(join(dir, 'resource-r0', 'log-000000006-alpha')), 'the one being replayed kept');
   t.notOk(existsSync(join(dir, 'resource-r0', '.deleted')), 'no tombstone');
   t.equal(tree.read('resource-r0/log-000000003-alpha'), undefined);
+});
+
+t.test('the emergency hole: links, the logfile after it, a stray empty logfile removed; idempotent', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir);
+  tree.ensureDir('resource-r0');
+  writeFileSync(join(dir, 'resource-r0', 'log-000000005-alpha'), Buffer.alloc(100));
+  writeFileSync(join(dir, 'resource-r0', 'log-000000006-alpha'), ''); // log-rotate just before
+  tree.write('resource-r0/maxnr', '6');
+  tree.write('resource-r0/version-000000004-alpha', `${'0'.repeat(32)},log-000000004-alpha,0:`);
+  const hole = planHole(tree, 'r0', { seq: 5, endPos: 100 });
+  t.same(hole, { endedSeq: 5, endPos: 100, holeSeq: 16, nextSeq: 17 });
+  writeHole(tree, 'r0', 'alpha', hole);
+  const snapshot = () => Object.fromEntries(readdirSync(join(dir, 'resource-r0')).filter((n) => !n.startsWith('.')).sort().map((n) => [n, tree.readRaw(`resource-r0/${n}`)?.value ?? 'FILE']));
+  const first = snapshot();
+  t.equal(first['replay-alpha'], 'log-000000017-alpha,0,0', 'the replay link is past the hole');
+  t.match(first['version-000000005-alpha'], /^[0-9a-f]{32},log-000000005-alpha,100:/, 'the ended logfile\'s final versionlink');
+  t.equal(first['version-000000016-alpha'], `${'0'.repeat(32)},log-000000016-alpha,0:`, 'the zero versionlink of the hole');
+  t.equal(first['log-000000016-alpha'], undefined, 'no logfile 16');
+  t.equal(first['log-000000017-alpha'], 'FILE', 'the empty logfile after the hole');
+  t.match(first['version-000000017-alpha'], new RegExp(`^[0-9a-f]{32},log-000000017-alpha,0:${'0'.repeat(32)},log-000000016-alpha,0$`), 'the chain goes on from the zero link');
+  t.equal(first['log-000000006-alpha'], '.deleted', 'the stray empty logfile is tombstoned (so secondaries drop their copy too)');
+  t.equal(first['maxnr'], '17');
+  writeHole(tree, 'r0', 'alpha', hole);
+  t.same(snapshot(), first, 'writing it again changes nothing');
 });
