@@ -21,6 +21,9 @@ import { PeerServer } from './net/server.js';
 import { readSecretFile } from './net/auth.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
+import { SpaceMonitor } from './control/space-monitor.js';
+import { deleteReplayedCopies } from './control/space-reclaim.js';
+import { limitSecondaryPlan, secondarySpaceLimits, type ThresholdSpec } from './control/decide-emergency.js';
 
 export const TREE_VERSION = '0.1';
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
@@ -42,6 +45,8 @@ export interface DaemonOptions extends CommonOptions {
   tls?: { certFile: string; keyFile: string };
   /** verify the servers of `tls` links against this CA (system CAs otherwise) */
   tlsCaFile?: string;
+  /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
+  spaceLevels?: ThresholdSpec[];
   log: (level: 'info' | 'warn' | 'error', msg: string) => void;
 }
 
@@ -70,6 +75,7 @@ export class Daemon {
   private listenAddress: string | undefined;
   private secret: Buffer | undefined;
   private lastNotifyMs = 0;
+  private readonly space: SpaceMonitor;
 
   constructor(private readonly opts: DaemonOptions) {
     this.tree = new TreeStore(opts.marsDir, new LamportClock());
@@ -95,6 +101,7 @@ export class Daemon {
       listing: (member) => this.peers.link(member)?.listing,
       log: opts.log,
     });
+    this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log });
   }
 
   async start(): Promise<void> {
@@ -163,6 +170,7 @@ export class Daemon {
         const logger = this.runners.get(res)?.activeLogger;
         return logger ? { seq: logger.currentSeq, origin: host, pos: logger.durablePos } : undefined;
       },
+      inEmergency: (res) => this.runners.get(res)?.inEmergency ?? false,
       onTreeChanged: () => this.requestTick(),
       onNotify: (peer) => this.peers.pullSoon(peer),
     });
@@ -221,8 +229,14 @@ export class Daemon {
   private tick(): void {
     if (this.stopping) return;
     try {
-      this.heartbeat(true);
+      try {
+        this.heartbeat(true);
+      } catch (err) {
+        // A full /mars must not stop the control round: it is what leaves emergency mode.
+        this.opts.log('warn', `heartbeat not written: ${(err as Error).message}`);
+      }
       this.reconcilePeers();
+      const space = this.space.check();
       const present = new Set(listResources(this.tree));
       for (const res of present) {
         let runner = this.runners.get(res);
@@ -233,6 +247,7 @@ export class Daemon {
             memLimitBytes: this.opts.memLimitBytes, log: this.opts.log, requestTick: () => this.requestTick(),
             peers: this.peers,
             fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
+            onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
           });
           this.runners.set(res, runner);
         }
@@ -241,13 +256,17 @@ export class Daemon {
         if (decision.action.kind !== 'none') {
           void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
         }
+        runner.reconcileSpace(space.level);
         const idle = runner.phase === 'down' || runner.phase === 'failed';
         if (snapshot.invalidateRequest !== undefined && idle && snapshot.sizeBytes !== undefined) runner.invalidate(snapshot.invalidateRequest, snapshot.sizeBytes);
         const plan = !idle || runner.invalidating ? NOTHING
           : decision.handover ? decideSecondary(snapshot, this.opts.host, { handover: decision.blockedBy ?? 'waiting' })
           : !decision.wantPrimary ? decideSecondary(snapshot, this.opts.host) : NOTHING;
         runner.primaryWait = decision.blockedBy;
-        void runner.secondary.reconcile(plan, snapshot);
+        if (idle && !decision.wantPrimary && plan.disk && secondarySpaceLimits(space.level).deleteReplayedCopies) {
+          deleteReplayedCopies(this.tree, res, this.opts.host, this.opts.log);
+        }
+        void runner.secondary.reconcile(limitSecondaryPlan(plan, space.level), snapshot);
         runner.secondary.nudge();
         runner.splitBrain.poll();
         runner.onWantPrimary(snapshot.wantPrimaryRequest);

@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
 import { Daemon, MARSD_VERSION } from './daemon.js';
+import { parseSpaceLevels } from './control/decide-emergency.js';
 import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from './config.js';
 import { checkTlsFiles } from './net/tls-files.js';
 import { runStdioMain } from './stdio-main.js';
@@ -42,6 +43,13 @@ export function runMarsd(argv: string[]): void {
       if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new InvalidArgumentError('must be 0..86400000');
       return n;
     })
+    .option('--space-levels <free1,free2,free3,free4>', 'free space of /mars below which space levels 1..4 start: sizes (2G) or percentages (5%); level 4 = emergency mode (default 8G,6G,4G,2G capped at 8%,6%,4%,2%)', (v) => {
+      try {
+        return parseSpaceLevels(v, (t) => parseSize(t, '--space-levels'));
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    })
     .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
     .option('--tls-cert <file>', 'PEM certificate to present: the peer listener then speaks TLS only (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
@@ -53,6 +61,7 @@ export function runMarsd(argv: string[]): void {
   const o = program.opts<{
     marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
     fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
+    spaceLevels?: ReturnType<typeof parseSpaceLevels>;
   }>();
   if (o.stdio) {
     // bin/marsd.js normally goes to stdio-main directly; this keeps runMarsd complete.
@@ -81,6 +90,7 @@ export function runMarsd(argv: string[]): void {
       ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
       ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
       ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
+      ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
       log,
     });
   } catch (err) {

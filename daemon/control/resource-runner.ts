@@ -18,6 +18,9 @@ import { SplitBrainMonitor } from './split-brain-monitor.js';
 import { executeInvalidate } from './invalidate.js';
 import { readHook, runHook, type HookKind } from './app-hooks.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
+import { EmergencyBackend, type LogEnded } from '../logger/emergency-backend.js';
+import { planHole, writeHole, type Hole } from './emergency-hole.js';
+import { decidePrimaryEmergency } from './decide-emergency.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -30,6 +33,8 @@ export interface RunnerContext {
   requestTick: () => void;
   peers: PeerManager;
   fetchRateBytesPerS: number;
+  /** a log append hit ENOSPC: /mars is full whatever the last space check said */
+  onOutOfSpace?: () => void;
 }
 
 export interface FailureInfo {
@@ -46,6 +51,13 @@ export class ResourceRunner {
   phase: Phase = 'down';
   private disk: DataDisk | undefined;
   private logger: TransactionLogger | undefined;
+  /** what the export talks to: the logger, or the data disk directly in emergency mode */
+  private backend: EmergencyBackend | undefined;
+  /** the hole of the current emergency (until logging resumes) */
+  private hole: Hole | undefined;
+  /** its links are all written (else reconcileSpace tries again) */
+  private holeWritten = false;
+  private leaving = false;
   private failure: FailureInfo | undefined;
   private failedSignature: string | undefined;
   private openCount = 0;
@@ -80,7 +92,14 @@ export class ResourceRunner {
 
   runtime(): RuntimeState {
     const rt: RuntimeState = { phase: this.phase };
-    if (this.logger) {
+    if (this.backend && this.backend.mode !== 'logging') {
+      // Emergency mode: the logfile after the hole is the current one, empty until logging
+      // resumes, so neither rotation nor log-rotate starts another one meanwhile.
+      if (this.hole) {
+        rt.currentSeq = this.hole.nextSeq;
+        rt.currentLogBytes = 0;
+      }
+    } else if (this.logger) {
       rt.currentSeq = this.logger.currentSeq;
       rt.currentLogBytes = this.logger.durablePos;
     }
@@ -91,6 +110,11 @@ export class ResourceRunner {
   /** The logger, while this host is actual primary (tests and the control socket use it). */
   get activeLogger(): TransactionLogger | undefined {
     return this.phase === 'primary' ? this.logger : undefined;
+  }
+
+  /** Emergency mode (has-emergency): logging stops, stopped, or is about to resume. */
+  get inEmergency(): boolean {
+    return this.backend !== undefined && this.backend.mode !== 'logging';
   }
 
   /** Run one action; actions of a resource never overlap. */
@@ -138,13 +162,14 @@ export class ResourceRunner {
       writeVersionLink(tree, this.name, host, recovered.nextSeq, host, 0, true);
       writeReplayLink(tree, this.name, host, { seq: recovered.nextSeq, origin: host, minPos: 0, len: 0 }, true);
       raiseMaxnr(tree, this.name, recovered.nextSeq);
-      this.logger = new TransactionLogger({
-        disk: this.disk, sizeBytes, clock: tree.clock, writer,
-        memLimitBytes: this.ctx.memLimitBytes,
-        onFatal: (err) => void this.onFatal(err),
-        onApplied: () => this.publish(false),
+      this.logger = this.newLogger(writer, sizeBytes);
+      this.hole = undefined;
+      this.backend = new EmergencyBackend({
+        disk: this.disk, logger: this.logger,
+        onEnter: (ended) => this.writeHoleLinks(ended),
+        log: (level, msg) => log(level, `${this.name}: ${msg}`),
       });
-      await this.ctx.nbd.addExport(this.name, this.logger, { socketPath: this.socketPath, description: `MARS resource ${this.name}` });
+      await this.ctx.nbd.addExport(this.name, this.backend, { socketPath: this.socketPath, description: `MARS resource ${this.name}` });
       this.phase = 'primary';
       this.primarySinceUs = tree.clock.now();
       if (readHook(tree, 'start', this.name)) void this.runAppHook('start');
@@ -154,6 +179,96 @@ export class ResourceRunner {
     } catch (err) {
       await this.failStart(err as Error, s.signature);
     }
+    this.publish(true);
+  }
+
+  private newLogger(writer: LogWriter, sizeBytes: number): TransactionLogger {
+    return new TransactionLogger({
+      disk: this.disk!, sizeBytes, clock: this.ctx.tree.clock, writer,
+      memLimitBytes: this.ctx.memLimitBytes,
+      onFatal: (err) => void this.onFatal(err),
+      onApplied: () => this.publish(false),
+      onOutOfSpace: () => this.outOfSpace(),
+    });
+  }
+
+  /** A log append hit ENOSPC: emergency mode now (the backend re-routes that very write). */
+  private outOfSpace(): void {
+    this.ctx.onOutOfSpace?.();
+    if (this.backend?.mode === 'logging') void this.backend.enter('/mars is full (ENOSPC on the logfile)').catch(() => undefined);
+  }
+
+  /**
+   * The control loop's space level for this host: enter emergency mode at the last level,
+   * leave it when the space is back (decide-emergency.ts).
+   */
+  reconcileSpace(level: number): void {
+    const backend = this.backend;
+    if (!backend || this.phase !== 'primary') return;
+    if (backend.mode === 'direct' && this.hole && !this.holeWritten) this.tryWriteHole(this.hole);
+    const action = decidePrimaryEmergency(level, backend.mode);
+    if (action === 'enter') {
+      void backend.enter(`/mars space level ${level}: free space below the last threshold`).catch(() => undefined);
+    } else if (action === 'leave' && !this.leaving) {
+      // Through the action queue: never concurrently with a rotation or a stop.
+      this.leaving = true;
+      this.busy = this.busy.then(() => this.leaveEmergency()).catch((err) => {
+        this.ctx.log('warn', `${this.name}: cannot leave emergency mode yet: ${(err as Error).message}`);
+      }).finally(() => { this.leaving = false; });
+    }
+  }
+
+  /**
+   * EmergencyBackend.onEnter: the logfile ended and everything logged is on the disk; no
+   * unlogged write has reached it yet. A /mars too full even for a link gets a few more tries;
+   * then unlogged writes go ahead anyway (clients never wait on /mars) and the control loop
+   * keeps trying.
+   */
+  private async writeHoleLinks(ended: LogEnded): Promise<void> {
+    const { host, log } = this.ctx;
+    const hole = planHole(this.ctx.tree, this.name, ended);
+    this.hole = hole;
+    this.holeWritten = false;
+    for (let attempt = 1; attempt <= 10 && !this.tryWriteHole(hole, attempt === 10); attempt++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    log('warn', `${this.name}: EMERGENCY MODE (${ended.reason}): log-${String(ended.seq).padStart(9, '0')}-${host} ended at ${ended.endPos} bytes; `
+      + `hole at ${hole.holeSeq}, logging resumes in log-${String(hole.nextSeq).padStart(9, '0')}-${host} once /mars has space again. `
+      + `Secondaries stop at the hole; re-sync them afterwards (docs/manual.md, "Emergency mode")`);
+    this.publish(true);
+  }
+
+  private tryWriteHole(hole: Hole, complain = true): boolean {
+    try {
+      writeHole(this.ctx.tree, this.name, this.ctx.host, hole);
+      this.holeWritten = true;
+      return true;
+    } catch (err) {
+      if (complain) this.ctx.log('error', `${this.name}: emergency mode: cannot write the hole links yet: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
+  /** Space is back: log again, into the empty logfile after the hole. */
+  private async leaveEmergency(): Promise<void> {
+    const backend = this.backend;
+    const hole = this.hole;
+    if (!backend || backend.mode !== 'direct' || this.phase !== 'primary') return;
+    if (!hole || !this.holeWritten) throw new Error('the hole links are not written yet; emergency mode stays on');
+    const { tree, host, log } = this.ctx;
+    const writer = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, hole.nextSeq, host)), hole.nextSeq);
+    try {
+      await backend.resume(async () => {
+        const logger = this.newLogger(writer, backend.sizeBytes);
+        this.logger = logger;
+        return logger;
+      });
+    } catch (err) {
+      await writer.close().catch(() => undefined);
+      throw err;
+    }
+    this.hole = undefined;
+    log('info', `${this.name}: emergency mode left: logging again into log-${String(hole.nextSeq).padStart(9, '0')}-${host}; secondaries that stopped at the hole need a re-sync`);
     this.publish(true);
   }
 
@@ -182,7 +297,7 @@ export class ResourceRunner {
    * as MARS's RemainsPrimary. Daemon shutdown cuts them off.
    */
   private async stopPrimary(reason: string): Promise<void> {
-    const logger = this.logger;
+    const backend = this.backend;
     // The application on top closes the device itself if it has a stop hook: better than
     // EPERM for its writes (which is what remains for a device that stays open).
     if (this.openCount > 0 && readHook(this.ctx.tree, 'stop', this.name) && !this.shuttingDown) {
@@ -192,12 +307,13 @@ export class ResourceRunner {
     this.phase = 'stopping';
     this.draining = true;
     this.ctx.log('info', `${this.name}: leaving primary role: ${reason}`);
-    if (logger) {
-      logger.refuseWrites();
+    if (backend) {
+      backend.refuseWrites();
       this.ctx.nbd.stopListening(this.name);
       this.publish(true);
-      await logger.stop();
-      this.publishLinks(logger, true);
+      await backend.stop();
+      // In emergency mode the links were written with the hole; the ended logger has none.
+      if (backend.mode === 'logging') this.publishLinks(backend.logger, true);
       this.draining = false;
       this.publish(true);
       if (this.openCount > 0 && !this.shuttingDown) {
@@ -209,6 +325,8 @@ export class ResourceRunner {
     }
     this.draining = false;
     this.logger = undefined;
+    this.backend = undefined;
+    this.hole = undefined;
     await this.closeDisk();
     this.phase = 'down';
     this.publish(true);
@@ -218,8 +336,18 @@ export class ResourceRunner {
     const { tree, host } = this.ctx;
     const logger = this.logger;
     if (!logger || this.phase !== 'primary') return;
+    if (this.inEmergency) return; // the logfile after the hole is current and stays empty
     const next = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, toSeq, host)), toSeq);
-    const { oldSeq, oldEnd } = await logger.rotate(next);
+    let rotated: { oldSeq: number; oldEnd: number };
+    try {
+      rotated = await logger.rotate(next);
+    } catch (err) {
+      // e.g. ENOSPC: emergency mode takes over, and its hole must be the next number seen.
+      await next.close().catch(() => undefined);
+      if (this.inEmergency) tree.remove(resPaths.log(this.name, toSeq, host));
+      throw err;
+    }
+    const { oldSeq, oldEnd } = rotated;
     // The old logfile is complete: its final versionlink, then the new one, both durable
     // (a versionlink lost in a crash after a rotation makes peers see a false split brain).
     writeVersionLink(tree, this.name, host, oldSeq, host, oldEnd, true);
@@ -230,6 +358,7 @@ export class ResourceRunner {
   }
 
   private async createLogfile(seq: number): Promise<void> {
+    if (this.inEmergency) return; // decided before emergency mode began: the hole comes next
     const path = this.ctx.tree.abs(resPaths.log(this.name, seq, this.ctx.host));
     try {
       closeSync(openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
@@ -336,7 +465,7 @@ export class ResourceRunner {
     this.lastPublishMs = now;
     try {
       this.publishStatus();
-      if (this.logger && this.phase === 'primary') this.publishLinks(this.logger, false);
+      if (this.logger && this.phase === 'primary' && !this.inEmergency) this.publishLinks(this.logger, false);
     } catch (err) {
       this.ctx.log('warn', `${this.name}: status update failed: ${(err as Error).message}`);
     }
@@ -377,6 +506,7 @@ export class ResourceRunner {
       set('writeback-rest', '0');
       set('is-emergency', '0');
       set('has-emergency', '0');
+      set('msg-err-emergency', 'OK');
       return;
     }
     for (const key of ['is-copying', 'is-syncing', 'is-replaying']) set(key, '0');
@@ -396,8 +526,12 @@ export class ResourceRunner {
     set('primary-wait', this.primaryWait ?? 'OK');
     set('app-state', this.appState);
     set('has-app-stop', readHook(this.ctx.tree, 'stop', this.name) ? '1' : '0');
-    set('is-emergency', '0');
-    set('has-emergency', '0');
+    // has-emergency: emergency mode decided (entering, on, or resuming); is-emergency: logging
+    // has actually stopped and writes go straight to the disk (MARS's two links).
+    const mode = this.backend?.mode ?? 'logging';
+    set('has-emergency', mode !== 'logging' ? '1' : '0');
+    set('is-emergency', mode === 'direct' || mode === 'resuming' ? '1' : '0');
+    set('msg-err-emergency', mode === 'logging' ? 'OK' : emergencyMessage(this.backend!, this.hole, this.ctx.host));
   }
 
   private async closeDisk(): Promise<void> {
@@ -415,4 +549,13 @@ export class ResourceRunner {
     await this.secondary.stop();
     if (this.publishTimer) clearTimeout(this.publishTimer);
   }
+}
+
+function emergencyMessage(backend: EmergencyBackend, hole: Hole | undefined, host: string): string {
+  const since = backend.sinceMs !== undefined ? new Date(backend.sinceMs).toISOString() : '?';
+  const where = hole
+    ? `log-${String(hole.endedSeq).padStart(9, '0')}-${host} ended at ${hole.endPos} bytes, hole at ${hole.holeSeq}, logging resumes in log-${String(hole.nextSeq).padStart(9, '0')}-${host}`
+    : 'ending the logfile';
+  return `emergency mode since ${since} (${backend.reason ?? '?'}): writes go straight to the data disk, not logged; ${where}. `
+    + 'Free space in /mars (log-delete, or a larger /mars), then re-sync every secondary (docs/manual.md, "Emergency mode")';
 }

@@ -34,6 +34,15 @@ interface Batch {
 
 export class LogWriterError extends Error {
   override name = 'LogWriterError';
+  /** errno code of the I/O error that broke the writer (ENOSPC, EIO, ...), if there was one */
+  constructor(message: string, readonly causeCode?: string) {
+    super(message);
+  }
+}
+
+/** Error codes that mean "the filesystem of /mars is full": emergency mode, never a client error. */
+export function isSpaceErrorCode(code: string | undefined): boolean {
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 export class LogWriter {
@@ -83,6 +92,11 @@ export class LogWriter {
     return this.failure;
   }
 
+  /** The writer broke because /mars is full (not because of an I/O error). */
+  get outOfSpace(): boolean {
+    return this.failure instanceof LogWriterError && isSpaceErrorCode(this.failure.causeCode);
+  }
+
   /** Log a write of `data` at `devicePos`, split into records of at most 4 KiB. */
   appendWrite(devicePos: number, data: Buffer, stampUs: number, durable: boolean, onWritten?: () => void): Promise<void> {
     this.checkUsable();
@@ -124,6 +138,37 @@ export class LogWriter {
     if (!this.failure) await this.flush();
     this.closed = true;
     await this.handle.close();
+  }
+
+  /**
+   * Emergency mode: end this logfile at the last record that was written completely, whether
+   * or not the writer failed (ENOSPC). That part is made durable; bytes of a partly written
+   * batch after it are cut off, so the file ends cleanly for fetchers and for a later recovery.
+   * Returns the final length (the versionlink's LOGPOS). Never throws: with the disk full, the
+   * best possible end is still the answer.
+   */
+  async finish(): Promise<number> {
+    if (!this.failure && !this.closed) await this.flush().catch(() => undefined);
+    // A write or sync that is still running settles first (they end quickly after a failure).
+    while (this.writing || this.syncing) await new Promise((r) => setTimeout(r, 1));
+    if (this.closed) return this.durableEnd;
+    let end = this.writtenEnd;
+    try {
+      await this.handle.datasync();
+    } catch {
+      end = this.durableEnd; // what the last successful fdatasync covered
+    }
+    try {
+      const st = await this.handle.stat();
+      if (st.size > end) {
+        await this.handle.truncate(end);
+        await this.handle.datasync();
+      }
+    } catch { /* the bytes after LOGPOS are never served nor replayed */ }
+    this.durableEnd = end;
+    this.closed = true;
+    await this.handle.close().catch(() => undefined);
+    return end;
   }
 
   private checkUsable(): void {
@@ -215,11 +260,17 @@ export class LogWriter {
     const buffers = taken.map((b) => b.buf.subarray(0, b.used));
     const total = buffers.reduce((n, b) => n + b.length, 0);
     let done = 0;
-    while (done < total) {
-      const rest = done === 0 ? buffers : [Buffer.concat(buffers).subarray(done)];
-      const { bytesWritten } = await this.handle.writev(rest, this.writtenEnd + done);
-      if (bytesWritten === 0) throw new LogWriterError(`${this.path}: write made no progress`);
-      done += bytesWritten;
+    try {
+      while (done < total) {
+        const rest = done === 0 ? buffers : [Buffer.concat(buffers).subarray(done)];
+        const { bytesWritten } = await this.handle.writev(rest, this.writtenEnd + done);
+        if (bytesWritten === 0) throw new LogWriterError(`${this.path}: write made no progress`);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      // Not written (or only partly): these waiters fail with everything queued after them.
+      this.batches.unshift(...taken);
+      throw err;
     }
     this.writtenEnd += total;
     for (const batch of taken) if (this.spare.length < SPARE_BATCHES) this.spare.push(batch.buf);
@@ -234,7 +285,7 @@ export class LogWriter {
   }
 
   private fail(err: Error): void {
-    this.failure = new LogWriterError(`logfile ${this.path} failed: ${err.message}`);
+    this.failure = new LogWriterError(`logfile ${this.path} failed: ${err.message}`, (err as NodeJS.ErrnoException).code);
     for (const batch of this.batches) for (const w of batch.waiters) w.reject(this.failure);
     for (const w of this.syncWaiters) w.reject(this.failure);
     for (const w of this.flushWaiters) w.reject(this.failure);

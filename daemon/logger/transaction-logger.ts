@@ -20,6 +20,15 @@ export const WRITEBACK_DELAY_MS = 200;
  */
 export const DATA_SYNC_INTERVAL_MS = 5000;
 
+/**
+ * The logger does not take this request: it stopped logging (emergency mode) or /mars is full.
+ * The caller (EmergencyBackend) writes it straight to the data disk instead; a client never
+ * sees this error.
+ */
+export class DivertedError extends Error {
+  override name = 'DivertedError';
+}
+
 export interface TransactionLoggerOptions {
   disk: DataDisk;
   sizeBytes: number;
@@ -32,6 +41,8 @@ export interface TransactionLoggerOptions {
   onFatal: (err: Error) => void;
   /** writeback made progress: the replay link may advance */
   onApplied?: () => void;
+  /** a log append failed because /mars is full: emergency mode must start */
+  onOutOfSpace?: () => void;
 }
 
 export interface ReplayPosition {
@@ -49,6 +60,10 @@ export class TransactionLogger implements BlockBackend {
   private readonly retiredEnds = new Map<number, number>();
   private rotating: Promise<void> | undefined;
   private writable = true;
+  /** emergency mode: new writes are not logged but diverted to the caller */
+  private diverted = false;
+  /** stopLogging() ended the logfile at this length */
+  private logEnd: Promise<number> | undefined;
   /** bytes of admitted writes not yet entered into the index (queued in the log writer) */
   private admittedBytes = 0;
   /** writes waiting for memory (or for a rotation), in arrival order */
@@ -116,6 +131,11 @@ export class TransactionLogger implements BlockBackend {
     return this.writable;
   }
 
+  /** The logfile cannot take more records because /mars is full. */
+  get outOfSpace(): boolean {
+    return this.writer.outOfSpace;
+  }
+
   /** Stop accepting writes (role change, shutdown): they get EPERM from now on. */
   refuseWrites(): void {
     this.writable = false;
@@ -140,13 +160,19 @@ export class TransactionLogger implements BlockBackend {
     this.checkWrite(offsetBytes, data.length);
     if (data.length === 0) return fua ? this.flush() : undefined;
     const admitted = this.admit(data.length);
-    const cost = typeof admitted === 'number' ? admitted : await admitted;
+    const release = this.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
+    this.checkDiverted(release);
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
-    await writer.appendWrite(offsetBytes, data, this.opts.clock.now(), fua, () => {
-      this.index.put(offsetBytes, data.length, data, at);
-      this.release(cost);
-    }).catch((err) => { this.release(cost); throw err; });
+    try {
+      await writer.appendWrite(offsetBytes, data, this.opts.clock.now(), fua, () => {
+        this.index.put(offsetBytes, data.length, data, at);
+        release();
+      });
+    } catch (err) {
+      release();
+      throw this.appendFailure(err as Error);
+    }
     this.writeback.kick();
   }
 
@@ -154,13 +180,19 @@ export class TransactionLogger implements BlockBackend {
     this.checkWrite(offsetBytes, lengthBytes);
     if (lengthBytes === 0) return fua ? this.flush() : undefined;
     const admitted = this.admit(0);
-    const cost = typeof admitted === 'number' ? admitted : await admitted;
+    const release = this.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
+    this.checkDiverted(release);
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
-    await writer.appendZeroes(offsetBytes, lengthBytes, this.opts.clock.now(), fua, () => {
-      this.index.put(offsetBytes, lengthBytes, undefined, at);
-      this.release(cost);
-    }).catch((err) => { this.release(cost); throw err; });
+    try {
+      await writer.appendZeroes(offsetBytes, lengthBytes, this.opts.clock.now(), fua, () => {
+        this.index.put(offsetBytes, lengthBytes, undefined, at);
+        release();
+      });
+    } catch (err) {
+      release();
+      throw this.appendFailure(err as Error);
+    }
     this.writeback.kick();
   }
 
@@ -172,13 +204,36 @@ export class TransactionLogger implements BlockBackend {
 
   async flush(): Promise<void> {
     if (this.rotating) await this.rotating;
-    await this.writer.flush();
+    try {
+      await this.writer.flush();
+    } catch (err) {
+      throw this.appendFailure(err as Error);
+    }
+  }
+
+  /**
+   * Emergency mode: stop logging without refusing writes. Writes not yet logged are diverted
+   * (DivertedError: the caller writes them to the disk), the logfile ends at its last complete
+   * record (durable; see LogWriter.finish), and everything logged is written back and
+   * fdatasync'ed, so the disk holds every logged write before the first unlogged one reaches
+   * it. Works whether or not the logfile broke with ENOSPC. Returns where the logfile ended.
+   */
+  async stopLogging(): Promise<{ seq: number; endPos: number }> {
+    this.diverted = true;
+    this.pumpAdmission();
+    if (this.rotating) await this.rotating;
+    this.logEnd ??= this.writer.finish();
+    const endPos = await this.logEnd;
+    await this.writeback.drain();
+    this.writeback.stop();
+    return { seq: this.writer.seq, endPos };
   }
 
   /** Switch appends to a fresh logfile; the old one is flushed first so it ends complete. */
   async rotate(next: LogWriter): Promise<{ oldSeq: number; oldEnd: number }> {
     assert(next.seq === this.writer.seq + 1, `rotation must go to the next logfile number (${this.writer.seq} -> ${next.seq})`);
     assert(this.rotating === undefined, 'one rotation at a time');
+    assert(!this.diverted, 'no rotation in emergency mode (the logfile has ended)');
     const old = this.writer;
     let release!: () => void;
     this.rotating = new Promise((r) => (release = r));
@@ -196,6 +251,12 @@ export class TransactionLogger implements BlockBackend {
 
   /** Refuse new writes, make everything durable and written back, close the logfile. */
   async stop(): Promise<void> {
+    if (this.diverted) {
+      // stopLogging() already wrote everything back and ended the logfile.
+      this.writable = false;
+      this.pumpAdmission();
+      return;
+    }
     this.writable = false;
     this.pumpAdmission();
     if (this.rotating) await this.rotating;
@@ -211,9 +272,51 @@ export class TransactionLogger implements BlockBackend {
     await this.writeback.drain();
   }
 
+  /**
+   * Writeback makes the log durable before the disk gets the data. When /mars is full the
+   * writer is broken, but every record whose data is in the index was written completely:
+   * stopLogging() (started via onOutOfSpace) makes that part durable, and writeback goes on.
+   */
   private async syncLog(): Promise<void> {
     if (this.rotating) await this.rotating;
-    await this.writer.flush();
+    if (this.logEnd) {
+      await this.logEnd;
+      return;
+    }
+    try {
+      await this.writer.flush();
+    } catch (err) {
+      if (!this.writer.outOfSpace) throw err;
+      this.opts.onOutOfSpace?.();
+      this.logEnd ??= this.writer.finish();
+      await this.logEnd;
+    }
+  }
+
+  /** An append or log flush failed: because /mars is full, the request is diverted. */
+  private appendFailure(err: Error): Error {
+    if (err instanceof DivertedError) return err;
+    if (this.writer.outOfSpace) {
+      this.opts.onOutOfSpace?.();
+      return new DivertedError(`/mars is full: ${err.message}`);
+    }
+    return err;
+  }
+
+  /** After waiting for admission: emergency mode may have started meanwhile. */
+  private checkDiverted(release: () => void): void {
+    if (!this.diverted && !this.writer.outOfSpace) return;
+    release();
+    throw new DivertedError('emergency mode: not logging');
+  }
+
+  private releaseOnce(cost: number): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.release(cost);
+    };
   }
 
   /**
@@ -247,6 +350,10 @@ export class TransactionLogger implements BlockBackend {
         for (const w of this.admissionQueue.splice(0)) w.reject(new BackendError('EPERM', 'this host is no longer primary'));
         return;
       }
+      if (this.diverted) {
+        for (const w of this.admissionQueue.splice(0)) w.reject(new DivertedError('emergency mode: not logging'));
+        return;
+      }
       if (!this.fits(head.lengthBytes)) {
         this.writeback.kick();
         return;
@@ -275,6 +382,7 @@ export class TransactionLogger implements BlockBackend {
     if (offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0) {
       throw new BackendError('EINVAL', `writes must be aligned to ${SECTOR_BYTES} bytes`);
     }
+    if (this.diverted || this.writer.outOfSpace) throw new DivertedError('emergency mode: not logging');
     const failure = this.writer.failed ?? this.writeback.error;
     if (failure) throw new BackendError('EIO', failure.message);
   }

@@ -25,6 +25,8 @@ export interface ServiceContext {
   activeLogEnd(res: string, seq: number): number | undefined;
   /** the current logfile and durable end while this host is actual primary of res */
   primaryPosition(res: string): { seq: number; origin: string; pos: number } | undefined;
+  /** res is in emergency mode here: its disk changes without a log */
+  inEmergency?(res: string): boolean;
   /** a peer pushed or notified: the tree changed or should be pulled */
   onTreeChanged(): void;
   onNotify(peerHost: string): void;
@@ -110,7 +112,20 @@ export class PeerService implements PeerHandlers {
     if (!(fromPos + lengthBytes <= size)) throw new PeerRequestError('EINVAL', `[${fromPos}, +${lengthBytes}) is outside ${res} (${size} bytes)`);
   }
 
+  /**
+   * No sync from a disk that changes without a log: the blocks copied early would miss later
+   * unlogged writes, and no replay could bring them. The syncing replica waits and retries;
+   * a sync that started before the emergency stops at its hole anyway (its join point is
+   * before it), so it is reported, never silently inconsistent.
+   */
+  private checkNotEmergency(res: string): void {
+    if (this.ctx.inEmergency?.(res)) {
+      throw new PeerRequestError('EAGAIN', `${res} is in emergency mode on ${this.ctx.host} (writes are not logged): the sync waits until it logs again`);
+    }
+  }
+
   async syncDigests(_peer: string, req: SyncDigestsRequest): Promise<Buffer> {
+    this.checkNotEmergency(req.res);
     this.checkRange(req.res, req.fromPos, req.lengthBytes);
     const handle = await this.openDisk(req.res);
     try {
@@ -121,6 +136,7 @@ export class PeerService implements PeerHandlers {
   }
 
   async syncRead(_peer: string, req: SyncReadRequest): Promise<Buffer> {
+    this.checkNotEmergency(req.res);
     this.checkRange(req.res, req.fromPos, req.lengthBytes);
     const handle = await this.openDisk(req.res);
     try {
@@ -133,6 +149,7 @@ export class PeerService implements PeerHandlers {
   }
 
   async position(_peer: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }> {
+    this.checkNotEmergency(req.res);
     const p = this.ctx.primaryPosition(req.res);
     if (!p) throw new PeerRequestError('EAGAIN', `${this.ctx.host} is not actual primary of ${req.res}`);
     return p;

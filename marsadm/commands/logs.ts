@@ -7,6 +7,16 @@ import { ownerOf } from '../../daemon/propagate/ownership.js';
 import { formatBytesShort, planLogRetention, retentionJson, type RetentionPlan } from '../status/log-retention.js';
 import { readRetentionInput } from '../status/read-retention.js';
 import { TOMBSTONE } from '../../daemon/tree/store.js';
+import { validTreePath } from '../../daemon/tree/names.js';
+
+function isValidTreeName(path: string): boolean {
+  try {
+    validTreePath(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 import { expandResources } from './common.js';
 
 /** Create the next, empty logfile; the primary's marsd switches to it. */
@@ -120,6 +130,7 @@ export function purgeTombstones(adm: Adm): number {
     for (const n of tree.list(rel)) {
       const path = rel === '' ? n : `${rel}/${n}`;
       if (n.startsWith('.')) continue;
+      if (!isValidTreeName(path)) continue; // lost+found of an ext4 /mars, and such
       const raw = tree.readRaw(path);
       if (raw?.value === TOMBSTONE) {
         found.push({ path, stampUs: raw.stampUs, replicated: ownerOf(path).kind !== 'local' });

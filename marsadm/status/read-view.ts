@@ -7,6 +7,7 @@ import { bytesSince, findDivergence, sideOf } from '../../daemon/control/split-b
 import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
 import { planLogRetention } from './log-retention.js';
 import { readRetentionInput } from './read-retention.js';
+import { isValidIdentifier } from '../../daemon/tree/names.js';
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
@@ -59,6 +60,15 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
       fetchRestBytes: num(a('fetch-rest')) ?? 0,
       replayRestBytes: num(a('replay-rest')) ?? 0,
       syncRateBytesPerS: num(a('sync-rate')) ?? 0,
+    },
+    emergency: {
+      spaceLevel: num(tree.value(globalPaths.actual(host, 'emergency'))) ?? 0,
+      restSpaceBytes: num(tree.value(globalPaths.actual(host, 'rest-space-bytes'))) ?? 0,
+      totalSpaceBytes: num(tree.value(globalPaths.actual(host, 'total-space-bytes'))) ?? 0,
+      hasEmergency: a('has-emergency') === '1',
+      isEmergency: a('is-emergency') === '1',
+      message: ((m) => (m === undefined || m === 'OK' ? undefined : m))(a('msg-err-emergency')),
+      primaryIsEmergency: ((p) => p !== undefined && isValidIdentifier(p) && p !== host && tree.value(resPaths.actual(res, p, 'is-emergency')) === '1')(tree.value(resPaths.primary(res))),
     },
     syncPassed: syncPassed(tree.value(resPaths.syncpos(res, host)), tree.value(resPaths.replay(res, host))),
     syncstatusBytes: num(tree.value(resPaths.syncstatus(res, host))) ?? 0,

@@ -44,6 +44,8 @@ export interface ViewSnapshot {
   syncPassed: boolean;
   /** which logfiles here may be deleted and who holds the others back (log-retention.ts) */
   retention?: RetentionPlan;
+  /** /mars space and emergency mode (absent: all clear) */
+  emergency?: EmergencyView;
 }
 
 export interface SplitBrainInfo {
@@ -57,6 +59,47 @@ export function splitBrainText(sb: SplitBrainInfo): string {
   const sides = sb.sides.map((s) => `${s.hosts.join(', ')} wrote ${s.bytes} bytes in ${s.records} records`).join('; ');
   return `SPLIT BRAIN: the histories diverge after ${at}; since then ${sides}`;
 }
+
+/** Space level of this host's /mars and emergency mode of the resource (reference/mars.md §3.4). */
+export interface EmergencyView {
+  /** actual-HOST/emergency: 0..4 */
+  spaceLevel: number;
+  restSpaceBytes: number;
+  totalSpaceBytes: number;
+  /** this host decided emergency mode for the resource (has-emergency) */
+  hasEmergency: boolean;
+  /** this host's logging for the resource actually stopped (is-emergency) */
+  isEmergency: boolean;
+  /** msg-err-emergency, when not OK */
+  message: string | undefined;
+  /** the designated primary (another host) reports is-emergency */
+  primaryIsEmergency: boolean;
+}
+
+/** replay-code of a replica stopped at a hole in the logfile numbering (emergency mode). */
+export const REPLAY_CODE_HOLE = -61;
+
+const NO_EMERGENCY: EmergencyView = {
+  spaceLevel: 0, restSpaceBytes: 0, totalSpaceBytes: 0, hasEmergency: false, isEmergency: false, message: undefined, primaryIsEmergency: false,
+};
+
+function emergencyOf(v: ViewSnapshot): EmergencyView {
+  return v.emergency ?? NO_EMERGENCY;
+}
+
+/** The resource is in emergency mode: here (primary), or on its designated primary. */
+export function isEmergency(v: ViewSnapshot): boolean {
+  const e = emergencyOf(v);
+  return e.isEmergency || e.hasEmergency || (v.designatedPrimary !== v.host && e.primaryIsEmergency);
+}
+
+const SPACE_MEANING = [
+  '',
+  'space is getting low',
+  'secondaries delete the logfile copies they have replayed',
+  'secondaries stop fetching',
+  'primaries stop logging (emergency mode)',
+];
 
 export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
 
@@ -72,11 +115,14 @@ export function diskState(v: ViewSnapshot): string {
   if (!v.member) return 'NotJoined';
   if (v.dataPath === undefined) return 'NotPresent';
   if (!v.todo.attach) return v.actual.isAttached ? 'Detaching' : 'Detached';
+  // Stopped at the emergency hole: consistent, outdated, needs a re-sync (MARS: Orphan).
+  if (v.actual.replayCode === REPLAY_CODE_HOLE) return 'Orphan';
   if (v.actual.replayCode !== undefined && v.actual.replayCode < 0) {
     return `DefectiveLog[code=${v.actual.replayCode}]`;
   }
   if (v.actual.isRecovering) return `Recovery[${v.actual.recoveryRestBytes}]`;
   const designated = v.designatedPrimary === v.host;
+  if (designated && (emergencyOf(v).isEmergency || emergencyOf(v).hasEmergency)) return 'EmergencyMode';
   if (designated && v.actual.writebackRestBytes > 0) return `WriteBack[${v.actual.writebackRestBytes}]`;
   if (v.syncstatusBytes < v.sizeBytes) return v.actual.isSyncing ? `Syncing[${Math.floor((100 * v.syncstatusBytes) / Math.max(1, v.sizeBytes))}%]` : 'InConsistent';
   if (!v.syncPassed) return 'InConsistent';
@@ -89,11 +135,15 @@ export function replState(v: ViewSnapshot): string {
   if (v.heartbeatAgeS !== undefined && v.heartbeatAgeS > v.windowS) return 'UnResponsive';
   if (!v.member) return 'NotJoined';
   if (!v.todo.attach) return 'NotStarted';
-  if (v.designatedPrimary === v.host) return v.actual.isPrimary ? 'Replicating' : 'NotYetPrimary';
+  if (v.designatedPrimary === v.host) {
+    if (emergencyOf(v).isEmergency || emergencyOf(v).hasEmergency) return 'EmergencyMode';
+    return v.actual.isPrimary ? 'Replicating' : 'NotYetPrimary';
+  }
   if (v.designatedPrimary === undefined) return 'NoPrimaryDesignated';
   if (!v.todo.sync) return 'PausedSync';
-  if (!v.todo.connect) return 'PausedFetch';
+  if (!v.todo.connect || emergencyOf(v).spaceLevel >= 3) return 'PausedFetch';
   if (!v.todo.replay) return 'PausedReplay';
+  if (v.actual.replayCode === REPLAY_CODE_HOLE) return 'Orphan';
   if (v.syncstatusBytes < v.sizeBytes) return 'Syncing';
   return 'Replaying';
 }
@@ -138,6 +188,15 @@ export function viewLines(v: ViewSnapshot): string[] {
   }
   if (v.retention?.heldBack) lines.push(`    ${v.retention.heldBack.text}`);
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
+  const e = emergencyOf(v);
+  if (v.designatedPrimary === v.host && (e.isEmergency || e.hasEmergency)) {
+    lines.push(`    EMERGENCY: ${e.message ?? 'emergency mode: writes are not logged'}`);
+  } else if (v.designatedPrimary !== undefined && v.designatedPrimary !== v.host && e.primaryIsEmergency && v.member) {
+    lines.push(`    the primary ${v.designatedPrimary} is in emergency mode: its writes are not logged; this replica stops at the hole and needs a re-sync afterwards`);
+  }
+  if (e.spaceLevel > 0) {
+    lines.push(`    /mars space level ${e.spaceLevel}: ${e.restSpaceBytes} of ${e.totalSpaceBytes} bytes free; ${SPACE_MEANING[e.spaceLevel] ?? ''}`);
+  }
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
 }
@@ -153,7 +212,14 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'is-attached': (v) => (v.actual.isAttached ? '1' : '0'),
   'is-consistent': (v) => (isConsistent(v) ? '1' : '0'),
   'is-split-brain': (v) => (v.splitBrain ? '1' : '0'),
-  'is-emergency': () => '0',
+  'is-emergency': (v) => (isEmergency(v) ? '1' : '0'),
+  'has-emergency': (v) => (emergencyOf(v).hasEmergency ? '1' : '0'),
+  'emergency-level': (v) => String(emergencyOf(v).spaceLevel),
+  'rest-space': (v) => String(Math.floor(emergencyOf(v).restSpaceBytes / 1024 ** 3)),
+  'total-space': (v) => String(Math.floor(emergencyOf(v).totalSpaceBytes / 1024 ** 3)),
+  'rest-space-bytes': (v) => String(emergencyOf(v).restSpaceBytes),
+  'total-space-bytes': (v) => String(emergencyOf(v).totalSpaceBytes),
+  'is-orphan': (v) => (v.actual.replayCode === REPLAY_CODE_HOLE ? '1' : '0'),
   'is-alive': (v) => (v.daemonRunning && (v.heartbeatAgeS ?? Infinity) <= v.windowS ? '1' : '0'),
   'device-opened': (v) => (v.actual.openCount > 0 ? '1' : '0'),
   'open-count': (v) => String(v.actual.openCount),
@@ -207,5 +273,10 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     splitBrain: v.splitBrain ?? null,
     primaryLink: v.primaryLink ?? null,
     logfiles: v.retention ? retentionJson(v.retention) : null,
+    isEmergency: isEmergency(v),
+    emergencyLevel: emergencyOf(v).spaceLevel,
+    restSpaceBytes: emergencyOf(v).restSpaceBytes,
+    totalSpaceBytes: emergencyOf(v).totalSpaceBytes,
+    emergencyMessage: emergencyOf(v).message ?? null,
   };
 }

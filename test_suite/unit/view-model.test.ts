@@ -72,3 +72,34 @@ t.test('a secondary says when its link to the primary is down', async (t) => {
   t.match(lines.join('\n'), /link to the primary alpha: down connection lost: ECONNRESET/);
   t.notMatch(viewLines(v({ host: 'beta', designatedPrimary: 'alpha', primaryLink: 'connected 127.0.0.1:1 since x' }, { isPrimary: false })).join('\n'), /link to the primary/);
 });
+
+t.test('emergency mode and /mars space in the view', async (t) => {
+  const e = (o: Partial<NonNullable<ViewSnapshot['emergency']>> = {}): NonNullable<ViewSnapshot['emergency']> => ({
+    spaceLevel: 0, restSpaceBytes: 1 << 20, totalSpaceBytes: 64 << 20, hasEmergency: false, isEmergency: false, message: undefined, primaryIsEmergency: false, ...o,
+  });
+  const primary = v({ emergency: e({ spaceLevel: 4, hasEmergency: true, isEmergency: true, message: 'emergency mode since T' }) });
+  t.equal(diskState(primary), 'EmergencyMode');
+  t.equal(replState(primary), 'EmergencyMode');
+  t.equal(MACROS['is-emergency']!(primary), '1');
+  t.equal(MACROS['has-emergency']!(primary), '1');
+  t.equal(MACROS['emergency-level']!(primary), '4');
+  t.equal(MACROS['rest-space-bytes']!(primary), String(1 << 20));
+  t.equal(MACROS['rest-space']!(primary), '0', 'GiB, as MARS');
+  const lines = viewLines(primary);
+  t.equal(lines[0], 'db [1/1] EmergencyMode EmergencyMode DCASFR Primary alpha');
+  t.ok(lines.some((l) => /EMERGENCY: emergency mode since T/.test(l)));
+  t.ok(lines.some((l) => /\/mars space level 4: 1048576 of 67108864 bytes free; primaries stop logging/.test(l)));
+  t.equal(MACROS['is-emergency']!(v({ emergency: e() })), '0');
+  t.equal(diskState(v({ emergency: e({ spaceLevel: 2 }) })), 'UpToDate', 'a low level alone changes no state');
+
+  const secondary = (over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actual']> = {}) =>
+    v({ host: 'beta', members: ['alpha', 'beta'], ...over }, { isPrimary: false, replayCode: 1, ...actual });
+  const atHole = secondary({ emergency: e({ primaryIsEmergency: true }) }, { replayCode: -61, errorMessage: 'hole in the logfile sequence after 3' });
+  t.equal(diskState(atHole), 'Orphan', 'stopped at the hole: consistent but outdated');
+  t.equal(replState(atHole), 'Orphan');
+  t.equal(MACROS['is-consistent']!(atHole), '1');
+  t.equal(MACROS['is-orphan']!(atHole), '1');
+  t.equal(MACROS['is-emergency']!(atHole), '1', 'the primary is in emergency mode');
+  t.ok(viewLines(atHole).some((l) => /the primary alpha is in emergency mode/.test(l)));
+  t.equal(replState(secondary({ emergency: e({ spaceLevel: 3 }) })), 'PausedFetch', 'space level 3 pauses fetching');
+});

@@ -1,0 +1,112 @@
+// Measures the free space of the /mars filesystem every control round (statfs), turns it into
+// the host's space level (decide-emergency.ts) and publishes it in actual-HOST/: `emergency`
+// (level 0..4), `rest-space` and `total-space` (GiB, as MARS), and the same figures in bytes
+// plus the thresholds, for small filesystems and monitoring scripts.
+import { statfsSync } from 'node:fs';
+import type { TreeStore } from '../tree/store.js';
+import { globalPaths } from '../tree/paths.js';
+import {
+  gibibytes, MAX_SPACE_LEVEL, nextSpaceLevel, rawSpaceLevel, resolveThresholdsBytes, type ThresholdSpec,
+} from './decide-emergency.js';
+
+/** A level falls by one step at most this often (MARS: one step per main-loop round). */
+export const LEVEL_FALL_INTERVAL_MS = 1000;
+
+export interface SpaceState {
+  level: number;
+  freeBytes: number;
+  totalBytes: number;
+  /** free space below which levels 1..4 start */
+  thresholdsBytes: number[];
+}
+
+export interface SpaceMonitorOptions {
+  tree: TreeStore;
+  host: string;
+  /** thresholds from --space-levels; undefined = defaults */
+  spec: ThresholdSpec[] | undefined;
+  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  /** for tests: the filesystem figures (default statfs of the tree's root) */
+  measure?: () => { freeBytes: number; totalBytes: number };
+}
+
+const MEANING = [
+  'enough space',
+  'space is getting low (warning)',
+  'secondaries delete the logfile copies they have replayed',
+  'secondaries stop fetching',
+  'primaries enter emergency mode: writes are no longer logged',
+];
+
+export class SpaceMonitor {
+  private state: SpaceState = { level: 0, freeBytes: 0, totalBytes: 0, thresholdsBytes: [0, 0, 0, 0] };
+  private lastChangeMs = 0;
+  private measureFailed = false;
+
+  constructor(private readonly o: SpaceMonitorOptions) {}
+
+  get current(): SpaceState {
+    return this.state;
+  }
+
+  private measure(): { freeBytes: number; totalBytes: number } {
+    if (this.o.measure) return this.o.measure();
+    const st = statfsSync(this.o.tree.root);
+    // bavail, not bfree: the blocks reserved for root stay a cushion for the tree's own links
+    // (the hole, the replay link) when the logfiles have taken the rest.
+    return { freeBytes: st.bavail * st.bsize, totalBytes: st.blocks * st.bsize };
+  }
+
+  /** One control round: measure, apply the hysteresis, publish. */
+  check(nowMs = Date.now()): SpaceState {
+    let figures: { freeBytes: number; totalBytes: number };
+    try {
+      figures = this.measure();
+      this.measureFailed = false;
+    } catch (err) {
+      if (!this.measureFailed) this.o.log('warn', `cannot measure the free space of /mars: ${(err as Error).message}`);
+      this.measureFailed = true;
+      return this.state;
+    }
+    const thresholdsBytes = resolveThresholdsBytes(this.o.spec, figures.totalBytes);
+    const raw = rawSpaceLevel(figures.freeBytes, thresholdsBytes);
+    const level = nextSpaceLevel(this.state.level, raw, nowMs - this.lastChangeMs >= LEVEL_FALL_INTERVAL_MS);
+    this.setLevel(level, `${figures.freeBytes} bytes free of ${figures.totalBytes}`, nowMs);
+    this.state = { ...this.state, ...figures, thresholdsBytes };
+    this.publish();
+    return this.state;
+  }
+
+  /** A log append hit ENOSPC: /mars is full, whatever the last measurement said. */
+  reportFull(nowMs = Date.now()): void {
+    this.setLevel(MAX_SPACE_LEVEL, 'a logfile append failed with ENOSPC', nowMs);
+    this.publish();
+  }
+
+  private setLevel(level: number, why: string, nowMs: number): void {
+    const old = this.state.level;
+    if (level === old) return;
+    this.state = { ...this.state, level };
+    this.lastChangeMs = nowMs;
+    const text = `/mars space level ${old} -> ${level} (${why}): ${MEANING[level]}`;
+    this.o.log(level > old ? 'warn' : 'info', text);
+  }
+
+  private publish(): void {
+    const { tree, host } = this.o;
+    const s = this.state;
+    const set = (key: string, value: string) => tree.write(globalPaths.actual(host, key), value, { onlyIfChanged: true });
+    try {
+      tree.ensureDir(globalPaths.actualDir(host));
+      set('emergency', String(s.level));
+      set('rest-space', String(gibibytes(s.freeBytes)));
+      set('total-space', String(gibibytes(s.totalBytes)));
+      set('rest-space-bytes', String(s.freeBytes));
+      set('total-space-bytes', String(s.totalBytes));
+      set('space-thresholds', s.thresholdsBytes.join(','));
+    } catch (err) {
+      // With /mars completely full even a link may not fit; the next round tries again.
+      this.o.log('warn', `cannot publish the space level: ${(err as Error).message}`);
+    }
+  }
+}
