@@ -2,7 +2,7 @@
 //
 // Every process the bench starts is registered here and ended by its pid (never by name): on
 // normal cleanup, on SIGINT/SIGTERM and, as a last resort, when the bench process exits.
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { TOOL_PATH } from '../helpers/prereqs.js';
 
@@ -228,4 +228,35 @@ export class LoadSampler {
     if (m === undefined) return polled;
     return Math.max(polled ?? 0, m.hwm, m.rss);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk activity from /proc/diskstats (the whole device: other processes' I/O included)
+
+export interface DiskCounters {
+  writtenBytes: number;
+  /** time the device had I/O in flight (io_ticks), ms */
+  busyMs: number;
+  atMs: number;
+}
+
+/** The block device (name in /proc/diskstats) a directory lives on, undefined if unknown. */
+export function diskDeviceOf(dir: string): string | undefined {
+  try {
+    const out = execFileSync('findmnt', ['-n', '-o', 'SOURCE', '--target', dir], { encoding: 'utf8', env: toolEnv(), timeout: 10_000 }).trim();
+    const name = out.replace(/^\/dev\//, '').replace(/\[.*$/, '');
+    return readDiskCounters(name) ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function readDiskCounters(device: string): DiskCounters | undefined {
+  try {
+    for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/);
+      if (f[2] === device) return { writtenBytes: Number(f[9]) * 512, busyMs: Number(f[12]), atMs: Date.now() };
+    }
+  } catch { /* no diskstats */ }
+  return undefined;
 }

@@ -1,28 +1,35 @@
-// `npm run bench`: marsd (primary, NBD export on a Unix socket) against nbdkit's file plugin on
-// the same filesystem, with fio's nbd engine and nbdcopy; medians over rounds, ratios, targets;
-// writes docs/benchmarks.md and docs/benchmarks.json.
+// `npm run bench`: two suites, each with medians over rounds, ratios against a peer measured in
+// the same run, and targets; writes docs/benchmarks.md and docs/benchmarks.json.
+//   write        marsd (primary, NBD export on a Unix socket) against nbdkit's file plugin on the
+//                same filesystem, with fio's nbd engine and nbdcopy (this file, targets.ts)
+//   replication  two marsd hosts on loopback addresses: throughput, lag, long-distance fetch,
+//                fast sync, against nbdcopy/nbdkit and rsync over ssh (replication.ts)
 //
-// Options: --rounds N (3)  --runtime S (20)  --size BYTES (1 GiB; K/M/G suffixes allowed)
-//          --jobs COPY,J1,... (all)  --quick (1 round, 5 s, 256 MiB)  --dir DIR (a temporary
-//          directory is created inside it; default the system temp dir)  --no-write-docs
-//          --render FILE (only regenerate the docs from an earlier benchmarks.json)
+// Options: --suite write|replication|all (all)  --rounds N (3)  --quick  --dir DIR
+//          --no-write-docs  --render FILE; write suite: --runtime S (20) --size BYTES (1 GiB)
+//          --jobs COPY,J1,...; replication suite: --repl LIST --repl-size --lag-seconds
+//          --lag-rate --distance-size --sync-size (see usage()).
 import { spawnSync } from 'node:child_process';
-import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { randomFillSync } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DOCS_DIR } from './paths.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { fioCommand, JOB_ORDER, JOBS, nbdcopyCommand, runFio, runNbdcopy, type JobId, type JobOutcome } from './fio.js';
-import { describeMachine, freeBytes } from './machine.js';
-import { killAllTracked, LoadSampler, memStatus, runCommand, toolEnv } from './proc.js';
-import { fmtBytes, fmtMiB, fmtNum, fmtPct, fmtRate, fmtS, median, renderJson, renderMarkdown, cpuTable, memoryTable, resultsTable, summarize, type BenchData, type BenchOptions, type RoundInfo, type RunRecord } from './report.js';
+import { describeMachine, freeBytes, type Machine } from './machine.js';
+import { killAllTracked, LoadSampler, memStatus, toolEnv } from './proc.js';
+import { fmtBytes, fmtMiB, fmtNum, fmtPct, fmtRate, fmtS, median, renderMarkdown, cpuTable, memoryTable, resultsTable, summarize, type BenchData, type BenchOptions, type RoundInfo, type RunRecord } from './report.js';
 import { MarsdTarget, NbdkitTarget, type Target, type TargetName } from './targets.js';
+import { measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js';
+import { REPL_ORDER, ReplicationSuite, toolVersions, type ReplBenchId, type ReplData, type ReplOptions } from './replication.js';
+import { renderReplMarkdown, replResultsTable, summarizeRepl } from './repl-report.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+type Suite = 'write' | 'replication';
 
 function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$/i.exec(s.trim());
@@ -33,26 +40,55 @@ function parseSize(s: string): number {
 
 function usage(): string {
   return [
-    'usage: npm run bench -- [--rounds N] [--runtime S] [--size BYTES] [--jobs COPY,J1,...,J6] [--quick] [--dir DIR] [--no-write-docs]',
-    '  --rounds N       rounds per job and server (default 3)',
-    '  --runtime S      seconds per fio job (default 20)',
-    '  --size BYTES     device size (default 1G); also the amount nbdcopy copies',
-    `  --jobs LIST      subset of ${JOB_ORDER.join(',')} (default all; COPY is the nbdcopy job)`,
-    '  --quick          smoke check: 1 round, 5 s, 256 MiB (explicit options still win)',
+    'usage: npm run bench -- [--suite write|replication|all] [--rounds N] [--quick] [--dir DIR] [--no-write-docs]',
+    '                        [--runtime S] [--size BYTES] [--jobs COPY,J1,...,J6]',
+    '                        [--repl throughput,lag,distance,sync] [--repl-size BYTES] [--lag-seconds S] [--lag-rate BYTES/S]',
+    '                        [--distance-size BYTES] [--sync-size BYTES]',
+    '  --suite LIST     write, replication or all (default all)',
+    '  --rounds N       rounds of each suite (default 3)',
+    '  --quick          smoke check: 1 round and small sizes (explicit options still win)',
     '  --dir DIR        where the temporary bench directory is created (default the system temp dir)',
     '  --no-write-docs  do not write docs/benchmarks.md and docs/benchmarks.json',
     '  --render FILE    only rewrite docs/benchmarks.md (and .json) from the data in a benchmarks.json',
+    'write suite (marsd against nbdkit on one host):',
+    '  --runtime S      seconds per fio job (default 20; quick 5)',
+    '  --size BYTES     device size (default 1G; quick 256M); also the amount nbdcopy copies',
+    `  --jobs LIST      subset of ${JOB_ORDER.join(',')} (default all; COPY is the nbdcopy job)`,
+    'replication suite (two marsd hosts on loopback addresses):',
+    `  --repl LIST      subset of ${REPL_ORDER.join(',')} (default all)`,
+    '  --repl-size B    bytes written for the throughput benchmark, also the device size (default 2G; quick 256M)',
+    '  --lag-seconds S  how long the paced writer runs (default 30; quick 8)',
+    '  --lag-rate B/S   rate of the paced writer (default: half the median replication throughput of this run)',
+    '  --distance-size B  logfile size fetched over the 50 ms / 100 Mbit/s link (default 256M; quick 32M)',
+    '  --sync-size B    disk size of the fast-sync benchmark (default 1G; quick 256M)',
+    '  --cpu-prof DIR   run every marsd with node --cpu-prof, profiles into DIR/BENCH-round-N (figures are then not representative)',
   ].join('\n');
 }
 
-function parseOptions(argv: string[]): BenchOptions & { writeDocs: boolean; parent: string } {
+interface RunOptions {
+  suites: Suite[];
+  write: BenchOptions;
+  repl: ReplOptions;
+  writeDocs: boolean;
+  parent: string;
+}
+
+function parseOptions(argv: string[]): RunOptions {
   const { values } = parseArgs({
     args: argv,
     options: {
+      suite: { type: 'string' },
       rounds: { type: 'string' },
       runtime: { type: 'string' },
       size: { type: 'string' },
       jobs: { type: 'string' },
+      repl: { type: 'string' },
+      'repl-size': { type: 'string' },
+      'lag-seconds': { type: 'string' },
+      'lag-rate': { type: 'string' },
+      'distance-size': { type: 'string' },
+      'sync-size': { type: 'string' },
+      'cpu-prof': { type: 'string' },
       quick: { type: 'boolean', default: false },
       dir: { type: 'string' },
       'no-write-docs': { type: 'boolean', default: false },
@@ -70,6 +106,12 @@ function parseOptions(argv: string[]): BenchOptions & { writeDocs: boolean; pare
     process.exit(0);
   }
   const quick = values.quick ?? false;
+  let suites: Suite[] = ['write', 'replication'];
+  if (values.suite !== undefined && values.suite !== 'all') {
+    const want = values.suite.split(',').map((x) => x.trim());
+    for (const w of want) if (w !== 'write' && w !== 'replication') throw new Error(`unknown suite ${w} (write, replication, all)`);
+    suites = suites.filter((x) => want.includes(x));
+  }
   const rounds = values.rounds !== undefined ? Number(values.rounds) : quick ? 1 : 3;
   const runtimeS = values.runtime !== undefined ? Number(values.runtime) : quick ? 5 : 20;
   const sizeBytes = values.size !== undefined ? parseSize(values.size) : quick ? 256 * MiB : GiB;
@@ -82,20 +124,113 @@ function parseOptions(argv: string[]): BenchOptions & { writeDocs: boolean; pare
     for (const j of want) if (!JOB_ORDER.includes(j as JobId)) throw new Error(`unknown job ${j} (jobs: ${JOB_ORDER.join(',')})`);
     jobs = JOB_ORDER.filter((j) => want.includes(j));
   }
-  return { rounds, runtimeS, sizeBytes, jobs, quick, dir: '', writeDocs: !values['no-write-docs'], parent: resolve(values.dir ?? tmpdir()) };
+  let benches: ReplBenchId[] = [...REPL_ORDER];
+  if (values.repl) {
+    const want = values.repl.split(',').map((j) => j.trim().toLowerCase());
+    for (const j of want) if (!REPL_ORDER.includes(j as ReplBenchId)) throw new Error(`unknown replication benchmark ${j} (${REPL_ORDER.join(',')})`);
+    benches = REPL_ORDER.filter((j) => want.includes(j));
+  }
+  const size = (v: string | undefined, dflt: number, quickDflt: number, name: string): number => {
+    const x = v !== undefined ? parseSize(v) : quick ? quickDflt : dflt;
+    if (x < 16 * MiB || x % MiB !== 0) throw new Error(`--${name} must be a multiple of 1 MiB and at least 16 MiB`);
+    return x;
+  };
+  const lagSeconds = values['lag-seconds'] !== undefined ? Number(values['lag-seconds']) : quick ? 8 : 30;
+  if (!Number.isFinite(lagSeconds) || lagSeconds < 1 || lagSeconds > 600) throw new Error('--lag-seconds must be between 1 and 600');
+  const lagRateBps = values['lag-rate'] !== undefined ? parseSize(values['lag-rate']) : undefined;
+  if (lagRateBps !== undefined && lagRateBps < 64 * 1024) throw new Error('--lag-rate must be at least 64K (bytes/s)');
+  const repl: ReplOptions = {
+    rounds, benches, quick, dir: '',
+    throughputBytes: size(values['repl-size'], 2 * GiB, 256 * MiB, 'repl-size'),
+    lagSeconds, lagChunkBytes: 256 * 1024, lagRateBps,
+    distanceBytes: size(values['distance-size'], 256 * MiB, 32 * MiB, 'distance-size'),
+    linkBps: 12_500_000, linkDelayMs: 25,
+    syncBytes: size(values['sync-size'], GiB, 256 * MiB, 'sync-size'),
+    syncDiffFraction: 0.01,
+    cpuProfDir: values['cpu-prof'] !== undefined ? resolve(values['cpu-prof']) : undefined,
+  };
+  return {
+    suites,
+    write: { rounds, runtimeS, sizeBytes, jobs, quick, dir: '' },
+    repl,
+    writeDocs: !values['no-write-docs'],
+    parent: resolve(values.dir ?? tmpdir()),
+  };
+}
+
+/** Both suites' data as stored in docs/benchmarks.json (format 2). */
+interface DocsData {
+  format: 2;
+  write?: BenchData;
+  replication?: ReplData & { machine?: Machine };
+}
+
+/** Reads a benchmarks.json of either format (format 1: the write suite at the top level). */
+function readDocsData(jsonPath: string): DocsData {
+  const raw = JSON.parse(readFileSync(jsonPath, 'utf8')) as Record<string, unknown>;
+  if (raw.format === 2) {
+    const d = raw as unknown as DocsData;
+    if (d.write) delete (d.write as BenchData & { summary?: unknown }).summary;
+    if (d.replication) delete (d.replication as ReplData & { summary?: unknown }).summary;
+    return d;
+  }
+  delete raw.summary;
+  return { format: 2, write: raw as unknown as BenchData };
 }
 
 /** Regenerates the report from the raw data of an earlier run. */
 function renderFrom(jsonPath: string): void {
-  const raw = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchData & { summary?: unknown };
-  delete raw.summary;
-  writeDocs(raw);
+  writeDocs(readDocsData(jsonPath));
 }
 
-function writeDocs(data: BenchData): void {
-  const summary = summarize(data);
-  writeFileSync(join(DOCS_DIR, 'benchmarks.md'), renderMarkdown(data, summary));
-  writeFileSync(join(DOCS_DIR, 'benchmarks.json'), renderJson(data, summary));
+function renderAll(d: DocsData): string {
+  const lines: string[] = ['# Benchmarks', ''];
+  lines.push(
+    'Generated by `npm run bench` (test_suite/bench/run.ts). Two suites, each with medians over rounds and ratios against a peer measured in the same run on the same machine:',
+    '',
+  );
+  const ws = d.write ? summarize(d.write) : undefined;
+  const rs = d.replication ? summarizeRepl(d.replication) : undefined;
+  lines.push(
+    `- [Write path](#write-path-marsd-primary-against-nbdkits-file-plugin): marsd as primary against nbdkit's file plugin (fio, nbdcopy)${d.write ? ` — run on ${d.write.startedAt.slice(0, 10)}, ${ws!.met.length} targets met, ${ws!.missed.length} missed` : ' — not run yet'}.`,
+    `- [Replication](#replication-two-marsd-hosts-on-one-machine): two marsd hosts on loopback addresses (throughput, lag, long distance, fast sync)${d.replication ? ` — run on ${d.replication.startedAt.slice(0, 10)}, ${rs!.met.length} targets met, ${rs!.missed.length} missed` : ' — not run yet'}.`,
+    '',
+    '```sh',
+    'npm run bench                          # both suites, 3 rounds each',
+    'npm run bench -- --quick               # smoke check of both (1 round, small sizes; a few minutes)',
+    'npm run bench -- --suite replication   # or --suite write: only one suite (the other section is kept from benchmarks.json)',
+    '```',
+    '',
+  );
+  if (d.write) lines.push(renderMarkdown(d.write, ws!).trimEnd(), '');
+  if (d.replication) lines.push(renderReplMarkdown(d.replication, rs!).trimEnd(), '');
+  return `${lines.join('\n')}\n`;
+}
+
+function renderJsonAll(d: DocsData): string {
+  const out: Record<string, unknown> = { format: 2 };
+  if (d.write) {
+    const s = summarize(d.write);
+    out.write = {
+      ...d.write,
+      summary: {
+        met: s.met, missed: s.missed, errors: s.errors,
+        figures: s.figures.map((f) => ({
+          job: f.job, figure: f.figure.key, label: f.figure.label, unit: f.figure.unit, higherBetter: f.figure.higherBetter,
+          target: f.figure.target, nbdkit: f.nbdkit, marsd: f.marsd, nbdkitMedian: f.nbdkitMedian, marsdMedian: f.marsdMedian,
+          roundRatios: f.roundRatios, ratio: f.ratio, status: f.status,
+        })),
+        resources: s.resources,
+      },
+    };
+  }
+  if (d.replication) out.replication = { ...d.replication, summary: summarizeRepl(d.replication) };
+  return `${JSON.stringify(out, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), 2)}\n`;
+}
+
+function writeDocs(d: DocsData): void {
+  writeFileSync(join(DOCS_DIR, 'benchmarks.md'), renderAll(d));
+  writeFileSync(join(DOCS_DIR, 'benchmarks.json'), renderJsonAll(d));
   console.log(`wrote ${join(DOCS_DIR, 'benchmarks.md')} and benchmarks.json`);
 }
 
@@ -103,53 +238,24 @@ function log(msg: string): void {
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
 }
 
-/** Writes SIZE bytes of random data (the nbdcopy source). */
-function writeRandomFile(path: string, size: number): void {
-  const fd = openSync(path, 'w');
-  try {
-    const buf = Buffer.alloc(8 * MiB);
-    for (let off = 0; off < size; off += buf.length) {
-      randomFillSync(buf);
-      writeSync(fd, buf, 0, Math.min(buf.length, size - off));
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Reads a file once so that it sits in the page cache. */
-function warmCache(path: string): Promise<void> {
-  return new Promise((res, rej) => {
-    createReadStream(path, { highWaterMark: 4 * MiB }).on('data', () => undefined).on('end', () => res()).on('error', rej);
-  });
-}
-
-async function syncFs(dir: string): Promise<void> {
-  await runCommand('sync', ['-f', dir], 300_000);
-}
-
-/** Disk sequential write rate: dd of 1 GiB with fdatasync into the bench directory. */
-async function measureDiskRate(dir: string): Promise<{ bps: number; command: string }> {
-  const file = join(dir, 'ddtest.tmp');
-  const args = ['if=/dev/zero', `of=${file}`, 'bs=1M', 'count=1024', 'conv=fdatasync'];
-  await syncFs(dir);
-  const r = await runCommand('dd', args, 300_000);
-  rmSync(file, { force: true });
-  const m = /(\d+) bytes .* copied, ([\d.]+) s/.exec(r.stderr);
-  if (r.code !== 0 || !m) throw new Error(`dd failed: ${r.stderr.trim()}`);
-  return { bps: Number(m[1]) / Number(m[2]), command: `dd ${args.join(' ').replace(dir, `${dirname(dir)}/round-N`)}` };
-}
-
-function checkPreconditions(): void {
-  const err = ensureTools(['fio', 'nbdkit', 'nbdcopy']);
+/** Tools of the selected suites (root installs what is missing); notes for optional ones. */
+function checkPreconditions(suites: Suite[], benches: ReplBenchId[]): string[] {
+  const notes: string[] = [];
+  const need = suites.includes('write') ? ['fio', 'nbdkit', 'nbdcopy'] : ['nbdkit', 'nbdcopy'];
+  const err = ensureTools(need);
   if (err) throw new Error(`bench preconditions: ${err}`);
-  for (const [cmd, args, what] of [
-    ['fio', ['--enghelp=nbd'], 'fio has no nbd ioengine (Debian\'s fio package has it)'],
-    ['nbdkit', ['file', '--version'], 'nbdkit has no file plugin'],
-  ] as [string, string[], string][]) {
+  const probes: [string, string[], string][] = [['nbdkit', ['file', '--version'], 'nbdkit has no file plugin']];
+  if (suites.includes('write')) probes.push(['fio', ['--enghelp=nbd'], 'fio has no nbd ioengine (Debian\'s fio package has it)']);
+  for (const [cmd, args, what] of probes) {
     // synchronous probes, before anything is started
     if (spawnSync(cmd, args, { stdio: 'ignore', env: toolEnv(), timeout: 30_000 }).status !== 0) throw new Error(`bench preconditions: ${what}`);
   }
+  if (suites.includes('replication') && benches.includes('sync')) {
+    // Only the rsync baseline needs these; without them the fast sync runs without its peer.
+    const sshErr = ensureTools(['rsync', 'ssh', 'ssh-keygen', 'sshd']);
+    if (sshErr) notes.push(`fast sync: the rsync-over-ssh baseline cannot run: ${sshErr}`);
+  }
+  return notes;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,16 +426,19 @@ function describeRun(r: RunRecord): string {
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2));
   const invocation = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
-  checkPreconditions();
+  const preNotes = checkPreconditions(opts.suites, opts.repl.benches);
   mkdirSync(opts.parent, { recursive: true });
   const benchDir = mkdtempSync(join(opts.parent, 'mars-bench-'));
-  opts.dir = benchDir;
+  opts.write.dir = benchDir;
+  opts.repl.dir = benchDir;
   let bench: Bench | undefined;
+  let repl: ReplicationSuite | undefined;
   let cleaned = false;
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
     await bench?.stopTargets().catch(() => undefined);
+    await repl?.cleanup().catch(() => undefined);
     killAllTracked();
     rmSync(benchDir, { recursive: true, force: true });
   };
@@ -348,47 +457,96 @@ async function main(): Promise<number> {
   });
 
   try {
-    const started = Date.now();
     const machine = describeMachine(benchDir);
-    const minFree = 3 * opts.sizeBytes + 2 * GiB;
-    if (machine.freeBytesAtStart < minFree) {
-      throw new Error(`not enough free space in ${benchDir}: ${fmtBytes(machine.freeBytesAtStart)} free, need at least ${fmtBytes(minFree)}`);
+    const docs: DocsData = { format: 2 };
+    let errors = 0;
+    if (opts.suites.includes('write')) {
+      const o = opts.write;
+      const started = Date.now();
+      const minFree = 3 * o.sizeBytes + 2 * GiB;
+      const free = freeBytes(benchDir);
+      if (free < minFree) throw new Error(`not enough free space in ${benchDir}: ${fmtBytes(free)} free, need at least ${fmtBytes(minFree)}`);
+      log(`write suite: bench directory ${benchDir} (${machine.filesystem}); ${o.rounds} round(s), ${o.runtimeS} s per job, device ${fmtBytes(o.sizeBytes)}, jobs ${o.jobs.join(',')}`);
+      const randomPath = join(benchDir, 'random.bin');
+      writeRandomFile(randomPath, o.sizeBytes);
+      bench = new Bench(o, randomPath);
+      for (let r = 1; r <= o.rounds; r++) await bench.round(r);
+      rmSync(randomPath, { force: true });
+      const data: BenchData = {
+        startedAt: new Date(started).toISOString(),
+        finishedAt: new Date().toISOString(),
+        durationS: (Date.now() - started) / 1000,
+        invocation,
+        options: o,
+        machine,
+        diskRate: { command: bench.diskRateCommand, samplesBps: bench.diskRates, medianBps: bench.diskRateBps },
+        rounds: bench.rounds,
+        setup: bench.setup,
+        randomSource: `${fmtBytes(o.sizeBytes)} from node:crypto randomFillSync into ${randomPath}`,
+        runs: bench.runs,
+        notes: bench.notes,
+      };
+      docs.write = data;
+      const summary = summarize(data);
+      console.log('');
+      console.log(resultsTable(summary));
+      console.log('');
+      console.log(cpuTable(summary));
+      console.log('');
+      console.log(memoryTable(summary));
+      console.log('');
+      console.log(`disk sequential write: ${data.diskRate.samplesBps.map(fmtRate).join(' / ')} (median ${fmtRate(data.diskRate.medianBps)})`);
+      console.log(`write suite targets: ${summary.met.length} met, ${summary.missed.length} missed`);
+      for (const m of summary.missed) console.log(`  missed: ${m}`);
+      for (const e of summary.errors) console.log(`  error: ${e}`);
+      console.log(`write suite took ${(data.durationS / 60).toFixed(1)} min`);
+      errors += summary.errors.length;
     }
-    log(`bench directory ${benchDir} (${machine.filesystem}); ${opts.rounds} round(s), ${opts.runtimeS} s per job, device ${fmtBytes(opts.sizeBytes)}, jobs ${opts.jobs.join(',')}`);
-    const randomPath = join(benchDir, 'random.bin');
-    writeRandomFile(randomPath, opts.sizeBytes);
-    bench = new Bench(opts, randomPath);
-    for (let r = 1; r <= opts.rounds; r++) await bench.round(r);
-
-    const data: BenchData = {
-      startedAt: new Date(started).toISOString(),
-      finishedAt: new Date().toISOString(),
-      durationS: (Date.now() - started) / 1000,
-      invocation,
-      options: opts,
-      machine,
-      diskRate: { command: bench.diskRateCommand, samplesBps: bench.diskRates, medianBps: bench.diskRateBps },
-      rounds: bench.rounds,
-      setup: bench.setup,
-      randomSource: `${fmtBytes(opts.sizeBytes)} from node:crypto randomFillSync into ${randomPath}`,
-      runs: bench.runs,
-      notes: bench.notes,
-    };
-    const summary = summarize(data);
-    console.log('');
-    console.log(resultsTable(summary));
-    console.log('');
-    console.log(cpuTable(summary));
-    console.log('');
-    console.log(memoryTable(summary));
-    console.log('');
-    console.log(`disk sequential write: ${data.diskRate.samplesBps.map(fmtRate).join(' / ')} (median ${fmtRate(data.diskRate.medianBps)})`);
-    console.log(`targets: ${summary.met.length} met, ${summary.missed.length} missed`);
-    for (const m of summary.missed) console.log(`  missed: ${m}`);
-    for (const e of summary.errors) console.log(`  error: ${e}`);
-    console.log(`bench took ${(data.durationS / 60).toFixed(1)} min`);
-    if (opts.writeDocs) writeDocs(data);
-    return summary.errors.length ? 1 : 0;
+    if (opts.suites.includes('replication')) {
+      const o = opts.repl;
+      const started = Date.now();
+      const t = o.benches.some((b) => b === 'throughput' || b === 'lag') ? o.throughputBytes : 0;
+      const minFree = 9 * t + 4 * o.syncBytes + 4 * o.distanceBytes + 2 * GiB;
+      const free = freeBytes(benchDir);
+      if (free < minFree) throw new Error(`not enough free space in ${benchDir}: ${fmtBytes(free)} free, need at least ${fmtBytes(minFree)}`);
+      log(`replication suite: bench directory ${benchDir}; ${o.rounds} round(s), ${o.benches.join(',')}; throughput ${fmtBytes(o.throughputBytes)}, lag ${o.lagSeconds} s, distance ${fmtBytes(o.distanceBytes)}, sync ${fmtBytes(o.syncBytes)}`);
+      repl = new ReplicationSuite(o);
+      repl.data.notes.push(...preNotes);
+      await repl.run();
+      const data: ReplData & { machine: Machine } = {
+        ...repl.data,
+        startedAt: new Date(started).toISOString(),
+        finishedAt: new Date().toISOString(),
+        durationS: (Date.now() - started) / 1000,
+        invocation,
+        tools: await toolVersions(),
+        machine: { ...machine, loadAvgAtStart: loadavg().map(round2), freeBytesAtStart: free },
+      };
+      docs.replication = data;
+      const s = summarizeRepl(data);
+      console.log('');
+      console.log(replResultsTable(s));
+      console.log(`replication suite targets: ${s.met.length} met, ${s.missed.length} missed`);
+      for (const m of s.missed) console.log(`  missed: ${m}`);
+      for (const e of s.errors) console.log(`  error: ${e}`);
+      console.log(`replication suite took ${(data.durationS / 60).toFixed(1)} min`);
+      errors += s.errors.length;
+    }
+    if (opts.writeDocs) {
+      // A suite that did not run keeps its section from the existing benchmarks.json.
+      const jsonPath = join(DOCS_DIR, 'benchmarks.json');
+      if ((!docs.write || !docs.replication) && existsSync(jsonPath)) {
+        try {
+          const old = readDocsData(jsonPath);
+          docs.write ??= old.write;
+          docs.replication ??= old.replication;
+        } catch (err) {
+          console.log(`note: cannot read the earlier ${jsonPath}: ${(err as Error).message}`);
+        }
+      }
+      writeDocs(docs);
+    }
+    return errors ? 1 : 0;
   } finally {
     await cleanup();
   }

@@ -169,7 +169,7 @@ export function logBytes(resDir: string): number {
 export const RESOURCE = 'r0';
 
 /** Environment for marsd/marsadm: options are passed explicitly, stray MARS_* must not leak in. */
-function marsEnv(): NodeJS.ProcessEnv {
+export function marsEnv(): NodeJS.ProcessEnv {
   const env = toolEnv();
   delete env.MARS_DIR;
   delete env.MARS_HOST;

@@ -14,6 +14,10 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'mkfs.ext4': 'e2fsprogs',
   e2fsck: 'e2fsprogs',
   losetup: 'mount',
+  rsync: 'rsync',
+  ssh: 'openssh-client',
+  'ssh-keygen': 'openssh-client',
+  sshd: 'openssh-server',
 };
 
 export function hasTool(tool: string): boolean {
