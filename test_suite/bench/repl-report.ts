@@ -225,10 +225,13 @@ export function renderReplMarkdown(d: ReplData & { machine?: Machine }, s: ReplS
   }
   if (d.lag.length) {
     p('### 2. Replication lag under a paced writer, per round', '');
-    p(table(['Round', 'rate (MiB/s)', 'writes', 'achieved (MiB/s)', 'replay lag p50 / p90 / p99 / max (ms)', 'visible on disk p50 / p99 (ms)', 'primary ack p50 / p99 (ms)', 'not replayed', ...CPU_HEAD],
+    p(table(['Round', 'rate (MiB/s)', 'writes', 'achieved (MiB/s)', 'replay lag p50 / p90 / p99 / max (ms)', 'visible on disk p50 / p99 (ms)', 'primary ack p50 / p99 (ms)', 'not replayed', 'primary logfiles written (2+: rotated)', ...CPU_HEAD],
       d.lag.map((r) => [String(r.round), fmt(r.rateBps / MiB, 1), `${r.chunks} x ${r.chunkBytes / 1024} KiB`, fmt(r.achievedBps !== undefined ? r.achievedBps / MiB : undefined, 1),
         [r.replayLagMs?.p50, r.replayLagMs?.p90, r.replayLagMs?.p99, r.replayLagMs?.max].map((x) => fmt(x, 0)).join(' / '),
-        `${fmt(r.visibleLagMs?.p50, 0)} / ${fmt(r.visibleLagMs?.p99, 0)}`, `${fmt(r.ackMs?.p50, 1)} / ${fmt(r.ackMs?.p99, 1)}`, String(r.notReplayed ?? '–'), ...cpuCells(r.cpu)])), '');
+        `${fmt(r.visibleLagMs?.p50, 0)} / ${fmt(r.visibleLagMs?.p99, 0)}`, `${fmt(r.ackMs?.p50, 1)} / ${fmt(r.ackMs?.p99, 1)}`, String(r.notReplayed ?? '–'), String(r.logfiles ?? '–'), ...cpuCells(r.cpu)])), '');
+    for (const r of d.lag) {
+      if (r.maxLagPerSecondMs?.length) p(`Round ${r.round}: largest replay lag among the writes of each second (ms): ${r.maxLagPerSecondMs.join(', ')}.`, '');
+    }
   }
   if (d.distance.length) {
     p(`### 3. Long distance: ${2 * o.linkDelayMs} ms RTT, ${fmt((o.linkBps * 8) / 1e6, 0)} Mbit/s (${fmt(o.linkBps / MiB, 2)} MiB/s), per round`, '');

@@ -115,6 +115,10 @@ export interface LagRun {
   ackMs?: Percentiles;
   /** writes whose replay was not seen within the deadline (counted as infinite lag) */
   notReplayed?: number;
+  /** how many of the primary's logfiles the writes went into (2 or more: a rotation happened) */
+  logfiles?: number;
+  /** the largest replay lag among the writes issued in each second of the run, ms */
+  maxLagPerSecondMs?: number[];
   /** how late the writer issued its last write against its schedule, ms */
   writerLateMs?: number;
   cpu?: CpuFigures;
@@ -694,6 +698,13 @@ export class ReplicationSuite {
         visibleLag.push(Number.isNaN(visible[i]!) ? Infinity : Math.max(0, visible[i]! - a));
         if (Number.isNaN(replayAt[i]!)) { notReplayed++; replayLag.push(Infinity); } else replayLag.push(Math.max(0, replayAt[i]! - a));
       }
+      run.logfiles = new Set(ends.filter((e) => e !== undefined).map((e) => e!.seq)).size;
+      const perSecond: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const sec = Math.floor((issued[i]! - issued[0]!) / 1000);
+        perSecond[sec] = Math.max(perSecond[sec] ?? 0, replayLag[i]!);
+      }
+      run.maxLagPerSecondMs = Array.from(perSecond, (v) => (v === undefined ? 0 : Number.isFinite(v) ? Math.round(v) : -1));
       run.replayLagMs = percentiles(replayLag);
       run.visibleLagMs = percentiles(visibleLag);
       run.ackMs = percentiles(ack);
@@ -711,7 +722,7 @@ export class ReplicationSuite {
       await client?.disconnect().catch(() => client?.destroy());
     }
     log(`replication round ${round} lag at ${fmtMiBs(rate)} (${n} writes of ${chunk / 1024} KiB, achieved ${fmtMiBs(run.achievedBps)}): replay lag p50 ${run.replayLagMs?.p50?.toFixed(0)} ms, p99 ${run.replayLagMs?.p99?.toFixed(0)} ms, max ${run.replayLagMs?.max?.toFixed(0)} ms; `
-      + `visible on the secondary p50 ${run.visibleLagMs?.p50?.toFixed(0)} ms, p99 ${run.visibleLagMs?.p99?.toFixed(0)} ms; ack p99 ${run.ackMs?.p99?.toFixed(1)} ms${run.error ? `; ERROR ${run.error}` : ''}`);
+      + `visible on the secondary p50 ${run.visibleLagMs?.p50?.toFixed(0)} ms, p99 ${run.visibleLagMs?.p99?.toFixed(0)} ms; ack p99 ${run.ackMs?.p99?.toFixed(1)} ms; logfiles ${run.logfiles}; max lag per second ${run.maxLagPerSecondMs?.join(' ')}${run.error ? `; ERROR ${run.error}` : ''}`);
     this.data.commands.lag = [
       `# a paced writer in the bench process (kernel-shim/nbd-client.ts) on nbd+unix:///${RES}?socket=$BENCHDIR/repl-round-N/tl/alpha/run/${RES}.sock:`,
       `# ${n} writes of ${chunk} bytes at ${(rate / MiB).toFixed(1)} MiB/s (one every ${intervalMs.toFixed(2)} ms, at most 64 in flight), each tagged in its first 20 bytes;`,

@@ -505,6 +505,7 @@ async function main(): Promise<number> {
     if (opts.suites.includes('replication')) {
       const o = opts.repl;
       const started = Date.now();
+      const loadAtStart = loadavg().map(round2);
       const t = o.benches.some((b) => b === 'throughput' || b === 'lag') ? o.throughputBytes : 0;
       const minFree = 9 * t + 4 * o.syncBytes + 4 * o.distanceBytes + 2 * GiB;
       const free = freeBytes(benchDir);
@@ -520,7 +521,7 @@ async function main(): Promise<number> {
         durationS: (Date.now() - started) / 1000,
         invocation,
         tools: await toolVersions(),
-        machine: { ...machine, loadAvgAtStart: loadavg().map(round2), freeBytesAtStart: free },
+        machine: { ...machine, loadAvgAtStart: loadAtStart, freeBytesAtStart: free },
       };
       docs.replication = data;
       const s = summarizeRepl(data);

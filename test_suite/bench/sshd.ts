@@ -3,7 +3,7 @@
 // foreground as a tracked child that is stopped by its pid. Everything lives in one directory
 // that the caller removes.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePortOn } from './cluster.js';
 import { runCommand, sleep, toolEnv, trackChild } from './proc.js';
@@ -16,6 +16,17 @@ export function sshMissing(): string | undefined {
   const missing = ['rsync', 'ssh', 'ssh-keygen'].filter((t) => !hasTool(t));
   if (!existsSync(SSHD_BIN)) missing.push('sshd');
   return missing.length ? `missing ${missing.join(', ')} (Debian packages rsync, openssh-client, openssh-server)` : undefined;
+}
+
+/** Is any sshd process running (its per-connection children included)? */
+function otherSshdRuns(): boolean {
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd') return true;
+    } catch { /* gone */ }
+  }
+  return false;
 }
 
 export interface RsyncResult {
@@ -120,14 +131,22 @@ export class TempSshd {
     };
   }
 
-  /** SIGTERM by pid (SIGKILL after 5 s). /run/sshd is left in place: other sshds may use it. */
+  /**
+   * SIGTERM by pid (SIGKILL after 5 s). /run/sshd goes too if we created it, it is empty and no
+   * other sshd runs (another one would need it).
+   */
   async stop(): Promise<void> {
     const child = this.child;
-    if (!child || !this.alive) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.kill('SIGTERM');
-    const t = setTimeout(() => { try { child.kill('SIGKILL'); } catch { /* gone */ } }, 5_000);
-    await exited;
-    clearTimeout(t);
+    if (child && this.alive) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => { try { child.kill('SIGKILL'); } catch { /* gone */ } }, 5_000);
+      await exited;
+      clearTimeout(t);
+    }
+    if (this.createdRunDir && !otherSshdRuns()) {
+      try { rmdirSync('/run/sshd'); } catch { /* not empty or gone */ }
+      this.createdRunDir = false;
+    }
   }
 }
