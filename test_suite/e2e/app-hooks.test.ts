@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fileDigest, startCluster } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 
 const RES = 'r0';
@@ -73,7 +73,7 @@ t.test('one command hands over a resource with its application', async (t) => {
   const pid = appPid(alpha)!;
   process.kill(pid, 'SIGTERM');
   await alpha.until('the application exited', () => !alive(pid) && alpha.actual(RES, 'open-count') === '0', 20_000);
-  await alpha.until('writeback done', () => alpha.actual(RES, 'writeback-rest') === '0', 20_000);
+  await waitWritebackDone(alpha, RES);
   await c.waitCaughtUp(beta);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'equal disks');
 });

@@ -8,11 +8,11 @@
 // mount and the loop device are removed in teardown even when the test fails.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileDigest, startCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import { WriteOrderOracle } from '../helpers/oracle.js';
+import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
 import { runWorkload, type WorkloadResult } from '../helpers/workload.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -29,18 +29,6 @@ function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { env: PATH_ENV, stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
 }
 
-function readImage(path: string) {
-  return (pos: number, len: number) => {
-    const fd = openSync(path, 'r');
-    try {
-      const buf = Buffer.alloc(len);
-      readSync(fd, buf, 0, len, pos);
-      return buf;
-    } finally {
-      closeSync(fd);
-    }
-  };
-}
 
 /**
  * Put host's /mars on a fresh ext4 in a loop-mounted image (before create-cluster). Teardown

@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster } from '../helpers/multi-host.js';
+import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { nbdsh, toolOk } from '../helpers/nbd-tools.js';
 import { ensureTools } from '../helpers/prereqs.js';
@@ -37,7 +37,7 @@ function expectNoSplitBrain(t: Test, c: TestCluster, label: string): void {
 }
 
 async function expectEqualDisks(t: Test, c: TestCluster, primary: MarsHost): Promise<void> {
-  await primary.until('primary writeback done', () => primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(primary, RES);
   const want = fileDigest(primary.dataPath, SIZE);
   for (const h of c.hosts) {
     if (h === primary) continue;

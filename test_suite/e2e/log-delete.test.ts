@@ -8,7 +8,7 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { fileDigest, startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { TreeStore } from '../../daemon/tree/store.js';
 
@@ -128,7 +128,7 @@ t.test('log-delete never removes a logfile a replica still needs (checked with a
   await beta.marsadmOk(['resume-replay', RES]);
   await writeSome(c, 8);
   for (const s of c.secondaries) await c.waitCaughtUp(s, 90_000);
-  await alpha.until('primary writeback done', () => alpha.actual(RES, 'writeback-rest') === '0', DEADLINE_MS);
+  await waitWritebackDone(alpha, RES, DEADLINE_MS);
   const current = files(alpha);
   const last = current[current.length - 1]!;
   await alpha.until('alpha sees every replay link on the newest logfile', () => ['alpha', 'beta', 'gamma'].every((h) => replaySeq(alpha, h) === seqOf(last)), DEADLINE_MS);
@@ -163,7 +163,7 @@ t.test('log-delete never removes a logfile a replica still needs (checked with a
   }
 
   // Deleting logfiles changed no data.
-  await alpha.until('primary writeback done', () => alpha.actual(RES, 'writeback-rest') === '0', DEADLINE_MS);
+  await waitWritebackDone(alpha, RES, DEADLINE_MS);
   const want = fileDigest(alpha.dataPath, SIZE);
   for (const s of c.secondaries) t.equal(fileDigest(s.dataPath, SIZE), want, `${s.name}'s disk equals the primary's`);
   t.equal(beta.actual(RES, 'replay-code')?.startsWith('-'), false, 'beta replays without error');

@@ -10,8 +10,8 @@ import { openSync, readSync, closeSync, writeSync, statSync, readdirSync, readFi
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { WriteOrderOracle } from '../helpers/oracle.js';
-import { fileDigest, startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
+import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { dialPeer } from '../../daemon/net/dial.js';
 import { PeerRequestError } from '../../daemon/net/connection.js';
@@ -61,18 +61,6 @@ function startWriter(c: TestCluster, oracle: WriteOrderOracle, rand: () => numbe
   return { stop: () => { stop = true; }, done };
 }
 
-function readImage(path: string) {
-  return (pos: number, len: number) => {
-    const fd = openSync(path, 'r');
-    try {
-      const buf = Buffer.alloc(len);
-      readSync(fd, buf, 0, len, pos);
-      return buf;
-    } finally {
-      closeSync(fd);
-    }
-  };
-}
 
 async function pausedCheck(t: Test, s: MarsHost, oracle: WriteOrderOracle, label: string): Promise<number> {
   await s.marsadmOk(['pause-replay', RES]);
@@ -123,7 +111,7 @@ t.test('the prefix property holds through cuts, blackholes, delays and SIGKILL o
   await c.waitCaughtUp(beta, 90_000);
   const final = await oracle.checkImage(readImage(beta.dataPath));
   t.ok(final.ok && final.prefixMin === oracle.lastSeq, 'caught up: the secondary holds every write');
-  await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(c.primary, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(c.primary.dataPath, SIZE), 'equal checksums at the end');
   t.ok(progress > 0, 'replication made progress between the faults');
 });
@@ -161,7 +149,7 @@ t.test('a bit flipped in the secondary\'s copy of a logfile is detected, never a
   t.match(readFileSync(beta.logPath, 'utf8'), /damaged; fetching it again from offset 0/, 'the damage was detected and the copy fetched again');
   const r = await oracle.checkImage(readImage(beta.dataPath));
   t.ok(r.ok && r.prefixMin === oracle.lastSeq, 'the secondary holds exactly the primary\'s writes');
-  await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(c.primary, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(c.primary.dataPath, SIZE));
 });
 
@@ -194,7 +182,7 @@ t.test('a truncated copy of a logfile resumes from its length and ends byte-iden
   await c.waitCaughtUp(beta, 60_000);
   const r = await oracle.checkImage(readImage(beta.dataPath));
   t.ok(r.ok && r.prefixMin === oracle.lastSeq, 'the secondary holds exactly the primary\'s writes');
-  await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(c.primary, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(c.primary.dataPath, SIZE));
 });
 

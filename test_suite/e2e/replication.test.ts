@@ -1,34 +1,20 @@
 // Replication end to end: real marsd processes, real TCP between them, real NBD writes on
 // the primary; every secondary must end with the primary's disk content.
 import t, { type Test } from 'tap';
-import { randomBytes } from 'node:crypto';
-import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { fileDigest, startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
+import { writeRandomBlocks } from '../helpers/replicate.js';
 
 const RES = 'r0';
 const SIZE = 32 << 20;
 
-async function writeRandom(c: TestCluster, count: number, seed = 0): Promise<void> {
-  const client = await NbdClient.connect(c.primary.socketPath(RES), RES);
-  try {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < count; i++) {
-      const blocks = 1 + ((i * 7 + seed) % 16);
-      const pos = (((i * 2654435761 + seed) >>> 0) % (SIZE / 4096 - blocks)) * 4096;
-      pending.push(client.write(pos, randomBytes(blocks * 4096)));
-      if (pending.length >= 16) await pending.shift();
-    }
-    await Promise.all(pending);
-    await client.flush();
-  } finally {
-    await client.disconnect();
-  }
+function writeRandom(c: TestCluster, count: number, seed = 0): Promise<void> {
+  return writeRandomBlocks(c.primary, RES, SIZE, count, seed);
 }
 
 async function expectEqualDisks(t: Test, c: TestCluster): Promise<void> {
   for (const s of c.secondaries) await c.waitCaughtUp(s);
   // The primary's own disk holds everything once its writeback is through.
-  await c.primary.until('primary writeback done', () => c.primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(c.primary, RES);
   const want = fileDigest(c.primary.dataPath, SIZE);
   for (const s of c.secondaries) t.equal(fileDigest(s.dataPath, SIZE), want, `${s.name}'s disk equals the primary's`);
 }

@@ -4,7 +4,7 @@
 // to the primary's content, and the incremental resync must send at most twice the bytes
 // written since the split.
 import t, { type Test } from 'tap';
-import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster } from '../helpers/multi-host.js';
+import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 
 const RES = 'r0';
@@ -46,7 +46,7 @@ async function makeSplitBrain(c: TestCluster, from: MarsHost, to: MarsHost): Pro
 
 async function expectAllEqual(t: Test, c: TestCluster, primary: MarsHost): Promise<void> {
   await workload(primary, 20, 13); // the resynced hosts also follow new writes
-  await primary.until('primary writeback done', () => primary.actual(RES, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(primary, RES);
   for (const h of c.hosts) {
     if (h === primary) continue;
     await h.until(`${h.name} synced and caught up with ${primary.name}`,

@@ -162,10 +162,38 @@ export async function writeWorkload(h: MarsHost, res: string, sizeBytes: number,
   }
 }
 
-/** `h` has replayed all of `primary`'s newest logfile as far as `primary`'s versionlink says (equal versionlinks). */
+/** Bytes of `primary`'s own newest logfile (the real file: status links may lag behind it). */
+function newestLogBytes(primary: MarsHost, res: string, seq: string): number {
+  try {
+    return statSync(`${primary.marsDir}/resource-${res}/log-${seq}-${primary.name}`).size;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * `h` has replayed everything `primary` logged: `primary`'s versionlink of its newest logfile
+ * covers the whole file (so it is not a stale status link) and `h`'s versionlink equals it.
+ */
 export function caughtUpWith(h: MarsHost, primary: MarsHost, res: string): boolean {
   const seq = newestVersionSeq(primary, res, primary.name);
   if (seq === undefined) return false;
   const theirs = primary.link(`resource-${res}/version-${seq}-${primary.name}`);
-  return theirs !== undefined && h.link(`resource-${res}/version-${seq}-${h.name}`) === theirs;
+  if (theirs === undefined || Number(theirs.split(':')[0]!.split(',')[2]) !== newestLogBytes(primary, res, seq)) return false;
+  return h.link(`resource-${res}/version-${seq}-${h.name}`) === theirs;
+}
+
+/**
+ * The primary's disk holds everything it logged: its replay link (the writeback position)
+ * reached the end of its newest logfile. Unlike actual-HOST/writeback-rest, which is published
+ * at most every 200 ms and may still read 0 from before the last writes, this compares with
+ * the file itself.
+ */
+export async function waitWritebackDone(primary: MarsHost, res: string, timeoutMs = 30_000): Promise<void> {
+  await primary.until(`${primary.name} wrote back everything it logged`, () => {
+    const seq = newestVersionSeq(primary, res, primary.name);
+    const replay = primary.link(`resource-${res}/replay-${primary.name}`)?.split(',');
+    return seq !== undefined && replay !== undefined && replay[0] === `log-${seq}-${primary.name}`
+      && Number(replay[1]) === newestLogBytes(primary, res, seq) && replay[2] === '0';
+  }, timeoutMs, 25);
 }

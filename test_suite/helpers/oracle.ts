@@ -19,6 +19,7 @@
 // An image is consistent iff some set S of writes, closed under "happens before", explains it:
 // every block holds the last write of S to that block (or zeros if S has none). In a purely
 // sequential history that is exactly "the history applied up to some prefix".
+import { closeSync, openSync, readSync } from 'node:fs';
 import { crc32c } from '@node-rs/crc32';
 import { endianness } from 'node:os';
 
@@ -488,4 +489,18 @@ export class WriteOrderOracle {
     this.requireSeq(seq);
     if (!this.pending.delete(seq)) throw new Error(`oracle.${what}(${seq}): write #${seq} is not in flight`);
   }
+}
+
+/** The image reader checkImage wants, over a file (a data disk). */
+export function readImage(path: string): (pos: number, len: number) => Buffer {
+  return (pos: number, len: number) => {
+    const fd = openSync(path, 'r');
+    try {
+      const buf = Buffer.alloc(len);
+      readSync(fd, buf, 0, len, pos);
+      return buf;
+    } finally {
+      closeSync(fd);
+    }
+  };
 }

@@ -5,7 +5,7 @@ import type { Test } from 'tap';
 import { randomBytes, randomInt } from 'node:crypto';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import type { MarsHost } from './cluster.js';
-import { fileDigest, TestCluster } from './multi-host.js';
+import { fileDigest, TestCluster, waitWritebackDone } from './multi-host.js';
 
 /**
  * A random address in 127.0.0.0/8 other than 127.0.0.1. Tests that run beside others (tap
@@ -50,7 +50,7 @@ export async function writeRandomBlocks(primary: MarsHost, res: string, sizeByte
 export async function expectEqualDisks(t: Test, primary: MarsHost, secondaries: MarsHost[], res: string, sizeBytes: number): Promise<void> {
   const cluster = new TestCluster([primary, ...secondaries], new Map(), res);
   for (const s of secondaries) await cluster.waitCaughtUp(s);
-  await primary.until('primary writeback done', () => primary.actual(res, 'writeback-rest') === '0', 30_000);
+  await waitWritebackDone(primary, res);
   const want = fileDigest(primary.dataPath, sizeBytes);
   for (const s of secondaries) t.equal(fileDigest(s.dataPath, sizeBytes), want, `${s.name}'s disk equals the primary's`);
 }

@@ -4,7 +4,7 @@
 // the disk gets every write; logging resumes in a new logfile afterwards.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataDisk } from '../../daemon/disk/data-disk.js';
 import { LogWriter } from '../../daemon/logger/log-writer.js';
@@ -13,25 +13,13 @@ import { EmergencyBackend, type LogEnded } from '../../daemon/logger/emergency-b
 import { LamportClock } from '../../daemon/tree/lamport.js';
 import { readLogBatches } from '../../daemon/log/scanner.js';
 import { applyLog } from '../../daemon/replay/apply-log.js';
-import { WriteOrderOracle } from '../helpers/oracle.js';
+import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
 import { Prng } from '../helpers/workload.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const SIZE = 16 << 20;
 const BLOCK = 4096;
 
-function readImage(path: string) {
-  return (pos: number, len: number) => {
-    const fd = openSync(path, 'r');
-    try {
-      const buf = Buffer.alloc(len);
-      readSync(fd, buf, 0, len, pos);
-      return buf;
-    } finally {
-      closeSync(fd);
-    }
-  };
-}
 
 /** A tmpfs of `bytes` at dir/mars (root only); unmounted in teardown. */
 function smallMars(t: Test, dir: string, bytes: number): string | undefined {
