@@ -2,6 +2,7 @@
 // and a secondary reaches its primary through a real sshd on loopback with key login (issue
 // 4). Real processes only; every wait has a deadline; the teardown ends every process the
 // test started (marsd by pid, sshd and its sessions by pid through /proc).
+import { withDeadline } from '../helpers/wait.js';
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync } from 'node:fs';
@@ -17,15 +18,6 @@ import { tempDir } from '../helpers/tmp.js';
 const RES = 'r0';
 const SIZE = 16 << 20;
 
-function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
 
 /** `marsd --stdio` with nothing on stdin: how it exits and what it says. */
 function runStdio(runDir: string, marsDir: string): Promise<{ code: number | null; stderr: string; stdout: string }> {

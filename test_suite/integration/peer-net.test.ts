@@ -2,6 +2,7 @@
 // process's stdin/stdout (the `marsd --stdio` / SSH transport, with a local stand-in for ssh).
 // Hostile and broken peers are simulated with raw sockets speaking the framing by hand.
 // Nothing sleeps a fixed time: every wait is for an event or a condition, with a deadline.
+import { withDeadline } from '../helpers/wait.js';
 import t, { type Test } from 'tap';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -32,15 +33,6 @@ const LOG_NAME = 'log-000000001-alpha';
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
 
 /** A deterministic byte pattern, so any reordering or loss shows. */
 function pattern(pos: number, length: number): Buffer {
