@@ -4,30 +4,30 @@
 import { mkdirSync } from 'node:fs';
 import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
-import { TreeStore } from './tree/store.js';
-import { LamportClock, formatStamp } from './tree/lamport.js';
-import { globalPaths, localPaths, resPaths } from './tree/paths.js';
+import { TreeStore } from '../common/tree/store.js';
+import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
+import { LamportClock, formatStamp } from '../common/tree/lamport.js';
+import { globalPaths, localPaths, resPaths } from '../common/tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
-import { acquireDaemonLock } from './lock.js';
+import { acquireDaemonLock } from '../common/lock.js';
 import { decide } from './control/decide.js';
-import { listResources, readResourceSnapshot } from './control/snapshot.js';
+import { listResources, readResourceSnapshot } from '../common/resource/snapshot.js';
 import { ResourceRunner } from './control/resource-runner.js';
-import type { CommonOptions } from './config.js';
+import type { CommonOptions } from '../common/config.js';
 import { decideSecondary, NOTHING } from './control/decide-secondary.js';
 import { PeerManager } from './propagate/peer-manager.js';
 import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
-import { readSecretFile } from './net/auth.js';
+import { readSecretFile } from '../common/cluster/secret.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
 import { deleteReplayedCopies } from './control/space-reclaim.js';
 import { limitSecondaryPlan, secondarySpaceLimits, type ThresholdSpec } from './control/decide-emergency.js';
+import type { LogFn } from '../common/util/log.js';
 
-export const TREE_VERSION = '0.1';
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
-export const MARSD_VERSION = '0.1.0';
 
 export interface DaemonOptions extends CommonOptions {
   memLimitBytes: number;
@@ -47,7 +47,7 @@ export interface DaemonOptions extends CommonOptions {
   tlsCaFile?: string;
   /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
   spaceLevels?: ThresholdSpec[];
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
 }
 
 /**

@@ -2,11 +2,14 @@
 // it is instead the SSH transport's remote command (stdio-main.ts).
 import { Command, InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
-import { Daemon, MARSD_VERSION } from './daemon.js';
+import { Daemon } from './daemon.js';
+import { MARSD_VERSION } from '../common/version.js';
+import { EXIT_INVARIANT, failStopOnInvariant, InvariantError } from '../common/util/assert.js';
 import { parseSpaceLevels } from './control/decide-emergency.js';
-import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from './config.js';
-import { checkTlsFiles } from './net/tls-files.js';
+import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from '../common/config.js';
+import { checkTlsFiles } from '../common/cluster/tls-files.js';
 import { runStdioMain } from './stdio-main.js';
+import type { LogFn } from '../common/util/log.js';
 
 function sizeOption(what: string) {
   return (text: string) => {
@@ -69,7 +72,7 @@ export function runMarsd(argv: string[]): void {
     return;
   }
 
-  const log = (level: 'info' | 'warn' | 'error', msg: string) => {
+  const log: LogFn = (level, msg) => {
     if (o.quiet && level === 'info') return;
     process.stderr.write(`${new Date().toISOString()} marsd[${process.pid}] ${level}: ${msg}\n`);
   };
@@ -106,10 +109,29 @@ export function runMarsd(argv: string[]): void {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('unhandledRejection', (err) => log('error', `unhandled rejection: ${(err as Error)?.stack ?? err}`));
+  process.on('unhandledRejection', (err) => {
+    failStopOnInvariant(err);
+    log('error', `unhandled rejection: ${(err as Error)?.stack ?? err}`);
+  });
+  process.on('uncaughtException', (err) => exitOnUncaught(err, log));
   daemon.start().catch((err) => {
+    if (err instanceof InvariantError) exitOnUncaught(err, log);
     process.stderr.write(`marsd: ${(err as Error).message}\n`);
     process.exit(1);
   });
 }
 
+/**
+ * The end of a process with a broken invariant (common/util/assert.ts): name it and exit with
+ * EXIT_INVARIANT at once, without a clean shutdown (which could write state that depends on
+ * the broken invariant). Any other uncaught exception ends the process with 1, as Node would.
+ */
+function exitOnUncaught(err: unknown, log: LogFn): never {
+  if (err instanceof InvariantError) {
+    log('error', `INVARIANT VIOLATED, marsd stops: ${err.message}\n${err.stack ?? ''}`);
+    process.stderr.write(`marsd: invariant violated: ${err.message}\n`);
+    process.exit(EXIT_INVARIANT);
+  }
+  log('error', `uncaught exception, marsd stops: ${(err as Error)?.stack ?? err}`);
+  process.exit(1);
+}

@@ -53,7 +53,7 @@ export function runStdioMain(argv: string[]): void {
       let hint = '';
       if (err instanceof RelayError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
         // Loaded only here: the lock module pulls in a native addon.
-        const { isLocked, lockHolderPid } = await import('./lock.js');
+        const { isLocked, lockHolderPid } = await import('../common/lock.js');
         hint = isLocked(marsDir)
           ? `; a marsd (pid ${lockHolderPid(marsDir) ?? '?'}) runs on ${marsDir}: give its --run-dir, or check that it has a cluster secret`
           : `; start marsd (no marsd holds ${marsDir} either)`;

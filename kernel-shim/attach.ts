@@ -14,6 +14,7 @@ import { execFile, spawn } from 'node:child_process';
 import { constants as fsConstants, openSync, closeSync, readFileSync, existsSync, lstatSync, readlinkSync } from 'node:fs';
 import { access, mkdir, readFile, rename, rm, rmdir, symlink, unlink, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { LogFn } from '../common/util/log.js';
 
 export type AttachMethod = 'nbd-client' | 'nbdfuse';
 
@@ -29,7 +30,7 @@ export interface AttachOptions {
   linkDir?: string;
   /** deadline for each waiting step; default 20 s */
   timeoutMs?: number;
-  log?: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log?: LogFn;
 }
 
 export interface DetachOptions {
@@ -38,7 +39,7 @@ export interface DetachOptions {
   /** as given to attachDevice (only needed when the attach state file is lost) */
   linkDir?: string;
   timeoutMs?: number;
-  log?: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log?: LogFn;
 }
 
 export interface AttachedDevice {

@@ -2,7 +2,7 @@
 // share one fdatasync), WRITE_ZEROES by writing zeroes in chunks, TRIM ignored. Used by the
 // NBD tests and as the baseline in the benchmarks; it has no replication.
 import { open, type FileHandle } from 'node:fs/promises';
-import { assert } from '../daemon/util/assert.js';
+import { assert } from '../common/util/assert.js';
 import { BackendError, type BlockBackend } from './backend.js';
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);

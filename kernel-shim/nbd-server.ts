@@ -8,12 +8,12 @@
 // handshake has a deadline; garbage closes the connection with one log line.
 import { unlinkSync, chmodSync } from 'node:fs';
 import net from 'node:net';
-import { assert } from '../daemon/util/assert.js';
-import { removeStaleSocket } from '../daemon/util/unix-socket.js';
+import { assert } from '../common/util/assert.js';
+import { removeStaleSocket } from '../common/util/unix-socket.js';
 import { BackendError, type BlockBackend } from './backend.js';
 import * as P from './nbd-protocol.js';
+import type { LogLevel } from '../common/util/log.js';
 
-export type LogLevel = 'info' | 'warn' | 'error';
 
 /** Advertised block size constraints (NBD_INFO_BLOCK_SIZE) and enforced limits. */
 export const MIN_BLOCK_SIZE = 512;

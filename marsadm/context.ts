@@ -1,12 +1,12 @@
 // What every marsadm command works with: the validated common options, the /mars tree, output
 // in text or JSON, the trigger that wakes the local marsd, and waiting with a deadline.
 import { existsSync } from 'node:fs';
-import { resolveCommon } from '../daemon/config.js';
-import { TreeStore } from '../daemon/tree/store.js';
-import { LamportClock, formatStamp } from '../daemon/tree/lamport.js';
-import { globalPaths, resPaths } from '../daemon/tree/paths.js';
-import { validResource } from '../daemon/tree/names.js';
-import { isLocked, lockHolderPid } from '../daemon/lock.js';
+import { resolveCommon } from '../common/config.js';
+import { TreeStore } from '../common/tree/store.js';
+import { LamportClock, formatStamp } from '../common/tree/lamport.js';
+import { globalPaths, resPaths } from '../common/tree/paths.js';
+import { validResource } from '../common/tree/names.js';
+import { isLocked, lockHolderPid } from '../common/lock.js';
 
 export class AdmError extends Error {
   override name = 'AdmError';

@@ -1,9 +1,9 @@
-// `marsadm` command line (DESIGN.md §6): MARS's command names and meanings, commander for
+// `marsadm` command line (docs/design.md §6): MARS's command names and meanings, commander for
 // parsing, one module per command group under commands/. Errors go to stderr with a non-zero
 // exit code and say what to do next.
 import { Command, CommanderError } from 'commander';
 import { Adm, AdmError, type GlobalOptions } from './context.js';
-import { NameError } from '../daemon/tree/names.js';
+import { NameError } from '../common/tree/names.js';
 import { createCluster, joinCluster, leaveCluster, waitCluster } from './commands/cluster.js';
 import { createResource, deleteResource } from './commands/resource.js';
 import { joinResource, leaveResource } from './commands/membership.js';
@@ -17,7 +17,7 @@ import { view, viewMacro, waitResource } from './commands/view.js';
 import { logDump } from './commands/log-dump.js';
 import { getTransport, setTransport } from './commands/transport.js';
 import { MACROS } from './status/view-model.js';
-import { MARSD_VERSION } from '../daemon/daemon.js';
+import { MARSD_VERSION } from '../common/version.js';
 
 /** positional arguments, then the command's own options */
 type Action = (adm: Adm, args: string[], opts: Record<string, string | undefined>) => void | Promise<void>;

@@ -1,4 +1,4 @@
-// Space levels of /mars and emergency mode (reference/mars.md §3.4), as pure functions: tests
+// Space levels of /mars and emergency mode (the MARS user manual: space levels and emergency mode), as pure functions: tests
 // drive them round by round without a filesystem.
 //
 // A host computes one level 0..4 from the free space of its /mars filesystem. Level n starts
@@ -15,6 +15,7 @@
 // (each entry costs every secondary a re-sync).
 
 import type { SecondaryPlan } from './decide-secondary.js';
+import type { LoggingMode } from '../logger/emergency-backend.js';
 
 export const MAX_SPACE_LEVEL = 4;
 
@@ -82,8 +83,6 @@ export function nextSpaceLevel(previous: number, raw: number, canFall = true): n
   return canFall ? previous - 1 : previous;
 }
 
-/** The primary's write path: logging, or emergency mode and the transitions between them. */
-export type LoggingMode = 'logging' | 'entering' | 'direct' | 'resuming';
 
 export type EmergencyAction = 'enter' | 'leave' | 'none';
 

@@ -1,5 +1,5 @@
 // May this host, now the designated primary of a resource, start its primary role? A pure
-// function of the tree snapshot (reference/mars.md §4.4, §6.3): a designated primary first
+// function of the tree snapshot (the MARS user manual: primary start; planned handover): a designated primary first
 // replays everything the previous primary logged, and only then starts its own logfile.
 //
 // Planned handover (mode 'planned'): the previous primary must have left its role (its
@@ -13,11 +13,9 @@
 // last record is tolerated) and the history continues from there; what the old primary logged
 // beyond it is lost to this host, and if the old primary still writes, the two histories
 // diverge: a split brain that every host detects (switchover.ts) and `invalidate` repairs.
-import { parseReplayLink, parseVersionLink } from '../log/links.js';
+import { parseReplayLink, parseVersionLink } from '../../common/log/links.js';
+import type { PrimaryMode } from '../../common/resource/links.js';
 
-export type PrimaryMode = 'planned' | 'ignore-sync' | 'force';
-
-export const PRIMARY_MODES: readonly PrimaryMode[] = ['planned', 'ignore-sync', 'force'];
 
 export interface HandoverInput {
   host: string;

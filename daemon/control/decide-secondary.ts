@@ -1,10 +1,10 @@
-// Which secondary work should run for one resource on this host (reference/mars.md §4.1,
+// Which secondary work should run for one resource on this host (the MARS user manual: fetching logfiles,
 // §4.3, §5.1), as a pure function of the tree snapshot. A secondary opens its disk when
 // attached; fetches while `connect` is on; syncs while `sync` is on and its syncstatus is
 // below the size; replays while `allow-replay` is on and no sync is unfinished (sync and
 // replay write the same disk: replay waits until the sync is through, then replays from the
 // join point so the mixed-time image becomes consistent).
-import type { ResourceSnapshot } from './snapshot.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 
 export interface SecondaryPlan {
   disk: boolean;

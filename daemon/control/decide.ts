@@ -1,7 +1,7 @@
 // The control loop's decision for one resource on this host, as a pure function of the tree
-// snapshot and what is running (DESIGN.md §2, "functional core"): tests drive it tick by tick.
+// snapshot and what is running (docs/design.md §2, "functional core"): tests drive it tick by tick.
 // The daemon executes the returned plan; nothing here touches the filesystem or the clock.
-import type { ResourceSnapshot } from './snapshot.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { handoverBlock } from './decide-handover.js';
 
 export type Phase =

@@ -1,4 +1,4 @@
-// The links a primary writes when it enters emergency mode (reference/mars.md §3.4,
+// The links a primary writes when it enters emergency mode (the MARS user manual: space levels and emergency mode,
 // `make_log_finalize`): the logfile that ended gets its final versionlink, a hole of 10
 // numbers follows (a zero versionlink `version-H-HOST` and no logfile H), and the empty logfile
 // H+1 is where logging resumes. Secondaries replay up to the end of the last complete logfile,
@@ -11,10 +11,10 @@
 // next one), and `log-delete` may free the ended logfile once no replica needs it. Every step is
 // idempotent, so a failed attempt (a /mars too full even for a link) can simply be repeated.
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { resPaths, resourceDir } from '../tree/paths.js';
-import { logName, ZERO_DIGEST } from '../log/links.js';
-import { listLogfiles, raiseMaxnr, writeReplayLink, writeVersionLink } from './resource-links.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { logName, ZERO_DIGEST } from '../../common/log/links.js';
+import { listLogfiles, raiseMaxnr, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { holeNumbers } from './decide-emergency.js';
 
 export interface Hole {

@@ -3,24 +3,26 @@
 // `actual-HOST/*`, the replay link and the versionlinks.
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TreeStore } from '../tree/store.js';
-import { resPaths, resourceDir } from '../tree/paths.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import type { NbdServer } from '../../kernel-shim/nbd-server.js';
-import { DataDisk } from '../disk/data-disk.js';
+import { DataDisk } from '../../common/disk/data-disk.js';
 import { LogWriter } from '../logger/log-writer.js';
 import { TransactionLogger } from '../logger/transaction-logger.js';
 import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
-import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from './resource-links.js';
+import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import type { Action, Phase, RuntimeState } from './decide.js';
-import type { ResourceSnapshot } from './snapshot.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { SecondaryRunner } from './secondary-runner.js';
 import { SplitBrainMonitor } from './split-brain-monitor.js';
 import { executeInvalidate } from './invalidate.js';
-import { readHook, runHook, type HookKind } from './app-hooks.js';
+import { readHook, type HookKind } from '../../common/resource/app-hooks.js';
+import { runHook } from './app-hook-runner.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import { EmergencyBackend, type LogEnded } from '../logger/emergency-backend.js';
 import { planHole, writeHole, type Hole } from './emergency-hole.js';
 import { decidePrimaryEmergency } from './decide-emergency.js';
+import type { LogFn } from '../../common/util/log.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -28,7 +30,7 @@ export interface RunnerContext {
   runDir: string;
   nbd: NbdServer;
   memLimitBytes: number;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** ask the daemon for a control tick soon (state changed underneath) */
   requestTick: () => void;
   peers: PeerManager;

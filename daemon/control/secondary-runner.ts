@@ -1,21 +1,22 @@
 // The imperative shell for the secondary side of one resource on this host: it opens the
 // data disk and starts or stops the fetcher, the sync and the replayer as decideSecondary
 // says, and reports their state for `actual-HOST/*`.
-import type { TreeStore } from '../tree/store.js';
-import { DataDisk } from '../disk/data-disk.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { DataDisk } from '../../common/disk/data-disk.js';
 import { Fetcher } from '../fetch/fetcher.js';
 import { SyncWorker } from '../sync/sync-worker.js';
 import { Replayer } from '../replay/replayer.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import type { SecondaryPlan } from './decide-secondary.js';
-import type { ResourceSnapshot } from './snapshot.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
+import type { LogFn } from '../../common/util/log.js';
 
 export interface SecondaryContext {
   tree: TreeStore;
   host: string;
   peers: PeerManager;
   fetchRateBytesPerS: number;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** state changed: publish status soon */
   onStatus: () => void;
 }

@@ -3,11 +3,12 @@
 // (level 0..4), `rest-space` and `total-space` (GiB, as MARS), and the same figures in bytes
 // plus the thresholds, for small filesystems and monitoring scripts.
 import { statfsSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { globalPaths } from '../tree/paths.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { globalPaths } from '../../common/tree/paths.js';
 import {
   gibibytes, MAX_SPACE_LEVEL, nextSpaceLevel, rawSpaceLevel, resolveThresholdsBytes, type ThresholdSpec,
 } from './decide-emergency.js';
+import type { LogFn } from '../../common/util/log.js';
 
 /** A level falls by one step at most this often (MARS: one step per main-loop round). */
 export const LEVEL_FALL_INTERVAL_MS = 1000;
@@ -25,7 +26,7 @@ export interface SpaceMonitorOptions {
   host: string;
   /** thresholds from --space-levels; undefined = defaults */
   spec: ThresholdSpec[] | undefined;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** for tests: the filesystem figures (default statfs of the tree's root) */
   measure?: () => { freeBytes: number; totalBytes: number };
 }

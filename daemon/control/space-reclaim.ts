@@ -3,9 +3,9 @@
 // tombstoned: a tombstone would propagate and delete every member's copy, including the
 // origin's, which other replicas may still need.
 import { unlinkSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { resourceDir } from '../tree/paths.js';
-import { listLogfiles, readReplayLink } from './resource-links.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resourceDir } from '../../common/tree/paths.js';
+import { listLogfiles, readReplayLink } from '../../common/resource/links.js';
 import { replayedCopies } from './decide-emergency.js';
 
 /** Delete this host's replayed copies of foreign logfiles of `res`; returns their names. */

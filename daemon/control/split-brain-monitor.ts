@@ -4,35 +4,14 @@
 // logged bytes and records this host's own history holds after it (RECORDS is counted in the
 // local logfiles; `?` when one of them is not here). marsadm view combines the hosts' values.
 import { existsSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { resPaths, resourceDir, VERSION_NAME } from '../tree/paths.js';
-import { isValidIdentifier } from '../tree/names.js';
-import { readLogBatches } from '../log/scanner.js';
-import { bytesSince, chainsFrom, findDivergence, partsAfter, type Chain, type HistoryPoint } from './split-brain.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
+import { readLogBatches } from '../../common/log/scanner.js';
+import { bytesSince, findDivergence, partsAfter, type Chain, type HistoryPoint } from '../../common/resource/split-brain.js';
+import type { LogFn } from '../../common/util/log.js';
 
 const CHECK_INTERVAL_MS = 1_000;
-
-export interface SplitBrainView {
-  members: string[];
-  chains: ReturnType<typeof chainsFrom>;
-}
-
-/** Members and versionlink chains of a resource as this host's tree has them. */
-export function readSplitBrainView(tree: TreeStore, res: string): SplitBrainView {
-  const dir = resourceDir(res);
-  const members: string[] = [];
-  const entries: { seq: number; host: string; value: string }[] = [];
-  for (const name of tree.list(dir)) {
-    const member = /^data-(.+)$/.exec(name)?.[1];
-    if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
-    const v = VERSION_NAME.exec(name);
-    if (v) {
-      const value = tree.value(`${dir}/${name}`);
-      if (value !== undefined) entries.push({ seq: Number(v[1]), host: v[2]!, value });
-    }
-  }
-  return { members: members.sort(), chains: chainsFrom(entries) };
-}
 
 export class SplitBrainMonitor {
   private lastCheckMs = 0;
@@ -40,7 +19,7 @@ export class SplitBrainMonitor {
   private cache: { key: string; records: string } | undefined;
 
   constructor(private readonly tree: TreeStore, private readonly res: string, private readonly host: string,
-    private readonly log: (level: 'info' | 'warn' | 'error', msg: string) => void) {}
+    private readonly log: LogFn) {}
 
   /** Called every control round; checks at most once per second, never two at a time. */
   poll(): void {

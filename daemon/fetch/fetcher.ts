@@ -1,17 +1,18 @@
-// The fetcher of one resource on a secondary (reference/mars.md §4.1-4.2): asks planFetch
+// The fetcher of one resource on a secondary (the MARS user manual: fetching logfiles): asks planFetch
 // what to copy, streams it from the chosen peer (pipelined: one request, many data frames,
 // following the logfile while it grows) and appends it to the local copy at exactly the
 // position it expects. The copy is byte-identical to the origin's: every frame must start
 // where the local file ends. A copy the replayer found damaged is fetched again from 0.
 import { open, truncate } from 'node:fs/promises';
 import { constants as fsc, statSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, resPaths, resourceDir } from '../tree/paths.js';
-import { parseVersionLink } from '../log/links.js';
-import { readReplayLink } from '../control/resource-links.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { LOG_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { parseVersionLink } from '../../common/log/links.js';
+import { readReplayLink } from '../../common/resource/links.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import { planFetch, type FetchPlan } from './plan.js';
 import { logRead } from '../propagate/peer-calls.js';
+import type { LogFn } from '../../common/util/log.js';
 
 export interface FetcherOptions {
   tree: TreeStore;
@@ -20,7 +21,7 @@ export interface FetcherOptions {
   peers: PeerManager;
   /** bandwidth limit for logfile transfer, 0 = unlimited */
   rateBytesPerS: number;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** bytes were appended to a local copy (wake the replayer) */
   onAppended: () => void;
 }

@@ -1,11 +1,11 @@
-// What the fetcher of one resource should copy next (reference/mars.md §4.1-4.2), as a pure
+// What the fetcher of one resource should copy next (the MARS user manual: fetching logfiles), as a pure
 // function. Logfiles are copied one at a time in ascending order, starting at the logfile of
 // this host's replay link; a copy resumes at the local length; the origin is the preferred
 // source, any other member that holds more of the file will do. A logfile is complete once
 // its origin wrote the versionlink of the next number: its final length is the LOGPOS of its
 // own versionlink. Two logfiles with the same number stop the fetcher below that number
 // (split brain: the replayer reports it).
-import { tryParseLogName } from '../log/links.js';
+import { tryParseLogName } from '../../common/log/links.js';
 
 export interface PeerListing {
   host: string;

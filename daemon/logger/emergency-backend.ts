@@ -1,5 +1,5 @@
 // The primary's BlockBackend: normally every request goes through the TransactionLogger; in
-// emergency mode (reference/mars.md §3.4, /mars is full) writes go straight to the data disk
+// emergency mode (the MARS user manual: space levels and emergency mode, /mars is full) writes go straight to the data disk
 // and nothing is logged. A client never gets an error because /mars is full: a write whose log
 // append hits ENOSPC, or that arrives while logging stops, is written to the disk instead.
 //
@@ -12,12 +12,15 @@
 // Durability in emergency mode: FUA = pwrite + fdatasync of the data disk; FLUSH = fdatasync
 // of the data disk. The same promise as with the log, kept on the disk instead.
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
-import type { DataDisk } from '../disk/data-disk.js';
-import type { LoggingMode } from '../control/decide-emergency.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
 import { DivertedError, type TransactionLogger } from './transaction-logger.js';
 import { SECTOR_BYTES } from './pending-index.js';
+import type { LogFn } from '../../common/util/log.js';
 
 const ZERO_CHUNK_BYTES = 1 << 20;
+
+/** The primary's write path: logging, or emergency mode and the transitions between them. */
+export type LoggingMode = 'logging' | 'entering' | 'direct' | 'resuming';
 
 export interface LogEnded {
   /** the logfile that ended */
@@ -36,7 +39,7 @@ export interface EmergencyBackendOptions {
    * final versionlink, the hole and the replay link. A failure is logged, never sent to a client.
    */
   onEnter: (ended: LogEnded) => Promise<void>;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
 }
 
 export class EmergencyBackend implements BlockBackend {

@@ -1,15 +1,15 @@
 // Appends records to one logfile `log-SEQ-HOST` with group commit: records of all requests that
 // arrive while a write or an fdatasync is in progress go out together in the next single
-// vectored write, and every durable waiter of that write shares one fdatasync (DESIGN.md §3.1).
+// vectored write, and every durable waiter of that write shares one fdatasync (docs/design.md §3.1).
 //
 // Per request the writer calls `onWritten` in log order right after the write() returns: the
 // logger inserts the data into its pending index there, so the index never holds data that is
 // not in the logfile, and writeback can never get ahead of the log.
 import { promises as fsp, constants as fsc } from 'node:fs';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 import {
   encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES,
-} from '../log/record.js';
+} from '../../common/log/record.js';
 
 const BATCH_CAPACITY_BYTES = 1 << 20;
 /** Batch buffers kept for reuse instead of allocating a new 1 MiB buffer per batch. */

@@ -2,7 +2,7 @@
 // the write path allocates no ArrayBuffer per page (a fresh 4 KiB Buffer is not pooled by Node
 // and each one costs the garbage collector). Slabs are kept once allocated: their number is
 // bounded by the memory limit the logger enforces.
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 
 const SLAB_BYTES = 1 << 20;
 

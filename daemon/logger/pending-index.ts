@@ -8,7 +8,7 @@
 // the end when it is overwritten while a writeback of it is in flight (the in-flight copy will
 // apply the older records; the new entry starts with the new record). So the first entry tells
 // how far the disk is known to be complete: the replay link's MINPOS.
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 import type { LogLocation } from './log-location.js';
 import { PagePool } from './page-pool.js';
 

@@ -1,12 +1,12 @@
-// The primary's write path (reference/mars.md §0, §2.5): every write is appended to the current
+// The primary's write path (the MARS user manual: architecture; writing the log): every write is appended to the current
 // logfile, entered into the pending index (which serves reads), acknowledged per NBD semantics,
 // and written back to the data disk in the background. This class is the BlockBackend the NBD
 // export talks to; the control loop owns its lifecycle (start after recovery, rotate, stop).
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
-import { assert } from '../util/assert.js';
-import { allocTransient } from '../util/slab.js';
-import type { LamportClock } from '../tree/lamport.js';
-import type { DataDisk } from '../disk/data-disk.js';
+import { assert } from '../../common/util/assert.js';
+import { allocTransient } from '../../common/util/slab.js';
+import type { LamportClock } from '../../common/tree/lamport.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
 import { LogWriter } from './log-writer.js';
 import { PendingIndex, SECTOR_BYTES } from './pending-index.js';
 import { Writeback } from './writeback.js';

@@ -8,9 +8,9 @@
 // leave the index (memory is free again; reads now hit the page cache), and the position they
 // reached becomes a candidate. An fdatasync of the data disk, at most every syncIntervalMs or
 // as soon as the index runs empty, turns the candidate into the applied position, the replay
-// link's MINPOS (DESIGN.md §3.5: MINPOS only passes data durable on the disk).
+// link's MINPOS (docs/design.md §3.5: MINPOS only passes data durable on the disk).
 import { PAGE_BYTES, SECTOR_BYTES, FULL_MASK, PendingIndex, type PageEntry } from './pending-index.js';
-import type { DataDisk } from '../disk/data-disk.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
 import { compareLocations, type LogLocation } from './log-location.js';
 
 const MAX_RUN_PAGES = 256; // 1 MiB per vectored write

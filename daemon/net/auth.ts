@@ -8,63 +8,13 @@
 // client's and the server's proof (a proof cannot be reflected back to its sender). Every
 // field is length-prefixed, so no two different field lists encode to the same bytes.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
+import { ANY_UUID, MIN_SECRET_BYTES, SecretError, parseSecret } from '../../common/cluster/secret.js';
 
-/** The uuid a host uses while it joins a cluster: it accepts whatever uuid the peer has. */
-export const ANY_UUID = '(any)';
 export const NONCE_BYTES = 32;
-/** The secret must carry at least this much entropy (64 hex characters). */
-export const MIN_SECRET_BYTES = 32;
-/** Longest secret file read (a secret is hex text; anything longer is not a secret file). */
-const MAX_SECRET_FILE_BYTES = 4096;
 
 export const CLIENT_MAC_LABEL = 'marsd-v1 client';
 export const SERVER_MAC_LABEL = 'marsd-v1 server';
-
-export class SecretError extends Error {
-  override name = 'SecretError';
-}
-
-/** Decode the hex text of a secret file (surrounding whitespace is ignored). */
-export function parseSecret(text: string, source = 'the cluster secret'): Buffer {
-  const hex = text.trim();
-  if (!/^[0-9a-fA-F]*$/.test(hex) || hex.length % 2 !== 0) {
-    throw new SecretError(`${source} must be hex text (an even number of 0-9, a-f characters)`);
-  }
-  if (hex.length < MIN_SECRET_BYTES * 2) {
-    throw new SecretError(`${source} is too short: ${hex.length} hex characters, at least ${MIN_SECRET_BYTES * 2} needed (marsadm create-cluster writes a good one)`);
-  }
-  return Buffer.from(hex, 'hex');
-}
-
-/**
- * Read the cluster secret file. It must be a regular file that only its owner can access:
- * anyone who can read it can join the cluster and read every replicated block.
- */
-export function readSecretFile(path: string): Buffer {
-  let fd: number;
-  try {
-    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new SecretError(`secret file ${path} is a symlink; use the file itself`);
-    throw new SecretError(`cannot read the secret file ${path}: ${(err as Error).message}`);
-  }
-  try {
-    // fstat on the open descriptor: the checked file is the one read, even if the path changes.
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new SecretError(`secret file ${path} is not a regular file`);
-    if ((st.mode & 0o077) !== 0) {
-      const mode = (st.mode & 0o777).toString(8).padStart(3, '0');
-      throw new SecretError(`secret file ${path} is accessible by group or others (mode ${mode}); run chmod 600 ${path}`);
-    }
-    if (st.size > MAX_SECRET_FILE_BYTES) throw new SecretError(`secret file ${path} is ${st.size} bytes; a secret is a line of hex text`);
-    return parseSecret(readFileSync(fd, 'utf8'), `secret file ${path}`);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** A secret given as hex text (as in the file) or as the raw key bytes. */
 export function normalizeSecret(secret: Buffer | string): Buffer {

@@ -8,7 +8,7 @@
 // Failure rules: anything the peer sends that breaks the protocol closes the connection with
 // a reason (the owner logs it); nothing throws out of an event handler; every open request is
 // settled when the connection closes. Network trouble only ever closes connections; the owner
-// reconnects (DESIGN.md §3.9).
+// reconnects (docs/design.md §3.9).
 //
 // Memory is bounded at both ends. Sending waits for 'drain', so a handler's sink.send() blocks
 // while the peer does not read. Receiving log-data queues frames per stream and pauses reading
@@ -16,18 +16,19 @@
 // sender's TCP window closes instead of our heap growing.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 import { encodeFrame, FrameDecoder, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from './frame.js';
 import {
   checkPayload, encodeEntsPayload, MAX_ERROR_MESSAGE_CHARS, MAX_LOG_DATA_BYTES, MAX_REQUEST_ID, parseEntsPayload, parseMessage,
-  validateOutgoing, DIGEST_BYTES, PROTOCOL_VERSION,
+  validateOutgoing, PROTOCOL_VERSION,
   type BlocksReply, type DigestsReply, type Entry, type EntsPayload, type EntsReply, type LogDataMessage, type LogEndMessage,
   type LogInfo, type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type PositionRequest,
   type Reply, type SingleReplyRequest, type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
+import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
 import { chunkBytesForRate, throttle, TokenBucket } from './rate-limit.js';
+import type { LogLevel } from '../../common/util/log.js';
 
-export type LogLevel = 'info' | 'warn' | 'error';
 export type PeerRole = 'client' | 'server';
 
 export const DEFAULT_KEEPALIVE_MS = 5_000;

@@ -3,7 +3,7 @@
 // --stdio`) relays to the marsd there. The mutual handshake runs end to end in every case.
 import { dialPeer, dialSsh, type DialAuthOptions } from './dial.js';
 import type { PeerConnection } from './connection.js';
-import { DEFAULT_REMOTE_COMMAND, type TransportSpec } from './transport-spec.js';
+import { DEFAULT_REMOTE_COMMAND, type TransportSpec } from '../../common/cluster/transport-spec.js';
 
 export interface TransportDialOptions extends DialAuthOptions {
   /** ips/ip-PEER: where tcp and tls connect (ssh connects to its own host). */

@@ -7,9 +7,10 @@ import tls from 'node:tls';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Duplex, type Readable, type Writable } from 'node:stream';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 import { normalizeSecret } from './auth.js';
-import { PeerConnection, type LogLevel } from './connection.js';
+import { PeerConnection } from './connection.js';
+import type { LogLevel } from '../../common/util/log.js';
 import { clientHandshake, DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError } from './handshake.js';
 
 export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;

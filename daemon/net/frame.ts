@@ -8,7 +8,7 @@
 // single byte of the body is buffered, and a peer cannot make us allocate more than one
 // frame's worth of memory. Chunks are kept in a list and copied once, when a frame is complete
 // (never concatenated chunk by chunk, which would be quadratic for large frames).
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 
 export const FRAME_PREFIX_BYTES = 8;
 export const MAX_HEADER_BYTES = 64 * 1024;

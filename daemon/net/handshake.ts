@@ -13,11 +13,12 @@
 // Both functions stop reading when they are done and hand over the FrameDecoder, which may
 // already hold bytes the peer sent right after the handshake.
 import type { Duplex } from 'node:stream';
-import { assert } from '../util/assert.js';
-import { clientMac, macMatches, MIN_SECRET_BYTES, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
+import { assert } from '../../common/util/assert.js';
+import { MIN_SECRET_BYTES } from '../../common/cluster/secret.js';
+import { clientMac, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
 import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
 import { parseMessage, PROTOCOL_VERSION, uuidSchema, validateOutgoing, type Message, type WelcomeMessage } from './messages.js';
-import { hostNameSchema } from '../tree/names.js';
+import { hostNameSchema } from '../../common/tree/names.js';
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Handshake frames are small; a pre-auth peer gets no room for more. */

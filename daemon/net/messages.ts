@@ -1,17 +1,18 @@
 // The messages of the peer protocol (docs/protocol.md §3-5): one zod schema per message type,
 // discriminated on `t`. Every header and every structured payload that arrives from a peer
 // goes through parseMessage/checkPayload/parseEntsPayload before any code looks at it
-// (DESIGN.md §3.10): names are validated with the same rules as the /mars tree (names.ts,
+// (docs/design.md §3.10): names are validated with the same rules as the /mars tree (names.ts,
 // links.ts), numbers are non-negative safe integers within the protocol's limits.
 //
 // Unknown fields in a header are ignored (dropped by the schemas), so a later protocol
 // revision may add optional fields without breaking this one; anything that changes meaning
 // changes PROTOCOL_VERSION instead.
 import { z } from 'zod';
-import { hostNameSchema, resourceNameSchema, validTreePath } from '../tree/names.js';
-import { tryParseLogName } from '../log/links.js';
-import { assert } from '../util/assert.js';
+import { hostNameSchema, resourceNameSchema, validTreePath } from '../../common/tree/names.js';
+import { tryParseLogName } from '../../common/log/links.js';
+import { assert } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
+import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Largest request id: ids are u32 chosen by the requester. */
@@ -20,11 +21,9 @@ export const MAX_REQUEST_ID = 0xffff_ffff;
 export const MAX_LOG_DATA_BYTES = 1024 * 1024;
 /** Longest a following log-read may wait for new bytes before it ends. */
 export const MAX_LOG_WAIT_MS = 60_000;
-export const SYNC_BLOCK_BYTES = 4096;
 /** Largest range one sync-digests request may cover. */
 export const MAX_SYNC_DIGEST_RANGE_BYTES = 256 * 1024 * 1024;
 export const MAX_SYNC_READ_BYTES = 1024 * 1024;
-export const DIGEST_BYTES = 16; // MD5
 export const MAX_VALUE_CHARS = 1023; // as TreeStore
 export const MAX_UUID_CHARS = 200;
 export const MAX_REASON_CHARS = 500;

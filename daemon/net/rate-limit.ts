@@ -6,7 +6,7 @@
 // The clock is injected so the arithmetic is tested deterministically; `throttle` is the only
 // part that actually waits.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
 
 export const DEFAULT_BURST_BYTES = 256 * 1024;
 /** Smallest log-data frame while a rate limit is on (see chunkBytesForRate). */

@@ -9,13 +9,14 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { assert } from '../util/assert.js';
-import { hostNameSchema } from '../tree/names.js';
+import { assert } from '../../common/util/assert.js';
+import { hostNameSchema } from '../../common/tree/names.js';
 import { normalizeSecret } from './auth.js';
-import { PeerConnection, type LogLevel, type PeerHandlers } from './connection.js';
+import { PeerConnection, type PeerHandlers } from './connection.js';
+import type { LogLevel } from '../../common/util/log.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake } from './handshake.js';
 import { formatAddress, parseAddress } from './dial.js';
-import { listenPrivateUnix, type PrivateSocket } from '../util/unix-socket.js';
+import { listenPrivateUnix, type PrivateSocket } from '../../common/util/unix-socket.js';
 
 export const DEFAULT_MAX_CONNECTIONS = 64;
 

@@ -1,10 +1,10 @@
-// Merging a peer's tree entries into ours (reference/mars.md §1.6), as a pure function: the
+// Merging a peer's tree entries into ours (the MARS user manual: tree propagation), as a pure function: the
 // caller reads the local state and executes the plan. A remote link replaces the local one
 // only if its Lamport stamp is strictly newer; the local copy keeps the writer's stamp, so
 // stamps only move forward and the last writer wins everywhere. A tombstone is never created
 // where nothing exists, except that it replaces a local logfile (so log deletion propagates).
-import { mayWrite } from './ownership.js';
-import { MAX_LAMPORT_FUTURE_US } from '../tree/lamport.js';
+import { mayWrite } from '../../common/tree/ownership.js';
+import { MAX_LAMPORT_FUTURE_US } from '../../common/tree/lamport.js';
 
 export const TOMBSTONE_VALUE = '.deleted';
 

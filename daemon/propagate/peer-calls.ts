@@ -2,7 +2,7 @@
 // in one place so the fetcher, the sync and join-cluster agree on them.
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry } from '../net/messages.js';
-import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../sync/digests.js';
+import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 
 export interface LogReadParams {
   res: string;

@@ -1,30 +1,31 @@
 // One link per other cluster member (every `ips/ip-HOST` but our own): connect, authenticate,
 // pull the peer's tree entries periodically or when it notifies us, merge them, and keep the
-// peer's logfile listing for the fetcher. Connections retry forever with backoff (DESIGN.md
+// peer's logfile listing for the fetcher. Connections retry forever with backoff (docs/design.md
 // §3.9: network trouble never changes roles or replication state by itself); each link's
 // state is published as `actual-ME/peer-PEER`, naming the transport it uses.
 //
 // How a peer is reached is this host's own choice, `userspace/transport-PEER` (tcp when absent,
 // tls, or ssh; net/transport-spec.ts). A change of it or of the peer's address replaces the
 // link: the old connection is closed and the new transport dialled.
-import type { TreeStore } from '../tree/store.js';
-import { globalPaths, localPaths, resPaths } from '../tree/paths.js';
-import { isValidIdentifier } from '../tree/names.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { globalPaths, localPaths, resPaths } from '../../common/tree/paths.js';
+import { isValidIdentifier } from '../../common/tree/names.js';
 import { dialTransport } from '../net/dial-transport.js';
-import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../net/transport-spec.js';
+import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
 import { applyMergePlan, localState } from './tree-io.js';
 import { listingOf, type PeerListing } from './tombstones.js';
 import { performance } from 'node:perf_hooks';
-import { readReplayLink } from '../control/resource-links.js';
+import { readReplayLink } from '../../common/resource/links.js';
+import type { LogFn } from '../../common/util/log.js';
 
 export interface PeerManagerOptions {
   tree: TreeStore;
   host: string;
   pullIntervalMs: number;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** merged entries changed the local tree */
   onTreeChanged: () => void;
   /** a peer's logfile listing changed (the fetcher may have work) */

@@ -24,9 +24,10 @@ import { performance } from 'node:perf_hooks';
 import { linkSync, lstatSync, readlinkSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { TreeStore } from '../tree/store.js';
+import type { TreeStore } from '../../common/tree/store.js';
 import { TOMBSTONE_VALUE, type TreeEntry } from './merge.js';
 import { collectEntries } from './tree-io.js';
+import type { LogFn } from '../../common/util/log.js';
 
 /** What one pull of a peer returned, and when (this process's monotonic clock) we asked. */
 export interface PeerListing {
@@ -99,7 +100,7 @@ export class TombstoneKeeper {
     intervalMs: number;
     members: () => string[];
     listing: (member: string) => PeerListing | undefined;
-    log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+    log: LogFn;
   }) {}
 
   /** Scan and purge, unless the last scan was less than intervalMs ago. Returns the purged paths. */

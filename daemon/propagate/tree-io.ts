@@ -1,9 +1,9 @@
 // The I/O half of tree propagation: list the entries this host offers to peers, and execute
 // a merge plan (planMerge in merge.ts) against the local TreeStore.
 import { lstatSync, unlinkSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME } from '../tree/paths.js';
-import { ownerOf } from './ownership.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { LOG_NAME } from '../../common/tree/paths.js';
+import { ownerOf } from '../../common/tree/ownership.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
 import { dirname } from 'node:path';
 

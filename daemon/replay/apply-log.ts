@@ -1,13 +1,13 @@
 // Apply the records of one logfile to a data disk, in log order, verifying every record
-// (DESIGN.md §3.4): the scanner stops at the last good record; nothing after it is applied.
+// (docs/design.md §3.4): the scanner stops at the last good record; nothing after it is applied.
 // Records are collected in a PendingIndex so overwrites coalesce and the disk gets sorted
 // writes; the result is identical to applying record after record. Shared by primary crash
 // recovery and the secondary's replayer.
-import { readLogBatches, type LogStop } from '../log/scanner.js';
-import { RecordCode } from '../log/record.js';
+import { readLogBatches, type LogStop } from '../../common/log/scanner.js';
+import { RecordCode } from '../../common/log/record.js';
 import { PendingIndex, SECTOR_BYTES } from '../logger/pending-index.js';
 import { writePages } from '../logger/writeback.js';
-import type { DataDisk } from '../disk/data-disk.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
 
 const FLUSH_EVERY_BYTES = 64 << 20;
 

@@ -1,14 +1,14 @@
-// Start of a designated primary (reference/mars.md §4.4): replay everything the replay link
+// Start of a designated primary (the MARS user manual: primary start): replay everything the replay link
 // says is not yet known to be on the disk, from its MINPOS through every following logfile,
 // tolerating a torn tail in the last one and refusing on any defect; then the caller starts a
 // fresh logfile (never appending to an old one).
 import { truncate } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { resPaths } from '../tree/paths.js';
-import type { DataDisk } from '../disk/data-disk.js';
-import { listLogfiles, readReplayLink, writeVersionLink } from '../control/resource-links.js';
-import { STOP_MEANING } from '../log/scanner.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
+import { listLogfiles, readReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { STOP_MEANING } from '../../common/log/scanner.js';
 import { applyLog } from './apply-log.js';
 
 /** errno-style codes published as replay-code (negative), as MARS does. */

@@ -1,4 +1,4 @@
-// The secondary's replayer (reference/mars.md §2.7, §4.3): applies the local copies of the
+// The secondary's replayer (the MARS user manual: replay; replaying in order): applies the local copies of the
 // origin's logfiles to the data disk in log order, following the replay link, while a fetcher
 // appends to those copies. The decisions (apply, wait, switch, stop) come from the pure
 // decideReplayStep (switchover.ts); this file only gathers its input and executes the steps.
@@ -10,22 +10,23 @@
 //   3. fdatasync the data disk;
 //   4. replay-HOST = log-SEQ-ORIGIN,E,0 and version-SEQ-HOST for E (both durable), E = end of
 //      the last applied record.
-// So the replay link only advances over writes that are durable on the disk (DESIGN.md §3.5),
+// So the replay link only advances over writes that are durable on the disk (docs/design.md §3.5),
 // and after a crash in step 2 or 3 the window is re-applied (idempotent) before anything else,
 // which brings the disk back to a prefix state of the origin's history (§3.3).
 import { lstatSync, statSync } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, VERSION_NAME, resPaths, resourceDir } from '../tree/paths.js';
-import type { DataDisk } from '../disk/data-disk.js';
-import { logName } from '../log/links.js';
-import { readReplayLink, writeReplayLink, writeVersionLink } from '../control/resource-links.js';
-import { assert, InvariantError } from '../util/assert.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { LOG_NAME, VERSION_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
+import { logName } from '../../common/log/links.js';
+import { readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { assert, InvariantError } from '../../common/util/assert.js';
 import { applyLog } from './apply-log.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
   decideReplayStep, replayRestBytes,
   type LocalLogfile, type ReplayInput, type ReplayStep, type ScanOutcome, type VersionLinkEntry,
 } from './switchover.js';
+import type { LogFn } from '../../common/util/log.js';
 
 /** Everything decideReplayStep needs except the replayer's own memory of the last scan. */
 export type ReplayTreeView = Omit<ReplayInput, 'scan'>;
@@ -69,7 +70,7 @@ export interface ReplayerOptions {
   disk: DataDisk;
   /** the resource size: a record beyond it is a defect */
   sizeBytes: number;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   /** the tree input of the decision; default readReplayTreeView(tree, res, host) */
   readTreeView?: () => ReplayTreeView;
   /** the local copy of a logfile is damaged or missing: fetch it again from offset 0 */

@@ -4,7 +4,7 @@
 // No I/O here: the replayer (replayer.ts) gathers the input and executes the step, so every
 // rule below can be tested tick by tick without files.
 //
-// Why the rules are strict (DESIGN.md §3.4, §3.7): replay only ever applies a verified prefix of
+// Why the rules are strict (docs/design.md §3.4, §3.7): replay only ever applies a verified prefix of
 // the origin's history, so it stops in front of a defect, a torn record that the origin says is
 // complete, a duplicate logfile number, a hole in the numbering and a version chain mismatch.
 // Wherever it stops, the disk equals the primary's disk after some prefix of its writes.
@@ -23,8 +23,8 @@
 import {
   logName, nextVersionLink, tryParseVersionLink, versionChainPrefix,
   type ReplayLink, type VersionLink,
-} from '../log/links.js';
-import { STOP_MEANING, type StopKind } from '../log/scanner.js';
+} from '../../common/log/links.js';
+import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
 
 /** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
 export const REPLAY_CODE_RUNNING = 0;

@@ -4,16 +4,17 @@
 // it reads the tree and files, and hands pushed links to the same merge rules as pulls.
 import { open, stat } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
-import type { TreeStore } from '../tree/store.js';
-import { resPaths, resourceDir } from '../tree/paths.js';
-import { parseLogName, parseVersionLink } from '../log/links.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { parseLogName, parseVersionLink } from '../../common/log/links.js';
 import { collectEntries, localState, applyMergePlan } from '../propagate/tree-io.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
-import { ownerOf } from '../propagate/ownership.js';
+import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError, type PeerHandlers } from '../net/connection.js';
 import type { Entry, LogReadRequest, PositionRequest, SyncDigestsRequest, SyncReadRequest } from '../net/messages.js';
+import type { LogFn } from '../../common/util/log.js';
 
 const LOG_CHUNK_BYTES = 1 << 20;
 const FOLLOW_POLL_MS = 10;
@@ -30,7 +31,7 @@ export interface ServiceContext {
   /** a peer pushed or notified: the tree changed or should be pulled */
   onTreeChanged(): void;
   onNotify(peerHost: string): void;
-  log(level: 'info' | 'warn' | 'error', msg: string): void;
+  log: LogFn;
 }
 
 export class PeerService implements PeerHandlers {

@@ -1,13 +1,12 @@
-// Per-block digests for the fast full sync (reference/mars.md §5.1): both sides hash each
+// Per-block digests for the fast full sync (the MARS user manual: sync): both sides hash each
 // 4 KiB block of their disk; only blocks whose digests differ travel. MD5 as in MARS: the
 // digests only decide what to copy between two members that already trust each other, and a
 // 128-bit digest makes an accidental match of two different blocks negligible.
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { assert } from '../util/assert.js';
+import { assert } from '../../common/util/assert.js';
+import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 
-export const SYNC_BLOCK_BYTES = 4096;
-export const DIGEST_BYTES = 16;
 const READ_CHUNK_BYTES = 1 << 20;
 
 export interface BlockReader {

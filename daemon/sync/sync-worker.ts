@@ -1,16 +1,18 @@
-// The fast full sync of a joining secondary (reference/mars.md §5.1): compare per-block
+// The fast full sync of a joining secondary (the MARS user manual: sync): compare per-block
 // digests of the primary's disk and ours, copy only the blocks that differ, persist progress
 // in syncstatus-HOST (only over blocks that are durable on our disk) so an interrupted sync
 // resumes there, and at the end record syncpos-HOST = the primary's durable log position:
 // the copy is a mix of times, and becomes consistent once replay passes that point.
-import type { TreeStore } from '../tree/store.js';
-import { resPaths } from '../tree/paths.js';
-import { formatReplayLink } from '../log/links.js';
-import type { DataDisk } from '../disk/data-disk.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { formatReplayLink } from '../../common/log/links.js';
+import type { DataDisk } from '../../common/disk/data-disk.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
-import { blockDigests, differingRanges, SYNC_BLOCK_BYTES } from './digests.js';
+import { blockDigests, differingRanges } from './digests.js';
+import { SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
-import { clearResyncRanges, loadResyncRanges } from '../control/invalidate.js';
+import { clearResyncRanges, loadResyncRanges } from '../../common/resource/resync.js';
+import type { LogFn } from '../../common/util/log.js';
 
 export interface SyncOptions {
   tree: TreeStore;
@@ -20,7 +22,7 @@ export interface SyncOptions {
   disk: DataDisk;
   sizeBytes: number;
   peers: PeerManager;
-  log: (level: 'info' | 'warn' | 'error', msg: string) => void;
+  log: LogFn;
   onProgress: () => void;
 }
 

@@ -2,7 +2,7 @@
 // host (daemon/control/app-hooks.ts): start when it becomes primary, stop before it gives the
 // role up with the device open. Local to this host, never propagated.
 import { AdmError, type Adm } from '../context.js';
-import { hookPath, readHook, type HookKind } from '../../daemon/control/app-hooks.js';
+import { hookPath, readHook, type HookKind } from '../../common/resource/app-hooks.js';
 
 const MAX_HOOK_CHARS = 1000;
 

@@ -5,19 +5,16 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { AdmError, type Adm } from '../context.js';
-import { globalPaths } from '../../daemon/tree/paths.js';
-import { formatStamp } from '../../daemon/tree/lamport.js';
-import { resPaths } from '../../daemon/tree/paths.js';
-import { ANY_UUID, readSecretFile } from '../../daemon/net/auth.js';
-import { dialTransport } from '../../daemon/net/dial-transport.js';
-import { formatTransportSpec } from '../../daemon/net/transport-spec.js';
-import { checkTlsFiles } from '../../daemon/net/tls-files.js';
-import { localPaths } from '../../daemon/tree/paths.js';
+import { globalPaths } from '../../common/tree/paths.js';
+import { formatStamp } from '../../common/tree/lamport.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { ANY_UUID, readSecretFile } from '../../common/cluster/secret.js';
+import { openPeerSession, type PeerSession } from '../../daemon/client.js';
+import { formatTransportSpec } from '../../common/cluster/transport-spec.js';
+import { checkTlsFiles } from '../../common/cluster/tls-files.js';
+import { localPaths } from '../../common/tree/paths.js';
 import { parseSpecArgument } from './transport.js';
-import { planMerge } from '../../daemon/propagate/merge.js';
-import { applyMergePlan, localState } from '../../daemon/propagate/tree-io.js';
-import { pushLink } from '../../daemon/propagate/peer-calls.js';
-import { listResources } from '../../daemon/control/snapshot.js';
+import { listResources } from '../../common/resource/snapshot.js';
 
 export const DEFAULT_PORT = 7777;
 
@@ -93,10 +90,10 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
   }
   mkdirSync(adm.marsDir, { recursive: true, mode: 0o755 });
   if (listResources(tree).length > 0 && !adm.force) throw new AdmError(`${adm.marsDir} already holds resources; join-cluster needs an empty /mars (or --force)`);
-  let conn;
+  let conn: PeerSession;
   try {
-    conn = await dialTransport(transport, {
-      address: peer, host, uuid: ANY_UUID, secret, timeoutMs: Math.max(1000, (adm.timeoutS > 0 ? adm.timeoutS : 60) * 1000),
+    conn = await openPeerSession(transport, {
+      address: peer, host, secret, timeoutMs: Math.max(1000, (adm.timeoutS > 0 ? adm.timeoutS : 60) * 1000),
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
   } catch (err) {
@@ -111,11 +108,8 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
     // A placeholder uuid with a stamp 1 s after the epoch: the cluster's real one wins the merge.
     tree.write(globalPaths.uuid, ANY_UUID, { stampUs: 1_000_000 });
     tree.write(globalPaths.ip(host), listen, { durable: true });
-    const { entries } = await conn.getents();
-    const plan = planMerge(entries, (p) => localState(tree, p), { sender: conn.peerHost, receiver: host, nowUs: tree.clock.now() });
-    applyMergePlan(tree, plan);
-    const ip = tree.readRaw(globalPaths.ip(host))!;
-    await pushLink(conn, { p: globalPaths.ip(host), v: ip.value, s: ip.stampUs });
+    await conn.pullTree(tree, host);
+    await conn.pushOwnLink(tree, globalPaths.ip(host));
     // marsd keeps reaching PEER the way we just did.
     if (transport.kind !== 'tcp') tree.write(localPaths.transport(conn.peerHost), formatTransportSpec(transport), { durable: true });
   } finally {

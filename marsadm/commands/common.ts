@@ -2,8 +2,8 @@
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { AdmError, type Adm } from '../context.js';
-import { listResources } from '../../daemon/control/snapshot.js';
-import { resPaths } from '../../daemon/tree/paths.js';
+import { listResources } from '../../common/resource/snapshot.js';
+import { resPaths } from '../../common/tree/paths.js';
 
 /**
  * A data device a resource may use on this host: an absolute path of a block device or

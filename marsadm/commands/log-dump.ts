@@ -1,7 +1,7 @@
 // `marsadm log-dump FILE`: verify a transaction logfile record by record and say where and
 // why it ends. Exit codes: 0 = clean end or tolerable torn tail, 1 = defect, 2 = unreadable.
-import { RecordCode } from '../../daemon/log/record.js';
-import { type LogRecord, type LogStop, STOP_MEANING, readLogBatches } from '../../daemon/log/scanner.js';
+import { RecordCode } from '../../common/log/record.js';
+import { type LogRecord, type LogStop, STOP_MEANING, readLogBatches } from '../../common/log/scanner.js';
 
 export interface LogDumpOptions {
   json: boolean;

@@ -4,9 +4,9 @@
 // never runs implicitly: the operator accepts the loss of the records it names.
 import { copyFileSync, renameSync, statSync, truncateSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
-import { resourceDir } from '../../daemon/tree/paths.js';
-import { listLogfiles, readReplayLink } from '../../daemon/control/resource-links.js';
-import { readLogBatches } from '../../daemon/log/scanner.js';
+import { resourceDir } from '../../common/tree/paths.js';
+import { listLogfiles, readReplayLink } from '../../common/resource/links.js';
+import { readLogBatches } from '../../common/log/scanner.js';
 
 export async function logTruncate(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);

@@ -1,13 +1,13 @@
-// Logfile housekeeping (reference/mars.md §3): log-rotate, log-delete(-one|-all), cron.
+// Logfile housekeeping (the MARS user manual: logrotate, logdelete, cron): log-rotate, log-delete(-one|-all), cron.
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js';
-import { listLogfiles } from '../../daemon/control/resource-links.js';
-import { ownerOf } from '../../daemon/propagate/ownership.js';
+import { resPaths, resourceDir, VERSION_NAME } from '../../common/tree/paths.js';
+import { listLogfiles } from '../../common/resource/links.js';
+import { ownerOf } from '../../common/tree/ownership.js';
 import { formatBytesShort, planLogRetention, retentionJson, type RetentionPlan } from '../status/log-retention.js';
 import { readRetentionInput } from '../status/read-retention.js';
-import { TOMBSTONE } from '../../daemon/tree/store.js';
-import { validTreePath } from '../../daemon/tree/names.js';
+import { TOMBSTONE } from '../../common/tree/store.js';
+import { validTreePath } from '../../common/tree/names.js';
 
 function isValidTreeName(path: string): boolean {
   try {

@@ -1,4 +1,4 @@
-// join-resource and leave-resource (reference/mars.md §5.2, §6.2): a host becomes a replica
+// join-resource and leave-resource (the MARS user manual: join-resource; marsadm commands): a host becomes a replica
 // of a resource (full sync from the primary, then fetch and replay from the primary's
 // current logfile), or stops being one.
 import { unlinkSync } from 'node:fs';
@@ -6,11 +6,11 @@ import { resolve } from 'node:path';
 
 import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
-import { clearResyncRanges } from '../../daemon/control/invalidate.js';
-import { globalPaths, LOG_NAME, resPaths, resourceDir, TODO_KEYS, VERSION_NAME } from '../../daemon/tree/paths.js';
-import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
-import { formatReplayLink } from '../../daemon/log/links.js';
-import { readReplayLink } from '../../daemon/control/resource-links.js';
+import { clearResyncRanges } from '../../common/resource/resync.js';
+import { globalPaths, LOG_NAME, resPaths, resourceDir, TODO_KEYS, VERSION_NAME } from '../../common/tree/paths.js';
+import { diskSizeBytes } from '../../common/disk/data-disk.js';
+import { formatReplayLink } from '../../common/log/links.js';
+import { readReplayLink } from '../../common/resource/links.js';
 import { syncProgressText } from '../status/progress.js';
 
 export async function joinResource(adm: Adm, name: string, device: string, opts: { wait?: boolean } = {}): Promise<void> {

@@ -1,13 +1,13 @@
-// create-resource and delete-resource (reference/mars.md §5.3, §6.2).
+// create-resource and delete-resource (the MARS user manual: create-resource; marsadm commands).
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
-import { resPaths, resourceDir, TODO_KEYS } from '../../daemon/tree/paths.js';
-import { validResource } from '../../daemon/tree/names.js';
-import { diskSizeBytes } from '../../daemon/disk/data-disk.js';
-import { initialVersionLinks, formatReplayLink } from '../../daemon/log/links.js';
-import { parseSize } from '../../daemon/config.js';
+import { resPaths, resourceDir, TODO_KEYS } from '../../common/tree/paths.js';
+import { validResource } from '../../common/tree/names.js';
+import { diskSizeBytes } from '../../common/disk/data-disk.js';
+import { initialVersionLinks, formatReplayLink } from '../../common/log/links.js';
+import { parseSize } from '../../common/config.js';
 
 const MIN_SIZE_BYTES = 64 * 1024;
 const SIZE_ALIGN_BYTES = 4096;

@@ -1,11 +1,11 @@
-// primary and secondary (reference/mars.md §6.3, §6.4): the designated primary link and
+// primary and secondary (the MARS user manual: planned handover; forced failover): the designated primary link and
 // waiting until this host's marsd really changed its role.
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, resourceDir, VERSION_NAME } from '../../daemon/tree/paths.js';
-import { isValidIdentifier } from '../../daemon/tree/names.js';
-import { formatStamp } from '../../daemon/tree/lamport.js';
-import { parseVersionLink } from '../../daemon/log/links.js';
-import type { PrimaryMode } from '../../daemon/control/decide-handover.js';
+import { resPaths, resourceDir, VERSION_NAME } from '../../common/tree/paths.js';
+import { isValidIdentifier } from '../../common/tree/names.js';
+import { formatStamp } from '../../common/tree/lamport.js';
+import { parseVersionLink } from '../../common/log/links.js';
+import type { PrimaryMode } from '../../common/resource/links.js';
 
 export interface PrimaryOptions {
   /** become primary although this replica's sync is not complete (its disk is inconsistent) */

@@ -1,7 +1,7 @@
-// The todo switches of a resource (reference/mars.md §6.2): attach/detach, fetch, replay and
+// The todo switches of a resource (the MARS user manual: marsadm commands): attach/detach, fetch, replay and
 // sync on/off, and up/down which set them all.
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, type TodoKey } from '../../daemon/tree/paths.js';
+import { resPaths, type TodoKey } from '../../common/tree/paths.js';
 
 function setSwitch(adm: Adm, res: string, key: TodoKey, on: boolean): boolean {
   return adm.tree.write(resPaths.todo(res, adm.host, key), on ? '1' : '0', { onlyIfChanged: true });

@@ -3,9 +3,9 @@
 // way to each peer). marsd follows a change by reconnecting that peer's link.
 import { existsSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
-import { globalPaths, localPaths } from '../../daemon/tree/paths.js';
-import { validHost } from '../../daemon/tree/names.js';
-import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../daemon/net/transport-spec.js';
+import { globalPaths, localPaths } from '../../common/tree/paths.js';
+import { validHost } from '../../common/tree/names.js';
+import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
 
 /** A spec from the command line, or an AdmError (exit code 2) saying what is wrong with it. */
 export function parseSpecArgument(text: string): TransportSpec {

@@ -1,4 +1,4 @@
-// view [NAME|all] and view-MACRO NAME (reference/mars.md §7).
+// view [NAME|all] and view-MACRO NAME (the MARS user manual: view macros).
 import { AdmError, type Adm } from '../context.js';
 import { expandResources } from './common.js';
 import { readView } from '../status/read-view.js';

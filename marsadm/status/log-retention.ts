@@ -1,5 +1,5 @@
 // Which logfiles of a resource may be deleted cluster-wide, and who holds the rest back
-// (reference/mars.md §3.2; docs/manual.md "Log deletion across the cluster"), as a pure
+// (the MARS user manual: logdelete; docs/manual.md "Log deletion across the cluster"), as a pure
 // function of what this host's tree says. `log-delete`, `cron` and `view` share it.
 //
 // A logfile is deleted everywhere at once (its tombstone propagates and replaces every copy),

@@ -1,7 +1,7 @@
 // Progress lines for commands that wait on long operations (sync, replay catch-up): bytes,
 // rate and ETA, from the links marsd publishes.
 import type { Adm } from '../context.js';
-import { resPaths } from '../../daemon/tree/paths.js';
+import { resPaths } from '../../common/tree/paths.js';
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

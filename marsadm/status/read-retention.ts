@@ -1,9 +1,9 @@
 // Gather the input of planLogRetention (log-retention.ts) from this host's tree: members,
 // replay/sync links, peer heartbeats and the local logfiles.
 import { lstatSync } from 'node:fs';
-import type { TreeStore } from '../../daemon/tree/store.js';
-import { globalPaths, LOG_NAME, resPaths, resourceDir } from '../../daemon/tree/paths.js';
-import { isValidIdentifier } from '../../daemon/tree/names.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { globalPaths, LOG_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { isValidIdentifier } from '../../common/tree/names.js';
 import type { RetentionInput, RetentionLogfile } from './log-retention.js';
 
 function suffixed(names: string[], prefix: string): string[] {

@@ -1,13 +1,13 @@
 // Gather a ViewSnapshot from the tree (the only I/O behind `marsadm view`).
 import type { Adm } from '../context.js';
-import { globalPaths, resPaths, resourceDir } from '../../daemon/tree/paths.js';
+import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
 import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
-import { readSplitBrainView } from '../../daemon/control/split-brain-monitor.js';
-import { bytesSince, findDivergence, sideOf } from '../../daemon/control/split-brain.js';
-import { compareReplayLinks, parseReplayLink } from '../../daemon/log/links.js';
+import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
+import { bytesSince, findDivergence, sideOf } from '../../common/resource/split-brain.js';
+import { compareReplayLinks, parseReplayLink } from '../../common/log/links.js';
 import { planLogRetention } from './log-retention.js';
 import { readRetentionInput } from './read-retention.js';
-import { isValidIdentifier } from '../../daemon/tree/names.js';
+import { isValidIdentifier } from '../../common/tree/names.js';
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;

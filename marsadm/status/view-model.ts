@@ -1,6 +1,6 @@
 // What `marsadm view` and the view-MACRO commands show, computed by pure functions from a
 // snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
-// (reference/mars.md §7): DISKSTATE, REPLSTATE, FLAGS, ROLE.
+// (the MARS user manual: view macros): DISKSTATE, REPLSTATE, FLAGS, ROLE.
 import { retentionJson, type RetentionPlan } from './log-retention.js';
 
 export interface ViewSnapshot {
@@ -60,7 +60,7 @@ export function splitBrainText(sb: SplitBrainInfo): string {
   return `SPLIT BRAIN: the histories diverge after ${at}; since then ${sides}`;
 }
 
-/** Space level of this host's /mars and emergency mode of the resource (reference/mars.md §3.4). */
+/** Space level of this host's /mars and emergency mode of the resource (the MARS user manual: space levels and emergency mode). */
 export interface EmergencyView {
   /** actual-HOST/emergency: 0..4 */
   spaceLevel: number;
@@ -201,7 +201,7 @@ export function viewLines(v: ViewSnapshot): string[] {
   return lines;
 }
 
-/** view-MACRO values (reference/mars.md §7.2). */
+/** view-MACRO values (the MARS user manual: view macros). */
 export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   diskstate: diskState,
   replstate: replState,

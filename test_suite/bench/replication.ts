@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { readLogBatches } from '../../daemon/log/scanner.js';
+import { readLogBatches } from '../../common/log/scanner.js';
 import { BenchCluster, freePortOn, RES, type BenchHost } from './cluster.js';
 import { fileDigest, measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js';
 import { diskDeviceOf, LoadSampler, readDiskCounters, runCommand, sleep, toolEnv, trackChild, type DiskCounters } from './proc.js';

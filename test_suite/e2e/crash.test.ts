@@ -1,4 +1,4 @@
-// Invariant 1 (DESIGN.md §3) and write order under SIGKILL of marsd.
+// Invariant 1 (docs/design.md §3) and write order under SIGKILL of marsd.
 //
 // One host with a 32 MiB resource. Each round: connect an NBD client, run a stream of writes
 // (random 4 KiB-aligned offsets, 4..64 KiB, several in flight, a FLUSH every few writes, some

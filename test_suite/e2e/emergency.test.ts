@@ -1,4 +1,4 @@
-// Emergency mode end to end (reference/mars.md §3.4, docs/manual.md "Emergency mode"): the
+// Emergency mode end to end (the MARS user manual: space levels and emergency mode, docs/manual.md "Emergency mode"): the
 // primary's /mars is a small ext4 (a loop-mounted image) that a workload fills while the
 // secondary is cut off. The primary keeps accepting every write and enters emergency mode; the
 // secondary, reconnected, replays up to the hole and stops there consistently; the documented

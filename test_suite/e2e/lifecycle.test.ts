@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startHost } from '../helpers/cluster.js';
 import { NbdClient, NbdError } from '../../kernel-shim/nbd-client.js';
-import { TreeStore } from '../../daemon/tree/store.js';
+import { TreeStore } from '../../common/tree/store.js';
 
 const SIZE = 16 << 20;
 

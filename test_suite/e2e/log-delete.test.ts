@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import { TreeStore } from '../../daemon/tree/store.js';
+import { TreeStore } from '../../common/tree/store.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;

@@ -1,5 +1,5 @@
 // Replication under faults: the write-order oracle checks at random moments that the
-// secondary's disk equals the primary's write history after some prefix (DESIGN.md §3.3),
+// secondary's disk equals the primary's write history after some prefix (docs/design.md §3.3),
 // while the link is cut, blackholed or delayed and the secondary's marsd is SIGKILLed during
 // fetch and during replay. Then: a damaged logfile copy is detected and fetched again, a
 // truncated one resumes from its length, and

@@ -1,4 +1,4 @@
-// A fault-injecting TCP proxy for multi-host tests (DESIGN.md §7): there is no `tc netem` on the
+// A fault-injecting TCP proxy for multi-host tests (docs/design.md §7): there is no `tc netem` on the
 // test machines, so latency, bandwidth limits, cuts and silent partitions between two daemons
 // come from this userspace proxy sitting between them on loopback.
 //

@@ -1,4 +1,4 @@
-// A cluster of real marsd processes on one machine for replication tests (DESIGN.md §7): each
+// A cluster of real marsd processes on one machine for replication tests (docs/design.md §7): each
 // host has its own /mars, data file and loopback port; optionally every host is reached
 // through a FaultProxy in front of it (its ips/ip-HOST names the proxy, marsd --bind listens
 // behind it), so a test can delay, throttle, cut or blackhole the traffic into any host.

@@ -1,4 +1,4 @@
-// The write-order oracle (DESIGN.md §3 invariant 3, §7): a secondary's disk must equal the
+// The write-order oracle (docs/design.md §3 invariant 3, §7): a secondary's disk must equal the
 // primary's disk after some prefix of the primary's write order.
 //
 // Every block a workload writes is self-describing: a header (magic, the global write sequence

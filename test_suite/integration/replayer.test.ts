@@ -6,11 +6,11 @@
 import t, { type Test } from 'tap';
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DataDisk } from '../../daemon/disk/data-disk.js';
-import { TreeStore } from '../../daemon/tree/store.js';
-import { resPaths } from '../../daemon/tree/paths.js';
-import { encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, RECORD_HEADER_BYTES } from '../../daemon/log/record.js';
-import { formatReplayLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink } from '../../daemon/log/links.js';
+import { DataDisk } from '../../common/disk/data-disk.js';
+import { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, RECORD_HEADER_BYTES } from '../../common/log/record.js';
+import { formatReplayLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink } from '../../common/log/links.js';
 import { Replayer, type RefetchRequest, type ReplayStatus } from '../../daemon/replay/replayer.js';
 import { REPLAY_STOP_CODE } from '../../daemon/replay/switchover.js';
 import { tempDir } from '../helpers/tmp.js';

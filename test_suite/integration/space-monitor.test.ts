@@ -4,12 +4,12 @@
 import t from 'tap';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TreeStore } from '../../daemon/tree/store.js';
+import { TreeStore } from '../../common/tree/store.js';
 import { LEVEL_FALL_INTERVAL_MS, SpaceMonitor } from '../../daemon/control/space-monitor.js';
 import { deleteReplayedCopies } from '../../daemon/control/space-reclaim.js';
 import { parseSpaceLevels } from '../../daemon/control/decide-emergency.js';
 import { planHole, writeHole } from '../../daemon/control/emergency-hole.js';
-import { parseSize } from '../../daemon/config.js';
+import { parseSize } from '../../common/config.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 ** 2;

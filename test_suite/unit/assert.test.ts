@@ -1,5 +1,5 @@
 import t from 'tap';
-import { assert, InvariantError } from '../../daemon/util/assert.js';
+import { assert, InvariantError } from '../../common/util/assert.js';
 
 t.test('assert throws InvariantError on a false condition', async (t) => {
   t.throws(() => assert(false, 'boom'), InvariantError);

@@ -3,7 +3,7 @@ import {
   decidePrimaryEmergency, holeNumbers, limitSecondaryPlan, nextSpaceLevel, parseSpaceLevels, rawSpaceLevel,
   replayedCopies, resolveThresholdsBytes, secondarySpaceLimits,
 } from '../../daemon/control/decide-emergency.js';
-import { parseSize } from '../../daemon/config.js';
+import { parseSize } from '../../common/config.js';
 import type { SecondaryPlan } from '../../daemon/control/decide-secondary.js';
 
 const GiB = 1024 ** 3;

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { decideSecondary } from '../../daemon/control/decide-secondary.js';
-import type { ResourceSnapshot } from '../../daemon/control/snapshot.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 
 const SIZE = 1 << 20;
 function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { decide, type RuntimeState } from '../../daemon/control/decide.js';
-import type { ResourceSnapshot } from '../../daemon/control/snapshot.js';
-import { nextVersionLink } from '../../daemon/log/links.js';
+import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
+import { nextVersionLink } from '../../common/log/links.js';
 
 const cfg = { host: 'alpha', logRotateBytes: 1000 };
 

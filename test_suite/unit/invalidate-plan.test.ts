@@ -1,8 +1,8 @@
 import t from 'tap';
-import { nextVersionLink } from '../../daemon/log/links.js';
-import { chainsFrom } from '../../daemon/control/split-brain.js';
-import { planInvalidate, type InvalidateInput } from '../../daemon/control/invalidate-plan.js';
-import { mergeRanges } from '../../daemon/control/invalidate.js';
+import { nextVersionLink } from '../../common/log/links.js';
+import { chainsFrom } from '../../common/resource/split-brain.js';
+import { planInvalidate, type InvalidateInput } from '../../common/resource/invalidate-plan.js';
+import { mergeRanges } from '../../common/resource/resync.js';
 
 function chain(host: string, files: [string, number][]): { seq: number; host: string; value: string }[] {
   let prev = '';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { LamportClock, MAX_LAMPORT_FUTURE_US, formatStamp } from '../../daemon/tree/lamport.js';
+import { LamportClock, MAX_LAMPORT_FUTURE_US, formatStamp } from '../../common/tree/lamport.js';
 
 t.test('tick is strictly increasing even when real time stands still', async (t) => {
   const clock = new LamportClock(() => 1000);

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordCode, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../daemon/log/record.js';
+import { RecordCode, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../common/log/record.js';
 import { logDump } from '../../marsadm/commands/log-dump.js';
 import { tempDir } from '../helpers/tmp.js';
 

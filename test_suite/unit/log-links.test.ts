@@ -15,8 +15,8 @@ import {
   tryParseReplayLink,
   versionChainPrefix,
   versionDigest,
-} from '../../daemon/log/links.js';
-import { InvariantError } from '../../daemon/util/assert.js';
+} from '../../common/log/links.js';
+import { InvariantError } from '../../common/util/assert.js';
 
 const Z = '0'.repeat(32);
 const V1 = '788addad70b3bb0eca1b35bbad5e37d0,log-000000001-alpha,4180:';

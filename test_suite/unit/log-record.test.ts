@@ -17,9 +17,9 @@ import {
   payloadDigestMatches,
   readS64Safe,
   recordBytes,
-} from '../../daemon/log/record.js';
-import { scanBuffer } from '../../daemon/log/scanner.js';
-import { InvariantError } from '../../daemon/util/assert.js';
+} from '../../common/log/record.js';
+import { scanBuffer } from '../../common/log/scanner.js';
+import { InvariantError } from '../../common/util/assert.js';
 
 // Bitwise CRC32C (Castagnoli, reflected polynomial 0x82f63b78), independent of the library.
 function refCrc32c(data: Uint8Array): number {

@@ -3,8 +3,8 @@
 import t from 'tap';
 import { writeFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordCode, computeMetaChecksum, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../daemon/log/record.js';
-import { type LogRecord, type LogStop, type StopKind, readLogBatches, readLogRecords, scanBuffer } from '../../daemon/log/scanner.js';
+import { RecordCode, computeMetaChecksum, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../common/log/record.js';
+import { type LogRecord, type LogStop, type StopKind, readLogBatches, readLogRecords, scanBuffer } from '../../common/log/scanner.js';
 import { tempDir } from '../helpers/tmp.js';
 
 interface Log {

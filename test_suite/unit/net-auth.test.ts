@@ -6,9 +6,10 @@ import { chmodSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createHmac, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  ANY_UUID, clientMac, macInput, macMatches, newNonce, normalizeSecret, parseSecret, readSecretFile, serverMac, uuidsCompatible,
+  clientMac, macInput, macMatches, newNonce, normalizeSecret, serverMac, uuidsCompatible,
   type HandshakeTranscript,
 } from '../../daemon/net/auth.js';
+import { ANY_UUID, parseSecret, readSecretFile } from '../../common/cluster/secret.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const SECRET_HEX = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';

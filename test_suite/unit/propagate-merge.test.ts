@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mayWrite, ownerOf } from '../../daemon/propagate/ownership.js';
+import { mayWrite, ownerOf } from '../../common/tree/ownership.js';
 import { planMerge, TOMBSTONE_VALUE, type LocalState } from '../../daemon/propagate/merge.js';
 
 const NOW_US = 1_800_000_000_000_000;

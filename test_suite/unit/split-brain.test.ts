@@ -1,6 +1,6 @@
 import t from 'tap';
-import { nextVersionLink } from '../../daemon/log/links.js';
-import { bytesSince, chainsFrom, commonPoint, findDivergence, sideOf } from '../../daemon/control/split-brain.js';
+import { nextVersionLink } from '../../common/log/links.js';
+import { bytesSince, chainsFrom, commonPoint, findDivergence, sideOf } from '../../common/resource/split-brain.js';
 
 /** A chain of versionlinks for `host` through the given logfiles [origin, logPos]. */
 function chain(host: string, files: [string, number][], from = 1): { seq: number; host: string; value: string }[] {

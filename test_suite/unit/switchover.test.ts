@@ -1,8 +1,8 @@
 // The replayer's pure decision (daemon/replay/switchover.ts): what to apply, when to wait,
-// when to switch to the next logfile, and when to stop (reference/mars.md §4.3). Every
+// when to switch to the next logfile, and when to stop (the MARS user manual: replaying in order). Every
 // switchover condition has a passing and a failing case.
 import t from 'tap';
-import { initialVersionLinks, nextVersionLink, versionChainPrefix, type ReplayLink } from '../../daemon/log/links.js';
+import { initialVersionLinks, nextVersionLink, versionChainPrefix, type ReplayLink } from '../../common/log/links.js';
 import {
   REPLAY_STOP_CODE, decideReplayStep, replayRestBytes,
   type LocalLogfile, type ReplayInput, type ScanOutcome, type VersionLinkEntry,

@@ -5,10 +5,10 @@ import t from 'tap';
 import { mkdtempSync, readlinkSync, rmSync, symlinkSync, lutimesSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mayWrite } from '../../daemon/propagate/ownership.js';
+import { mayWrite } from '../../common/tree/ownership.js';
 import { planMerge, TOMBSTONE_VALUE, type LocalState } from '../../daemon/propagate/merge.js';
 import { decideTombstonePurge, listingOf, peerHasSeen, purgeIfUnchanged, type LocalTombstone } from '../../daemon/propagate/tombstones.js';
-import { TreeStore } from '../../daemon/tree/store.js';
+import { TreeStore } from '../../common/tree/store.js';
 
 const NOW_US = 1_800_000_000_000_000;
 const D = TOMBSTONE_VALUE;

@@ -2,7 +2,7 @@
 // could reach ssh as an option or a shell), the canonical form, and how it turns into ssh's
 // argument vector.
 import t from 'tap';
-import { describeTransport, formatTransportSpec, MAX_TRANSPORT_SPEC_CHARS, parseTransportSpec, TransportSpecError } from '../../daemon/net/transport-spec.js';
+import { describeTransport, formatTransportSpec, MAX_TRANSPORT_SPEC_CHARS, parseTransportSpec, TransportSpecError } from '../../common/cluster/transport-spec.js';
 import { sshArgs } from '../../daemon/net/dial.js';
 import { linkTarget } from '../../daemon/propagate/peer-manager.js';
 

@@ -1,10 +1,10 @@
 import t from 'tap';
 import { lstatSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TreeStore, TOMBSTONE } from '../../daemon/tree/store.js';
-import { LamportClock } from '../../daemon/tree/lamport.js';
-import { NameError, validHost, validResource, validTreePath } from '../../daemon/tree/names.js';
-import { resPaths } from '../../daemon/tree/paths.js';
+import { TreeStore, TOMBSTONE } from '../../common/tree/store.js';
+import { LamportClock } from '../../common/tree/lamport.js';
+import { NameError, validHost, validResource, validTreePath } from '../../common/tree/names.js';
+import { resPaths } from '../../common/tree/paths.js';
 import { tempDir } from '../helpers/tmp.js';
 
 t.test('write is atomic: value and stamp land together, no temporary links remain', async (t) => {

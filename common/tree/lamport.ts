@@ -1,4 +1,4 @@
-// The "physical" Lamport clock of MARS (reference/mars.md §1.7): a stamp is
+// The "physical" Lamport clock of MARS (the MARS user manual: the Lamport clock): a stamp is
 // max(real time, highest stamp seen), so a link written after reading another always carries
 // a newer stamp, even across hosts with skewed clocks. Stamps are integer microseconds since
 // the epoch: they fit a double exactly and survive the round trip through a symlink's mtime

@@ -1,4 +1,4 @@
-// Names of the links in the /mars tree (DESIGN.md §4, reference/mars.md §1). Every builder
+// Names of the links in the /mars tree (docs/design.md §4; the MARS user manual: the /mars tree). Every builder
 // validates the identifiers it embeds, so callers cannot construct an escaping path.
 import { validHost, validResource } from './names.js';
 

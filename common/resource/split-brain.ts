@@ -1,4 +1,4 @@
-// Split-brain detection from the versionlinks alone (reference/mars.md §1.5, §6.5), as a pure
+// Split-brain detection from the versionlinks alone (the MARS user manual: the replay link and versionlink formats; split brain), as a pure
 // function, shared by marsd (status, invalidate) and marsadm (view).
 //
 // Every host H describes the history on its disk by its chain version-N-H (N ascending): the

@@ -1,4 +1,4 @@
-// Every name that reaches the filesystem is validated here (DESIGN.md §3.10): host and resource
+// Every name that reaches the filesystem is validated here (docs/design.md §3.10): host and resource
 // identifiers follow MARS's rule `[A-Za-z0-9_][-A-Za-z0-9_]*`, at most 63 characters, so no
 // name from a command line or a peer can contain '/', '..', or be empty.
 import { z } from 'zod';

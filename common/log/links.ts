@@ -1,4 +1,4 @@
-// Value formats of the two central symlinks of a resource (reference/mars.md §1.5):
+// Value formats of the two central symlinks of a resource (the MARS user manual: the replay link and versionlink formats):
 //   replay-HOST        -> log-SEQ-ORIGIN,MINPOS,LEN
 //   version-SEQ-HOST   -> DIGEST,log-SEQ-ORIGIN,LOGPOS:PREV
 // and the logfile name log-SEQ-ORIGIN (SEQ = 9 decimal digits).

@@ -1,4 +1,4 @@
-// Options shared by marsd and marsadm (DESIGN.md §6): --mars-dir, --host, --run-dir, with the
+// Options shared by marsd and marsadm (docs/design.md §6): --mars-dir, --host, --run-dir, with the
 // environment variables MARS_DIR, MARS_HOST, MARS_RUN_DIR and the defaults /mars, the
 // hostname and /run/mars. Sizes accept k/M/G suffixes (powers of 1024).
 import { hostname, totalmem } from 'node:os';

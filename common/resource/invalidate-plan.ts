@@ -1,5 +1,5 @@
 // What `marsadm invalidate` does to this host's replica, as a pure function of the
-// versionlink chains and the local logfiles (reference/mars.md §6.5, and beyond MARS).
+// versionlink chains and the local logfiles (the MARS user manual: split brain, and beyond MARS).
 //
 // MARS answers a split brain by a full sync of the losing side. Both sides' logfiles say which
 // blocks changed since the histories parted, so less is enough:

@@ -3,7 +3,7 @@
 //
 // The scanner never resynchronises by searching for the next magic: a record that does not
 // start exactly where the previous one ended is a hole, and a hole is never skipped
-// (DESIGN.md invariant 4). The only tolerated irregularity is a torn tail: the last write
+// (docs/design.md invariant 4). The only tolerated irregularity is a torn tail: the last write
 // before a crash that reached the disk only partly (a strict prefix of the file as written,
 // or a zero-filled remainder). Everything else is a defect that stops replay for good.
 import { open } from 'node:fs/promises';

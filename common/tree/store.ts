@@ -1,4 +1,4 @@
-// The /mars symlink tree (DESIGN.md §4): each link's target string is its value and its mtime
+// The /mars symlink tree (docs/design.md §4): each link's target string is its value and its mtime
 // is a Lamport stamp. Writes are atomic (temporary link, lutimes, rename over) and ordered (an
 // older stamp never replaces a newer one); deletion writes a `.deleted` tombstone that
 // propagates like any value. Directory fsync is done when a value must survive a crash.

@@ -47,3 +47,8 @@ export function raiseMaxnr(tree: TreeStore, res: string, seq: number): void {
   const cur = Number(tree.value(resPaths.maxnr(res)) ?? '0');
   if (!(cur >= seq)) tree.write(resPaths.maxnr(res), String(seq));
 }
+
+/** primary-mode-HOST: how the next takeover of this host may go (marsadm primary [--force|--ignore-sync]). */
+export type PrimaryMode = 'planned' | 'ignore-sync' | 'force';
+
+export const PRIMARY_MODES: readonly PrimaryMode[] = ['planned', 'ignore-sync', 'force'];

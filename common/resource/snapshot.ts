@@ -4,7 +4,7 @@ import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { LOG_NAME, VERSION_NAME, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
 import { isValidIdentifier } from '../tree/names.js';
-import { PRIMARY_MODES, type PrimaryMode } from './decide-handover.js';
+import { PRIMARY_MODES, type PrimaryMode } from './links.js';
 
 export interface LogfileInfo {
   seq: number;

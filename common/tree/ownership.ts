@@ -1,4 +1,4 @@
-// Who may write which link of the /mars tree (DESIGN.md §4, reference/mars.md §1.1): names
+// Who may write which link of the /mars tree (docs/design.md §4; the MARS user manual: /mars naming): names
 // ending in `-HOST` belong to HOST and only HOST writes them; a few links are shared
 // (last writer by Lamport stamp wins). Tree propagation accepts an entry from a peer only if
 // that peer may write it, so no member can overwrite another member's replay link, todo
@@ -8,8 +8,8 @@
 // `leave-cluster --host=dead`): a joining host learns every member's address from the one
 // peer it joined through, and every pair of members then talks directly, so all owned links
 // travel straight from their owner.
-import { LOG_NAME, VERSION_NAME } from '../tree/paths.js';
-import { isValidIdentifier } from '../tree/names.js';
+import { LOG_NAME, VERSION_NAME } from './paths.js';
+import { isValidIdentifier } from './names.js';
 
 export type Owner =
   | { kind: 'host'; host: string }

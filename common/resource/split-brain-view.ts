@@ -1,0 +1,29 @@
+// The inputs of split-brain detection as this host's tree has them: the members of a resource
+// and the versionlink chain of each (split-brain.ts compares them). marsd's monitor and
+// marsadm's view both read them here.
+import type { TreeStore } from '../tree/store.js';
+import { resourceDir, VERSION_NAME } from '../tree/paths.js';
+import { isValidIdentifier } from '../tree/names.js';
+import { chainsFrom } from './split-brain.js';
+
+export interface SplitBrainView {
+  members: string[];
+  chains: ReturnType<typeof chainsFrom>;
+}
+
+/** Members and versionlink chains of a resource as this host's tree has them. */
+export function readSplitBrainView(tree: TreeStore, res: string): SplitBrainView {
+  const dir = resourceDir(res);
+  const members: string[] = [];
+  const entries: { seq: number; host: string; value: string }[] = [];
+  for (const name of tree.list(dir)) {
+    const member = /^data-(.+)$/.exec(name)?.[1];
+    if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
+    const v = VERSION_NAME.exec(name);
+    if (v) {
+      const value = tree.value(`${dir}/${name}`);
+      if (value !== undefined) entries.push({ seq: Number(v[1]), host: v[2]!, value });
+    }
+  }
+  return { members: members.sort(), chains: chainsFrom(entries) };
+}

@@ -1,0 +1,53 @@
+// What marsadm asks of a running marsd over the peer protocol, and nothing more: the one
+// module of daemon/ that marsadm may import (the dependency rule in .dependency-cruiser.cjs
+// says so). Today that is join-cluster: authenticate to a member the way a transport spec
+// says, pull its tree into ours with the daemon's own merge rules, and push our ips/ip-HOST
+// link so it connects back.
+import type { TreeStore } from '../common/tree/store.js';
+import type { TransportSpec } from '../common/cluster/transport-spec.js';
+import { ANY_UUID } from '../common/cluster/secret.js';
+import { dialTransport } from './net/dial-transport.js';
+import { planMerge } from './propagate/merge.js';
+import { applyMergePlan, localState } from './propagate/tree-io.js';
+import { pushLink } from './propagate/peer-calls.js';
+
+export interface PeerSessionOptions {
+  /** where tcp and tls connect; ssh connects to the host of its spec */
+  address: string;
+  /** this host's name */
+  host: string;
+  secret: Buffer;
+  timeoutMs: number;
+  tlsCaFile?: string;
+}
+
+/** An authenticated session with one member, as a joining host (its uuid is not known yet). */
+export interface PeerSession {
+  readonly peerHost: string;
+  /** Merge the member's whole tree into ours; returns how many entries changed here. */
+  pullTree(tree: TreeStore, host: string): Promise<number>;
+  /** Send one of our own links (it must exist in our tree) to the member. */
+  pushOwnLink(tree: TreeStore, path: string): Promise<void>;
+  close(reason: string): void;
+}
+
+export async function openPeerSession(spec: TransportSpec, o: PeerSessionOptions): Promise<PeerSession> {
+  const conn = await dialTransport(spec, {
+    address: o.address, host: o.host, uuid: ANY_UUID, secret: o.secret, timeoutMs: o.timeoutMs,
+    ...(o.tlsCaFile !== undefined ? { tlsCaFile: o.tlsCaFile } : {}),
+  });
+  return {
+    peerHost: conn.peerHost,
+    async pullTree(tree, host) {
+      const { entries } = await conn.getents();
+      const plan = planMerge(entries, (p) => localState(tree, p), { sender: conn.peerHost, receiver: host, nowUs: tree.clock.now() });
+      return applyMergePlan(tree, plan);
+    },
+    async pushOwnLink(tree, path) {
+      const raw = tree.readRaw(path);
+      if (raw === undefined) throw new Error(`${path} is not in this host's tree`);
+      await pushLink(conn, { p: path, v: raw.value, s: raw.stampUs });
+    },
+    close(reason) { conn.close(reason); },
+  };
+}
