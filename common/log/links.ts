@@ -10,21 +10,10 @@
 // inputs, since a bad value there is a bug in our code.
 import { createHash } from 'node:crypto';
 import { assert } from '../util/assert.js';
+import { isValidOrigin, logName, MAX_LOG_SEQ, parseLogName, tryParseLogName, type ParseResult } from '../tree/log-names.js';
 
-export const LOG_SEQ_DIGITS = 9;
-export const MAX_LOG_SEQ = 999_999_999; // %09d must stay 9 digits for names to sort and parse
-// Host/origin names: no '/', '.', ',' or ':' so a name can neither escape a directory nor
-// break the comma/colon-separated link values.
-export const ORIGIN_PATTERN = /^[A-Za-z0-9_][-A-Za-z0-9_]{0,62}$/;
 export const DIGEST_HEX_CHARS = 32;
 export const ZERO_DIGEST = '0'.repeat(DIGEST_HEX_CHARS);
-
-export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: string };
-
-export interface LogName {
-  seq: number;
-  origin: string;
-}
 
 export interface ReplayLink {
   seq: number;
@@ -39,29 +28,6 @@ export interface VersionLink {
   origin: string;
   logPos: number; // logfile length in bytes as known/applied by the link's host
   prev: string; // chain prefix of the previous versionlink ("" when there is none)
-}
-
-export function isValidOrigin(origin: string): boolean {
-  return ORIGIN_PATTERN.test(origin);
-}
-
-export function logName(seq: number, origin: string): string {
-  assert(Number.isInteger(seq) && seq >= 0 && seq <= MAX_LOG_SEQ, `log sequence number ${seq} outside 0..${MAX_LOG_SEQ}`);
-  assert(isValidOrigin(origin), `invalid origin host name ${JSON.stringify(origin)}`);
-  return `log-${String(seq).padStart(LOG_SEQ_DIGITS, '0')}-${origin}`;
-}
-
-export function tryParseLogName(name: string): ParseResult<LogName> {
-  const m = /^log-([0-9]{9})-(.*)$/s.exec(name);
-  if (!m) return fail(`${show(name)} is not log-<9 digits>-<origin>`);
-  const origin = m[2]!;
-  if (!isValidOrigin(origin)) return fail(`${show(name)}: invalid origin host name ${show(origin)}`);
-  return { ok: true, value: { seq: Number(m[1]), origin } };
-}
-
-export function parseLogName(name: string): LogName | undefined {
-  const r = tryParseLogName(name);
-  return r.ok ? r.value : undefined;
 }
 
 export function formatReplayLink(link: ReplayLink): string {

@@ -16,6 +16,7 @@
 // the primary's current writeback logfile, like join-resource.
 import { nextVersionLink } from '../log/links.js';
 import { commonPoint, partsAfter, type Chain, type HistoryPoint, type LogPart } from './split-brain.js';
+import { logName } from '../tree/log-names.js';
 
 export interface InvalidateInput {
   host: string;
@@ -48,10 +49,6 @@ export interface TreeEdits {
 export type InvalidatePlan =
   | ({ kind: 'incremental'; common: HistoryPoint; ourParts: LogPart[]; primaryBytesSince: number } & TreeEdits)
   | ({ kind: 'full'; reason: string } & TreeEdits);
-
-function logName(seq: number, origin: string): string {
-  return `log-${String(seq).padStart(9, '0')}-${origin}`;
-}
 
 function contiguous(parts: readonly LogPart[]): boolean {
   return parts.every((p, i) => i === 0 || p.seq === parts[i - 1]!.seq + 1);

@@ -2,7 +2,8 @@
 // versionlinks (hash chain), logfile numbering. Shared by the daemon and marsadm so both parse
 // and format these values in exactly one place.
 import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, resPaths, resourceDir } from '../tree/paths.js';
+import { resPaths, resourceDir } from '../tree/paths.js';
+import { LOG_NAME } from '../tree/log-names.js';
 import { formatReplayLink, nextVersionLink, parseReplayLink } from '../log/links.js';
 
 export interface ReplayLinkValue {

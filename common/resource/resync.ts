@@ -5,7 +5,8 @@
 // (daemon/control/invalidate.ts).
 import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, resPaths, resourceDir } from '../tree/paths.js';
+import { resPaths, resourceDir } from '../tree/paths.js';
+import { LOG_NAME } from '../tree/log-names.js';
 import { readLogBatches } from '../log/scanner.js';
 import { RecordCode } from '../log/record.js';
 import { readReplayLink } from './links.js';

@@ -2,7 +2,8 @@
 // handed to the pure decision function. Only this file does I/O for the decision.
 import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
-import { LOG_NAME, VERSION_NAME, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { LOG_NAME, VERSION_NAME } from '../tree/log-names.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { PRIMARY_MODES, type PrimaryMode } from './links.js';
 

@@ -2,7 +2,8 @@
 // and the versionlink chain of each (split-brain.ts compares them). marsd's monitor and
 // marsadm's view both read them here.
 import type { TreeStore } from '../tree/store.js';
-import { resourceDir, VERSION_NAME } from '../tree/paths.js';
+import { resourceDir } from '../tree/paths.js';
+import { VERSION_NAME } from '../tree/log-names.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { chainsFrom } from './split-brain.js';
 

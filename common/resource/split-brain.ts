@@ -9,6 +9,7 @@
 // a split brain: the histories share everything before the first difference (the common
 // point) and diverge after it.
 import { parseVersionLink, type VersionLink } from '../log/links.js';
+import { logName } from '../tree/log-names.js';
 
 /** One host's versionlinks by logfile number. */
 export type Chain = ReadonlyMap<number, VersionLink & { raw: string }>;
@@ -124,5 +125,5 @@ export function sideOf(chains: ReadonlyMap<string, Chain>, hosts: readonly strin
 }
 
 export function formatPoint(p: HistoryPoint): string {
-  return `log-${String(p.seq).padStart(9, '0')}-${p.origin} at ${p.pos} bytes`;
+  return `${logName(p.seq, p.origin)} at ${p.pos} bytes`;
 }

@@ -8,7 +8,7 @@
 // `leave-cluster --host=dead`): a joining host learns every member's address from the one
 // peer it joined through, and every pair of members then talks directly, so all owned links
 // travel straight from their owner.
-import { LOG_NAME, VERSION_NAME } from './paths.js';
+import { LOG_NAME, VERSION_NAME } from './log-names.js';
 import { isValidIdentifier } from './names.js';
 
 export type Owner =

@@ -1,13 +1,8 @@
 // Names of the links in the /mars tree (docs/design.md §4; the MARS user manual: the /mars tree). Every builder
 // validates the identifiers it embeds, so callers cannot construct an escaping path.
 import { validHost, validResource } from './names.js';
+import { logName, versionName } from './log-names.js';
 
-export const SEQ_DIGITS = 9;
-
-export function seqString(seq: number): string {
-  if (!Number.isSafeInteger(seq) || seq < 0 || seq > 999_999_999) throw new RangeError(`logfile number out of range: ${seq}`);
-  return String(seq).padStart(SEQ_DIGITS, '0');
-}
 
 export const globalPaths = {
   uuid: 'uuid',
@@ -43,8 +38,8 @@ export const resPaths = {
   syncpos: (res: string, host: string) => `${resourceDir(res)}/syncpos-${validHost(host)}`,
   skipCheck: (res: string, host: string) => `${resourceDir(res)}/skip-check-${validHost(host)}`,
   actsize: (res: string, host: string) => `${resourceDir(res)}/actsize-${validHost(host)}`,
-  log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/log-${seqString(seq)}-${validHost(origin)}`,
-  version: (res: string, seq: number, host: string) => `${resourceDir(res)}/version-${seqString(seq)}-${validHost(host)}`,
+  log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/${logName(seq, validHost(origin))}`,
+  version: (res: string, seq: number, host: string) => `${resourceDir(res)}/${versionName(seq, validHost(host))}`,
   todoDir: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}`,
   todo: (res: string, host: string, key: TodoKey) => `${resourceDir(res)}/todo-${validHost(host)}/${key}`,
   /** stamp of a planned handover to HOST waiting for the current primary's application to stop */
@@ -59,8 +54,3 @@ export const resPaths = {
 
 export const TODO_KEYS = ['attach', 'connect', 'sync', 'allow-replay'] as const;
 export type TodoKey = (typeof TODO_KEYS)[number];
-
-/** `log-SEQ-ORIGIN` file names inside a resource directory. */
-export const LOG_NAME = /^log-(\d{9})-([A-Za-z0-9_][-A-Za-z0-9_]{0,62})$/;
-/** `version-SEQ-HOST` link names inside a resource directory. */
-export const VERSION_NAME = /^version-(\d{9})-([A-Za-z0-9_][-A-Za-z0-9_]{0,62})$/;

@@ -15,6 +15,7 @@
 // diverge: a split brain that every host detects (switchover.ts) and `invalidate` repairs.
 import { parseReplayLink, parseVersionLink } from '../../common/log/links.js';
 import type { PrimaryMode } from '../../common/resource/links.js';
+import { logName, versionName } from '../../common/tree/log-names.js';
 
 
 export interface HandoverInput {
@@ -67,9 +68,9 @@ export function missingHistory(v: Pick<HandoverInput, 'host' | 'replayLink' | 'l
     if (file.origin === v.host) continue; // our own logfiles are complete here by definition
     const own = v.versionLinks.find((e) => e.seq === seq && e.host === file.origin);
     const parsed = own === undefined ? undefined : parseVersionLink(own.value);
-    if (!parsed) return `waiting for version-${pad(seq)}-${file.origin}, the length of log-${pad(seq)}-${file.origin}`;
+    if (!parsed) return `waiting for ${versionName(seq, file.origin)}, the length of ${logName(seq, file.origin)}`;
     if (file.sizeBytes < parsed.logPos) {
-      return `fetching log-${pad(seq)}-${file.origin}: ${file.sizeBytes} of ${parsed.logPos} bytes here`;
+      return `fetching ${logName(seq, file.origin)}: ${file.sizeBytes} of ${parsed.logPos} bytes here`;
     }
   }
   if (v.logfiles.some((l) => l.seq > highest + 1)) {
@@ -79,6 +80,3 @@ export function missingHistory(v: Pick<HandoverInput, 'host' | 'replayLink' | 'l
   return undefined;
 }
 
-function pad(seq: number): string {
-  return String(seq).padStart(9, '0');
-}

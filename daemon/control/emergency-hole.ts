@@ -13,7 +13,8 @@
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
-import { logName, ZERO_DIGEST } from '../../common/log/links.js';
+import { ZERO_DIGEST } from '../../common/log/links.js';
+import { logName } from '../../common/tree/log-names.js';
 import { listLogfiles, raiseMaxnr, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { holeNumbers } from './decide-emergency.js';
 

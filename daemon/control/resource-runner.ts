@@ -23,6 +23,7 @@ import { EmergencyBackend, type LogEnded } from '../logger/emergency-backend.js'
 import { planHole, writeHole, type Hole } from './emergency-hole.js';
 import { decidePrimaryEmergency } from './decide-emergency.js';
 import type { LogFn } from '../../common/util/log.js';
+import { logName } from '../../common/tree/log-names.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -177,7 +178,7 @@ export class ResourceRunner {
       if (readHook(tree, 'start', this.name)) void this.runAppHook('start');
       // A forced or sync-ignoring takeover was a one-time permission: the next one is planned.
       if ((tree.value(resPaths.primaryMode(this.name, host)) ?? 'planned') !== 'planned') tree.write(resPaths.primaryMode(this.name, host), 'planned');
-      log('info', `${this.name}: primary; logging to log-${String(recovered.nextSeq).padStart(9, '0')}-${host}, export on ${this.socketPath}`);
+      log('info', `${this.name}: primary; logging to ${logName(recovered.nextSeq, host)}, export on ${this.socketPath}`);
     } catch (err) {
       await this.failStart(err as Error, s.signature);
     }
@@ -234,8 +235,8 @@ export class ResourceRunner {
     for (let attempt = 1; attempt <= 10 && !this.tryWriteHole(hole, attempt === 10); attempt++) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    log('warn', `${this.name}: EMERGENCY MODE (${ended.reason}): log-${String(ended.seq).padStart(9, '0')}-${host} ended at ${ended.endPos} bytes; `
-      + `hole at ${hole.holeSeq}, logging resumes in log-${String(hole.nextSeq).padStart(9, '0')}-${host} once /mars has space again. `
+    log('warn', `${this.name}: EMERGENCY MODE (${ended.reason}): ${logName(ended.seq, host)} ended at ${ended.endPos} bytes; `
+      + `hole at ${hole.holeSeq}, logging resumes in ${logName(hole.nextSeq, host)} once /mars has space again. `
       + `Secondaries stop at the hole; re-sync them afterwards (docs/manual.md, "Emergency mode")`);
     this.publish(true);
   }
@@ -270,7 +271,7 @@ export class ResourceRunner {
       throw err;
     }
     this.hole = undefined;
-    log('info', `${this.name}: emergency mode left: logging again into log-${String(hole.nextSeq).padStart(9, '0')}-${host}; secondaries that stopped at the hole need a re-sync`);
+    log('info', `${this.name}: emergency mode left: logging again into ${logName(hole.nextSeq, host)}; secondaries that stopped at the hole need a re-sync`);
     this.publish(true);
   }
 
@@ -355,7 +356,7 @@ export class ResourceRunner {
     writeVersionLink(tree, this.name, host, oldSeq, host, oldEnd, true);
     writeVersionLink(tree, this.name, host, toSeq, host, 0, true);
     raiseMaxnr(tree, this.name, toSeq);
-    this.ctx.log('info', `${this.name}: rotated to log-${String(toSeq).padStart(9, '0')}-${host} (previous ended at ${oldEnd} bytes)`);
+    this.ctx.log('info', `${this.name}: rotated to ${logName(toSeq, host)} (previous ended at ${oldEnd} bytes)`);
     this.publish(true);
   }
 
@@ -391,7 +392,7 @@ export class ResourceRunner {
       try {
         const { plan, resyncBytes } = await executeInvalidate(tree, this.name, host, sizeBytes);
         const what = plan.kind === 'incremental'
-          ? `incremental resync of ${resyncBytes} bytes this host wrote to since the split at log-${String(plan.common.seq).padStart(9, '0')}-${plan.common.origin}:${plan.common.pos}, then replay of ${plan.primaryBytesSince} logged bytes of the primary`
+          ? `incremental resync of ${resyncBytes} bytes this host wrote to since the split at ${logName(plan.common.seq, plan.common.origin)}:${plan.common.pos}, then replay of ${plan.primaryBytesSince} logged bytes of the primary`
           : `full sync of ${resyncBytes} bytes (${plan.reason})`;
         log('warn', `${this.name}: invalidated: ${what}`);
         answer(`OK ${what}`);
@@ -556,7 +557,7 @@ export class ResourceRunner {
 function emergencyMessage(backend: EmergencyBackend, hole: Hole | undefined, host: string): string {
   const since = backend.sinceMs !== undefined ? new Date(backend.sinceMs).toISOString() : '?';
   const where = hole
-    ? `log-${String(hole.endedSeq).padStart(9, '0')}-${host} ended at ${hole.endPos} bytes, hole at ${hole.holeSeq}, logging resumes in log-${String(hole.nextSeq).padStart(9, '0')}-${host}`
+    ? `${logName(hole.endedSeq, host)} ended at ${hole.endPos} bytes, hole at ${hole.holeSeq}, logging resumes in ${logName(hole.nextSeq, host)}`
     : 'ending the logfile';
   return `emergency mode since ${since} (${backend.reason ?? '?'}): writes go straight to the data disk, not logged; ${where}. `
     + 'Free space in /mars (log-delete, or a larger /mars), then re-sync every secondary (docs/manual.md, "Emergency mode")';

@@ -10,6 +10,7 @@ import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { readLogBatches } from '../../common/log/scanner.js';
 import { bytesSince, findDivergence, partsAfter, type Chain, type HistoryPoint } from '../../common/resource/split-brain.js';
 import type { LogFn } from '../../common/util/log.js';
+import { logName } from '../../common/tree/log-names.js';
 
 const CHECK_INTERVAL_MS = 1_000;
 
@@ -46,7 +47,7 @@ export class SplitBrainMonitor {
     const records = await this.countRecords(mine, d.common);
     const value = `${d.common.seq},${d.common.origin},${d.common.pos},${bytes},${records}`;
     if (this.tree.value(path) !== value) {
-      this.log('warn', `${this.res}: SPLIT BRAIN: histories of ${d.a.host} and ${d.b.host} diverge after log-${String(d.common.seq).padStart(9, '0')}-${d.common.origin} at ${d.common.pos} bytes; this host holds ${bytes} bytes (${records} records) after it`);
+      this.log('warn', `${this.res}: SPLIT BRAIN: histories of ${d.a.host} and ${d.b.host} diverge after ${logName(d.common.seq, d.common.origin)} at ${d.common.pos} bytes; this host holds ${bytes} bytes (${records} records) after it`);
     }
     this.tree.write(path, value, { onlyIfChanged: true });
   }

@@ -6,7 +6,8 @@
 import { open, truncate } from 'node:fs/promises';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { LOG_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { LOG_NAME } from '../../common/tree/log-names.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { PeerManager } from '../propagate/peer-manager.js';

@@ -5,7 +5,8 @@
 // its origin wrote the versionlink of the next number: its final length is the LOGPOS of its
 // own versionlink. Two logfiles with the same number stop the fetcher below that number
 // (split brain: the replayer reports it).
-import { tryParseLogName } from '../../common/log/links.js';
+import { tryParseLogName } from '../../common/tree/log-names.js';
+import { logName } from '../../common/tree/log-names.js';
 
 export interface PeerListing {
   host: string;
@@ -46,7 +47,7 @@ export function planFetch(i: FetchInput): FetchPlan {
     if (origins.length > 1) return { kind: 'stop', reason: `two logfiles numbered ${seq} (from ${origins.join(' and ')}): split brain; not fetching beyond ${seq - 1}` };
     const origin = origins[0]!;
     if (origin === i.self) continue; // our own logfile: nothing to fetch
-    const name = `log-${String(seq).padStart(9, '0')}-${origin}`;
+    const name = logName(seq, origin);
     const localBytes = i.local.get(name) ?? 0;
     const final = i.finalLength(seq, origin);
     if (final !== undefined && localBytes > final) {

@@ -9,7 +9,7 @@
 // changes PROTOCOL_VERSION instead.
 import { z } from 'zod';
 import { hostNameSchema, resourceNameSchema, validTreePath } from '../../common/tree/names.js';
-import { tryParseLogName } from '../../common/log/links.js';
+import { tryParseLogName } from '../../common/tree/log-names.js';
 import { assert } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
 import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';

@@ -2,7 +2,7 @@
 // a merge plan (planMerge in merge.ts) against the local TreeStore.
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { LOG_NAME } from '../../common/tree/paths.js';
+import { LOG_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
 import { dirname } from 'node:path';

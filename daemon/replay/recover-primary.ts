@@ -10,6 +10,7 @@ import type { DataDisk } from '../../common/disk/data-disk.js';
 import { listLogfiles, readReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { STOP_MEANING } from '../../common/log/scanner.js';
 import { applyLog } from './apply-log.js';
+import { logName } from '../../common/tree/log-names.js';
 
 /** errno-style codes published as replay-code (negative), as MARS does. */
 export const REPLAY_CODE = { EBADMSG: -74, ENOENT: -2, ENOSPC: -28, EIO: -5, EINVAL: -22 } as const;
@@ -64,7 +65,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
   }
   if (plan.length === 0) {
     if (link.minPos > 0) {
-      throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile log-${String(link.seq).padStart(9, '0')}-${link.origin} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
+      throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile ${logName(link.seq, link.origin)} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
     }
     return { nextSeq, replayedFiles: 0, replayedRecords: 0, replayedBytes: 0 };
   }

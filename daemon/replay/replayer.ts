@@ -15,9 +15,10 @@
 // which brings the disk back to a prefix state of the origin's history (§3.3).
 import { lstatSync, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { LOG_NAME, VERSION_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
-import { logName } from '../../common/log/links.js';
+import { logName } from '../../common/tree/log-names.js';
 import { readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { assert, InvariantError } from '../../common/util/assert.js';
 import { applyLog } from './apply-log.js';

@@ -20,10 +20,8 @@
 // MARS waits on a failing condition 3 because its versionlink lags the replay; here the own
 // versionlink is brought up to the replay link first ('record-version'), so when both describe
 // the same LOGPOS and still differ, the histories before SEQ differ: that is a stop.
-import {
-  logName, nextVersionLink, tryParseVersionLink, versionChainPrefix,
-  type ReplayLink, type VersionLink,
-} from '../../common/log/links.js';
+import { nextVersionLink, tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
+import { logName, versionName } from '../../common/tree/log-names.js';
 import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
 
 /** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
@@ -151,7 +149,7 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
     try {
       expected = nextVersionLink(prev, S, O, pos);
     } catch (err) {
-      return stop(REPLAY_STOP_CODE.EINVAL, `own version-${seqText(S - 1)}-${v.host} is malformed (${(err as Error).message}); the version chain cannot be extended`);
+      return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
     }
     if (own !== expected) return { kind: 'record-version', seq: S, origin: O, logPos: pos };
   }
@@ -194,7 +192,7 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
 // Replay reached the end of what can be read of logfile S: switch, wait or stop.
 function atEndOfFile(v: ReplayInput, S: number, O: string, pos: number, cur: LocalLogfile, originLink: LinkLookup, next: Successor): ReplayStep {
   const file = logName(S, O);
-  const originVersion = `version-${seqText(S)}-${O}`;
+  const originVersion = versionName(S, O);
   const originLen = originLink.state === 'ok' ? originLink.link.logPos : undefined;
 
   if (next.origins.length >= 2) { // condition 1
@@ -214,7 +212,7 @@ function atEndOfFile(v: ReplayInput, S: number, O: string, pos: number, cur: Loc
 
   const O2 = next.origins[0]!;
   const nextFile = logName(S + 1, O2);
-  const nextVersionName = `version-${seqText(S + 1)}-${O2}`;
+  const nextVersionName = versionName(S + 1, O2);
   if (v.isDesignatedPrimary && O === v.host && O2 !== v.host) {
     return stop(REPLAY_STOP_CODE.EEXIST, `split brain: this host is the designated primary and wrote ${file}, but ${O2} wrote the next logfile ${nextFile}; a designated primary never continues from its own logfile into a foreign one`);
   }
@@ -233,9 +231,9 @@ function atEndOfFile(v: ReplayInput, S: number, O: string, pos: number, cur: Loc
   }
   // condition 3 (on the origin's own logfile the two links are the same link)
   const ownValue = O === v.host ? originLink.state === 'ok' ? originLink.value : undefined : v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
-  if (ownValue === undefined || originLink.state !== 'ok') return wait(`waiting for own version-${seqText(S)}-${v.host}`, false);
+  if (ownValue === undefined || originLink.state !== 'ok') return wait(`waiting for own ${versionName(S, v.host)}`, false);
   if (ownValue !== originLink.value) {
-    return stop(REPLAY_STOP_CODE.EPROTO, `version chain mismatch at ${S}: split brain? own version-${seqText(S)}-${v.host} is ${ownValue}, the origin's ${originVersion} is ${originLink.value}: the histories before ${file} differ. The replica stays consistent at the end of ${file}`);
+    return stop(REPLAY_STOP_CODE.EPROTO, `version chain mismatch at ${S}: split brain? own ${versionName(S, v.host)} is ${ownValue}, the origin's ${originVersion} is ${originLink.value}: the histories before ${file} differ. The replica stays consistent at the end of ${file}`);
   }
   // condition 6
   if (nextLink.state === 'ok' && nextLink.link.prev !== versionChainPrefix(ownValue)) {
@@ -343,6 +341,3 @@ function wait(reason: string, caughtUp: boolean): ReplayStep {
   return { kind: 'wait', reason, caughtUp };
 }
 
-function seqText(seq: number): string {
-  return String(seq).padStart(9, '0');
-}

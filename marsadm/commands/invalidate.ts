@@ -5,6 +5,7 @@ import { AdmError, type Adm } from '../context.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { previewInvalidate } from '../../common/resource/resync.js';
+import { logName } from '../../common/tree/log-names.js';
 
 export async function invalidate(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);
@@ -30,7 +31,7 @@ export async function invalidate(adm: Adm, name: string): Promise<void> {
   }
   const { plan, resyncBytes } = preview;
   const summary = plan.kind === 'incremental'
-    ? `incremental resync: the ${resyncBytes} bytes of the disk that ${host} wrote to since the split at log-${String(plan.common.seq).padStart(9, '0')}-${plan.common.origin}:${plan.common.pos} are compared with ${primary} and differing blocks copied; then ${plan.primaryBytesSince} bytes ${primary} logged since the split are fetched and replayed`
+    ? `incremental resync: the ${resyncBytes} bytes of the disk that ${host} wrote to since the split at ${logName(plan.common.seq, plan.common.origin)}:${plan.common.pos} are compared with ${primary} and differing blocks copied; then ${plan.primaryBytesSince} bytes ${primary} logged since the split are fetched and replayed`
     : `full sync: all ${resyncBytes} bytes of the disk are compared with ${primary} (${plan.reason})`;
   if (!adm.json) adm.print(`invalidate ${res} on ${host}: ${summary}. ${host}'s own writes since then are discarded`);
 

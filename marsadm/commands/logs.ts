@@ -1,7 +1,8 @@
 // Logfile housekeeping (the MARS user manual: logrotate, logdelete, cron): log-rotate, log-delete(-one|-all), cron.
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, resourceDir, VERSION_NAME } from '../../common/tree/paths.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { VERSION_NAME } from '../../common/tree/log-names.js';
 import { listLogfiles } from '../../common/resource/links.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import { formatBytesShort, planLogRetention, retentionJson, type RetentionPlan } from '../status/log-retention.js';

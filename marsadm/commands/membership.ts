@@ -7,11 +7,13 @@ import { resolve } from 'node:path';
 import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
 import { clearResyncRanges } from '../../common/resource/resync.js';
-import { globalPaths, LOG_NAME, resPaths, resourceDir, TODO_KEYS, VERSION_NAME } from '../../common/tree/paths.js';
+import { globalPaths, resPaths, resourceDir, TODO_KEYS } from '../../common/tree/paths.js';
+import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { diskSizeBytes } from '../../common/disk/data-disk.js';
 import { formatReplayLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import { syncProgressText } from '../status/progress.js';
+import { logName, versionName } from '../../common/tree/log-names.js';
 
 export async function joinResource(adm: Adm, name: string, device: string, opts: { wait?: boolean } = {}): Promise<void> {
   const res = adm.requireResource(name);
@@ -34,7 +36,7 @@ export async function joinResource(adm: Adm, name: string, device: string, opts:
   const seq = primaryReplay.seq;
   const currentVersion = tree.value(resPaths.version(res, seq, primaryHost));
   if (currentVersion === undefined) {
-    throw new AdmError(`version-${String(seq).padStart(9, '0')}-${primaryHost} has not arrived here yet: check "marsadm wait-cluster" and try again`);
+    throw new AdmError(`${versionName(seq, primaryHost)} has not arrived here yet: check "marsadm wait-cluster" and try again`);
   }
   checkDataDevice(adm, device);
   const sizeBytes = Number(tree.value(resPaths.size(res)));
@@ -69,7 +71,7 @@ export async function joinResource(adm: Adm, name: string, device: string, opts:
     await adm.waitFor(`${res} is synced on ${host}`, () => Number(tree.value(resPaths.syncstatus(res, host)) ?? '0') >= sizeBytes,
       () => syncProgressText(adm, res));
   }
-  adm.result(`${host} joined ${res} (${sizeBytes} bytes on ${device}); a full sync from ${primaryHost} starts, then replay from log-${String(seq).padStart(9, '0')}-${primaryHost}. Watch it with "marsadm view ${res}"`, {
+  adm.result(`${host} joined ${res} (${sizeBytes} bytes on ${device}); a full sync from ${primaryHost} starts, then replay from ${logName(seq, primaryHost)}. Watch it with "marsadm view ${res}"`, {
     resource: res, host, device, sizeBytes, primary: primaryHost, joinSeq: seq,
   });
 }

@@ -1,7 +1,8 @@
 // primary and secondary (the MARS user manual: planned handover; forced failover): the designated primary link and
 // waiting until this host's marsd really changed its role.
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, resourceDir, VERSION_NAME } from '../../common/tree/paths.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { VERSION_NAME } from '../../common/tree/log-names.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { parseVersionLink } from '../../common/log/links.js';

@@ -2,7 +2,8 @@
 // replay/sync links, peer heartbeats and the local logfiles.
 import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { globalPaths, LOG_NAME, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { LOG_NAME } from '../../common/tree/log-names.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import type { RetentionInput, RetentionLogfile } from './log-retention.js';
 

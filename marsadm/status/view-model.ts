@@ -2,6 +2,7 @@
 // snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
 // (the MARS user manual: view macros): DISKSTATE, REPLSTATE, FLAGS, ROLE.
 import { retentionJson, type RetentionPlan } from './log-retention.js';
+import { logName } from '../../common/tree/log-names.js';
 
 export interface ViewSnapshot {
   res: string;
@@ -55,7 +56,7 @@ export interface SplitBrainInfo {
 }
 
 export function splitBrainText(sb: SplitBrainInfo): string {
-  const at = `log-${String(sb.common.seq).padStart(9, '0')}-${sb.common.origin} at ${sb.common.pos} bytes`;
+  const at = `${logName(sb.common.seq, sb.common.origin)} at ${sb.common.pos} bytes`;
   const sides = sb.sides.map((s) => `${s.hosts.join(', ')} wrote ${s.bytes} bytes in ${s.records} records`).join('; ');
   return `SPLIT BRAIN: the histories diverge after ${at}; since then ${sides}`;
 }

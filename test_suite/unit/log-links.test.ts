@@ -2,20 +2,8 @@
 // Expected digests were computed independently with the shell, e.g.
 //   printf '%s' '1,alpha,4180:' | md5sum
 import t from 'tap';
-import {
-  compareReplayLinks,
-  formatReplayLink,
-  formatVersionLink,
-  initialVersionLinks,
-  logName,
-  nextVersionLink,
-  parseLogName,
-  parseReplayLink,
-  parseVersionLink,
-  tryParseReplayLink,
-  versionChainPrefix,
-  versionDigest,
-} from '../../common/log/links.js';
+import { compareReplayLinks, formatReplayLink, formatVersionLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink, tryParseReplayLink, versionChainPrefix, versionDigest } from '../../common/log/links.js';
+import { logName, parseLogName } from '../../common/tree/log-names.js';
 import { InvariantError } from '../../common/util/assert.js';
 
 const Z = '0'.repeat(32);
