@@ -12,7 +12,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import net from 'node:net';
 import { join } from 'node:path';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { MARSADM_BIN, MARSD_BIN } from './paths.js';
+import { MARSADM_BIN, MARSADM_REL, MARSD_BIN, MARSD_REL } from './paths.js';
 import { readLink, runCommand, sleep, trackChild } from './proc.js';
 import { marsEnv } from './targets.js';
 import { nbdGreets } from '../../kernel-shim/nbd-client.js';
@@ -89,7 +89,7 @@ export class BenchHost {
   /** marsadm with this host's options; throws with its output if it fails. */
   async marsadm(args: string[], timeoutMs = 120_000): Promise<{ stdout: string; wallS: number }> {
     const r = await runCommand(process.execPath, [MARSADM_BIN, ...this.commonArgs(), ...args], timeoutMs, { env: marsEnv() });
-    this.commands.push(`node ${MARSADM_BIN} ${this.commonArgs().join(' ')} ${args.join(' ')}`);
+    this.commands.push(`node ${MARSADM_REL} ${this.commonArgs().join(' ')} ${args.join(' ')}`);
     if (r.code !== 0) {
       throw new Error(`marsadm ${args.join(' ')} on ${this.name} exited ${r.timedOut ? 'by timeout' : r.code ?? r.signal}: ${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-3).join(' | ')}`);
     }
@@ -116,7 +116,7 @@ export class BenchHost {
     }
     trackChild(this.child);
     this.child.once('error', () => undefined);
-    this.commands.push(`node ${MARSD_BIN} ${this.commonArgs().join(' ')} ${this.extraArgs.join(' ')} &`);
+    this.commands.push(`node ${MARSD_REL} ${this.commonArgs().join(' ')} ${this.extraArgs.join(' ')} &`);
     const pid = String(this.child.pid);
     await this.until(`marsd of ${this.name} running`, () => this.link(`actual-${this.name}/pid`) === pid, 30_000);
   }

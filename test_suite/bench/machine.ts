@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statfsSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { REPO_ROOT } from './paths.js';
+import { benchDirTemplate, REPO_ROOT } from './paths.js';
 import { toolEnv } from './proc.js';
 
 export interface Machine {
@@ -11,7 +11,10 @@ export interface Machine {
   ramBytes: number;
   kernel: string;
   os: string;
+  /** the run's temporary directory; $BENCHDIR in the reports */
   benchDir: string;
+  /** where it was made, as mkdtemp's template (e.g. /tmp/mars-bench-XXXXXX); absent in older data */
+  benchDirTemplate?: string;
   filesystem: string;
   freeBytesAtStart: number;
   loadAvgAtStart: number[];
@@ -53,6 +56,7 @@ export function describeMachine(benchDir: string): Machine {
     kernel: release(),
     os,
     benchDir,
+    benchDirTemplate: benchDirTemplate(benchDir),
     filesystem: fs,
     freeBytesAtStart: freeBytes(benchDir),
     loadAvgAtStart: loadavg().map((x) => Math.round(x * 100) / 100),

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Machine } from './machine.js';
+import { DEFAULT_BENCH_DIR_TEMPLATE, reportPath } from './paths.js';
 import type { CpuFigures, ReplData } from './replication.js';
 
 type Status = 'met' | 'missed' | 'n/a';
@@ -285,7 +286,7 @@ export function renderReplMarkdown(d: ReplData & { machine?: Machine }, s: ReplS
     p(
       `- CPU: ${m.cpuModel}, ${m.cores} cores; RAM ${fmtB(m.ramBytes)}`,
       `- OS: ${m.os}; kernel ${m.kernel}`,
-      `- Bench directory: ${m.benchDir} on ${m.filesystem}; ${fmtB(m.freeBytesAtStart)} free at start; load average at start ${m.loadAvgAtStart.join(' ')}`,
+      `- Bench directory: ${m.benchDirTemplate ?? DEFAULT_BENCH_DIR_TEMPLATE} on ${m.filesystem}; ${fmtB(m.freeBytesAtStart)} free at start; load average at start ${m.loadAvgAtStart.join(' ')}`,
       `- Node ${m.node}, ${m.nbdkit}, ${m.nbdcopy}, ${d.tools.rsync ?? ''}, ${d.tools.ssh ?? ''}`,
       `- Code: git ${m.gitCommit}`,
       '',
@@ -295,11 +296,12 @@ export function renderReplMarkdown(d: ReplData & { machine?: Machine }, s: ReplS
   p('```sh', 'npm run bench -- --suite replication                  # 3 rounds: 2 GiB throughput, 30 s lag, 256 MiB over the slow link, 1 GiB fast sync',
     'npm run bench -- --suite replication --quick          # smoke check: 1 round, small sizes',
     'npm run bench -- --suite replication --repl throughput,lag --rounds 5 --no-write-docs', '```', '');
-  p(`What ran in the last round (BENCHDIR is the run's temporary directory, removed at the end):`, '');
+  p(`What ran in the last round, from the root of the checkout (BENCHDIR is the run's temporary directory, removed at the end):`, '');
+  const benchDirShown = d.machine?.benchDirTemplate ?? DEFAULT_BENCH_DIR_TEMPLATE;
   const names: Record<string, string> = { throughput: 'Throughput (cluster setup, then the two copies)', lag: 'Lag', distance: 'Long distance', sync: 'Fast sync' };
   for (const [k, cmds] of Object.entries(d.commands)) {
     if (!cmds?.length) continue;
-    p(`${names[k] ?? k}:`, '', '```sh', `BENCHDIR=${o.dir}`, ...cmds, '```', '');
+    p(`${names[k] ?? k}:`, '', '```sh', `BENCHDIR=${benchDirShown}`, ...cmds.map((c) => reportPath(c, o.dir)), '```', '');
   }
   if (d.notes.length) {
     p('### Notes', '');

@@ -23,6 +23,7 @@ import { BenchCluster, freePortOn, RES, type BenchHost } from './cluster.js';
 import { fileDigest, measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js';
 import { diskDeviceOf, LoadSampler, readDiskCounters, runCommand, sleep, toolEnv, trackChild, type DiskCounters } from './proc.js';
 import { sshMissing, TempSshd } from './sshd.js';
+import { reportPath } from './paths.js';
 
 const MiB = 2 ** 20;
 const round2 = (x: number): number => Math.round(x * 100) / 100;
@@ -486,7 +487,7 @@ export class ReplicationSuite {
         if (this.has('throughput')) this.data.throughput.push(run);
         else this.data.notes.push(`round ${round}: replication throughput measured for the lag rate only: ${fmtMiBs(run.oursS ? run.bytes / run.oursS : undefined)}`);
         commands.push(...(this.lastThroughputCommands ?? []));
-        this.data.commands.throughput = commands.map((c) => c.split(o.dir).join('$BENCHDIR'));
+        this.data.commands.throughput = commands.map((c) => reportPath(c, o.dir));
       }
       if (this.has('lag')) this.data.lag.push(await this.lag(round, cluster));
     } finally {
@@ -901,7 +902,7 @@ export class ReplicationSuite {
     mkdirSync(dir, { recursive: true });
     if (run.order === 'ours-first') { await ours(); await peer(); await raw(); } else { await raw(); await peer(); await ours(); }
     this.data.distance.push(run);
-    this.data.commands.distance = commands.map((c) => c.split(o.dir).join('$BENCHDIR'));
+    this.data.commands.distance = commands.map((c) => reportPath(c, o.dir));
     log(`replication round ${round} distance: ${run.logBytes ?? '–'} bytes, first byte after ${fmtSec(run.firstByteS)}, steady ${fmtMiBs(run.steadyBps)} `
       + `(${run.steadyBps ? ((100 * run.steadyBps) / o.linkBps).toFixed(1) : '–'} % of the link), average ${fmtMiBs(run.averageBps)}, total ${fmtSec(run.totalS)}; `
       + `peer nbdcopy ${fmtMiBs(run.peerBps)}, plain TCP stream ${fmtMiBs(run.rawBps)}${run.error ? `; ERROR ${run.error}` : ''}${run.peerError ? `; PEER ERROR ${run.peerError}` : ''}`);
@@ -1025,7 +1026,7 @@ export class ReplicationSuite {
       rmSync(dir, { recursive: true, force: true });
     }
     this.data.sync.push(run);
-    this.data.commands.sync = commands.map((c) => c.split(o.dir).join('$BENCHDIR'));
+    this.data.commands.sync = commands.map((c) => reportPath(c, o.dir));
     const pct = (b: number | undefined) => (b === undefined ? '–' : `${((100 * b) / size).toFixed(2)} %`);
     log(`replication round ${round} fast sync of ${size} bytes, ${differing} differing blocks: ours ${fmtSec(run.oursS)} (join-resource --wait ${fmtSec(run.commandS)}), `
       + `${run.oursBytes ?? '–'} bytes on the wire (${pct(run.oursBytes)}), verifystatus ${run.verifyStatus ?? '–'}, equal ${run.oursEqual}; `

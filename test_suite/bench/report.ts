@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JOBS, type Figure, type JobId, type Metrics } from './fio.js';
 import type { Machine } from './machine.js';
+import { DEFAULT_BENCH_DIR_TEMPLATE, reportPath } from './paths.js';
 import type { AfterLoad, TargetName } from './targets.js';
 
 export const RSS_LIMIT_BYTES = 300 * 2 ** 20;
@@ -394,7 +395,7 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
   p(
     `- CPU: ${m.cpuModel}, ${m.cores} cores; RAM ${fmtBytes(m.ramBytes)}`,
     `- OS: ${m.os}; kernel ${m.kernel}`,
-    `- Bench directory: ${m.benchDir} on ${m.filesystem}; ${fmtBytes(m.freeBytesAtStart)} free at start; load average at start ${m.loadAvgAtStart.join(' ')}`,
+    `- Bench directory: ${m.benchDirTemplate ?? DEFAULT_BENCH_DIR_TEMPLATE} on ${m.filesystem}; ${fmtBytes(m.freeBytesAtStart)} free at start; load average at start ${m.loadAvgAtStart.join(' ')}`,
     `- Node ${m.node}, ${m.fio}, ${m.nbdkit}, ${m.nbdcopy}`,
     `- Code: git ${m.gitCommit}`,
     '',
@@ -405,10 +406,10 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
   p('npm run bench -- --suite write --quick          # smoke check: 1 round, 5 s, 256 MiB');
   p('npm run bench -- --suite write --rounds 5 --runtime 30 --jobs J1,J3 --dir /var/tmp --no-write-docs');
   p('```', '');
-  const bd = (x: string) => x.split(o.dir).join('$BENCHDIR');
+  const bd = (x: string) => reportPath(x, o.dir);
   const uriOf = (t: TargetName) => data.runs.find((x) => x.round === lastRound && x.target === t)?.command.find((a) => a.includes('nbd+unix:'))?.replace(/^--uri=/, '');
-  p(`Exactly what ran in round ${lastRound} (BENCHDIR is the temporary directory of the run, created with mkdtemp and removed at the end):`, '', '```sh');
-  p(`BENCHDIR=${o.dir}`);
+  p(`Exactly what ran in round ${lastRound}, from the root of the checkout (BENCHDIR is the temporary directory of the run, created with mkdtemp and removed at the end):`, '', '```sh');
+  p(`BENCHDIR=${m.benchDirTemplate ?? DEFAULT_BENCH_DIR_TEMPLATE}`);
   p(`# the nbdcopy source: ${bd(data.randomSource)}; read once before each copy so that it is in the page cache`);
   p(`# disk sequential write rate, at the start and at the end of each round`, bd(data.diskRate.command));
   p('# nbdkit', ...data.setup.nbdkit.map(bd), '# marsd', ...data.setup.marsd.map(bd));

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DOCS_DIR } from './paths.js';
+import { BENCH_DIR_PREFIX, DOCS_DIR, reportPath, scrubPaths } from './paths.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { fioCommand, JOB_ORDER, JOBS, nbdcopyCommand, runFio, runNbdcopy, type JobId, type JobOutcome } from './fio.js';
 import { describeMachine, freeBytes, type Machine } from './machine.js';
@@ -228,14 +228,27 @@ function renderJsonAll(d: DocsData): string {
   return `${JSON.stringify(out, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), 2)}\n`;
 }
 
-function writeDocs(d: DocsData): void {
+/**
+ * Writes docs/benchmarks.md and .json. No path of this machine goes in: the run's temporary
+ * directory becomes $BENCHDIR and paths inside the checkout become relative to its root.
+ */
+function writeDocs(data: DocsData, benchDir?: string): void {
+  const d = scrubPaths(data, benchDir);
   writeFileSync(join(DOCS_DIR, 'benchmarks.md'), renderAll(d));
   writeFileSync(join(DOCS_DIR, 'benchmarks.json'), renderJsonAll(d));
-  console.log(`wrote ${join(DOCS_DIR, 'benchmarks.md')} and benchmarks.json`);
+  say(`wrote ${join(DOCS_DIR, 'benchmarks.md')} and ${join(DOCS_DIR, 'benchmarks.json')}`);
+}
+
+/** The run's temporary directory once it exists: printed once in full, then as $BENCHDIR. */
+let runBenchDir: string | undefined;
+
+/** A line of console output, with paths as the reports show them. */
+function say(text: string): void {
+  console.log(reportPath(text, runBenchDir));
 }
 
 function log(msg: string): void {
-  process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+  process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${reportPath(msg, runBenchDir)}\n`);
 }
 
 /** Tools of the selected suites (root installs what is missing); notes for optional ones. */
@@ -428,7 +441,10 @@ async function main(): Promise<number> {
   const invocation = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   const preNotes = checkPreconditions(opts.suites, opts.repl.benches);
   mkdirSync(opts.parent, { recursive: true });
-  const benchDir = mkdtempSync(join(opts.parent, 'mars-bench-'));
+  const benchDir = mkdtempSync(join(opts.parent, BENCH_DIR_PREFIX));
+  // The one place the real directory is printed; from here on output and reports say $BENCHDIR.
+  log(`bench directory: BENCHDIR=${benchDir}`);
+  runBenchDir = benchDir;
   opts.write.dir = benchDir;
   opts.repl.dir = benchDir;
   let bench: Bench | undefined;
@@ -443,7 +459,7 @@ async function main(): Promise<number> {
     rmSync(benchDir, { recursive: true, force: true });
   };
   const onSignal = (sig: NodeJS.Signals) => {
-    log(`${sig}: stopping the servers and removing ${benchDir}`);
+    log(`${sig}: stopping the servers and removing $BENCHDIR`);
     void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', onSignal);
@@ -488,18 +504,18 @@ async function main(): Promise<number> {
       };
       docs.write = data;
       const summary = summarize(data);
-      console.log('');
-      console.log(resultsTable(summary));
-      console.log('');
-      console.log(cpuTable(summary));
-      console.log('');
-      console.log(memoryTable(summary));
-      console.log('');
-      console.log(`disk sequential write: ${data.diskRate.samplesBps.map(fmtRate).join(' / ')} (median ${fmtRate(data.diskRate.medianBps)})`);
-      console.log(`write suite targets: ${summary.met.length} met, ${summary.missed.length} missed`);
-      for (const m of summary.missed) console.log(`  missed: ${m}`);
-      for (const e of summary.errors) console.log(`  error: ${e}`);
-      console.log(`write suite took ${(data.durationS / 60).toFixed(1)} min`);
+      say('');
+      say(resultsTable(summary));
+      say('');
+      say(cpuTable(summary));
+      say('');
+      say(memoryTable(summary));
+      say('');
+      say(`disk sequential write: ${data.diskRate.samplesBps.map(fmtRate).join(' / ')} (median ${fmtRate(data.diskRate.medianBps)})`);
+      say(`write suite targets: ${summary.met.length} met, ${summary.missed.length} missed`);
+      for (const m of summary.missed) say(`  missed: ${m}`);
+      for (const e of summary.errors) say(`  error: ${e}`);
+      say(`write suite took ${(data.durationS / 60).toFixed(1)} min`);
       errors += summary.errors.length;
     }
     if (opts.suites.includes('replication')) {
@@ -525,12 +541,12 @@ async function main(): Promise<number> {
       };
       docs.replication = data;
       const s = summarizeRepl(data);
-      console.log('');
-      console.log(replResultsTable(s));
-      console.log(`replication suite targets: ${s.met.length} met, ${s.missed.length} missed`);
-      for (const m of s.missed) console.log(`  missed: ${m}`);
-      for (const e of s.errors) console.log(`  error: ${e}`);
-      console.log(`replication suite took ${(data.durationS / 60).toFixed(1)} min`);
+      say('');
+      say(replResultsTable(s));
+      say(`replication suite targets: ${s.met.length} met, ${s.missed.length} missed`);
+      for (const m of s.missed) say(`  missed: ${m}`);
+      for (const e of s.errors) say(`  error: ${e}`);
+      say(`replication suite took ${(data.durationS / 60).toFixed(1)} min`);
       errors += s.errors.length;
     }
     if (opts.writeDocs) {
@@ -542,10 +558,10 @@ async function main(): Promise<number> {
           docs.write ??= old.write;
           docs.replication ??= old.replication;
         } catch (err) {
-          console.log(`note: cannot read the earlier ${jsonPath}: ${(err as Error).message}`);
+          say(`note: cannot read the earlier ${jsonPath}: ${(err as Error).message}`);
         }
       }
-      writeDocs(docs);
+      writeDocs(docs, benchDir);
     }
     return errors ? 1 : 0;
   } finally {
@@ -556,7 +572,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(reportPath(`bench failed: ${err instanceof Error ? err.message : String(err)}`, runBenchDir));
     process.exit(2);
   },
 );

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { MARSADM_BIN, MARSD_BIN } from './paths.js';
+import { MARSADM_BIN, MARSADM_REL, MARSD_BIN, MARSD_REL } from './paths.js';
 import { readLink, runCommand, sleep, toolEnv, trackChild } from './proc.js';
 import { nbdGreets } from '../../kernel-shim/nbd-client.js';
 
@@ -229,11 +229,11 @@ export class MarsdTarget implements Target {
     const common = this.commonArgs().join(' ');
     return [
       `truncate -s ${this.sizeBytes} ${this.dataPath}`,
-      `node ${MARSADM_BIN} ${common} create-cluster --listen 127.0.0.1:${this.port}`,
-      `node ${MARSD_BIN} ${common} ${this.extraArgs.join(' ')} &`,
-      `node ${MARSADM_BIN} ${common} create-resource ${RESOURCE} ${this.dataPath}`,
+      `node ${MARSADM_REL} ${common} create-cluster --listen 127.0.0.1:${this.port}`,
+      `node ${MARSD_REL} ${common} ${this.extraArgs.join(' ')} &`,
+      `node ${MARSADM_REL} ${common} create-resource ${RESOURCE} ${this.dataPath}`,
       `# after each job: wait until ${this.statusLink} reads 0, then`,
-      `node ${MARSADM_BIN} ${common} log-rotate ${RESOURCE} && node ${MARSADM_BIN} ${common} log-delete --force ${RESOURCE}`,
+      `node ${MARSADM_REL} ${common} log-rotate ${RESOURCE} && node ${MARSADM_REL} ${common} log-delete --force ${RESOURCE}`,
     ];
   }
 
