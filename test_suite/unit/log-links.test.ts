@@ -1,4 +1,4 @@
-// Logfile names, replay links and the versionlink hash chain (mars.md §1.5).
+// Logfile names, replay links and the versionlink hash chain (docs/logfile-format.md §6).
 // Expected digests were computed independently with the shell, e.g.
 //   printf '%s' '1,alpha,4180:' | md5sum
 import t from 'tap';

@@ -1,4 +1,4 @@
-// Record codec: exact byte layout (mars.md §2.2), the CRC32C fold, and round trips.
+// Record codec: exact byte layout (docs/logfile-format.md §2), the CRC32C fold, and round trips.
 import t from 'tap';
 import {
   END_MAGIC,
