@@ -1,5 +1,5 @@
 // set-app-hooks: the commands marsd runs for the application on top of a resource on this
-// host (daemon/control/app-hooks.ts): start when it becomes primary, stop before it gives the
+// host (common/resource/app-hooks.ts): start when it becomes primary, stop before it gives the
 // role up with the device open. Local to this host, never propagated.
 import { AdmError, type Adm } from '../context.js';
 import { hookPath, readHook, type HookKind } from '../../common/resource/app-hooks.js';
