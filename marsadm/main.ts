@@ -3,6 +3,7 @@
 // exit code and say what to do next.
 import { Command, CommanderError } from 'commander';
 import { Adm, AdmError, type GlobalOptions } from './context.js';
+import { EXIT_INVARIANT, InvariantError } from '../common/util/assert.js';
 import { NameError } from '../common/tree/names.js';
 import { createCluster, joinCluster, leaveCluster, waitCluster } from './commands/cluster.js';
 import { createResource, deleteResource } from './commands/resource.js';
@@ -172,6 +173,11 @@ export async function runMarsadmAsync(argv: string[]): Promise<number> {
     if (err instanceof NameError) {
       process.stderr.write(`marsadm: ${err.message}\n`);
       return 2;
+    }
+    if (err instanceof InvariantError) {
+      // As marsd (daemon/main.ts): a broken invariant names itself and ends with EXIT_INVARIANT.
+      process.stderr.write(`marsadm: invariant violated: ${err.message}\n${err.stack ?? ''}\n`);
+      return EXIT_INVARIANT;
     }
     process.stderr.write(`marsadm: unexpected error: ${(err as Error).stack ?? err}\n`);
     return 1;
