@@ -3,6 +3,7 @@
 // exit code and say what to do next.
 import { Command, CommanderError } from 'commander';
 import { Adm, AdmError, type GlobalOptions } from './context.js';
+import { EXIT_INVARIANT, InvariantError } from '../common/util/assert.js';
 import { NameError } from '../common/tree/names.js';
 import { createCluster, joinCluster, leaveCluster, waitCluster } from './commands/cluster.js';
 import { createResource, deleteResource } from './commands/resource.js';
@@ -21,7 +22,13 @@ import { MARSD_VERSION } from '../common/version.js';
 
 /** positional arguments, then the command's own options */
 type Action = (adm: Adm, args: string[], opts: Record<string, string | undefined>) => void | Promise<void>;
+/** Registers one MARS command: usage, help line, action, and its own options (extra). */
+type AddCommand = (usage: string, description: string, action: Action, extra?: (c: Command) => Command) => Command;
 
+/**
+ * The whole command line. Commands are registered group by group in the order `--help` lists
+ * them; every MARS command also takes --force, --json and --timeout after its name.
+ */
 function build(): Command {
   const program = new Command('marsadm')
     .description('MARS admin tool: cluster and resource management, role switches, status')
@@ -35,8 +42,20 @@ function build(): Command {
     .option('--force', 'skip safety checks (read the command\'s help first)')
     .showHelpAfterError()
     .exitOverride();
+  const add = commandAdder(program);
+  addClusterCommands(add);
+  addResourceCommands(add);
+  addRoleCommands(add);
+  addSwitchCommands(add);
+  addLogCommands(add);
+  addStatusCommands(add);
+  addLogDump(program);
+  return program;
+}
 
-  const add = (usage: string, description: string, action: Action, extra?: (c: Command) => Command) => {
+/** The registration of a MARS command: a fresh Adm (global and own options) per invocation. */
+function commandAdder(program: Command): AddCommand {
+  return (usage, description, action, extra) => {
     let cmd = program.command(usage).description(description).option('--force', 'skip safety checks').option('--json', 'machine-readable output').option('--timeout <seconds>', 'wait limit');
     if (extra) cmd = extra(cmd);
     cmd.action(async (...args: unknown[]) => {
@@ -46,7 +65,10 @@ function build(): Command {
     });
     return cmd;
   };
+}
 
+/** Cluster membership and how this host reaches its peers. */
+function addClusterCommands(add: AddCommand): void {
   add('create-cluster', 'start a new cluster with this host as its first member', (adm, _args, o) => createCluster(adm, { ...(o.listen !== undefined ? { listen: o.listen } : {}) }),
     (c) => c.option('--listen <addr:port>', 'address peers reach this host on (default: first IPv4, port 7777)'));
   add('join-cluster <peer>', 'join the cluster PEER (ADDRESS:PORT) belongs to', (adm, [peer], o) => joinCluster(adm, peer!, {
@@ -60,12 +82,20 @@ function build(): Command {
   add('get-transport <peer>', 'print how this host reaches PEER and the link\'s status', (adm, [peer]) => getTransport(adm, peer!));
   add('leave-cluster', 'stop being a cluster member (leave every resource first)', (adm) => leaveCluster(adm));
   add('wait-cluster', 'wait until every member sent fresh state', (adm) => waitCluster(adm));
+}
+
+/** Resources and this host's membership in them. */
+function addResourceCommands(add: AddCommand): void {
   add('create-resource <name> <device>', 'create a resource on DEVICE; this host becomes its primary', (adm, [name, device], o) => createResource(adm, name!, device!, { ...(o.size !== undefined ? { size: o.size } : {}) }),
     (c) => c.option('--size <bytes>', 'resource size (default: the whole device)'));
   add('join-resource <name> <device>', 'become a replica of the resource on DEVICE (full sync from the primary, then replay)', (adm, [name, device], o) => joinResource(adm, name!, device!, { wait: o.wait !== undefined }),
     (c) => c.option('--wait', 'wait until the sync is done, with a progress bar'));
   add('leave-resource <name>', 'stop being a replica (run "down" first); the disk content stays', (adm, [name]) => leaveResource(adm, name!));
   add('delete-resource <name>', 'remove a resource from the tree (the data device is not touched)', (adm, [name]) => deleteResource(adm, name!));
+}
+
+/** Role switches, the application hooks that follow them, and the split-brain way back. */
+function addRoleCommands(add: AddCommand): void {
   add('primary <name>', 'make this host the primary: planned handover (waits until caught up), or --force for a failover without the old primary',
     (adm, [name], o) => primary(adm, name!, { ignoreSync: o.ignoreSync !== undefined }),
     (c) => c.option('--ignore-sync', 'become primary although this replica\'s sync is not complete (its disk is inconsistent)'));
@@ -74,6 +104,10 @@ function build(): Command {
     (c) => c.option('--start <command>', 'shell command, e.g. "systemctl start db.mount"').option('--stop <command>', 'shell command, e.g. "systemctl stop db.mount"'));
   add('invalidate <name>', 'give up this replica\'s writes since a split brain and resync it from the primary (only the blocks either side touched when possible)', (adm, [name]) => invalidate(adm, name!));
   add('secondary <name>', 'give up the primary role (no designated primary afterwards)', (adm, [name]) => secondary(adm, name!));
+}
+
+/** The todo switches: attach, and fetch, replay and sync on or off. */
+function addSwitchCommands(add: AddCommand): void {
   add('attach <name>', 'use the data device (todo attach on)', (adm, [name]) => attach(adm, name!));
   add('detach <name>', 'stop using the data device (writes everything back first)', (adm, [name]) => detach(adm, name!));
   add('up <name>', 'attach and switch fetch, sync and replay on', (adm, [name]) => up(adm, name!));
@@ -86,18 +120,29 @@ function build(): Command {
   ] as const) {
     add(`${cmd} <name>`, `${key} ${on ? 'on' : 'off'}`, (adm, [name]) => setTodo(adm, name!, key, on));
   }
+}
+
+/** Logfiles: rotation, deletion, housekeeping and repair. */
+function addLogCommands(add: AddCommand): void {
   add('log-rotate <name>', 'start a new logfile on the primary', async (adm, [name]) => { await logRotate(adm, name!); });
   add('log-delete <name>', 'delete every logfile all replicas have replayed (NAME or all)', (adm, [name]) => { logDelete(adm, name!, 'all'); });
   add('log-delete-all <name>', 'same as log-delete', (adm, [name]) => { logDelete(adm, name!, 'all'); });
   add('log-delete-one <name>', 'delete the oldest deletable logfile', (adm, [name]) => { logDelete(adm, name!, 'one'); });
   add('cron', 'housekeeping: purge old tombstones, rotate and delete logfiles', (adm) => cron(adm));
   add('log-truncate <name>', 'cut a defective logfile at its last good record so the resource can start', (adm, [name]) => logTruncate(adm, name!));
+}
+
+/** Status: the view, its macros, and waiting for a condition. */
+function addStatusCommands(add: AddCommand): void {
   add('view [name]', 'status of NAME or all resources', (adm, [name]) => view(adm, name));
   for (const macro of Object.keys(MACROS)) {
     add(`view-${macro} <name>`, `print ${macro} of the resource`, (adm, [name]) => viewMacro(adm, macro, name!));
   }
   add('wait-resource <name> <condition>', 'wait until the resource reaches a condition (attach, primary, device, writeback-done, umount; -off variants)', (adm, [name, cond]) => waitResource(adm, name!, cond!));
+}
 
+/** log-dump reads a file, not the tree: no Adm, and only its own options besides --json. */
+function addLogDump(program: Command): void {
   program.command('log-dump <file>')
     .description('print and verify a logfile')
     .option('--verbose', 'one line per record')
@@ -110,7 +155,6 @@ function build(): Command {
       const code = await logDump(file, { json: g.json ?? false, verbose: o.verbose ?? false, ...(from !== undefined ? { from } : {}) }, (line) => process.stdout.write(`${line}\n`));
       process.exitCode = code;
     });
-  return program;
 }
 
 export async function runMarsadmAsync(argv: string[]): Promise<number> {
@@ -129,6 +173,11 @@ export async function runMarsadmAsync(argv: string[]): Promise<number> {
     if (err instanceof NameError) {
       process.stderr.write(`marsadm: ${err.message}\n`);
       return 2;
+    }
+    if (err instanceof InvariantError) {
+      // As marsd (daemon/main.ts): a broken invariant names itself and ends with EXIT_INVARIANT.
+      process.stderr.write(`marsadm: invariant violated: ${err.message}\n${err.stack ?? ''}\n`);
+      return EXIT_INVARIANT;
     }
     process.stderr.write(`marsadm: unexpected error: ${(err as Error).stack ?? err}\n`);
     return 1;

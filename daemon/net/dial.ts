@@ -1,13 +1,16 @@
 // The connecting side of the peer protocol and its transports: TCP, TLS, and SSH (the peer
 // runs `marsd --stdio` as the remote command and the protocol flows over the child's
 // stdout/stdin). Whatever the transport, the mutual handshake runs on top, so TLS and SSH add
-// confidentiality and their own authentication but never replace ours.
+// confidentiality and their own authentication but never replace ours. Deadlines and grace
+// periods run on the injected Clock (DialAuthOptions.clock), and every timer is cancelled once
+// it is moot, so a finished dial keeps nothing alive.
 import net from 'node:net';
 import tls from 'node:tls';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Duplex, type Readable, type Writable } from 'node:stream';
-import { assert } from '../../common/util/assert.js';
+import { assert, InvariantError } from '../../common/util/assert.js';
+import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { normalizeSecret } from './auth.js';
 import { PeerConnection } from './connection.js';
 import type { LogLevel } from '../../common/util/log.js';
@@ -18,6 +21,8 @@ export const DEFAULT_DIAL_TIMEOUT_MS = 10_000;
 const MAX_STDERR_BYTES = 8 * 1024;
 /** After close, an SSH child that ignores SIGTERM is killed this much later. */
 const CHILD_KILL_GRACE_MS = 2_000;
+/** How long a failed dial waits for ssh to exit, so that its complaint on stderr is complete. */
+const SSH_STDERR_GRACE_MS = 1_000;
 
 export class AddressError extends Error {
   override name = 'AddressError';
@@ -66,6 +71,8 @@ export interface DialAuthOptions {
   idleTimeoutMs?: number;
   maxBufferedStreamBytes?: number;
   log?: (level: LogLevel, msg: string) => void;
+  /** Deadlines, the handshake and the connection's keepalive (default: the system clock). */
+  clock?: Clock;
 }
 
 /**
@@ -79,6 +86,7 @@ export async function connectOverDuplex(duplex: Duplex, label: string, opts: Dia
     secret: normalizeSecret(opts.secret),
     expectHost: opts.expectHost,
     handshakeTimeoutMs: opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
   return new PeerConnection({
     stream: duplex,
@@ -91,6 +99,7 @@ export async function connectOverDuplex(duplex: Duplex, label: string, opts: Dia
     keepaliveMs: opts.keepaliveMs,
     idleTimeoutMs: opts.idleTimeoutMs,
     maxBufferedStreamBytes: opts.maxBufferedStreamBytes,
+    ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
 }
 
@@ -106,14 +115,15 @@ export interface DialOptions extends DialAuthOptions {
 export async function dialPeer(opts: DialOptions): Promise<PeerConnection> {
   const { host, port } = parseAddress(opts.address, { allowHostName: true });
   const timeoutMs = opts.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
-  const deadline = Date.now() + timeoutMs;
-  const socket = await connectSocket(host, port, opts, timeoutMs);
+  const clock = opts.clock ?? systemClock;
+  const deadlineMs = clock.nowMs() + timeoutMs;
+  const socket = await connectSocket(host, port, opts, timeoutMs, clock);
   socket.setNoDelay(true);
-  const remainingMs = Math.max(1, deadline - Date.now());
+  const remainingMs = Math.max(1, deadlineMs - clock.nowMs());
   return connectOverDuplex(socket, opts.address, { ...opts, timeoutMs: remainingMs });
 }
 
-function connectSocket(host: string, port: number, opts: DialOptions, timeoutMs: number): Promise<net.Socket> {
+function connectSocket(host: string, port: number, opts: DialOptions, timeoutMs: number, clock: Clock): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     const readyEvent = opts.tls ? 'secureConnect' : 'connect';
@@ -129,18 +139,18 @@ function connectSocket(host: string, port: number, opts: DialOptions, timeoutMs:
     } else {
       socket = net.connect({ host, port });
     }
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       socket.destroy();
       reject(new Error(`connecting to ${opts.address} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
     const onError = (err: Error) => {
-      clearTimeout(timer);
+      timer.cancel();
       socket.destroy();
       reject(new Error(`cannot connect to ${opts.address}: ${err.message}`));
     };
     socket.once('error', onError);
     socket.once(readyEvent, () => {
-      clearTimeout(timer);
+      timer.cancel();
       socket.off('error', onError);
       resolve(socket);
     });
@@ -228,7 +238,8 @@ export interface ChildDuplex {
  * Spawn a command whose stdin/stdout carry the protocol (ssh, or any local stand-in for tests)
  * and wrap them in a Duplex; destroying the duplex terminates the child.
  */
-export function spawnDuplex(command: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): ChildDuplex {
+export function spawnDuplex(command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; clock?: Clock } = {}): ChildDuplex {
+  const clock = opts.clock ?? systemClock;
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env });
   let stderr = Buffer.alloc(0);
   child.stderr!.on('data', (chunk: Buffer) => {
@@ -242,10 +253,10 @@ export function spawnDuplex(command: string, args: string[], opts: { env?: NodeJ
   const terminate = () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGTERM');
-    const timer = setTimeout(() => {
+    const killTimer = clock.setTimeout(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }, CHILD_KILL_GRACE_MS);
-    timer.unref();
+    void exited.then(() => killTimer.cancel()); // a child that obeys SIGTERM leaves no timer behind
   };
   const duplex = duplexFromPair(child.stdout!, child.stdin!, terminate);
   child.once('error', (err) => duplex.destroy(new Error(`cannot run ${command}: ${err.message}`)));
@@ -295,14 +306,18 @@ export function sshArgs(opts: Pick<SshDialOptions, 'target' | 'port' | 'identity
 
 export async function dialSsh(opts: SshDialOptions): Promise<PeerConnection> {
   const command = opts.sshCommand ?? 'ssh';
-  const spawned = spawnDuplex(command, sshArgs(opts));
+  const clock = opts.clock ?? systemClock;
+  const spawned = spawnDuplex(command, sshArgs(opts), { clock });
   const label = `ssh ${opts.target}`;
   try {
     return await connectOverDuplex(spawned.duplex, label, { ...opts, timeoutMs: opts.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS });
   } catch (err) {
     spawned.duplex.destroy();
+    if (err instanceof InvariantError) throw err;
     // ssh's own complaint (host key, permission denied, command not found) is the useful part.
-    await Promise.race([spawned.exited, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+    let grace: Timer | undefined;
+    await Promise.race([spawned.exited, new Promise((resolve) => (grace = clock.setTimeout(() => resolve(undefined), SSH_STDERR_GRACE_MS)))]);
+    grace?.cancel();
     const stderr = spawned.stderrText();
     const message = `${label}: ${(err as Error).message}${stderr ? `; ${command} said: ${stderr}` : ''}`;
     throw err instanceof HandshakeError ? new HandshakeError(message, err.refusal) : new Error(message);

@@ -11,9 +11,13 @@
 // the peer is generic; the real one is returned in the HandshakeError for the log.
 //
 // Both functions stop reading when they are done and hand over the FrameDecoder, which may
-// already hold bytes the peer sent right after the handshake.
+// already hold bytes the peer sent right after the handshake. Every failure is a
+// HandshakeError, except a broken invariant of ours, which stays an InvariantError so that the
+// caller's catch stops marsd (failStopOnInvariant). The deadline and the linger after a
+// refusal run on the injected Clock.
 import type { Duplex } from 'node:stream';
-import { assert } from '../../common/util/assert.js';
+import { assert, InvariantError } from '../../common/util/assert.js';
+import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { MIN_SECRET_BYTES } from '../../common/cluster/secret.js';
 import { clientMac, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
 import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
@@ -47,10 +51,12 @@ export interface HandshakeOptions {
   /** The cluster secret (raw key bytes, see auth.normalizeSecret). */
   secret: Buffer;
   handshakeTimeoutMs?: number;
+  /** The deadline's timer and the default `welcome` clock (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface ServerHandshakeOptions extends HandshakeOptions {
-  /** The Lamport clock value sent in `welcome` (µs). */
+  /** The Lamport clock value sent in `welcome` (µs); default: the clock's wall time. */
   clockUs?: () => number;
   /** Optional admission check of an authenticated peer's host name; return a reason to refuse. */
   checkPeerHost?: (host: string) => string | undefined;
@@ -75,58 +81,60 @@ export interface ClientHandshakeResult extends HandshakeResult {
 
 export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptions): Promise<HandshakeResult> {
   checkOptions(opts);
-  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const clock = opts.clock ?? systemClock;
+  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, clock);
   const serverNonce = newNonce();
+  const refuse = (reason: RefusalReason, detail: string) => refuseAndClose(stream, reader, clock, reason, detail);
   try {
     writeFrame(stream, { t: 'hello', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: serverNonce });
     let frame: Frame;
     try {
       frame = await reader.next();
     } catch (err) {
-      if (err instanceof ProtocolError) throw refuse(stream, reader, 'protocol error', err.message);
+      if (err instanceof ProtocolError) throw refuse('protocol error', err.message);
       throw err;
     }
     const raw = frame.header as { t?: unknown; proto?: unknown };
     if (raw.t === 'auth' && raw.proto !== PROTOCOL_VERSION) {
-      throw refuse(stream, reader, 'protocol version', `client speaks protocol version ${JSON.stringify(raw.proto)}, we speak ${PROTOCOL_VERSION}`);
+      throw refuse('protocol version', `client speaks protocol version ${JSON.stringify(raw.proto)}, we speak ${PROTOCOL_VERSION}`);
     }
     let auth: Message;
     try {
       auth = parseMessage(frame.header);
     } catch (err) {
-      throw refuse(stream, reader, 'protocol error', `expected auth: ${(err as Error).message}`);
+      throw refuse('protocol error', `expected auth: ${(err as Error).message}`);
     }
-    if (auth.t !== 'auth') throw refuse(stream, reader, 'protocol error', `expected auth, got ${auth.t} before authentication`);
+    if (auth.t !== 'auth') throw refuse('protocol error', `expected auth, got ${auth.t} before authentication`);
     const tr: HandshakeTranscript = {
       serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid,
     };
     if (!macMatches(clientMac(opts.secret, tr), auth.mac)) {
-      throw refuse(stream, reader, 'authentication failed', `client claiming to be ${auth.host} failed authentication (wrong cluster secret or tampered handshake)`);
+      throw refuse('authentication failed', `client claiming to be ${auth.host} failed authentication (wrong cluster secret or tampered handshake)`);
     }
     if (auth.nonce === serverNonce) {
       // Only a reflection of our own hello can produce this; the labels already prevent it
       // from verifying, but a nonce must never be accepted twice in one handshake.
-      throw refuse(stream, reader, 'authentication failed', 'client echoed the server nonce');
+      throw refuse('authentication failed', 'client echoed the server nonce');
     }
     if (!uuidsCompatible(opts.uuid, auth.uuid)) {
-      throw refuse(stream, reader, 'uuid mismatch', `client ${auth.host} belongs to cluster ${JSON.stringify(auth.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
+      throw refuse('uuid mismatch', `client ${auth.host} belongs to cluster ${JSON.stringify(auth.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
     }
     const hostProblem = opts.checkPeerHost?.(auth.host);
-    if (hostProblem !== undefined) throw refuse(stream, reader, 'authentication failed', `client ${auth.host} not admitted: ${hostProblem}`);
-    const clockUs = opts.clockUs?.() ?? Date.now() * 1000;
+    if (hostProblem !== undefined) throw refuse('authentication failed', `client ${auth.host} not admitted: ${hostProblem}`);
+    const clockUs = opts.clockUs?.() ?? clock.nowMs() * 1000;
     writeFrame(stream, { t: 'welcome', mac: serverMac(opts.secret, tr), clockUs });
     return { peerHost: auth.host, peerUuid: auth.uuid, decoder: reader.handOver() };
   } catch (err) {
     reader.detach();
     // A refusal lingers so `refused` reaches the peer; every other failure closes at once.
     if (!(err instanceof HandshakeError && err.refusal !== undefined)) stream.destroy();
-    throw err instanceof HandshakeError ? err : new HandshakeError(`handshake failed: ${(err as Error).message}`);
+    throw asHandshakeError(err);
   }
 }
 
 export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptions): Promise<ClientHandshakeResult> {
   checkOptions(opts);
-  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const reader = new HandshakeReader(stream, opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, opts.clock ?? systemClock);
   try {
     const hello = await reader.nextMessage('hello');
     if (opts.expectHost !== undefined && hello.host !== opts.expectHost) {
@@ -148,8 +156,14 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
   } catch (err) {
     reader.detach();
     stream.destroy();
-    throw err instanceof HandshakeError ? err : new HandshakeError(`handshake failed: ${(err as Error).message}`);
+    throw asHandshakeError(err);
   }
+}
+
+/** What a failed handshake throws: a HandshakeError, except that our own broken invariant stays what it is. */
+function asHandshakeError(err: unknown): Error {
+  if (err instanceof HandshakeError || err instanceof InvariantError) return err;
+  return new HandshakeError(`handshake failed: ${(err as Error).message}`);
 }
 
 function checkOptions(opts: HandshakeOptions): void {
@@ -166,12 +180,13 @@ function writeFrame(stream: Duplex, message: Message): void {
  * Send `refused`, stop reading, and close the stream; returns the error for the caller to throw.
  * Nothing else the peer sent is looked at.
  */
-function refuse(stream: Duplex, reader: HandshakeReader, reason: RefusalReason, detail: string): HandshakeError {
+function refuseAndClose(stream: Duplex, reader: HandshakeReader, clock: Clock, reason: RefusalReason, detail: string): HandshakeError {
   reader.detach();
   if (!stream.destroyed && stream.writable) {
     writeFrame(stream, { t: 'refused', reason });
     stream.end();
-    setTimeout(() => stream.destroy(), REFUSAL_LINGER_MS).unref();
+    const linger = clock.setTimeout(() => stream.destroy(), REFUSAL_LINGER_MS);
+    stream.once('close', () => linger.cancel()); // a peer that closes promptly leaves no timer behind
   } else {
     stream.destroy();
   }
@@ -183,7 +198,7 @@ class HandshakeReader {
   private readonly decoder = new FrameDecoder({ maxHeaderBytes: HANDSHAKE_MAX_HEADER_BYTES, maxPayloadBytes: 0 });
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
-  private readonly timer: NodeJS.Timeout;
+  private readonly timer: Timer;
   private attached = true;
 
   private readonly onData = (chunk: Buffer | string) => {
@@ -197,13 +212,13 @@ class HandshakeReader {
   private readonly onEnd = () => this.fail(new HandshakeError('the peer closed the connection during the handshake'));
   private readonly onError = (err: Error) => this.fail(new HandshakeError(`connection error during the handshake: ${err.message}`));
 
-  constructor(private readonly stream: Duplex, timeoutMs: number) {
+  constructor(private readonly stream: Duplex, timeoutMs: number, clock: Clock) {
     assert(Number.isSafeInteger(timeoutMs) && timeoutMs > 0, `bad handshake timeout ${timeoutMs}`);
-    this.timer = setTimeout(() => {
+    // Cancelled in detach(), which every end of a handshake reaches.
+    this.timer = clock.setTimeout(() => {
       this.fail(new HandshakeError(`handshake timed out after ${timeoutMs} ms`));
       stream.destroy();
     }, timeoutMs);
-    this.timer.unref();
     stream.on('data', this.onData);
     stream.on('end', this.onEnd);
     stream.on('close', this.onEnd);
@@ -245,7 +260,7 @@ class HandshakeReader {
   detach(): void {
     if (!this.attached) return;
     this.attached = false;
-    clearTimeout(this.timer);
+    this.timer.cancel();
     this.stream.off('data', this.onData);
     this.stream.off('end', this.onEnd);
     this.stream.off('close', this.onEnd);

@@ -3,10 +3,10 @@
 // before sending. Debt rather than "wait until enough tokens" lets a frame larger than the
 // burst go out while the long-run rate still holds.
 //
-// The clock is injected so the arithmetic is tested deterministically; `throttle` is the only
-// part that actually waits.
-import { setTimeout as sleep } from 'node:timers/promises';
+// The time source is injected so the arithmetic is tested deterministically (nowMs), and
+// `throttle`, the only part that actually waits, sleeps on an injected Clock.
 import { assert } from '../../common/util/assert.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 
 export const DEFAULT_BURST_BYTES = 256 * 1024;
 /** Smallest log-data frame while a rate limit is on (see chunkBytesForRate). */
@@ -45,10 +45,10 @@ export class TokenBucket {
   }
 }
 
-/** Wait as the bucket says before sending `bytes`; rejects when the signal aborts. */
-export async function throttle(bucket: TokenBucket, bytes: number, signal?: AbortSignal): Promise<void> {
+/** Wait as the bucket says before sending `bytes`; rejects with the signal's reason when it aborts. */
+export async function throttle(bucket: TokenBucket, bytes: number, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
   const delayMs = bucket.reserve(bytes);
-  if (delayMs > 0) await sleep(Math.ceil(delayMs), undefined, { signal });
+  if (delayMs > 0) await clock.sleep(Math.ceil(delayMs), signal);
 }
 
 /**

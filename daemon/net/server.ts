@@ -5,11 +5,14 @@
 // Isolation: every connection has its own handshake deadline, limits and error handling, so a
 // bad or hostile peer only ever loses its own connection. The number of open connections,
 // handshaking ones included, is capped so unauthenticated peers cannot exhaust memory or fds.
+// A failure on the accept path is logged and costs only that connection, unless it is a broken
+// invariant of ours: that stops marsd (failStopOnInvariant).
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { assert } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
+import type { Clock } from '../../common/util/clock.js';
 import { hostNameSchema } from '../../common/tree/names.js';
 import { normalizeSecret } from './auth.js';
 import { PeerConnection, type PeerHandlers } from './connection.js';
@@ -40,6 +43,8 @@ export interface PeerServerOptions {
   checkPeerHost?: (host: string) => string | undefined;
   /** Called for every authenticated connection (the daemon tracks who is connected). */
   onConnection?: (conn: PeerConnection) => void;
+  /** Time and timers of the handshakes and connections (default: the system clock). */
+  clock?: Clock;
 }
 
 export class PeerServer {
@@ -174,6 +179,8 @@ export class PeerServer {
     }
     socket.setNoDelay(true);
     this.handle(socket, label).catch((err: Error) => {
+      // A failed handshake is logged in handle(); anything else is unexpected, an invariant fatal.
+      failStopOnInvariant(err);
       if (!(err instanceof HandshakeError)) this.opts.log('error', `peer ${label}: ${err.stack ?? err.message}`);
     });
   }
@@ -190,6 +197,7 @@ export class PeerServer {
         handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
         clockUs: this.opts.clockUs,
         checkPeerHost: this.opts.checkPeerHost,
+        ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
       });
     } catch (err) {
       const refusal = err instanceof HandshakeError && err.refusal ? ` (refused: ${err.refusal})` : '';
@@ -214,6 +222,7 @@ export class PeerServer {
       keepaliveMs: this.opts.keepaliveMs,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       maxConcurrentRequests: this.opts.maxConcurrentRequests,
+      ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
     });
     this.connections.add(conn);
     conn.once('close', (reason: string) => {

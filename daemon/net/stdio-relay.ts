@@ -2,10 +2,12 @@
 // server (that one would lack the /mars lock and the logger's in-memory durable end); it
 // connects to the running marsd's peer socket RUN_DIR/peer.sock and copies bytes both ways
 // between that socket and its stdin/stdout. The handshake therefore runs end to end between
-// the two daemons, inside SSH, and the relay itself never sees the secret.
+// the two daemons, inside SSH, and the relay itself never sees the secret. Its two timeouts
+// run on an injected Clock and are cancelled when moot.
 import net from 'node:net';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 
 export const PEER_SOCKET_NAME = 'peer.sock';
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -24,15 +26,15 @@ export class RelayError extends Error {
 }
 
 /** Connect to a marsd's peer socket; a missing or stale socket says that marsd is not running. */
-export function connectPeerSocket(path: string, timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS): Promise<net.Socket> {
+export function connectPeerSocket(path: string, timeoutMs = DEFAULT_CONNECT_TIMEOUT_MS, clock: Clock = systemClock): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(path);
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       socket.destroy();
       reject(new RelayError(`connecting to ${path} timed out after ${timeoutMs} ms`, 'ETIMEDOUT'));
     }, timeoutMs);
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      timer.cancel();
       const why =
         err.code === 'ENOENT' ? `marsd is not running here, or serves no peers: ${path} does not exist`
           : err.code === 'ECONNREFUSED' ? `marsd is not running here: ${path} is a stale socket nobody listens on`
@@ -41,7 +43,7 @@ export function connectPeerSocket(path: string, timeoutMs = DEFAULT_CONNECT_TIME
       reject(new RelayError(why, err.code));
     });
     socket.once('connect', () => {
-      clearTimeout(timer);
+      timer.cancel();
       socket.removeAllListeners('error');
       resolve(socket);
     });
@@ -53,12 +55,14 @@ export function connectPeerSocket(path: string, timeoutMs = DEFAULT_CONNECT_TIME
  * as a half-close (the daemon then closes the connection), the daemon's close ends the relay.
  * Backpressure holds both ways (pipe). Resolves with why it ended; never rejects.
  */
-export function relay(socket: net.Socket, input: Readable, output: Writable): Promise<string> {
+export function relay(socket: net.Socket, input: Readable, output: Writable, clock: Clock = systemClock): Promise<string> {
   return new Promise((resolve) => {
     let done = false;
+    let grace: Timer | undefined;
     const finish = (reason: string) => {
       if (done) return;
       done = true;
+      grace?.cancel();
       input.unpipe(socket);
       socket.unpipe(output);
       input.pause();
@@ -70,7 +74,7 @@ export function relay(socket: net.Socket, input: Readable, output: Writable): Pr
     output.on('error', (err) => finish(`output: ${err.message}`));
     input.on('error', (err) => finish(`input: ${err.message}`));
     input.once('end', () => {
-      setTimeout(() => finish('input ended'), HALF_CLOSE_GRACE_MS).unref();
+      grace = clock.setTimeout(() => finish('input ended'), HALF_CLOSE_GRACE_MS);
     });
     socket.pipe(output, { end: false }); // stdout stays ours to flush before exiting
     input.pipe(socket); // ends the socket's writing side when input ends
@@ -97,9 +101,10 @@ export function flushed(output: Writable): Promise<void> {
 }
 
 /** Run the relay for `marsd --stdio`; throws RelayError when the daemon cannot be reached. */
-export async function runStdioRelay(opts: { runDir: string; input: Readable; output: Writable; connectTimeoutMs?: number }): Promise<string> {
-  const socket = await connectPeerSocket(peerSocketPath(opts.runDir), opts.connectTimeoutMs);
-  const reason = await relay(socket, opts.input, opts.output);
+export async function runStdioRelay(opts: { runDir: string; input: Readable; output: Writable; connectTimeoutMs?: number; clock?: Clock }): Promise<string> {
+  const clock = opts.clock ?? systemClock;
+  const socket = await connectPeerSocket(peerSocketPath(opts.runDir), opts.connectTimeoutMs, clock);
+  const reason = await relay(socket, opts.input, opts.output, clock);
   await flushed(opts.output);
   return reason;
 }

@@ -7,6 +7,10 @@
 // How a peer is reached is this host's own choice, `userspace/transport-PEER` (tcp when absent,
 // tls, or ssh; net/transport-spec.ts). A change of it or of the peer's address replaces the
 // link: the old connection is closed and the new transport dialled.
+//
+// A link survives every expected failure (a refused dial, a lost connection, a failed pull:
+// it logs, backs off and tries again); an InvariantError is not one of them and stops marsd
+// (failStopOnInvariant) wherever a catch would otherwise carry on.
 import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths, localPaths, resPaths } from '../../common/tree/paths.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
@@ -16,10 +20,11 @@ import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
 import { applyMergePlan, localState } from './tree-io.js';
-import { listingOf, type PeerListing } from './tombstones.js';
-import { performance } from 'node:perf_hooks';
+import { listingOf, listingTimeMs, type PeerListing } from './tombstones.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LogFn } from '../../common/util/log.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 
 export interface PeerManagerOptions {
   tree: TreeStore;
@@ -32,6 +37,8 @@ export interface PeerManagerOptions {
   onListing: () => void;
   /** CA file verifying the servers of `tls` links (marsd --tls-ca); the system CAs otherwise */
   tlsCaFile?: string;
+  /** backoff, pull interval, connections; give the TombstoneKeeper the same one (default: the system clock) */
+  clock?: Clock;
 }
 
 /** Where and how a link connects; a link is replaced when any of this changes. */
@@ -78,11 +85,13 @@ export class PeerLink {
   private pullWanted = false;
   private backoffMs = BACKOFF_MIN_MS;
   private readonly loopDone: Promise<void>;
+  private readonly clock: Clock;
 
   /** `tcp ADDR`, `tls ADDR`, `ssh USER@HOST`: how this link connects (status and logs). */
   readonly via: string;
 
   constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: Buffer) {
+    this.clock = m.clock ?? systemClock;
     const transport = target.transport;
     if ('invalid' in transport) {
       // A hand-edited value marsadm would have refused: say so and wait for a fix (the link
@@ -113,10 +122,11 @@ export class PeerLink {
     this.wake?.();
   }
 
+  /** Sleep until ms passed or wake() (pullSoon, the connection closed, stop). */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.wake = undefined; resolve(); }, ms);
-      this.wake = () => { clearTimeout(timer); this.wake = undefined; resolve(); };
+      const timer = this.clock.setTimeout(() => { this.wake = undefined; resolve(); }, ms);
+      this.wake = () => { timer.cancel(); this.wake = undefined; resolve(); };
     });
   }
 
@@ -126,7 +136,9 @@ export class PeerLink {
     const { tree, host } = this.m;
     try {
       tree.write(globalPaths.actual(host, `peer-${this.peer}`), value, { onlyIfChanged: true });
-    } catch { /* status is best effort */ }
+    } catch (err) {
+      failStopOnInvariant(err); // otherwise: status is best effort
+    }
   }
 
   private async loop(transport: TransportSpec): Promise<void> {
@@ -138,8 +150,10 @@ export class PeerLink {
           address: this.address, host: this.m.host, uuid, secret: this.secret, expectHost: this.peer,
           timeoutMs: transport.kind === 'ssh' ? SSH_DIAL_TIMEOUT_MS : DIAL_TIMEOUT_MS,
           ...(this.m.tlsCaFile !== undefined ? { tlsCaFile: this.m.tlsCaFile } : {}),
+          clock: this.clock,
         });
       } catch (err) {
+        failStopOnInvariant(err);
         this.noteDown((err as Error).message);
         await this.sleep(this.backoffMs);
         this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
@@ -149,7 +163,7 @@ export class PeerLink {
       this.conn = conn;
       this.backoffMs = BACKOFF_MIN_MS;
       this.lastError = '';
-      this.setStatus(`connected ${this.via} since ${new Date().toISOString()}`);
+      this.setStatus(`connected ${this.via} since ${new Date(this.clock.nowMs()).toISOString()}`);
       this.m.log('info', `peer ${this.peer}: connected (${this.via})`);
       let closedReason: string | undefined;
       void conn.closed.then((reason: string) => { closedReason = reason; this.wake?.(); });
@@ -157,6 +171,7 @@ export class PeerLink {
         try {
           await this.pull(conn);
         } catch (err) {
+          failStopOnInvariant(err);
           if (closedReason === undefined) conn.close(`pull failed: ${(err as Error).message}`);
           break;
         }
@@ -181,7 +196,7 @@ export class PeerLink {
 
   private async pull(conn: PeerConnection): Promise<void> {
     this.pullWanted = false;
-    const requestedAtMs = performance.now();
+    const requestedAtMs = listingTimeMs(this.clock);
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
     const plan = planMerge(entries, (p) => localState(tree, p), {
@@ -220,7 +235,8 @@ export function replayFloor(tree: TreeStore, res: string, host: string): number 
     if (tree.value(resPaths.replay(res, host)) === undefined) return Infinity;
     const replay = readReplayLink(tree, res, host);
     return replay ? replay.seq : -Infinity;
-  } catch {
+  } catch (err) {
+    failStopOnInvariant(err);
     return -Infinity; // an invalid resource name: accept no deletion
   }
 }
@@ -298,7 +314,11 @@ export class PeerManager {
   /** Tell every connected peer that our tree changed (they pull us soon). */
   notifyAll(): void {
     for (const l of this.links.values()) {
-      try { l.conn?.notify(); } catch { /* a dying connection */ }
+      try {
+        l.conn?.notify();
+      } catch (err) {
+        failStopOnInvariant(err); // otherwise a dying connection
+      }
     }
   }
 

@@ -20,7 +20,9 @@
 // waited for. A member that never answers keeps our tombstones until `marsadm cron`'s
 // fallback age (7 days) purges them. A tombstone is also kept for minAgeMs after we first saw
 // it, so admins and scripts can see what was deleted.
-import { performance } from 'node:perf_hooks';
+//
+// Both times of the rule (when a listing was requested, when a tombstone was first seen) come
+// from listingTimeMs: the injected Clock's time, never running backwards.
 import { linkSync, lstatSync, readlinkSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -28,8 +30,9 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { TOMBSTONE_VALUE, type TreeEntry } from './merge.js';
 import { collectEntries } from './tree-io.js';
 import type { LogFn } from '../../common/util/log.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 
-/** What one pull of a peer returned, and when (this process's monotonic clock) we asked. */
+/** What one pull of a peer returned, and when (listingTimeMs) we asked. */
 export interface PeerListing {
   requestedAtMs: number;
   /** path → value and stamp */
@@ -41,7 +44,7 @@ export interface PeerListing {
 export interface LocalTombstone {
   path: string;
   stampUs: number;
-  /** when this daemon first saw it (monotonic ms) */
+  /** when this daemon first saw it (listingTimeMs) */
   firstSeenMs: number;
 }
 
@@ -87,10 +90,27 @@ export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], 
   };
 }
 
+const lastListingTimeMs = new WeakMap<Clock, { ms: number }>();
+
+/**
+ * The time of the purge rule, in ms: the clock's time, held where it was while the clock runs
+ * backwards. A listing counts only if requested strictly after the tombstone was first seen,
+ * so the two times must never go back (with wall time, a listing asked before a tombstone
+ * appeared could otherwise look newer). One high-water mark per Clock object: the peer links
+ * (requestedAtMs) and the keeper (firstSeenMs) share it when they share their clock.
+ */
+export function listingTimeMs(clock: Clock): number {
+  let last = lastListingTimeMs.get(clock);
+  if (!last) lastListingTimeMs.set(clock, (last = { ms: -Infinity }));
+  last.ms = Math.max(last.ms, clock.nowMs());
+  return last.ms;
+}
+
 /** The I/O side: remembers when each tombstone was first seen and purges the confirmed ones. */
 export class TombstoneKeeper {
   private readonly firstSeen = new Map<string, { stampUs: number; seenMs: number }>();
   private lastRunMs = -Infinity;
+  private readonly clock: Clock;
   waiting: PurgeDecision['waiting'] = [];
 
   constructor(private readonly o: {
@@ -101,10 +121,14 @@ export class TombstoneKeeper {
     members: () => string[];
     listing: (member: string) => PeerListing | undefined;
     log: LogFn;
-  }) {}
+    /** the PeerManager's clock: listings and tombstones are timed alike (default: the system clock) */
+    clock?: Clock;
+  }) {
+    this.clock = o.clock ?? systemClock;
+  }
 
   /** Scan and purge, unless the last scan was less than intervalMs ago. Returns the purged paths. */
-  run(nowMs = performance.now()): string[] {
+  run(nowMs = listingTimeMs(this.clock)): string[] {
     if (nowMs - this.lastRunMs < this.o.intervalMs) return [];
     this.lastRunMs = nowMs;
     const { tree } = this.o;

@@ -6,6 +6,7 @@ import { LOG_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
 import { dirname } from 'node:path';
+import { failStopOnInvariant } from '../../common/util/assert.js';
 
 export interface LogListing {
   res: string;
@@ -26,7 +27,8 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
       let st;
       try {
         st = lstatSync(tree.abs(path));
-      } catch {
+      } catch (err) {
+        failStopOnInvariant(err);
         continue; // vanished or not a valid tree path
       }
       if (st.isDirectory()) {
@@ -55,8 +57,9 @@ export function localState(tree: TreeStore, path: string): LocalState {
   let st;
   try {
     st = lstatSync(tree.abs(path));
-  } catch {
-    return { kind: 'absent' };
+  } catch (err) {
+    failStopOnInvariant(err);
+    return { kind: 'absent' }; // vanished or not a valid tree path
   }
   if (st.isFile()) return { kind: 'file' };
   if (!st.isSymbolicLink()) return { kind: 'other' };

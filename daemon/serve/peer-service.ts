@@ -13,9 +13,11 @@ import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
-import { PeerRequestError, type PeerHandlers } from '../net/connection.js';
+import { PeerRequestError } from '../net/errors.js';
+import type { LogSink, PeerHandlers } from '../net/service.js';
 import type { Entry, LogReadRequest, PositionRequest, SyncDigestsRequest, SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 
 const LOG_CHUNK_BYTES = 1 << 20;
 const FOLLOW_POLL_MS = 10;
@@ -33,10 +35,16 @@ export interface ServiceContext {
   onTreeChanged(): void;
   onNotify(peerHost: string): void;
   log: LogFn;
+  /** Time of a following log-read's wait for new bytes (default: the system clock). */
+  clock?: Clock;
 }
 
 export class PeerService implements PeerHandlers {
-  constructor(private readonly ctx: ServiceContext) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly ctx: ServiceContext) {
+    this.clock = ctx.clock ?? systemClock;
+  }
 
   /**
    * Bytes of a logfile a peer may copy. Our own logfiles: the logger's durable end while it
@@ -62,7 +70,7 @@ export class PeerService implements PeerHandlers {
     return { clockUs: this.ctx.tree.clock.now(), entries, logs };
   }
 
-  async logRead(_peer: string, req: LogReadRequest, sink: { send(pos: number, data: Buffer): Promise<void> }, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
+  async logRead(_peer: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
     const path = this.ctx.tree.abs(`${resourceDir(req.res)}/${req.name}`);
     let handle;
     try {
@@ -77,7 +85,7 @@ export class PeerService implements PeerHandlers {
       if (pos > end) {
         throw new PeerRequestError('ERANGE', `${req.name} of ${req.res} ends at ${end} bytes here (durable), before the requested ${pos}`);
       }
-      let idleSinceMs = Date.now();
+      let idleSinceMs = this.clock.nowMs();
       const buf = Buffer.allocUnsafe(LOG_CHUNK_BYTES);
       for (;;) {
         while (pos < end && !signal.aborted) {
@@ -87,10 +95,11 @@ export class PeerService implements PeerHandlers {
           // The sink may keep the buffer until it is written: hand it a copy of this chunk.
           await sink.send(pos, Buffer.from(buf.subarray(0, bytesRead)));
           pos += bytesRead;
-          idleSinceMs = Date.now();
+          idleSinceMs = this.clock.nowMs();
         }
-        if (!req.follow || signal.aborted || Date.now() - idleSinceMs >= req.waitMs) break;
-        await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+        if (!req.follow || signal.aborted || this.clock.nowMs() - idleSinceMs >= req.waitMs) break;
+        // Not abortable on purpose: a cancel ends the loop at its check above, with the real durable end.
+        await this.clock.sleep(FOLLOW_POLL_MS);
         end = this.durableEnd(req.res, req.name, (await handle.stat()).size);
       }
       return { pos, durableEnd: Math.max(end, pos) };

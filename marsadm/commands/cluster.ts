@@ -4,7 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { AdmError, type Adm } from '../context.js';
+import { AdmError, rethrowInvariant, type Adm } from '../context.js';
 import { globalPaths } from '../../common/tree/paths.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { resPaths } from '../../common/tree/paths.js';
@@ -71,6 +71,7 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
     try {
       checkTlsFiles({ caFile: opts.tlsCaFile });
     } catch (err) {
+      rethrowInvariant(err);
       throw new AdmError((err as Error).message, 2);
     }
   }
@@ -86,6 +87,7 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
   try {
     secret = readSecretFile(source);
   } catch (err) {
+    rethrowInvariant(err);
     throw new AdmError((err as Error).message, 2);
   }
   mkdirSync(adm.marsDir, { recursive: true, mode: 0o755 });
@@ -97,6 +99,7 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
   } catch (err) {
+    rethrowInvariant(err);
     throw new AdmError(`cannot join through ${peer}: ${(err as Error).message}; nothing changed`);
   }
   try {

@@ -1,7 +1,7 @@
 // invalidate (the MARS user manual: split brain): give up this replica's own history since a split brain
 // and resynchronise it from the primary. marsadm shows what that costs, then marsd carries it
 // out (daemon/control/invalidate.ts) while no fetch, sync or replay runs.
-import { AdmError, type Adm } from '../context.js';
+import { AdmError, rethrowInvariant, type Adm } from '../context.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { previewInvalidate } from '../../common/resource/resync.js';
@@ -27,6 +27,7 @@ export async function invalidate(adm: Adm, name: string): Promise<void> {
   try {
     preview = await previewInvalidate(tree, res, host, sizeBytes);
   } catch (err) {
+    rethrowInvariant(err);
     throw new AdmError(`invalidate ${res}: ${(err as Error).message}`);
   }
   const { plan, resyncBytes } = preview;

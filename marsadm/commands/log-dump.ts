@@ -2,6 +2,7 @@
 // why it ends. Exit codes: 0 = clean end or tolerable torn tail, 1 = defect, 2 = unreadable.
 import { RecordCode } from '../../common/log/record.js';
 import { type LogRecord, type LogStop, STOP_MEANING, readLogBatches } from '../../common/log/scanner.js';
+import { rethrowInvariant } from '../context.js';
 
 export interface LogDumpOptions {
   json: boolean;
@@ -45,6 +46,7 @@ export async function logDump(path: string, opts: LogDumpOptions, out: (line: st
       }
     }
   } catch (err) {
+    rethrowInvariant(err); // the scanner's own bug is not an unreadable file
     const message = err instanceof Error ? err.message : String(err);
     if (opts.json) out(JSON.stringify({ file: path, error: message, exitCode: EXIT_UNREADABLE }));
     else out(`${path}: cannot read: ${message}`);

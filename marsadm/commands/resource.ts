@@ -1,7 +1,7 @@
 // create-resource and delete-resource (the MARS user manual: create-resource; marsadm commands).
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { AdmError, type Adm } from '../context.js';
+import { AdmError, rethrowInvariant, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
 import { resPaths, resourceDir, TODO_KEYS } from '../../common/tree/paths.js';
 import { validResource } from '../../common/tree/names.js';
@@ -26,6 +26,7 @@ export async function createResource(adm: Adm, name: string, device: string, opt
     try {
       sizeBytes = parseSize(opts.size, '--size');
     } catch (err) {
+      rethrowInvariant(err);
       throw new AdmError((err as Error).message, 2);
     }
     if (sizeBytes % SIZE_ALIGN_BYTES !== 0) throw new AdmError(`--size must be a multiple of ${SIZE_ALIGN_BYTES} bytes`, 2);

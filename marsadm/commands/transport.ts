@@ -2,7 +2,7 @@
 // the local-only link userspace/transport-PEER (never propagated: each host chooses its own
 // way to each peer). marsd follows a change by reconnecting that peer's link.
 import { existsSync } from 'node:fs';
-import { AdmError, type Adm } from '../context.js';
+import { AdmError, rethrowInvariant, type Adm } from '../context.js';
 import { globalPaths, localPaths } from '../../common/tree/paths.js';
 import { validHost } from '../../common/tree/names.js';
 import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
@@ -12,6 +12,7 @@ export function parseSpecArgument(text: string): TransportSpec {
   try {
     return parseTransportSpec(text);
   } catch (err) {
+    rethrowInvariant(err);
     throw new AdmError(`${(err as Error).message}; see "marsadm set-transport --help" and docs/manual.md`, 2);
   }
 }
@@ -34,7 +35,8 @@ function checkLocalFiles(adm: Adm, spec: TransportSpec): void {
 function canonicalOrRaw(stored: string): string | undefined {
   try {
     return storedText(parseTransportSpec(stored));
-  } catch {
+  } catch (err) {
+    rethrowInvariant(err);
     return stored; // a hand-written invalid value: anything valid differs from it
   }
 }
@@ -96,6 +98,7 @@ export function getTransport(adm: Adm, peerText: string): void {
     try {
       transport = formatTransportSpec(parseTransportSpec(stored));
     } catch (err) {
+      rethrowInvariant(err);
       transport = stored;
       invalid = (err as Error).message;
     }

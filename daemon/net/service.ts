@@ -1,0 +1,277 @@
+// The service side of a peer connection: everything a peer may send after the handshake, who
+// may send it, how each request is checked, and how it is dispatched to the PeerHandlers
+// (daemon/serve/peer-service.ts implements them) and answered (docs/protocol.md §5-6).
+//
+// Every frame has already passed its schema in messages.ts (the limits in the second column)
+// and its payload check before it gets here; ids are u32, names follow the /mars rules.
+//
+//   frame         sent by   schema limits (messages.ts)                 checked here / by the handler
+//   getents       client    -                                           our entries must pass the schema too (encodeEntsPayload)
+//   log-read      client    res; name log-SEQ-ORIGIN; fromPos;          handler: the logfile exists (ENOENT), fromPos <= its durable end
+//                           follow; waitMs <= 60 s; rateBytesPerS       (ERANGE); the sink takes contiguous bytes only; log-end pos =
+//                                                                       bytes sent; rate limited here (rateBytesPerS, 0 = unlimited)
+//   sync-digests  client    range <= 256 MiB, 4 KiB aligned             handler: range inside the resource (EINVAL), not in emergency
+//                                                                       (EAGAIN), a disk (ENOENT); here: one digest per block at most
+//   sync-read     client    lengthBytes <= 1 MiB                        handler: as sync-digests; here: no more bytes than asked
+//   position      client    res                                         handler: actual primary here (EAGAIN), not in emergency
+//   push-link     client    entry: path of 1-3 names, value, stamp      handler: the merge rules of a pull, refusals are EACCES
+//   ping          either    -                                           answered at once with pong (not counted as a request)
+//   cancel        client    id                                          aborts a running request; an id that already finished: ignored
+//   notify        either    -                                           server: the handler (pull the client soon); client: 'notify'
+//   replies       server    (pong: either)                              outgoing.ts: must answer an open request of ours, in type/order
+//   hello, auth, welcome, refused: only in the handshake; afterwards a protocol error.
+//
+// Admission: a request id already running here is a protocol error; beyond
+// maxConcurrentRequests running at once the request gets EBUSY. A handler refuses a request by
+// throwing PeerRequestError (an `error` reply with its code); any other exception becomes EIO
+// and is logged with its stack. An InvariantError is neither: it is our own bug, so marsd stops
+// (failStopOnInvariant) and the connection closes without a reply the peer could retry around.
+import { failStopOnInvariant, InvariantError, assert } from '../../common/util/assert.js';
+import type { Clock } from '../../common/util/clock.js';
+import type { LogFn } from '../../common/util/log.js';
+import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
+import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
+import {
+  encodeEntsPayload, MAX_LOG_DATA_BYTES, validateOutgoing,
+  type Entry, type LogInfo, type LogReadRequest, type Message, type PositionRequest, type Reply, type SingleReplyRequest,
+  type SyncDigestsRequest, type SyncReadRequest,
+} from './messages.js';
+import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
+import { ignoreUnlessInvariant, PeerRequestError, truncateMessage } from './errors.js';
+
+export type PeerRole = 'client' | 'server';
+
+/** Where a log-read handler writes the logfile bytes: contiguous, from the requested fromPos. */
+export interface LogSink {
+  send(pos: number, data: Buffer): Promise<void>;
+}
+
+/** What a server does for its peers. Handlers may throw PeerRequestError for an `error` reply. */
+export interface PeerHandlers {
+  getents(peerHost: string): Promise<{ clockUs: number; entries: Entry[]; logs: LogInfo[] }>;
+  logRead(peerHost: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }>;
+  syncDigests(peerHost: string, req: SyncDigestsRequest): Promise<Buffer>;
+  syncRead(peerHost: string, req: SyncReadRequest): Promise<Buffer>;
+  position(peerHost: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }>;
+  pushLink(peerHost: string, entry: Entry): Promise<void>;
+  notify(peerHost: string): void;
+}
+
+/** A request a server runs: every request but ping, which the connection answers itself. */
+export type ServedRequest = Exclude<SingleReplyRequest, { t: 'ping' }> | LogReadRequest;
+
+/** Where each kind of frame goes once routeMessage allowed it. */
+export interface MessageTargets {
+  /** A reply to one of our requests (outgoing.ts). */
+  reply(m: Reply, payload: Buffer): void;
+  pong(id: number): void;
+  notify(): void;
+  serve(req: ServedRequest): void;
+  cancel(id: number): void;
+}
+
+/** The role rules of the table above. Throws ProtocolError for a frame this side may not receive. */
+export function routeMessage(role: PeerRole, m: Message, payload: Buffer, to: MessageTargets): void {
+  switch (m.t) {
+    case 'ping':
+      return to.pong(m.id);
+    case 'notify':
+      return to.notify();
+    case 'pong':
+    case 'ents':
+    case 'log-data':
+    case 'log-end':
+    case 'digests':
+    case 'blocks':
+    case 'position-reply':
+    case 'ok':
+    case 'error':
+      if (role === 'server' && m.t !== 'pong') throw new ProtocolError(`a client sent ${m.t}`);
+      return to.reply(m, payload);
+    case 'cancel':
+      if (role !== 'server') throw new ProtocolError('a server sent cancel');
+      return to.cancel(m.id);
+    case 'getents':
+    case 'log-read':
+    case 'sync-digests':
+    case 'sync-read':
+    case 'position':
+    case 'push-link':
+      if (role !== 'server') throw new ProtocolError(`a server sent the request ${m.t}`);
+      return to.serve(m);
+    case 'hello':
+    case 'auth':
+    case 'welcome':
+    case 'refused':
+      throw new ProtocolError(`handshake message ${m.t} after the handshake`);
+  }
+}
+
+/** What the service needs of the connection. */
+export interface ServiceLink {
+  readonly closeReasonText: string | undefined;
+  send(message: Message, payload?: Buffer): Promise<void>;
+  close(reason: string): void;
+}
+
+export interface ServiceOptions {
+  handlers: PeerHandlers;
+  peerHost: string;
+  /** "HOST (where)": for messages only. */
+  label: string;
+  log: LogFn;
+  maxConcurrentRequests: number;
+  clock: Clock;
+}
+
+interface FinalReply {
+  message: Message;
+  payload?: Buffer;
+}
+
+/** The requests a peer sent that run here, by id, each until its final reply is sent. */
+export class IncomingRequests {
+  private readonly running = new Map<number, AbortController>();
+
+  constructor(private readonly link: ServiceLink, private readonly o: ServiceOptions) {
+    assert(o.maxConcurrentRequests >= 1, 'maxConcurrentRequests must be at least 1');
+  }
+
+  get active(): number {
+    return this.running.size;
+  }
+
+  /** Admit a request and run it; its reply is sent when the handler is done. */
+  start(req: ServedRequest): void {
+    if (this.running.has(req.id)) throw new ProtocolError(`request id ${req.id} is already in use`);
+    if (this.running.size >= this.o.maxConcurrentRequests) {
+      this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(ignoreUnlessInvariant);
+      return;
+    }
+    const controller = new AbortController();
+    this.running.set(req.id, controller);
+    void this.serve(req, controller);
+  }
+
+  /** The client cancelled: a cancel that crossed the request's final reply finds nothing. */
+  cancel(id: number): void {
+    this.running.get(id)?.abort(new PeerRequestError('ECANCELED', 'cancelled by the client'));
+  }
+
+  /** The connection closed: every handler still running is aborted with that error. */
+  abortAll(err: Error): void {
+    for (const controller of this.running.values()) controller.abort(err);
+    this.running.clear();
+  }
+
+  notify(): void {
+    try {
+      this.o.handlers.notify(this.o.peerHost);
+    } catch (err) {
+      failStopOnInvariant(err);
+      this.o.log('error', `notify handler for ${this.o.label} threw: ${(err as Error)?.stack ?? String(err)}`);
+    }
+  }
+
+  private async serve(req: ServedRequest, controller: AbortController): Promise<void> {
+    // Where a log-read's data ended so far: its log-end after a cancel.
+    const progress = { logPos: req.t === 'log-read' ? req.fromPos : 0 };
+    let final: FinalReply | undefined;
+    try {
+      final = await this.answer(req, controller.signal, progress);
+      validateOutgoing(final.message);
+      if (final.payload && final.payload.length > MAX_PAYLOAD_BYTES) {
+        throw new PeerRequestError('EFBIG', `the ${final.message.t} reply would be ${final.payload.length} bytes, more than a frame holds (${MAX_PAYLOAD_BYTES})`);
+      }
+    } catch (err) {
+      final = this.failureReply(req, err, controller.signal, progress.logPos);
+    }
+    // Free the id before the final frame goes out: the client may reuse it as soon as it sees it.
+    this.running.delete(req.id);
+    if (final === undefined || this.link.closeReasonText !== undefined) return;
+    await this.link.send(final.message, final.payload).catch(ignoreUnlessInvariant);
+  }
+
+  /** Dispatch to the handler, check what it returns against the request, build the reply. */
+  private async answer(req: ServedRequest, signal: AbortSignal, progress: { logPos: number }): Promise<FinalReply> {
+    const { handlers: h, peerHost: peer } = this.o;
+    switch (req.t) {
+      case 'getents': {
+        const r = await h.getents(peer);
+        const payload = encodeEntsPayload({ entries: r.entries, logs: r.logs });
+        return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length }, payload };
+      }
+      case 'log-read': {
+        const r = await h.logRead(peer, req, this.logSink(req, signal, (pos) => (progress.logPos = pos)), signal);
+        assert(r.pos === progress.logPos, `log-read handler says the data ended at ${r.pos}, it sent up to ${progress.logPos}`);
+        return { message: { t: 'log-end', id: req.id, pos: r.pos, durableEnd: r.durableEnd } };
+      }
+      case 'sync-digests': {
+        const digests = await h.syncDigests(peer, req);
+        const count = digests.length / DIGEST_BYTES;
+        assert(Number.isInteger(count) && count <= req.lengthBytes / req.blockBytes, `syncDigests returned ${digests.length} bytes for ${req.lengthBytes / req.blockBytes} blocks`);
+        return { message: { t: 'digests', id: req.id, fromPos: req.fromPos, count }, payload: digests };
+      }
+      case 'sync-read': {
+        const data = await h.syncRead(peer, req);
+        assert(data.length <= req.lengthBytes, `syncRead returned ${data.length} bytes for a read of ${req.lengthBytes}`);
+        return { message: { t: 'blocks', id: req.id, fromPos: req.fromPos }, payload: data };
+      }
+      case 'position': {
+        const r = await h.position(peer, req);
+        return { message: { t: 'position-reply', id: req.id, seq: r.seq, origin: r.origin, pos: r.pos } };
+      }
+      case 'push-link':
+        await h.pushLink(peer, req.entry);
+        return { message: { t: 'ok', id: req.id } };
+    }
+  }
+
+  /** The final frame of a request whose handler (or reply) failed; undefined: send none. */
+  private failureReply(req: ServedRequest, err: unknown, signal: AbortSignal, logPos: number): FinalReply | undefined {
+    failStopOnInvariant(err);
+    if (err instanceof InvariantError) {
+      // marsd stops at the next microtask; until then, no reply the peer would take as an answer.
+      this.link.close(`invariant failed serving ${req.t} of ${this.o.label}: ${err.message}`);
+      return undefined;
+    }
+    if (this.link.closeReasonText !== undefined) return undefined;
+    if (req.t === 'log-read' && signal.aborted) {
+      // Cancelled: the handler stopped by throwing; the data it sent ends at logPos.
+      return { message: { t: 'log-end', id: req.id, pos: logPos, durableEnd: logPos } };
+    }
+    if (err instanceof PeerRequestError) {
+      return { message: { t: 'error', id: req.id, code: err.code, message: truncateMessage(err.message) } };
+    }
+    this.o.log('error', `${req.t} from ${this.o.label} failed: ${(err as Error)?.stack ?? String(err)}`);
+    return { message: { t: 'error', id: req.id, code: 'EIO', message: truncateMessage(`${req.t} failed: ${(err as Error)?.message ?? String(err)}`) } };
+  }
+
+  /** The sink a log-read handler writes to: contiguous, rate limited, split into frames. */
+  private logSink(req: LogReadRequest, signal: AbortSignal, sent: (pos: number) => void): LogSink {
+    const clock = this.o.clock;
+    const bucket = new TokenBucket(req.rateBytesPerS, DEFAULT_BURST_BYTES, () => clock.nowMs());
+    const chunkBytes = chunkBytesForRate(req.rateBytesPerS, MAX_LOG_DATA_BYTES);
+    let nextPos = req.fromPos;
+    let busy = false;
+    return {
+      send: async (pos: number, data: Buffer) => {
+        assert(!busy, 'log-read sink.send called again before the previous send finished');
+        assert(pos === nextPos, `log-read sink.send at ${pos}, the stream is at ${nextPos}`);
+        busy = true;
+        try {
+          for (let offset = 0; offset < data.length; offset += chunkBytes) {
+            if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PeerRequestError('ECANCELED', 'cancelled');
+            const piece = data.subarray(offset, offset + chunkBytes);
+            await throttle(bucket, piece.length, signal, clock);
+            await this.link.send({ t: 'log-data', id: req.id, pos: nextPos }, piece);
+            nextPos += piece.length;
+            sent(nextPos);
+          }
+        } finally {
+          busy = false;
+        }
+      },
+    };
+  }
+}
