@@ -4,8 +4,10 @@
 // promise that settles exactly when its reply has been read from the socket, so a test knows
 // precisely which requests the server acknowledged; a failed request rejects with NbdError
 // carrying the NBD errno, and requests still in flight when the connection ends reject with
-// NbdConnectionClosed.
+// NbdConnectionClosed. Deadlines (handshake, disconnect, nbdGreets) run on the injected Clock.
 import net from 'node:net';
+import { failStopOnInvariant } from '../common/util/assert.js';
+import { systemClock, type Clock, type Timer } from '../common/util/clock.js';
 import * as P from './nbd-protocol.js';
 
 export class NbdError extends Error {
@@ -34,6 +36,8 @@ export interface NbdConnectOptions {
   timeoutMs?: number;
   /** Ask for NBD_INFO_BLOCK_SIZE (and NAME/DESCRIPTION) in NBD_OPT_GO. Default true. */
   requestInfo?: boolean;
+  /** Time for the handshake and disconnect deadlines. Default systemClock. */
+  clock?: Clock;
 }
 
 export interface RequestOptions {
@@ -72,7 +76,7 @@ export class NbdClient {
   private isClosed = false;
   private resolveClosed!: (why: Error | undefined) => void;
 
-  private constructor(private readonly socket: net.Socket, init: { name: string; size: number; flags: number; blockSize?: BlockSizeInfo; description?: string; rest: Buffer }) {
+  private constructor(private readonly socket: net.Socket, private readonly clock: Clock, init: { name: string; size: number; flags: number; blockSize?: BlockSizeInfo; description?: string; rest: Buffer }) {
     this.exportName = init.name;
     this.sizeBytes = init.size;
     this.transmissionFlags = init.flags;
@@ -91,12 +95,13 @@ export class NbdClient {
   /** Connects to a Unix socket and negotiates `exportName` with NBD_OPT_GO. */
   static async connect(socketPath: string, exportName: string, opts: NbdConnectOptions = {}): Promise<NbdClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
+    const clock = opts.clock ?? systemClock;
     const socket = net.createConnection({ path: socketPath });
     // Never an unhandled 'error' event (it would kill the test process): 'close' follows it.
     socket.on('error', () => undefined);
     try {
-      const init = await withTimeout(handshake(socket, exportName, opts.requestInfo ?? true), timeoutMs, `NBD handshake with ${socketPath} (export ${exportName})`);
-      return new NbdClient(socket, init);
+      const init = await withTimeout(clock, handshake(socket, exportName, opts.requestInfo ?? true), timeoutMs, `NBD handshake with ${socketPath} (export ${exportName})`);
+      return new NbdClient(socket, clock, init);
     } catch (err) {
       socket.destroy();
       throw err;
@@ -161,12 +166,16 @@ export class NbdClient {
       p.resolve = (d) => { resolve(d); r(); };
       p.reject = (e) => { reject(e); r(); };
     }));
-    await withTimeout(Promise.all(inFlight), timeoutMs, 'requests in flight before NBD_CMD_DISC').catch(() => undefined);
+    // Not answered in time: disconnect anyway (they reject with NbdConnectionClosed).
+    await withTimeout(this.clock, Promise.all(inFlight), timeoutMs, 'requests in flight before NBD_CMD_DISC').catch(failStopOnInvariant);
     if (!this.isClosed) {
       this.socket.write(P.encodeRequestHeader({ type: P.NBD_CMD_DISC, handleLo: 0 }));
       this.socket.end();
     }
-    await withTimeout(this.closed, timeoutMs, 'server closing after NBD_CMD_DISC').catch(() => this.destroy());
+    await withTimeout(this.clock, this.closed, timeoutMs, 'server closing after NBD_CMD_DISC').catch((err: unknown) => {
+      failStopOnInvariant(err);
+      this.destroy();
+    });
   }
 
   /** Hard close: every request in flight rejects with NbdConnectionClosed. */
@@ -366,25 +375,25 @@ async function handshake(socket: net.Socket, exportName: string, requestInfo: bo
   throw new Error('too many option replies to NBD_OPT_GO');
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+function withTimeout<T>(clock: Clock, p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: Timer | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    timer = clock.setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
   });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([p, timeout]).finally(() => timer?.cancel());
 }
 
 /** True if a Unix socket accepts a connection and sends the NBD greeting within timeoutMs. */
-export function nbdGreets(socketPath: string, timeoutMs: number): Promise<boolean> {
+export function nbdGreets(socketPath: string, timeoutMs: number, clock: Clock = systemClock): Promise<boolean> {
   return new Promise((resolveProbe) => {
     const sock = net.createConnection({ path: socketPath });
     let got = Buffer.alloc(0);
     const done = (ok: boolean) => {
-      clearTimeout(timer);
+      timer.cancel();
       sock.destroy();
       resolveProbe(ok);
     };
-    const timer = setTimeout(() => done(false), timeoutMs);
+    const timer = clock.setTimeout(() => done(false), timeoutMs);
     sock.on('error', () => done(false));
     sock.on('close', () => done(false));
     sock.on('data', (chunk: Buffer) => {

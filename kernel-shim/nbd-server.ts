@@ -129,6 +129,7 @@ export class NbdServer implements ServerContext {
     try {
       chmodSync(opts.socketPath, 0o600); // the block device is root's business
     } catch (err) {
+      failStopOnInvariant(err);
       this.log('warn', `export ${name}: cannot chmod ${opts.socketPath}: ${(err as Error).message}`);
     }
     if (this.closing || this.exports.has(name)) {
@@ -152,6 +153,7 @@ export class NbdServer implements ServerContext {
     try {
       unlinkSync(entry.socketPath); // synchronously: a new export may reuse the path right after
     } catch (err) {
+      failStopOnInvariant(err);
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log('warn', `export ${name}: cannot remove ${entry.socketPath}: ${(err as Error).message}`);
     }
     for (const conn of this.allConnections) {
