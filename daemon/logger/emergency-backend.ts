@@ -11,6 +11,13 @@
 //
 // Durability in emergency mode: FUA = pwrite + fdatasync of the data disk; FLUSH = fdatasync
 // of the data disk. The same promise as with the log, kept on the disk instead.
+//
+// Failures: a failed enter() is kept (every later request gets EIO) and its promise, shared by
+// whoever waits for the transition, may be dropped by them; so an InvariantError is escalated
+// where it happens (failStopOnInvariant), not left to the waiters. The caller of resume() gets
+// its error.
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { DivertedError, type TransactionLogger } from './transaction-logger.js';
@@ -40,6 +47,8 @@ export interface EmergencyBackendOptions {
    */
   onEnter: (ended: LogEnded) => Promise<void>;
   log: LogFn;
+  /** time for sinceMs; default systemClock */
+  clock?: Clock;
 }
 
 export class EmergencyBackend implements BlockBackend {
@@ -132,7 +141,7 @@ export class EmergencyBackend implements BlockBackend {
     if (this.modeNow !== 'logging') return this.transition ?? Promise.resolve();
     this.modeNow = 'entering';
     this.reason = reason;
-    this.sinceMs = Date.now();
+    this.sinceMs = (this.opts.clock ?? systemClock).nowMs();
     this.opts.log('warn', `emergency mode: ${reason}; logging stops, writes go straight to the data disk`);
     const logger = this.current;
     this.transition = (async () => {
@@ -141,10 +150,12 @@ export class EmergencyBackend implements BlockBackend {
         try {
           await this.opts.onEnter({ ...ended, reason });
         } catch (err) {
+          failStopOnInvariant(err);
           this.opts.log('error', `emergency mode: writing the hole after log ${ended.seq} failed: ${(err as Error).message}`);
         }
         this.modeNow = 'direct';
       } catch (err) {
+        failStopOnInvariant(err);
         // The data disk failed while writing back: a real I/O error, the resource goes down.
         this.failure = err as Error;
         throw err;
