@@ -294,12 +294,19 @@ export class LogWriter {
     }
     this.writtenEnd += total;
     for (const batch of taken) if (this.spare.length < SPARE_BATCHES) this.spare.push(batch.buf);
-    for (const batch of taken) {
-      for (const w of batch.waiters) {
-        w.onWritten?.();
-        if (w.durable) this.syncWaiters.push(w);
-        else w.resolve();
+    try {
+      for (const batch of taken) {
+        for (const w of batch.waiters) {
+          w.onWritten?.();
+          if (w.durable) this.syncWaiters.push(w);
+          else w.resolve();
+        }
       }
+    } catch (err) {
+      // An onWritten callback failed (a bug): the writer breaks, and fail() must reach the
+      // waiters of this write not yet settled too (for settled ones the rejection is a no-op).
+      this.batches.unshift(...taken);
+      throw err;
     }
     if (!this.syncing && this.needsSync()) this.kick();
   }
