@@ -26,6 +26,13 @@ import type { LogFn } from '../../common/util/log.js';
 
 const ZERO_CHUNK_BYTES = 1 << 20;
 
+/**
+ * For those who only wait for a transition to end: its failure is handled where it happens
+ * (enter() keeps it for every later request and escalates an InvariantError, resume() rejects
+ * to its caller), so the waiters drop it.
+ */
+const transitionEnded = (): void => undefined;
+
 /** The primary's write path: logging, or emergency mode and the transitions between them. */
 export type LoggingMode = 'logging' | 'entering' | 'direct' | 'resuming';
 
@@ -192,8 +199,8 @@ export class EmergencyBackend implements BlockBackend {
   /** Role change or shutdown (after refuseWrites): everything durable, the logger stopped. */
   async stop(): Promise<void> {
     this.refuseWrites();
-    if (this.modeNow === 'logging' && this.current.outOfSpace) void this.enter('/mars is full (ENOSPC on the logfile) while stopping').catch(() => undefined);
-    if (this.transition) await this.transition.catch(() => undefined);
+    if (this.modeNow === 'logging' && this.current.outOfSpace) void this.enter('/mars is full (ENOSPC on the logfile) while stopping').catch(transitionEnded);
+    if (this.transition) await this.transition.catch(transitionEnded);
     if (this.modeNow === 'logging') {
       try {
         await this.current.stop();
@@ -239,14 +246,14 @@ export class EmergencyBackend implements BlockBackend {
     if (!(err instanceof DivertedError)) throw err;
     if (!this.writable) throw new BackendError('EPERM', 'this host is no longer primary');
     if (logger === this.current && this.modeNow === 'logging') {
-      void this.enter(`/mars is full: ${err.message}`).catch(() => undefined);
+      void this.enter(`/mars is full: ${err.message}`).catch(transitionEnded);
     }
   }
 
   private async waitTransition(): Promise<void> {
     const t = this.transition;
     if (!t) throw new BackendError('EIO', `the write path is ${this.modeNow} without a transition`);
-    await t.catch(() => undefined);
+    await t.catch(transitionEnded);
   }
 
   private async direct(io: () => Promise<void>, fua: boolean): Promise<void> {
