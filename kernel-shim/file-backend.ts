@@ -1,8 +1,10 @@
 // A BlockBackend on a plain file: pread/pwrite, fdatasync on flush and FUA (concurrent syncs
 // share one fdatasync), WRITE_ZEROES by writing zeroes in chunks, TRIM ignored. Used by the
-// NBD tests and as the baseline in the benchmarks; it has no replication.
+// NBD tests and as the baseline in the benchmarks; it has no replication. Errors of a sync
+// reach the requests that waited for it; where a sync is only awaited to settle (close, the
+// next group commit) its error is dropped, unless it is an InvariantError (failStopOnInvariant).
 import { open, type FileHandle } from 'node:fs/promises';
-import { assert } from '../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../common/util/assert.js';
 import { BackendError, type BlockBackend } from './backend.js';
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
@@ -43,6 +45,7 @@ export class FileBackend implements BlockBackend {
         fh = await open(path, 'r+');
       }
     } catch (err) {
+      failStopOnInvariant(err);
       throw new Error(`cannot open backing file ${path}: ${(err as Error).message}`);
     }
     try {
@@ -52,7 +55,7 @@ export class FileBackend implements BlockBackend {
       if (st.size < sizeBytes) await fh.truncate(sizeBytes);
       return new FileBackend(fh, sizeBytes, path, options.writable ?? true);
     } catch (err) {
-      await fh.close().catch(() => undefined);
+      await fh.close().catch(failStopOnInvariant); // the error that matters is err
       throw err;
     }
   }
@@ -114,7 +117,7 @@ export class FileBackend implements BlockBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await (this.syncNext ?? this.syncRunning)?.catch(() => undefined);
+    await (this.syncNext ?? this.syncRunning)?.catch(failStopOnInvariant); // its callers got the error
     await this.fh.close();
   }
 
@@ -129,7 +132,7 @@ export class FileBackend implements BlockBackend {
     if (!this.syncNext) {
       const running = this.syncRunning;
       this.syncNext = running
-        .catch(() => undefined)
+        .catch(failStopOnInvariant) // its own callers got the error; the next sync runs anyway
         .then(() => {
           this.syncNext = null;
           return this.sync();

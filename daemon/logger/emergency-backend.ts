@@ -11,6 +11,13 @@
 //
 // Durability in emergency mode: FUA = pwrite + fdatasync of the data disk; FLUSH = fdatasync
 // of the data disk. The same promise as with the log, kept on the disk instead.
+//
+// Failures: a failed enter() is kept (every later request gets EIO) and its promise, shared by
+// whoever waits for the transition, may be dropped by them; so an InvariantError is escalated
+// where it happens (failStopOnInvariant), not left to the waiters. The caller of resume() gets
+// its error.
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { DivertedError, type TransactionLogger } from './transaction-logger.js';
@@ -18,6 +25,13 @@ import { SECTOR_BYTES } from './pending-index.js';
 import type { LogFn } from '../../common/util/log.js';
 
 const ZERO_CHUNK_BYTES = 1 << 20;
+
+/**
+ * For those who only wait for a transition to end: its failure is handled where it happens
+ * (enter() keeps it for every later request and escalates an InvariantError, resume() rejects
+ * to its caller), so the waiters drop it.
+ */
+const transitionEnded = (): void => undefined;
 
 /** The primary's write path: logging, or emergency mode and the transitions between them. */
 export type LoggingMode = 'logging' | 'entering' | 'direct' | 'resuming';
@@ -40,6 +54,8 @@ export interface EmergencyBackendOptions {
    */
   onEnter: (ended: LogEnded) => Promise<void>;
   log: LogFn;
+  /** time for sinceMs; default systemClock */
+  clock?: Clock;
 }
 
 export class EmergencyBackend implements BlockBackend {
@@ -132,7 +148,7 @@ export class EmergencyBackend implements BlockBackend {
     if (this.modeNow !== 'logging') return this.transition ?? Promise.resolve();
     this.modeNow = 'entering';
     this.reason = reason;
-    this.sinceMs = Date.now();
+    this.sinceMs = (this.opts.clock ?? systemClock).nowMs();
     this.opts.log('warn', `emergency mode: ${reason}; logging stops, writes go straight to the data disk`);
     const logger = this.current;
     this.transition = (async () => {
@@ -141,10 +157,12 @@ export class EmergencyBackend implements BlockBackend {
         try {
           await this.opts.onEnter({ ...ended, reason });
         } catch (err) {
+          failStopOnInvariant(err);
           this.opts.log('error', `emergency mode: writing the hole after log ${ended.seq} failed: ${(err as Error).message}`);
         }
         this.modeNow = 'direct';
       } catch (err) {
+        failStopOnInvariant(err);
         // The data disk failed while writing back: a real I/O error, the resource goes down.
         this.failure = err as Error;
         throw err;
@@ -181,8 +199,8 @@ export class EmergencyBackend implements BlockBackend {
   /** Role change or shutdown (after refuseWrites): everything durable, the logger stopped. */
   async stop(): Promise<void> {
     this.refuseWrites();
-    if (this.modeNow === 'logging' && this.current.outOfSpace) void this.enter('/mars is full (ENOSPC on the logfile) while stopping').catch(() => undefined);
-    if (this.transition) await this.transition.catch(() => undefined);
+    if (this.modeNow === 'logging' && this.current.outOfSpace) void this.enter('/mars is full (ENOSPC on the logfile) while stopping').catch(transitionEnded);
+    if (this.transition) await this.transition.catch(transitionEnded);
     if (this.modeNow === 'logging') {
       try {
         await this.current.stop();
@@ -228,14 +246,14 @@ export class EmergencyBackend implements BlockBackend {
     if (!(err instanceof DivertedError)) throw err;
     if (!this.writable) throw new BackendError('EPERM', 'this host is no longer primary');
     if (logger === this.current && this.modeNow === 'logging') {
-      void this.enter(`/mars is full: ${err.message}`).catch(() => undefined);
+      void this.enter(`/mars is full: ${err.message}`).catch(transitionEnded);
     }
   }
 
   private async waitTransition(): Promise<void> {
     const t = this.transition;
     if (!t) throw new BackendError('EIO', `the write path is ${this.modeNow} without a transition`);
-    await t.catch(() => undefined);
+    await t.catch(transitionEnded);
   }
 
   private async direct(io: () => Promise<void>, fua: boolean): Promise<void> {

@@ -5,8 +5,13 @@
 // Per request the writer calls `onWritten` in log order right after the write() returns: the
 // logger inserts the data into its pending index there, so the index never holds data that is
 // not in the logfile, and writeback can never get ahead of the log.
+//
+// Failure: the first I/O error breaks the writer for good (every waiter and every later append
+// gets the LogWriterError). An InvariantError inside the loops (an onWritten callback, an
+// assertion) breaks it the same way and is escalated (failStopOnInvariant): it stops marsd
+// instead of reaching clients as EIO. The writer has no timers: it waits for events only.
 import { promises as fsp, constants as fsc } from 'node:fs';
-import { assert } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import {
   encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES,
 } from '../../common/log/record.js';
@@ -57,6 +62,8 @@ export class LogWriter {
   private syncWaiters: Waiter[] = [];
   private writing = false;
   private syncing = false;
+  /** finish() waiting for the write and sync loops to settle */
+  private loopsIdleWaiters: (() => void)[] = [];
   private failure: Error | undefined;
   private closed = false;
 
@@ -148,14 +155,16 @@ export class LogWriter {
    * best possible end is still the answer.
    */
   async finish(): Promise<number> {
-    if (!this.failure && !this.closed) await this.flush().catch(() => undefined);
+    // A failed flush broke the writer; the end is decided below all the same.
+    if (!this.failure && !this.closed) await this.flush().catch(failStopOnInvariant);
     // A write or sync that is still running settles first (they end quickly after a failure).
-    while (this.writing || this.syncing) await new Promise((r) => setTimeout(r, 1));
+    while (this.writing || this.syncing) await new Promise<void>((r) => this.loopsIdleWaiters.push(r));
     if (this.closed) return this.durableEnd;
     let end = this.writtenEnd;
     try {
       await this.handle.datasync();
-    } catch {
+    } catch (err) {
+      failStopOnInvariant(err);
       end = this.durableEnd; // what the last successful fdatasync covered
     }
     try {
@@ -164,10 +173,12 @@ export class LogWriter {
         await this.handle.truncate(end);
         await this.handle.datasync();
       }
-    } catch { /* the bytes after LOGPOS are never served nor replayed */ }
+    } catch (err) {
+      failStopOnInvariant(err); // else: the bytes after LOGPOS are never served nor replayed
+    }
     this.durableEnd = end;
     this.closed = true;
-    await this.handle.close().catch(() => undefined);
+    await this.handle.close().catch(failStopOnInvariant); // the end is durable; nothing to lose
     return end;
   }
 
@@ -225,10 +236,12 @@ export class LogWriter {
     try {
       while (this.batches.length > 0 && !this.failure) await this.writeQueued();
     } catch (err) {
+      failStopOnInvariant(err);
       this.fail(err as Error);
     } finally {
       this.writing = false;
       if (!this.failure) this.kick();
+      this.wakeIfIdle();
     }
   }
 
@@ -248,11 +261,18 @@ export class LogWriter {
         this.flushWaiters = this.flushWaiters.filter((w) => (w.target <= target ? (w.resolve(), false) : true));
       }
     } catch (err) {
+      failStopOnInvariant(err);
       this.fail(err as Error);
     } finally {
       this.syncing = false;
       if (!this.failure && this.needsSync() && this.writtenEnd > this.durableEnd) this.kick();
+      this.wakeIfIdle();
     }
+  }
+
+  private wakeIfIdle(): void {
+    if (this.writing || this.syncing || this.loopsIdleWaiters.length === 0) return;
+    for (const w of this.loopsIdleWaiters.splice(0)) w();
   }
 
   private async writeQueued(): Promise<void> {
@@ -274,12 +294,19 @@ export class LogWriter {
     }
     this.writtenEnd += total;
     for (const batch of taken) if (this.spare.length < SPARE_BATCHES) this.spare.push(batch.buf);
-    for (const batch of taken) {
-      for (const w of batch.waiters) {
-        w.onWritten?.();
-        if (w.durable) this.syncWaiters.push(w);
-        else w.resolve();
+    try {
+      for (const batch of taken) {
+        for (const w of batch.waiters) {
+          w.onWritten?.();
+          if (w.durable) this.syncWaiters.push(w);
+          else w.resolve();
+        }
       }
+    } catch (err) {
+      // An onWritten callback failed (a bug): the writer breaks, and fail() must reach the
+      // waiters of this write not yet settled too (for settled ones the rejection is a no-op).
+      this.batches.unshift(...taken);
+      throw err;
     }
     if (!this.syncing && this.needsSync()) this.kick();
   }

@@ -2,14 +2,21 @@
 // logfile, entered into the pending index (which serves reads), acknowledged per NBD semantics,
 // and written back to the data disk in the background. This class is the BlockBackend the NBD
 // export talks to; the control loop owns its lifecycle (start after recovery, rotate, stop).
+//
+// Order per write: admission (memory, admission.ts) -> log append (log-writer.ts) -> index
+// (in log order, in the writer's onWritten) -> reply -> writeback (writeback.ts) after the log
+// is durable. An InvariantError is never diverted nor mapped to a client error: it passes up
+// unchanged (the NBD server escalates it). Writeback's timers run on opts.timeClock.
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
-import { assert } from '../../common/util/assert.js';
+import { assert, InvariantError } from '../../common/util/assert.js';
+import type { Clock } from '../../common/util/clock.js';
 import { allocTransient } from '../../common/util/slab.js';
 import type { LamportClock } from '../../common/tree/lamport.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { LogWriter } from './log-writer.js';
 import { PendingIndex, SECTOR_BYTES } from './pending-index.js';
 import { Writeback } from './writeback.js';
+import { Admission } from './admission.js';
 import type { LogLocation } from './log-location.js';
 
 /** How long writeback lets data collect before it starts (unless a quarter of the limit is pending). */
@@ -29,10 +36,16 @@ export class DivertedError extends Error {
   override name = 'DivertedError';
 }
 
+const notPrimary = () => new BackendError('EPERM', 'this host is no longer primary');
+const notLogging = () => new DivertedError('emergency mode: not logging');
+
 export interface TransactionLoggerOptions {
   disk: DataDisk;
   sizeBytes: number;
+  /** stamps of the log records */
   clock: LamportClock;
+  /** time for writeback's delay and data-sync interval; default systemClock */
+  timeClock?: Clock;
   /** pending (not yet written back) data above this makes new writes wait */
   memLimitBytes: number;
   /** first logfile to append to (fresh and empty) */
@@ -64,19 +77,22 @@ export class TransactionLogger implements BlockBackend {
   private diverted = false;
   /** stopLogging() ended the logfile at this length */
   private logEnd: Promise<number> | undefined;
-  /** bytes of admitted writes not yet entered into the index (queued in the log writer) */
-  private admittedBytes = 0;
-  /** writes waiting for memory (or for a rotation), in arrival order */
-  private admissionQueue: { lengthBytes: number; resolve: (cost: number) => void; reject: (err: Error) => void }[] = [];
+  private readonly admission: Admission;
 
   constructor(private readonly opts: TransactionLoggerOptions) {
     this.sizeBytes = opts.sizeBytes;
     this.writer = opts.writer;
+    this.admission = new Admission({
+      memLimitBytes: opts.memLimitBytes,
+      indexedBytes: () => this.index.bytesHeld,
+      gate: () => (this.rotating ? 'hold' : !this.writable ? notPrimary : this.diverted ? notLogging : 'open'),
+      onShort: () => this.writeback.kick(),
+    });
     this.writeback = new Writeback({
       index: this.index,
       disk: opts.disk,
       syncLog: () => this.syncLog(),
-      onWritten: () => this.pumpAdmission(),
+      onWritten: () => this.admission.pump(),
       onApplied: () => {
         this.pruneRetired();
         opts.onApplied?.();
@@ -88,6 +104,7 @@ export class TransactionLogger implements BlockBackend {
       maxBatchBytes: Math.max(4 << 20, Math.min(64 << 20, Math.floor(opts.memLimitBytes / 4))),
       delayMs: WRITEBACK_DELAY_MS,
       startBytes: Math.floor(opts.memLimitBytes / 4),
+      clock: opts.timeClock,
     });
   }
 
@@ -102,7 +119,7 @@ export class TransactionLogger implements BlockBackend {
 
   /** Memory held for writes: pending writeback data plus admitted, not yet logged writes. */
   get pendingBytes(): number {
-    return this.index.bytesHeld + this.admittedBytes;
+    return this.admission.pendingBytes;
   }
 
   /** Logged bytes not yet written back to the disk (marsadm view-writeback-rest). */
@@ -139,7 +156,7 @@ export class TransactionLogger implements BlockBackend {
   /** Stop accepting writes (role change, shutdown): they get EPERM from now on. */
   refuseWrites(): void {
     this.writable = false;
-    this.pumpAdmission();
+    this.admission.pump();
   }
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
@@ -159,8 +176,8 @@ export class TransactionLogger implements BlockBackend {
   async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
     this.checkWrite(offsetBytes, data.length);
     if (data.length === 0) return fua ? this.flush() : undefined;
-    const admitted = this.admit(data.length);
-    const release = this.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
+    const admitted = this.admission.admit(data.length);
+    const release = this.admission.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
     this.checkDiverted(release);
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
@@ -179,8 +196,8 @@ export class TransactionLogger implements BlockBackend {
   async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
     this.checkWrite(offsetBytes, lengthBytes);
     if (lengthBytes === 0) return fua ? this.flush() : undefined;
-    const admitted = this.admit(0);
-    const release = this.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
+    const admitted = this.admission.admit(0);
+    const release = this.admission.releaseOnce(typeof admitted === 'number' ? admitted : await admitted);
     this.checkDiverted(release);
     const writer = this.writer;
     const at: LogLocation = { seq: writer.seq, pos: writer.nextPos };
@@ -220,7 +237,7 @@ export class TransactionLogger implements BlockBackend {
    */
   async stopLogging(): Promise<{ seq: number; endPos: number }> {
     this.diverted = true;
-    this.pumpAdmission();
+    this.admission.pump();
     if (this.rotating) await this.rotating;
     this.logEnd ??= this.writer.finish();
     const endPos = await this.logEnd;
@@ -245,7 +262,7 @@ export class TransactionLogger implements BlockBackend {
     } finally {
       this.rotating = undefined;
       release();
-      this.pumpAdmission();
+      this.admission.pump();
     }
   }
 
@@ -254,11 +271,11 @@ export class TransactionLogger implements BlockBackend {
     if (this.diverted) {
       // stopLogging() already wrote everything back and ended the logfile.
       this.writable = false;
-      this.pumpAdmission();
+      this.admission.pump();
       return;
     }
     this.writable = false;
-    this.pumpAdmission();
+    this.admission.pump();
     if (this.rotating) await this.rotating;
     await this.writer.flush();
     await this.writeback.drain();
@@ -286,7 +303,7 @@ export class TransactionLogger implements BlockBackend {
     try {
       await this.writer.flush();
     } catch (err) {
-      if (!this.writer.outOfSpace) throw err;
+      if (!this.writer.outOfSpace || err instanceof InvariantError) throw err;
       this.opts.onOutOfSpace?.();
       this.logEnd ??= this.writer.finish();
       await this.logEnd;
@@ -295,7 +312,7 @@ export class TransactionLogger implements BlockBackend {
 
   /** An append or log flush failed: because /mars is full, the request is diverted. */
   private appendFailure(err: Error): Error {
-    if (err instanceof DivertedError) return err;
+    if (err instanceof DivertedError || err instanceof InvariantError) return err;
     if (this.writer.outOfSpace) {
       this.opts.onOutOfSpace?.();
       return new DivertedError(`/mars is full: ${err.message}`);
@@ -308,66 +325,6 @@ export class TransactionLogger implements BlockBackend {
     if (!this.diverted && !this.writer.outOfSpace) return;
     release();
     throw new DivertedError('emergency mode: not logging');
-  }
-
-  private releaseOnce(cost: number): () => void {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.release(cost);
-    };
-  }
-
-  /**
-   * Memory backpressure, first come first served: a write is admitted at once only when nothing
-   * waits before it and its bytes fit under the limit; otherwise it queues until writeback frees
-   * memory. A single request larger than the limit is admitted when nothing else is held, so it
-   * cannot wait forever. Returns the reserved bytes (release them once indexed).
-   */
-  private admit(lengthBytes: number): number | Promise<number> {
-    if (!this.rotating && this.admissionQueue.length === 0 && this.fits(lengthBytes)) {
-      this.admittedBytes += lengthBytes;
-      return lengthBytes;
-    }
-    return new Promise<number>((resolve, reject) => {
-      this.admissionQueue.push({ lengthBytes, resolve, reject });
-      this.pumpAdmission();
-    });
-  }
-
-  private fits(lengthBytes: number): boolean {
-    const held = this.pendingBytes;
-    return held + lengthBytes <= this.opts.memLimitBytes || held === 0;
-  }
-
-  /** Admit queued writes in arrival order while they fit. */
-  private pumpAdmission(): void {
-    if (this.rotating) return; // rotate() pumps when it is done
-    while (this.admissionQueue.length > 0) {
-      const head = this.admissionQueue[0]!;
-      if (!this.writable) {
-        for (const w of this.admissionQueue.splice(0)) w.reject(new BackendError('EPERM', 'this host is no longer primary'));
-        return;
-      }
-      if (this.diverted) {
-        for (const w of this.admissionQueue.splice(0)) w.reject(new DivertedError('emergency mode: not logging'));
-        return;
-      }
-      if (!this.fits(head.lengthBytes)) {
-        this.writeback.kick();
-        return;
-      }
-      this.admissionQueue.shift();
-      this.admittedBytes += head.lengthBytes;
-      head.resolve(head.lengthBytes);
-    }
-  }
-
-  private release(lengthBytes: number): void {
-    this.admittedBytes -= lengthBytes;
-    assert(this.admittedBytes >= 0, 'admitted bytes went negative');
-    this.pumpAdmission();
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {
@@ -389,7 +346,7 @@ export class TransactionLogger implements BlockBackend {
 
   private fatal(err: Error): void {
     this.writable = false;
-    this.pumpAdmission();
+    this.admission.pump();
     this.opts.onFatal(err);
   }
 }

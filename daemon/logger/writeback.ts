@@ -9,6 +9,12 @@
 // reached becomes a candidate. An fdatasync of the data disk, at most every syncIntervalMs or
 // as soon as the index runs empty, turns the candidate into the applied position, the replay
 // link's MINPOS (docs/design.md §3.5: MINPOS only passes data durable on the disk).
+//
+// Time: the start delay and the sync interval are timers of the injected Clock (one per
+// writeback cycle, never one per write). A failure is fatal for the resource (onError); an
+// InvariantError is escalated first (failStopOnInvariant), so it stops marsd.
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { PAGE_BYTES, SECTOR_BYTES, FULL_MASK, PendingIndex, type PageEntry } from './pending-index.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { compareLocations, type LogLocation } from './log-location.js';
@@ -40,6 +46,8 @@ export interface WritebackOptions {
    */
   delayMs: number;
   startBytes: number;
+  /** time for delayMs and syncIntervalMs; default systemClock */
+  clock?: Clock;
 }
 
 /** Write a set of page entries to the disk: sorted, coalesced, in parallel; no fdatasync. */
@@ -88,11 +96,15 @@ export class Writeback {
   private appliedLoc: LogLocation;
   /** everything before this is written to the data disk, not yet fdatasync'ed */
   private candidate: LogLocation | undefined;
-  private syncTimer: NodeJS.Timeout | undefined;
+  private syncTimer: Timer | undefined;
   private syncing: Promise<void> | undefined;
+  /** the start delay after new data (see WritebackOptions.delayMs) */
+  private timer: Timer | undefined;
+  private readonly clock: Clock;
 
   constructor(private readonly opts: WritebackOptions) {
     this.appliedLoc = opts.appliedAtStart;
+    this.clock = opts.clock ?? systemClock;
   }
 
   get error(): Error | undefined {
@@ -106,10 +118,8 @@ export class Writeback {
 
   /** fdatasync the data disk and move the applied position to what was written before. */
   syncData(): Promise<void> {
-    if (this.syncTimer) {
-      clearTimeout(this.syncTimer);
-      this.syncTimer = undefined;
-    }
+    this.syncTimer?.cancel();
+    this.syncTimer = undefined;
     if (this.syncing) return this.syncing.then(() => (this.candidate ? this.syncData() : undefined));
     const target = this.candidate;
     if (!target) return Promise.resolve();
@@ -118,6 +128,7 @@ export class Writeback {
       if (compareLocations(target, this.appliedLoc) > 0) this.appliedLoc = target;
       this.opts.onApplied();
     }, (err) => {
+      failStopOnInvariant(err);
       this.failure ??= err as Error;
       this.opts.onError(this.failure);
     }).finally(() => {
@@ -130,14 +141,12 @@ export class Writeback {
     if (now) {
       void this.syncData();
     } else if (!this.syncTimer) {
-      this.syncTimer = setTimeout(() => {
+      this.syncTimer = this.clock.setTimeout(() => {
         this.syncTimer = undefined;
         void this.syncData();
       }, this.opts.syncIntervalMs);
     }
   }
-
-  private timer: NodeJS.Timeout | undefined;
 
   /** Something was added to the index: write it back soon (now, if a lot is pending). */
   kick(): void {
@@ -145,15 +154,13 @@ export class Writeback {
     if (this.opts.index.bytesHeld >= this.opts.startBytes) {
       this.startNow();
     } else if (!this.timer) {
-      this.timer = setTimeout(() => this.startNow(), this.opts.delayMs);
+      this.timer = this.clock.setTimeout(() => this.startNow(), this.opts.delayMs);
     }
   }
 
   private startNow(): void {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    this.timer?.cancel();
+    this.timer = undefined;
     if (this.running || this.stopped || this.failure) return;
     this.running = true;
     setImmediate(() => void this.loop());
@@ -172,9 +179,9 @@ export class Writeback {
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
-    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer?.cancel();
     this.syncTimer = undefined;
   }
 
@@ -191,6 +198,7 @@ export class Writeback {
         this.opts.onWritten();
       }
     } catch (err) {
+      failStopOnInvariant(err);
       this.failure = err as Error;
       this.opts.onError(this.failure);
     } finally {

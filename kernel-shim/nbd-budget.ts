@@ -1,0 +1,53 @@
+// The memory budget of one NBD connection in transmission: requests in flight and the bytes they
+// hold (WRITE payloads arriving or at the backend, READ results) plus reply bytes the client has
+// not read yet (the socket's writableLength). The transmission phase stops reading at either
+// limit (over()) and reads again below half of both (belowResumeMark()): the gap keeps a client
+// at the limit from toggling pause/resume per request. Peaks go to the server's counters.
+//
+// Plain counters, no allocation: this runs for every request.
+import type net from 'node:net';
+import type { ServerContext } from './nbd-export.js';
+
+export class ConnectionBudget {
+  inFlight = 0;
+  inFlightBytes = 0;
+
+  constructor(
+    private readonly server: ServerContext,
+    private readonly socket: net.Socket,
+  ) {}
+
+  /** A request was handed to the backend, holding heldBytes until it settles. */
+  start(heldBytes: number): void {
+    this.inFlight++;
+    this.inFlightBytes += heldBytes;
+    this.notePeaks();
+  }
+
+  settled(heldBytes: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= heldBytes;
+  }
+
+  /** At a limit: read no further. */
+  over(): boolean {
+    return (
+      this.inFlight >= this.server.maxInFlightRequests ||
+      this.inFlightBytes + this.socket.writableLength >= this.server.maxBufferedBytes
+    );
+  }
+
+  belowResumeMark(): boolean {
+    return (
+      this.inFlight <= this.server.maxInFlightRequests / 2 &&
+      this.inFlightBytes + this.socket.writableLength <= this.server.maxBufferedBytes / 2
+    );
+  }
+
+  notePeaks(): void {
+    const c = this.server.counters;
+    if (this.inFlight > c.peakInFlightRequests) c.peakInFlightRequests = this.inFlight;
+    const buffered = this.inFlightBytes + this.socket.writableLength;
+    if (buffered > c.peakBufferedBytes) c.peakBufferedBytes = buffered;
+  }
+}

@@ -1,0 +1,117 @@
+// The kernel-shim and logger shells take their time from an injected Clock: with a ManualClock
+// their deadlines and delays fire when the test moves time, not after real waiting. Each case
+// also checks that nothing fires early (a short real wait while the manual time stands still).
+import t from 'tap';
+import net from 'node:net';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import type { BlockBackend } from '../../kernel-shim/backend.js';
+import { NbdClient, NbdConnectionClosed } from '../../kernel-shim/nbd-client.js';
+import { NbdServer } from '../../kernel-shim/nbd-server.js';
+import { DataDisk } from '../../common/disk/data-disk.js';
+import { LamportClock } from '../../common/tree/lamport.js';
+import { LogWriter } from '../../daemon/logger/log-writer.js';
+import { TransactionLogger, WRITEBACK_DELAY_MS } from '../../daemon/logger/transaction-logger.js';
+import { ManualClock } from '../helpers/manual-clock.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
+
+const MiB = 1024 * 1024;
+/** Real time that must pass without the manual clock's timers firing. */
+const STILL_MS = 300;
+const realPause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function memoryBackend(gate?: Promise<void>): BlockBackend {
+  const mem = Buffer.alloc(MiB);
+  return {
+    sizeBytes: MiB,
+    isWritable: () => true,
+    read: async (o, l) => Buffer.from(mem.subarray(o, o + l)),
+    write: async (o, d) => { if (gate) await gate; d.copy(mem, o); },
+    writeZeroes: async (o, l) => { mem.fill(0, o, o + l); },
+    trim: async () => undefined,
+    flush: async () => undefined,
+  };
+}
+
+t.test('NbdServer: the handshake deadline runs on the injected clock', async (t) => {
+  const clock = new ManualClock();
+  const logs: string[] = [];
+  const server = new NbdServer({ log: (l, m) => logs.push(`${l} ${m}`), handshakeTimeoutMs: 10_000, clock });
+  t.teardown(() => server.close());
+  const socketPath = join(tempDir(t, 'mars-clock-'), 'r.sock');
+  await server.addExport('r', memoryBackend(), { socketPath });
+  const sock = net.connect(socketPath);
+  sock.on('error', () => undefined);
+  sock.resume(); // read the greeting, or 'end' (and 'close') would wait for it to be consumed
+  const closed = new Promise<void>((r) => sock.on('close', () => r()));
+  await waitFor('the greeting', () => server.stats().connections === 1, 5_000);
+  clock.advance(9_999);
+  await realPause(STILL_MS);
+  t.equal(server.stats().connections, 1, 'still open 1 ms before the deadline (and after real waiting)');
+  clock.advance(1);
+  await closed;
+  t.ok(logs.some((l) => l.includes('handshake not completed within 10000 ms')), 'closed at the deadline, saying why');
+});
+
+t.test('NbdServer: removeExport grace for stuck requests runs on the injected clock', async (t) => {
+  const clock = new ManualClock();
+  const server = new NbdServer({ log: () => undefined, shutdownGraceMs: 30_000, clock });
+  t.teardown(() => server.close());
+  const socketPath = join(tempDir(t, 'mars-clock-'), 'r.sock');
+  let started = false;
+  const never = new Promise<void>(() => undefined);
+  const backend = memoryBackend(never);
+  const write = backend.write.bind(backend);
+  backend.write = (o, d, f) => { started = true; return write(o, d, f); };
+  await server.addExport('r', backend, { socketPath });
+  const client = await NbdClient.connect(socketPath, 'r', { clock });
+  const stuck = client.write(0, Buffer.alloc(512)).then(() => 'acknowledged', (e: unknown) => e);
+  await waitFor('the write to reach the backend', () => started, 5_000);
+  let removed = false;
+  const removing = server.removeExport('r').then(() => { removed = true; });
+  await realPause(STILL_MS);
+  t.notOk(removed, 'removeExport waits for the request in flight');
+  clock.advance(30_000);
+  await removing;
+  t.ok(await stuck instanceof NbdConnectionClosed, 'after the grace the connection is cut');
+});
+
+t.test('NbdClient: the handshake deadline runs on the injected clock', async (t) => {
+  const clock = new ManualClock();
+  const socketPath = join(tempDir(t, 'mars-clock-'), 'silent.sock');
+  const silent = net.createServer(() => undefined); // accepts, never greets
+  await new Promise<void>((r) => silent.listen(socketPath, r));
+  t.teardown(() => new Promise<void>((r) => silent.close(() => r())));
+  t.teardown(() => { for (const s of sockets) s.destroy(); });
+  const sockets: net.Socket[] = [];
+  silent.on('connection', (s) => sockets.push(s));
+  let outcome: unknown = 'pending';
+  const connecting = NbdClient.connect(socketPath, 'r', { timeoutMs: 10_000, clock }).then((c) => { c.destroy(); return 'connected'; }, (e: unknown) => e);
+  void connecting.then((o) => { outcome = o; });
+  await waitFor('the connection', () => sockets.length === 1, 5_000);
+  await realPause(STILL_MS);
+  t.equal(outcome, 'pending', 'no timeout while the manual time stands still');
+  clock.advance(10_000);
+  t.match(String(await connecting), /timed out after 10000 ms: NBD handshake/, 'times out when the clock passes the deadline');
+});
+
+t.test('TransactionLogger: the writeback delay runs on the injected clock', async (t) => {
+  const clock = new ManualClock();
+  const dir = tempDir(t, 'mars-clock-');
+  const diskPath = join(dir, 'disk.img');
+  writeFileSync(diskPath, Buffer.alloc(MiB));
+  const disk = await DataDisk.open(diskPath);
+  const writer = await LogWriter.openFresh(join(dir, 'log-000000001-alpha'), 1);
+  const logger = new TransactionLogger({
+    disk, sizeBytes: MiB, clock: new LamportClock(), timeClock: clock, memLimitBytes: 64 * MiB, writer, onFatal: (e) => t.fail(e.message),
+  });
+  t.teardown(async () => { await logger.stop(); await disk.close(); });
+  await logger.write(4096, Buffer.alloc(4096, 9), false);
+  t.equal(logger.writebackRestBytes() > 0, true, 'logged, not yet written back');
+  await realPause(WRITEBACK_DELAY_MS + STILL_MS);
+  t.equal(logger.writebackRestBytes() > 0, true, `no writeback after ${WRITEBACK_DELAY_MS} ms of real time`);
+  clock.advance(WRITEBACK_DELAY_MS);
+  await waitFor('writeback and the data sync', () => logger.writebackRestBytes() === 0, 5_000);
+  t.pass('written back once the injected clock passed the delay');
+});
