@@ -19,6 +19,11 @@ export interface RuntimeState {
   currentLogBytes?: number;
   /** snapshot signature when the failure happened */
   failedSignature?: string;
+  /**
+   * an action of this resource is queued or running on its runner: its effect is not in this
+   * state yet, so deciding again from it would repeat it (the rotation race of issue 10)
+   */
+  actionInFlight?: boolean;
 }
 
 export interface DecideConfig {
@@ -58,6 +63,12 @@ function startOrWait(s: ResourceSnapshot, cfg: DecideConfig, wantPrimary: boolea
 }
 
 export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
+  const d = decideAction(s, rt, cfg);
+  // One action at a time: the next is decided from the state the previous one left.
+  return rt.actionInFlight && d.action.kind !== 'none' ? { ...d, action: { kind: 'none' } } : d;
+}
+
+function decideAction(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
   const missing = s.dataPath === undefined ? 'no data-HOST link (not a member here)'
     : s.sizeBytes === undefined ? 'no valid size link'
     : undefined;

@@ -24,6 +24,7 @@ import { planHole, writeHole, type Hole } from './emergency-hole.js';
 import { decidePrimaryEmergency } from './decide-emergency.js';
 import type { LogFn } from '../../common/util/log.js';
 import { logName } from '../../common/tree/log-names.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -68,6 +69,8 @@ export class ResourceRunner {
   private publishTimer: NodeJS.Timeout | undefined;
   private recoveryRestBytes = 0;
   private busy: Promise<void> = Promise.resolve();
+  /** operations queued or running on `busy` (actions, leaving emergency, invalidate) */
+  private inFlight = 0;
   /** stopping: writes refused, writeback not yet complete */
   private draining = false;
   private shuttingDown = false;
@@ -107,6 +110,7 @@ export class ResourceRunner {
       rt.currentLogBytes = this.logger.durablePos;
     }
     if (this.failedSignature !== undefined) rt.failedSignature = this.failedSignature;
+    if (this.inFlight > 0) rt.actionInFlight = true;
     return rt;
   }
 
@@ -123,9 +127,18 @@ export class ResourceRunner {
   /** Run one action; actions of a resource never overlap. */
   execute(action: Action, snapshot: ResourceSnapshot): Promise<void> {
     if (action.kind === 'none') return Promise.resolve();
-    this.busy = this.busy.then(() => this.run(action, snapshot)).catch((err) => {
+    return this.enqueue(() => this.run(action, snapshot), (err) => {
       this.ctx.log('error', `${this.name}: ${action.kind} failed: ${(err as Error).stack ?? err}`);
     });
+  }
+
+  /** Queue an operation behind the others; runtime() says one is in flight until it ended. */
+  private enqueue(op: () => Promise<void>, onError: (err: unknown) => void): Promise<void> {
+    this.inFlight++;
+    this.busy = this.busy.then(op).catch((err) => {
+      failStopOnInvariant(err);
+      onError(err);
+    }).finally(() => { this.inFlight--; });
     return this.busy;
   }
 
@@ -215,7 +228,7 @@ export class ResourceRunner {
     } else if (action === 'leave' && !this.leaving) {
       // Through the action queue: never concurrently with a rotation or a stop.
       this.leaving = true;
-      this.busy = this.busy.then(() => this.leaveEmergency()).catch((err) => {
+      void this.enqueue(() => this.leaveEmergency(), (err) => {
         this.ctx.log('warn', `${this.name}: cannot leave emergency mode yet: ${(err as Error).message}`);
       }).finally(() => { this.leaving = false; });
     }
@@ -340,6 +353,9 @@ export class ResourceRunner {
     const logger = this.logger;
     if (!logger || this.phase !== 'primary') return;
     if (this.inEmergency) return; // the logfile after the hole is current and stays empty
+    // Checked before the fresh logfile is opened: a repeated rotation must not touch the file
+    // the logger appends to now.
+    assert(toSeq === logger.currentSeq + 1, `rotation decided for logfile ${toSeq} while ${logger.currentSeq} is current`);
     const next = await LogWriter.openFresh(tree.abs(resPaths.log(this.name, toSeq, host)), toSeq);
     let rotated: { oldSeq: number; oldEnd: number };
     try {
@@ -383,7 +399,7 @@ export class ResourceRunner {
     this.invalidating = true;
     const { tree, host, log } = this.ctx;
     const answer = (text: string) => tree.write(resPaths.actual(this.name, host, 'invalidate'), `${request} ${text}`.slice(0, 1000), { durable: true });
-    this.busy = this.busy.then(async () => {
+    void this.enqueue(async () => {
       if (this.phase !== 'down' && this.phase !== 'failed') {
         answer('refused: this host is primary of the resource');
         return;
@@ -397,9 +413,12 @@ export class ResourceRunner {
         log('warn', `${this.name}: invalidated: ${what}`);
         answer(`OK ${what}`);
       } catch (err) {
+        failStopOnInvariant(err);
         log('error', `${this.name}: invalidate failed: ${(err as Error).message}`);
         answer(`failed: ${(err as Error).message}`);
       }
+    }, (err) => {
+      this.ctx.log('error', `${this.name}: invalidate failed: ${(err as Error).stack ?? err}`);
     }).finally(() => {
       this.invalidating = false;
       this.ctx.requestTick();
