@@ -92,6 +92,7 @@ export function runMarsd(argv: string[]): void {
   try {
     daemon = new Daemon(daemonOptions(o, log));
   } catch (err) {
+    if (err instanceof InvariantError) exitOnUncaught(err, log);
     process.stderr.write(`marsd: ${(err as Error).message}\n`);
     process.exit(2);
   }

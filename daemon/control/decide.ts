@@ -1,6 +1,8 @@
-// The control loop's decision for one resource on this host, as a pure function of the tree
-// snapshot and what is running (docs/design.md §2, "functional core"): tests drive it tick by tick.
-// The daemon executes the returned plan; nothing here touches the filesystem or the clock.
+// The primary side's decision for one resource on this host, as a pure function of the tree
+// snapshot and what is running (docs/design.md §2, "functional core"): start, stop, rotate, make
+// the next logfile, or nothing, and what a takeover waits for. It is one part of the round's
+// plan (plan.ts), which the runner executes; nothing here touches the filesystem or the clock.
+// At most one action is in flight: while one is (rt.actionInFlight) no other is decided.
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { handoverBlock } from './decide-handover.js';
 
