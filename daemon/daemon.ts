@@ -87,7 +87,8 @@ export class Daemon {
   private readonly secondaryPeers: SecondaryPeers;
 
   constructor(private readonly opts: DaemonOptions) {
-    this.tree = new TreeStore(opts.marsDir, new LamportClock());
+    // The Lamport clock's real-time part is the injected clock too.
+    this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
     this.nbd = new NbdServer({
       log: opts.log,
       // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
