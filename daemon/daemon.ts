@@ -1,6 +1,8 @@
-// marsd: one process per host and /mars. It watches the tree (chokidar, plus a periodic scan),
-// asks the pure decision function what each resource needs, and lets each resource's runner
-// execute it. It also publishes the host's heartbeat in actual-HOST/.
+// marsd: one process per host and /mars. It watches the tree (chokidar, plus a periodic scan)
+// and runs control rounds: per resource, read the snapshot and let the resource's runner plan
+// (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
+// actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
+// resource is in plan.ts; this file only schedules rounds (through the injected clock).
 import { mkdirSync } from 'node:fs';
 import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
@@ -10,11 +12,10 @@ import { LamportClock, formatStamp } from '../common/tree/lamport.js';
 import { globalPaths, localPaths, resPaths } from '../common/tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from '../common/lock.js';
-import { decide } from './control/decide.js';
 import { listResources, readResourceSnapshot } from '../common/resource/snapshot.js';
 import { ResourceRunner } from './control/resource-runner.js';
+import { peerManagerPeers, type SecondaryPeers } from './control/secondary-runner.js';
 import type { CommonOptions } from '../common/config.js';
-import { decideSecondary, NOTHING } from './control/decide-secondary.js';
 import { PeerManager } from './propagate/peer-manager.js';
 import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
@@ -23,11 +24,16 @@ import { readSecretFile } from '../common/cluster/secret.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
-import { deleteReplayedCopies } from './control/space-reclaim.js';
-import { limitSecondaryPlan, secondarySpaceLimits, type ThresholdSpec } from './control/decide-emergency.js';
+import type { ThresholdSpec } from './control/decide-emergency.js';
 import type { LogFn } from '../common/util/log.js';
+import type { Clock, Timer } from '../common/util/clock.js';
+import { failStopOnInvariant } from '../common/util/assert.js';
 
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
+/** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
+const TICK_DELAY_MS = 5;
+/** peers are told of our tree changes at most this often (they pull us then) */
+const NOTIFY_MIN_INTERVAL_MS = 100;
 
 export interface DaemonOptions extends CommonOptions {
   memLimitBytes: number;
@@ -48,6 +54,8 @@ export interface DaemonOptions extends CommonOptions {
   /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
   spaceLevels?: ThresholdSpec[];
   log: LogFn;
+  /** time and timers of the daemon and its runners (marsd: systemClock) */
+  clock: Clock;
 }
 
 /**
@@ -65,7 +73,7 @@ export class Daemon {
   private readonly nbd: NbdServer;
   private readonly runners = new Map<string, ResourceRunner>();
   private watcher: FSWatcher | undefined;
-  private interval: NodeJS.Timeout | undefined;
+  private interval: Timer | undefined;
   private tickScheduled = false;
   private lock: { release(): void } | undefined;
   private stopping = false;
@@ -74,11 +82,13 @@ export class Daemon {
   private peerServer: PeerServer | undefined;
   private listenAddress: string | undefined;
   private secret: Buffer | undefined;
-  private lastNotifyMs = 0;
+  private lastNotifyMs = Number.NEGATIVE_INFINITY;
   private readonly space: SpaceMonitor;
+  private readonly secondaryPeers: SecondaryPeers;
 
   constructor(private readonly opts: DaemonOptions) {
-    this.tree = new TreeStore(opts.marsDir, new LamportClock());
+    // The Lamport clock's real-time part is the injected clock too.
+    this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
     this.nbd = new NbdServer({
       log: opts.log,
       // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
@@ -101,7 +111,8 @@ export class Daemon {
       listing: (member) => this.peers.link(member)?.listing,
       log: opts.log,
     });
-    this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log });
+    this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log, clock: opts.clock });
+    this.secondaryPeers = peerManagerPeers(this.peers);
   }
 
   async start(): Promise<void> {
@@ -140,7 +151,7 @@ export class Daemon {
       if (typeof name === 'string' && isInteresting(name)) { this.requestTick(); this.notifyPeers(); }
     });
     this.watcher.on('error', (err) => this.opts.log('warn', `tree watcher: ${(err as Error).message}`));
-    this.interval = setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
+    this.interval = this.opts.clock.setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
     this.opts.log('info', `marsd ${MARSD_VERSION} running: host ${host}, tree ${marsDir}, run dir ${runDir}, pid ${process.pid}`);
     this.tick();
   }
@@ -157,6 +168,7 @@ export class Daemon {
     try {
       this.secret = readSecretFile(secretPath);
     } catch (err) {
+      failStopOnInvariant(err);
       log('warn', `no usable cluster secret (${(err as Error).message}): this host neither serves nor contacts peers`);
       return;
     }
@@ -194,6 +206,7 @@ export class Daemon {
       server.listen(address).then(
         () => this.opts.log('info', `peer protocol listening on ${address}`),
         (err: Error) => {
+          failStopOnInvariant(err);
           this.opts.log('error', `cannot listen on ${address} (ips/ip-${this.opts.host}): ${err.message}`);
           this.listenAddress = undefined;
         });
@@ -204,8 +217,8 @@ export class Daemon {
 
   /** Tell peers our tree changed (rate-limited: they pull us soon). */
   private notifyPeers(): void {
-    const now = Date.now();
-    if (now - this.lastNotifyMs < 100) return;
+    const now = this.opts.clock.nowMs();
+    if (now - this.lastNotifyMs < NOTIFY_MIN_INTERVAL_MS) return;
     this.lastNotifyMs = now;
     this.peers.notifyAll();
   }
@@ -213,10 +226,10 @@ export class Daemon {
   requestTick(): void {
     if (this.tickScheduled || this.stopping) return;
     this.tickScheduled = true;
-    setTimeout(() => {
+    this.opts.clock.setTimeout(() => {
       this.tickScheduled = false;
       this.tick();
-    }, 5);
+    }, TICK_DELAY_MS);
   }
 
   private heartbeat(alive: boolean): void {
@@ -225,7 +238,7 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'alive'), alive ? '1' : '0', { onlyIfChanged: true });
   }
 
-  /** One control round: read the tree, decide per resource, execute. */
+  /** One control round: the host's heartbeat, peers and space level, then every resource. */
   private tick(): void {
     if (this.stopping) return;
     try {
@@ -233,72 +246,61 @@ export class Daemon {
         this.heartbeat(true);
       } catch (err) {
         // A full /mars must not stop the control round: it is what leaves emergency mode.
+        failStopOnInvariant(err);
         this.opts.log('warn', `heartbeat not written: ${(err as Error).message}`);
       }
       this.reconcilePeers();
-      const space = this.space.check();
+      const spaceLevel = this.space.check().level;
       const present = new Set(listResources(this.tree));
-      for (const res of present) {
-        let runner = this.runners.get(res);
-        if (!runner) {
-          this.watcher?.add(this.tree.abs(resPaths.todoDir(res, this.opts.host)));
-          runner = new ResourceRunner(res, {
-            tree: this.tree, host: this.opts.host, runDir: this.opts.runDir, nbd: this.nbd,
-            memLimitBytes: this.opts.memLimitBytes, log: this.opts.log, requestTick: () => this.requestTick(),
-            peers: this.peers,
-            fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
-            onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
-          });
-          this.runners.set(res, runner);
-        }
-        const snapshot = readResourceSnapshot(this.tree, res, this.opts.host);
-        const decision = decide(snapshot, runner.runtime(), { host: this.opts.host, logRotateBytes: this.opts.logRotateBytes });
-        if (decision.action.kind !== 'none') {
-          void runner.execute(decision.action, snapshot).then(() => { this.requestTick(); this.notifyPeers(); });
-        }
-        runner.reconcileSpace(space.level);
-        const idle = runner.phase === 'down' || runner.phase === 'failed';
-        if (snapshot.invalidateRequest !== undefined && idle && snapshot.sizeBytes !== undefined) runner.invalidate(snapshot.invalidateRequest, snapshot.sizeBytes);
-        const plan = !idle || runner.invalidating ? NOTHING
-          : decision.handover ? decideSecondary(snapshot, this.opts.host, { handover: decision.blockedBy ?? 'waiting' })
-          : !decision.wantPrimary ? decideSecondary(snapshot, this.opts.host) : NOTHING;
-        runner.primaryWait = decision.blockedBy;
-        if (idle && !decision.wantPrimary && plan.disk && secondarySpaceLimits(space.level).deleteReplayedCopies) {
-          deleteReplayedCopies(this.tree, res, this.opts.host, this.opts.log);
-        }
-        void runner.secondary.reconcile(limitSecondaryPlan(plan, space.level), snapshot);
-        runner.secondary.nudge();
-        runner.splitBrain.poll();
-        runner.onWantPrimary(snapshot.wantPrimaryRequest);
-        runner.publish(false);
-      }
+      for (const res of present) this.round(this.runnerFor(res), true, spaceLevel);
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secret) this.tombstones.run();
-      for (const [res, runner] of this.runners) {
-        if (present.has(res)) continue;
-        // The resource was deleted underneath a running runner (delete-resource --force).
-        if (runner.phase === 'down' || runner.phase === 'failed') {
-          this.runners.delete(res);
-        } else if (runner.phase === 'primary') {
-          void runner.execute({ kind: 'stop-primary', reason: 'resource deleted' }, readResourceSnapshot(this.tree, res, this.opts.host));
-        }
-      }
+      // Resources deleted underneath a running runner (delete-resource --force).
+      for (const [res, runner] of this.runners) if (!present.has(res)) this.round(runner, false, spaceLevel);
     } catch (err) {
+      failStopOnInvariant(err);
       this.opts.log('error', `control round failed: ${(err as Error).stack ?? err}`);
     }
+  }
+
+  /** Gather the resource's snapshot and let its runner plan and execute the round. */
+  private round(runner: ResourceRunner, present: boolean, spaceLevel: number): void {
+    const snapshot = readResourceSnapshot(this.tree, runner.name, this.opts.host);
+    const { plan, done } = runner.round(snapshot, { present, spaceLevel });
+    // The state an action leaves is what the next round decides from: ask for one at once.
+    if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifyPeers(); });
+    if (plan.forget) {
+      this.runners.delete(runner.name);
+      void runner.shutdown();
+    }
+  }
+
+  private runnerFor(res: string): ResourceRunner {
+    const existing = this.runners.get(res);
+    if (existing) return existing;
+    this.watcher?.add(this.tree.abs(resPaths.todoDir(res, this.opts.host)));
+    const runner = new ResourceRunner(res, {
+      tree: this.tree, host: this.opts.host, runDir: this.opts.runDir, nbd: this.nbd,
+      memLimitBytes: this.opts.memLimitBytes, logRotateBytes: this.opts.logRotateBytes,
+      log: this.opts.log, clock: this.opts.clock, requestTick: () => this.requestTick(),
+      peers: this.secondaryPeers, fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
+      onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
+    });
+    this.runners.set(res, runner);
+    return runner;
   }
 
   /** Stop every resource cleanly (SIGTERM). */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.interval) clearInterval(this.interval);
+    this.interval?.cancel();
     await this.watcher?.close();
     for (const runner of this.runners.values()) await runner.shutdown();
     await this.peers.close();
     await this.peerServer?.close();
     await this.nbd.close();
-    try { this.heartbeat(false); } catch { /* tree gone */ }
+    try { this.heartbeat(false); } catch (err) { failStopOnInvariant(err); /* tree gone */ }
     this.lock?.release();
     this.opts.log('info', 'marsd stopped');
   }

@@ -1,8 +1,10 @@
 // `marsd` command line: parse options, take the /mars lock, run until SIGTERM. With --stdio
-// it is instead the SSH transport's remote command (stdio-main.ts).
+// it is instead the SSH transport's remote command (stdio-main.ts). The one place where the
+// real clock (systemClock) enters the daemon; an invariant failure anywhere ends the process
+// here with EXIT_INVARIANT, naming the invariant.
 import { Command, InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
-import { Daemon } from './daemon.js';
+import { Daemon, type DaemonOptions } from './daemon.js';
 import { MARSD_VERSION } from '../common/version.js';
 import { EXIT_INVARIANT, failStopOnInvariant, InvariantError } from '../common/util/assert.js';
 import { parseSpaceLevels } from './control/decide-emergency.js';
@@ -10,19 +12,27 @@ import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitByte
 import { checkTlsFiles } from '../common/cluster/tls-files.js';
 import { runStdioMain } from './stdio-main.js';
 import type { LogFn } from '../common/util/log.js';
+import { systemClock } from '../common/util/clock.js';
+
+interface MarsdOptions {
+  marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
+  fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
+  spaceLevels?: ReturnType<typeof parseSpaceLevels>;
+}
 
 function sizeOption(what: string) {
   return (text: string) => {
     try {
       return parseSize(text, what);
     } catch (err) {
+      failStopOnInvariant(err);
       throw new InvalidArgumentError((err as Error).message);
     }
   };
 }
 
-export function runMarsd(argv: string[]): void {
-  const program = new Command('marsd')
+function buildProgram(): Command {
+  return new Command('marsd')
     .description('MARS daemon: transaction logger, replication and control loop for one host')
     .version(MARSD_VERSION)
     .option('--mars-dir <dir>', 'the /mars tree (env MARS_DIR)')
@@ -50,6 +60,7 @@ export function runMarsd(argv: string[]): void {
       try {
         return parseSpaceLevels(v, (t) => parseSize(t, '--space-levels'));
       } catch (err) {
+        failStopOnInvariant(err);
         throw new InvalidArgumentError((err as Error).message);
       }
     })
@@ -60,12 +71,12 @@ export function runMarsd(argv: string[]): void {
     .option('--stdio', 'relay the peer protocol between stdin/stdout and the running marsd (the remote command of the ssh transport)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
+}
+
+export function runMarsd(argv: string[]): void {
+  const program = buildProgram();
   program.parse(argv, { from: 'user' });
-  const o = program.opts<{
-    marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
-    fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
-    spaceLevels?: ReturnType<typeof parseSpaceLevels>;
-  }>();
+  const o = program.opts<MarsdOptions>();
   if (o.stdio) {
     // bin/marsd.js normally goes to stdio-main directly; this keeps runMarsd complete.
     runStdioMain(argv);
@@ -74,35 +85,53 @@ export function runMarsd(argv: string[]): void {
 
   const log: LogFn = (level, msg) => {
     if (o.quiet && level === 'info') return;
-    process.stderr.write(`${new Date().toISOString()} marsd[${process.pid}] ${level}: ${msg}\n`);
+    process.stderr.write(`${new Date(systemClock.nowMs()).toISOString()} marsd[${process.pid}] ${level}: ${msg}\n`);
   };
 
   let daemon: Daemon;
   try {
-    const common = resolveCommon(o);
-    const tlsFiles = { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa };
-    for (const warning of checkTlsFiles(tlsFiles).warnings) log('warn', warning);
-    daemon = new Daemon({
-      ...common,
-      memLimitBytes: o.memLimit ?? defaultMemLimitBytes(),
-      logRotateBytes: o.logRotateSize ?? DEFAULT_LOG_ROTATE_BYTES,
-      scanIntervalMs: o.scanIntervalMs ?? DEFAULT_SCAN_INTERVAL_MS,
-      pullIntervalMs: o.pullIntervalMs ?? 1000,
-      fetchRateBytesPerS: o.fetchRate ?? 0,
-      ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
-      ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
-      ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
-      ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
-      ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
-      log,
-    });
+    daemon = new Daemon(daemonOptions(o, log));
   } catch (err) {
+    if (err instanceof InvariantError) exitOnUncaught(err, log);
     process.stderr.write(`marsd: ${(err as Error).message}\n`);
     process.exit(2);
   }
+  installHandlers(daemon, log);
+  daemon.start().catch((err) => {
+    if (err instanceof InvariantError) exitOnUncaught(err, log);
+    process.stderr.write(`marsd: ${(err as Error).message}\n`);
+    process.exit(1);
+  });
+}
+
+/** The daemon's options from the command line and the environment (throws on bad values). */
+function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
+  const common = resolveCommon(o);
+  const tlsFiles = { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa };
+  for (const warning of checkTlsFiles(tlsFiles).warnings) log('warn', warning);
+  return {
+    ...common,
+    memLimitBytes: o.memLimit ?? defaultMemLimitBytes(),
+    logRotateBytes: o.logRotateSize ?? DEFAULT_LOG_ROTATE_BYTES,
+    scanIntervalMs: o.scanIntervalMs ?? DEFAULT_SCAN_INTERVAL_MS,
+    pullIntervalMs: o.pullIntervalMs ?? 1000,
+    fetchRateBytesPerS: o.fetchRate ?? 0,
+    ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
+    ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
+    ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
+    ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
+    ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
+    log,
+    clock: systemClock,
+  };
+}
+
+/** SIGTERM/SIGINT stop the daemon cleanly; an invariant failure or an uncaught error ends it at once. */
+function installHandlers(daemon: Daemon, log: LogFn): void {
   const shutdown = (signal: string) => {
     log('info', `${signal} received, stopping`);
     daemon.stop().then(() => process.exit(0), (err) => {
+      if (err instanceof InvariantError) exitOnUncaught(err, log);
       log('error', `stop failed: ${(err as Error).message}`);
       process.exit(1);
     });
@@ -114,11 +143,6 @@ export function runMarsd(argv: string[]): void {
     log('error', `unhandled rejection: ${(err as Error)?.stack ?? err}`);
   });
   process.on('uncaughtException', (err) => exitOnUncaught(err, log));
-  daemon.start().catch((err) => {
-    if (err instanceof InvariantError) exitOnUncaught(err, log);
-    process.stderr.write(`marsd: ${(err as Error).message}\n`);
-    process.exit(1);
-  });
 }
 
 /**

@@ -1,6 +1,8 @@
-// The control loop's decision for one resource on this host, as a pure function of the tree
-// snapshot and what is running (docs/design.md §2, "functional core"): tests drive it tick by tick.
-// The daemon executes the returned plan; nothing here touches the filesystem or the clock.
+// The primary side's decision for one resource on this host, as a pure function of the tree
+// snapshot and what is running (docs/design.md §2, "functional core"): start, stop, rotate, make
+// the next logfile, or nothing, and what a takeover waits for. It is one part of the round's
+// plan (plan.ts), which the runner executes; nothing here touches the filesystem or the clock.
+// At most one action is in flight: while one is (rt.actionInFlight) no other is decided.
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { handoverBlock } from './decide-handover.js';
 
@@ -19,6 +21,11 @@ export interface RuntimeState {
   currentLogBytes?: number;
   /** snapshot signature when the failure happened */
   failedSignature?: string;
+  /**
+   * an action of this resource is queued or running on its runner: its effect is not in this
+   * state yet, so deciding again from it would repeat it (the rotation race of issue 10)
+   */
+  actionInFlight?: boolean;
 }
 
 export interface DecideConfig {
@@ -58,6 +65,12 @@ function startOrWait(s: ResourceSnapshot, cfg: DecideConfig, wantPrimary: boolea
 }
 
 export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
+  const d = decideAction(s, rt, cfg);
+  // One action at a time: the next is decided from the state the previous one left.
+  return rt.actionInFlight && d.action.kind !== 'none' ? { ...d, action: { kind: 'none' } } : d;
+}
+
+function decideAction(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
   const missing = s.dataPath === undefined ? 'no data-HOST link (not a member here)'
     : s.sizeBytes === undefined ? 'no valid size link'
     : undefined;

@@ -1,12 +1,54 @@
 // Executes `marsadm invalidate` on this host (the plan is invalidate-plan.ts): finds the
 // device ranges our own writes since a split brain touched, stores them for the sync worker,
 // and rewrites our replay link, versionlinks and discarded logfiles so that replay continues
-// in the primary's history. Runs only while no secondary work runs (the caller stops it).
+// in the primary's history. Runs only while no secondary work runs (carryOutInvalidate stops
+// it first) and never on an actual primary; the answer goes to actual-HOST/invalidate, the
+// request's stamp first, so marsadm knows which request it answers.
 import { closeSync, fsyncSync, openSync, truncateSync, unlinkSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { writeReplayLink } from '../../common/resource/links.js';
 import { clearResyncRanges, previewInvalidate, storeResyncRanges, type InvalidateResult } from '../../common/resource/resync.js';
+import { logName } from '../../common/tree/log-names.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import type { LogFn } from '../../common/util/log.js';
+
+export interface InvalidateRequest {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  /** the stamp of todo-HOST/invalidate */
+  request: string;
+  sizeBytes: number;
+  log: LogFn;
+  /** the primary side is running here (checked when the request's turn comes) */
+  isPrimary: () => boolean;
+  /** stop fetch, sync and replay */
+  stopSecondary: () => Promise<void>;
+}
+
+/** Carry out one request and answer it; an expected failure is answered, not thrown. */
+export async function carryOutInvalidate(o: InvalidateRequest): Promise<void> {
+  const { tree, res, host, log } = o;
+  const answer = (text: string) => tree.write(resPaths.actual(res, host, 'invalidate'), `${o.request} ${text}`.slice(0, 1000), { durable: true });
+  if (o.isPrimary()) {
+    answer('refused: this host is primary of the resource');
+    return;
+  }
+  await o.stopSecondary();
+  try {
+    const { plan, resyncBytes } = await executeInvalidate(tree, res, host, o.sizeBytes);
+    const what = plan.kind === 'incremental'
+      ? `incremental resync of ${resyncBytes} bytes this host wrote to since the split at ${logName(plan.common.seq, plan.common.origin)}:${plan.common.pos}, then replay of ${plan.primaryBytesSince} logged bytes of the primary`
+      : `full sync of ${resyncBytes} bytes (${plan.reason})`;
+    log('warn', `${res}: invalidated: ${what}`);
+    answer(`OK ${what}`);
+  } catch (err) {
+    failStopOnInvariant(err);
+    log('error', `${res}: invalidate failed: ${(err as Error).message}`);
+    answer(`failed: ${(err as Error).message}`);
+  }
+}
 
 export async function executeInvalidate(tree: TreeStore, res: string, host: string, sizeBytes: number): Promise<InvalidateResult> {
   const { plan, resyncBytes, ranges } = await previewInvalidate(tree, res, host, sizeBytes);

@@ -1,38 +1,37 @@
 // The imperative shell for the secondary side of one resource on this host: it opens the
-// data disk and starts or stops the fetcher, the sync and the replayer as decideSecondary
-// says, and reports their state for `actual-HOST/*`.
+// data disk and starts or stops the fetcher, the sync and the replayer as the round's plan
+// says (decideSecondary, via plan.ts), and reports their state for `actual-HOST/*`.
+// Invariant: replay and sync stop before the disk closes, and reconcile calls never overlap.
 import type { TreeStore } from '../../common/tree/store.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
-import { Fetcher } from '../fetch/fetcher.js';
-import { SyncWorker } from '../sync/sync-worker.js';
+import { Fetcher, peerManagerFetchPeers, type FetchPeers } from '../fetch/fetcher.js';
+import { peerManagerSyncPeers, SyncWorker, type SyncPeers } from '../sync/sync-worker.js';
 import { Replayer } from '../replay/replayer.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
 import type { SecondaryPlan } from './decide-secondary.js';
+import type { SecondaryStatus } from './status-links.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import type { LogFn } from '../../common/util/log.js';
+import type { Clock } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
+
+/** What the secondary side needs of the other members: logfiles to fetch, the primary to sync from. */
+export type SecondaryPeers = FetchPeers & SyncPeers;
+
+/** SecondaryPeers of a running marsd: the links of its PeerManager. */
+export function peerManagerPeers(peers: PeerManager): SecondaryPeers {
+  return { ...peerManagerFetchPeers(peers), ...peerManagerSyncPeers(peers) };
+}
 
 export interface SecondaryContext {
   tree: TreeStore;
   host: string;
-  peers: PeerManager;
+  peers: SecondaryPeers;
   fetchRateBytesPerS: number;
   log: LogFn;
+  clock: Clock;
   /** state changed: publish status soon */
   onStatus: () => void;
-}
-
-export interface SecondaryStatus {
-  attached: boolean;
-  copying: boolean;
-  syncing: boolean;
-  replaying: boolean;
-  replayCode: string;
-  message: string;
-  fetchRestBytes: number;
-  replayRestBytes: number;
-  syncRateBytesPerS: number;
-  fetchState: string;
-  why: string;
 }
 
 export class SecondaryRunner {
@@ -53,6 +52,7 @@ export class SecondaryRunner {
   /** Bring running work in line with the plan; calls never overlap. */
   reconcile(plan: SecondaryPlan, s: ResourceSnapshot): Promise<void> {
     this.busy = this.busy.then(() => this.apply(plan, s)).catch((err) => {
+      failStopOnInvariant(err);
       this.ctx.log('error', `${this.res}: secondary work failed: ${(err as Error).stack ?? err}`);
     });
     return this.busy;
@@ -65,7 +65,7 @@ export class SecondaryRunner {
   }
 
   private async apply(plan: SecondaryPlan, s: ResourceSnapshot): Promise<void> {
-    const { tree, host, log } = this.ctx;
+    const { tree, host, log, clock } = this.ctx;
     this.why = plan.why;
     // Stop what must not run first: replay and sync before the disk closes.
     if (!plan.replay && !plan.repairOnly && this.replayer) { await this.replayer.stop(); this.replayer = undefined; }
@@ -73,7 +73,7 @@ export class SecondaryRunner {
     if (!plan.sync && this.sync) { await this.sync.stop(); this.sync = undefined; }
     if (!plan.fetch && this.fetcher) { await this.fetcher.stop(); this.fetcher = undefined; }
     if (!plan.disk && this.disk) {
-      await this.disk.close().catch(() => undefined);
+      await this.disk.close().catch(failStopOnInvariant);
       this.disk = undefined;
       log('info', `${this.res}: secondary detached`);
     }
@@ -83,13 +83,14 @@ export class SecondaryRunner {
         this.openError = '';
         log('info', `${this.res}: secondary attached to ${s.dataPath}`);
       } catch (err) {
+        failStopOnInvariant(err);
         this.openError = `cannot open ${s.dataPath}: ${(err as Error).message}`;
         return;
       }
     }
     if (plan.fetch && !this.fetcher) {
       this.fetcher = new Fetcher({
-        tree, res: this.res, host, peers: this.ctx.peers, rateBytesPerS: this.ctx.fetchRateBytesPerS, log,
+        tree, res: this.res, host, peers: this.ctx.peers, rateBytesPerS: this.ctx.fetchRateBytesPerS, log, clock,
         onAppended: () => this.replayer?.nudge(),
       });
       this.fetcher.start();
@@ -97,14 +98,14 @@ export class SecondaryRunner {
     if (plan.sync && !this.sync && this.disk && s.designatedPrimary && s.sizeBytes !== undefined) {
       this.sync = new SyncWorker({
         tree, res: this.res, host, primary: s.designatedPrimary, disk: this.disk, sizeBytes: s.sizeBytes,
-        peers: this.ctx.peers, log, onProgress: () => this.ctx.onStatus(),
+        peers: this.ctx.peers, log, clock, onProgress: () => this.ctx.onStatus(),
       });
       this.sync.start();
     }
     if (plan.replay && this.replayer && !this.replayer.isReplaying) this.replayer.start();
     if ((plan.replay || plan.repairOnly) && !this.replayer && this.disk && s.sizeBytes !== undefined) {
       this.replayer = new Replayer({
-        tree, res: this.res, host, disk: this.disk, sizeBytes: s.sizeBytes, log: (level, msg) => log(level, `${this.res}: ${msg}`),
+        tree, res: this.res, host, disk: this.disk, sizeBytes: s.sizeBytes, clock, log: (level, msg) => log(level, `${this.res}: ${msg}`),
         onRefetch: (req) => this.fetcher?.requestRefetch(req.file),
         onStatus: () => this.ctx.onStatus(),
       });

@@ -9,6 +9,8 @@ import {
   gibibytes, MAX_SPACE_LEVEL, nextSpaceLevel, rawSpaceLevel, resolveThresholdsBytes, type ThresholdSpec,
 } from './decide-emergency.js';
 import type { LogFn } from '../../common/util/log.js';
+import type { Clock } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
 
 /** A level falls by one step at most this often (MARS: one step per main-loop round). */
 export const LEVEL_FALL_INTERVAL_MS = 1000;
@@ -27,6 +29,8 @@ export interface SpaceMonitorOptions {
   /** thresholds from --space-levels; undefined = defaults */
   spec: ThresholdSpec[] | undefined;
   log: LogFn;
+  /** paces the hysteresis (a level falls one step per LEVEL_FALL_INTERVAL_MS at most) */
+  clock: Clock;
   /** for tests: the filesystem figures (default statfs of the tree's root) */
   measure?: () => { freeBytes: number; totalBytes: number };
 }
@@ -59,12 +63,13 @@ export class SpaceMonitor {
   }
 
   /** One control round: measure, apply the hysteresis, publish. */
-  check(nowMs = Date.now()): SpaceState {
+  check(nowMs = this.o.clock.nowMs()): SpaceState {
     let figures: { freeBytes: number; totalBytes: number };
     try {
       figures = this.measure();
       this.measureFailed = false;
     } catch (err) {
+      failStopOnInvariant(err);
       if (!this.measureFailed) this.o.log('warn', `cannot measure the free space of /mars: ${(err as Error).message}`);
       this.measureFailed = true;
       return this.state;
@@ -79,7 +84,7 @@ export class SpaceMonitor {
   }
 
   /** A log append hit ENOSPC: /mars is full, whatever the last measurement said. */
-  reportFull(nowMs = Date.now()): void {
+  reportFull(nowMs = this.o.clock.nowMs()): void {
     this.setLevel(MAX_SPACE_LEVEL, 'a logfile append failed with ENOSPC', nowMs);
     this.publish();
   }
@@ -106,6 +111,7 @@ export class SpaceMonitor {
       set('total-space-bytes', String(s.totalBytes));
       set('space-thresholds', s.thresholdsBytes.join(','));
     } catch (err) {
+      failStopOnInvariant(err);
       // With /mars completely full even a link may not fit; the next round tries again.
       this.o.log('warn', `cannot publish the space level: ${(err as Error).message}`);
     }

@@ -7,6 +7,7 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { resourceDir } from '../../common/tree/paths.js';
 import { listLogfiles, readReplayLink } from '../../common/resource/links.js';
 import { replayedCopies } from './decide-emergency.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
 
 /** Delete this host's replayed copies of foreign logfiles of `res`; returns their names. */
 export function deleteReplayedCopies(tree: TreeStore, res: string, host: string, log: (level: 'info' | 'warn', msg: string) => void): string[] {
@@ -18,6 +19,7 @@ export function deleteReplayedCopies(tree: TreeStore, res: string, host: string,
       unlinkSync(tree.abs(`${resourceDir(res)}/${v.name}`));
       deleted.push(v.name);
     } catch (err) {
+      failStopOnInvariant(err);
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log('warn', `${res}: cannot delete the replayed copy ${v.name}: ${(err as Error).message}`);
     }
   }

@@ -3,6 +3,8 @@
 // `SEQ,ORIGIN,POS,BYTES,RECORDS`: the common point of the diverged histories and how many
 // logged bytes and records this host's own history holds after it (RECORDS is counted in the
 // local logfiles; `?` when one of them is not here). marsadm view combines the hosts' values.
+// When to check is the plan's decision (plan.ts checkSplitBrain: at most once per second, never
+// two at a time); this shell reports when it last began and whether one runs.
 import { existsSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
@@ -11,28 +13,31 @@ import { readLogBatches } from '../../common/log/scanner.js';
 import { bytesSince, findDivergence, partsAfter, type Chain, type HistoryPoint } from '../../common/resource/split-brain.js';
 import type { LogFn } from '../../common/util/log.js';
 import { logName } from '../../common/tree/log-names.js';
-
-const CHECK_INTERVAL_MS = 1_000;
+import type { Clock } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
 
 export class SplitBrainMonitor {
-  private lastCheckMs = 0;
-  private running = false;
+  /** when the last check began (the clock's ms); never: -Infinity */
+  lastCheckMs = Number.NEGATIVE_INFINITY;
+  /** a check is running */
+  checking = false;
   private cache: { key: string; records: string } | undefined;
 
   constructor(private readonly tree: TreeStore, private readonly res: string, private readonly host: string,
-    private readonly log: LogFn) {}
+    private readonly log: LogFn, private readonly clock: Clock) {}
 
-  /** Called every control round; checks at most once per second, never two at a time. */
-  poll(): void {
-    const now = Date.now();
-    if (this.running || now - this.lastCheckMs < CHECK_INTERVAL_MS) return;
-    this.lastCheckMs = now;
-    this.running = true;
-    this.check().catch((err) => this.log('warn', `${this.res}: split-brain check failed: ${(err as Error).message}`))
-      .finally(() => { this.running = false; });
+  /** Start a check in the background (the plan said it is time). */
+  check(): void {
+    if (this.checking) return;
+    this.lastCheckMs = this.clock.nowMs();
+    this.checking = true;
+    this.publish().catch((err) => {
+      failStopOnInvariant(err);
+      this.log('warn', `${this.res}: split-brain check failed: ${(err as Error).message}`);
+    }).finally(() => { this.checking = false; });
   }
 
-  private async check(): Promise<void> {
+  private async publish(): Promise<void> {
     const view = readSplitBrainView(this.tree, this.res);
     const path = resPaths.actual(this.res, this.host, 'split-brain');
     const d = findDivergence(view.chains, view.members);
@@ -65,7 +70,8 @@ export class SplitBrainMonitor {
         for await (const item of readLogBatches(path, p.fromPos, { endPos: p.toPos })) {
           if (item.type === 'batch') records += item.records.length;
         }
-      } catch {
+      } catch (err) {
+        failStopOnInvariant(err);
         return '?';
       }
     }

@@ -3,6 +3,10 @@
 // following the logfile while it grows) and appends it to the local copy at exactly the
 // position it expects. The copy is byte-identical to the origin's: every frame must start
 // where the local file ends. A copy the replayer found damaged is fetched again from 0.
+//
+// The other members are reached through the narrow FetchPeers interface (their logfile offers
+// and a byte stream); marsd backs it by its PeerManager (peerManagerFetchPeers), a test may
+// back it by a PeerService in the same process. Waits use the injected clock.
 import { open, truncate } from 'node:fs/promises';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
@@ -11,18 +15,41 @@ import { LOG_NAME } from '../../common/tree/log-names.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
-import { planFetch, type FetchPlan } from './plan.js';
-import { logRead } from '../propagate/peer-calls.js';
+import { planFetch, type FetchPlan, type PeerListing } from './plan.js';
+import { logRead, type LogReadParams } from '../propagate/peer-calls.js';
 import type { LogFn } from '../../common/util/log.js';
+import type { Clock, Timer } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
+
+/** What the fetcher needs of the other members. */
+export interface FetchPeers {
+  /** every member's offer of res's logfiles (log name → bytes it serves), connected or not */
+  listings(res: string): PeerListing[];
+  /** stream a logfile's bytes from a member; onData is awaited for every chunk, in order */
+  logRead(peer: string, p: LogReadParams, onData: (pos: number, data: Buffer) => Promise<void>, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }>;
+}
+
+/** FetchPeers of a running marsd: the links of its PeerManager. */
+export function peerManagerFetchPeers(peers: PeerManager): FetchPeers {
+  return {
+    listings: (res) => peers.all().map((l) => ({ host: l.peer, connected: l.connected, logs: l.logs.get(res) ?? new Map() })),
+    logRead: async (peer, p, onData, signal) => {
+      const conn = peers.link(peer)?.conn;
+      if (!conn) throw new Error(`no connection to ${peer}`);
+      return logRead(conn, p, onData, signal);
+    },
+  };
+}
 
 export interface FetcherOptions {
   tree: TreeStore;
   res: string;
   host: string;
-  peers: PeerManager;
+  peers: FetchPeers;
   /** bandwidth limit for logfile transfer, 0 = unlimited */
   rateBytesPerS: number;
   log: LogFn;
+  clock: Clock;
   /** bytes were appended to a local copy (wake the replayer) */
   onAppended: () => void;
 }
@@ -98,7 +125,7 @@ export class Fetcher {
       self: host,
       replaySeq: replay.seq,
       local: this.localSizes(),
-      peers: peers.all().map((l) => ({ host: l.peer, connected: l.connected, logs: l.logs.get(res) ?? new Map() })),
+      peers: peers.listings(res),
       finalLength: (seq, origin) => {
         if (tree.value(resPaths.version(res, seq + 1, origin)) === undefined) return undefined;
         const v = tree.value(resPaths.version(res, seq, origin));
@@ -109,8 +136,8 @@ export class Fetcher {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.wake = undefined; resolve(); }, ms);
-      this.wake = () => { clearTimeout(timer); this.wake = undefined; resolve(); };
+      const timer: Timer = this.o.clock.setTimeout(() => { this.wake = undefined; resolve(); }, ms);
+      this.wake = () => { timer.cancel(); this.wake = undefined; resolve(); };
     });
   }
 
@@ -137,6 +164,7 @@ export class Fetcher {
       try {
         await this.copy(plan);
       } catch (err) {
+        failStopOnInvariant(err);
         if (this.running) {
           this.o.log('warn', `${this.o.res}: fetching ${plan.name} from ${plan.source} failed: ${(err as Error).message}`);
           await this.sleep(IDLE_POLL_MS);
@@ -147,8 +175,6 @@ export class Fetcher {
 
   private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
     const { tree, res, peers, rateBytesPerS } = this.o;
-    const conn = peers.link(plan.source)?.conn;
-    if (!conn) throw new Error(`no connection to ${plan.source}`);
     const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
     const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o644);
     const abort = new AbortController();
@@ -156,7 +182,7 @@ export class Fetcher {
     try {
       let expected = (await handle.stat()).size;
       if (expected !== plan.fromPos) throw new Error(`${plan.name} changed size underneath (${expected} instead of ${plan.fromPos})`);
-      await logRead(conn, {
+      await peers.logRead(plan.source, {
         res, name: plan.name, fromPos: plan.fromPos, follow: plan.follow, waitMs: plan.follow ? FOLLOW_WAIT_MS : 0, rateBytesPerS,
       }, async (pos: number, data: Buffer) => {
         if (pos !== expected) throw new Error(`${plan.name}: data for offset ${pos} arrived, expected ${expected}`);

@@ -10,11 +10,10 @@ import type { DataDisk } from '../../common/disk/data-disk.js';
 import { listLogfiles, readReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { STOP_MEANING } from '../../common/log/scanner.js';
 import { applyLog } from './apply-log.js';
+import { REPLAY_STOP_CODE } from './switchover.js';
 import { logName } from '../../common/tree/log-names.js';
 
-/** errno-style codes published as replay-code (negative), as MARS does. */
-export const REPLAY_CODE = { EBADMSG: -74, ENOENT: -2, ENOSPC: -28, EIO: -5, EINVAL: -22 } as const;
-
+/** A start that cannot go on; code: the replay-code it publishes (REPLAY_STOP_CODE). */
 export class RecoveryError extends Error {
   override name = 'RecoveryError';
   constructor(readonly code: number, message: string) {
@@ -45,7 +44,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
   const { tree, res, host } = o;
   const link = readReplayLink(tree, res, host);
   if (!link) {
-    throw new RecoveryError(REPLAY_CODE.EINVAL, `replay-${host} is missing or malformed in resource ${res}; the resource cannot start (recreate it, or restore the link)`);
+    throw new RecoveryError(REPLAY_STOP_CODE.EINVAL, `replay-${host} is missing or malformed in resource ${res}; the resource cannot start (recreate it, or restore the link)`);
   }
   const logs = listLogfiles(tree, res);
   const highest = logs.reduce((m, l) => Math.max(m, l.seq), 0);
@@ -58,22 +57,22 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
     const here = logs.filter((l) => l.seq === seq);
     if (here.length === 0) break;
     if (here.length > 1) {
-      throw new RecoveryError(REPLAY_CODE.EBADMSG, `two logfiles with number ${seq} (${here.map((l) => l.name).join(', ')}): split brain; see "marsadm view ${res}"`);
+      throw new RecoveryError(REPLAY_STOP_CODE.EBADMSG, `two logfiles with number ${seq} (${here.map((l) => l.name).join(', ')}): split brain; see "marsadm view ${res}"`);
     }
     const path = tree.abs(resPaths.log(res, seq, here[0]!.origin));
     plan.push({ seq, origin: here[0]!.origin, path, sizeBytes: statSync(path).size });
   }
   if (plan.length === 0) {
     if (link.minPos > 0) {
-      throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile ${logName(link.seq, link.origin)} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
+      throw new RecoveryError(REPLAY_STOP_CODE.ENOENT, `logfile ${logName(link.seq, link.origin)} named by replay-${host} is missing, but ${link.minPos} bytes of it were to be applied; the disk may lack data (restore the logfile, or accept the loss with "marsadm invalidate"/a new resource)`);
     }
     return { nextSeq, replayedFiles: 0, replayedRecords: 0, replayedBytes: 0 };
   }
   if (plan[0]!.origin !== link.origin) {
-    throw new RecoveryError(REPLAY_CODE.EBADMSG, `replay-${host} names origin ${link.origin} but the logfile ${plan[0]!.seq} comes from ${plan[0]!.origin}: split brain`);
+    throw new RecoveryError(REPLAY_STOP_CODE.EBADMSG, `replay-${host} names origin ${link.origin} but the logfile ${plan[0]!.seq} comes from ${plan[0]!.origin}: split brain`);
   }
   if (plan[0]!.sizeBytes < link.minPos) {
-    throw new RecoveryError(REPLAY_CODE.ENOENT, `logfile ${plan[0]!.path} has ${plan[0]!.sizeBytes} bytes, less than the ${link.minPos} bytes replay-${host} says were applied: the logfile was truncated`);
+    throw new RecoveryError(REPLAY_STOP_CODE.ENOENT, `logfile ${plan[0]!.path} has ${plan[0]!.sizeBytes} bytes, less than the ${link.minPos} bytes replay-${host} says were applied: the logfile was truncated`);
   }
 
   let rest = plan.reduce((n, p, i) => n + p.sizeBytes - (i === 0 ? link.minPos : 0), 0);
@@ -94,7 +93,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
     if (result.stop.defect || (result.stop.torn && laterData)) {
       await o.disk.datasync();
       const what = result.stop.defect ? STOP_MEANING[result.stop.kind] : 'torn record in a logfile that is followed by more logged data';
-      throw new RecoveryError(REPLAY_CODE.EBADMSG,
+      throw new RecoveryError(REPLAY_STOP_CODE.EBADMSG,
         `defective logfile ${p.path} at offset ${result.stop.offset}: ${result.stop.kind} (${result.stop.detail}); ${what}. `
         + `The device stays down; everything before offset ${result.stop.offset} is applied. Inspect with "marsadm log-dump ${p.path}"; `
         + `to give up the records from that offset on and start anyway, run "marsadm log-truncate ${res}"`);

@@ -13,24 +13,29 @@
 // So the replay link only advances over writes that are durable on the disk (docs/design.md §3.5),
 // and after a crash in step 2 or 3 the window is re-applied (idempotent) before anything else,
 // which brings the disk back to a prefix state of the origin's history (§3.3).
-import { lstatSync, statSync } from 'node:fs';
+//
+// An invariant failure (a step repeated without effect, an apply outside its batch) stops the
+// worker for good and then the daemon (failStopOnInvariant); I/O errors are retried. Time (the
+// batch limit, the poll interval) comes from the injected clock.
+import { statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { resPaths, resourceDir } from '../../common/tree/paths.js';
-import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
+import { resPaths } from '../../common/tree/paths.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { logName } from '../../common/tree/log-names.js';
-import { readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
-import { assert, InvariantError } from '../../common/util/assert.js';
+import { writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { assert, failStopOnInvariant, InvariantError } from '../../common/util/assert.js';
+import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
-  decideReplayStep, replayRestBytes,
-  type LocalLogfile, type ReplayInput, type ReplayStep, type ScanOutcome, type VersionLinkEntry,
+  decideReplayStep, type ReplayInput, type ReplayStep, type ScanOutcome,
 } from './switchover.js';
+import { statusForStep, type ReplayStatus } from './status.js';
+import { readReplayTreeView, type ReplayTreeView } from './tree-view.js';
 import type { LogFn } from '../../common/util/log.js';
 
-/** Everything decideReplayStep needs except the replayer's own memory of the last scan. */
-export type ReplayTreeView = Omit<ReplayInput, 'scan'>;
+export type { ReplayStatus } from './status.js';
+export { readReplayTreeView, type ReplayTreeView } from './tree-view.js';
 
 export interface RefetchRequest {
   seq: number;
@@ -42,28 +47,6 @@ export interface RefetchRequest {
   reason: string;
 }
 
-export interface ReplayStatus {
-  /** 0 = applying, 1 = finished what is available (waiting, caught up, or paused), < 0 = stopped */
-  replayCode: number;
-  /** 'OK', or why replay is stopped */
-  message: string;
-  /** why replay is waiting (undefined while applying or stopped) */
-  waitReason: string | undefined;
-  /** the durable replay position: logfile and MINPOS of the replay link */
-  position: { seq: number; origin: string; pos: number } | undefined;
-  replayedPos: number;
-  /** known length of the origin's logfiles (from the current one on) minus what is replayed */
-  restBytes: number;
-  /** the worker is started and not paused or stopped */
-  isReplaying: boolean;
-  /** a batch is being applied right now */
-  applying: boolean;
-  /** false while a half-applied window from a crash is not yet re-applied */
-  consistent: boolean;
-  /** everything fetched so far is replayed and nothing blocks */
-  caughtUp: boolean;
-}
-
 export interface ReplayerOptions {
   tree: TreeStore;
   res: string;
@@ -72,6 +55,7 @@ export interface ReplayerOptions {
   /** the resource size: a record beyond it is a defect */
   sizeBytes: number;
   log: LogFn;
+  clock: Clock;
   /** the tree input of the decision; default readReplayTreeView(tree, res, host) */
   readTreeView?: () => ReplayTreeView;
   /** the local copy of a logfile is damaged or missing: fetch it again from offset 0 */
@@ -211,6 +195,7 @@ export class Replayer {
         }
       }
     } catch (err) {
+      failStopOnInvariant(err);
       this.failure = err as Error;
       this.o.log('error', `replay of ${this.o.res} stopped: ${(err as Error).message}`);
       this.setState({ replayCode: REPLAY_STOP_CODE.EINVAL, message: (err as Error).message, waitReason: undefined, applying: false, isReplaying: false, caughtUp: false });
@@ -256,7 +241,7 @@ export class Replayer {
     else this.o.log('warn', `${res}: re-applying the half-applied window [${fromPos}, ${windowEnd}) of ${logName(seq, origin)} left by a crash`);
 
     const expectedSeqNr = this.seqNr && this.seqNr.seq === seq && this.seqNr.origin === origin && this.seqNr.pos === fromPos ? this.seqNr.next : fromPos === 0 ? 1 : undefined;
-    const startedMs = Date.now();
+    const startedMs = this.o.clock.nowMs();
     this.setState({ applying: true, replayCode: REPLAY_CODE_RUNNING, message: 'OK', waitReason: undefined });
     let result;
     try {
@@ -264,7 +249,7 @@ export class Replayer {
         path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, disk, sizeBytes: this.o.sizeBytes,
         ...(expectedSeqNr === undefined ? {} : { expectedSeqNr }),
         // A repair is not given up for a pause: the disk must reach a prefix state.
-        shouldStop: () => this.stopping || (this.paused && !repair) || Date.now() - startedMs >= this.maxBatchMs,
+        shouldStop: () => this.stopping || (this.paused && !repair) || this.o.clock.nowMs() - startedMs >= this.maxBatchMs,
       });
       await disk.datasync();
     } finally {
@@ -346,33 +331,8 @@ export class Replayer {
   }
 
   private publish(step: ReplayStep, input: ReplayInput): void {
-    const link = input.replay;
-    const base = {
-      position: link && { seq: link.seq, origin: link.origin, pos: link.minPos },
-      replayedPos: link?.minPos ?? 0,
-      restBytes: replayRestBytes(input),
-      // A window of a normal batch is always closed before the next decision, so a window
-      // seen here was left by a crash (or an I/O error) and is not yet re-applied.
-      consistent: link === undefined || link.len === 0,
-    };
-    switch (step.kind) {
-      case 'apply':
-      case 'record-version':
-      case 'switch':
-        if (this.paused && !(step.kind === 'apply' && step.repair) && step.kind !== 'record-version') {
-          this.setState({ ...base, replayCode: REPLAY_CODE_FINISHED, message: 'OK', waitReason: 'replay paused', caughtUp: false });
-        } else {
-          this.setState({ ...base, replayCode: REPLAY_CODE_RUNNING, message: 'OK', waitReason: undefined, caughtUp: false });
-        }
-        return;
-      case 'wait':
-        this.setState({ ...base, replayCode: REPLAY_CODE_FINISHED, message: 'OK', waitReason: this.paused ? `replay paused; ${step.reason}` : step.reason, caughtUp: step.caughtUp });
-        return;
-      case 'stop':
-        if (this.state.message !== step.reason) this.o.log('error', `${this.o.res}: replay stopped: ${step.reason}`);
-        this.setState({ ...base, replayCode: step.code, message: step.reason, waitReason: undefined, caughtUp: false });
-        return;
-    }
+    if (step.kind === 'stop' && this.state.message !== step.reason) this.o.log('error', `${this.o.res}: replay stopped: ${step.reason}`);
+    this.setState(statusForStep(step, input, this.paused));
   }
 
   private setState(patch: Partial<ReplayStatus>): void {
@@ -390,10 +350,10 @@ export class Replayer {
     this.parked = true;
     for (const w of this.idleWaiters.splice(0)) w();
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, this.pollIntervalMs);
+      const timer: Timer = this.o.clock.setTimeout(done, this.pollIntervalMs);
       const self = this;
       function done(): void {
-        clearTimeout(timer);
+        timer.cancel();
         self.wake = undefined;
         self.parked = false;
         resolve();
@@ -401,35 +361,4 @@ export class Replayer {
       this.wake = done;
     });
   }
-}
-
-/** Read the decision's input from the /mars tree (the one place the replayer reads it). */
-export function readReplayTreeView(tree: TreeStore, res: string, host: string): ReplayTreeView {
-  const replay = readReplayLink(tree, res, host);
-  const dir = resourceDir(res);
-  const firstVersionSeq = replay ? replay.seq - 1 : 0;
-  const logfiles: LocalLogfile[] = [];
-  const versionLinks: VersionLinkEntry[] = [];
-  for (const name of tree.list(dir)) {
-    const log = LOG_NAME.exec(name);
-    if (log) {
-      try {
-        const st = lstatSync(tree.abs(`${dir}/${name}`));
-        if (st.isFile()) logfiles.push({ seq: Number(log[1]), origin: log[2]!, sizeBytes: st.size });
-      } catch { /* deleted concurrently */ }
-      continue;
-    }
-    const version = VERSION_NAME.exec(name);
-    if (version && Number(version[1]) >= firstVersionSeq) {
-      const value = tree.value(`${dir}/${name}`);
-      if (value !== undefined) versionLinks.push({ seq: Number(version[1]), host: version[2]!, value });
-    }
-  }
-  const primary = tree.value(resPaths.primary(res));
-  const attached = tree.value(resPaths.todo(res, host, 'attach')) === '1';
-  return {
-    host, replay, logfiles, versionLinks,
-    designatedPrimary: primary,
-    isDesignatedPrimary: primary === host && attached,
-  };
 }

@@ -23,21 +23,27 @@
 import { nextVersionLink, tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
 import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
+import { InvariantError } from '../../common/util/assert.js';
 
 /** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
 export const REPLAY_CODE_RUNNING = 0;
 export const REPLAY_CODE_FINISHED = 1;
 
-/** Negative errno-style codes of a stopped replay (published as replay-code). */
+/**
+ * Negative errno-style codes of a stopped replay, published as replay-code: the one table for
+ * the secondary's replayer and for the primary's start (recover-primary.ts, primary-runner.ts).
+ */
 export const REPLAY_STOP_CODE = {
   /** a logfile the replay link needs is missing */
   ENOENT: -2,
-  /** an I/O error while applying (the replayer retries) */
+  /** an I/O error while applying (the replayer retries), or that took the primary down */
   EIO: -5,
   /** split brain: two logfiles with the same number */
   EEXIST: -17,
   /** the replay link or an own versionlink is unusable */
   EINVAL: -22,
+  /** the data device is smaller than the resource (a primary cannot start) */
+  ENOSPC: -28,
   /** hole in the logfile numbering (emergency mode, deleted logfile) */
   ENODATA: -61,
   /** the version chain or the origin's lengths contradict what was replayed */
@@ -123,36 +129,13 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
 
   // A crash in the middle of a batch left [MINPOS, MINPOS+LEN) possibly half applied: re-apply
   // all of it (idempotent) before anything else, or the disk is not a prefix state.
-  if (link.len > 0) {
-    const windowEnd = link.minPos + link.len;
-    if (v.scan && v.scan.stopClass === 'defect' && v.scan.endPos === link.minPos) {
-      return defectStop(S, O, v.scan, originLen, final,
-        `; the disk may hold half-applied writes of [${link.minPos}, ${windowEnd}) and stays inconsistent until the copy is repaired`);
-    }
-    if (!cur) {
-      return stop(REPLAY_STOP_CODE.ENOENT, `logfile ${file} is missing, but replay-${v.host} names the half-applied window [${link.minPos}, ${windowEnd}) of it: the disk stays inconsistent until the logfile is fetched again`, true, file);
-    }
-    if (cur.sizeBytes < windowEnd) {
-      return wait(`the local copy of ${file} has ${cur.sizeBytes} bytes, less than the end ${windowEnd} of the half-applied window: waiting for the fetcher before repairing`, false);
-    }
-    return { kind: 'apply', seq: S, origin: O, fromPos: link.minPos, toPos: windowEnd, repair: true };
-  }
+  if (link.len > 0) return repairStep(v, link, cur, originLen, final);
   const pos = link.minPos;
 
   // The own versionlink always describes the replay link, so conditions 3 and 6 compare the
-  // real replayed history. On the origin's own logfile, version-SEQ-HOST is the origin's
-  // link: written by the logger only.
-  if (O !== v.host) {
-    const own = v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
-    const prev = v.versionLinks.find((e) => e.seq === S - 1 && e.host === v.host)?.value ?? '';
-    let expected: string;
-    try {
-      expected = nextVersionLink(prev, S, O, pos);
-    } catch (err) {
-      return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
-    }
-    if (own !== expected) return { kind: 'record-version', seq: S, origin: O, logPos: pos };
-  }
+  // real replayed history.
+  const versionStep = ownVersionStep(v, S, O, pos);
+  if (versionStep) return versionStep;
 
   if (!cur) {
     if (pos > 0) {
@@ -187,6 +170,43 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
     return wait(`logfile ${file} not yet fetched further: incomplete record at offset ${pos} (local copy ${cur.sizeBytes} bytes, ${known})`, false);
   }
   return atEndOfFile(v, S, O, pos, cur, originLink, next);
+}
+
+/** The half-applied window [MINPOS, MINPOS+LEN) a crash left: re-apply it, or say why not yet. */
+function repairStep(v: ReplayInput, link: ReplayLink, cur: LocalLogfile | undefined, originLen: number | undefined, final: boolean): ReplayStep {
+  const file = logName(link.seq, link.origin);
+  const windowEnd = link.minPos + link.len;
+  if (v.scan && v.scan.stopClass === 'defect' && v.scan.endPos === link.minPos) {
+    return defectStop(link.seq, link.origin, v.scan, originLen, final,
+      `; the disk may hold half-applied writes of [${link.minPos}, ${windowEnd}) and stays inconsistent until the copy is repaired`);
+  }
+  if (!cur) {
+    return stop(REPLAY_STOP_CODE.ENOENT, `logfile ${file} is missing, but replay-${v.host} names the half-applied window [${link.minPos}, ${windowEnd}) of it: the disk stays inconsistent until the logfile is fetched again`, true, file);
+  }
+  if (cur.sizeBytes < windowEnd) {
+    return wait(`the local copy of ${file} has ${cur.sizeBytes} bytes, less than the end ${windowEnd} of the half-applied window: waiting for the fetcher before repairing`, false);
+  }
+  return { kind: 'apply', seq: link.seq, origin: link.origin, fromPos: link.minPos, toPos: windowEnd, repair: true };
+}
+
+/**
+ * Own version-SEQ-HOST must describe the replay link before anything else happens (a crash
+ * between the two writes leaves it behind): 'record-version', or a stop when the chain cannot be
+ * extended. On the origin's own logfile, version-SEQ-HOST is the origin's link: written by the
+ * logger only.
+ */
+function ownVersionStep(v: ReplayInput, S: number, O: string, pos: number): ReplayStep | undefined {
+  if (O === v.host) return undefined;
+  const own = v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
+  const prev = v.versionLinks.find((e) => e.seq === S - 1 && e.host === v.host)?.value ?? '';
+  let expected: string;
+  try {
+    expected = nextVersionLink(prev, S, O, pos);
+  } catch (err) {
+    if (err instanceof InvariantError) throw err; // a bug here, not a malformed link
+    return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
+  }
+  return own !== expected ? { kind: 'record-version', seq: S, origin: O, logPos: pos } : undefined;
 }
 
 // Replay reached the end of what can be read of logfile S: switch, wait or stop.

@@ -3,16 +3,34 @@
 // in syncstatus-HOST (only over blocks that are durable on our disk) so an interrupted sync
 // resumes there, and at the end record syncpos-HOST = the primary's durable log position:
 // the copy is a mix of times, and becomes consistent once replay passes that point.
+// The primary is reached through SyncPeers (marsd: its PeerManager's links); waits and the
+// rate figure use the injected clock.
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { formatReplayLink } from '../../common/log/links.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
+import type { PeerConnection } from '../net/connection.js';
+import type { Clock } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
 import { blockDigests, differingRanges } from './digests.js';
 import { SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
 import { clearResyncRanges, loadResyncRanges } from '../../common/resource/resync.js';
 import type { LogFn } from '../../common/util/log.js';
+
+/** What the sync needs of the other members: the connection to the primary, while there is one. */
+export interface SyncPeers {
+  connection(peer: string): PeerConnection | undefined;
+}
+
+/** SyncPeers of a running marsd: the links of its PeerManager. */
+export function peerManagerSyncPeers(peers: PeerManager): SyncPeers {
+  return { connection: (peer) => peers.link(peer)?.conn };
+}
+
+/** an interrupted sync resumes after this pause (a stop ends the pause at once) */
+const RETRY_MS = 1000;
 
 export interface SyncOptions {
   tree: TreeStore;
@@ -21,8 +39,9 @@ export interface SyncOptions {
   primary: string;
   disk: DataDisk;
   sizeBytes: number;
-  peers: PeerManager;
+  peers: SyncPeers;
   log: LogFn;
+  clock: Clock;
   onProgress: () => void;
 }
 
@@ -34,6 +53,7 @@ const PERSIST_EVERY_BYTES = 64 << 20;
 export class SyncWorker {
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private stopSignal = new AbortController();
   /** bytes of block data received in this run (what crossed the network, digests aside) */
   receivedBytes = 0;
   comparedBytes = 0;
@@ -47,11 +67,13 @@ export class SyncWorker {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.stopSignal = new AbortController();
     this.loopDone = this.loop();
   }
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopSignal.abort();
     await this.loopDone;
     this.loopDone = undefined;
   }
@@ -66,10 +88,10 @@ export class SyncWorker {
       try {
         await this.runOnce();
       } catch (err) {
+        failStopOnInvariant(err);
         this.state = `sync interrupted: ${(err as Error).message}`;
         this.o.log('warn', `${this.o.res}: ${this.state}; resuming at ${this.syncstatus()} bytes`);
-        const until = Date.now() + 1000;
-        while (this.running && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        await this.o.clock.sleep(RETRY_MS, this.stopSignal.signal).catch(() => undefined); // aborted: stopping
       }
     }
   }
@@ -92,7 +114,7 @@ export class SyncWorker {
   }
 
   private connection() {
-    const conn = this.o.peers.link(this.o.primary)?.conn;
+    const conn = this.o.peers.connection(this.o.primary);
     if (!conn) throw new Error(`no connection to the primary ${this.o.primary}`);
     return conn;
   }
@@ -101,7 +123,7 @@ export class SyncWorker {
     const { tree, res, host, disk, sizeBytes } = this.o;
     let pos = this.syncstatus();
     let persisted = pos;
-    const startedMs = Date.now();
+    const startedMs = this.o.clock.nowMs();
     let doneBytes = 0;
     // After an invalidate only the ranges this host wrote to since a split brain are compared
     // (invalidate.ts); otherwise the whole disk. syncstatus is a disk offset either way: every
@@ -118,7 +140,7 @@ export class SyncWorker {
         await this.compareAndCopy(pos, len);
         pos += len;
         doneBytes += len;
-        const elapsedS = (Date.now() - startedMs) / 1000;
+        const elapsedS = (this.o.clock.nowMs() - startedMs) / 1000;
         this.rateBytesPerS = elapsedS > 0 ? Math.round(doneBytes / elapsedS) : 0;
         // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus
         // without its syncpos would let a crash leave a mixed-time copy that looks consistent.

@@ -15,6 +15,7 @@ import { Replayer, type RefetchRequest, type ReplayStatus } from '../../daemon/r
 import { REPLAY_STOP_CODE } from '../../daemon/replay/switchover.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
+import { systemClock } from '../../common/util/clock.js';
 
 const RES = 'r0';
 const ME = 'beta';
@@ -117,7 +118,7 @@ async function setup(t: Test, opts: { maxBatchBytes?: number; replay?: string } 
   const statuses: ReplayStatus[] = [];
   const logs: string[] = [];
   const replayer = new Replayer({
-    tree, res: RES, host: ME, disk, sizeBytes: SIZE,
+    tree, res: RES, host: ME, disk, sizeBytes: SIZE, clock: systemClock,
     log: (level, msg) => logs.push(`${level}: ${msg}`),
     onRefetch: (r) => refetches.push(r),
     onStatus: (s) => statuses.push(s),

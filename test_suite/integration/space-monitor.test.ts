@@ -11,6 +11,7 @@ import { parseSpaceLevels } from '../../daemon/control/decide-emergency.js';
 import { planHole, writeHole } from '../../daemon/control/emergency-hole.js';
 import { parseSize } from '../../common/config.js';
 import { tempDir } from '../helpers/tmp.js';
+import { systemClock } from '../../common/util/clock.js';
 
 const MiB = 1024 ** 2;
 
@@ -20,7 +21,7 @@ t.test('levels, hysteresis and the published links', async (t) => {
   const logs: string[] = [];
   const m = new SpaceMonitor({
     tree, host: 'alpha', spec: parseSpaceLevels('16M,12M,8M,4M', (s) => parseSize(s, 'x')),
-    log: (_l, msg) => logs.push(msg), measure: () => ({ freeBytes: free, totalBytes: 128 * MiB }),
+    log: (_l, msg) => logs.push(msg), measure: () => ({ freeBytes: free, totalBytes: 128 * MiB }), clock: systemClock,
   });
   let now = 1_000_000;
   t.equal(m.check(now).level, 0);
@@ -45,9 +46,9 @@ t.test('levels, hysteresis and the published links', async (t) => {
 
 t.test('a measurement that fails keeps the last state', async (t) => {
   const tree = new TreeStore(tempDir(t));
-  const m = new SpaceMonitor({ tree, host: 'alpha', spec: undefined, log: () => undefined, measure: () => { throw new Error('gone'); } });
+  const m = new SpaceMonitor({ tree, host: 'alpha', spec: undefined, log: () => undefined, clock: systemClock, measure: () => { throw new Error('gone'); } });
   t.equal(m.check().level, 0);
-  const real = new SpaceMonitor({ tree, host: 'alpha', spec: undefined, log: () => undefined });
+  const real = new SpaceMonitor({ tree, host: 'alpha', spec: undefined, log: () => undefined, clock: systemClock });
   t.ok(real.check().totalBytes > 0, 'statfs of the tree\'s filesystem');
 });
 

@@ -1,0 +1,59 @@
+// Writes one resource's status links (status-links.ts computes them) and, through `also`, the
+// links a running primary keeps current (its replay link and versionlink). Rate-limited by the
+// injected clock: progress reports (writeback, fetch, replay) come many times a second, and
+// every link write is a symlink replacement in /mars; a suppressed update is made once the
+// interval is over, so the last state is always published. Forced updates (role changes,
+// failures) are written at once.
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import type { Clock, Timer } from '../../common/util/clock.js';
+import { failStopOnInvariant } from '../../common/util/assert.js';
+import type { LogFn } from '../../common/util/log.js';
+
+export const PUBLISH_MIN_INTERVAL_MS = 200;
+
+export interface StatusPublisherOptions {
+  tree: TreeStore;
+  res: string;
+  host: string;
+  clock: Clock;
+  log: LogFn;
+  /** the links to publish now (a pure function of the runners' state) */
+  links: () => Record<string, string>;
+  /** written with every update: the primary's replay link and versionlink while it logs */
+  also: () => void;
+}
+
+export class StatusPublisher {
+  private lastMs = Number.NEGATIVE_INFINITY;
+  private timer: Timer | undefined;
+
+  constructor(private readonly o: StatusPublisherOptions) {}
+
+  /** Publish now when forced or the interval is over; otherwise once it is. */
+  publish(force: boolean): void {
+    const now = this.o.clock.nowMs();
+    if (!force && now - this.lastMs < PUBLISH_MIN_INTERVAL_MS) {
+      this.timer ??= this.o.clock.setTimeout(() => { this.timer = undefined; this.publish(true); }, PUBLISH_MIN_INTERVAL_MS);
+      return;
+    }
+    this.lastMs = now;
+    const { tree, res, host } = this.o;
+    try {
+      const links = this.o.links();
+      tree.ensureDir(resPaths.actualDir(res, host));
+      for (const [key, value] of Object.entries(links)) tree.write(resPaths.actual(res, host, key), value, { onlyIfChanged: true });
+      this.o.also();
+    } catch (err) {
+      // A full /mars may refuse even a link; the next update tries again.
+      failStopOnInvariant(err);
+      this.o.log('warn', `${res}: status update failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** No delayed update after this (shutdown). */
+  cancel(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+}
