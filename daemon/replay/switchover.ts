@@ -1,5 +1,5 @@
-// What the secondary's replayer does next, as a pure function of what it knows (reference/
-// mars.md §2.7, §4.3): apply more bytes of the current logfile, wait (for the fetcher, for the
+// What the secondary's replayer does next, as a pure function of what it knows (the MARS user
+// manual: replay; replaying in order): apply more bytes of the current logfile, wait (for the fetcher, for the
 // origin's versionlinks), switch to the next logfile, or stop with a MARS-style negative code.
 // No I/O here: the replayer (replayer.ts) gathers the input and executes the step, so every
 // rule below can be tested tick by tick without files.
