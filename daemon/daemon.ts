@@ -90,13 +90,13 @@ export class Daemon {
     // The Lamport clock's real-time part is the injected clock too.
     this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
     this.nbd = new NbdServer({
-      log: opts.log,
+      log: opts.log, clock: opts.clock,
       // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
       maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
     });
     this.peers = new PeerManager({
-      tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log,
+      tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
@@ -109,7 +109,7 @@ export class Daemon {
         .filter((n) => n.startsWith('ip-') && n !== `ip-${opts.host}` && this.tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined)
         .map((n) => n.slice(3)),
       listing: (member) => this.peers.link(member)?.listing,
-      log: opts.log,
+      log: opts.log, clock: opts.clock,
     });
     this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log, clock: opts.clock });
     this.secondaryPeers = peerManagerPeers(this.peers);
@@ -173,7 +173,7 @@ export class Daemon {
       return;
     }
     const service = new PeerService({
-      tree: this.tree, host, log,
+      tree: this.tree, host, log, clock: this.opts.clock,
       activeLogEnd: (res, seq) => {
         const logger = this.runners.get(res)?.activeLogger;
         return logger && logger.currentSeq === seq ? logger.durablePos : undefined;
@@ -187,7 +187,7 @@ export class Daemon {
       onNotify: (peer) => this.peers.pullSoon(peer),
     });
     this.peerServer = new PeerServer({
-      host, secret: this.secret, handlers: service, log,
+      host, secret: this.secret, handlers: service, log, clock: this.opts.clock,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
       ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),

@@ -171,7 +171,7 @@ export class PrimaryRunner {
     this.holeNow = undefined;
     this.backend = new EmergencyBackend({
       disk: this.disk!, logger: this.logger,
-      onEnter: (ended) => this.writeHoleLinks(ended),
+      onEnter: (ended) => this.writeHoleLinks(ended), clock: this.ctx.clock,
       log: (level, msg) => log(level, `${res}: ${msg}`),
     });
     await this.ctx.nbd.addExport(res, this.backend, { socketPath: this.ctx.socketPath, description: `MARS resource ${res}` });
@@ -179,7 +179,7 @@ export class PrimaryRunner {
 
   private newLogger(writer: LogWriter, sizeBytes: number): TransactionLogger {
     return new TransactionLogger({
-      disk: this.disk!, sizeBytes, clock: this.ctx.tree.clock, writer,
+      disk: this.disk!, sizeBytes, clock: this.ctx.tree.clock, timeClock: this.ctx.clock, writer,
       memLimitBytes: this.ctx.memLimitBytes,
       onFatal: (err) => void this.onFatal(err),
       onApplied: () => this.ctx.publish(false),

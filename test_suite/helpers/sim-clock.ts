@@ -68,6 +68,23 @@ export class SimClock implements Clock {
   }
 
   /**
+   * Move time forward by ms synchronously, running every due timer in order without turning the
+   * event loop: for code whose timers only start synchronous work (deadlines, keepalives).
+   */
+  advanceSync(ms: number): void {
+    const target = this.now + ms;
+    for (;;) {
+      const next = this.earliest();
+      if (next === undefined || next.dueMs > target) break;
+      this.now = Math.max(this.now, next.dueMs);
+      if (next.intervalMs === undefined) this.timers.delete(next);
+      else { next.dueMs += next.intervalMs; next.order = this.nextOrder++; }
+      next.fn();
+    }
+    this.now = target;
+  }
+
+  /**
    * Advance in steps of stepMs until cond() holds; fails after maxMs of simulated time, naming
    * what was awaited (a test that cannot progress ends instead of hanging).
    */

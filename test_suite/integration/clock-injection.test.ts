@@ -1,4 +1,4 @@
-// The kernel-shim and logger shells take their time from an injected Clock: with a ManualClock
+// The kernel-shim and logger shells take their time from an injected Clock: with a SimClock
 // their deadlines and delays fire when the test moves time, not after real waiting. Each case
 // also checks that nothing fires early (a short real wait while the manual time stands still).
 import t from 'tap';
@@ -12,7 +12,7 @@ import { DataDisk } from '../../common/disk/data-disk.js';
 import { LamportClock } from '../../common/tree/lamport.js';
 import { LogWriter } from '../../daemon/logger/log-writer.js';
 import { TransactionLogger, WRITEBACK_DELAY_MS } from '../../daemon/logger/transaction-logger.js';
-import { ManualClock } from '../helpers/manual-clock.js';
+import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -35,7 +35,7 @@ function memoryBackend(gate?: Promise<void>): BlockBackend {
 }
 
 t.test('NbdServer: the handshake deadline runs on the injected clock', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const logs: string[] = [];
   const server = new NbdServer({ log: (l, m) => logs.push(`${l} ${m}`), handshakeTimeoutMs: 10_000, clock });
   t.teardown(() => server.close());
@@ -46,16 +46,16 @@ t.test('NbdServer: the handshake deadline runs on the injected clock', async (t)
   sock.resume(); // read the greeting, or 'end' (and 'close') would wait for it to be consumed
   const closed = new Promise<void>((r) => sock.on('close', () => r()));
   await waitFor('the greeting', () => server.stats().connections === 1, 5_000);
-  clock.advance(9_999);
+  clock.advanceSync(9_999);
   await realPause(STILL_MS);
   t.equal(server.stats().connections, 1, 'still open 1 ms before the deadline (and after real waiting)');
-  clock.advance(1);
+  clock.advanceSync(1);
   await closed;
   t.ok(logs.some((l) => l.includes('handshake not completed within 10000 ms')), 'closed at the deadline, saying why');
 });
 
 t.test('NbdServer: removeExport grace for stuck requests runs on the injected clock', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const server = new NbdServer({ log: () => undefined, shutdownGraceMs: 30_000, clock });
   t.teardown(() => server.close());
   const socketPath = join(tempDir(t, 'mars-clock-'), 'r.sock');
@@ -72,13 +72,13 @@ t.test('NbdServer: removeExport grace for stuck requests runs on the injected cl
   const removing = server.removeExport('r').then(() => { removed = true; });
   await realPause(STILL_MS);
   t.notOk(removed, 'removeExport waits for the request in flight');
-  clock.advance(30_000);
+  clock.advanceSync(30_000);
   await removing;
   t.ok(await stuck instanceof NbdConnectionClosed, 'after the grace the connection is cut');
 });
 
 t.test('NbdClient: the handshake deadline runs on the injected clock', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const socketPath = join(tempDir(t, 'mars-clock-'), 'silent.sock');
   const silent = net.createServer(() => undefined); // accepts, never greets
   await new Promise<void>((r) => silent.listen(socketPath, r));
@@ -92,12 +92,12 @@ t.test('NbdClient: the handshake deadline runs on the injected clock', async (t)
   await waitFor('the connection', () => sockets.length === 1, 5_000);
   await realPause(STILL_MS);
   t.equal(outcome, 'pending', 'no timeout while the manual time stands still');
-  clock.advance(10_000);
+  clock.advanceSync(10_000);
   t.match(String(await connecting), /timed out after 10000 ms: NBD handshake/, 'times out when the clock passes the deadline');
 });
 
 t.test('TransactionLogger: the writeback delay runs on the injected clock', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const dir = tempDir(t, 'mars-clock-');
   const diskPath = join(dir, 'disk.img');
   writeFileSync(diskPath, Buffer.alloc(MiB));
@@ -111,7 +111,7 @@ t.test('TransactionLogger: the writeback delay runs on the injected clock', asyn
   t.equal(logger.writebackRestBytes() > 0, true, 'logged, not yet written back');
   await realPause(WRITEBACK_DELAY_MS + STILL_MS);
   t.equal(logger.writebackRestBytes() > 0, true, `no writeback after ${WRITEBACK_DELAY_MS} ms of real time`);
-  clock.advance(WRITEBACK_DELAY_MS);
+  clock.advanceSync(WRITEBACK_DELAY_MS);
   await waitFor('writeback and the data sync', () => logger.writebackRestBytes() === 0, 5_000);
   t.pass('written back once the injected clock passed the delay');
 });

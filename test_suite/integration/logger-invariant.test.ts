@@ -11,7 +11,7 @@ import { LogWriter } from '../../daemon/logger/log-writer.js';
 import { PendingIndex } from '../../daemon/logger/pending-index.js';
 import type { TransactionLogger } from '../../daemon/logger/transaction-logger.js';
 import { Writeback } from '../../daemon/logger/writeback.js';
-import { ManualClock } from '../helpers/manual-clock.js';
+import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor, withDeadline } from '../helpers/wait.js';
 
@@ -59,7 +59,7 @@ t.test('Writeback: an InvariantError from the disk write is escalated besides on
   const wb = new Writeback({
     index, disk, syncLog: async () => undefined, onApplied: () => undefined, onWritten: () => undefined,
     logEnd: () => ({ seq: 1, pos: 4096 }), appliedAtStart: { seq: 1, pos: 0 }, syncIntervalMs: 5_000,
-    onError: (err) => errors.push(err), maxBatchBytes: 1 << 20, delayMs: 200, startBytes: 0, clock: new ManualClock(),
+    onError: (err) => errors.push(err), maxBatchBytes: 1 << 20, delayMs: 200, startBytes: 0, clock: new SimClock(),
   });
   t.teardown(() => wb.stop());
   index.put(0, 4096, Buffer.alloc(4096, 1), { seq: 1, pos: 0 });
@@ -72,7 +72,7 @@ t.test('Writeback: an InvariantError from the disk write is escalated besides on
 
 t.test('EmergencyBackend: an InvariantError while entering emergency mode is escalated', async (t) => {
   const seen = escalations(t);
-  const clock = new ManualClock(1_234_000);
+  const clock = new SimClock(1_234_000);
   const logger = {
     sizeBytes: 1 << 20,
     stopLogging: async () => { throw new InvariantError('test: logfile ended behind its durable end'); },

@@ -3,65 +3,11 @@
 // single real sleep and the times in the messages are exact.
 import t from 'tap';
 import { PassThrough } from 'node:stream';
-import { sleepWith, type Clock, type Timer } from '../../common/util/clock.js';
+import { SimClock } from '../helpers/sim-clock.js';
 import { duplexFromPair } from '../../daemon/net/dial.js';
 import { FrameDecoder } from '../../daemon/net/frame.js';
 import { PeerConnection, type PeerHandlers } from '../../daemon/net/connection.js';
 
-/** A clock that moves only when advance() is called; due timers run in time order. */
-class ManualClock implements Clock {
-  private now = 1_700_000_000_000;
-  private seq = 0;
-  private readonly timers = new Map<number, { atMs: number; fn: () => void; everyMs?: number }>();
-
-  nowMs(): number {
-    return this.now;
-  }
-
-  setTimeout(fn: () => void, delayMs: number): Timer {
-    return this.add(fn, delayMs);
-  }
-
-  setInterval(fn: () => void, intervalMs: number): Timer {
-    return this.add(fn, intervalMs, intervalMs);
-  }
-
-  sleep(delayMs: number, signal?: AbortSignal): Promise<void> {
-    return sleepWith(this, delayMs, signal);
-  }
-
-  get pendingTimers(): number {
-    return this.timers.size;
-  }
-
-  /** Move time forward by ms, running every timer that falls due, and the I/O it starts. */
-  async advance(ms: number): Promise<void> {
-    const endMs = this.now + ms;
-    for (;;) {
-      await settle();
-      const next = [...this.timers.entries()].filter(([, x]) => x.atMs <= endMs).sort((a, b) => a[1].atMs - b[1].atMs || a[0] - b[0])[0];
-      if (!next) break;
-      const [id, timer] = next;
-      this.now = timer.atMs;
-      if (timer.everyMs !== undefined) timer.atMs += timer.everyMs;
-      else this.timers.delete(id);
-      timer.fn();
-    }
-    this.now = endMs;
-    await settle();
-  }
-
-  private add(fn: () => void, delayMs: number, everyMs?: number): Timer {
-    const id = ++this.seq;
-    this.timers.set(id, { atMs: this.now + Math.max(0, delayMs), fn, ...(everyMs !== undefined ? { everyMs } : {}) });
-    return { cancel: () => void this.timers.delete(id) };
-  }
-}
-
-/** Let in-memory stream I/O and promise chains run (they need no time, only turns of the loop). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-}
 
 const HANDLERS: PeerHandlers = {
   async getents() { return { clockUs: 1, entries: [], logs: [] }; },
@@ -78,7 +24,7 @@ const HANDLERS: PeerHandlers = {
 };
 
 /** A client and a server connected back to back in memory, on one manual clock. */
-function pair(clock: ManualClock, opts: { keepaliveMs: number; idleTimeoutMs: number }) {
+function pair(clock: SimClock, opts: { keepaliveMs: number; idleTimeoutMs: number }) {
   const toServer = new PassThrough();
   const toClient = new PassThrough();
   const common = { peerUuid: 'u', clock, ...opts };
@@ -88,7 +34,7 @@ function pair(clock: ManualClock, opts: { keepaliveMs: number; idleTimeoutMs: nu
 }
 
 t.test('keepalive: a ping exactly when nothing was sent for keepaliveMs, and a healthy pair stays up', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const { client, server } = pair(clock, { keepaliveMs: 1000, idleTimeoutMs: 3000 });
   t.teardown(() => { client.close('done'); server.close('done'); });
   await clock.advance(999);
@@ -102,7 +48,7 @@ t.test('keepalive: a ping exactly when nothing was sent for keepaliveMs, and a h
 });
 
 t.test('idle timeout: a silent peer is dropped after exactly idleTimeoutMs', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const sink = new PassThrough();
   sink.resume(); // whatever we send disappears; nothing ever comes back
   const conn = new PeerConnection({ stream: duplexFromPair(new PassThrough(), sink), decoder: new FrameDecoder(), role: 'client', peerHost: 'alpha', peerUuid: 'u', clock, keepaliveMs: 1000, idleTimeoutMs: 3000 });
@@ -116,7 +62,7 @@ t.test('idle timeout: a silent peer is dropped after exactly idleTimeoutMs', asy
 });
 
 t.test('the log-read rate limit waits on the injected clock', async (t) => {
-  const clock = new ManualClock();
+  const clock = new SimClock();
   const { client, server } = pair(clock, { keepaliveMs: 1_000_000, idleTimeoutMs: 2_000_000 });
   t.teardown(() => { client.close('done'); server.close('done'); });
   let bytes = 0;
