@@ -35,6 +35,7 @@ import { cpSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { NbdClient, NbdConnectionClosed, NbdError } from '../../kernel-shim/nbd-client.js';
 import { startHost, type MarsHost } from '../helpers/cluster.js';
+import { mulberry32 } from '../helpers/prng.js';
 
 const RES = 'r0';
 const SIZE_BYTES = 32 * 1024 * 1024;
@@ -56,19 +57,6 @@ function keepEvidence(t: Test, host: MarsHost): void {
   if (!keep) return;
   cpSync(host.dir, keep, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.endsWith('.sock') });
   t.comment(`host directory copied to ${keep}`);
-}
-
-// ---- deterministic randomness ----------------------------------------------------------------
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Block `blockIdx` of global write `writeNo`: header, then xorshift32 words. */

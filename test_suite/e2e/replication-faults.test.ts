@@ -15,21 +15,11 @@ import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '.
 import type { MarsHost } from '../helpers/cluster.js';
 import { dialPeer } from '../../daemon/net/dial.js';
 import { PeerRequestError } from '../../daemon/net/connection.js';
+import { mulberry32 as prng } from '../helpers/prng.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
 const BLOCK = 4096;
-
-/** Deterministic PRNG (mulberry32) so a failing schedule can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Tagged writes to the primary until stopped or the bounds are hit. */
 function startWriter(c: TestCluster, oracle: WriteOrderOracle, rand: () => number, maxWrites: number, maxMs: number, budget?: { writes: number }) {

@@ -54,15 +54,7 @@ export class SimClock implements Clock {
   /** Move time forward by ms, running every timer that falls due on the way, in order. */
   async advance(ms: number): Promise<void> {
     const target = this.now + ms;
-    for (;;) {
-      const next = this.earliest();
-      if (next === undefined || next.dueMs > target) break;
-      this.now = Math.max(this.now, next.dueMs);
-      if (next.intervalMs === undefined) this.timers.delete(next);
-      else { next.dueMs += next.intervalMs; next.order = this.nextOrder++; }
-      next.fn();
-      await this.flush();
-    }
+    while (this.runNextDue(target)) await this.flush();
     this.now = target;
     await this.flush();
   }
@@ -73,14 +65,7 @@ export class SimClock implements Clock {
    */
   advanceSync(ms: number): void {
     const target = this.now + ms;
-    for (;;) {
-      const next = this.earliest();
-      if (next === undefined || next.dueMs > target) break;
-      this.now = Math.max(this.now, next.dueMs);
-      if (next.intervalMs === undefined) this.timers.delete(next);
-      else { next.dueMs += next.intervalMs; next.order = this.nextOrder++; }
-      next.fn();
-    }
+    while (this.runNextDue(target)) { /* the next one */ }
     this.now = target;
   }
 
@@ -102,6 +87,17 @@ export class SimClock implements Clock {
     const entry: Scheduled = { dueMs: this.now + Math.max(0, delayMs), order: this.nextOrder++, fn, intervalMs };
     this.timers.add(entry);
     return { cancel: () => { this.timers.delete(entry); } };
+  }
+
+  /** Run the earliest timer due at or before target (time moves to it); false if none is. */
+  private runNextDue(target: number): boolean {
+    const next = this.earliest();
+    if (next === undefined || next.dueMs > target) return false;
+    this.now = Math.max(this.now, next.dueMs);
+    if (next.intervalMs === undefined) this.timers.delete(next);
+    else { next.dueMs += next.intervalMs; next.order = this.nextOrder++; }
+    next.fn();
+    return true;
   }
 
   private earliest(): Scheduled | undefined {

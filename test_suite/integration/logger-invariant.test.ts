@@ -2,7 +2,7 @@
 // turns a failure into a broken logfile writer, a fatal resource or a failed emergency-mode
 // transition (all of which clients would only see as EIO), an InvariantError must also reach
 // the process's uncaught-exception path, so marsd stops naming it instead of carrying on.
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { join } from 'node:path';
 import { InvariantError } from '../../common/util/assert.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
@@ -14,19 +14,7 @@ import { Writeback } from '../../daemon/logger/writeback.js';
 import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor, withDeadline } from '../helpers/wait.js';
-
-/** Errors that reached the process's uncaught-exception / unhandled-rejection path. */
-function escalations(t: Test): unknown[] {
-  const seen: unknown[] = [];
-  const onError = (err: unknown) => seen.push(err);
-  process.on('uncaughtException', onError);
-  process.on('unhandledRejection', onError);
-  t.teardown(() => {
-    process.off('uncaughtException', onError);
-    process.off('unhandledRejection', onError);
-  });
-  return seen;
-}
+import { escalations } from '../helpers/escalations.js';
 
 async function settled(p: Promise<unknown>): Promise<unknown> {
   return p.then(() => 'resolved', (err: unknown) => err);

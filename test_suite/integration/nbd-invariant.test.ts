@@ -3,7 +3,7 @@
 // into an NBD error reply (EIO, EPERM) and logged: the connection ends without a reply and the
 // error reaches the process's uncaught-exception path (in marsd: exit 70 naming it). Ordinary
 // backend errors keep being answered (nbd-garbage.test.ts covers those).
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { join } from 'node:path';
 import { InvariantError } from '../../common/util/assert.js';
 import type { BlockBackend } from '../../kernel-shim/backend.js';
@@ -11,21 +11,9 @@ import { NbdClient, NbdConnectionClosed, NbdError } from '../../kernel-shim/nbd-
 import { NbdServer } from '../../kernel-shim/nbd-server.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
+import { escalations } from '../helpers/escalations.js';
 
 const MiB = 1024 * 1024;
-
-/** Errors that reached the process's uncaught-exception / unhandled-rejection path. */
-function escalations(t: Test): unknown[] {
-  const seen: unknown[] = [];
-  const onError = (err: unknown) => seen.push(err);
-  process.on('uncaughtException', onError);
-  process.on('unhandledRejection', onError);
-  t.teardown(() => {
-    process.off('uncaughtException', onError);
-    process.off('unhandledRejection', onError);
-  });
-  return seen;
-}
 
 /** A backend whose reads work and whose chosen operation breaks an invariant. */
 function brokenBackend(broken: 'write-rejects' | 'write-throws' | 'isWritable-throws'): BlockBackend {

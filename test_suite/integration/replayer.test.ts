@@ -16,6 +16,7 @@ import { REPLAY_STOP_CODE } from '../../daemon/replay/switchover.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 import { systemClock } from '../../common/util/clock.js';
+import { mulberry32 as rng } from '../helpers/prng.js';
 
 const RES = 'r0';
 const ME = 'beta';
@@ -31,15 +32,6 @@ interface WriteSpec {
   lengthBytes: number;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** n writes of 512..4096 bytes at sector-aligned places in a small area, so they overlap */
 function makeWrites(n: number, seed: number, areaBytes = 256 * 1024): WriteSpec[] {

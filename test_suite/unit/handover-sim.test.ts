@@ -30,22 +30,12 @@ import type { SecondaryPeers } from '../../daemon/control/secondary-runner.js';
 import type { ResourcePlan } from '../../daemon/control/plan.js';
 import { tempDir } from '../helpers/tmp.js';
 import { SimClock } from '../helpers/sim-clock.js';
+import { mulberry32 as rng } from '../helpers/prng.js';
 
 const RES = 'r0';
 const SIZE = 1 << 20;
 const WRITE_BYTES = 4096;
 const SIM_START_MS = 1_700_000_000_000;
-
-/** A deterministic pseudo-random sequence (so a failure can be replayed). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /**
  * Alpha as the primary: what its logger and primary runner do to its logfiles and links (a
