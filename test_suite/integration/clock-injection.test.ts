@@ -18,8 +18,6 @@ import { waitFor } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 /** Real time that must pass without the manual clock's timers firing. */
-const STILL_MS = 300;
-const realPause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function memoryBackend(gate?: Promise<void>): BlockBackend {
   const mem = Buffer.alloc(MiB);
@@ -46,9 +44,10 @@ t.test('NbdServer: the handshake deadline runs on the injected clock', async (t)
   sock.resume(); // read the greeting, or 'end' (and 'close') would wait for it to be consumed
   const closed = new Promise<void>((r) => sock.on('close', () => r()));
   await waitFor('the greeting', () => server.stats().connections === 1, 5_000);
+  t.ok(clock.pendingTimers > 0, 'the deadline is a timer of the injected clock');
   clock.advanceSync(9_999);
-  await realPause(STILL_MS);
-  t.equal(server.stats().connections, 1, 'still open 1 ms before the deadline (and after real waiting)');
+  await clock.flush();
+  t.equal(server.stats().connections, 1, 'still open 1 ms before the deadline');
   clock.advanceSync(1);
   await closed;
   t.ok(logs.some((l) => l.includes('handshake not completed within 10000 ms')), 'closed at the deadline, saying why');
@@ -70,7 +69,8 @@ t.test('NbdServer: removeExport grace for stuck requests runs on the injected cl
   await waitFor('the write to reach the backend', () => started, 5_000);
   let removed = false;
   const removing = server.removeExport('r').then(() => { removed = true; });
-  await realPause(STILL_MS);
+  await clock.flush();
+  t.ok(clock.pendingTimers > 0, 'the grace is a timer of the injected clock');
   t.notOk(removed, 'removeExport waits for the request in flight');
   clock.advanceSync(30_000);
   await removing;
@@ -90,8 +90,9 @@ t.test('NbdClient: the handshake deadline runs on the injected clock', async (t)
   const connecting = NbdClient.connect(socketPath, 'r', { timeoutMs: 10_000, clock }).then((c) => { c.destroy(); return 'connected'; }, (e: unknown) => e);
   void connecting.then((o) => { outcome = o; });
   await waitFor('the connection', () => sockets.length === 1, 5_000);
-  await realPause(STILL_MS);
-  t.equal(outcome, 'pending', 'no timeout while the manual time stands still');
+  await clock.flush();
+  t.ok(clock.pendingTimers > 0, 'the deadline is a timer of the injected clock');
+  t.equal(outcome, 'pending', 'no timeout while the simulated time stands still');
   clock.advanceSync(10_000);
   t.match(String(await connecting), /timed out after 10000 ms: NBD handshake/, 'times out when the clock passes the deadline');
 });
@@ -109,8 +110,9 @@ t.test('TransactionLogger: the writeback delay runs on the injected clock', asyn
   t.teardown(async () => { await logger.stop(); await disk.close(); });
   await logger.write(4096, Buffer.alloc(4096, 9), false);
   t.equal(logger.writebackRestBytes() > 0, true, 'logged, not yet written back');
-  await realPause(WRITEBACK_DELAY_MS + STILL_MS);
-  t.equal(logger.writebackRestBytes() > 0, true, `no writeback after ${WRITEBACK_DELAY_MS} ms of real time`);
+  await clock.flush();
+  t.ok(clock.pendingTimers > 0, 'the writeback delay is a timer of the injected clock');
+  t.equal(logger.writebackRestBytes() > 0, true, 'no writeback while the simulated time stands still');
   clock.advanceSync(WRITEBACK_DELAY_MS);
   await waitFor('writeback and the data sync', () => logger.writebackRestBytes() === 0, 5_000);
   t.pass('written back once the injected clock passed the delay');
