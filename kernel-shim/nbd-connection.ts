@@ -82,10 +82,9 @@ export class Connection implements ConnectionHandle {
     this.server.connectionEntered(this, entry);
   }
 
-  /** @internal (HandshakeHost) NBD_OPT_ABORT was acknowledged. */
+  /** @internal (HandshakeHost) NBD_OPT_ABORT was acknowledged: end as after transmission. */
   abort(): void {
-    this.phase = 'closed';
-    this.socket.end();
+    this.finish();
   }
 
   /** @internal (TransmissionHost) nothing in flight after draining or shutdown. */

@@ -17,7 +17,7 @@
 // Ending: DISC or the client's half-close drain (input is ignored), removeExport shuts down
 // (later requests get ESHUTDOWN); host.finish() follows once nothing is in flight.
 import type net from 'node:net';
-import { InvariantError } from '../common/util/assert.js';
+import { InvariantError, rethrowInvariant } from '../common/util/assert.js';
 import { BackendError } from './backend.js';
 import * as P from './nbd-protocol.js';
 import { MAX_PAYLOAD_BYTES, type ExportEntry, type ServerContext } from './nbd-export.js';
@@ -254,7 +254,7 @@ export class Transmission {
       return this.entry.backend.isWritable() === true;
     } catch (err) {
       // Not an answer to the client: up to the guard that called the parser (internalError).
-      if (err instanceof InvariantError) throw err;
+      rethrowInvariant(err);
       this.logBackendError(`backend isWritable() threw: ${(err as Error).message}; replying EPERM`);
       return false;
     }

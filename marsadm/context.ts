@@ -7,21 +7,12 @@ import { LamportClock, formatStamp } from '../common/tree/lamport.js';
 import { globalPaths, resPaths } from '../common/tree/paths.js';
 import { validResource } from '../common/tree/names.js';
 import { isLocked, lockHolderPid } from '../common/lock.js';
-import { InvariantError } from '../common/util/assert.js';
 
 export class AdmError extends Error {
   override name = 'AdmError';
   constructor(message: string, readonly exitCode = 1) {
     super(message);
   }
-}
-
-/**
- * First line of a catch that turns any error into an AdmError for the user: a broken invariant
- * is our bug, not bad input, and must reach runMarsadmAsync as what it is (exit EXIT_INVARIANT).
- */
-export function rethrowInvariant(err: unknown): void {
-  if (err instanceof InvariantError) throw err;
 }
 
 export interface GlobalOptions {

@@ -20,6 +20,14 @@ export function assert(condition: unknown, message: string): asserts condition {
 }
 
 /**
+ * First line of a catch that turns errors into something else (a user message, a parse result,
+ * a refusal): an invariant failure is our bug, not bad input, and leaves as what it is.
+ */
+export function rethrowInvariant(err: unknown): void {
+  if (err instanceof InvariantError) throw err;
+}
+
+/**
  * If err is an invariant failure, make it fatal: it is thrown again from a fresh microtask, where
  * no caller's catch can swallow it. Other errors are left to the caller.
  */

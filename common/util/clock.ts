@@ -11,8 +11,10 @@ export interface Timer {
 }
 
 export interface Clock {
-  /** Milliseconds since the epoch (wall-clock, as Date.now). */
+  /** Milliseconds since the epoch (wall-clock, as Date.now): for stamps and messages. */
   nowMs(): number;
+  /** Milliseconds from an arbitrary origin that never run backwards: for intervals and order. */
+  monotonicMs(): number;
   /** Run fn once after delayMs. */
   setTimeout(fn: () => void, delayMs: number): Timer;
   /** Run fn every intervalMs until cancelled. */
@@ -24,6 +26,7 @@ export interface Clock {
 /** The real clock of a running marsd. */
 export const systemClock: Clock = {
   nowMs: () => Date.now(),
+  monotonicMs: () => performance.now(),
   setTimeout(fn, delayMs) {
     const t = setTimeout(fn, delayMs);
     return { cancel: () => clearTimeout(t) };

@@ -15,12 +15,12 @@
 // connections; the owner reconnects (docs/design.md §3.9).
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { assert } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 import type { LogLevel } from '../../common/util/log.js';
 import type { FrameDecoder } from './frame.js';
 import { MAX_LOG_DATA_BYTES, PROTOCOL_VERSION, type EntsPayload, type LogDataMessage, type LogEndMessage, type Message } from './messages.js';
-import { ConnectionClosedError, ignoreUnlessInvariant } from './errors.js';
+import { ConnectionClosedError } from './errors.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, FrameTransport, type ConnectionStats } from './transport.js';
 import { OutgoingRequests, type LogReadBody, type PeerReply, type ReplyMap, type RequestBody } from './outgoing.js';
 import { IncomingRequests, routeMessage, type PeerHandlers, type PeerRole } from './service.js';
@@ -91,7 +91,7 @@ export class PeerConnection extends EventEmitter {
     }, {
       onMessage: (m, payload) => this.onMessage(m, payload),
       // The reply is not awaited: any frame from the peer proves it is alive.
-      onKeepalive: () => this.outgoing.request({ t: 'ping' }, undefined, undefined).catch(ignoreUnlessInvariant),
+      onKeepalive: () => this.outgoing.request({ t: 'ping' }, undefined, undefined).catch(failStopOnInvariant),
       onClose: (reason) => this.onClose(reason),
     });
     this.stats = this.transport.stats;
@@ -162,7 +162,7 @@ export class PeerConnection extends EventEmitter {
 
   /** "My tree changed, pull me soon." Fire and forget. */
   notify(): void {
-    this.transport.send({ t: 'notify' }).catch(ignoreUnlessInvariant);
+    this.transport.send({ t: 'notify' }).catch(failStopOnInvariant);
   }
 
   /** Close the connection; every open request fails with ConnectionClosedError(reason). */
@@ -175,7 +175,7 @@ export class PeerConnection extends EventEmitter {
   private onMessage(m: Message, payload: Buffer): void {
     routeMessage(this.role, m, payload, {
       reply: (reply, replyPayload) => this.outgoing.handleReply(reply, replyPayload),
-      pong: (id) => void this.transport.send({ t: 'pong', id }).catch(ignoreUnlessInvariant),
+      pong: (id) => void this.transport.send({ t: 'pong', id }).catch(failStopOnInvariant),
       notify: () => (this.incoming ? this.incoming.notify() : this.emit('notify')),
       serve: (req) => this.incoming!.start(req),
       cancel: (id) => this.incoming!.cancel(id),

@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Duplex, type Readable, type Writable } from 'node:stream';
-import { assert, InvariantError } from '../../common/util/assert.js';
+import { assert, rethrowInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { normalizeSecret } from './auth.js';
 import { PeerConnection } from './connection.js';
@@ -313,7 +313,7 @@ export async function dialSsh(opts: SshDialOptions): Promise<PeerConnection> {
     return await connectOverDuplex(spawned.duplex, label, { ...opts, timeoutMs: opts.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS });
   } catch (err) {
     spawned.duplex.destroy();
-    if (err instanceof InvariantError) throw err;
+    rethrowInvariant(err);
     // ssh's own complaint (host key, permission denied, command not found) is the useful part.
     let grace: Timer | undefined;
     await Promise.race([spawned.exited, new Promise((resolve) => (grace = clock.setTimeout(() => resolve(undefined), SSH_STDERR_GRACE_MS)))]);

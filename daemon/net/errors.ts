@@ -1,7 +1,7 @@
 // The errors a peer connection hands to its callers, shared by the transport (transport.ts),
 // our requests to the peer (outgoing.ts) and what we serve it (service.ts). A ProtocolError
 // (frame.ts) is different: it never reaches a caller, it closes the connection.
-import { assert, failStopOnInvariant } from '../../common/util/assert.js';
+import { assert } from '../../common/util/assert.js';
 import { MAX_ERROR_MESSAGE_CHARS } from './messages.js';
 
 /** A request the peer answered with `error` (or a handler refusing a request). */
@@ -28,14 +28,6 @@ export function abortError(signal: AbortSignal): Error {
   const err = new Error(reason === undefined ? 'aborted' : String(reason));
   err.name = 'AbortError';
   return err;
-}
-
-/**
- * For sends nobody waits for (pong, notify, cancel, a final reply): a closed connection is
- * expected and already reported by its close; an invariant failure is not and stops marsd.
- */
-export function ignoreUnlessInvariant(err: unknown): void {
-  failStopOnInvariant(err);
 }
 
 export function truncateMessage(text: string): string {

@@ -8,14 +8,14 @@
 // frame that does not continue its stream exactly is a ProtocolError (the connection closes).
 // Received stream bytes are bounded: above maxBufferedStreamBytes waiting for a slow onFrame,
 // reading from the peer pauses until half of them are consumed.
-import { assert } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
 import {
   MAX_REQUEST_ID, parseEntsPayload,
   type BlocksReply, type DigestsReply, type EntsPayload, type EntsReply, type ErrorReply, type LogDataMessage, type LogEndMessage,
   type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type Reply, type SingleReplyRequest,
 } from './messages.js';
-import { abortError, ConnectionClosedError, ignoreUnlessInvariant, PeerRequestError } from './errors.js';
+import { abortError, ConnectionClosedError, PeerRequestError } from './errors.js';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 export type RequestBody = WithoutId<SingleReplyRequest>;
@@ -238,7 +238,7 @@ export class OutgoingRequests {
     entry.reject(err);
     // Until log-end (or error) arrives, the id stays open and late frames are dropped.
     if (this.open.get(id) === entry && this.link.closeReasonText === undefined) {
-      this.link.send({ t: 'cancel', id }).catch(ignoreUnlessInvariant);
+      this.link.send({ t: 'cancel', id }).catch(failStopOnInvariant);
     }
   }
 

@@ -37,7 +37,7 @@ import {
   type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
 import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
-import { ignoreUnlessInvariant, PeerRequestError, truncateMessage } from './errors.js';
+import { PeerRequestError, truncateMessage } from './errors.js';
 
 export type PeerRole = 'client' | 'server';
 
@@ -145,7 +145,7 @@ export class IncomingRequests {
   start(req: ServedRequest): void {
     if (this.running.has(req.id)) throw new ProtocolError(`request id ${req.id} is already in use`);
     if (this.running.size >= this.o.maxConcurrentRequests) {
-      this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(ignoreUnlessInvariant);
+      this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(failStopOnInvariant);
       return;
     }
     const controller = new AbortController();
@@ -189,7 +189,7 @@ export class IncomingRequests {
     // Free the id before the final frame goes out: the client may reuse it as soon as it sees it.
     this.running.delete(req.id);
     if (final === undefined || this.link.closeReasonText !== undefined) return;
-    await this.link.send(final.message, final.payload).catch(ignoreUnlessInvariant);
+    await this.link.send(final.message, final.payload).catch(failStopOnInvariant);
   }
 
   /** Dispatch to the handler, check what it returns against the request, build the reply. */
@@ -250,7 +250,7 @@ export class IncomingRequests {
   /** The sink a log-read handler writes to: contiguous, rate limited, split into frames. */
   private logSink(req: LogReadRequest, signal: AbortSignal, sent: (pos: number) => void): LogSink {
     const clock = this.o.clock;
-    const bucket = new TokenBucket(req.rateBytesPerS, DEFAULT_BURST_BYTES, () => clock.nowMs());
+    const bucket = new TokenBucket(req.rateBytesPerS, DEFAULT_BURST_BYTES, () => clock.monotonicMs());
     const chunkBytes = chunkBytesForRate(req.rateBytesPerS, MAX_LOG_DATA_BYTES);
     let nextPos = req.fromPos;
     let busy = false;

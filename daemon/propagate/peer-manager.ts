@@ -20,10 +20,10 @@ import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
 import { applyMergePlan, localState } from './tree-io.js';
-import { listingOf, listingTimeMs, type PeerListing } from './tombstones.js';
+import { listingOf, type PeerListing } from './tombstones.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LogFn } from '../../common/util/log.js';
-import { failStopOnInvariant } from '../../common/util/assert.js';
+import { failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
 export interface PeerManagerOptions {
@@ -59,6 +59,7 @@ export function linkTarget(address: string, value: string | undefined): LinkTarg
     // Canonical, so that rewriting an equivalent spec (or tcp for none) does not reconnect.
     return { address, specText: transport.kind === 'tcp' ? undefined : formatTransportSpec(transport), transport };
   } catch (err) {
+    rethrowInvariant(err);
     return { address, specText: value, transport: { invalid: (err as Error).message } };
   }
 }
@@ -196,7 +197,7 @@ export class PeerLink {
 
   private async pull(conn: PeerConnection): Promise<void> {
     this.pullWanted = false;
-    const requestedAtMs = listingTimeMs(this.clock);
+    const requestedAtMs = this.clock.monotonicMs();
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
     const plan = planMerge(entries, (p) => localState(tree, p), {

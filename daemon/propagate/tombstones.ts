@@ -22,7 +22,7 @@
 // it, so admins and scripts can see what was deleted.
 //
 // Both times of the rule (when a listing was requested, when a tombstone was first seen) come
-// from listingTimeMs: the injected Clock's time, never running backwards.
+// from the injected Clock's monotonic time (it never runs backwards, whatever the wall clock does).
 import { linkSync, lstatSync, readlinkSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -32,7 +32,7 @@ import { collectEntries } from './tree-io.js';
 import type { LogFn } from '../../common/util/log.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
-/** What one pull of a peer returned, and when (listingTimeMs) we asked. */
+/** What one pull of a peer returned, and when (Clock.monotonicMs) we asked. */
 export interface PeerListing {
   requestedAtMs: number;
   /** path → value and stamp */
@@ -44,7 +44,7 @@ export interface PeerListing {
 export interface LocalTombstone {
   path: string;
   stampUs: number;
-  /** when this daemon first saw it (listingTimeMs) */
+  /** when this daemon first saw it (Clock.monotonicMs) */
   firstSeenMs: number;
 }
 
@@ -90,22 +90,6 @@ export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], 
   };
 }
 
-const lastListingTimeMs = new WeakMap<Clock, { ms: number }>();
-
-/**
- * The time of the purge rule, in ms: the clock's time, held where it was while the clock runs
- * backwards. A listing counts only if requested strictly after the tombstone was first seen,
- * so the two times must never go back (with wall time, a listing asked before a tombstone
- * appeared could otherwise look newer). One high-water mark per Clock object: the peer links
- * (requestedAtMs) and the keeper (firstSeenMs) share it when they share their clock.
- */
-export function listingTimeMs(clock: Clock): number {
-  let last = lastListingTimeMs.get(clock);
-  if (!last) lastListingTimeMs.set(clock, (last = { ms: -Infinity }));
-  last.ms = Math.max(last.ms, clock.nowMs());
-  return last.ms;
-}
-
 /** The I/O side: remembers when each tombstone was first seen and purges the confirmed ones. */
 export class TombstoneKeeper {
   private readonly firstSeen = new Map<string, { stampUs: number; seenMs: number }>();
@@ -128,7 +112,7 @@ export class TombstoneKeeper {
   }
 
   /** Scan and purge, unless the last scan was less than intervalMs ago. Returns the purged paths. */
-  run(nowMs = listingTimeMs(this.clock)): string[] {
+  run(nowMs = this.clock.monotonicMs()): string[] {
     if (nowMs - this.lastRunMs < this.o.intervalMs) return [];
     this.lastRunMs = nowMs;
     const { tree } = this.o;

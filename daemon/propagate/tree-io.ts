@@ -6,8 +6,7 @@ import { LOG_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
 import { dirname } from 'node:path';
-import { failStopOnInvariant } from '../../common/util/assert.js';
-import { entrySchema } from '../net/messages.js';
+import { failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 
 export interface LogListing {
   res: string;
@@ -43,16 +42,13 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
       }
       if (!st.isSymbolicLink() || ownerOf(path).kind === 'local') continue;
       const raw = tree.readRaw(path);
-      if (!raw) continue;
-      const entry = { p: path, v: raw.value, s: raw.stampUs };
-      // A link made by hand may hold what no peer accepts (a value over the wire limit, say):
-      // it stays here and is not offered, rather than failing every listing we send.
-      if (entrySchema.safeParse(entry).success) entries.push(entry);
+      if (raw) entries.push({ p: path, v: raw.value, s: raw.stampUs });
     }
   };
   try {
     visit('', 0);
   } catch (err) {
+    rethrowInvariant(err);
     throw new Error(`cannot list the tree: ${(err as Error).message}`);
   }
   return { entries, logs };

@@ -23,7 +23,7 @@ import { resPaths } from '../../common/tree/paths.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { logName } from '../../common/tree/log-names.js';
 import { writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
-import { assert, failStopOnInvariant, InvariantError } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
 import {
@@ -183,7 +183,7 @@ export class Replayer {
         try {
           executed = await this.tick();
         } catch (err) {
-          if (err instanceof InvariantError) throw err;
+          rethrowInvariant(err);
           this.lastExecuted = undefined;
           const msg = `replay of ${this.o.res} failed: ${(err as Error).message}; retrying`;
           if (this.state.message !== msg) this.o.log('error', msg);

@@ -23,7 +23,7 @@
 import { nextVersionLink, tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
 import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
-import { InvariantError } from '../../common/util/assert.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 /** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
 export const REPLAY_CODE_RUNNING = 0;
@@ -203,7 +203,7 @@ function ownVersionStep(v: ReplayInput, S: number, O: string, pos: number): Repl
   try {
     expected = nextVersionLink(prev, S, O, pos);
   } catch (err) {
-    if (err instanceof InvariantError) throw err; // a bug here, not a malformed link
+    rethrowInvariant(err); // a bug here, not a malformed link
     return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
   }
   return own !== expected ? { kind: 'record-version', seq: S, origin: O, logPos: pos } : undefined;

@@ -15,7 +15,7 @@ import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError } from '../net/errors.js';
 import type { LogSink, PeerHandlers } from '../net/service.js';
-import type { Entry, LogReadRequest, PositionRequest, SyncDigestsRequest, SyncReadRequest } from '../net/messages.js';
+import { entrySchema, type Entry, type LogReadRequest, type PositionRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
@@ -42,6 +42,9 @@ export interface ServiceContext {
 export class PeerService implements PeerHandlers {
   private readonly clock: Clock;
 
+  /** links already reported as not sendable */
+  private readonly unsendable = new Set<string>();
+
   constructor(private readonly ctx: ServiceContext) {
     this.clock = ctx.clock ?? systemClock;
   }
@@ -67,7 +70,21 @@ export class PeerService implements PeerHandlers {
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).
     const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    return { clockUs: this.ctx.tree.clock.now(), entries, logs };
+    return { clockUs: this.ctx.tree.clock.now(), entries: entries.filter((e) => this.sendable(e)), logs };
+  }
+
+  /**
+   * A link made by hand in /mars may hold what no peer accepts (a value over the wire limit,
+   * say): it stays here and is not offered (said once per link), instead of failing every
+   * listing we send (encodeEntsPayload asserts that ours are valid).
+   */
+  private sendable(e: Entry): boolean {
+    if (entrySchema.safeParse(e).success) return true;
+    if (!this.unsendable.has(e.p)) {
+      this.unsendable.add(e.p);
+      this.ctx.log('warn', `${e.p} is not offered to peers: its value is not a valid link value (${e.v.length} characters)`);
+    }
+    return false;
   }
 
   async logRead(_peer: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {

@@ -4,7 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { AdmError, rethrowInvariant, type Adm } from '../context.js';
+import { AdmError, type Adm } from '../context.js';
 import { globalPaths } from '../../common/tree/paths.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { resPaths } from '../../common/tree/paths.js';
@@ -15,6 +15,7 @@ import { checkTlsFiles } from '../../common/cluster/tls-files.js';
 import { localPaths } from '../../common/tree/paths.js';
 import { parseSpecArgument } from './transport.js';
 import { listResources } from '../../common/resource/snapshot.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 export const DEFAULT_PORT = 7777;
 

@@ -1,11 +1,12 @@
 // invalidate (the MARS user manual: split brain): give up this replica's own history since a split brain
 // and resynchronise it from the primary. marsadm shows what that costs, then marsd carries it
 // out (daemon/control/invalidate.ts) while no fetch, sync or replay runs.
-import { AdmError, rethrowInvariant, type Adm } from '../context.js';
+import { AdmError, type Adm } from '../context.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { previewInvalidate } from '../../common/resource/resync.js';
 import { logName } from '../../common/tree/log-names.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 export async function invalidate(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);

@@ -2,7 +2,7 @@
 // why it ends. Exit codes: 0 = clean end or tolerable torn tail, 1 = defect, 2 = unreadable.
 import { RecordCode } from '../../common/log/record.js';
 import { type LogRecord, type LogStop, STOP_MEANING, readLogBatches } from '../../common/log/scanner.js';
-import { rethrowInvariant } from '../context.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 export interface LogDumpOptions {
   json: boolean;

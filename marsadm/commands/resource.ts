@@ -1,13 +1,14 @@
 // create-resource and delete-resource (the MARS user manual: create-resource; marsadm commands).
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { AdmError, rethrowInvariant, type Adm } from '../context.js';
+import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
 import { resPaths, resourceDir, TODO_KEYS } from '../../common/tree/paths.js';
 import { validResource } from '../../common/tree/names.js';
 import { diskSizeBytes } from '../../common/disk/data-disk.js';
 import { initialVersionLinks, formatReplayLink } from '../../common/log/links.js';
 import { parseSize } from '../../common/config.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 const MIN_SIZE_BYTES = 64 * 1024;
 const SIZE_ALIGN_BYTES = 4096;

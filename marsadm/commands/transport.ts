@@ -2,10 +2,11 @@
 // the local-only link userspace/transport-PEER (never propagated: each host chooses its own
 // way to each peer). marsd follows a change by reconnecting that peer's link.
 import { existsSync } from 'node:fs';
-import { AdmError, rethrowInvariant, type Adm } from '../context.js';
+import { AdmError, type Adm } from '../context.js';
 import { globalPaths, localPaths } from '../../common/tree/paths.js';
 import { validHost } from '../../common/tree/names.js';
 import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 /** A spec from the command line, or an AdmError (exit code 2) saying what is wrong with it. */
 export function parseSpecArgument(text: string): TransportSpec {

@@ -6,6 +6,7 @@ import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
 import { LOG_NAME } from '../../common/tree/log-names.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import type { RetentionInput, RetentionLogfile } from './log-retention.js';
+import { rethrowInvariant } from '../../common/util/assert.js';
 
 function suffixed(names: string[], prefix: string): string[] {
   return names.filter((n) => n.startsWith(prefix) && isValidIdentifier(n.slice(prefix.length))).map((n) => n.slice(prefix.length));
@@ -40,7 +41,9 @@ export function readRetentionInput(tree: TreeStore, res: string, self: string, w
       const time = tree.value(globalPaths.actual(h, 'time'));
       const sec = time === undefined ? NaN : Number(time);
       age = Number.isFinite(sec) ? Math.max(0, nowMs / 1000 - sec) : undefined;
-    } catch { /* invalid name */ }
+    } catch (err) {
+      rethrowInvariant(err); // else an invalid name: no heartbeat age
+    }
     heartbeatAgeS.set(h, age);
   }
   const logfiles: RetentionLogfile[] = [];

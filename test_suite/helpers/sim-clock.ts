@@ -29,6 +29,11 @@ export class SimClock implements Clock {
     return this.now;
   }
 
+  /** Simulated time only moves forward, so it is monotonic too. */
+  monotonicMs(): number {
+    return this.now;
+  }
+
   setTimeout(fn: () => void, delayMs: number): Timer {
     return this.schedule(fn, delayMs, undefined);
   }

@@ -1,6 +1,7 @@
 // The kernel-shim and logger shells take their time from an injected Clock: with a SimClock
 // their deadlines and delays fire when the test moves time, not after real waiting. Each case
-// also checks that nothing fires early (a short real wait while the manual time stands still).
+// checks that the shell's timer was set on the injected clock (exactly one more pending timer)
+// and that nothing fires before the simulated time reaches it.
 import t from 'tap';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { writeFileSync } from 'node:fs';
 import type { BlockBackend } from '../../kernel-shim/backend.js';
 import { NbdClient, NbdConnectionClosed } from '../../kernel-shim/nbd-client.js';
 import { NbdServer } from '../../kernel-shim/nbd-server.js';
+import { NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_OPT_ABORT, NBD_OPTS_MAGIC } from '../../kernel-shim/nbd-protocol.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { LamportClock } from '../../common/tree/lamport.js';
 import { LogWriter } from '../../daemon/logger/log-writer.js';
@@ -17,7 +19,6 @@ import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
-/** Real time that must pass without the manual clock's timers firing. */
 
 function memoryBackend(gate?: Promise<void>): BlockBackend {
   const mem = Buffer.alloc(MiB);
@@ -39,12 +40,13 @@ t.test('NbdServer: the handshake deadline runs on the injected clock', async (t)
   t.teardown(() => server.close());
   const socketPath = join(tempDir(t, 'mars-clock-'), 'r.sock');
   await server.addExport('r', memoryBackend(), { socketPath });
+  const before = clock.pendingTimers;
   const sock = net.connect(socketPath);
   sock.on('error', () => undefined);
   sock.resume(); // read the greeting, or 'end' (and 'close') would wait for it to be consumed
   const closed = new Promise<void>((r) => sock.on('close', () => r()));
   await waitFor('the greeting', () => server.stats().connections === 1, 5_000);
-  t.ok(clock.pendingTimers > 0, 'the deadline is a timer of the injected clock');
+  t.equal(clock.pendingTimers, before + 1, 'the deadline is a timer of the injected clock');
   clock.advanceSync(9_999);
   await clock.flush();
   t.equal(server.stats().connections, 1, 'still open 1 ms before the deadline');
@@ -68,11 +70,15 @@ t.test('NbdServer: removeExport grace for stuck requests runs on the injected cl
   const stuck = client.write(0, Buffer.alloc(512)).then(() => 'acknowledged', (e: unknown) => e);
   await waitFor('the write to reach the backend', () => started, 5_000);
   let removed = false;
+  const before = clock.pendingTimers;
   const removing = server.removeExport('r').then(() => { removed = true; });
   await clock.flush();
-  t.ok(clock.pendingTimers > 0, 'the grace is a timer of the injected clock');
+  t.equal(clock.pendingTimers, before + 1, 'the grace is a timer of the injected clock');
+  clock.advanceSync(29_999);
+  await clock.flush();
+  t.notOk(removed, 'still waiting 1 ms before the grace ends');
   t.notOk(removed, 'removeExport waits for the request in flight');
-  clock.advanceSync(30_000);
+  clock.advanceSync(1);
   await removing;
   t.ok(await stuck instanceof NbdConnectionClosed, 'after the grace the connection is cut');
 });
@@ -87,13 +93,16 @@ t.test('NbdClient: the handshake deadline runs on the injected clock', async (t)
   const sockets: net.Socket[] = [];
   silent.on('connection', (s) => sockets.push(s));
   let outcome: unknown = 'pending';
+  const before = clock.pendingTimers;
   const connecting = NbdClient.connect(socketPath, 'r', { timeoutMs: 10_000, clock }).then((c) => { c.destroy(); return 'connected'; }, (e: unknown) => e);
   void connecting.then((o) => { outcome = o; });
   await waitFor('the connection', () => sockets.length === 1, 5_000);
   await clock.flush();
-  t.ok(clock.pendingTimers > 0, 'the deadline is a timer of the injected clock');
-  t.equal(outcome, 'pending', 'no timeout while the simulated time stands still');
-  clock.advanceSync(10_000);
+  t.equal(clock.pendingTimers, before + 1, 'the deadline is a timer of the injected clock');
+  clock.advanceSync(9_999);
+  await clock.flush();
+  t.equal(outcome, 'pending', 'no timeout 1 ms before the deadline');
+  clock.advanceSync(1);
   t.match(String(await connecting), /timed out after 10000 ms: NBD handshake/, 'times out when the clock passes the deadline');
 });
 
@@ -108,12 +117,41 @@ t.test('TransactionLogger: the writeback delay runs on the injected clock', asyn
     disk, sizeBytes: MiB, clock: new LamportClock(), timeClock: clock, memLimitBytes: 64 * MiB, writer, onFatal: (e) => t.fail(e.message),
   });
   t.teardown(async () => { await logger.stop(); await disk.close(); });
+  const before = clock.pendingTimers;
   await logger.write(4096, Buffer.alloc(4096, 9), false);
   t.equal(logger.writebackRestBytes() > 0, true, 'logged, not yet written back');
   await clock.flush();
-  t.ok(clock.pendingTimers > 0, 'the writeback delay is a timer of the injected clock');
-  t.equal(logger.writebackRestBytes() > 0, true, 'no writeback while the simulated time stands still');
-  clock.advanceSync(WRITEBACK_DELAY_MS);
+  t.equal(clock.pendingTimers, before + 1, 'the writeback delay is a timer of the injected clock');
+  clock.advanceSync(WRITEBACK_DELAY_MS - 1);
+  await clock.flush();
+  t.equal(logger.writebackRestBytes() > 0, true, 'no writeback 1 ms before the delay');
+  clock.advanceSync(1);
   await waitFor('writeback and the data sync', () => logger.writebackRestBytes() === 0, 5_000);
   t.pass('written back once the injected clock passed the delay');
+});
+
+t.test('NbdServer: a client that sends NBD_OPT_ABORT and never closes is cut off after the grace', async (t) => {
+  const clock = new SimClock();
+  const server = new NbdServer({ log: () => undefined, clock });
+  t.teardown(() => server.close());
+  const socketPath = join(tempDir(t, 'mars-clock-'), 'r.sock');
+  await server.addExport('r', memoryBackend(), { socketPath });
+  // allowHalfOpen: our side stays open after the server ends its side, like a stuck client.
+  const sock = net.connect({ path: socketPath, allowHalfOpen: true });
+  t.teardown(() => { sock.destroy(); });
+  sock.on('error', () => undefined);
+  sock.resume();
+  await waitFor('the greeting', () => server.stats().connections === 1, 5_000);
+  const option = Buffer.alloc(16);
+  NBD_OPTS_MAGIC.copy(option, 0);
+  option.writeUInt32BE(NBD_OPT_ABORT, 8);
+  sock.write(Buffer.concat([Buffer.from([0, 0, 0, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES]), option]));
+  await waitFor('the server to end its side', () => sock.readableEnded, 5_000);
+  t.equal(server.stats().connections, 1, 'the connection is still there while the client keeps its side open');
+  clock.advanceSync(4_999);
+  await clock.flush();
+  t.equal(server.stats().connections, 1, 'still there 1 ms before the grace ends');
+  clock.advanceSync(1);
+  await waitFor('the connection to be gone', () => server.stats().connections === 0, 5_000);
+  t.pass('cut off when the grace passed on the injected clock');
 });

@@ -7,8 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mayWrite } from '../../common/tree/ownership.js';
 import { planMerge, TOMBSTONE_VALUE, type LocalState } from '../../daemon/propagate/merge.js';
-import { decideTombstonePurge, listingOf, listingTimeMs, peerHasSeen, purgeIfUnchanged, type LocalTombstone } from '../../daemon/propagate/tombstones.js';
-import { systemClock, type Clock } from '../../common/util/clock.js';
+import { decideTombstonePurge, listingOf, peerHasSeen, purgeIfUnchanged, type LocalTombstone } from '../../daemon/propagate/tombstones.js';
 import { TreeStore } from '../../common/tree/store.js';
 
 const NOW_US = 1_800_000_000_000_000;
@@ -100,17 +99,3 @@ t.test('purgeIfUnchanged: removes only the tombstone that was judged', async (t)
   t.notOk(purgeIfUnchanged(tree, 'resource-r0/nothing-here', 1), 'absent: nothing to do');
 });
 
-t.test('listingTimeMs: the clock\'s time, never backwards, one mark per clock', async (t) => {
-  let wallMs = 10_000;
-  const clock: Clock = { ...systemClock, nowMs: () => wallMs };
-  const other: Clock = { ...systemClock, nowMs: () => 5 };
-  t.equal(listingTimeMs(clock), 10_000);
-  const requestedAtMs = listingTimeMs(clock); // a peer link asks for a listing ...
-  wallMs = 4_000; // ... the wall clock is set back ...
-  const firstSeenMs = listingTimeMs(clock); // ... and the keeper first sees a tombstone
-  t.equal(firstSeenMs, 10_000, 'held where it was');
-  t.notOk(peerHasSeen({ path: 'resource-r0/data-b', stampUs: 1, firstSeenMs }, listingOf(requestedAtMs, [], [])), 'the earlier listing does not count');
-  wallMs = 12_000;
-  t.equal(listingTimeMs(clock), 12_000, 'moves on with the clock');
-  t.equal(listingTimeMs(other), 5, 'another clock has its own mark');
-});

@@ -1,0 +1,34 @@
+// The listing a host offers its peers (PeerService.getents) must always be sendable: a link
+// made by hand in /mars with a value no peer accepts is left out and reported once, instead of
+// failing the listing (which, with invariant failures fatal, would stop marsd on every pull).
+import t from 'tap';
+import { mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { TreeStore } from '../../common/tree/store.js';
+import { LamportClock } from '../../common/tree/lamport.js';
+import { PeerService } from '../../daemon/serve/peer-service.js';
+import { encodeEntsPayload } from '../../daemon/net/messages.js';
+import { tempDir } from '../helpers/tmp.js';
+
+t.test('a hand-made link with a value over the wire limit is not offered, said once; the listing encodes', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir, new LamportClock());
+  tree.write('uuid', 'alpha_1.0');
+  mkdirSync(join(dir, 'resource-r0'));
+  tree.write('resource-r0/size', '4096');
+  symlinkSync('x'.repeat(2000), join(dir, 'resource-r0', 'primary'));
+  const warnings: string[] = [];
+  const service = new PeerService({
+    tree, host: 'alpha',
+    activeLogEnd: () => undefined, primaryPosition: () => undefined,
+    onTreeChanged: () => undefined, onNotify: () => undefined,
+    log: (level, msg) => { if (level === 'warn') warnings.push(msg); },
+  });
+  for (let pull = 0; pull < 2; pull++) {
+    const { entries, logs } = await service.getents('beta');
+    t.same(entries.map((e) => e.p).sort(), ['resource-r0/size', 'uuid'], `pull ${pull + 1}: the valid links`);
+    t.doesNotThrow(() => encodeEntsPayload({ entries, logs }), `pull ${pull + 1}: sendable`);
+  }
+  t.equal(warnings.length, 1, 'reported once');
+  t.match(warnings[0] ?? '', /resource-r0\/primary is not offered to peers/);
+});
