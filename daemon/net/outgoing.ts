@@ -16,6 +16,7 @@ import {
   type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type Reply, type SingleReplyRequest,
 } from './messages.js';
 import { abortError, ConnectionClosedError, PeerRequestError } from './errors.js';
+import { RequestScheduler, type RequestClass, type SchedulerLimits, type Ticket } from './scheduler.js';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 export type RequestBody = WithoutId<SingleReplyRequest>;
@@ -56,6 +57,7 @@ export interface RequestLink {
 
 interface SingleRequest {
   kind: 'single';
+  ticket: Ticket;
   requestType: keyof ReplyMap;
   /** The caller gave up (abort): the reply is dropped when it comes. */
   abandoned: boolean;
@@ -67,6 +69,7 @@ type StreamItem = { message: LogDataMessage | LogEndMessage | ErrorReply; payloa
 
 interface StreamRequest {
   kind: 'stream';
+  ticket: Ticket;
   abandoned: boolean;
   /** Where the next log-data must start: the stream is contiguous. */
   expectPos: number;
@@ -79,22 +82,69 @@ interface StreamRequest {
 
 type OutgoingRequest = SingleRequest | StreamRequest;
 
+/** Bulk requests move many bytes or hold their slot long (a following log-read); the rest is control. */
+const BULK: ReadonlySet<string> = new Set(['log-read', 'sync-read', 'sync-digests']);
+
+function classOf(t: string): RequestClass {
+  return BULK.has(t) ? 'bulk' : 'control';
+}
+
+/** The resource a request is about (fairness between resources); '' for the tree. */
+function keyOf(body: object): string {
+  return 'res' in body && typeof body.res === 'string' ? body.res : '';
+}
+
 export class OutgoingRequests {
   /** Requests we sent, by id, until their final reply arrives. */
   private readonly open = new Map<number, OutgoingRequest>();
   private nextId = 1;
+  /** Requests waiting for a slot of the scheduler (not sent yet, no id). */
+  private readonly waiting = new Set<OutgoingRequest>();
   private streamBufferedBytes = 0;
+  private readonly scheduler: RequestScheduler;
 
-  constructor(private readonly link: RequestLink, private readonly o: { peerHost: string; maxBufferedStreamBytes: number }) {}
+  constructor(private readonly link: RequestLink, private readonly o: { peerHost: string; maxBufferedStreamBytes: number; limits?: SchedulerLimits }) {
+    this.scheduler = new RequestScheduler(o.limits);
+  }
+
+  /** Requests sent and not finished / waiting to be sent: for status and tests. */
+  get load(): { inFlight: number; queued: number } {
+    return { inFlight: this.scheduler.inFlight, queued: this.scheduler.queued };
+  }
+
+  /** Queue entry behind the scheduler; once granted it gets an id and is sent. */
+  private submit(entry: OutgoingRequest, t: string, key: string, send: (id: number) => Promise<void>): void {
+    this.waiting.add(entry);
+    // The grant may run at once, inside submit: it sets the ticket itself.
+    entry.ticket = this.scheduler.submit(classOf(t), key, (ticket) => {
+      entry.ticket = ticket;
+      this.waiting.delete(entry);
+      const id = this.allocateId();
+      this.open.set(id, entry);
+      send(id).catch((err: Error) => this.failRequest(id, err));
+    });
+  }
+
+  /** The caller gave up before its request was sent: it leaves the queue. */
+  private unqueue(entry: OutgoingRequest): void {
+    if (!this.waiting.delete(entry)) return;
+    this.scheduler.release(entry.ticket);
+  }
+
+  /** The request's id is free again (final reply, failure): its slot too. */
+  private finish(id: number, entry: OutgoingRequest): void {
+    this.open.delete(id);
+    this.scheduler.release(entry.ticket);
+  }
 
   /** See PeerConnection.request. */
   request<B extends RequestBody>(body: B, payload: Buffer | undefined, signal: AbortSignal | undefined): Promise<PeerReply<ReplyMap[B['t']]>> {
     return new Promise((resolve, reject) => {
       const refused = this.refusal(signal);
       if (refused) return reject(refused);
-      const id = this.allocateId();
       const entry: SingleRequest = {
         kind: 'single',
+        ticket: undefined as unknown as Ticket, // set by submit before anything can use it
         requestType: body.t,
         abandoned: false,
         resolve: (reply) => {
@@ -108,12 +158,12 @@ export class OutgoingRequests {
       };
       const onAbort = () => {
         if (entry.abandoned) return;
-        entry.abandoned = true; // the id stays reserved until the reply arrives
+        entry.abandoned = true; // once sent, the id stays reserved until the reply arrives
+        this.unqueue(entry);
         entry.reject(abortError(signal!));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.open.set(id, entry);
-      this.link.send({ ...body, id } as Message, payload).catch((err: Error) => this.failRequest(id, err));
+      this.submit(entry, body.t, keyOf(body), (id) => this.link.send({ ...body, id } as Message, payload));
     });
   }
 
@@ -122,9 +172,9 @@ export class OutgoingRequests {
     return new Promise((resolve, reject) => {
       const refused = this.refusal(signal);
       if (refused) return reject(refused);
-      const id = this.allocateId();
       const entry: StreamRequest = {
         kind: 'stream',
+        ticket: undefined as unknown as Ticket, // set by submit before anything can use it
         abandoned: false,
         expectPos: body.fromPos,
         queue: [],
@@ -139,10 +189,17 @@ export class OutgoingRequests {
           reject(err);
         },
       };
-      const onAbort = () => this.abandonStream(id, entry, abortError(signal!));
+      let sentId: number | undefined;
+      const onAbort = () => {
+        if (sentId === undefined) {
+          if (entry.abandoned) return;
+          entry.abandoned = true;
+          this.unqueue(entry);
+          entry.reject(abortError(signal!));
+        } else this.abandonStream(sentId, entry, abortError(signal!));
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.open.set(id, entry);
-      this.link.send({ ...body, id } as Message).catch((err: Error) => this.failRequest(id, err));
+      this.submit(entry, body.t, keyOf(body), (id) => { sentId = id; return this.link.send({ ...body, id } as Message); });
     });
   }
 
@@ -156,6 +213,14 @@ export class OutgoingRequests {
 
   /** The connection closed: every open request fails with ConnectionClosedError(reason). */
   closeAll(reason: string): void {
+    const queued = [...this.waiting];
+    this.waiting.clear();
+    this.scheduler.clear();
+    for (const entry of queued) {
+      if (entry.abandoned) continue;
+      entry.abandoned = true;
+      entry.reject(new ConnectionClosedError(reason));
+    }
     for (const [id, entry] of this.open) {
       this.open.delete(id);
       if (entry.kind === 'stream') this.dropQueue(entry);
@@ -177,7 +242,7 @@ export class OutgoingRequests {
       throw new ProtocolError(`${m.t} in answer to ${entry.requestType} request ${m.id}`);
     }
     const ents = m.t === 'ents' ? parseEntsPayload(payload, m.count) : undefined; // may throw: before the delete
-    this.open.delete(m.id);
+    this.finish(m.id, entry);
     if (entry.abandoned) return;
     entry.abandoned = true;
     if (m.t === 'error') entry.reject(new PeerRequestError(m.code, `${this.o.peerHost}: ${m.message}`));
@@ -191,7 +256,7 @@ export class OutgoingRequests {
       entry.expectPos += payload.length;
     } else {
       if (m.t === 'log-end' && m.pos !== entry.expectPos) throw new ProtocolError(`log-end for request ${m.id} at ${m.pos}, the data ended at ${entry.expectPos}`);
-      this.open.delete(m.id); // the final frame: the id is free again
+      this.finish(m.id, entry); // the final frame: the id is free again
     }
     if (entry.abandoned) return;
     entry.queue.push({ message: m, payload });
@@ -258,7 +323,7 @@ export class OutgoingRequests {
   private failRequest(id: number, err: Error): void {
     const entry = this.open.get(id);
     if (!entry) return;
-    this.open.delete(id);
+    this.finish(id, entry);
     if (entry.kind === 'stream') this.dropQueue(entry);
     if (!entry.abandoned) {
       entry.abandoned = true;
