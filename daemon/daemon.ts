@@ -176,7 +176,9 @@ export class Daemon {
       tree: this.tree, host, log, clock: this.opts.clock,
       activeLogEnd: (res, seq) => {
         const logger = this.runners.get(res)?.activeLogger;
-        return logger && logger.currentSeq === seq ? logger.durablePos : undefined;
+        if (!logger) return undefined;
+        // A logfile just rotated away from: its final versionlink may not be written yet.
+        return logger.currentSeq === seq ? logger.durablePos : logger.retiredEnd(seq);
       },
       primaryPosition: (res) => {
         const logger = this.runners.get(res)?.activeLogger;

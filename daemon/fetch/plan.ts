@@ -4,7 +4,9 @@
 // source, any other member that holds more of the file will do. A logfile is complete once
 // its origin wrote the versionlink of the next number: its final length is the LOGPOS of its
 // own versionlink. Two logfiles with the same number stop the fetcher below that number
-// (split brain: the replayer reports it).
+// (split brain: the replayer reports it). A local copy longer than its origin's final length
+// (proven by the origin's versionlinks) stops it too; a listing that offers less of a logfile
+// still growing proves nothing (a listing taken during a rotation) and only makes it wait.
 import { tryParseLogName } from '../../common/tree/log-names.js';
 import { logName } from '../../common/tree/log-names.js';
 
@@ -69,9 +71,12 @@ export function planFetch(i: FetchInput): FetchPlan {
     const growing = final === undefined;
     if (!growing && best.bytes <= localBytes) return { kind: 'idle', reason: `${name}: no connected member has more than ${localBytes} bytes of ${final}` };
     if (growing && best.host === origin && best.bytes < localBytes) {
-      // The origin's durable end is behind our copy: its history was cut back (invalidate)
-      // or ours is damaged. Asking again would only be refused.
-      return { kind: 'stop', reason: `local copy of ${name} has ${localBytes} bytes, more than the ${best.bytes} its origin ${origin} offers: split brain or a damaged copy` };
+      // The origin offers less than we hold of a logfile it has not finished (no versionlink
+      // of the next number yet): that proves nothing. A listing taken while it rotated, before
+      // its final versionlink was written, says so for a moment. A real divergence shows in
+      // the versionlink chain (the check above, the split-brain monitor), so this only waits
+      // for a fresh listing; asking for the bytes now would be refused.
+      return { kind: 'idle', reason: `${name}: its origin ${origin} offers ${best.bytes} bytes, fewer than the ${localBytes} here; waiting for a fresh listing` };
     }
     // A logfile still being written is followed on its origin (it grows there first).
     if (growing && best.host !== origin && best.bytes <= localBytes) return { kind: 'idle', reason: `${name}: waiting for its origin ${origin}` };

@@ -112,6 +112,15 @@ export class TransactionLogger implements BlockBackend {
     return this.writer.seq;
   }
 
+  /**
+   * End of a logfile this logger rotated away from and still remembers (its data is not all
+   * written back yet), else undefined. Between a rotation and the final versionlink of the old
+   * logfile this is the only place that knows its length (peers are offered it from here).
+   */
+  retiredEnd(seq: number): number | undefined {
+    return this.retiredEnds.get(seq);
+  }
+
   /** End of the durable part of the current logfile (versionlink LOGPOS, fetch limit). */
   get durablePos(): number {
     return this.writer.durablePos;

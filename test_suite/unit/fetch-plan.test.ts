@@ -47,13 +47,32 @@ t.test('a local copy longer than the finished original stops', async (t) => {
   t.match(p, { kind: 'stop', reason: /more than the 900/ });
 });
 
-t.test('a copy longer than what its origin offers is not requested again', async (t) => {
+t.test('a copy longer than what its origin offers is not requested again, and is no split brain while the logfile is unfinished', async (t) => {
   const plan = planFetch({
     self: 'gamma', replaySeq: 2,
     local: new Map([['log-000000002-alpha', 1000]]),
     peers: [{ host: 'alpha', connected: true, logs: new Map([['log-000000002-alpha', 400]]) }],
     finalLength: () => undefined,
   });
-  t.equal(plan.kind, 'stop');
-  t.match((plan as { reason: string }).reason, /more than the 400 its origin alpha offers/);
+  t.equal(plan.kind, 'idle');
+  t.match((plan as { reason: string }).reason, /offers 400 bytes, fewer than the 1000 here; waiting for a fresh listing/);
+});
+
+t.test('regression: a listing taken during a rotation (offer 0, versionlink not final) is no split brain', async (t) => {
+  // Issue 11: with 100 resources 7 fetchers stopped with "has 1048576 bytes, more than the 0
+  // its origin h1 offers": h1 listed log 3 after its logger had moved on to log 4 but before
+  // it wrote the final versionlink of log 3, so it offered 0 bytes of it.
+  const name = L(3, 'h1');
+  const during = planFetch(input({ self: 'h2', replaySeq: 3, local: new Map([[name, 1048576]]), peers: [peer('h1', [[name, 0], [L(4, 'h1'), 0]])] }));
+  t.not(during.kind, 'stop', 'the fetcher does not stop');
+  t.match(during, { kind: 'idle', reason: /waiting for a fresh listing/ });
+  const after = planFetch(input({
+    self: 'h2', replaySeq: 3, local: new Map([[name, 1048576]]), peers: [peer('h1', [[name, 1048576], [L(4, 'h1'), 10]])],
+    finalLength: (seq) => (seq === 3 ? 1048576 : undefined),
+  }));
+  t.match(after, { kind: 'fetch', name: L(4, 'h1'), fromPos: 0 }, 'with the next listing it goes on with the next logfile');
+  const diverged = planFetch(input({
+    self: 'h2', replaySeq: 3, local: new Map([[name, 1048576]]), peers: [peer('h1', [[name, 4096]])], finalLength: (seq) => (seq === 3 ? 4096 : undefined),
+  }));
+  t.match(diverged, { kind: 'stop', reason: /more than the 4096 its origin h1 finished with/ }, 'a divergence the versionlinks prove still stops it');
 });
