@@ -40,6 +40,8 @@ export class SplitBrainMonitor {
   private async publish(): Promise<void> {
     const view = readSplitBrainView(this.tree, this.res);
     const path = resPaths.actual(this.res, this.host, 'split-brain');
+    // A resource's first round may check before its status publisher made actual-HOST/.
+    this.tree.ensureDir(resPaths.actualDir(this.res, this.host));
     const d = findDivergence(view.chains, view.members);
     if (!d || !view.chains.has(this.host)) {
       if (this.tree.value(path) !== undefined && this.tree.value(path) !== '0') this.log('info', `${this.res}: no split brain (any more)`);
