@@ -61,6 +61,13 @@ export class SyncWorker {
   rateBytesPerS = 0;
   state = 'idle';
   done = false;
+  /**
+   * Every block below this disk offset is equal to the primary's or was copied and written (not
+   * necessarily durable yet): an interrupted run persists it (after a datasync) and the next
+   * run resumes here, so a dropped connection never restarts the sync from its last persisted
+   * point (issue 11: "resuming at 0 bytes" with every 8 MiB disk).
+   */
+  private verifiedPos = 0;
 
   constructor(private readonly o: SyncOptions) {}
 
@@ -89,10 +96,24 @@ export class SyncWorker {
         await this.runOnce();
       } catch (err) {
         failStopOnInvariant(err);
+        await this.persistVerified();
         this.state = `sync interrupted: ${(err as Error).message}`;
         this.o.log('warn', `${this.o.res}: ${this.state}; resuming at ${this.syncstatus()} bytes`);
         await this.o.clock.sleep(RETRY_MS, this.stopSignal.signal).catch(() => undefined); // aborted: stopping
       }
+    }
+  }
+
+  /** After an interruption: make what was verified durable and record it in syncstatus. */
+  private async persistVerified(): Promise<void> {
+    const pos = this.verifiedPos - (this.verifiedPos % SYNC_BLOCK_BYTES);
+    if (pos <= this.syncstatus() || pos >= this.o.sizeBytes) return; // the final syncstatus only with syncpos
+    try {
+      await this.o.disk.datasync(); // syncstatus may only cover blocks that are on the disk
+      this.o.tree.write(resPaths.syncstatus(this.o.res, this.o.host), String(pos), { durable: true });
+    } catch (err) {
+      failStopOnInvariant(err);
+      this.o.log('warn', `${this.o.res}: sync progress not saved: ${(err as Error).message}`);
     }
   }
 
@@ -109,7 +130,10 @@ export class SyncWorker {
         await this.o.disk.write(data, r.pos);
         this.receivedBytes += data.length;
       }));
+      // Everything before the next range still to copy is equal or written now.
+      this.verifiedPos = ranges[i + READS_IN_FLIGHT]?.pos ?? pos + len;
     }
+    this.verifiedPos = pos + len;
     this.comparedBytes += len;
   }
 
@@ -123,6 +147,7 @@ export class SyncWorker {
     const { tree, res, host, disk, sizeBytes } = this.o;
     let pos = this.syncstatus();
     let persisted = pos;
+    this.verifiedPos = pos;
     const startedMs = this.o.clock.nowMs();
     let doneBytes = 0;
     // After an invalidate only the ranges this host wrote to since a split brain are compared
@@ -157,6 +182,7 @@ export class SyncWorker {
     // up to that position (from the join point) makes our mixed-time copy consistent.
     await disk.datasync();
     const p = await primaryPosition(this.connection(), res);
+    tree.ensureDir(resPaths.actualDir(res, host)); // not made yet when the sync finishes before the first status update
     tree.write(resPaths.actual(res, host, 'verifystatus'), `${this.comparedBytes / SYNC_BLOCK_BYTES - this.differingBlocks},${this.differingBlocks}`, { onlyIfChanged: true });
     tree.write(resPaths.syncpos(res, host), formatReplayLink({ seq: p.seq, origin: p.origin, minPos: p.pos, len: 0 }), { durable: true });
     clearResyncRanges(tree, res); // before syncstatus: a crash in between resyncs the whole disk, never too little
