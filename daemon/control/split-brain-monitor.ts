@@ -5,9 +5,17 @@
 // local logfiles; `?` when one of them is not here). marsadm view combines the hosts' values.
 // When to check is the plan's decision (plan.ts checkSplitBrain: at most once per second, never
 // two at a time); this shell reports when it last began and whether one runs.
+//
+// Idle cost (docs/design.md, cost model): everything the check reads (versionlinks, data-HOST
+// links) is a link in the resource directory, and every link write renames into that
+// directory, changing its mtime. So a check first stats the directory, O(1), and reads the L
+// versionlinks only when the mtime changed. Two timestamps of one coarse clock tick cannot be
+// told apart, so an mtime counts as settled only once two checks in a row saw it (the second
+// at least a check interval later, after every write of that tick): only then is it skipped.
+import { statSync } from 'node:fs';
 import { existsSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { resPaths } from '../../common/tree/paths.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { readLogBatches } from '../../common/log/scanner.js';
 import { bytesSince, findDivergence, partsAfter, type Chain, type HistoryPoint } from '../../common/resource/split-brain.js';
@@ -22,6 +30,12 @@ export class SplitBrainMonitor {
   /** a check is running */
   checking = false;
   private cache: { key: string; records: string } | undefined;
+  /** the resource directory's mtime at the start of the last successful check */
+  private lastDirKey: string | undefined;
+  /** an mtime two successful checks in a row began with: nothing changed since */
+  private settledDirKey: string | undefined;
+  /** checks that read the versionlinks (for tests and the cost model) */
+  fullChecks = 0;
 
   constructor(private readonly tree: TreeStore, private readonly res: string, private readonly host: string,
     private readonly log: LogFn, private readonly clock: Clock) {}
@@ -30,11 +44,27 @@ export class SplitBrainMonitor {
   check(): void {
     if (this.checking) return;
     this.lastCheckMs = this.clock.nowMs();
+    const key = this.dirKey();
+    if (key !== undefined && key === this.settledDirKey) return; // nothing changed
     this.checking = true;
-    this.publish().catch((err) => {
+    this.fullChecks++;
+    this.publish().then(() => {
+      if (key !== undefined && key === this.lastDirKey) this.settledDirKey = key;
+      this.lastDirKey = key;
+    }, (err) => {
       failStopOnInvariant(err);
+      this.lastDirKey = undefined;
       this.log('warn', `${this.res}: split-brain check failed: ${(err as Error).message}`);
     }).finally(() => { this.checking = false; });
+  }
+
+  /** The resource directory's mtime in ns (changes with every link written into it). */
+  private dirKey(): string | undefined {
+    try {
+      return String(statSync(this.tree.abs(resourceDir(this.res)), { bigint: true }).mtimeNs);
+    } catch {
+      return undefined; // gone: check the slow way, which says what is wrong
+    }
   }
 
   private async publish(): Promise<void> {

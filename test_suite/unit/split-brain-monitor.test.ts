@@ -1,6 +1,7 @@
 // The split-brain monitor's publishing (daemon/control/split-brain-monitor.ts) on a real tree.
 import t from 'tap';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, utimesSync } from 'node:fs';
+import { writeVersionLink } from '../../common/resource/links.js';
 import { TreeStore } from '../../common/tree/store.js';
 import { LamportClock } from '../../common/tree/lamport.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -22,4 +23,23 @@ t.test('regression: a check before the status publisher made actual-HOST/ publis
   await waitFor('the check to end', () => !monitor.checking, 5_000);
   t.same(warnings, [], 'no warning');
   t.equal(tree.value(resPaths.actual('r1', 'h2', 'split-brain')), '0', 'no split brain published');
+});
+
+t.test('idle: the versionlinks are read again only when a link in the resource directory changed', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir, new LamportClock(() => Date.now() * 1000));
+  tree.ensureDir(resPaths.actualDir('r1', 'h2'));
+  tree.write(`${resourceDir('r1')}/data-h2`, '/dev/null');
+  const old = new Date(Date.now() - 3_600_000);
+  utimesSync(tree.abs(resourceDir('r1')), old, old); // an mtime of a clock tick long past
+  const monitor = new SplitBrainMonitor(tree, 'r1', 'h2', () => undefined, systemClock);
+  const checkOnce = async () => { monitor.check(); await waitFor('the check to end', () => !monitor.checking, 5_000); };
+  await checkOnce();
+  await checkOnce();
+  t.equal(monitor.fullChecks, 2, 'a new mtime is read twice (writes of its clock tick may follow the first read)');
+  for (let i = 0; i < 5; i++) await checkOnce();
+  t.equal(monitor.fullChecks, 2, 'then no more reads while nothing changes');
+  writeVersionLink(tree, 'r1', 'h2', 1, 'h1', 100, false);
+  await checkOnce();
+  t.equal(monitor.fullChecks, 3, 'a new versionlink makes the next check read them');
 });
