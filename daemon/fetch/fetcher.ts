@@ -11,7 +11,7 @@ import { open, truncate } from 'node:fs/promises';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
-import { LOG_NAME } from '../../common/tree/log-names.js';
+import { LOG_NAME, tryParseLogName } from '../../common/tree/log-names.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
@@ -55,7 +55,14 @@ export interface FetcherOptions {
 }
 
 const FOLLOW_WAIT_MS = 1_000;
-const IDLE_POLL_MS = 500;
+/**
+ * An idle fetcher is woken by nudge() (every control round of its resource, every new peer
+ * listing), so this poll is only a safety net; it is long because each plan lists the
+ * resource directory (idle cost, docs/design.md).
+ */
+const IDLE_POLL_MS = 5_000;
+/** after a failed copy: try again this soon */
+const RETRY_MS = 500;
 
 export class Fetcher {
   private running = false;
@@ -104,11 +111,14 @@ export class Fetcher {
     return p.kind === 'fetch' ? Math.max(0, p.knownEnd - p.fromPos) : 0;
   }
 
-  private localSizes(): Map<string, number> {
+  /** Sizes of the local logfiles from replaySeq on (older ones are never fetched: no stat for them). */
+  private localSizes(replaySeq: number): Map<string, number> {
     const { tree, res } = this.o;
     const out = new Map<string, number>();
     for (const name of tree.list(resourceDir(res))) {
       if (!LOG_NAME.test(name)) continue;
+      const parsed = tryParseLogName(name);
+      if (!parsed.ok || parsed.value.seq < replaySeq) continue;
       try {
         const st = statSync(tree.abs(`${resourceDir(res)}/${name}`), { throwIfNoEntry: false });
         if (st?.isFile()) out.set(name, st.size);
@@ -124,7 +134,7 @@ export class Fetcher {
     return planFetch({
       self: host,
       replaySeq: replay.seq,
-      local: this.localSizes(),
+      local: this.localSizes(replay.seq),
       peers: peers.listings(res),
       finalLength: (seq, origin) => {
         if (tree.value(resPaths.version(res, seq + 1, origin)) === undefined) return undefined;
@@ -167,7 +177,7 @@ export class Fetcher {
         failStopOnInvariant(err);
         if (this.running) {
           this.o.log('warn', `${this.o.res}: fetching ${plan.name} from ${plan.source} failed: ${(err as Error).message}`);
-          await this.sleep(IDLE_POLL_MS);
+          await this.sleep(RETRY_MS);
         }
       }
     }
