@@ -17,7 +17,7 @@ import { logTruncate } from './commands/log-truncate.js';
 import { view, viewMacro, waitResource } from './commands/view.js';
 import { logDump } from './commands/log-dump.js';
 import { getTransport, setTransport } from './commands/transport.js';
-import { MACROS } from './status/view-model.js';
+import { MACROS } from './status/macros.js';
 import { MARSD_VERSION } from '../common/version.js';
 
 /** positional arguments, then the command's own options */
