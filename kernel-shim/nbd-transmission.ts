@@ -271,7 +271,6 @@ export class Transmission {
     this.budget.start(heldBytes);
     const recorder = this.server.recorder;
     const startMs = recorder ? this.server.clock.monotonicMs() : 0;
-    const record = (failed: boolean) => recorder?.request(this.entry.name, type, (this.server.clock.monotonicMs() - startMs) / 1000, failed);
     let promise: Promise<Buffer | void>;
     try {
       promise = op();
@@ -287,7 +286,7 @@ export class Transmission {
         } else {
           this.reply(0, handleHi, handleLo, readLengthBytes > 0 ? (result as Buffer) : undefined);
         }
-        record(false);
+        if (recorder) recorder.request(this.entry.name, type, (this.server.clock.monotonicMs() - startMs) / 1000, false);
         this.afterCompletion();
       },
       (err: unknown) => {
@@ -298,7 +297,7 @@ export class Transmission {
           return;
         }
         this.reply(this.errnoOf(err), handleHi, handleLo);
-        record(true);
+        if (recorder) recorder.request(this.entry.name, type, (this.server.clock.monotonicMs() - startMs) / 1000, true);
         this.afterCompletion();
       },
     );

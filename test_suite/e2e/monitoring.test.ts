@@ -37,9 +37,17 @@ t.test('replay-lag, rests after log-rotate, /metrics', { timeout: 120_000 }, asy
   const port = await freePort();
   beta.extraArgs.push('--metrics', `127.0.0.1:${port}`);
   await beta.restart();
+  const alphaPort = await freePort();
+  alpha.extraArgs.push('--metrics', `127.0.0.1:${alphaPort}`);
+  await alpha.restart();
+  await alpha.waitPrimary(RES);
   await writeWorkload(alpha, RES, SIZE, 50, 1);
   await c.waitCaughtUp(beta);
   t.equal(await macro(beta, 'replay-lag'), '0.0', 'caught up: no lag');
+  t.ok((await scrape(alphaPort, 'mars_logged_bytes_total')) >= 50 * 4096, 'the primary counts logged bytes');
+  const nbdText = await (await fetch(`http://127.0.0.1:${alphaPort}/metrics`)).text();
+  const writes = parse(nbdText).find((f) => f.name === 'mars_nbd_requests_total')?.metrics.find((m) => m.labels?.type === 'write' && m.labels?.result === 'ok');
+  t.ok(Number(writes?.value) >= 50, `NBD writes counted by the server (${writes?.value})`);
 
   await beta.marsadmOk(['pause-replay', RES]);
   await waitFor('replay paused', () => beta.actual(RES, 'is-replaying') === '0', 30_000);
