@@ -12,7 +12,7 @@
 /** Each inner list is one rank, lowest first. A name is a folder, or '.' for the files at the top. */
 const RANKS = {
   common: [['util'], ['tree'], ['log', 'disk', 'cluster'], ['resource'], ['.']],
-  daemon: [['net', 'logger'], ['replay', 'propagate'], ['fetch', 'sync'], ['serve'], ['control'], ['.']],
+  daemon: [['net', 'logger'], ['replay', 'propagate'], ['fetch', 'sync'], ['serve'], ['control', 'metrics'], ['.']],
 };
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');

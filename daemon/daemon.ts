@@ -3,6 +3,10 @@
 // (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
 // actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
 // resource is in plan.ts; this file only schedules rounds (through the injected clock).
+import { listLogfiles } from '../common/resource/links.js';
+import { MarsMetrics } from './metrics/registry.js';
+import { MetricsServer } from './metrics/metrics-server.js';
+import { newResourceCounters, type ResourceCounters } from '../common/util/metrics-recorder.js';
 import { mkdirSync } from 'node:fs';
 import { watch, type FSWatcher } from 'chokidar';
 import { basename } from 'node:path';
@@ -36,6 +40,8 @@ const TICK_DELAY_MS = 5;
 const NOTIFY_MIN_INTERVAL_MS = 100;
 
 export interface DaemonOptions extends CommonOptions {
+  /** serve Prometheus metrics on ADDR:PORT (daemon/metrics); off when absent */
+  metrics?: string;
   memLimitBytes: number;
   logRotateBytes: number;
   scanIntervalMs: number;
@@ -85,12 +91,22 @@ export class Daemon {
   private lastNotifyMs = Number.NEGATIVE_INFINITY;
   private readonly space: SpaceMonitor;
   private readonly secondaryPeers: SecondaryPeers;
+  /** byte counters per resource (metrics); kept across runner restarts */
+  private readonly counters = new Map<string, ResourceCounters>();
+  private readonly metrics: MarsMetrics;
+  private metricsServer: MetricsServer | undefined;
 
   constructor(private readonly opts: DaemonOptions) {
     // The Lamport clock's real-time part is the injected clock too.
     this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
+    this.metrics = new MarsMetrics({
+      tree: this.tree, host: opts.host, windowS: 60, nowMs: () => opts.clock.nowMs(),
+      resources: () => [...this.runners.keys()], counters: (res) => this.counters.get(res),
+      peers: () => this.peers.all().map((l) => ({ peer: l.peer, connected: l.connected })),
+      logfileCount: (res) => listLogfiles(this.tree, res).length,
+    });
     this.nbd = new NbdServer({
-      log: opts.log, clock: opts.clock,
+      log: opts.log, clock: opts.clock, recorder: this.metrics.nbd,
       // Per connection; nbdcopy opens four. Bounded so the daemon stays small (issue 3: RSS).
       maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
@@ -128,6 +144,10 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.heartbeat(true);
+    if (this.opts.metrics !== undefined) {
+      this.metricsServer = new MetricsServer(this.metrics, this.opts.log);
+      await this.metricsServer.listen(this.opts.metrics);
+    }
     this.tree.ensureDir('userspace');
     this.tree.write(localPaths.runDir, runDir, { onlyIfChanged: true });
     try {
@@ -287,6 +307,7 @@ export class Daemon {
       log: this.opts.log, clock: this.opts.clock, requestTick: () => this.requestTick(),
       peers: this.secondaryPeers, fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
       onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
+      counters: ((c) => c ?? this.counters.set(res, newResourceCounters()).get(res)!)(this.counters.get(res)),
     });
     this.runners.set(res, runner);
     return runner;
@@ -298,6 +319,7 @@ export class Daemon {
     this.stopping = true;
     this.interval?.cancel();
     await this.watcher?.close();
+    await this.metricsServer?.close();
     for (const runner of this.runners.values()) await runner.shutdown();
     await this.peers.close();
     await this.peerServer?.close();

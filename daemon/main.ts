@@ -18,6 +18,7 @@ interface MarsdOptions {
   marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
   fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
   spaceLevels?: ReturnType<typeof parseSpaceLevels>;
+  metrics?: string;
 }
 
 function sizeOption(what: string) {
@@ -69,6 +70,7 @@ function buildProgram(): Command {
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--tls-ca <file>', 'PEM CA certificate(s) verifying peers reached with transport tls (default: the system CAs)')
     .option('--stdio', 'relay the peer protocol between stdin/stdout and the running marsd (the remote command of the ssh transport)')
+    .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; docs/monitoring.md)')
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
 }
@@ -116,6 +118,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
     scanIntervalMs: o.scanIntervalMs ?? DEFAULT_SCAN_INTERVAL_MS,
     pullIntervalMs: o.pullIntervalMs ?? 1000,
     fetchRateBytesPerS: o.fetchRate ?? 0,
+    ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
     ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
     ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),

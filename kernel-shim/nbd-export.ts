@@ -12,6 +12,7 @@
 // Connections reach the server only through ServerContext, so the layers import downwards
 // (server -> connection -> handshake/transmission -> this file -> nbd-protocol.ts) and never in
 // a circle. Storage sits behind BlockBackend (backend.ts), nothing else of it is known here.
+import type { NbdRecorder } from '../common/util/metrics-recorder.js';
 import type { Clock } from '../common/util/clock.js';
 import type { LogLevel } from '../common/util/log.js';
 import type { BlockBackend } from './backend.js';
@@ -83,6 +84,8 @@ export interface ExportEntry {
 /** The server as its connections see it: limits, counters, export lookup, bookkeeping. */
 export interface ServerContext {
   readonly clock: Clock;
+  /** metrics of answered requests (optional) */
+  readonly recorder?: NbdRecorder | undefined;
   readonly handshakeTimeoutMs: number;
   readonly maxInFlightRequests: number;
   readonly maxBufferedBytes: number;

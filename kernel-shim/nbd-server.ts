@@ -21,6 +21,7 @@ import { assert, failStopOnInvariant } from '../common/util/assert.js';
 import { systemClock, type Clock } from '../common/util/clock.js';
 import { removeStaleSocket } from '../common/util/unix-socket.js';
 import type { LogLevel } from '../common/util/log.js';
+import type { NbdRecorder } from '../common/util/metrics-recorder.js';
 import type { BlockBackend } from './backend.js';
 import * as P from './nbd-protocol.js';
 import { Connection } from './nbd-connection.js';
@@ -48,6 +49,8 @@ export interface NbdServerOptions {
   shutdownGraceMs?: number;
   /** Time and timers (handshake deadline, shutdown grace). Default systemClock. */
   clock?: Clock;
+  /** told of every answered request (metrics); must be synchronous and cheap */
+  recorder?: NbdRecorder;
 }
 
 /** An export as the registry keeps it: what connections see, plus its Unix listener. */
@@ -71,6 +74,7 @@ export class NbdServer implements ServerContext {
   readonly maxBufferedBytes: number;
   readonly shutdownGraceMs: number;
   readonly clock: Clock;
+  readonly recorder: NbdRecorder | undefined;
   /** @internal counters updated by connections */
   readonly counters: NbdCounters = {
     requests: 0,
@@ -86,6 +90,7 @@ export class NbdServer implements ServerContext {
     this.maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
     this.shutdownGraceMs = options.shutdownGraceMs ?? 30_000;
     this.clock = options.clock ?? systemClock;
+    this.recorder = options.recorder;
     assert(this.maxInFlightRequests >= 1, 'maxInFlightRequests must be at least 1');
     assert(this.maxBufferedBytes >= MIN_BLOCK_SIZE, 'maxBufferedBytes too small');
   }

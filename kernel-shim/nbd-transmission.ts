@@ -16,6 +16,7 @@
 //   is escalated (host.internalError -> failStopOnInvariant), so marsd stops, naming it.
 // Ending: DISC or the client's half-close drain (input is ignored), removeExport shuts down
 // (later requests get ESHUTDOWN); host.finish() follows once nothing is in flight.
+import type { NbdRequestType } from '../common/util/metrics-recorder.js';
 import type net from 'node:net';
 import { InvariantError, rethrowInvariant } from '../common/util/assert.js';
 import { BackendError } from './backend.js';
@@ -175,18 +176,18 @@ export class Transmission {
     const fua = (req.flags & P.NBD_CMD_FLAG_FUA) !== 0;
     switch (req.type) {
       case P.NBD_CMD_READ:
-        return this.validateAndDispatch(req, pos, req.length, () => backend.read(req.offset, req.length), req.length);
+        return this.validateAndDispatch(req, pos, req.length, () => backend.read(req.offset, req.length), req.length, 'read');
       case P.NBD_CMD_WRITE:
         return this.handleWrite(req, fua, chunk, pos);
       case P.NBD_CMD_DISC:
         this.drain();
         return chunk.length;
       case P.NBD_CMD_FLUSH:
-        return this.validateAndDispatch(req, pos, 0, () => backend.flush(), 0);
+        return this.validateAndDispatch(req, pos, 0, () => backend.flush(), 0, 'flush');
       case P.NBD_CMD_TRIM:
-        return this.validateAndDispatch(req, pos, 0, () => backend.trim(req.offset, req.length, fua), 0);
+        return this.validateAndDispatch(req, pos, 0, () => backend.trim(req.offset, req.length, fua), 0, 'trim');
       case P.NBD_CMD_WRITE_ZEROES:
-        return this.validateAndDispatch(req, pos, 0, () => backend.writeZeroes(req.offset, req.length, fua), 0);
+        return this.validateAndDispatch(req, pos, 0, () => backend.writeZeroes(req.offset, req.length, fua), 0, 'write_zeroes');
       default:
         // CACHE and BLOCK_STATUS are not advertised; proto.md: unknown commands get EINVAL.
         if (!this.loggedBadCommand) {
@@ -197,10 +198,10 @@ export class Transmission {
     }
   }
 
-  private validateAndDispatch(req: P.RequestHeader, pos: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number): number {
+  private validateAndDispatch(req: P.RequestHeader, pos: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number, type: NbdRequestType): number {
     const err = this.validate(req);
     if (err) return this.replyNow(err, req, pos);
-    this.dispatch(req.handleHi, req.handleLo, readLengthBytes, op, heldBytes);
+    this.dispatch(req.handleHi, req.handleLo, readLengthBytes, op, heldBytes, type);
     return pos;
   }
 
@@ -242,7 +243,7 @@ export class Transmission {
       return;
     }
     const backend = this.entry.backend;
-    this.dispatch(w.handleHi, w.handleLo, 0, () => backend.write(w.offsetBytes, data, w.fua), data.length);
+    this.dispatch(w.handleHi, w.handleLo, 0, () => backend.write(w.offsetBytes, data, w.fua), data.length, 'write');
   }
 
   /** bound once: a closure per request would be garbage on the hot path */
@@ -266,8 +267,10 @@ export class Transmission {
    * Runs one backend operation and replies when it settles. readLengthBytes > 0 marks a READ
    * whose result must be exactly that long; heldBytes are counted against the buffer limit.
    */
-  private dispatch(handleHi: number, handleLo: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number): void {
+  private dispatch(handleHi: number, handleLo: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number, type: NbdRequestType): void {
     this.budget.start(heldBytes);
+    const recorder = this.server.recorder;
+    const startMs = recorder ? this.server.clock.monotonicMs() : 0;
     let promise: Promise<Buffer | void>;
     try {
       promise = op();
@@ -283,6 +286,7 @@ export class Transmission {
         } else {
           this.reply(0, handleHi, handleLo, readLengthBytes > 0 ? (result as Buffer) : undefined);
         }
+        if (recorder) recorder.request(this.entry.name, type, (this.server.clock.monotonicMs() - startMs) / 1000, false);
         this.afterCompletion();
       },
       (err: unknown) => {
@@ -293,6 +297,7 @@ export class Transmission {
           return;
         }
         this.reply(this.errnoOf(err), handleHi, handleLo);
+        if (recorder) recorder.request(this.entry.name, type, (this.server.clock.monotonicMs() - startMs) / 1000, true);
         this.afterCompletion();
       },
     );

@@ -17,7 +17,9 @@ import { logTruncate } from './commands/log-truncate.js';
 import { view, viewMacro, waitResource } from './commands/view.js';
 import { logDump } from './commands/log-dump.js';
 import { getTransport, setTransport } from './commands/transport.js';
-import { MACROS } from './status/view-model.js';
+import { MACROS } from './status/macros.js';
+import { check } from './commands/check.js';
+import { watchView } from './commands/view-watch.js';
 import { MARSD_VERSION } from '../common/version.js';
 
 /** positional arguments, then the command's own options */
@@ -134,10 +136,14 @@ function addLogCommands(add: AddCommand): void {
 
 /** Status: the view, its macros, and waiting for a condition. */
 function addStatusCommands(add: AddCommand): void {
-  add('view [name]', 'status of NAME or all resources', (adm, [name]) => view(adm, name));
+  add('view [name]', 'status of NAME or all resources', (adm, [name], o) => (o.watch !== undefined ? watchView(adm, name, (o.watch as unknown) === true ? undefined : String(o.watch)) : view(adm, name)),
+    (c) => c.option('--watch [seconds]', 'refresh in place every SECONDS (default 2) with rates, ETAs and progress bars'));
   for (const macro of Object.keys(MACROS)) {
     add(`view-${macro} <name>`, `print ${macro} of the resource`, (adm, [name]) => viewMacro(adm, macro, name!));
   }
+  add('check <name>', 'Nagios plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN', (adm, [name], o) => check(adm, name!, o),
+    (c) => c.option('--warn-lag <seconds>', 'WARNING at this fetch/replay lag (default 60)').option('--crit-lag <seconds>', 'CRITICAL at this lag (default 300)'));
+  add('view-watch [name] [seconds]', 'same as view --watch', (adm, [name, secs]) => watchView(adm, name, secs));
   add('wait-resource <name> <condition>', 'wait until the resource reaches a condition (attach, primary, device, writeback-done, umount; -off variants)', (adm, [name, cond]) => waitResource(adm, name!, cond!));
 }
 

@@ -9,6 +9,8 @@
 // a fresh, empty file and asserts that it is the next number); in emergency mode no rotation and
 // no new logfile happens: the logfile after the hole is current and stays empty until logging
 // resumes. The caller (ResourceRunner) never runs two of these operations at a time.
+import { countInto } from './rate-window.js';
+import type { ResourceCounters } from '../../common/util/metrics-recorder.js';
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -40,6 +42,8 @@ const HOLE_TRIES = 10;
 const HOLE_RETRY_MS = 100;
 
 export interface PrimaryContext {
+  /** metrics: bytes logged (counter increments only) */
+  counters?: ResourceCounters;
   tree: TreeStore;
   res: string;
   host: string;
@@ -183,6 +187,7 @@ export class PrimaryRunner {
       memLimitBytes: this.ctx.memLimitBytes,
       onFatal: (err) => void this.onFatal(err),
       onApplied: () => this.ctx.publish(false),
+      ...(this.ctx.counters ? { onLogged: countInto(this.ctx.counters, 'loggedBytes') } : {}),
       onOutOfSpace: () => this.outOfSpace(),
     });
   }

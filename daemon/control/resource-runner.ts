@@ -26,6 +26,7 @@ import { deleteReplayedCopies } from './space-reclaim.js';
 import { MAX_SPACE_LEVEL } from './decide-emergency.js';
 import { statusLinks, type StatusState } from './status-links.js';
 import { StatusPublisher } from './status-publisher.js';
+import type { ResourceCounters } from '../../common/util/metrics-recorder.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -43,6 +44,8 @@ export interface RunnerContext {
   fetchRateBytesPerS: number;
   /** a log append hit ENOSPC: /mars is full whatever the last space check said */
   onOutOfSpace?: () => void;
+  /** metrics: this resource's byte counters (daemon/metrics reads them) */
+  counters?: ResourceCounters;
 }
 
 export class ResourceRunner {
@@ -65,12 +68,14 @@ export class ResourceRunner {
     const publish = (force: boolean) => this.publish(force);
     this.secondary = new SecondaryRunner(name, {
       tree, host, peers: ctx.peers, fetchRateBytesPerS: ctx.fetchRateBytesPerS, log, clock, onStatus: () => publish(false),
+      ...(ctx.counters ? { counters: ctx.counters } : {}),
     });
     this.hooks = new AppHookRunner({ tree, res: name, host, socketPath: this.socketPath, clock, log, onChange: () => publish(true) });
     this.primary = new PrimaryRunner({
       tree, res: name, host, clock, log, nbd: ctx.nbd, socketPath: this.socketPath, memLimitBytes: ctx.memLimitBytes,
       hooks: this.hooks, stopSecondary: () => this.secondary.stop(), publish, requestTick: ctx.requestTick,
       ...(ctx.onOutOfSpace ? { onOutOfSpace: ctx.onOutOfSpace } : {}),
+      ...(ctx.counters ? { counters: ctx.counters } : {}),
     });
     this.splitBrain = new SplitBrainMonitor(tree, name, host, log, clock);
     this.status = new StatusPublisher({

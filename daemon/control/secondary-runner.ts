@@ -2,6 +2,9 @@
 // data disk and starts or stops the fetcher, the sync and the replayer as the round's plan
 // says (decideSecondary, via plan.ts), and reports their state for `actual-HOST/*`.
 // Invariant: replay and sync stop before the disk closes, and reconcile calls never overlap.
+import { countInto, RateWindow } from './rate-window.js';
+import { newResourceCounters, type ResourceCounters } from '../../common/util/metrics-recorder.js';
+import { resPaths } from '../../common/tree/paths.js';
 import type { TreeStore } from '../../common/tree/store.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { Fetcher, peerManagerFetchPeers, type FetchPeers } from '../fetch/fetcher.js';
@@ -32,6 +35,8 @@ export interface SecondaryContext {
   clock: Clock;
   /** state changed: publish status soon */
   onStatus: () => void;
+  /** metrics: bytes fetched, replayed, synced (counter increments only) */
+  counters?: ResourceCounters;
 }
 
 export class SecondaryRunner {
@@ -42,8 +47,14 @@ export class SecondaryRunner {
   private busy: Promise<void> = Promise.resolve();
   private why = '';
   private openError = '';
+  private readonly counters: ResourceCounters;
+  private readonly fetchRate = new RateWindow();
+  private readonly replayRate = new RateWindow();
+  private lastSyncstatus: number | undefined;
 
-  constructor(readonly res: string, private readonly ctx: SecondaryContext) {}
+  constructor(readonly res: string, private readonly ctx: SecondaryContext) {
+    this.counters = ctx.counters ?? newResourceCounters();
+  }
 
   get active(): boolean {
     return this.disk !== undefined || this.fetcher !== undefined;
@@ -91,7 +102,7 @@ export class SecondaryRunner {
     if (plan.fetch && !this.fetcher) {
       this.fetcher = new Fetcher({
         tree, res: this.res, host, peers: this.ctx.peers, rateBytesPerS: this.ctx.fetchRateBytesPerS, log, clock,
-        onAppended: () => this.replayer?.nudge(),
+        onAppended: (bytes) => { this.counters.fetchedBytes += bytes; this.replayer?.nudge(); },
       });
       this.fetcher.start();
     }
@@ -108,6 +119,7 @@ export class SecondaryRunner {
         tree, res: this.res, host, disk: this.disk, sizeBytes: s.sizeBytes, clock, log: (level, msg) => log(level, `${this.res}: ${msg}`),
         onRefetch: (req) => this.fetcher?.requestRefetch(req.file),
         onStatus: () => this.ctx.onStatus(),
+        onReplayed: countInto(this.counters, 'replayedBytes'),
       });
       this.replayer.start({ paused: !plan.replay });
     }
@@ -115,6 +127,8 @@ export class SecondaryRunner {
 
   status(): SecondaryStatus {
     const r = this.replayer?.status;
+    const nowMs = this.ctx.clock.monotonicMs();
+    this.countSynced();
     return {
       attached: this.disk !== undefined,
       copying: this.fetcher?.active ?? false,
@@ -125,9 +139,20 @@ export class SecondaryRunner {
       fetchRestBytes: this.fetcher?.restBytes() ?? 0,
       replayRestBytes: r?.restBytes ?? 0,
       syncRateBytesPerS: this.sync?.rateBytesPerS ?? 0,
+      fetchRateBytesPerS: this.fetchRate.sample(nowMs, this.counters.fetchedBytes),
+      replayRateBytesPerS: this.replayRate.sample(nowMs, this.counters.replayedBytes),
+      replayWait: r?.waitReason ?? '',
       fetchState: this.fetcher?.state ?? 'off',
       why: this.why,
     };
+  }
+
+  /** Sync progress from syncstatus (the worker writes it as blocks become durable). */
+  private countSynced(): void {
+    if (!this.sync) { this.lastSyncstatus = undefined; return; }
+    const now = Number(this.ctx.tree.value(resPaths.syncstatus(this.res, this.ctx.host)) ?? '0');
+    if (this.lastSyncstatus !== undefined && now > this.lastSyncstatus) this.counters.syncedBytes += now - this.lastSyncstatus;
+    this.lastSyncstatus = now;
   }
 
   async stop(): Promise<void> {

@@ -22,6 +22,11 @@ export interface SecondaryStatus {
   fetchRestBytes: number;
   replayRestBytes: number;
   syncRateBytesPerS: number;
+  /** bytes/s fetched and replayed over the last 10 s (rate-window.ts) */
+  fetchRateBytesPerS: number;
+  replayRateBytesPerS: number;
+  /** why replay waits ('' while it applies) */
+  replayWait: string;
   fetchState: string;
   why: string;
 }
@@ -62,7 +67,8 @@ export function statusLinks(s: StatusState): Record<string, string> {
   const mode = s.loggingMode;
   return {
     'is-copying': '0', 'is-syncing': '0', 'is-replaying': '0',
-    'fetch-rest': '0', 'replay-rest': '0', 'sync-rate': '0',
+    'fetch-rest': '0', 'replay-rest': '0', 'sync-rate': '0', 'fetch-rate': '0', 'replay-rate': '0',
+    'msg-inf-fetch': 'OK', 'msg-inf-replay': 'OK',
     'is-attached': s.diskOpen ? '1' : '0',
     'is-primary': primary ? '1' : '0',
     'if-on': primary ? '1' : '0',
@@ -96,6 +102,11 @@ function secondaryLinks(s: StatusState, st: SecondaryStatus): Record<string, str
     'fetch-rest': String(st.fetchRestBytes),
     'replay-rest': String(st.replayRestBytes),
     'sync-rate': String(st.syncRateBytesPerS),
+    'fetch-rate': String(st.fetchRateBytesPerS),
+    'replay-rate': String(st.replayRateBytesPerS),
+    // MARS's msg-inf-KEY links: what fetch and replay are doing, for view-msg-inf.
+    'msg-inf-fetch': st.copying && st.fetchState ? st.fetchState.slice(0, 500) : 'OK',
+    'msg-inf-replay': st.replayWait ? st.replayWait.slice(0, 500) : 'OK',
     'fetch-state': st.fetchState.slice(0, 500) || 'off',
     'secondary-why': st.why || 'OK',
     'primary-wait': s.primaryWait ?? 'OK',

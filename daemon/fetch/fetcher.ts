@@ -51,7 +51,7 @@ export interface FetcherOptions {
   log: LogFn;
   clock: Clock;
   /** bytes were appended to a local copy (wake the replayer) */
-  onAppended: () => void;
+  onAppended: (bytes: number) => void;
 }
 
 const FOLLOW_WAIT_MS = 1_000;
@@ -203,7 +203,7 @@ export class Fetcher {
         }
         expected += data.length;
         this.fetchedBytes += data.length;
-        this.o.onAppended();
+        this.o.onAppended(data.length);
       }, abort.signal);
       // A finished logfile is made durable once; a growing one is synced when it finishes.
       if (!plan.follow && expected >= plan.knownEnd) await handle.datasync();

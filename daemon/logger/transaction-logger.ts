@@ -52,6 +52,8 @@ export interface TransactionLoggerOptions {
   writer: LogWriter;
   /** a fatal error (log or disk I/O): the resource must go down and say why */
   onFatal: (err: Error) => void;
+  /** bytes of a write about to be logged (metrics counter; must not throw) */
+  onLogged?: (bytes: number) => void;
   /** writeback made progress: the replay link may advance */
   onApplied?: () => void;
   /** a log append failed because /mars is full: emergency mode must start */
@@ -199,6 +201,7 @@ export class TransactionLogger implements BlockBackend {
       release();
       throw this.appendFailure(err as Error);
     }
+    this.opts.onLogged?.(data.length);
     this.writeback.kick();
   }
 
@@ -219,6 +222,7 @@ export class TransactionLogger implements BlockBackend {
       release();
       throw this.appendFailure(err as Error);
     }
+    this.opts.onLogged?.(lengthBytes);
     this.writeback.kick();
   }
 

@@ -62,6 +62,8 @@ export interface ReplayerOptions {
   onRefetch?: (req: RefetchRequest) => void;
   /** the status changed (the owner publishes it in actual-HOST/*) */
   onStatus?: (status: ReplayStatus) => void;
+  /** bytes of a batch applied to the disk (metrics counter; must not throw) */
+  onReplayed?: (bytes: number) => void;
   /** an invariant broke: the replayer has stopped for good */
   onFatal?: (err: Error) => void;
   /** fallback re-check when nobody nudges (fetch progress, tree changes) */
@@ -261,6 +263,7 @@ export class Replayer {
     // interruption, the rest of a crash window was possibly applied before the crash.
     const stillDirty = repair && (result.stop.defect || result.interrupted) ? windowEnd - endPos : 0;
     writeReplayLink(tree, res, host, { seq, origin, minPos: endPos, len: stillDirty }, true);
+    if (!repair) this.o.onReplayed?.(endPos - fromPos);
     if (stillDirty === 0 && origin !== host) writeVersionLink(tree, res, host, seq, origin, endPos, true);
 
     this.seqNr = result.nextSeqNr === undefined ? undefined : { seq, origin, pos: endPos, next: result.nextSeqNr };

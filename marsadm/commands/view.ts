@@ -2,7 +2,8 @@
 import { AdmError, type Adm } from '../context.js';
 import { expandResources } from './common.js';
 import { readView } from '../status/read-view.js';
-import { MACROS, viewJson, viewLines } from '../status/view-model.js';
+import { viewLines } from '../status/view-model.js';
+import { MACROS, viewJson } from '../status/macros.js';
 
 export function view(adm: Adm, spec: string | undefined): void {
   adm.requireCluster();
@@ -16,13 +17,23 @@ export function view(adm: Adm, spec: string | undefined): void {
   for (const v of views) for (const line of viewLines(v)) adm.print(line);
 }
 
+const STALE_SENSITIVE = /-(rest|lag|reached|remain|percent|size)$/;
+
 export function viewMacro(adm: Adm, macro: string, spec: string): void {
   const fn = MACROS[macro];
   if (!fn) throw new AdmError(`unknown macro view-${macro}; known: ${Object.keys(MACROS).join(', ')}`, 2);
   const names = expandResources(adm, spec);
-  const values = names.map((r) => ({ resource: r, value: fn(readView(adm, r)) }));
+  const views = names.map((r) => readView(adm, r));
+  const values = views.map((v) => ({ resource: v.res, value: fn(v), ...(v.progress?.stale && !v.actual.isPrimary && v.designatedPrimary !== undefined ? { stale: true } : {}) }));
   if (adm.json) adm.printJson(names.length === 1 ? values[0] : values);
   else for (const v of values) adm.print(names.length === 1 ? v.value : `${v.resource} ${v.value}`);
+  // Rests and lags of a secondary that has not heard from its primary within --window are
+  // lower bounds: say so where a script's log shows it, without changing the value printed.
+  for (const v of views) {
+    if (STALE_SENSITIVE.test(macro) && v.progress?.stale && v.member && v.designatedPrimary !== undefined && v.designatedPrimary !== v.host) {
+      process.stderr.write(`warning: ${v.res}: the primary's state known here is ${v.progress.primaryAgeS === undefined ? 'unknown' : `${Math.round(v.progress.primaryAgeS)} s old`} (> --window ${v.windowS} s): view-${macro} is a lower bound\n`);
+    }
+  }
 }
 
 export const WAIT_CONDITIONS: Record<string, (adm: Adm, res: string) => boolean> = {

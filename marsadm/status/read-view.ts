@@ -8,6 +8,24 @@ import { compareReplayLinks, parseReplayLink } from '../../common/log/links.js';
 import { planLogRetention } from './log-retention.js';
 import { readRetentionInput } from './read-retention.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
+import { readProgressFacts } from '../../common/resource/read-progress.js';
+import { progress } from '../../common/resource/replication-progress.js';
+
+/** The msg-{err,wrn,inf}-KEY links of this host that are not OK. */
+function readMessages(adm: Adm, res: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of adm.tree.list(resPaths.actualDir(res, adm.host))) {
+    if (!/^msg-(err|wrn|inf)-[a-z0-9-]+$/.test(key)) continue;
+    const text = adm.actual(res, key);
+    if (text !== undefined && text !== 'OK' && text !== '') out[key] = text;
+  }
+  return out;
+}
+
+/** Members other than this host that report is-primary 1. */
+function otherActualPrimaries(adm: Adm, res: string, members: string[]): string[] {
+  return members.filter((m) => m !== adm.host && adm.tree.value(resPaths.actual(res, m, 'is-primary')) === '1');
+}
 
 function num(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d+$/.test(text)) return undefined;
@@ -76,6 +94,11 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     splitBrain: readSplitBrain(adm, res),
     primaryLink: ((p) => (p === undefined || p === '(none)' || p === host ? undefined : tree.value(globalPaths.actual(host, `peer-${p}`))))(tree.value(resPaths.primary(res))),
     retention: planLogRetention(readRetentionInput(tree, res, host, adm.windowS, adm.force)),
+    progress: progress(readProgressFacts(tree, res, host, adm.windowS, Date.now() / 1000)),
+    rates: { fetch: num(a('fetch-rate')) ?? 0, replay: num(a('replay-rate')) ?? 0 },
+    otherActualPrimaries: otherActualPrimaries(adm, res, members),
+    primaryMode: tree.value(resPaths.primaryMode(res, host)),
+    messages: readMessages(adm, res),
   };
 }
 

@@ -3,6 +3,7 @@
 // (the MARS user manual: view macros): DISKSTATE, REPLSTATE, FLAGS, ROLE.
 import { retentionJson, type RetentionPlan } from './log-retention.js';
 import { logName } from '../../common/tree/log-names.js';
+import type { Progress } from '../../common/resource/replication-progress.js';
 
 export interface ViewSnapshot {
   res: string;
@@ -47,6 +48,16 @@ export interface ViewSnapshot {
   retention?: RetentionPlan;
   /** /mars space and emergency mode (absent: all clear) */
   emergency?: EmergencyView;
+  /** rests, lags and positions measured against the primary's newest logfile (replication-progress.ts) */
+  progress?: Progress;
+  /** rates the daemon measured (bytes/s) */
+  rates?: { fetch: number; replay: number };
+  /** other members that report is-primary 1 */
+  otherActualPrimaries?: string[];
+  /** how `marsadm primary` asked this host to take over (planned, ignore-sync, force) */
+  primaryMode?: string;
+  /** the msg-{err,wrn,inf}-KEY links of this host that are not OK: key → text */
+  messages?: Record<string, string>;
 }
 
 export interface SplitBrainInfo {
@@ -79,6 +90,8 @@ export interface EmergencyView {
 
 /** replay-code of a replica stopped at a hole in the logfile numbering (emergency mode). */
 export const REPLAY_CODE_HOLE = -61;
+/** replay-code of a replay that ended in a tolerated torn tail (MARS TL_REPLAY_INCOMPLETE). */
+export const REPLAY_CODE_INCOMPLETE = 2;
 
 const NO_EMERGENCY: EmergencyView = {
   spaceLevel: 0, restSpaceBytes: 0, totalSpaceBytes: 0, hasEmergency: false, isEmergency: false, message: undefined, primaryIsEmergency: false,
@@ -102,11 +115,29 @@ const SPACE_MEANING = [
   'primaries stop logging (emergency mode)',
 ];
 
-export type Role = 'None' | 'Primary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
+export type Role = 'None' | 'Primary' | 'ForcedPrimary' | 'RemainsPrimary' | 'NotYetPrimary' | 'Secondary';
+
+/** Rests as measured against the primary (progress), else as the local daemon reported them. */
+export function rests(v: ViewSnapshot): { fetch: number; replay: number } {
+  if (v.progress) return { fetch: v.progress.fetchRest, replay: v.progress.replayRest };
+  return { fetch: v.actual.fetchRestBytes, replay: v.actual.replayRestBytes };
+}
+
+/** Bytes of the resource not yet synced here (0 once sync has reached the end). */
+export function syncRest(v: ViewSnapshot): number {
+  return Math.max(0, v.sizeBytes - v.syncstatusBytes);
+}
+
+/** The primary's state known here is older than --window (secondaries only). */
+export function primaryUnreachable(v: ViewSnapshot): boolean {
+  return v.designatedPrimary !== undefined && v.designatedPrimary !== v.host && v.member && v.progress !== undefined && v.progress.stale;
+}
 
 export function role(v: ViewSnapshot): Role {
   if (!v.member) return 'None';
   const designated = v.designatedPrimary === v.host;
+  // MARS: more than one actual primary, or a primary forced over a split (primary --force).
+  if (v.actual.isPrimary && ((v.otherActualPrimaries?.length ?? 0) > 0 || (designated && v.primaryMode === 'force'))) return 'ForcedPrimary';
   // The device still open after a step-down counts as primary too (writes get EPERM there).
   if (v.actual.isPrimary || v.actual.openCount > 0) return designated ? 'Primary' : 'RemainsPrimary';
   return designated ? 'NotYetPrimary' : 'Secondary';
@@ -118,6 +149,8 @@ export function diskState(v: ViewSnapshot): string {
   if (!v.todo.attach) return v.actual.isAttached ? 'Detaching' : 'Detached';
   // Stopped at the emergency hole: consistent, outdated, needs a re-sync (MARS: Orphan).
   if (v.actual.replayCode === REPLAY_CODE_HOLE) return 'Orphan';
+  // replay code 2: the logfile ended in a torn (tolerated) tail: the log is incomplete.
+  if (v.actual.replayCode === REPLAY_CODE_INCOMPLETE) return 'IncompleteLog';
   if (v.actual.replayCode !== undefined && v.actual.replayCode < 0) {
     return `DefectiveLog[code=${v.actual.replayCode}]`;
   }
@@ -127,7 +160,8 @@ export function diskState(v: ViewSnapshot): string {
   if (designated && v.actual.writebackRestBytes > 0) return `WriteBack[${v.actual.writebackRestBytes}]`;
   if (v.syncstatusBytes < v.sizeBytes) return v.actual.isSyncing ? `Syncing[${Math.floor((100 * v.syncstatusBytes) / Math.max(1, v.sizeBytes))}%]` : 'InConsistent';
   if (!v.syncPassed) return 'InConsistent';
-  if (!designated && v.actual.replayRestBytes > 0) return 'Outdated';
+  const r = rests(v);
+  if (!designated && (r.fetch > 0 || r.replay > 0)) return `Outdated[${r.fetch > 0 ? 'F' : ''}${r.replay > 0 ? 'R' : ''}]`;
   return 'UpToDate';
 }
 
@@ -141,10 +175,12 @@ export function replState(v: ViewSnapshot): string {
     return v.actual.isPrimary ? 'Replicating' : 'NotYetPrimary';
   }
   if (v.designatedPrimary === undefined) return 'NoPrimaryDesignated';
-  if (!v.todo.sync) return 'PausedSync';
+  // Sync switched off only matters while something is left to sync.
+  if (!v.todo.sync && syncRest(v) > 0) return 'PausedSync';
   if (!v.todo.connect || emergencyOf(v).spaceLevel >= 3) return 'PausedFetch';
   if (!v.todo.replay) return 'PausedReplay';
   if (v.actual.replayCode === REPLAY_CODE_HOLE) return 'Orphan';
+  if (primaryUnreachable(v)) return 'PrimaryUnreachable';
   if (v.syncstatusBytes < v.sizeBytes) return 'Syncing';
   return 'Replaying';
 }
@@ -177,8 +213,14 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.syncstatusBytes < v.sizeBytes && v.member && v.designatedPrimary !== v.host) {
     lines.push(`    sync: ${v.syncstatusBytes} of ${v.sizeBytes} bytes${v.actual.syncRateBytesPerS > 0 ? `, ${v.actual.syncRateBytesPerS} bytes/s, ETA ${Math.round((v.sizeBytes - v.syncstatusBytes) / v.actual.syncRateBytesPerS)} s` : ''}`);
   }
-  if (v.actual.fetchRestBytes > 0 || v.actual.replayRestBytes > 0) {
-    lines.push(`    fetch-rest ${v.actual.fetchRestBytes} bytes, replay-rest ${v.actual.replayRestBytes} bytes`);
+  const r = rests(v);
+  if (r.fetch > 0 || r.replay > 0) {
+    const lag = v.progress ? `, fetch-lag ${v.progress.fetchLagS.toFixed(1)} s, replay-lag ${v.progress.replayLagS.toFixed(1)} s` : '';
+    lines.push(`    fetch-rest ${r.fetch} bytes, replay-rest ${r.replay} bytes${lag}`);
+  }
+  if (primaryUnreachable(v)) {
+    const age = v.progress?.primaryAgeS;
+    lines.push(`    the primary's state known here is ${age === undefined ? 'unknown' : `${Math.round(age)} s old`} (> --window ${v.windowS} s): rests and lags are lower bounds`);
   }
   if (v.primaryLink?.startsWith('down') && v.designatedPrimary !== undefined) {
     lines.push(`    link to the primary ${v.designatedPrimary}: ${v.primaryLink}`);
@@ -200,84 +242,4 @@ export function viewLines(v: ViewSnapshot): string[] {
   }
   if (!v.daemonRunning) lines.push('    marsd is not running on this host: start it (marsd --mars-dir ...)');
   return lines;
-}
-
-/** view-MACRO values (the MARS user manual: view macros). */
-export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
-  diskstate: diskState,
-  replstate: replState,
-  flags,
-  role,
-  'get-primary': (v) => v.designatedPrimary ?? '(none)',
-  'is-primary': (v) => (v.actual.isPrimary ? '1' : '0'),
-  'is-attached': (v) => (v.actual.isAttached ? '1' : '0'),
-  'is-consistent': (v) => (isConsistent(v) ? '1' : '0'),
-  'is-split-brain': (v) => (v.splitBrain ? '1' : '0'),
-  'is-emergency': (v) => (isEmergency(v) ? '1' : '0'),
-  'has-emergency': (v) => (emergencyOf(v).hasEmergency ? '1' : '0'),
-  'emergency-level': (v) => String(emergencyOf(v).spaceLevel),
-  'rest-space': (v) => String(Math.floor(emergencyOf(v).restSpaceBytes / 1024 ** 3)),
-  'total-space': (v) => String(Math.floor(emergencyOf(v).totalSpaceBytes / 1024 ** 3)),
-  'rest-space-bytes': (v) => String(emergencyOf(v).restSpaceBytes),
-  'total-space-bytes': (v) => String(emergencyOf(v).totalSpaceBytes),
-  'is-orphan': (v) => (v.actual.replayCode === REPLAY_CODE_HOLE ? '1' : '0'),
-  'is-alive': (v) => (v.daemonRunning && (v.heartbeatAgeS ?? Infinity) <= v.windowS ? '1' : '0'),
-  'device-opened': (v) => (v.actual.openCount > 0 ? '1' : '0'),
-  'open-count': (v) => String(v.actual.openCount),
-  'writeback-rest': (v) => String(v.actual.writebackRestBytes),
-  'recovery-rest': (v) => String(v.actual.recoveryRestBytes),
-  'fetch-rest': (v) => String(v.actual.fetchRestBytes),
-  'replay-rest': (v) => String(v.actual.replayRestBytes),
-  'is-syncing': (v) => (v.actual.isSyncing ? '1' : '0'),
-  'is-fetching': (v) => (v.actual.isCopying ? '1' : '0'),
-  'is-replaying': (v) => (v.actual.isReplaying ? '1' : '0'),
-  'sync-rest': (v) => String(Math.max(0, v.sizeBytes - v.syncstatusBytes)),
-  'replay-lag': () => '0',
-  'replay-code': (v) => (v.actual.replayCode === undefined ? '' : String(v.actual.replayCode)),
-  'the-err-msg': (v) => v.actual.errorMessage ?? '',
-  'resource-size': (v) => String(v.sizeBytes),
-  'log-held-bytes': (v) => String(v.retention?.heldBack?.bytes ?? 0),
-  'log-held-by': (v) => v.retention?.heldBack?.hosts.join(',') ?? '',
-  'log-deletable-bytes': (v) => String(v.retention?.deletable.reduce((s, l) => s + l.sizeBytes, 0) ?? 0),
-  'todo-attach': (v) => (v.todo.attach ? '1' : '0'),
-  'todo-fetch': (v) => (v.todo.connect ? '1' : '0'),
-  'todo-replay': (v) => (v.todo.replay ? '1' : '0'),
-  'todo-sync': (v) => (v.todo.sync ? '1' : '0'),
-};
-
-export function viewJson(v: ViewSnapshot): Record<string, unknown> {
-  return {
-    resource: v.res,
-    host: v.host,
-    members: v.members,
-    cluster: v.clusterHosts,
-    diskstate: diskState(v),
-    replstate: replState(v),
-    flags: flags(v),
-    role: role(v),
-    primary: v.designatedPrimary ?? null,
-    size: v.sizeBytes,
-    isPrimary: v.actual.isPrimary,
-    isConsistent: isConsistent(v),
-    openCount: v.actual.openCount,
-    writebackRest: v.actual.writebackRestBytes,
-    recoveryRest: v.actual.recoveryRestBytes,
-    replayCode: v.actual.replayCode ?? null,
-    error: v.actual.errorMessage ?? null,
-    socket: v.actual.isPrimary ? v.actual.socket ?? null : null,
-    replayLink: v.replayLink ?? null,
-    syncstatus: v.syncstatusBytes,
-    syncRate: v.actual.syncRateBytesPerS,
-    fetchRest: v.actual.fetchRestBytes,
-    replayRest: v.actual.replayRestBytes,
-    daemonRunning: v.daemonRunning,
-    splitBrain: v.splitBrain ?? null,
-    primaryLink: v.primaryLink ?? null,
-    logfiles: v.retention ? retentionJson(v.retention) : null,
-    isEmergency: isEmergency(v),
-    emergencyLevel: emergencyOf(v).spaceLevel,
-    restSpaceBytes: emergencyOf(v).restSpaceBytes,
-    totalSpaceBytes: emergencyOf(v).totalSpaceBytes,
-    emergencyMessage: emergencyOf(v).message ?? null,
-  };
 }

@@ -3,7 +3,8 @@
 import t from 'tap';
 import { planLogRetention, type RetentionInput, type RetentionLogfile } from '../../marsadm/status/log-retention.js';
 import { cronPurgeDecision, TOMBSTONE_FALLBACK_AGE_S } from '../../marsadm/commands/logs.js';
-import { MACROS, viewJson, viewLines, type ViewSnapshot } from '../../marsadm/status/view-model.js';
+import { viewLines, type ViewSnapshot } from '../../marsadm/status/view-model.js';
+import { MACROS, viewJson } from '../../marsadm/status/macros.js';
 
 const NOW = 1_800_000_000_000;
 const OLD = NOW - 3600_000;

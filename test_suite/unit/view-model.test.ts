@@ -1,5 +1,6 @@
 import t from 'tap';
-import { diskState, flags, MACROS, replState, role, viewLines, type ViewSnapshot } from '../../marsadm/status/view-model.js';
+import { diskState, flags, replState, role, viewLines, type ViewSnapshot } from '../../marsadm/status/view-model.js';
+import { MACROS } from '../../marsadm/status/macros.js';
 
 function v(over: Partial<ViewSnapshot> = {}, actual: Partial<ViewSnapshot['actual']> = {}): ViewSnapshot {
   return {
@@ -52,7 +53,7 @@ t.test('secondary states: syncing, inconsistent until replay passes the sync poi
   t.equal(replState(v({ ...sec, syncstatusBytes: 1 << 29 }, idle)), 'Syncing');
   t.equal(diskState(v({ ...sec, syncPassed: false }, idle)), 'InConsistent');
   t.equal(MACROS['is-consistent']!(v({ ...sec, syncPassed: false }, idle)), '0');
-  t.equal(diskState(v(sec, { ...idle, replayRestBytes: 100 })), 'Outdated');
+  t.equal(diskState(v(sec, { ...idle, replayRestBytes: 100 })), 'Outdated[R]');
   t.equal(MACROS['replay-rest']!(v(sec, { ...idle, replayRestBytes: 100 })), '100');
   t.equal(diskState(v(sec, idle)), 'UpToDate');
   t.equal(replState(v(sec, idle)), 'Replaying');
