@@ -142,7 +142,8 @@ async function checkHandoverPreconditions(adm: Adm, res: string, opts: PrimaryOp
 function refuseInconsistent(adm: Adm, res: string): void {
   const why = replicaInconsistency(adm, res, adm.host);
   if (why === undefined) return;
-  const candidates = members(adm, res).filter((m) => m !== adm.host && replicaInconsistency(adm, res, m) === undefined)
+  const primaryNow = adm.tree.value(resPaths.primary(res));
+  const candidates = members(adm, res).filter((m) => m !== adm.host && m !== primaryNow && replicaInconsistency(adm, res, m) === undefined)
     .map((m) => `${m} (replayed to ${adm.tree.value(resPaths.replay(res, m)) ?? '?'}${lackingText(adm, res, m)}${isAlive(adm.tree, m, adm.windowS) ? '' : ', no heartbeat'})`);
   throw new AdmError(`refusing to make ${adm.host} primary of ${res}${adm.force ? ', even with --force' : ''}: ${why}, so its disk is not consistent (a mix of old and new blocks). `
     + `Nothing was changed. ${candidates.length > 0 ? `Consistent members that could be promoted instead: ${candidates.join(', ')}` : 'No other member is known to be consistent'}`, 1);
