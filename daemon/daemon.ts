@@ -150,6 +150,8 @@ export class Daemon {
     }
     this.tree.ensureDir('userspace');
     this.tree.write(localPaths.runDir, runDir, { onlyIfChanged: true });
+    // Which host this /mars belongs to: `marsadm --host DEAD ...` on it acts for another host.
+    this.tree.write(localPaths.host, host, { onlyIfChanged: true });
     try {
       await this.startPeers();
     } catch (err) {

@@ -12,6 +12,7 @@ import { primary, secondary } from './commands/role.js';
 import { invalidate } from './commands/invalidate.js';
 import { setAppHooks } from './commands/app-hooks.js';
 import { attach, detach, down, setTodo, up } from './commands/switches.js';
+import { lowlevelDeleteHost } from './commands/hosts.js';
 import { cron, logDelete, logRotate } from './commands/logs.js';
 import { logTruncate } from './commands/log-truncate.js';
 import { view, viewMacro, waitResource } from './commands/view.js';
@@ -84,6 +85,7 @@ function addClusterCommands(add: AddCommand): void {
   add('get-transport <peer>', 'print how this host reaches PEER and the link\'s status', (adm, [peer]) => getTransport(adm, peer!));
   add('leave-cluster', 'stop being a cluster member (leave every resource first)', (adm) => leaveCluster(adm));
   add('wait-cluster', 'wait until every member sent fresh state', (adm) => waitCluster(adm));
+  add('lowlevel-delete-host <host>', 'remove a dead HOST from ips/ and from every resource (refused while it is alive, or for this host)', (adm, [host]) => lowlevelDeleteHost(adm, host!));
 }
 
 /** Resources and this host's membership in them. */
@@ -100,7 +102,7 @@ function addResourceCommands(add: AddCommand): void {
 function addRoleCommands(add: AddCommand): void {
   add('primary <name>', 'make this host the primary: planned handover (waits until caught up), or --force for a failover without the old primary',
     (adm, [name], o) => primary(adm, name!, { ignoreSync: o.ignoreSync !== undefined }),
-    (c) => c.option('--ignore-sync', 'become primary although this replica\'s sync is not complete (its disk is inconsistent)'));
+    (c) => c.option('--ignore-sync', 'hand over although another member is still syncing (an inconsistent disk here is refused whatever the flags)'));
   add('set-app-hooks <name>', 'commands marsd runs on this host for the application on top: --start when it becomes primary, --stop before it leaves the role with the device open ("" clears)',
     (adm, [name], o) => setAppHooks(adm, name!, { ...(o.start !== undefined ? { start: o.start } : {}), ...(o.stop !== undefined ? { stop: o.stop } : {}) }),
     (c) => c.option('--start <command>', 'shell command, e.g. "systemctl start db.mount"').option('--stop <command>', 'shell command, e.g. "systemctl stop db.mount"'));

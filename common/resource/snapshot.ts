@@ -2,7 +2,8 @@
 // handed to the pure decision function. Only this file does I/O for the decision.
 import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
-import { resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { globalPaths, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
+import { clusterMarkerPath, markerInForce, removedBy, resourceMarkerPath } from '../tree/removal.js';
 import { LOG_NAME, VERSION_NAME } from '../tree/log-names.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { PRIMARY_MODES, type PrimaryMode } from './links.js';
@@ -36,6 +37,8 @@ export interface ResourceSnapshot {
   wantPrimaryRequest: string | undefined;
   /** an invalidate request (todo-HOST/invalidate) not yet answered in actual-HOST/invalidate */
   invalidateRequest: string | undefined;
+  /** this host was removed from the cluster or the resource (common/tree/removal.ts): why, and how to rejoin */
+  removed?: string | undefined;
   /** a change in any of these means a failed start may succeed now */
   signature: string;
 }
@@ -102,11 +105,27 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     versionLinks,
     maxnr: intValue(tree.value(resPaths.maxnr(res))) ?? 0,
     wantPrimaryRequest,
+    removed: removalOf(tree, res, host),
     invalidateRequest: pendingInvalidate(tree.value(resPaths.invalidate(res, host)), tree.value(resPaths.actual(res, host, 'invalidate'))),
     signature: '',
   };
   snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes]), mode, activePrimaries]);
   return snapshot;
+}
+
+/** Why this host takes no part in res any more, when a survivor removed it (a zombie's old tree). */
+export function removalOf(tree: TreeStore, res: string, host: string): string | undefined {
+  const lookup = (p: string) => tree.readRaw(p);
+  const cluster = markerInForce(lookup, clusterMarkerPath(host), globalPaths.ip(host));
+  if (cluster) {
+    return `${host} was removed from the cluster by ${removedBy(cluster)}: it takes no role and serves nothing. `
+      + 'To rejoin: stop marsd, move this /mars away, "marsadm join-cluster" through a member, then "marsadm join-resource"';
+  }
+  const marker = markerInForce(lookup, resourceMarkerPath(resourceDir(res), host), resPaths.data(res, host));
+  if (marker) {
+    return `${host} was removed from ${res} by ${removedBy(marker)}: it takes no role there. To rejoin: "marsadm join-resource ${res} DEVICE" (a full sync)`;
+  }
+  return undefined;
 }
 
 function pendingInvalidate(request: string | undefined, answer: string | undefined): string | undefined {

@@ -10,12 +10,15 @@
 // travel straight from their owner.
 import { LOG_NAME, VERSION_NAME } from './log-names.js';
 import { isValidIdentifier } from './names.js';
+import { clusterMarkerPath, markerInForce, removedBy, REMOVED_PREFIX, resourceMarkerPath, type LinkLookup } from './removal.js';
 
 export type Owner =
   | { kind: 'host'; host: string }
   | { kind: 'shared' }
   /** a logfile path: only its deletion (a tombstone) propagates, written by anybody (cron) */
   | { kind: 'log-deletion' }
+  /** a removal marker naming HOST (removal.ts): any member but HOST writes it */
+  | { kind: 'removal'; host: string }
   | { kind: 'local' };
 
 const SHARED_ROOT = new Set(['uuid']);
@@ -35,7 +38,11 @@ export function ownerOf(path: string): Owner {
   const [first, second, third] = parts;
   if (first === undefined) return { kind: 'local' };
   if (parts.length === 1) return SHARED_ROOT.has(first) ? { kind: 'shared' } : { kind: 'local' };
-  if (first === 'ips' && parts.length === 2) return suffixHost(second!, 'ip-') ? { kind: 'shared' } : { kind: 'local' };
+  if (first === 'ips' && parts.length === 2) {
+    const removed = suffixHost(second!, REMOVED_PREFIX);
+    if (removed) return { kind: 'removal', host: removed };
+    return suffixHost(second!, 'ip-') ? { kind: 'shared' } : { kind: 'local' };
+  }
   for (const prefix of ['actual-', 'defaults-']) {
     const host = suffixHost(first, prefix);
     if (host && parts.length === 2) return { kind: 'host', host };
@@ -45,6 +52,8 @@ export function ownerOf(path: string): Owner {
   if (parts.length === 2) {
     const name = second!;
     if (SHARED_RESOURCE.has(name)) return { kind: 'shared' };
+    const removed = suffixHost(name, REMOVED_PREFIX);
+    if (removed) return { kind: 'removal', host: removed };
     if (LOG_NAME.test(name)) return { kind: 'log-deletion' };
     const v = VERSION_NAME.exec(name);
     if (v) return { kind: 'host', host: v[2]! };
@@ -99,6 +108,10 @@ export function mayWrite(path: string, value: string, sender: string, receiver: 
       return { ok: false, reason: `${path} is not a replicated link` };
     case 'shared':
       return { ok: true };
+    case 'removal':
+      // A removed host must not undo its own removal; it rejoins with a fresh membership link.
+      if (owner.host === sender) return { ok: false, reason: `${path} is the removal marker of ${sender}; ${sender} may not write it` };
+      return { ok: true };
     case 'log-deletion': {
       if (value !== tombstone) return { ok: false, reason: `${path} names a logfile; only its deletion propagates as a link` };
       const l = replayFloor ? numberedOf(path, LOG_NAME) : undefined;
@@ -117,4 +130,32 @@ export function mayWrite(path: string, value: string, sender: string, receiver: 
       return { ok: true };
     }
   }
+}
+
+/**
+ * The removal rule (removal.ts) for one entry: a verdict that overrides mayWrite, or undefined
+ * when no removal marker concerns it. `lookup` reads the receiver's tree; `newer(path, stampUs)`
+ * says whether the same batch carries a link at path newer than stampUs (a rejoin).
+ */
+export function removalVerdict(path: string, value: string, sender: string, receiver: string, tombstone: string, lookup: LinkLookup,
+  newer: (path: string, stampUs: number) => boolean): Acceptance | undefined {
+  const senderOut = markerInForce(lookup, clusterMarkerPath(sender), `ips/ip-${sender}`, newer);
+  if (senderOut) {
+    const rejoin = path === `ips/ip-${sender}` && value !== tombstone;
+    if (!rejoin) return { ok: false, reason: `${sender} was removed from the cluster by ${removedBy(senderOut)}; nothing it sends is accepted until it rejoins (join-cluster)`, quiet: true };
+    return undefined;
+  }
+  const parts = path.split('/');
+  const resDir = parts.length >= 2 && parts[0]!.startsWith('resource-') ? parts[0]! : undefined;
+  const senderOutOfRes = resDir ? markerInForce(lookup, resourceMarkerPath(resDir, sender), `${resDir}/data-${sender}`, newer) : undefined;
+  if (senderOutOfRes) return { ok: false, reason: `${sender} was removed from ${resDir} by ${removedBy(senderOutOfRes)}; nothing it sends there is accepted until it rejoins`, quiet: true };
+  const owner = ownerOf(path);
+  if (owner.kind !== 'host' || owner.host === receiver) return undefined;
+  const marker = markerInForce(lookup, clusterMarkerPath(owner.host), `ips/ip-${owner.host}`, newer)
+    ?? (resDir ? markerInForce(lookup, resourceMarkerPath(resDir, owner.host), `${resDir}/data-${owner.host}`, newer) : undefined);
+  if (!marker) return undefined;
+  // Versionlinks describe logfiles other members may still replay: their deletion keeps the
+  // log-delete rule (mayWrite's replayFloor).
+  if (value === tombstone) return VERSION_NAME.test(parts[1] ?? '') ? undefined : { ok: true };
+  return { ok: false, reason: `${path}: ${owner.host} was removed by ${removedBy(marker)}; only the deletion of its links is accepted`, quiet: true };
 }

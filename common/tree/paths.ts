@@ -11,6 +11,8 @@ export const globalPaths = {
   actualDir: (host: string) => `actual-${validHost(host)}`,
   actual: (host: string, key: string) => `actual-${validHost(host)}/${key}`,
   defaultsDir: (host: string) => `defaults-${validHost(host)}`,
+  /** removal marker of HOST (removal.ts) */
+  removed: (host: string) => `ips/removed-${validHost(host)}`,
 };
 
 /** Links under userspace/: this host's own settings, never propagated (propagate/ownership.ts). */
@@ -20,6 +22,8 @@ export const localPaths = {
   transport: (peer: string) => `userspace/transport-${validHost(peer)}`,
   /** The running marsd's run directory, so `marsd --stdio --mars-dir DIR` finds peer.sock. */
   runDir: 'userspace/run-dir',
+  /** The host this /mars belongs to (create-cluster, join-cluster, marsd): `--host DEAD` acts for another. */
+  host: 'userspace/host',
 };
 
 export function resourceDir(res: string): string {
@@ -38,6 +42,8 @@ export const resPaths = {
   syncpos: (res: string, host: string) => `${resourceDir(res)}/syncpos-${validHost(host)}`,
   skipCheck: (res: string, host: string) => `${resourceDir(res)}/skip-check-${validHost(host)}`,
   actsize: (res: string, host: string) => `${resourceDir(res)}/actsize-${validHost(host)}`,
+  /** removal marker of HOST in this resource (removal.ts) */
+  removed: (res: string, host: string) => `${resourceDir(res)}/removed-${validHost(host)}`,
   log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/${logName(seq, validHost(origin))}`,
   version: (res: string, seq: number, host: string) => `${resourceDir(res)}/${versionName(seq, validHost(host))}`,
   todoDir: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}`,

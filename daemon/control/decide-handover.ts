@@ -9,7 +9,7 @@
 // Starting earlier would begin a new logfile in the middle of the old primary's history: a
 // split brain made by ourselves.
 //
-// Forced failover (mode 'force'): none of that is waited for. What is here is replayed (a torn
+// Forced failover (mode 'force'): none of that is waited for, except the complete sync. What is here is replayed (a torn
 // last record is tolerated) and the history continues from there; what the old primary logged
 // beyond it is lost to this host, and if the old primary still writes, the two histories
 // diverge: a split brain that every host detects (switchover.ts) and `invalidate` repairs.
@@ -37,12 +37,14 @@ export interface HandoverInput {
 
 /** Undefined when the primary role may start now; otherwise what it waits for. */
 export function handoverBlock(v: HandoverInput): string | undefined {
-  if (v.mode === 'force') return undefined;
+  // Whatever the mode: an inconsistent disk never becomes a primary (marsadm refuses it first;
+  // this holds for a primary link written by hand or by an older marsadm too).
   const syncDone = v.syncstatusBytes !== undefined && v.syncstatusBytes >= v.sizeBytes;
-  if (!syncDone && v.mode !== 'ignore-sync') {
-    return `the sync of this replica is not complete (${v.syncstatusBytes ?? 0} of ${v.sizeBytes} bytes): its disk is not consistent. `
-      + 'Wait for the sync, or use "marsadm primary --ignore-sync" to accept an inconsistent disk';
+  if (!syncDone) {
+    return `the sync of this replica is not complete (${v.syncstatusBytes ?? 0} of ${v.sizeBytes} bytes): its disk is not consistent and cannot become primary, `
+      + 'not even by "marsadm primary --force". Wait for the sync, or make a consistent member primary';
   }
+  if (v.mode === 'force') return undefined;
   if (v.activePrimaries.length > 0) {
     return `waiting for ${v.activePrimaries.join(', ')} to leave the primary role (its device must be closed: unmount it there)`;
   }

@@ -27,6 +27,7 @@ export const NOTHING: SecondaryPlan = { disk: false, fetch: false, sync: false, 
  * history (decide-handover.ts): fetch and replay go on, a sync does not start.
  */
 export function decideSecondary(s: ResourceSnapshot, host: string, opts: { handover?: string } = {}): SecondaryPlan {
+  if (s.removed !== undefined) return { ...NOTHING, why: s.removed };
   if (s.dataPath === undefined || s.sizeBytes === undefined) return { ...NOTHING, why: 'not a member here' };
   if (s.designatedPrimary === host && opts.handover === undefined) return { ...NOTHING, why: 'designated primary here' };
   if (!s.todo.attach) return { ...NOTHING, why: 'detached' };

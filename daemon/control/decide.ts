@@ -71,7 +71,8 @@ export function decide(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig)
 }
 
 function decideAction(s: ResourceSnapshot, rt: RuntimeState, cfg: DecideConfig): Decision {
-  const missing = s.dataPath === undefined ? 'no data-HOST link (not a member here)'
+  const missing = s.removed !== undefined ? s.removed
+    : s.dataPath === undefined ? 'no data-HOST link (not a member here)'
     : s.sizeBytes === undefined ? 'no valid size link'
     : undefined;
   const wantPrimary = missing === undefined && s.todo.attach && s.designatedPrimary === cfg.host;

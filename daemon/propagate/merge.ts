@@ -3,7 +3,7 @@
 // only if its Lamport stamp is strictly newer; the local copy keeps the writer's stamp, so
 // stamps only move forward and the last writer wins everywhere. A tombstone is never created
 // where nothing exists, except that it replaces a local logfile (so log deletion propagates).
-import { mayWrite } from '../../common/tree/ownership.js';
+import { mayWrite, removalVerdict } from '../../common/tree/ownership.js';
 import { MAX_LAMPORT_FUTURE_US } from '../../common/tree/lamport.js';
 
 export const TOMBSTONE_VALUE = '.deleted';
@@ -42,8 +42,20 @@ export interface MergePlan {
 
 export function planMerge(remote: readonly TreeEntry[], local: (path: string) => LocalState, o: MergeOptions): MergePlan {
   const plan: MergePlan = { writes: [], rejected: [], ignored: 0 };
+  // Removal markers (common/tree/removal.ts) are read from our tree; a rejoin's fresh
+  // membership link may arrive in this very batch.
+  const lookup = (path: string) => {
+    const l = local(path);
+    return l.kind === 'link' ? { value: l.value, stampUs: l.stampUs, deleted: l.value === TOMBSTONE_VALUE } : undefined;
+  };
+  const batch = new Map(remote.map((e) => [e.p, e]));
+  const newer = (path: string, stampUs: number) => {
+    const e = batch.get(path);
+    return e !== undefined && e.v !== TOMBSTONE_VALUE && e.s > stampUs;
+  };
   for (const e of remote) {
-    const allowed = mayWrite(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, o.replayFloor);
+    const allowed = removalVerdict(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, lookup, newer)
+      ?? mayWrite(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, o.replayFloor);
     if (!allowed.ok) {
       if (allowed.quiet) plan.ignored++;
       else plan.rejected.push({ path: e.p, reason: allowed.reason });

@@ -16,6 +16,7 @@ import { localPaths } from '../../common/tree/paths.js';
 import { parseSpecArgument } from './transport.js';
 import { listResources } from '../../common/resource/snapshot.js';
 import { rethrowInvariant } from '../../common/util/assert.js';
+import { actingForOther, leaveClusterFor } from './hosts.js';
 
 export const DEFAULT_PORT = 7777;
 
@@ -47,6 +48,7 @@ export function createCluster(adm: Adm, opts: { listen?: string }): void {
   adm.tree.ensureDir(globalPaths.defaultsDir(adm.host));
   adm.tree.ensureDir('userspace');
   adm.tree.write(globalPaths.ip(adm.host), listen, { durable: true });
+  adm.tree.write(localPaths.host, adm.host);
   adm.tree.write(`${globalPaths.defaultsDir(adm.host)}/sync-limit`, '0');
   const uuid = `${adm.host}_${formatStamp(adm.tree.clock.tick())}`;
   adm.tree.write(globalPaths.uuid, uuid, { durable: true });
@@ -112,6 +114,7 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
     // A placeholder uuid with a stamp 1 s after the epoch: the cluster's real one wins the merge.
     tree.write(globalPaths.uuid, ANY_UUID, { stampUs: 1_000_000 });
     tree.write(globalPaths.ip(host), listen, { durable: true });
+    tree.write(localPaths.host, host);
     await conn.pullTree(tree, host);
     await conn.pushOwnLink(tree, globalPaths.ip(host));
     // marsd keeps reaching PEER the way we just did.
@@ -131,6 +134,10 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
 /** leave-cluster: tombstone our membership link once we are member of no resource. */
 export async function leaveCluster(adm: Adm): Promise<void> {
   adm.requireCluster();
+  if (actingForOther(adm)) {
+    leaveClusterFor(adm);
+    return;
+  }
   const { tree, host } = adm;
   const member = listResources(tree).filter((r) => tree.value(resPaths.data(r, host)) !== undefined);
   if (member.length > 0 && !adm.force) {

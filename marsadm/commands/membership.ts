@@ -13,6 +13,7 @@ import { diskSizeBytes } from '../../common/disk/data-disk.js';
 import { formatReplayLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import { syncProgressText } from '../status/progress.js';
+import { actingForOther, leaveResourceFor } from './hosts.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
 
 export async function joinResource(adm: Adm, name: string, device: string, opts: { wait?: boolean } = {}): Promise<void> {
@@ -78,6 +79,10 @@ export async function joinResource(adm: Adm, name: string, device: string, opts:
 
 export async function leaveResource(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);
+  if (actingForOther(adm)) {
+    leaveResourceFor(adm, res);
+    return;
+  }
   adm.requireMember(res);
   const { tree, host } = adm;
   if (tree.value(resPaths.primary(res)) === host && !adm.force) {

@@ -7,9 +7,11 @@ import { isValidIdentifier } from '../../common/tree/names.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import type { PrimaryMode } from '../../common/resource/links.js';
+import { bytesBehind, inconsistency } from '../../common/resource/consistency.js';
+import { isAlive } from './hosts.js';
 
 export interface PrimaryOptions {
-  /** become primary although this replica's sync is not complete (its disk is inconsistent) */
+  /** hand over although another member is still syncing (MARS's meaning; never an inconsistent disk here) */
   ignoreSync?: boolean;
 }
 
@@ -21,6 +23,7 @@ export interface PrimaryOptions {
  * left and starts its own logfile (daemon/control/decide-handover.ts).
  *
  * Forced failover (--force): the role moves at once; this host starts from the history it has.
+ * Either way an inconsistent replica (sync incomplete, replay not past the sync's end) is refused.
  */
 export async function primary(adm: Adm, name: string, opts: PrimaryOptions = {}): Promise<void> {
   const res = adm.requireResource(name);
@@ -43,13 +46,13 @@ async function takeOver(adm: Adm, res: string, opts: PrimaryOptions): Promise<vo
   }
   let mode: PrimaryMode = 'planned';
   let warning: string | undefined;
+  refuseInconsistent(adm, res);
   if (adm.force) {
     mode = 'force';
     warning = forcedFailoverWarning(adm, res, previous);
     process.stderr.write(`warning: ${warning}\n`);
   } else {
     await checkHandoverPreconditions(adm, res, opts);
-    if (opts.ignoreSync) mode = 'ignore-sync';
     if (!adm.daemonRunning()) throw new AdmError(`marsd is not running on ${host}: a handover needs it to fetch and replay the current primary's logfiles; start marsd first`);
     const target = catchUpTarget(adm, res);
     try {
@@ -84,6 +87,7 @@ async function takeOver(adm: Adm, res: string, opts: PrimaryOptions): Promise<vo
   const socket = adm.actual(res, 'socket');
   adm.result(up ? `${host} is primary of ${res}; block device on ${socket}` : `${host} is designated primary of ${res}`, {
     resource: res, primary: host, previous: previous ?? null, mode, active: up, socket: up ? socket ?? null : null,
+    ...(mode === 'force' ? { lackingBytes: lackingBytes(adm, res, host) ?? null } : {}),
     ...(warning ? { warning } : {}),
   });
 }
@@ -118,16 +122,54 @@ async function checkHandoverPreconditions(adm: Adm, res: string, opts: PrimaryOp
       + `(or stop the application). If ${member} is lost, "marsadm primary --force ${res}" takes over without it`);
   }
   const size = Number(tree.value(resPaths.size(res)));
-  const synced = Number(tree.value(resPaths.syncstatus(res, host)) ?? '0');
-  if (!(synced >= size) && !opts.ignoreSync) {
-    throw new AdmError(`a sync of ${res} is running on ${host} (${synced} of ${size} bytes): its disk is not consistent yet. `
-      + 'Wait for it ("marsadm join-resource --wait" shows progress), or give --ignore-sync to become primary with an inconsistent disk');
+  const syncing = members(adm, res).filter((m) => m !== host && isAlive(tree, m, adm.windowS)
+    && Number(tree.value(resPaths.syncstatus(res, m)) ?? '0') < size);
+  if (syncing.length > 0 && !opts.ignoreSync) {
+    throw new AdmError(`${syncing.join(', ')} ${syncing.length > 1 ? 'are' : 'is'} still syncing ${res}: after the handover ${syncing.length > 1 ? 'they' : 'it'} would have to sync again from ${host}. `
+      + 'Wait for the sync ("marsadm view"), or give --ignore-sync to hand over anyway. Nothing was changed');
   }
   const code = Number(adm.actual(res, 'replay-code') ?? '0');
   if (code < 0) {
     throw new AdmError(`replay of ${res} on ${host} is stopped (code ${code}): ${adm.actual(res, 'msg-err-replay-stop') ?? ''}. `
       + 'Resolve that first (see "marsadm view"), or use --force to take over with the history this host has');
   }
+}
+
+/**
+ * No flag makes an inconsistent disk (sync incomplete, replay not yet past the sync's end) a
+ * primary: its content is a mix of old and new blocks. Names the members that could take over.
+ */
+function refuseInconsistent(adm: Adm, res: string): void {
+  const why = replicaInconsistency(adm, res, adm.host);
+  if (why === undefined) return;
+  const primaryNow = adm.tree.value(resPaths.primary(res));
+  const candidates = members(adm, res).filter((m) => m !== adm.host && m !== primaryNow && replicaInconsistency(adm, res, m) === undefined)
+    .map((m) => `${m} (replayed to ${adm.tree.value(resPaths.replay(res, m)) ?? '?'}${lackingText(adm, res, m)}${isAlive(adm.tree, m, adm.windowS) ? '' : ', no heartbeat'})`);
+  throw new AdmError(`refusing to make ${adm.host} primary of ${res}${adm.force ? ', even with --force' : ''}: ${why}, so its disk is not consistent (a mix of old and new blocks). `
+    + `Nothing was changed. ${candidates.length > 0 ? `Consistent members that could be promoted instead: ${candidates.join(', ')}` : 'No other member is known to be consistent'}`, 1);
+}
+
+function replicaInconsistency(adm: Adm, res: string, host: string): string | undefined {
+  const { tree } = adm;
+  const synced = tree.value(resPaths.syncstatus(res, host));
+  return inconsistency({
+    sizeBytes: Number(tree.value(resPaths.size(res))),
+    syncstatusBytes: synced !== undefined && /^\d+$/.test(synced) ? Number(synced) : undefined,
+    syncpos: tree.value(resPaths.syncpos(res, host)),
+    replayLink: tree.value(resPaths.replay(res, host)),
+  });
+}
+
+/** Bytes of logged history `host` has not replayed, as far as the versionlinks here say. */
+function lackingBytes(adm: Adm, res: string, host: string): number | undefined {
+  const dir = resourceDir(res);
+  const versions = adm.tree.list(dir).filter((n) => VERSION_NAME.test(n)).map((n) => adm.tree.value(`${dir}/${n}`)).filter((v): v is string => v !== undefined);
+  return bytesBehind(adm.tree.value(resPaths.replay(res, host)), versions);
+}
+
+function lackingText(adm: Adm, res: string, host: string): string {
+  const n = lackingBytes(adm, res, host);
+  return n === undefined ? '' : `, ${n} bytes behind`;
 }
 
 function members(adm: Adm, res: string): string[] {
@@ -168,13 +210,11 @@ function lagText(adm: Adm, res: string): string {
 /** What a forced failover gives up, in plain words. */
 function forcedFailoverWarning(adm: Adm, res: string, previous: string | undefined): string {
   const target = catchUpTarget(adm, res);
+  const lacking = lackingBytes(adm, res, adm.host);
   const behind = target && !caughtUp(adm, res, target)
-    ? `${adm.host} has not replayed all of what ${target.origin} logged (as far as known here: ${lagText(adm, res)}); those writes are lost on ${adm.host}, and a torn last record is dropped. `
+    ? `${adm.host} lacks ${lacking ?? '?'} bytes of the history ${target.origin} logged (as far as known here: ${lagText(adm, res)}); those writes are lost on ${adm.host}, and a torn last record is dropped. `
     : `${adm.host} has replayed everything it knows of; writes ${previous ?? 'the old primary'} made after that are lost on ${adm.host}. `;
-  const size = Number(adm.tree.value(resPaths.size(res)));
-  const synced = Number(adm.tree.value(resPaths.syncstatus(res, adm.host)) ?? '0');
-  const unsynced = synced >= size ? '' : `${adm.host}'s sync is not complete (${synced} of ${size} bytes): its disk is NOT consistent, check the filesystem before use. `;
-  return `forced failover of ${res}: ${unsynced}${behind}`
+  return `forced failover of ${res}: ${behind}`
     + `If ${previous ?? 'the old primary'} is still running and writing, its data and ours now diverge: a split brain. `
     + `Once the hosts see each other again, "marsadm view ${res}" reports it; repair it with "marsadm invalidate ${res}" on the host whose writes you give up`;
 }

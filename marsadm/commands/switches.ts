@@ -2,6 +2,7 @@
 // sync on/off, and up/down which set them all.
 import { AdmError, type Adm } from '../context.js';
 import { resPaths, type TodoKey } from '../../common/tree/paths.js';
+import { actingForOther, downFor } from './hosts.js';
 
 function setSwitch(adm: Adm, res: string, key: TodoKey, on: boolean): boolean {
   return adm.tree.write(resPaths.todo(res, adm.host, key), on ? '1' : '0', { onlyIfChanged: true });
@@ -49,6 +50,10 @@ export async function up(adm: Adm, name: string): Promise<void> {
 export async function down(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);
   adm.requireMember(res);
+  if (actingForOther(adm)) {
+    downFor(adm, res);
+    return;
+  }
   const open = Number(adm.actual(res, 'open-count') ?? '0');
   if (open > 0 && !adm.force) {
     throw new AdmError(`the device of ${res} is in use (${open} NBD connection${open > 1 ? 's' : ''}): unmount it first, or use --force`);

@@ -95,17 +95,31 @@ t.test('a designated primary waits until the previous primary left and its histo
   t.match(d.blockedBy, /split brain: two logfiles numbered 2/);
   d = decide(snap({ ...base, syncstatusBytes: 5 }), down, b);
   t.match(d.blockedBy, /sync of this replica is not complete/);
-  t.same(decide(snap({ ...base, syncstatusBytes: 5, primaryMode: 'ignore-sync' }), down, b).action, { kind: 'start-primary' });
+  // --ignore-sync has MARS's meaning now (another member may still sync): never an inconsistent disk here.
+  t.match(decide(snap({ ...base, syncstatusBytes: 5, primaryMode: 'ignore-sync' }), down, b).blockedBy, /not complete.*not even by "marsadm primary --force"/);
   t.same(decide(snap(base), down, b).action, { kind: 'start-primary' }, 'everything here, alpha left: start');
   t.notOk(decide(snap(base), down, b).handover);
 });
 
-t.test('a forced takeover starts with whatever is here', async (t) => {
-  const d = decide(snap({
-    designatedPrimary: 'beta', primaryMode: 'force', activePrimaries: ['alpha'], syncstatusBytes: 0, maxnr: 9,
+t.test('a forced takeover starts with whatever is here, but never on an inconsistent disk', async (t) => {
+  const forced = {
+    designatedPrimary: 'beta', primaryMode: 'force' as const, activePrimaries: ['alpha'], maxnr: 9,
     replayLink: 'log-000000001-alpha,100,0', logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 150 }],
-  }), { phase: 'down' }, { ...cfg, host: 'beta' });
+  };
+  const d = decide(snap({ ...forced, syncstatusBytes: 1 << 20 }), { phase: 'down' }, { ...cfg, host: 'beta' });
   t.same(d.action, { kind: 'start-primary' });
+  const torn = decide(snap({ ...forced, syncstatusBytes: 4096 }), { phase: 'down' }, { ...cfg, host: 'beta' });
+  t.same(torn.action, { kind: 'none' }, 'a half-synced disk is not started even in force mode');
+  t.match(torn.blockedBy, /sync of this replica is not complete \(4096 of/);
+});
+
+t.test('a host removed by a survivor takes no role (a zombie on its old tree)', async (t) => {
+  const removed = 'beta was removed from the cluster by gamma: it takes no role and serves nothing';
+  const d = decide(snap({ designatedPrimary: 'beta', removed }), { phase: 'down' }, { ...cfg, host: 'beta' });
+  t.same(d.action, { kind: 'none' });
+  t.notOk(d.wantPrimary);
+  const running = decide(snap({ designatedPrimary: 'beta', removed }), { phase: 'primary', currentSeq: 1 }, { ...cfg, host: 'beta' });
+  t.same(running.action, { kind: 'stop-primary', reason: removed }, 'a running primary stops');
 });
 
 t.test('a failed start is retried only through the takeover rules', async (t) => {
