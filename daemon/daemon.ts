@@ -28,6 +28,7 @@ import type { ThresholdSpec } from './control/decide-emergency.js';
 import type { LogFn } from '../common/util/log.js';
 import type { Clock, Timer } from '../common/util/clock.js';
 import { failStopOnInvariant } from '../common/util/assert.js';
+import type { DeviceMode } from './control/device-runner.js';
 
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
 /** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
@@ -53,6 +54,8 @@ export interface DaemonOptions extends CommonOptions {
   tlsCaFile?: string;
   /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
   spaceLevels?: ThresholdSpec[];
+  /** the kernel block device marsd makes while primary (--device-mode, --device-dir); default none */
+  device?: { mode: DeviceMode; dir: string };
   log: LogFn;
   /** time and timers of the daemon and its runners (marsd: systemClock) */
   clock: Clock;
@@ -285,6 +288,7 @@ export class Daemon {
       log: this.opts.log, clock: this.opts.clock, requestTick: () => this.requestTick(),
       peers: this.secondaryPeers, fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
       onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
+      ...(this.opts.device ? { device: this.opts.device } : {}),
     });
     this.runners.set(res, runner);
     return runner;

@@ -26,6 +26,7 @@ import { deleteReplayedCopies } from './space-reclaim.js';
 import { MAX_SPACE_LEVEL } from './decide-emergency.js';
 import { statusLinks, type StatusState } from './status-links.js';
 import { StatusPublisher } from './status-publisher.js';
+import { DeviceRunner, type DeviceMode } from './device-runner.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -43,6 +44,8 @@ export interface RunnerContext {
   fetchRateBytesPerS: number;
   /** a log append hit ENOSPC: /mars is full whatever the last space check said */
   onOutOfSpace?: () => void;
+  /** the kernel block device marsd makes while primary (device-runner.ts); default none */
+  device?: { mode: DeviceMode; dir: string };
 }
 
 export class ResourceRunner {
@@ -52,6 +55,8 @@ export class ResourceRunner {
   /** publishes actual-HOST/split-brain */
   readonly splitBrain: SplitBrainMonitor;
   readonly hooks: AppHookRunner;
+  /** /dev/mars/NAME while this host is primary */
+  readonly device: DeviceRunner;
   private readonly status: StatusPublisher;
   private busy: Promise<void> = Promise.resolve();
   /** operations queued or running on `busy` */
@@ -67,14 +72,18 @@ export class ResourceRunner {
       tree, host, peers: ctx.peers, fetchRateBytesPerS: ctx.fetchRateBytesPerS, log, clock, onStatus: () => publish(false),
     });
     this.hooks = new AppHookRunner({ tree, res: name, host, socketPath: this.socketPath, clock, log, onChange: () => publish(true) });
+    this.device = new DeviceRunner({
+      res: name, mode: ctx.device?.mode ?? 'none', deviceDir: ctx.device?.dir ?? '/dev/mars', runDir: ctx.runDir,
+      socketPath: this.socketPath, hooks: this.hooks, clock, log, onChange: () => { publish(true); ctx.requestTick(); },
+    });
     this.primary = new PrimaryRunner({
-      tree, res: name, host, clock, log, nbd: ctx.nbd, socketPath: this.socketPath, memLimitBytes: ctx.memLimitBytes,
+      deferStartHook: this.device.enabled, tree, res: name, host, clock, log, nbd: ctx.nbd, socketPath: this.socketPath, memLimitBytes: ctx.memLimitBytes,
       hooks: this.hooks, stopSecondary: () => this.secondary.stop(), publish, requestTick: ctx.requestTick,
       ...(ctx.onOutOfSpace ? { onOutOfSpace: ctx.onOutOfSpace } : {}),
     });
     this.splitBrain = new SplitBrainMonitor(tree, name, host, log, clock);
     this.status = new StatusPublisher({
-      tree, res: name, host, clock, log, links: () => statusLinks(this.statusState()), also: () => this.primary.publishCurrentLinks(),
+      tree, res: name, host, clock, log, links: () => ({ ...statusLinks(this.statusState()), ...this.device.links() }), also: () => this.primary.publishCurrentLinks(),
     });
   }
 
@@ -104,12 +113,13 @@ export class ResourceRunner {
       loggingMode: p.phase === 'primary' ? p.loggingMode : undefined,
       holeUnwritten: p.holeUnwritten,
       invalidating: this.invalidating,
-      openCount: this.hooks.openCount,
+      openCount: this.device.openCount(this.hooks.openCount),
       primarySinceUs: p.primarySinceUs,
       wantHandled: this.hooks.wantHandled,
       stopHookConfigured: this.hooks.configured('stop'),
       splitBrainChecking: this.splitBrain.checking,
       splitBrainCheckedMs: this.splitBrain.lastCheckMs,
+      device: this.device.runtime(),
     };
     const pos = p.position();
     if (pos) { rt.currentSeq = pos.currentSeq; rt.currentLogBytes = pos.currentLogBytes; }
@@ -132,6 +142,7 @@ export class ResourceRunner {
   /** Execute a plan; the order is the one the parts depend on (see plan.ts). */
   apply(plan: ResourcePlan, snapshot: ResourceSnapshot): Promise<void> {
     const done = this.execute(plan.primary, snapshot);
+    this.device.apply(plan.device);
     if (plan.retryHoleLinks) this.primary.retryHoleLinks();
     if (plan.emergency === 'enter') this.primary.enterEmergency(`/mars space level ${MAX_SPACE_LEVEL}: free space below the last threshold`);
     if (plan.emergency === 'leave') {
@@ -216,7 +227,7 @@ export class ResourceRunner {
       draining: p.draining,
       secondary: this.secondary.active ? this.secondary.status() : undefined,
       diskOpen: p.diskOpen,
-      openCount: this.hooks.openCount,
+      openCount: this.device.openCount(this.hooks.openCount),
       recoveryRestBytes: p.recoveryRestBytes,
       writebackRestBytes: p.writebackRestBytes(),
       failure: p.failure,
@@ -233,6 +244,7 @@ export class ResourceRunner {
   async shutdown(): Promise<void> {
     this.primary.beginShutdown();
     this.hooks.release();
+    await this.device.shutdown();
     await this.busy;
     await this.primary.shutdown();
     await this.secondary.stop();

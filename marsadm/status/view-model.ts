@@ -28,6 +28,9 @@ export interface ViewSnapshot {
     isRecovering: boolean;
     recoveryRestBytes: number;
     socket: string | undefined;
+    /** /dev/mars/NAME while marsd keeps the block device (marsd --device-mode), and what happens to it */
+    device?: string | undefined;
+    deviceState?: string | undefined;
     isCopying: boolean;
     isSyncing: boolean;
     isReplaying: boolean;
@@ -172,6 +175,8 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.isPrimary && v.actual.socket) {
     lines.push(`    LocalDevice nbd+unix:///${v.res}?socket=${v.actual.socket} [${v.actual.openCount > 0 ? `Opened by ${v.actual.openCount}` : 'not opened'}]`);
   }
+  if (v.actual.device) lines.push(`    BlockDevice ${v.actual.device} (${v.actual.deviceState ?? '?'})`);
+  else if (v.actual.deviceState && /^(attach|detach|waiting)/.test(v.actual.deviceState)) lines.push(`    BlockDevice: ${v.actual.deviceState}`);
   if (v.actual.isRecovering) lines.push(`    recovery: ${v.actual.recoveryRestBytes} bytes of logfiles left to replay`);
   if (v.actual.writebackRestBytes > 0) lines.push(`    writeback: ${v.actual.writebackRestBytes} bytes logged but not yet on the disk`);
   if (v.syncstatusBytes < v.sizeBytes && v.member && v.designatedPrimary !== v.host) {
@@ -222,6 +227,7 @@ export const MACROS: Record<string, (v: ViewSnapshot) => string> = {
   'total-space-bytes': (v) => String(emergencyOf(v).totalSpaceBytes),
   'is-orphan': (v) => (v.actual.replayCode === REPLAY_CODE_HOLE ? '1' : '0'),
   'is-alive': (v) => (v.daemonRunning && (v.heartbeatAgeS ?? Infinity) <= v.windowS ? '1' : '0'),
+  device: (v) => v.actual.device ?? '(none)',
   'device-opened': (v) => (v.actual.openCount > 0 ? '1' : '0'),
   'open-count': (v) => String(v.actual.openCount),
   'writeback-rest': (v) => String(v.actual.writebackRestBytes),
@@ -265,6 +271,8 @@ export function viewJson(v: ViewSnapshot): Record<string, unknown> {
     replayCode: v.actual.replayCode ?? null,
     error: v.actual.errorMessage ?? null,
     socket: v.actual.isPrimary ? v.actual.socket ?? null : null,
+    device: v.actual.device ?? null,
+    deviceState: v.actual.deviceState ?? null,
     replayLink: v.replayLink ?? null,
     syncstatus: v.syncstatusBytes,
     syncRate: v.actual.syncRateBytesPerS,
