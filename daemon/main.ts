@@ -34,7 +34,7 @@ function sizeOption(what: string) {
   };
 }
 
-function buildProgram(): Command {
+export function buildProgram(): Command {
   return new Command('marsd')
     .description('MARS daemon: transaction logger, replication and control loop for one host')
     .version(MARSD_VERSION)

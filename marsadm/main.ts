@@ -29,7 +29,7 @@ type AddCommand = (usage: string, description: string, action: Action, extra?: (
  * The whole command line. Commands are registered group by group in the order `--help` lists
  * them; every MARS command also takes --force, --json and --timeout after its name.
  */
-function build(): Command {
+export function build(): Command {
   const program = new Command('marsadm')
     .description('MARS admin tool: cluster and resource management, role switches, status')
     .version(MARSD_VERSION)
