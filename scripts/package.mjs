@@ -16,7 +16,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20, ...opts });
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 const arch = sh('dpkg', ['--print-architecture']).trim();
-const OUT = resolve(process.argv[2] ?? join(ROOT, 'build'));
+const OUT = resolve(process.argv.slice(2).find((a) => !a.startsWith('--')) ?? join(ROOT, 'build'));
 const STAGE = join(OUT, 'deb-root');
 const LIB = join(STAGE, 'usr/lib/mars');
 
@@ -112,8 +112,11 @@ function stageControl() {
 }
 
 function main() {
-  process.stderr.write('package: building dist/\n');
-  sh('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // The tests set --no-build: dist/ is built already, and rewriting it would race other tests.
+  if (!process.argv.includes('--no-build')) {
+    process.stderr.write('package: building dist/\n');
+    sh('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  }
   rmSync(STAGE, { recursive: true, force: true });
   mkdirSync(STAGE, { recursive: true });
   const modules = stageProgram();
