@@ -40,7 +40,8 @@ if (missing) {
     t.teardown(async () => {
       for (const p of [marsd, receiver]) if (p?.pid !== undefined && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
       await detachDevice({ name: 'smoke', runDir, linkDir: devDir }).catch(() => undefined);
-      if (installed()) run('dpkg', ['-r', 'mars']);
+      // Purge: the conffiles dpkg -r keeps (/etc/default/mars, /etc/cron.d/mars) go too.
+      run('dpkg', ['-P', 'mars']);
     });
 
     const built = run(process.execPath, [join(REPO_ROOT, 'scripts/package.mjs'), out, '--no-build'], 300_000);
