@@ -72,8 +72,9 @@ export class Adm {
 
   /** Text for humans, or the object with --json. */
   result(text: string, json: Record<string, unknown>): void {
-    if (this.json) this.printJson(json);
-    else if (text) this.print(text);
+    // --dry-run: the command ran against a tree that changed nothing; its report says so.
+    if (this.json) this.printJson(this.dryRun ? { ...json, dryRun: true } : json);
+    else if (text) this.print(this.dryRun ? `dry-run, nothing changed; it would report: ${text}` : text);
   }
 
   requireCluster(): void {
