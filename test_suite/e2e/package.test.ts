@@ -93,6 +93,11 @@ if (missing) {
     const back = run('dd', [`if=${link}`, `of=${join(dir, 'back')}`, 'bs=1M', 'count=1', 'skip=3', 'iflag=direct', 'status=none']);
     t.equal(back.status, 0);
     t.ok(readFileSync(join(dir, 'back')).equals(block), 'read back what was written');
+    const complete = (words: string[]) => run('bash', ['-c', `source /usr/share/bash-completion/completions/marsadm; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _marsadm; echo "\${COMPREPLY[*]}"`]).stdout.trim();
+    t.equal(complete(['marsadm', 'set-sync-l']), 'set-sync-limit-value', 'completion: commands');
+    t.equal(complete(['marsadm', '--mars-dir', marsDir, 'primary', '']), 'smoke all', 'completion: resources of --mars-dir');
+    t.match(complete(['marsadm', 'wait-resource', 'smoke', 'dev']), /device/, 'completion: wait conditions');
+    t.match(complete(['marsadm', 'view-']), /view-role/, 'completion: view macros');
     const view = adm(['view', 'smoke']);
     t.match(view.stdout, /smoke .*Primary smoke/, 'view shows the primary');
     t.match(view.stdout, /BlockDevice /, 'view shows the device');
