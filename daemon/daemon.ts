@@ -32,6 +32,7 @@ import type { ThresholdSpec } from './control/decide-emergency.js';
 import type { LogFn } from '../common/util/log.js';
 import type { Clock, Timer } from '../common/util/clock.js';
 import { failStopOnInvariant } from '../common/util/assert.js';
+import type { DeviceMode } from './control/device-runner.js';
 
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
 /** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
@@ -59,6 +60,8 @@ export interface DaemonOptions extends CommonOptions {
   tlsCaFile?: string;
   /** free-space thresholds of /mars for space levels 1..4 (--space-levels); default decide-emergency.ts */
   spaceLevels?: ThresholdSpec[];
+  /** the kernel block device marsd makes while primary (--device-mode, --device-dir); default none */
+  device?: { mode: DeviceMode; dir: string };
   log: LogFn;
   /** time and timers of the daemon and its runners (marsd: systemClock) */
   clock: Clock;
@@ -310,6 +313,7 @@ export class Daemon {
       peers: this.secondaryPeers, fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
       onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
       counters: ((c) => c ?? this.counters.set(res, newResourceCounters()).get(res)!)(this.counters.get(res)),
+      ...(this.opts.device ? { device: this.opts.device } : {}),
     });
     this.runners.set(res, runner);
     return runner;

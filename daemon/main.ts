@@ -13,12 +13,15 @@ import { checkTlsFiles } from '../common/cluster/tls-files.js';
 import { runStdioMain } from './stdio-main.js';
 import type { LogFn } from '../common/util/log.js';
 import { systemClock } from '../common/util/clock.js';
+import { DEFAULT_DEVICE_DIR, DEVICE_MODES, type DeviceMode } from './control/device-runner.js';
+import { sdNotify } from './sd-notify.js';
 
 interface MarsdOptions {
   marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
   fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
   spaceLevels?: ReturnType<typeof parseSpaceLevels>;
   metrics?: string;
+  deviceMode?: DeviceMode; deviceDir?: string;
 }
 
 function sizeOption(what: string) {
@@ -32,7 +35,7 @@ function sizeOption(what: string) {
   };
 }
 
-function buildProgram(): Command {
+export function buildProgram(): Command {
   return new Command('marsd')
     .description('MARS daemon: transaction logger, replication and control loop for one host')
     .version(MARSD_VERSION)
@@ -65,6 +68,11 @@ function buildProgram(): Command {
         throw new InvalidArgumentError((err as Error).message);
       }
     })
+    .option('--device-mode <mode>', 'make /dev/mars/NAME while primary: auto (nbd-client where nbd.ko loads, else nbdfuse + loop), nbd, fuse, or none (default none)', (v) => {
+      if (!(DEVICE_MODES as readonly string[]).includes(v)) throw new InvalidArgumentError(`must be one of ${DEVICE_MODES.join(', ')}`);
+      return v as DeviceMode;
+    })
+    .option('--device-dir <dir>', `where the NAME links to the block devices go (default ${DEFAULT_DEVICE_DIR})`)
     .option('--bind <addr:port>', 'listen for peers here instead of on the address in ips/ip-HOST (NAT, proxies)')
     .option('--tls-cert <file>', 'PEM certificate to present: the peer listener then speaks TLS only (with --tls-key)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
@@ -99,7 +107,10 @@ export function runMarsd(argv: string[]): void {
     process.exit(2);
   }
   installHandlers(daemon, log);
-  daemon.start().catch((err) => {
+  daemon.start().then(async () => {
+    const sent = await sdNotify(`READY=1\nSTATUS=running; tree ${daemon.tree.root}\nMAINPID=${process.pid}`);
+    if (sent !== 'sent' && sent !== 'no-socket') log('warn', `cannot tell systemd that marsd is ready: ${sent}`);
+  }).catch((err) => {
     if (err instanceof InvariantError) exitOnUncaught(err, log);
     process.stderr.write(`marsd: ${(err as Error).message}\n`);
     process.exit(1);
@@ -124,6 +135,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
     ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
     ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
     ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
+    ...(o.deviceMode !== undefined && o.deviceMode !== 'none' ? { device: { mode: o.deviceMode, dir: resolve(o.deviceDir ?? DEFAULT_DEVICE_DIR) } } : {}),
     log,
     clock: systemClock,
   };
@@ -133,6 +145,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
 function installHandlers(daemon: Daemon, log: LogFn): void {
   const shutdown = (signal: string) => {
     log('info', `${signal} received, stopping`);
+    void sdNotify('STOPPING=1');
     daemon.stop().then(() => process.exit(0), (err) => {
       if (err instanceof InvariantError) exitOnUncaught(err, log);
       log('error', `stop failed: ${(err as Error).message}`);

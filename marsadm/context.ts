@@ -23,6 +23,8 @@ export interface GlobalOptions {
   timeout?: string;
   window?: string;
   force?: boolean;
+  /** print what would change, change nothing */
+  dryRun?: boolean;
 }
 
 export const DEFAULT_TIMEOUT_S = 60;
@@ -44,6 +46,7 @@ export class Adm {
   readonly timeoutS: number;
   readonly windowS: number;
   readonly force: boolean;
+  readonly dryRun: boolean;
 
   constructor(g: GlobalOptions, private readonly stdout: (s: string) => void = (s) => process.stdout.write(s)) {
     const common = resolveCommon(g);
@@ -54,7 +57,9 @@ export class Adm {
     this.timeoutS = seconds(g.timeout, DEFAULT_TIMEOUT_S, '--timeout');
     this.windowS = seconds(g.window, DEFAULT_WINDOW_S, '--window');
     this.force = g.force ?? false;
-    this.tree = new TreeStore(this.marsDir, new LamportClock());
+    this.dryRun = g.dryRun ?? false;
+    const tree = new TreeStore(this.marsDir, new LamportClock());
+    this.tree = this.dryRun ? dryRunTree(tree, (line) => this.print(`dry-run: would ${line}`)) : tree;
   }
 
   print(line = ''): void {
@@ -67,8 +72,9 @@ export class Adm {
 
   /** Text for humans, or the object with --json. */
   result(text: string, json: Record<string, unknown>): void {
-    if (this.json) this.printJson(json);
-    else if (text) this.print(text);
+    // --dry-run: the command ran against a tree that changed nothing; its report says so.
+    if (this.json) this.printJson(this.dryRun ? { ...json, dryRun: true } : json);
+    else if (text) this.print(this.dryRun ? `dry-run, nothing changed; it would report: ${text}` : text);
   }
 
   requireCluster(): void {
@@ -102,6 +108,7 @@ export class Adm {
 
   /** Wake the local marsd now instead of at its next periodic scan. */
   trigger(): void {
+    if (this.dryRun) return;
     this.tree.ensureDir('userspace');
     this.tree.write(`userspace/trigger-${this.host}`, formatStamp(this.tree.clock.tick()));
   }
@@ -117,6 +124,10 @@ export class Adm {
    */
   async waitFor(what: string, probe: () => boolean, progress?: () => string | undefined): Promise<boolean> {
     if (probe()) return true;
+    if (this.dryRun) {
+      this.print(`dry-run: would wait until ${what}`);
+      return false;
+    }
     if (!this.daemonRunning()) {
       if (!this.json) this.print(`note: marsd is not running on ${this.marsDir}; ${what} happens when it starts`);
       return false;
@@ -138,4 +149,34 @@ export class Adm {
       }
     }
   }
+}
+
+/** The tree methods that change something; with --dry-run they print instead. */
+const TREE_CHANGES: Record<string, (tree: TreeStore, args: unknown[]) => { line: string; result: unknown }> = {
+  write: (tree, [rel, value]) => ({ line: `write ${rel as string} -> ${value as string}${tree.value(rel as string) !== undefined ? ` (now ${tree.value(rel as string)})` : ''}`, result: tree.value(rel as string) !== value }),
+  remove: (tree, [rel]) => ({ line: `remove ${rel as string}`, result: tree.exists(rel as string) }),
+  purge: (_tree, [rel]) => ({ line: `purge ${rel as string}`, result: undefined }),
+  ensureDir: (tree, [rel]) => ({ line: tree.exists(rel as string) ? '' : `create directory ${rel as string}`, result: undefined }),
+  fsyncDir: () => ({ line: '', result: undefined }),
+};
+
+/**
+ * --dry-run: the same tree for reading; every change is printed ("would write ...") and not
+ * made. Commands run unchanged on it, so what they print is what they would do.
+ */
+export function dryRunTree(tree: TreeStore, print: (line: string) => void): TreeStore {
+  return new Proxy(tree, {
+    get(target, prop, receiver) {
+      const change = typeof prop === 'string' ? TREE_CHANGES[prop] : undefined;
+      if (!change) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      }
+      return (...args: unknown[]) => {
+        const { line, result } = change(target, args);
+        if (line) print(line);
+        return result;
+      };
+    },
+  });
 }

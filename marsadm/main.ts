@@ -13,8 +13,10 @@ import { invalidate } from './commands/invalidate.js';
 import { setAppHooks } from './commands/app-hooks.js';
 import { attach, detach, down, setTodo, up } from './commands/switches.js';
 import { lowlevelDeleteHost } from './commands/hosts.js';
-import { cron, logDelete, logRotate } from './commands/logs.js';
+import { cron, DEFAULT_THRESH_LOGFILES, DEFAULT_THRESH_LOGSIZE_BYTES, logDelete, logRotate, type CronThresholds } from './commands/logs.js';
+import { parseSize } from '../common/config.js';
 import { logTruncate } from './commands/log-truncate.js';
+import { getEmergencyLimit, getSyncLimit, setEmergencyLimit, setSyncLimit } from './commands/limits.js';
 import { view, viewMacro, waitResource } from './commands/view.js';
 import { logDump } from './commands/log-dump.js';
 import { getTransport, setTransport } from './commands/transport.js';
@@ -22,6 +24,7 @@ import { MACROS } from './status/macros.js';
 import { check } from './commands/check.js';
 import { watchView } from './commands/view-watch.js';
 import { MARSD_VERSION } from '../common/version.js';
+import { expandResources } from './commands/common.js';
 
 /** positional arguments, then the command's own options */
 type Action = (adm: Adm, args: string[], opts: Record<string, string | undefined>) => void | Promise<void>;
@@ -32,7 +35,7 @@ type AddCommand = (usage: string, description: string, action: Action, extra?: (
  * The whole command line. Commands are registered group by group in the order `--help` lists
  * them; every MARS command also takes --force, --json and --timeout after its name.
  */
-function build(): Command {
+export function build(): Command {
   const program = new Command('marsadm')
     .description('MARS admin tool: cluster and resource management, role switches, status')
     .version(MARSD_VERSION)
@@ -56,18 +59,51 @@ function build(): Command {
   return program;
 }
 
+/** Commands that take --dry-run: they print what they would change and change nothing. */
+export const DRY_RUN_COMMANDS = new Set(['primary', 'secondary', 'invalidate', 'leave-resource', 'log-delete', 'log-delete-all', 'log-delete-one']);
+/** Commands that take `all` (or a,b,c) themselves; every other command with a NAME gets it here. */
+const OWN_ALL = new Set(['view', 'log-delete', 'log-delete-all', 'log-delete-one', 'create-resource', 'join-resource']);
+
 /** The registration of a MARS command: a fresh Adm (global and own options) per invocation. */
 function commandAdder(program: Command): AddCommand {
   return (usage, description, action, extra) => {
     let cmd = program.command(usage).description(description).option('--force', 'skip safety checks').option('--json', 'machine-readable output').option('--timeout <seconds>', 'wait limit');
+    const name = cmd.name();
+    if (DRY_RUN_COMMANDS.has(name)) cmd = cmd.option('--dry-run', 'print what would change, change nothing');
     if (extra) cmd = extra(cmd);
+    const perResource = usage.includes('<name>') && !OWN_ALL.has(name) && !name.startsWith('view-');
     cmd.action(async (...args: unknown[]) => {
       const command = args[args.length - 1] as Command;
       const adm = new Adm(command.optsWithGlobals<GlobalOptions>());
-      await action(adm, command.processedArgs.filter((a): a is string => typeof a === 'string'), command.opts());
+      const positional = command.processedArgs.filter((a): a is string => typeof a === 'string');
+      if (perResource && positional[0] !== undefined && (positional[0] === 'all' || positional[0].includes(','))) {
+        await forEachResource(adm, positional, (p) => action(adm, p, command.opts()));
+      } else {
+        await action(adm, positional, command.opts());
+      }
     });
     return cmd;
   };
+}
+
+/**
+ * `all` or `a,b,c` in place of NAME: the command runs for each resource in turn (as MARS's
+ * marsadm does); a failure is reported and the others still run; the exit code says if any failed.
+ */
+async function forEachResource(adm: Adm, positional: string[], run: (positional: string[]) => void | Promise<void>): Promise<void> {
+  const names = expandResources(adm, positional[0]!);
+  const failed: string[] = [];
+  for (const res of names) {
+    if (!adm.json && names.length > 1) adm.print(`--- ${res}`);
+    try {
+      await run([res, ...positional.slice(1)]);
+    } catch (err) {
+      if (!(err instanceof AdmError || err instanceof NameError)) throw err;
+      process.stderr.write(`marsadm: ${res}: ${err.message}\n`);
+      failed.push(res);
+    }
+  }
+  if (failed.length > 0) throw new AdmError(`failed for ${failed.length} of ${names.length} resources: ${failed.join(', ')}`);
 }
 
 /** Cluster membership and how this host reaches its peers. */
@@ -132,7 +168,13 @@ function addLogCommands(add: AddCommand): void {
   add('log-delete <name>', 'delete every logfile all replicas have replayed (NAME or all)', (adm, [name]) => { logDelete(adm, name!, 'all'); });
   add('log-delete-all <name>', 'same as log-delete', (adm, [name]) => { logDelete(adm, name!, 'all'); });
   add('log-delete-one <name>', 'delete the oldest deletable logfile', (adm, [name]) => { logDelete(adm, name!, 'one'); });
-  add('cron', 'housekeeping: purge old tombstones, rotate and delete logfiles', (adm) => cron(adm));
+  add('cron', 'housekeeping: purge old tombstones, rotate logfiles where worthwhile, delete replayed ones', (adm, _args, o) => cron(adm, cronThresholds(o)),
+    (c) => c.option('--thresh-logfiles <n>', `with this many logfiles, rotate only once the current one reaches --thresh-logsize (default ${DEFAULT_THRESH_LOGFILES})`)
+      .option('--thresh-logsize <size>', 'see --thresh-logfiles (default 5G)'));
+  add('set-sync-limit-value <bytes-per-s>', 'limit the sync bandwidth of this host (k/M/G suffixes; 0 = unlimited); read by running syncs too', (adm, [v]) => setSyncLimit(adm, v!));
+  add('get-sync-limit-value', 'print the sync bandwidth limit of this host in bytes/s (0 = unlimited)', (adm) => getSyncLimit(adm));
+  add('set-emergency-limit <name> <percent>', 'emergency limit of NAME on this host: percent of /mars (0 = off)', (adm, [name, v]) => setEmergencyLimit(adm, name!, v!));
+  add('get-emergency-limit <name>', 'print the emergency limit of NAME on this host (percent, 0 = off)', (adm, [name]) => getEmergencyLimit(adm, name!));
   add('log-truncate <name>', 'cut a defective logfile at its last good record so the resource can start', (adm, [name]) => logTruncate(adm, name!));
 }
 
@@ -147,6 +189,14 @@ function addStatusCommands(add: AddCommand): void {
     (c) => c.option('--warn-lag <seconds>', 'WARNING at this fetch/replay lag (default 60)').option('--crit-lag <seconds>', 'CRITICAL at this lag (default 300)'));
   add('view-watch [name] [seconds]', 'same as view --watch', (adm, [name, secs]) => watchView(adm, name, secs));
   add('wait-resource <name> <condition>', 'wait until the resource reaches a condition (attach, primary, device, writeback-done, umount; -off variants)', (adm, [name, cond]) => waitResource(adm, name!, cond!));
+}
+
+function cronThresholds(o: Record<string, string | undefined>): CronThresholds {
+  const n = o.threshLogfiles === undefined ? DEFAULT_THRESH_LOGFILES : Number(o.threshLogfiles);
+  if (!Number.isInteger(n) || n < 0) throw new AdmError(`invalid --thresh-logfiles ${o.threshLogfiles}: a count`, 2);
+  let size = DEFAULT_THRESH_LOGSIZE_BYTES;
+  try { if (o.threshLogsize !== undefined) size = parseSize(o.threshLogsize, '--thresh-logsize'); } catch (err) { throw new AdmError((err as Error).message, 2); }
+  return { logfiles: n, logsizeBytes: size };
 }
 
 /** log-dump reads a file, not the tree: no Adm, and only its own options besides --json. */

@@ -14,6 +14,7 @@
 //   wantPrimary      stop the application for another member's handover request
 //   checkSplitBrain  time for the next split-brain check
 //   publishStatus    write actual-HOST/* this round
+//   device           make or remove /dev/mars/NAME (holds a stop back until it is gone)  decide-device.ts
 //   forget           the resource is gone and nothing of it runs any more
 //
 // Invariants: at most one operation per resource is in flight on its runner (primary action,
@@ -25,6 +26,7 @@ import type { LoggingMode } from '../logger/emergency-backend.js';
 import { decide, type Action, type DecideConfig, type Decision, type RuntimeState } from './decide.js';
 import { decideSecondary, NOTHING, type SecondaryPlan } from './decide-secondary.js';
 import { decidePrimaryEmergency, limitSecondaryPlan, secondarySpaceLimits, type EmergencyAction } from './decide-emergency.js';
+import { NO_DEVICE, planDevice, type DeviceAction, type DeviceRuntime } from './decide-device.js';
 
 /** A split-brain check of a resource runs at most this often (it reads every versionlink). */
 export const SPLIT_BRAIN_CHECK_INTERVAL_MS = 1_000;
@@ -49,6 +51,8 @@ export interface RunnerState extends RuntimeState {
   splitBrainChecking: boolean;
   /** when the last split-brain check began (ms, the clock's time) */
   splitBrainCheckedMs: number;
+  /** the kernel block device marsd makes (device-runner.ts); absent: none */
+  device?: DeviceRuntime;
 }
 
 export interface PlanInput {
@@ -85,6 +89,8 @@ export interface ResourcePlan {
   publishStatus: boolean;
   /** nothing of the deleted resource runs: drop its runner */
   forget: boolean;
+  /** make or remove the kernel block device (decide-device.ts) */
+  device: DeviceAction;
 }
 
 export function planResource(i: PlanInput): ResourcePlan {
@@ -96,8 +102,9 @@ export function planResource(i: PlanInput): ResourcePlan {
   const invalidate = idle && !rt.invalidating && s.invalidateRequest !== undefined && s.sizeBytes !== undefined
     ? { request: s.invalidateRequest, sizeBytes: s.sizeBytes } : undefined;
   const wanted = secondaryFor(s, i.config.host, d, idle && !rt.invalidating && invalidate === undefined);
+  const device = planDevice(rt.device ?? NO_DEVICE, rt.phase, d.action, i.nowMs);
   return {
-    primary: d.action,
+    primary: device.holdPrimary ? { kind: 'none' } : d.action,
     primaryWait: d.blockedBy,
     invalidate,
     secondary: limitSecondaryPlan(wanted, i.spaceLevel),
@@ -107,6 +114,7 @@ export function planResource(i: PlanInput): ResourcePlan {
     checkSplitBrain: !rt.splitBrainChecking && i.nowMs - rt.splitBrainCheckedMs >= SPLIT_BRAIN_CHECK_INTERVAL_MS,
     publishStatus: true,
     forget: false,
+    device: device.action,
   };
 }
 
@@ -150,8 +158,10 @@ export function planWantPrimary(request: string | undefined, rt: RunnerState): W
 /** The resource was deleted underneath its runner: a primary steps down, then the runner goes. */
 function planDeleted(rt: RunnerState): ResourcePlan {
   const stop = rt.phase === 'primary' && !rt.actionInFlight;
+  const stopAction: Action = stop ? { kind: 'stop-primary', reason: 'resource deleted' } : { kind: 'none' };
+  const device = planDevice(rt.device ?? NO_DEVICE, rt.phase, stopAction, 0);
   return {
-    primary: stop ? { kind: 'stop-primary', reason: 'resource deleted' } : { kind: 'none' },
+    primary: device.holdPrimary ? { kind: 'none' } : stopAction,
     primaryWait: undefined,
     invalidate: undefined,
     secondary: { ...NOTHING, why: 'resource deleted' },
@@ -161,6 +171,7 @@ function planDeleted(rt: RunnerState): ResourcePlan {
     wantPrimary: undefined,
     checkSplitBrain: false,
     publishStatus: false,
-    forget: (rt.phase === 'down' || rt.phase === 'failed') && !rt.actionInFlight,
+    forget: (rt.phase === 'down' || rt.phase === 'failed') && !rt.actionInFlight && !rt.device?.attached && !rt.device?.busy,
+    device: device.action,
   };
 }

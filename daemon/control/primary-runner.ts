@@ -60,6 +60,8 @@ export interface PrimaryContext {
   /** a log append hit ENOSPC: /mars is full whatever the last space check said */
   onOutOfSpace?: () => void;
   requestTick: () => void;
+  /** the start hook runs once the block device exists (device-runner.ts), not here */
+  deferStartHook?: boolean;
 }
 
 export class PrimaryRunner {
@@ -152,7 +154,7 @@ export class PrimaryRunner {
       await this.openLog(recovered.nextSeq, sizeBytes);
       this.phase = 'primary';
       this.primarySinceUs = tree.clock.now();
-      if (this.ctx.hooks.configured('start')) void this.ctx.hooks.run('start');
+      if (this.ctx.hooks.configured('start') && !this.ctx.deferStartHook) void this.ctx.hooks.run('start');
       // A forced or sync-ignoring takeover was a one-time permission: the next one is planned.
       if ((tree.value(resPaths.primaryMode(res, host)) ?? 'planned') !== 'planned') tree.write(resPaths.primaryMode(res, host), 'planned');
       log('info', `${res}: primary; logging to ${logName(recovered.nextSeq, host)}, export on ${this.ctx.socketPath}`);

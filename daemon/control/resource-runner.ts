@@ -27,6 +27,7 @@ import { MAX_SPACE_LEVEL } from './decide-emergency.js';
 import { statusLinks, type StatusState } from './status-links.js';
 import { StatusPublisher } from './status-publisher.js';
 import type { ResourceCounters } from '../../common/util/metrics-recorder.js';
+import { DeviceRunner, type DeviceMode } from './device-runner.js';
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -46,6 +47,8 @@ export interface RunnerContext {
   onOutOfSpace?: () => void;
   /** metrics: this resource's byte counters (daemon/metrics reads them) */
   counters?: ResourceCounters;
+  /** the kernel block device marsd makes while primary (device-runner.ts); default none */
+  device?: { mode: DeviceMode; dir: string };
 }
 
 export class ResourceRunner {
@@ -55,6 +58,8 @@ export class ResourceRunner {
   /** publishes actual-HOST/split-brain */
   readonly splitBrain: SplitBrainMonitor;
   readonly hooks: AppHookRunner;
+  /** /dev/mars/NAME while this host is primary */
+  readonly device: DeviceRunner;
   private readonly status: StatusPublisher;
   private busy: Promise<void> = Promise.resolve();
   /** operations queued or running on `busy` */
@@ -71,15 +76,19 @@ export class ResourceRunner {
       ...(ctx.counters ? { counters: ctx.counters } : {}),
     });
     this.hooks = new AppHookRunner({ tree, res: name, host, socketPath: this.socketPath, clock, log, onChange: () => publish(true) });
+    this.device = new DeviceRunner({
+      res: name, mode: ctx.device?.mode ?? 'none', deviceDir: ctx.device?.dir ?? '/dev/mars', runDir: ctx.runDir,
+      socketPath: this.socketPath, hooks: this.hooks, clock, log, onChange: () => { publish(true); ctx.requestTick(); },
+    });
     this.primary = new PrimaryRunner({
-      tree, res: name, host, clock, log, nbd: ctx.nbd, socketPath: this.socketPath, memLimitBytes: ctx.memLimitBytes,
+      deferStartHook: this.device.enabled, tree, res: name, host, clock, log, nbd: ctx.nbd, socketPath: this.socketPath, memLimitBytes: ctx.memLimitBytes,
       hooks: this.hooks, stopSecondary: () => this.secondary.stop(), publish, requestTick: ctx.requestTick,
       ...(ctx.onOutOfSpace ? { onOutOfSpace: ctx.onOutOfSpace } : {}),
       ...(ctx.counters ? { counters: ctx.counters } : {}),
     });
     this.splitBrain = new SplitBrainMonitor(tree, name, host, log, clock);
     this.status = new StatusPublisher({
-      tree, res: name, host, clock, log, links: () => statusLinks(this.statusState()), also: () => this.primary.publishCurrentLinks(),
+      tree, res: name, host, clock, log, links: () => ({ ...statusLinks(this.statusState()), ...this.device.links() }), also: () => this.primary.publishCurrentLinks(),
     });
   }
 
@@ -109,12 +118,13 @@ export class ResourceRunner {
       loggingMode: p.phase === 'primary' ? p.loggingMode : undefined,
       holeUnwritten: p.holeUnwritten,
       invalidating: this.invalidating,
-      openCount: this.hooks.openCount,
+      openCount: this.device.openCount(this.hooks.openCount),
       primarySinceUs: p.primarySinceUs,
       wantHandled: this.hooks.wantHandled,
       stopHookConfigured: this.hooks.configured('stop'),
       splitBrainChecking: this.splitBrain.checking,
       splitBrainCheckedMs: this.splitBrain.lastCheckMs,
+      device: this.device.runtime(),
     };
     const pos = p.position();
     if (pos) { rt.currentSeq = pos.currentSeq; rt.currentLogBytes = pos.currentLogBytes; }
@@ -137,6 +147,7 @@ export class ResourceRunner {
   /** Execute a plan; the order is the one the parts depend on (see plan.ts). */
   apply(plan: ResourcePlan, snapshot: ResourceSnapshot): Promise<void> {
     const done = this.execute(plan.primary, snapshot);
+    this.device.apply(plan.device);
     if (plan.retryHoleLinks) this.primary.retryHoleLinks();
     if (plan.emergency === 'enter') this.primary.enterEmergency(`/mars space level ${MAX_SPACE_LEVEL}: free space below the last threshold`);
     if (plan.emergency === 'leave') {
@@ -221,7 +232,7 @@ export class ResourceRunner {
       draining: p.draining,
       secondary: this.secondary.active ? this.secondary.status() : undefined,
       diskOpen: p.diskOpen,
-      openCount: this.hooks.openCount,
+      openCount: this.device.openCount(this.hooks.openCount),
       recoveryRestBytes: p.recoveryRestBytes,
       writebackRestBytes: p.writebackRestBytes(),
       failure: p.failure,
@@ -238,6 +249,7 @@ export class ResourceRunner {
   async shutdown(): Promise<void> {
     this.primary.beginShutdown();
     this.hooks.release();
+    await this.device.shutdown();
     await this.busy;
     await this.primary.shutdown();
     await this.secondary.stop();

@@ -7,6 +7,7 @@
 // rate figure use the injected clock.
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
+import { readSyncLimit, throttleWaitMs } from './sync-limit.js';
 import { formatReplayLink } from '../../common/log/links.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
@@ -165,6 +166,9 @@ export class SyncWorker {
         await this.compareAndCopy(pos, len);
         pos += len;
         doneBytes += len;
+        // set-sync-limit-value: read every chunk, so a change applies to this run too.
+        const waitMs = throttleWaitMs(doneBytes, this.o.clock.nowMs() - startedMs, readSyncLimit(tree, host));
+        if (waitMs > 0) await this.o.clock.sleep(waitMs, this.stopSignal.signal).catch(() => undefined); // aborted: stopping
         const elapsedS = (this.o.clock.nowMs() - startedMs) / 1000;
         this.rateBytesPerS = elapsedS > 0 ? Math.round(doneBytes / elapsedS) : 0;
         // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus

@@ -85,7 +85,7 @@ export function logDelete(adm: Adm, spec: string, mode: 'one' | 'all', quiet = f
     if (!quiet) {
       const held = plan.heldBack ? `; ${plan.heldBack.text}` : '';
       adm.result(chosen.length > 0
-        ? `${res}: deleted ${chosen.map((d) => d.name).join(', ')} (${formatBytesShort(freed)}) here and, as they propagate, on every peer${held}`
+        ? `${res}: ${adm.dryRun ? 'would delete' : 'deleted'} ${chosen.map((d) => d.name).join(', ')} (${formatBytesShort(freed)}) here and, as they propagate, on every peer${held}`
         : `${res}: no logfile can be deleted yet: ${plan.reason}`,
       {
         resource: res, deleted: chosen.map((d) => d.name), freedBytes: freed, versionlinksDeleted: versions,
@@ -151,20 +151,52 @@ export function purgeTombstones(adm: Adm): number {
   return purged;
 }
 
+/** MARS's cron thresholds: with this many logfiles present, rotate only once the current one is this large. */
+export const DEFAULT_THRESH_LOGFILES = 10;
+export const DEFAULT_THRESH_LOGSIZE_BYTES = 5 * 1024 ** 3;
+
+export interface CronThresholds { logfiles: number; logsizeBytes: number }
+
+/**
+ * Whether cron's rotation is worthwhile (pure): never for an empty current logfile; with at
+ * least thresh-logfiles logfiles present only once the current one reached thresh-logsize
+ * (many small logfiles cost more than they free). Returns the reason when not.
+ */
+export function rotationWorthwhile(logfileCount: number, currentBytes: number, th: CronThresholds): string | undefined {
+  if (currentBytes === 0) return 'the current logfile is empty';
+  if (logfileCount >= th.logfiles && currentBytes < th.logsizeBytes) {
+    return `${logfileCount} logfiles (thresh-logfiles ${th.logfiles}) and the current one has ${currentBytes} bytes (< thresh-logsize ${th.logsizeBytes})`;
+  }
+  return undefined;
+}
+
+function cronRotationSkip(adm: Adm, res: string, th: CronThresholds): string | undefined {
+  const all = listLogfiles(adm.tree, res);
+  const own = all.filter((l) => l.origin === adm.host);
+  const current = own[own.length - 1];
+  if (!current) return undefined; // logRotate says why
+  let size = 0;
+  try { size = statSync(adm.tree.abs(`${resourceDir(res)}/${current.name}`)).size; } catch { return undefined; }
+  return rotationWorthwhile(all.length, size, th);
+}
+
 /** What the shipped cron job runs every 10 minutes. */
-export async function cron(adm: Adm): Promise<void> {
+export async function cron(adm: Adm, th: CronThresholds = { logfiles: DEFAULT_THRESH_LOGFILES, logsizeBytes: DEFAULT_THRESH_LOGSIZE_BYTES }): Promise<void> {
   adm.requireCluster();
   const purged = purgeTombstones(adm);
   const rotated: string[] = [];
+  const skipped: Record<string, string> = {};
   let deleted = 0;
   const held: Record<string, unknown>[] = [];
   for (const res of expandResources(adm, 'all')) {
-    if (await logRotate(adm, res, true)) rotated.push(res);
+    const skip = adm.actual(res, 'is-primary') === '1' ? cronRotationSkip(adm, res, th) : undefined;
+    if (skip !== undefined) skipped[res] = skip;
+    else if (await logRotate(adm, res, true)) rotated.push(res);
     deleted += logDelete(adm, res, 'all', true);
     const plan = deletableLogfiles(adm, res);
     if (plan.heldBack) held.push({ resource: res, hosts: plan.heldBack.hosts, bytes: plan.heldBack.bytes, text: plan.heldBack.text });
   }
   const heldText = held.map((h) => `; ${h.resource as string}: ${h.text as string}`).join('');
   adm.result(`cron: rotated ${rotated.length ? rotated.join(', ') : 'nothing'}; deleted ${deleted} logfile(s); purged ${purged} old tombstone(s)${heldText}`,
-    { rotated, deletedLogfiles: deleted, purgedTombstones: purged, heldBack: held });
+    { rotated, rotationSkipped: skipped, deletedLogfiles: deleted, purgedTombstones: purged, heldBack: held });
 }

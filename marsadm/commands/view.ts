@@ -41,11 +41,17 @@ export const WAIT_CONDITIONS: Record<string, (adm: Adm, res: string) => boolean>
   'attach-off': (adm, r) => adm.actual(r, 'is-attached') !== '1',
   primary: (adm, r) => adm.actual(r, 'is-primary') === '1',
   'primary-off': (adm, r) => adm.actual(r, 'is-primary') !== '1',
-  device: (adm, r) => adm.actual(r, 'is-primary') === '1',
-  'device-off': (adm, r) => adm.actual(r, 'is-primary') !== '1',
+  // /dev/mars/NAME exists; where marsd makes no devices (--device-mode none), the export is up.
+  device: (adm, r) => (marsdMakesDevices(adm, r) ? (adm.actual(r, 'device') ?? '(none)') !== '(none)' : adm.actual(r, 'is-primary') === '1'),
+  'device-off': (adm, r) => (marsdMakesDevices(adm, r) ? (adm.actual(r, 'device') ?? '(none)') === '(none)' : adm.actual(r, 'is-primary') !== '1'),
   'writeback-done': (adm, r) => adm.actual(r, 'writeback-rest') === '0',
   umount: (adm, r) => (adm.actual(r, 'open-count') ?? '0') === '0',
 };
+
+function marsdMakesDevices(adm: Adm, res: string): boolean {
+  const state = adm.actual(res, 'device-state');
+  return state !== undefined && !state.startsWith('off (marsd --device-mode none)');
+}
 
 export async function waitResource(adm: Adm, name: string, cond: string): Promise<void> {
   const res = adm.requireResource(name);

@@ -78,6 +78,8 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
       fetchRestBytes: num(a('fetch-rest')) ?? 0,
       replayRestBytes: num(a('replay-rest')) ?? 0,
       syncRateBytesPerS: num(a('sync-rate')) ?? 0,
+      device: ((d) => (d === undefined || d === '(none)' ? undefined : d))(a('device')),
+      deviceState: a('device-state'),
     },
     emergency: {
       spaceLevel: num(tree.value(globalPaths.actual(host, 'emergency'))) ?? 0,

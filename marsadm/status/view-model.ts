@@ -29,6 +29,9 @@ export interface ViewSnapshot {
     isRecovering: boolean;
     recoveryRestBytes: number;
     socket: string | undefined;
+    /** /dev/mars/NAME while marsd keeps the block device (marsd --device-mode), and what happens to it */
+    device?: string | undefined;
+    deviceState?: string | undefined;
     isCopying: boolean;
     isSyncing: boolean;
     isReplaying: boolean;
@@ -208,6 +211,8 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.isPrimary && v.actual.socket) {
     lines.push(`    LocalDevice nbd+unix:///${v.res}?socket=${v.actual.socket} [${v.actual.openCount > 0 ? `Opened by ${v.actual.openCount}` : 'not opened'}]`);
   }
+  if (v.actual.device) lines.push(`    BlockDevice ${v.actual.device} (${v.actual.deviceState ?? '?'})`);
+  else if (v.actual.deviceState && /^(attach|detach|waiting)/.test(v.actual.deviceState)) lines.push(`    BlockDevice: ${v.actual.deviceState}`);
   if (v.actual.isRecovering) lines.push(`    recovery: ${v.actual.recoveryRestBytes} bytes of logfiles left to replay`);
   if (v.actual.writebackRestBytes > 0) lines.push(`    writeback: ${v.actual.writebackRestBytes} bytes logged but not yet on the disk`);
   if (v.syncstatusBytes < v.sizeBytes && v.member && v.designatedPrimary !== v.host) {

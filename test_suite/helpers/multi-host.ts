@@ -18,6 +18,8 @@ export interface ClusterSpec {
   extraArgs?: string[];
   /** join the secondaries to the resource (default true) */
   joinResource?: boolean;
+  /** marsd arguments of one host (beside extraArgs), e.g. its own --device-dir */
+  hostArgs?: (host: MarsHost) => string[];
   /** fill a host's data file before the resource is created (default: sparse zeros) */
   initData?: (host: MarsHost) => void;
 }
@@ -100,6 +102,7 @@ export async function startCluster(t: Test, spec: ClusterSpec): Promise<TestClus
     const h = new MarsHost({ host: name, sizeBytes: spec.sizeBytes, dir, extraArgs: [...(spec.extraArgs ?? []), '--pull-interval-ms', '200'] });
     t.teardown(() => h.cleanup());
     h.prepare();
+    h.extraArgs.push(...(spec.hostArgs?.(h) ?? []));
     spec.initData?.(h);
     const realPort = await freePort();
     let advertised = `127.0.0.1:${realPort}`;

@@ -18,6 +18,9 @@ export const TOOL_PACKAGES: Record<string, string> = {
   ssh: 'openssh-client',
   'ssh-keygen': 'openssh-client',
   sshd: 'openssh-server',
+  python3: 'python3',
+  'systemd-analyze': 'systemd',
+  man: 'man-db',
 };
 
 export function hasTool(tool: string): boolean {
