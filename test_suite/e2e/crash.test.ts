@@ -381,7 +381,8 @@ async function checkLogsAfterKill(host: MarsHost): Promise<LogCheck[]> {
 // ---- the test --------------------------------------------------------------------------------
 
 t.test('SIGKILL of marsd never loses durable writes and keeps write order', async (t) => {
-  const seed = Number(process.env.MARS_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+  // A fixed seed: CI runs the same schedule every time; MARS_CRASH_SEED explores others.
+  const seed = Number(process.env.MARS_CRASH_SEED ?? 90210);
   t.comment(`seed ${seed} (MARS_CRASH_SEED=${seed} repeats this run), ${ROUNDS} rounds`);
   const rnd = mulberry32(seed);
   const started = Date.now();

@@ -8,9 +8,9 @@
 // mount and the loop device are removed in teardown even when the test fails.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileDigest, startCluster } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
 import { runWorkload, type WorkloadResult } from '../helpers/workload.js';
@@ -69,25 +69,9 @@ function smallMars(t: Test, h: MarsHost, imageDir: string): void {
   mounted = true;
 }
 
-/**
- * The primary wrote back everything it logged: its replay link's MINPOS is at the end of the
- * logfile it names (the writeback-rest link may lag behind by up to a control round).
- */
-async function waitWrittenBack(h: MarsHost): Promise<void> {
-  await h.until(`${h.name} wrote everything back`, () => {
-    const link = h.link(`resource-${RES}/replay-${h.name}`);
-    const m = link === undefined ? null : /^(log-\d{9}-[^,]+),(\d+),0$/.exec(link);
-    if (!m) return false;
-    try {
-      return statSync(join(h.marsDir, `resource-${RES}`, m[1]!)).size === Number(m[2]);
-    } catch {
-      return false;
-    }
-  }, 30_000, 50);
-}
-
 function expectAllWritten(t: Test, r: WorkloadResult, what: string): void {
   t.equal(r.failed, 0, `${what}: no write failed (${r.acknowledged} acknowledged${r.error ? `; ${r.error}` : ''})`);
+  t.equal(r.flushesFailed, 0, `${what}: no FLUSH failed, the final one included`);
   t.ok(r.stopReason === 'count' || r.stopReason === 'aborted', `${what}: stopped by the test, not by an error (${r.stopReason})`);
 }
 
@@ -96,7 +80,7 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
 }, async (t) => {
   const missing = ensureTools(['mkfs.ext4', 'losetup']);
   if (missing) {
-    t.comment(`skipped: ${missing}`);
+    t.pass('the tools this test needs', { skip: missing });
     return;
   }
   const imageDir = tempDir(t, 'mars-emergency-img-');
@@ -105,7 +89,8 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
     initData: (h) => {
       if (h.name !== 'alpha') return;
       smallMars(t, h, imageDir);
-      h.extraArgs.push('--space-levels', '16M,12M,8M,4M', '--log-rotate-size', '8M');
+      // No level 4 threshold: only a real ENOSPC on the logfile can start emergency mode here.
+      h.extraArgs.push('--space-levels', '16M,12M,8M,0', '--log-rotate-size', '8M');
     },
   });
   const alpha = c.host('alpha');
@@ -129,12 +114,12 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
   await alpha.until('alpha in emergency mode', () => alpha.actual(RES, 'is-emergency') === '1', 240_000, 50);
   ac.abort();
   expectAllWritten(t, await filling, 'filling /mars');
-  t.comment(`emergency mode after write ${oracle.lastSeq}: ${alpha.actual(RES, 'msg-err-emergency')}`);
+  t.match(alpha.actual(RES, 'msg-err-emergency') ?? '', /ENOSPC/, `emergency mode after write ${oracle.lastSeq} came from a real ENOSPC`);
   // Writes go on in emergency mode.
   expectAllWritten(t, await workload(500, 3), 'in emergency mode');
   t.equal(await alpha.view('is-emergency', RES), '1', 'view-is-emergency on the primary');
   t.equal(await alpha.view('diskstate', RES), 'EmergencyMode');
-  t.equal(alpha.link(`actual-alpha/emergency`), '4', 'space level 4 published');
+  t.match(readFileSync(alpha.logPath, 'utf8'), /space level \d -> 4 \(a logfile append failed with ENOSPC\)/, 'the ENOSPC itself raised the space level to 4');
   t.match(await alpha.marsadmOk(['view', RES]), /EMERGENCY: emergency mode since/);
   const primaryImage = await oracle.checkImage(readImage(alpha.dataPath));
   t.ok(primaryImage.ok && primaryImage.prefixMin === oracle.lastSeq, 'the primary\'s disk holds every acknowledged write');
@@ -147,8 +132,9 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
   await alpha.waitPrimary(RES, 60_000);
   const afterCrash = await oracle.checkImage(readImage(alpha.dataPath));
   t.ok(afterCrash.ok && afterCrash.prefixMin === oracle.lastSeq, `after SIGKILL and recovery the primary's disk still holds every flushed write${afterCrash.ok ? '' : `: ${afterCrash.reason}`}`);
-  await alpha.until('alpha back in emergency mode (/mars is still full)', () => alpha.actual(RES, 'is-emergency') === '1', 30_000, 50);
+  // /mars is still full: the restarted primary logs until the next ENOSPC, then emergency mode again.
   expectAllWritten(t, await workload(100, 5), 'after the restart');
+  await alpha.until('alpha back in emergency mode (/mars is still full)', () => alpha.actual(RES, 'is-emergency') === '1', 30_000, 50);
 
   // The secondary comes back, replays up to the hole and stops there, consistent.
   c.proxy('alpha').reset();
@@ -177,7 +163,7 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
   await beta.until('beta synced again', () => beta.link(`resource-${RES}/syncstatus-beta`) === String(SIZE), 120_000, 100);
   expectAllWritten(t, await workload(300, 4), 'after the recovery');
   await c.waitCaughtUp(beta, 120_000);
-  await waitWrittenBack(alpha);
+  await waitWritebackDone(alpha, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'equal checksums after the recovery');
   const final = await oracle.checkImage(readImage(beta.dataPath));
   t.ok(final.ok && final.prefixMin === oracle.lastSeq, 'the secondary holds every write, the unlogged ones included');
@@ -218,7 +204,13 @@ t.test('a secondary short of space deletes its replayed copies (level 2) and sto
   const before = logsOf(beta).map((n) => `${n}:${statSync(join(beta.marsDir, `resource-${RES}`, n)).size}`);
   expectAllWritten(t, await workload(200, 20), 'while beta does not fetch');
   await alpha.marsadmOk(['log-rotate', RES]);
-  await new Promise((r) => setTimeout(r, 1500)); // a fetcher that still ran would have copied by now
+  // Evidence that beta could have fetched: alpha's versionlink of the logfile holding those
+  // writes reached beta's tree (a running fetcher starts on that same pull), and beta still says
+  // why it does not fetch.
+  const written = logsOf(alpha).at(-2)!.slice(4, 13);
+  const version = `resource-${RES}/version-${written}-alpha`;
+  await beta.until('beta learned of the logfile it may not fetch', () => alpha.link(version) !== undefined && beta.link(version) === alpha.link(version), 20_000);
+  t.match(beta.actual(RES, 'secondary-why') ?? '', /fetch paused: \/mars space level 3/, 'still paused after learning of it');
   t.same(logsOf(beta).map((n) => `${n}:${statSync(join(beta.marsDir, `resource-${RES}`, n)).size}`), before, 'nothing fetched at level 3');
   t.equal(await beta.view('replstate', RES), 'PausedFetch');
   const paused = await oracle.checkImage(readImage(beta.dataPath));
@@ -227,7 +219,7 @@ t.test('a secondary short of space deletes its replayed copies (level 2) and sto
   beta.extraArgs.splice(beta.extraArgs.indexOf('--space-levels'), 2);
   await beta.start();
   await c.waitCaughtUp(beta, 60_000);
-  await waitWrittenBack(alpha);
+  await waitWritebackDone(alpha, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'equal checksums once space is back');
 });
 
@@ -236,7 +228,7 @@ t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space
 }, async (t) => {
   const missing = ensureTools(['mkfs.ext4', 'losetup']);
   if (missing) {
-    t.comment(`skipped: ${missing}`);
+    t.pass('the tools this test needs', { skip: missing });
     return;
   }
   const imageDir = tempDir(t, 'mars-emergency-img-');
@@ -272,7 +264,7 @@ t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space
   expectAllWritten(t, await workload(200, 3), 'logging again');
   const resumedLog = join(alpha.marsDir, `resource-${RES}`, `log-${String(hole).padStart(9, '0')}-alpha`);
   t.ok(statSync(resumedLog).size > 0, 'logging resumed in the logfile after the hole');
-  await waitWrittenBack(alpha);
+  await waitWritebackDone(alpha, RES);
   t.match(alpha.link(`resource-${RES}/replay-alpha`), new RegExp(`^log-${String(hole).padStart(9, '0')}-alpha,`));
   const image = await oracle.checkImage(readImage(alpha.dataPath));
   t.ok(image.ok && image.prefixMin === oracle.lastSeq, `every write is on the disk${image.ok ? ` (through ${image.prefixMin} of ${image.lastSeq}; first missing ${JSON.stringify(image.firstMissingAcked)})` : `: ${image.reason}`}`);

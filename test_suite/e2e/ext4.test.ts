@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { attachDevice, detachDevice, type AttachedDevice } from '../../kernel-shim/attach.js';
 import { ensureTools, TOOL_PATH } from '../helpers/prereqs.js';
+import { mulberry32 } from '../helpers/prng.js';
 import { startHost, type MarsHost } from '../helpers/cluster.js';
 
 const RES = 'r0';
@@ -262,13 +263,16 @@ t.test('ext4 on a MARS resource: clean use, then a SIGKILL of marsd under a work
   const wl = workload;
   const wlExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => wl.once('exit', (code, signal) => r({ code, signal })));
   const doneLines = () => readFileSync(progress, 'utf8').split('\n').filter((l) => /^\d+ \d+$/.test(l));
-  const killAfter = 2 + Math.floor(Math.random() * 5);
+  const seed = Number(process.env.MARS_EXT4_SEED ?? 7);
+  const rnd = mulberry32(seed);
+  const killAfter = 2 + Math.floor(rnd() * 5);
+  t.comment(`kill schedule seed ${seed} (MARS_EXT4_SEED=${seed} repeats it)`);
   await until(`the workload to finish ${killAfter} files`, () => {
     if (wl.exitCode !== null) throw new Error(`the workload exited early (${wl.exitCode}): ${readFileSync(wlLog, 'utf8')}`);
     return doneLines().length >= killAfter;
   }, 120_000);
   // A random moment inside the next file's write.
-  await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 150)));
+  await new Promise((r) => setTimeout(r, Math.floor(rnd() * 150)));
   const finished = doneLines(); // completed (fsync + syncfs returned) before the kill
   host.kill('SIGKILL');
   await host.waitExit();

@@ -64,7 +64,9 @@ async function pausedCheck(t: Test, s: MarsHost, oracle: WriteOrderOracle, label
 }
 
 t.test('the prefix property holds through cuts, blackholes, delays and SIGKILL of the secondary', async (t) => {
-  const seed = Number(process.env.MARS_FAULT_SEED ?? Date.now() % 100000);
+  // A fixed seed: CI runs the same schedule every time (a failure replays exactly);
+  // MARS_FAULT_SEED explores others.
+  const seed = Number(process.env.MARS_FAULT_SEED ?? 4242);
   t.comment(`fault schedule seed ${seed} (MARS_FAULT_SEED=${seed} replays it)`);
   const rand = prng(seed);
   const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES, proxied: true });

@@ -6,12 +6,24 @@
 import t, { type Test } from 'tap';
 import { caughtUpWith as caughtUpWithPrimary, fileDigest, startCluster, writeWorkload, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
+import { RECORD_OVERHEAD_BYTES } from '../../common/log/record.js';
 
 const RES = 'r0';
 const SIZE = 32 << 20;
+const MAX_BLOCKS = 4;
+/** What the split writes on each side (makeSplitBrain): writes and workload seed. */
+const OLD_SIDE = { writes: 60, seed: 11 };
+const NEW_SIDE = { writes: 40, seed: 12 };
 
 function workload(h: MarsHost, writes: number, seed: number): Promise<void> {
-  return writeWorkload(h, RES, SIZE, writes, seed, 4);
+  return writeWorkload(h, RES, SIZE, writes, seed, MAX_BLOCKS);
+}
+
+/** 4 KiB blocks `workload(h, writes, seed)` writes (the block count of write i is writeWorkload's rule). */
+function blocksWritten(writes: number, seed: number): number {
+  let blocks = 0;
+  for (let i = 0; i < writes; i++) blocks += 1 + ((i + seed) % MAX_BLOCKS);
+  return blocks;
 }
 
 function caughtUpWith(h: MarsHost, primary: MarsHost): boolean {
@@ -39,8 +51,8 @@ async function makeSplitBrain(c: TestCluster, from: MarsHost, to: MarsHost): Pro
   await to.until(`${to.name} lost ${from.name}`, () => (to.link(`actual-${to.name}/peer-${from.name}`) ?? '').startsWith('down'), 30_000);
   const forced = await to.marsadm(['primary', RES, '--force', '--timeout', '60']);
   if (forced.code !== 0) throw new Error(`primary --force on ${to.name} failed: ${forced.stderr}`);
-  await workload(from, 60, 11);
-  await workload(to, 40, 12);
+  await workload(from, OLD_SIDE.writes, OLD_SIDE.seed);
+  await workload(to, NEW_SIDE.writes, NEW_SIDE.seed);
   for (const p of c.proxies.values()) p.heal();
 }
 
@@ -68,10 +80,20 @@ t.test('two hosts: forced failover during a cut, both written, healed: detected 
   for (const h of [alpha, beta]) {
     await h.until(`${h.name} reports the split brain`, async () => (await h.view('is-split-brain', RES)) === '1', 30_000, 200);
   }
-  const seen = await splitBrainOf(alpha);
-  t.ok(seen, 'view --json names the split brain');
-  const written = seen!.sides.reduce((n, s) => n + s.bytes, 0);
-  t.ok(seen!.sides.every((s) => s.bytes > 0), `both sides wrote since the split (${seen!.sides.map((s) => `${s.hosts.join('+')}: ${s.bytes} bytes, ${s.records} records`).join('; ')})`);
+  let seen: SplitView | null = null;
+  await alpha.until('view --json names the split brain with both sides\' record counts', async () => {
+    seen = await splitBrainOf(alpha);
+    return seen !== null && seen.sides.every((s) => s.records !== '?');
+  }, 30_000, 200);
+  // The figures the view reports, against what this test wrote on each side: every 4 KiB block
+  // is one logged record (its data plus the record's header and trailer).
+  for (const [host, side] of [['alpha', OLD_SIDE], ['beta', NEW_SIDE]] as const) {
+    const blocks = blocksWritten(side.writes, side.seed);
+    const reported = seen!.sides.find((s) => s.hosts.includes(host));
+    t.equal(reported?.bytes, blocks * (4096 + RECORD_OVERHEAD_BYTES), `${host}'s side: the ${blocks * 4096} data bytes the test wrote, logged as ${blocks} records`);
+    t.equal(reported?.records, String(blocks), `${host}'s side: ${blocks} records`);
+  }
+  const written = (blocksWritten(OLD_SIDE.writes, OLD_SIDE.seed) + blocksWritten(NEW_SIDE.writes, NEW_SIDE.seed)) * 4096;
   const text = (await alpha.marsadmOk(['view', RES])).split('\n').join(' ');
   t.match(text, /SPLIT BRAIN: the histories diverge after log-\d{9}-alpha at \d+ bytes; since then alpha wrote \d+ bytes in \d+ records; beta wrote \d+ bytes in \d+ records/);
   t.match(await beta.marsadmOk(['view', RES]), /SPLIT BRAIN/, 'the new primary reports it too');

@@ -112,6 +112,18 @@ class Link {
   drip: DripWindow | null = null;
   blackholed = false;
   bytesForwarded = 0;
+  /** What went through, when capturing (FaultProxy.startCapture): bounded by captureLimitBytes. */
+  captured: Buffer[] | null = null;
+  capturedBytes = 0;
+  captureLimitBytes = 0;
+
+  record(part: Buffer): void {
+    this.bytesForwarded += part.length;
+    if (this.captured === null || this.capturedBytes >= this.captureLimitBytes) return;
+    const keep = part.subarray(0, this.captureLimitBytes - this.capturedBytes);
+    this.captured.push(Buffer.from(keep));
+    this.capturedBytes += keep.length;
+  }
 
   /** How many of `wantBytes` may leave now (0: wait msUntilGrant). Consumes what it grants. */
   grant(wantBytes: number, nowMs: number): number {
@@ -261,7 +273,7 @@ class Pipe {
         chunk.buf = chunk.buf.subarray(granted);
       }
       this.queuedBytes -= part.length;
-      this.link.bytesForwarded += part.length;
+      this.link.record(part);
       const writable = this.dest.write(part);
       this.updateFlow();
       if (!writable) {
@@ -383,6 +395,20 @@ export class FaultProxy {
   /** 'HOST:PORT' to give the client instead of the target's address. */
   get address(): string {
     return `${this.host}:${this.port}`;
+  }
+
+  /** Keep a copy of the bytes forwarded from now on, at most `limitBytes` per direction (a wire capture). */
+  startCapture(limitBytes = 64 * 1024 * 1024): void {
+    for (const link of Object.values(this.links)) {
+      link.captured = [];
+      link.capturedBytes = 0;
+      link.captureLimitBytes = limitBytes;
+    }
+  }
+
+  /** The bytes captured in one direction since startCapture(). */
+  captured(dir: Direction): Buffer {
+    return Buffer.concat(this.links[dir].captured ?? []);
   }
 
   get bytesForwarded(): { up: number; down: number } {

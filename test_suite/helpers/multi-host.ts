@@ -187,16 +187,20 @@ export function caughtUpWith(h: MarsHost, primary: MarsHost, res: string): boole
 }
 
 /**
- * The primary's disk holds everything it logged: its replay link (the writeback position)
- * reached the end of its newest logfile. Unlike actual-HOST/writeback-rest, which is published
- * at most every 200 ms and may still read 0 from before the last writes, this compares with
- * the file itself.
+ * The primary's disk holds everything it logged: its replay link (the writeback position) is at
+ * the end of the logfile it names, and every newer logfile of the primary is still empty (right
+ * after a rotation the link stays on the old file). Unlike actual-HOST/writeback-rest, which is
+ * published at most every 200 ms and may still read 0 from before the last writes, this compares
+ * with the files themselves.
  */
 export async function waitWritebackDone(primary: MarsHost, res: string, timeoutMs = 30_000): Promise<void> {
+  const dir = `${primary.marsDir}/resource-${res}`;
   await primary.until(`${primary.name} wrote back everything it logged`, () => {
-    const seq = newestVersionSeq(primary, res, primary.name);
-    const replay = primary.link(`resource-${res}/replay-${primary.name}`)?.split(',');
-    return seq !== undefined && replay !== undefined && replay[0] === `log-${seq}-${primary.name}`
-      && Number(replay[1]) === newestLogBytes(primary, res, seq) && replay[2] === '0';
+    const replay = /^log-(\d{9})-[^,]+,(\d+),0$/.exec(primary.link(`resource-${res}/replay-${primary.name}`) ?? '');
+    if (!replay || replay[0].split(',')[0]!.slice(14) !== primary.name || Number(replay[2]) !== newestLogBytes(primary, res, replay[1]!)) return false;
+    return readdirSync(dir).every((n) => {
+      const m = /^log-(\d{9})-(.+)$/.exec(n);
+      return !m || m[2] !== primary.name || m[1]! <= replay[1]! || newestLogBytes(primary, res, m[1]!) === 0;
+    });
   }, timeoutMs, 25);
 }

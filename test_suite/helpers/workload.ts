@@ -82,6 +82,8 @@ export interface WorkloadResult {
   failed: number;
   /** FLUSHes that completed (the final one included). */
   flushes: number;
+  /** FLUSHes that failed, the final one included: a failed final FLUSH also makes stopReason 'write-error'. */
+  flushesFailed: number;
   /** The seqs this run used (0 and 0 when it wrote nothing). */
   firstSeq: number;
   lastSeq: number;
@@ -155,7 +157,7 @@ export async function runWorkload(opts: WorkloadOptions): Promise<WorkloadResult
   const rng = new Prng(opts.seed ?? 1);
 
   const r: WorkloadResult = {
-    stopReason: 'count', submitted: 0, acknowledged: 0, failed: 0, flushes: 0,
+    stopReason: 'count', submitted: 0, acknowledged: 0, failed: 0, flushes: 0, flushesFailed: 0,
     firstSeq: 0, lastSeq: 0, durableSeq: oracle.durableSeq, bytesAcknowledged: 0, elapsedMs: 0,
   };
   let stop: StopReason | null = null;
@@ -242,7 +244,10 @@ export async function runWorkload(opts: WorkloadOptions): Promise<WorkloadResult
         r.flushes++;
         if (coveredSeq > 0) oracle.markDurable(coveredSeq);
       },
-      (err: unknown) => stopWith(err instanceof NbdConnectionClosed ? 'connection-lost' : 'write-error', err),
+      (err: unknown) => {
+        r.flushesFailed++;
+        stopWith(err instanceof NbdConnectionClosed ? 'connection-lost' : 'write-error', err);
+      },
     );
     track(p);
     while (inFlight.has(p) && stop === null) await waker.wait();
@@ -296,6 +301,9 @@ export async function runWorkload(opts: WorkloadOptions): Promise<WorkloadResult
           oracle.markDurable(coveredSeq);
         },
         (err: unknown) => {
+          // The writes it covers were acknowledged but are not known durable: the run failed.
+          r.flushesFailed++;
+          stop = err instanceof NbdConnectionClosed ? 'connection-lost' : 'write-error';
           if (r.error === undefined) r.error = `final FLUSH: ${err instanceof Error ? err.message : String(err)}`;
         },
       );

@@ -28,8 +28,7 @@ function smallMars(t: Test, dir: string, bytes: number): string | undefined {
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', mnt], { stdio: 'pipe' });
   } catch (err) {
-    t.comment(`skipped: cannot mount a tmpfs (${(err as Error).message.split('\n')[0]})`);
-    t.pass('skipped: no tmpfs');
+    t.pass('a small tmpfs for /mars', { skip: `cannot mount one: ${(err as Error).message.split('\n')[0]}` });
     return undefined;
   }
   let mounted = true;

@@ -21,6 +21,7 @@ import { encodeFrame, FrameDecoder, type Frame } from '../../daemon/net/frame.js
 import type { Entry, LogReadRequest } from '../../daemon/net/messages.js';
 import { waitFor } from '../helpers/wait.js';
 import { tempDir } from '../helpers/tmp.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
 
 const SECRET = randomBytes(32);
 const UUID = 'alpha_1700000000.000000001';
@@ -215,7 +216,7 @@ t.test('addresses: ADDR:PORT and [IPv6]:PORT', async (t) => {
   try {
     bound = await s.listen('[::1]:0');
   } catch (err) {
-    t.comment(`skipped IPv6: ${(err as Error).message}`);
+    t.pass('an IPv6 loopback listener', { skip: `no IPv6 loopback here: ${(err as Error).message}` });
     return;
   }
   const conn = await dial(t, formatAddress('::1', bound.port));
@@ -683,7 +684,7 @@ t.test('TLS transport', async (t) => {
       '-days', '1', '-subj', '/CN=marsd-test', '-addext', 'subjectAltName=IP:127.0.0.1',
     ], { stdio: 'ignore' });
   } catch {
-    t.comment('skipped: openssl is not available to make a test certificate');
+    t.pass('a test certificate', { skip: 'openssl is not available to make one' });
     return;
   }
   const s = await startServer(t, { tls: { certFile, keyFile } });
@@ -692,6 +693,27 @@ t.test('TLS transport', async (t) => {
   const chunks: Buffer[] = [];
   await conn.stream(readRequest(), (_h, p) => void chunks.push(p));
   t.ok(Buffer.concat(chunks).equals(pattern(0, 3 * MiB)));
+
+  // On the wire: a capture of a TLS session carries no plaintext of the logfile it streamed,
+  // while the same capture of a plain TCP session does (the check can fail).
+  const known = pattern(MiB, 4096); // one block from the middle of the streamed logfile
+  const wire = async (address: string, opts: Partial<DialOptions>): Promise<Buffer> => {
+    const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: Number(address.split(':')[1]) });
+    t.teardown(() => proxy.close());
+    proxy.startCapture();
+    const c = await dial(t, proxy.address, opts);
+    const got: Buffer[] = [];
+    await c.stream(readRequest(), (_h, p) => void got.push(p));
+    t.ok(Buffer.concat(got).equals(pattern(0, 3 * MiB)), 'the logfile arrived intact through the capture');
+    await c.close('captured');
+    return proxy.captured('down');
+  };
+  const tlsWire = await wire(s.address, { tls: { caFile: certFile } });
+  t.ok(tlsWire.length >= 3 * MiB, `the TLS capture holds the session (${tlsWire.length} bytes)`);
+  t.equal(tlsWire.indexOf(known.subarray(0, 64)), -1, 'no 64 bytes of a known block in plaintext on the TLS wire');
+  const plain = await startServer(t);
+  const plainWire = await wire(plain.address, {});
+  t.not(plainWire.indexOf(known.subarray(0, 64)), -1, 'the same capture of plain TCP shows the block');
   await rejectsWith(t, dial(t, s.address, { tls: {} }), (e) => /self[- ]signed|unable to verify|certificate/i.test(e.message), 'an unknown CA is rejected');
   await rejectsWith(t, dial(t, s.address, { timeoutMs: 1500 }), () => true, 'plain TCP to a TLS listener fails');
   await rejectsWith(t, dial(t, s.address, { tls: { caFile: certFile }, secret: randomBytes(32) }), (e) => e instanceof HandshakeError, 'TLS does not replace the secret');

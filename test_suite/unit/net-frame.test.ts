@@ -94,7 +94,7 @@ t.test('framing', async (t) => {
     t.equal(frames.length, 1);
     t.ok(frames[0]!.payload.equals(payload));
     // 42k chunks: quadratic concatenation would copy ~90 GB; linear is milliseconds.
-    t.ok(elapsedMs < 5000, `decoded in ${elapsedMs.toFixed(0)} ms`);
+    t.comment(`decoded in ${elapsedMs.toFixed(0)} ms`); // a figure, not a bound: speed belongs to the bench
   });
 
   t.test('oversize lengths are rejected from the prefix alone, before buffering the body', async (t) => {
