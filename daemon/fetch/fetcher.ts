@@ -136,10 +136,12 @@ export class Fetcher {
       replaySeq: replay.seq,
       local: this.localSizes(replay.seq),
       peers: peers.listings(res),
-      finalLength: (seq, origin) => {
-        if (tree.value(resPaths.version(res, seq + 1, origin)) === undefined) return undefined;
-        const v = tree.value(resPaths.version(res, seq, origin));
-        return v === undefined ? undefined : parseVersionLink(v)?.logPos;
+      finalLength: (seq, origin, successor) => {
+        if (tree.value(resPaths.version(res, seq + 1, successor)) === undefined) return undefined;
+        const v = tree.value(resPaths.version(res, seq, successor));
+        const link = v === undefined ? undefined : parseVersionLink(v);
+        // The successor's link must be about this very logfile (it replayed log-SEQ-origin).
+        return link === undefined || link.origin !== origin ? undefined : link.logPos;
       },
     });
   }

@@ -7,6 +7,9 @@
 // (split brain: the replayer reports it). A local copy longer than its origin's final length
 // (proven by the origin's versionlinks) stops it too; a listing that offers less of a logfile
 // still growing proves nothing (a listing taken during a rotation) and only makes it wait.
+// When another host wrote the next logfile (a handover, or a forced failover whose old primary
+// is gone), the history goes on from where that host ended logfile SEQ: its own version-SEQ
+// link gives the final length, and bytes of the old origin beyond it are not part of it.
 import { tryParseLogName } from '../../common/tree/log-names.js';
 import { logName } from '../../common/tree/log-names.js';
 
@@ -23,8 +26,12 @@ export interface FetchInput {
   /** local logfiles of the resource: name → size in bytes */
   local: ReadonlyMap<string, number>;
   peers: readonly PeerListing[];
-  /** final length of a complete logfile (from the origin's versionlinks), else undefined */
-  finalLength: (seq: number, origin: string) => number | undefined;
+  /**
+   * Final length of logfile SEQ of `origin` once `successor` wrote the versionlink of SEQ+1:
+   * LOGPOS of version-SEQ-successor (the origin's own link when the successor is the origin);
+   * undefined while not known.
+   */
+  finalLength: (seq: number, origin: string, successor: string) => number | undefined;
 }
 
 export type FetchPlan =
@@ -51,7 +58,12 @@ export function planFetch(i: FetchInput): FetchPlan {
     if (origin === i.self) continue; // our own logfile: nothing to fetch
     const name = logName(seq, origin);
     const localBytes = i.local.get(name) ?? 0;
-    const final = i.finalLength(seq, origin);
+    const next = bySeq.get(seq + 1);
+    const successor = next?.size === 1 ? [...next][0]! : origin;
+    const final = i.finalLength(seq, origin, successor);
+    // Another host continued the history from its own end of this logfile: what we hold
+    // beyond that is not part of it (the replayer stops if it already applied any of it).
+    if (final !== undefined && successor !== origin && localBytes >= final) continue;
     if (final !== undefined && localBytes > final) {
       return { kind: 'stop', reason: `local copy of ${name} has ${localBytes} bytes, more than the ${final} its origin ${origin} finished with: split brain or a damaged copy` };
     }

@@ -122,9 +122,9 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
   const O = link.origin;
   const file = logName(S, O);
   const cur = v.logfiles.find((l) => l.seq === S && l.origin === O);
-  const originLink = lookupVersion(v, S, O);
-  const originLen = originLink.state === 'ok' ? originLink.link.logPos : undefined;
   const next = successorOf(v, S);
+  const originLink = referenceLink(v, S, O, next);
+  const originLen = originLink.state === 'ok' ? originLink.link.logPos : undefined;
   const final = isFinal(v, S, next);
 
   // A crash in the middle of a batch left [MINPOS, MINPOS+LEN) possibly half applied: re-apply
@@ -329,6 +329,24 @@ function lookupVersion(v: ReplayInput, seq: number, host: string): LinkLookup {
   if (!parsed.ok) return { state: 'malformed', value, reason: parsed.reason };
   if (parsed.value.seq !== seq) return { state: 'malformed', value, reason: `it names logfile ${parsed.value.seq}, not ${seq}` };
   return { state: 'ok', value, link: parsed.value };
+}
+
+/**
+ * The versionlink that says where logfile S ends in the history that goes on: the origin's own,
+ * unless another host O2 started logfile S+1 (a handover, or a forced failover whose old primary
+ * is gone): then O2's version-S-O2, because O2's chain (PREV of version-(S+1)-O2) continues from
+ * there. After a planned handover both links are equal; after a forced failover the old
+ * origin's bytes beyond O2's end are not part of the history.
+ */
+function referenceLink(v: ReplayInput, S: number, O: string, next: Successor): LinkLookup {
+  if (next.origins.length === 1 && next.origins[0] !== O && next.origins[0] !== v.host) {
+    const O2 = next.origins[0]!;
+    if (lookupVersion(v, S + 1, O2).state === 'ok') {
+      const theirs = lookupVersion(v, S, O2);
+      if (theirs.state === 'ok' && theirs.link.origin === O) return theirs;
+    }
+  }
+  return lookupVersion(v, S, O);
 }
 
 function describeLink(l: LinkLookup): string {

@@ -91,11 +91,9 @@ t.test('primary lost for good: forced failover, dead host removed, log-delete ag
 
   t.equal(await winner.view('is-split-brain', RES), '0', `${winner.name}: no split brain because of wa`);
   t.notMatch(await winner.marsadmOk(['view', RES]), /\bwa\b/, `${winner.name}'s view no longer lists wa`);
-  // Known defect (not fixed here): the third host never learns that wa's last logfile is
-  // complete (its final length comes only from wa's next versionlink, which never comes), so
-  // it does not follow the new primary; the rest runs as a todo until the fetcher takes the
-  // new primary's versionlink as the end of the dead origin's logfile.
-  await t.test('log-delete deletes again, the other survivor follows', { todo: 'a secondary after a forced failover waits for the dead origin\'s next versionlink (fetch plan)' }, async (t) => {
+  // The other survivor follows the new primary: the history goes on from where it ended wa's
+  // last logfile (fetch plan and switchover take the new primary's versionlink of it).
+  await t.test('log-delete deletes again, the other survivor follows', async (t) => {
     // log-delete deletes again: wa's logfiles go once the survivors replayed past them.
     await writeWorkload(winner, RES, SIZE, 50, 3);
     await winner.marsadmOk(['log-rotate', RES]);

@@ -76,3 +76,15 @@ t.test('regression: a listing taken during a rotation (offer 0, versionlink not 
   }));
   t.match(diverged, { kind: 'stop', reason: /more than the 4096 its origin h1 finished with/ }, 'a divergence the versionlinks prove still stops it');
 });
+
+// A forced failover whose old primary (a) is gone: c ended a's logfile 1 at 400 bytes and
+// started logfile 2; a never writes version-2-a. The final length of logfile 1 is c's.
+t.test('after a forced failover the fetcher takes the new primary\'s end of the old logfile', async (t) => {
+  const finalLength = (seq: number, origin: string, successor: string) => (seq === 1 && origin === 'a' && successor === 'c' ? 400 : undefined);
+  const peers = [peer('a', [], false), peer('c', [[L(1, 'a'), 400], [L(2, 'c'), 100]])];
+  t.match(planFetch(input({ local: new Map([[L(1, 'a'), 500]]), peers, finalLength })), { kind: 'fetch', name: L(2, 'c'), source: 'c', fromPos: 0 },
+    'a copy holding more of the dead origin\'s logfile than the new history: on to the next logfile, no stop');
+  t.match(planFetch(input({ local: new Map([[L(1, 'a'), 400]]), peers, finalLength })), { kind: 'fetch', name: L(2, 'c'), source: 'c' }, 'complete at 400: next logfile');
+  t.match(planFetch(input({ local: new Map([[L(1, 'a'), 300]]), peers, finalLength })), { kind: 'fetch', name: L(1, 'a'), source: 'c', fromPos: 300, follow: false, knownEnd: 400 },
+    'the rest of logfile 1 from the new primary, up to its end');
+});

@@ -269,3 +269,29 @@ t.test('rest bytes: known lengths of the current and following logfiles minus th
   t.equal(replayRestBytes(input({ pos: 1000, localBytes: 1000 })), 0);
   t.equal(replayRestBytes({ ...v, replay: undefined }), 0);
 });
+
+// A forced failover whose old primary (alpha) is gone: gamma replayed alpha's logfile 1 to 600
+// bytes, became primary and started logfile 2. alpha's own versionlink still says 1000 (it
+// wrote more before it died), and alpha never writes version-2-alpha. beta follows gamma.
+function forcedFailover(pos: number, localBytes: number): ReplayInput {
+  const gamma = chain(C, [{ origin: A, len: 600 }, { origin: C, len: 0 }]);
+  return {
+    host: ME,
+    replay: link(1, A, pos),
+    logfiles: [{ seq: 1, origin: A, sizeBytes: localBytes }, { seq: 2, origin: C, sizeBytes: 0 }],
+    versionLinks: [...chain(A, [{ origin: A, len: 1000 }]), ...gamma, ...chain(ME, [{ origin: A, len: pos }])],
+    scan: clean(pos),
+    designatedPrimary: C,
+    isDesignatedPrimary: false,
+  };
+}
+
+t.test('after a forced failover the history goes on from where the new primary ended the old logfile', async (t) => {
+  t.same(decideReplayStep(forcedFailover(600, 1000)), { kind: 'switch', from: { seq: 1, origin: A, endPos: 600 }, to: { seq: 2, origin: C } },
+    'at gamma\'s end of logfile 1: switch to gamma\'s logfile 2 (alpha\'s bytes beyond it are not part of the history)');
+  t.same(decideReplayStep(forcedFailover(0, 1000)), { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 600, repair: false },
+    'never applies beyond gamma\'s end of logfile 1');
+  t.match(decideReplayStep(forcedFailover(400, 400)), { kind: 'wait' }, 'waits for the rest of logfile 1 up to gamma\'s end');
+  t.match(decideReplayStep(forcedFailover(800, 1000)), { kind: 'stop', code: REPLAY_STOP_CODE.EPROTO },
+    'replayed beyond the new primary\'s end: this replica holds writes the new history lacks');
+});
