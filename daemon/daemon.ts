@@ -277,13 +277,13 @@ export class Daemon {
         this.opts.log('warn', `heartbeat not written: ${(err as Error).message}`);
       }
       this.reconcilePeers();
-      const spaceLevel = this.space.check().level;
+      const space = this.space.check();
       const present = new Set(listResources(this.tree));
-      for (const res of present) this.round(this.runnerFor(res), true, spaceLevel);
+      for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes);
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secret) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).
-      for (const [res, runner] of this.runners) if (!present.has(res)) this.round(runner, false, spaceLevel);
+      for (const [res, runner] of this.runners) if (!present.has(res)) this.round(runner, false, space.level, space.totalBytes);
     } catch (err) {
       failStopOnInvariant(err);
       this.opts.log('error', `control round failed: ${(err as Error).stack ?? err}`);
@@ -291,9 +291,9 @@ export class Daemon {
   }
 
   /** Gather the resource's snapshot and let its runner plan and execute the round. */
-  private round(runner: ResourceRunner, present: boolean, spaceLevel: number): void {
+  private round(runner: ResourceRunner, present: boolean, spaceLevel: number, spaceTotalBytes: number): void {
     const snapshot = readResourceSnapshot(this.tree, runner.name, this.opts.host);
-    const { plan, done } = runner.round(snapshot, { present, spaceLevel });
+    const { plan, done } = runner.round(snapshot, { present, spaceLevel, spaceTotalBytes });
     // The state an action leaves is what the next round decides from: ask for one at once.
     if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifyPeers(); });
     if (plan.forget) {

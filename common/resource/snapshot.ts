@@ -25,6 +25,8 @@ export interface ResourceSnapshot {
   syncstatusBytes: number | undefined;
   /** regular logfiles present here, ascending by number */
   logfiles: LogfileInfo[];
+  /** todo-HOST/emergency-limit: percent of /mars this resource's logfiles may take; 0 = off (also for a bad value) */
+  emergencyLimitPercent: number;
   /** how `marsadm primary` asked for the role (todo-HOST/primary-mode; default planned) */
   primaryMode: PrimaryMode;
   /** other members whose actual-HOST/is-primary is 1 here */
@@ -100,6 +102,7 @@ export function readResourceSnapshot(tree: TreeStore, res: string, host: string)
     replayLink: replay?.value,
     syncstatusBytes: intValue(tree.value(resPaths.syncstatus(res, host))),
     logfiles,
+    emergencyLimitPercent: ((v) => (v !== undefined && v >= 0 && v <= 100 ? v : 0))(intValue(tree.value(resPaths.emergencyLimit(res, host)))),
     primaryMode: PRIMARY_MODES.includes(mode as PrimaryMode) ? mode as PrimaryMode : 'planned',
     activePrimaries: activePrimaries.sort(),
     versionLinks,

@@ -54,6 +54,8 @@ export const resPaths = {
   invalidate: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}/invalidate`,
   /** how `marsadm primary` asked this host to take over: planned, ignore-sync or force */
   primaryMode: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}/primary-mode`,
+  /** MARS's per-resource emergency limit on HOST: percent of /mars its logfiles may take (0 = off) */
+  emergencyLimit: (res: string, host: string) => `${resourceDir(res)}/todo-${validHost(host)}/emergency-limit`,
   actualDir: (res: string, host: string) => `${resourceDir(res)}/actual-${validHost(host)}`,
   actual: (res: string, host: string, key: string) => `${resourceDir(res)}/actual-${validHost(host)}/${key}`,
 };

@@ -95,6 +95,15 @@ export function decidePrimaryEmergency(level: number, mode: LoggingMode): Emerge
   return 'none';
 }
 
+/**
+ * MARS's per-resource emergency limit: a resource whose logfiles take at least `limitPercent` of
+ * the /mars filesystem enters emergency mode on its own, before the whole of /mars is short
+ * (so one busy resource cannot push every other resource into emergency mode). 0 = off.
+ */
+export function emergencyLimitReached(limitPercent: number, logBytes: number, totalBytes: number): boolean {
+  return limitPercent > 0 && totalBytes > 0 && logBytes * 100 >= limitPercent * totalBytes;
+}
+
 /** What a secondary does at this space level (its own copies only; never the primary's logs). */
 export function secondarySpaceLimits(level: number): { deleteReplayedCopies: boolean; pauseFetch: boolean } {
   return { deleteReplayedCopies: level >= 2, pauseFetch: level >= 3 };

@@ -25,7 +25,7 @@ import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import type { LoggingMode } from '../logger/emergency-backend.js';
 import { decide, type Action, type DecideConfig, type Decision, type RuntimeState } from './decide.js';
 import { decideSecondary, NOTHING, type SecondaryPlan } from './decide-secondary.js';
-import { decidePrimaryEmergency, limitSecondaryPlan, secondarySpaceLimits, type EmergencyAction } from './decide-emergency.js';
+import { decidePrimaryEmergency, emergencyLimitReached, limitSecondaryPlan, MAX_SPACE_LEVEL, secondarySpaceLimits, type EmergencyAction } from './decide-emergency.js';
 import { NO_DEVICE, planDevice, type DeviceAction, type DeviceRuntime } from './decide-device.js';
 
 /** A split-brain check of a resource runs at most this often (it reads every versionlink). */
@@ -62,6 +62,8 @@ export interface PlanInput {
   present: boolean;
   /** this host's /mars space level 0..4 (space-monitor.ts) */
   spaceLevel: number;
+  /** size of the /mars filesystem (space-monitor.ts), for the resource's emergency limit; 0 = unknown */
+  spaceTotalBytes?: number;
   nowMs: number;
   config: DecideConfig;
 }
@@ -81,6 +83,8 @@ export interface ResourcePlan {
   secondary: SecondaryPlan;
   deleteReplayedCopies: boolean;
   emergency: EmergencyAction;
+  /** what 'enter' gives as the reason (the space level, or the resource's emergency limit) */
+  emergencyReason: string;
   /** write the hole links again (a /mars too full even for a link failed before) */
   retryHoleLinks: boolean;
   wantPrimary: WantPrimaryPlan | undefined;
@@ -109,7 +113,7 @@ export function planResource(i: PlanInput): ResourcePlan {
     invalidate,
     secondary: limitSecondaryPlan(wanted, i.spaceLevel),
     deleteReplayedCopies: idle && !d.wantPrimary && wanted.disk && secondarySpaceLimits(i.spaceLevel).deleteReplayedCopies,
-    ...planEmergency(rt, i.spaceLevel, d.action),
+    ...planEmergency(rt, i.spaceLevel, d.action, limitHit(s, i.spaceTotalBytes ?? 0)),
     wantPrimary: planWantPrimary(s.wantPrimaryRequest, rt),
     checkSplitBrain: !rt.splitBrainChecking && i.nowMs - rt.splitBrainCheckedMs >= SPLIT_BRAIN_CHECK_INTERVAL_MS,
     publishStatus: true,
@@ -134,11 +138,20 @@ function secondaryFor(s: ResourceSnapshot, host: string, d: Decision, mayRun: bo
  * Emergency mode of a running primary: enter at the last space level at once; leave at level 0
  * through the runner's queue, so never beside a rotation or a stop (one operation at a time).
  */
-function planEmergency(rt: RunnerState, level: number, primary: Action): { emergency: EmergencyAction; retryHoleLinks: boolean } {
-  if (rt.phase !== 'primary' || rt.loggingMode === undefined) return { emergency: 'none', retryHoleLinks: false };
-  const action = decidePrimaryEmergency(level, rt.loggingMode);
+function planEmergency(rt: RunnerState, level: number, primary: Action, limit: string | undefined): { emergency: EmergencyAction; emergencyReason: string; retryHoleLinks: boolean } {
+  const reason = limit ?? `/mars space level ${MAX_SPACE_LEVEL}: free space below the last threshold`;
+  if (rt.phase !== 'primary' || rt.loggingMode === undefined) return { emergency: 'none', emergencyReason: reason, retryHoleLinks: false };
+  // Over its own limit, the resource acts as if /mars were at the last level.
+  const action = decidePrimaryEmergency(limit === undefined ? level : MAX_SPACE_LEVEL, rt.loggingMode);
   const busy = rt.actionInFlight || primary.kind !== 'none';
-  return { emergency: action === 'leave' && busy ? 'none' : action, retryHoleLinks: rt.holeUnwritten };
+  return { emergency: action === 'leave' && busy ? 'none' : action, emergencyReason: reason, retryHoleLinks: rt.holeUnwritten };
+}
+
+/** Why the resource's emergency limit holds it in emergency mode, or undefined. */
+function limitHit(s: ResourceSnapshot, totalBytes: number): string | undefined {
+  const logBytes = s.logfiles.reduce((sum, l) => sum + l.sizeBytes, 0);
+  if (!emergencyLimitReached(s.emergencyLimitPercent, logBytes, totalBytes)) return undefined;
+  return `emergency limit of ${s.name}: its logfiles take ${logBytes} bytes, at least ${s.emergencyLimitPercent} % of /mars (${totalBytes} bytes)`;
 }
 
 /**
@@ -167,6 +180,7 @@ function planDeleted(rt: RunnerState): ResourcePlan {
     secondary: { ...NOTHING, why: 'resource deleted' },
     deleteReplayedCopies: false,
     emergency: 'none',
+    emergencyReason: '',
     retryHoleLinks: false,
     wantPrimary: undefined,
     checkSplitBrain: false,

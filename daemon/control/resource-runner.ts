@@ -136,9 +136,9 @@ export class ResourceRunner {
    * One control round: plan from the snapshot and the runners' state, then execute. Resolves
    * when the round's primary action (if any) is done.
    */
-  round(snapshot: ResourceSnapshot, o: { present: boolean; spaceLevel: number }): { plan: ResourcePlan; done: Promise<void> } {
+  round(snapshot: ResourceSnapshot, o: { present: boolean; spaceLevel: number; spaceTotalBytes?: number }): { plan: ResourcePlan; done: Promise<void> } {
     const plan = planResource({
-      snapshot, runtime: this.runtime(), present: o.present, spaceLevel: o.spaceLevel, nowMs: this.ctx.clock.nowMs(),
+      snapshot, runtime: this.runtime(), present: o.present, spaceLevel: o.spaceLevel, spaceTotalBytes: o.spaceTotalBytes ?? 0, nowMs: this.ctx.clock.nowMs(),
       config: { host: this.ctx.host, logRotateBytes: this.ctx.logRotateBytes },
     });
     return { plan, done: this.apply(plan, snapshot) };
@@ -149,7 +149,7 @@ export class ResourceRunner {
     const done = this.execute(plan.primary, snapshot);
     this.device.apply(plan.device);
     if (plan.retryHoleLinks) this.primary.retryHoleLinks();
-    if (plan.emergency === 'enter') this.primary.enterEmergency(`/mars space level ${MAX_SPACE_LEVEL}: free space below the last threshold`);
+    if (plan.emergency === 'enter') this.primary.enterEmergency(plan.emergencyReason);
     if (plan.emergency === 'leave') {
       void this.enqueue(() => this.primary.leaveEmergency(), (err) => {
         this.ctx.log('warn', `${this.name}: cannot leave emergency mode yet: ${(err as Error).message}`);

@@ -2,11 +2,11 @@
 // worker before every chunk; 0 = unlimited) and the emergency limit of a resource on this host
 // (todo-HOST/emergency-limit, percent of /mars; 0 = off).
 import { AdmError, type Adm } from '../context.js';
-import { globalPaths, resourceDir } from '../../common/tree/paths.js';
+import { globalPaths, resPaths } from '../../common/tree/paths.js';
 import { parseSize } from '../../common/config.js';
 
 /** todo-HOST/emergency-limit: not a switch (TODO_KEYS), a percentage. */
-export const emergencyLimitPath = (res: string, host: string): string => `${resourceDir(res)}/todo-${host}/emergency-limit`;
+export const emergencyLimitPath = resPaths.emergencyLimit;
 export const syncLimitPath = (host: string): string => `${globalPaths.defaultsDir(host)}/sync-limit`;
 
 /** Bytes per second with k/M/G suffixes, 0 = unlimited. */

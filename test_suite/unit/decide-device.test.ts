@@ -15,7 +15,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
   return {
     name: 'r0', sizeBytes: SIZE, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
-    replayLink: 'log-000000002-alpha,0,0', syncstatusBytes: SIZE, logfiles: [{ seq: 2, origin: 'alpha', sizeBytes: 10 }], signature: 's1',
+    replayLink: 'log-000000002-alpha,0,0', syncstatusBytes: SIZE, logfiles: [{ seq: 2, origin: 'alpha', sizeBytes: 10 }], signature: 's1', emergencyLimitPercent: 0,
     primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 2, invalidateRequest: undefined, wantPrimaryRequest: undefined,
     ...over,
   };

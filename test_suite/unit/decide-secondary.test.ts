@@ -7,7 +7,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
   return {
     name: 'r0', sizeBytes: SIZE, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
-    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [], signature: 's',
+    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [], signature: 's', emergencyLimitPercent: 0,
     primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 1, invalidateRequest: undefined, wantPrimaryRequest: undefined,
     ...over,
   };

@@ -9,7 +9,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
   return {
     name: 'r0', sizeBytes: 1 << 20, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
-    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: 1 << 20, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1',
+    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: 1 << 20, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1', emergencyLimitPercent: 0,
     primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 1, invalidateRequest: undefined, wantPrimaryRequest: undefined,
     ...over,
   };

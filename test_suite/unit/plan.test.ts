@@ -14,7 +14,7 @@ function snap(over: Partial<ResourceSnapshot> = {}): ResourceSnapshot {
   return {
     name: 'r0', sizeBytes: SIZE, designatedPrimary: 'alpha', dataPath: '/dev/x',
     todo: { attach: true, connect: true, sync: true, 'allow-replay': true },
-    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1',
+    replayLink: 'log-000000001-alpha,0,0', syncstatusBytes: SIZE, logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 0 }], signature: 's1', emergencyLimitPercent: 0,
     primaryMode: 'planned', activePrimaries: [], versionLinks: [], maxnr: 1, invalidateRequest: undefined, wantPrimaryRequest: undefined,
     ...over,
   };
@@ -166,4 +166,20 @@ t.test('a deleted resource: the primary steps down, then the runner is forgotten
   t.same(p.primary, { kind: 'none' });
   t.ok(p.forget);
   t.notOk(plan({ present: false, runtime: { phase: 'failed', actionInFlight: true } }).forget, 'not while something of it runs');
+});
+
+t.test('the emergency limit of a resource: emergency mode once its logfiles take that share of /mars', async (t) => {
+  const logs = [{ seq: 1, origin: 'alpha', sizeBytes: 600 }, { seq: 2, origin: 'alpha', sizeBytes: 400 }]; // 1000 bytes
+  const over = (percent: number, totalBytes: number, runtime: Partial<RunnerState> = primaryHere) =>
+    plan({ runtime, snapshot: { logfiles: logs, emergencyLimitPercent: percent }, spaceTotalBytes: totalBytes });
+  const hit = over(10, 10_000);
+  t.equal(hit.emergency, 'enter', '1000 of 10000 bytes reach a 10 % limit at space level 0');
+  t.match(hit.emergencyReason, /emergency limit of r0: its logfiles take 1000 bytes, at least 10 % of \/mars/);
+  t.equal(over(11, 10_000).emergency, 'none', 'below the limit');
+  t.equal(over(0, 10_000).emergency, 'none', '0 = off');
+  t.equal(over(10, 0).emergency, 'none', '/mars size not known yet: no decision from it');
+  t.equal(over(10, 10_000, { ...primaryHere, loggingMode: 'direct' }).emergency, 'none', 'stays in emergency mode while over the limit');
+  t.equal(over(50, 10_000, { ...primaryHere, loggingMode: 'direct' }).emergency, 'leave', 'leaves once below it at space level 0');
+  t.equal(over(10, 10_000, state()).emergency, 'none', 'not primary: nothing to enter');
+  t.match(plan({ runtime: primaryHere, spaceLevel: 4 }).emergencyReason, /space level 4/, 'the space level says why otherwise');
 });
