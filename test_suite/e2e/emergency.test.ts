@@ -270,3 +270,41 @@ t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space
   t.ok(image.ok && image.prefixMin === oracle.lastSeq, `every write is on the disk${image.ok ? ` (through ${image.prefixMin} of ${image.lastSeq}; first missing ${JSON.stringify(image.firstMissingAcked)})` : `: ${image.reason}`}`);
   t.equal(await alpha.view('diskstate', RES), 'UpToDate');
 });
+
+t.test('the emergency limit of a resource starts emergency mode for it alone, long before /mars is short', {
+  skip: isRoot ? false : 'needs root (mkfs.ext4 on an image, losetup, mount): run the tests as root',
+}, async (t) => {
+  const missing = ensureTools(['mkfs.ext4', 'losetup']);
+  if (missing) {
+    t.pass('the tools this test needs', { skip: missing });
+    return;
+  }
+  const imageDir = tempDir(t, 'mars-emergency-img-');
+  const c = await startCluster(t, {
+    hosts: ['alpha'], sizeBytes: SIZE, res: RES,
+    initData: (h) => smallMars(t, h, imageDir),
+  });
+  const alpha = c.host('alpha');
+  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
+  const workload = (writes: number, seed: number, signal?: AbortSignal) => runWorkload({
+    socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes, durationMs: 120_000, queueDepth: 8, flushEvery: 32, seed,
+    ...(signal ? { signal } : {}),
+  });
+  t.match(await alpha.marsadmOk(['set-emergency-limit', RES, '10']), /emergency limit of r0 on alpha: 10 %/);
+  // 10 % of the 80 MiB filesystem: about 8 MiB of logfiles, far from any space level.
+  const ac = new AbortController();
+  const filling = workload(1_000_000, 1, ac.signal);
+  await alpha.until('alpha in emergency mode by its emergency limit', () => alpha.actual(RES, 'is-emergency') === '1', 120_000, 50);
+  ac.abort();
+  expectAllWritten(t, await filling, 'up to the limit');
+  t.match(alpha.actual(RES, 'msg-err-emergency') ?? '', /emergency limit of r0: its logfiles take \d+ bytes, at least 10 % of \/mars/, 'the limit is named as the reason');
+  t.equal(alpha.link('actual-alpha/emergency'), '0', '/mars itself is not short: space level 0');
+  expectAllWritten(t, await workload(100, 2), 'in emergency mode');
+  // Off again: with the space level at 0, it leaves emergency mode and logs again.
+  await alpha.marsadmOk(['set-emergency-limit', RES, '0']);
+  await alpha.until('alpha logging again', () => alpha.actual(RES, 'has-emergency') === '0', 30_000, 50);
+  expectAllWritten(t, await workload(100, 3), 'logging again');
+  await waitWritebackDone(alpha, RES);
+  const image = await oracle.checkImage(readImage(alpha.dataPath));
+  t.ok(image.ok && image.prefixMin === oracle.lastSeq, `every write is on the disk${image.ok ? '' : `: ${image.reason}`}`);
+});
