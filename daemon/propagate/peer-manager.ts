@@ -162,7 +162,6 @@ export class PeerLink {
       }
       if (this.stopped) { conn.close('stopping'); break; }
       this.conn = conn;
-      this.backoffMs = BACKOFF_MIN_MS;
       this.lastError = '';
       this.setStatus(`connected ${this.via} since ${new Date(this.clock.nowMs()).toISOString()}`);
       this.m.log('info', `peer ${this.peer}: connected (${this.via})`);
@@ -171,6 +170,9 @@ export class PeerLink {
       while (!this.stopped && closedReason === undefined) {
         try {
           await this.pull(conn);
+          // Only a connection that did its work resets the backoff: one whose pulls keep
+          // failing (a full /mars, a peer refusing us) must not reconnect ten times a second.
+          this.backoffMs = BACKOFF_MIN_MS;
         } catch (err) {
           failStopOnInvariant(err);
           if (closedReason === undefined) conn.close(`pull failed: ${(err as Error).message}`);
@@ -184,6 +186,7 @@ export class PeerLink {
       if (!this.stopped) {
         this.noteDown(`connection lost: ${reason}`);
         await this.sleep(this.backoffMs);
+        this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
       }
     }
   }

@@ -1,0 +1,57 @@
+// A peer link whose pulls keep failing (the peer refuses the listing, or our /mars is full and
+// the merge cannot write) must back off like a link that cannot connect: the delay between
+// attempts doubles. Regression: the backoff was reset on every successful connect, so such a
+// link reconnected every 100 ms forever (seen with /mars full in emergency mode). Real sockets
+// and a real PeerServer; the link's sleeps run on a simulated clock, so the delays are exact.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { PeerServer } from '../../daemon/net/server.js';
+import { PeerLink, linkTarget } from '../../daemon/propagate/peer-manager.js';
+import { TreeStore } from '../../common/tree/store.js';
+import { globalPaths } from '../../common/tree/paths.js';
+import { SimClock } from '../helpers/sim-clock.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const SECRET = randomBytes(32);
+const UUID = 'alpha_1700000000.000000001';
+
+t.test('a link whose pulls fail backs off: 100, 200, 400, 800 ms between attempts', async (t) => {
+  const clock = new SimClock();
+  const attemptsAtMs: number[] = [];
+  const refuse = async (): Promise<never> => { throw new Error('refused for the test'); };
+  const server = new PeerServer({
+    host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
+    handlers: {
+      async getents() { attemptsAtMs.push(clock.nowMs()); throw new Error('no space left on device (the test)'); },
+      logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined,
+    },
+  });
+  const { port } = await server.listen('127.0.0.1:0');
+  t.teardown(() => server.close());
+  const root = tempDir(t);
+  mkdirSync(join(root, 'actual-beta')); // marsd makes it at start; the link's status goes there
+  const tree = new TreeStore(root);
+  tree.write(globalPaths.uuid, UUID);
+  const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
+    tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
+  }, SECRET);
+  t.teardown(() => link.stop());
+  const status = () => tree.value(globalPaths.actual('beta', 'peer-alpha')) ?? '';
+
+  // Simulated time only moves while the link sleeps after a lost connection (its status says
+  // "down"); connecting and the failing pull are real socket I/O.
+  const deadlineMs = Date.now() + 30_000;
+  while (attemptsAtMs.length < 5 && Date.now() < deadlineMs) {
+    if (status().startsWith('down')) await clock.advance(10);
+    else await new Promise((r) => setTimeout(r, 5));
+  }
+  t.equal(attemptsAtMs.length, 5, `five attempts (${status()})`);
+  const gapsMs = attemptsAtMs.slice(1).map((at, i) => at - attemptsAtMs[i]!);
+  t.comment(`simulated gaps between attempts: ${gapsMs.join(', ')} ms`);
+  for (const [i, expected] of [100, 200, 400, 800].entries()) {
+    t.ok(gapsMs[i]! >= expected && gapsMs[i]! < expected + 50, `attempt ${i + 2} came ${gapsMs[i]} ms after the previous (backoff ${expected} ms)`);
+  }
+  t.match(status(), /pull failed: .*no space left on device/, 'the status says why');
+});
