@@ -69,6 +69,33 @@ function smallMars(t: Test, h: MarsHost, imageDir: string): void {
   mounted = true;
 }
 
+/**
+ * One host whose /mars is a small ext4 of its own (root, mkfs.ext4, losetup), with a write-order
+ * oracle and a workload on its export; undefined (a tap skip) when the tools are missing.
+ */
+async function oneHostOnSmallMars(t: Test, extraArgs: string[]) {
+  const missing = ensureTools(['mkfs.ext4', 'losetup']);
+  if (missing) {
+    t.pass('the tools this test needs', { skip: missing });
+    return undefined;
+  }
+  const imageDir = tempDir(t, 'mars-emergency-img-');
+  const c = await startCluster(t, {
+    hosts: ['alpha'], sizeBytes: SIZE, res: RES,
+    initData: (h) => {
+      smallMars(t, h, imageDir);
+      h.extraArgs.push(...extraArgs);
+    },
+  });
+  const alpha = c.host('alpha');
+  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
+  const workload = (writes: number, seed: number, signal?: AbortSignal) => runWorkload({
+    socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes, durationMs: 120_000, queueDepth: 8, flushEvery: 32, seed,
+    ...(signal ? { signal } : {}),
+  });
+  return { alpha, oracle, workload };
+}
+
 function expectAllWritten(t: Test, r: WorkloadResult, what: string): void {
   t.equal(r.failed, 0, `${what}: no write failed (${r.acknowledged} acknowledged${r.error ? `; ${r.error}` : ''})`);
   t.equal(r.flushesFailed, 0, `${what}: no FLUSH failed, the final one included`);
@@ -228,24 +255,9 @@ t.test('a secondary short of space deletes its replayed copies (level 2) and sto
 t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space ends it', {
   skip: isRoot ? false : 'needs root (mkfs.ext4 on an image, losetup, mount): run the tests as root',
 }, async (t) => {
-  const missing = ensureTools(['mkfs.ext4', 'losetup']);
-  if (missing) {
-    t.pass('the tools this test needs', { skip: missing });
-    return;
-  }
-  const imageDir = tempDir(t, 'mars-emergency-img-');
-  const c = await startCluster(t, {
-    hosts: ['alpha'], sizeBytes: SIZE, res: RES,
-    initData: (h) => {
-      smallMars(t, h, imageDir);
-      h.extraArgs.push('--space-levels', '16M,12M,8M,4M');
-    },
-  });
-  const alpha = c.host('alpha');
-  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
-  const workload = (writes: number, seed: number) => runWorkload({
-    socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes, durationMs: 60_000, queueDepth: 8, flushEvery: 32, seed,
-  });
+  const host = await oneHostOnSmallMars(t, ['--space-levels', '16M,12M,8M,4M']);
+  if (!host) return;
+  const { alpha, oracle, workload } = host;
   expectAllWritten(t, await workload(200, 1), 'logging');
   const seqBefore = Number(alpha.link(`resource-${RES}/replay-alpha`)!.slice(4, 13));
   // Leave about 3 MiB free: below the level-4 threshold (4 MiB), far from ENOSPC.
@@ -276,22 +288,9 @@ t.test('the space level alone (no ENOSPC) starts emergency mode, and freed space
 t.test('the emergency limit of a resource starts emergency mode for it alone, long before /mars is short', {
   skip: isRoot ? false : 'needs root (mkfs.ext4 on an image, losetup, mount): run the tests as root',
 }, async (t) => {
-  const missing = ensureTools(['mkfs.ext4', 'losetup']);
-  if (missing) {
-    t.pass('the tools this test needs', { skip: missing });
-    return;
-  }
-  const imageDir = tempDir(t, 'mars-emergency-img-');
-  const c = await startCluster(t, {
-    hosts: ['alpha'], sizeBytes: SIZE, res: RES,
-    initData: (h) => smallMars(t, h, imageDir),
-  });
-  const alpha = c.host('alpha');
-  const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: BLOCK });
-  const workload = (writes: number, seed: number, signal?: AbortSignal) => runWorkload({
-    socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes, durationMs: 120_000, queueDepth: 8, flushEvery: 32, seed,
-    ...(signal ? { signal } : {}),
-  });
+  const host = await oneHostOnSmallMars(t, []);
+  if (!host) return;
+  const { alpha, oracle, workload } = host;
   t.match(await alpha.marsadmOk(['set-emergency-limit', RES, '10']), /emergency limit of r0 on alpha: 10 %/);
   // 10 % of the 80 MiB filesystem: about 8 MiB of logfiles, far from any space level.
   const ac = new AbortController();
