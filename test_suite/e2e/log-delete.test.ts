@@ -39,7 +39,9 @@ function logEntries(h: MarsHost): Map<string, 'file' | 'tombstone'> {
   const out = new Map<string, 'file' | 'tombstone'>();
   for (const n of readdirSync(dir)) {
     if (!/^log-\d{9}-/.test(n)) continue;
-    out.set(n, lstatSync(join(dir, n)).isFile() ? 'file' : 'tombstone');
+    // An entry may vanish between readdir and lstat: a tombstone purged, or a file replaced.
+    const st = lstatSync(join(dir, n), { throwIfNoEntry: false });
+    if (st) out.set(n, st.isFile() ? 'file' : 'tombstone');
   }
   return out;
 }
