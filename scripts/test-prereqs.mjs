@@ -2,7 +2,7 @@
 // tests drive (only as root; otherwise the tests that need them stop with a message naming them).
 import { execFileSync, spawnSync } from 'node:child_process';
 
-const packages = ['libnbd-bin', 'python3-libnbd', 'nbdkit', 'fio', 'fuse3', 'e2fsprogs', 'openssh-server', 'openssh-client', 'openssl'];
+const packages = ['libnbd-bin', 'python3-libnbd', 'nbdkit', 'fio', 'fuse3', 'e2fsprogs', 'openssh-server', 'openssh-client', 'openssl', 'prometheus'];
 const missing = packages.filter((p) => spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout?.includes('install ok installed') !== true);
 if (missing.length === 0) process.exit(0);
 if (process.getuid?.() !== 0) {

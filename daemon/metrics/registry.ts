@@ -49,7 +49,7 @@ export class MarsMetrics {
     gauge('mars_resource_writeback_rest_bytes', 'logged bytes not yet on the data disk (primary)', (n) => num(this.actual(n, 'writeback-rest')));
     gauge('mars_resource_sync_rest_bytes', 'bytes of the disk not yet synced here', (n) => Math.max(0, num(src.tree.value(resPaths.size(n))) - num(src.tree.value(resPaths.syncstatus(n, src.host)))));
     gauge('mars_resource_logfiles', 'logfiles of the resource in /mars on this host', (n) => src.logfileCount(n));
-    gauge('mars_resource_open_count', 'NBD clients with the device open', (n) => num(this.actual(n, 'open-count')));
+    gauge('mars_resource_nbd_clients', 'NBD clients with the device open', (n) => num(this.actual(n, 'open-count')));
     const prog = (key: 'fetchRest' | 'replayRest' | 'fetchLagS' | 'replayLagS' | 'primaryAgeS') => (n: string) => this.progress(n)[key] ?? -1;
     gauge('mars_resource_fetch_rest_bytes', 'bytes the primary logged (as known here) not yet fetched', prog('fetchRest'));
     gauge('mars_resource_replay_rest_bytes', 'bytes the primary logged (as known here) not yet applied here', prog('replayRest'));
