@@ -139,6 +139,7 @@ export class SecondaryRunner {
       fetchRestBytes: this.fetcher?.restBytes() ?? 0,
       replayRestBytes: r?.restBytes ?? 0,
       syncRateBytesPerS: this.sync?.rateBytesPerS ?? 0,
+      syncPosBytes: this.sync && !this.sync.done ? this.sync.positionBytes : 0,
       fetchRateBytesPerS: this.fetchRate.sample(nowMs, this.counters.fetchedBytes),
       replayRateBytesPerS: this.replayRate.sample(nowMs, this.counters.replayedBytes),
       replayWait: r?.waitReason ?? '',

@@ -22,6 +22,8 @@ export interface SecondaryStatus {
   fetchRestBytes: number;
   replayRestBytes: number;
   syncRateBytesPerS: number;
+  /** where the running sync is (0 when none runs): syncstatus moves only every 64 MiB */
+  syncPosBytes: number;
   /** bytes/s fetched and replayed over the last 10 s (rate-window.ts) */
   fetchRateBytesPerS: number;
   replayRateBytesPerS: number;
@@ -67,7 +69,7 @@ export function statusLinks(s: StatusState): Record<string, string> {
   const mode = s.loggingMode;
   return {
     'is-copying': '0', 'is-syncing': '0', 'is-replaying': '0',
-    'fetch-rest': '0', 'replay-rest': '0', 'sync-rate': '0', 'fetch-rate': '0', 'replay-rate': '0',
+    'fetch-rest': '0', 'replay-rest': '0', 'sync-rate': '0', 'sync-pos': '0', 'fetch-rate': '0', 'replay-rate': '0',
     'msg-inf-fetch': 'OK', 'msg-inf-replay': 'OK',
     'is-attached': s.diskOpen ? '1' : '0',
     'is-primary': primary ? '1' : '0',
@@ -102,6 +104,7 @@ function secondaryLinks(s: StatusState, st: SecondaryStatus): Record<string, str
     'fetch-rest': String(st.fetchRestBytes),
     'replay-rest': String(st.replayRestBytes),
     'sync-rate': String(st.syncRateBytesPerS),
+    'sync-pos': String(st.syncPosBytes),
     'fetch-rate': String(st.fetchRateBytesPerS),
     'replay-rate': String(st.replayRateBytesPerS),
     // MARS's msg-inf-KEY links: what fetch and replay are doing, for view-msg-inf.

@@ -8,6 +8,7 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths, resPaths } from '../../common/tree/paths.js';
 import { readProgressFacts } from '../../common/resource/read-progress.js';
 import { progress } from '../../common/resource/replication-progress.js';
+import { inconsistency } from '../../common/resource/consistency.js';
 import type { NbdRecorder, NbdRequestType, ResourceCounters } from '../../common/util/metrics-recorder.js';
 
 export interface MetricsSource {
@@ -47,7 +48,7 @@ export class MarsMetrics {
     gauge('mars_resource_split_brain', '1 while a split brain is detected', (n) => Number(((v) => v !== undefined && v !== '0')(this.actual(n, 'split-brain'))));
     gauge('mars_resource_emergency', '1 while the resource is in emergency mode (writes not logged)', (n) => Number(this.actual(n, 'is-emergency') === '1' || this.actual(n, 'has-emergency') === '1'));
     gauge('mars_resource_writeback_rest_bytes', 'logged bytes not yet on the data disk (primary)', (n) => num(this.actual(n, 'writeback-rest')));
-    gauge('mars_resource_sync_rest_bytes', 'bytes of the disk not yet synced here', (n) => Math.max(0, num(src.tree.value(resPaths.size(n))) - num(src.tree.value(resPaths.syncstatus(n, src.host)))));
+    gauge('mars_resource_sync_rest_bytes', 'bytes of the disk not yet synced here', (n) => this.syncRest(n));
     gauge('mars_resource_logfiles', 'logfiles of the resource in /mars on this host', (n) => src.logfileCount(n));
     gauge('mars_resource_nbd_clients', 'NBD clients with the device open', (n) => num(this.actual(n, 'open-count')));
     const prog = (key: 'fetchRest' | 'replayRest' | 'fetchLagS' | 'replayLagS' | 'primaryAgeS') => (n: string) => this.progress(n)[key] ?? -1;
@@ -115,6 +116,13 @@ export class MarsMetrics {
     });
   }
 
+  /** As view-sync-rest: the running sync's position counts (syncstatus moves every 64 MiB). */
+  private syncRest(res: string): number {
+    const { tree, host } = this.src;
+    const running = this.actual(res, 'is-syncing') === '1' ? num(this.actual(res, 'sync-pos')) : 0;
+    return Math.max(0, num(tree.value(resPaths.size(res))) - Math.max(num(tree.value(resPaths.syncstatus(res, host))), running));
+  }
+
   private actual(res: string, key: string): string | undefined {
     return this.src.tree.value(resPaths.actual(res, this.src.host, key));
   }
@@ -122,7 +130,13 @@ export class MarsMetrics {
   private consistent(res: string): number {
     const { tree, host } = this.src;
     if (tree.value(resPaths.primary(res)) === host) return Number(this.actual(res, 'writeback-rest') === '0' && this.actual(res, 'is-recovering') !== '1');
-    return Number(num(tree.value(resPaths.syncstatus(res, host))) >= num(tree.value(resPaths.size(res))) && num(tree.value(resPaths.size(res))) > 0);
+    // As view-is-consistent: sync complete and replay past the end of the sync (syncpos).
+    const sizeBytes = num(tree.value(resPaths.size(res)));
+    const syncstatus = tree.value(resPaths.syncstatus(res, host));
+    return Number(sizeBytes > 0 && inconsistency({
+      sizeBytes, syncstatusBytes: syncstatus === undefined ? undefined : num(syncstatus),
+      syncpos: tree.value(resPaths.syncpos(res, host)), replayLink: tree.value(resPaths.replay(res, host)),
+    }) === undefined);
   }
 
   private progress(res: string): Partial<Record<string, number>> {

@@ -72,6 +72,11 @@ export class SyncWorker {
 
   constructor(private readonly o: SyncOptions) {}
 
+  /** How far this run got (not necessarily durable: syncstatus is the durable mark), for sync-pos. */
+  get positionBytes(): number {
+    return this.verifiedPos;
+  }
+
   start(): void {
     if (this.running) return;
     this.running = true;

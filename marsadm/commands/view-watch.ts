@@ -3,7 +3,7 @@
 import { AdmError, type Adm } from '../context.js';
 import { expandResources } from './common.js';
 import { readView } from '../status/read-view.js';
-import { viewLines, type ViewSnapshot } from '../status/view-model.js';
+import { syncPos, viewLines, type ViewSnapshot } from '../status/view-model.js';
 import { progressBar } from '../status/progress.js';
 import { systemClock } from '../../common/util/clock.js';
 
@@ -11,17 +11,21 @@ interface Sample { atMs: number; sync: number; fetch: number; replay: number }
 
 /** The lines of one refresh: the view, and a bar for every kind of work that is not done. */
 export function watchLines(v: ViewSnapshot, prev: Sample | undefined, now: Sample): string[] {
-  const rate = (k: 'sync' | 'fetch' | 'replay') => (prev && now.atMs > prev.atMs ? Math.max(0, ((now[k] - prev[k]) * 1000) / (now.atMs - prev.atMs)) : 0);
+  const between = (k: 'sync' | 'fetch' | 'replay') => (prev && now.atMs > prev.atMs ? Math.max(0, ((now[k] - prev[k]) * 1000) / (now.atMs - prev.atMs)) : 0);
+  // Work moves in chunks (sync: 16 MiB), so two refreshes often see no change: the daemon's
+  // rate over its window counts first, the change between refreshes when it has none.
+  const daemonRate = { sync: v.actual.syncRateBytesPerS, fetch: v.rates?.fetch ?? 0, replay: v.rates?.replay ?? 0 };
+  const rate = (k: 'sync' | 'fetch' | 'replay') => (daemonRate[k] > 0 ? daemonRate[k] : between(k));
   const lines = viewLines(v);
   const p = v.progress;
-  if (v.syncstatusBytes < v.sizeBytes) lines.push(`    ${progressBar(v.syncstatusBytes, v.sizeBytes, rate('sync'), 'sync  ')}`);
+  if (syncPos(v) < v.sizeBytes) lines.push(`    ${progressBar(syncPos(v), v.sizeBytes, rate('sync'), 'sync  ')}`);
   if (p && p.fetchRest > 0) lines.push(`    ${progressBar(p.fetchPos, p.totalSize, rate('fetch'), 'fetch ')}, lag ${p.fetchLagS.toFixed(1)} s`);
   if (p && p.replayRest > 0) lines.push(`    ${progressBar(p.replayPos, p.totalSize, rate('replay'), 'replay')}, lag ${p.replayLagS.toFixed(1)} s`);
   return lines;
 }
 
 export function sampleOf(v: ViewSnapshot, atMs: number): Sample {
-  return { atMs, sync: v.syncstatusBytes, fetch: v.progress?.fetchPos ?? 0, replay: v.progress?.replayPos ?? 0 };
+  return { atMs, sync: syncPos(v), fetch: v.progress?.fetchPos ?? 0, replay: v.progress?.replayPos ?? 0 };
 }
 
 export async function watchView(adm: Adm, spec: string | undefined, secondsText: string | undefined): Promise<void> {

@@ -3,7 +3,7 @@
 // before stay as aliases (is-attached, is-syncing, is-fetching, is-replaying). Every macro is
 // also in `view --json` (key `macros`) and in `view-MACRO all`. docs/monitoring.md lists them.
 import {
-  diskState, flags, isConsistent, isEmergency, primaryUnreachable, replState, rests, role, syncRest,
+  diskState, flags, isConsistent, isEmergency, primaryUnreachable, replState, rests, role, syncPos, syncRest,
   REPLAY_CODE_HOLE, type ViewSnapshot,
 } from './view-model.js';
 import { percent, remainS, type Progress } from '../../common/resource/replication-progress.js';
@@ -118,7 +118,7 @@ const AMOUNT_MACROS: Record<string, Macro> = {
   'fetch-pos': (v) => String(prog(v).fetchPos),
   'replay-pos': (v) => String(prog(v).replayPos),
   'work-pos': (v) => String(prog(v).replayPos),
-  'sync-pos': (v) => String(v.syncstatusBytes),
+  'sync-pos': (v) => String(syncPos(v)),
   'fetch-size': (v) => String(prog(v).totalSize),
   'replay-size': (v) => String(prog(v).totalSize),
   'work-size': (v) => String(prog(v).fetchPos),
@@ -126,7 +126,7 @@ const AMOUNT_MACROS: Record<string, Macro> = {
   'fetch-percent': (v) => String(percent(prog(v).fetchPos, prog(v).totalSize)),
   'replay-percent': (v) => String(percent(prog(v).replayPos, prog(v).totalSize)),
   'work-percent': (v) => String(percent(prog(v).replayPos, prog(v).fetchPos)),
-  'sync-percent': (v) => String(percent(v.syncstatusBytes, v.sizeBytes)),
+  'sync-percent': (v) => String(percent(syncPos(v), v.sizeBytes)),
   'fetch-rate': (v) => String(fetchRate(v)),
   'replay-rate': (v) => String(replayRate(v)),
   'work-rate': (v) => String(replayRate(v)),

@@ -78,6 +78,8 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
       fetchRestBytes: num(a('fetch-rest')) ?? 0,
       replayRestBytes: num(a('replay-rest')) ?? 0,
       syncRateBytesPerS: num(a('sync-rate')) ?? 0,
+      // Only a running sync's position counts (a stopped daemon leaves its last one behind).
+      syncPosBytes: a('is-syncing') === '1' ? num(a('sync-pos')) : undefined,
       device: ((d) => (d === undefined || d === '(none)' ? undefined : d))(a('device')),
       deviceState: a('device-state'),
     },

@@ -38,6 +38,8 @@ export interface ViewSnapshot {
     fetchRestBytes: number;
     replayRestBytes: number;
     syncRateBytesPerS: number;
+    /** actual-HOST/sync-pos: where the running sync is (syncstatus, the durable mark, moves every 64 MiB) */
+    syncPosBytes?: number;
   };
   syncstatusBytes: number;
   replayLink: string | undefined;
@@ -126,9 +128,14 @@ export function rests(v: ViewSnapshot): { fetch: number; replay: number } {
   return { fetch: v.actual.fetchRestBytes, replay: v.actual.replayRestBytes };
 }
 
+/** How far sync got here: the running sync's position, at least the durable syncstatus. */
+export function syncPos(v: ViewSnapshot): number {
+  return Math.min(v.sizeBytes, Math.max(v.syncstatusBytes, v.actual.syncPosBytes ?? 0));
+}
+
 /** Bytes of the resource not yet synced here (0 once sync has reached the end). */
 export function syncRest(v: ViewSnapshot): number {
-  return Math.max(0, v.sizeBytes - v.syncstatusBytes);
+  return Math.max(0, v.sizeBytes - syncPos(v));
 }
 
 /** The primary's state known here is older than --window (secondaries only). */
@@ -161,7 +168,7 @@ export function diskState(v: ViewSnapshot): string {
   const designated = v.designatedPrimary === v.host;
   if (designated && (emergencyOf(v).isEmergency || emergencyOf(v).hasEmergency)) return 'EmergencyMode';
   if (designated && v.actual.writebackRestBytes > 0) return `WriteBack[${v.actual.writebackRestBytes}]`;
-  if (v.syncstatusBytes < v.sizeBytes) return v.actual.isSyncing ? `Syncing[${Math.floor((100 * v.syncstatusBytes) / Math.max(1, v.sizeBytes))}%]` : 'InConsistent';
+  if (v.syncstatusBytes < v.sizeBytes) return v.actual.isSyncing ? `Syncing[${Math.floor((100 * syncPos(v)) / Math.max(1, v.sizeBytes))}%]` : 'InConsistent';
   if (!v.syncPassed) return 'InConsistent';
   const r = rests(v);
   if (!designated && (r.fetch > 0 || r.replay > 0)) return `Outdated[${r.fetch > 0 ? 'F' : ''}${r.replay > 0 ? 'R' : ''}]`;
@@ -216,7 +223,7 @@ export function viewLines(v: ViewSnapshot): string[] {
   if (v.actual.isRecovering) lines.push(`    recovery: ${v.actual.recoveryRestBytes} bytes of logfiles left to replay`);
   if (v.actual.writebackRestBytes > 0) lines.push(`    writeback: ${v.actual.writebackRestBytes} bytes logged but not yet on the disk`);
   if (v.syncstatusBytes < v.sizeBytes && v.member && v.designatedPrimary !== v.host) {
-    lines.push(`    sync: ${v.syncstatusBytes} of ${v.sizeBytes} bytes${v.actual.syncRateBytesPerS > 0 ? `, ${v.actual.syncRateBytesPerS} bytes/s, ETA ${Math.round((v.sizeBytes - v.syncstatusBytes) / v.actual.syncRateBytesPerS)} s` : ''}`);
+    lines.push(`    sync: ${syncPos(v)} of ${v.sizeBytes} bytes${v.actual.syncRateBytesPerS > 0 ? `, ${v.actual.syncRateBytesPerS} bytes/s, ETA ${Math.round(syncRest(v) / v.actual.syncRateBytesPerS)} s` : ''}`);
   }
   const r = rests(v);
   if (r.fetch > 0 || r.replay > 0) {

@@ -71,6 +71,23 @@ t.test('the exposition parses and carries the state of the tree', async (t) => {
   for (const f of families) if (f.type === 'COUNTER') t.match(f.name, /_total$/, `${f.name}: counters end in _total`);
 });
 
+t.test('consistent and sync rest are measured like the view: syncpos not passed, a running sync\'s position', async (t) => {
+  const { metrics, tree } = setup(t);
+  const families = async () => parse(await metrics.registry.metrics());
+  // Sync complete, but replay has not reached the end of the sync: a mixed-age disk.
+  tree.write(resPaths.syncpos('db', 'beta'), 'log-000000003-alpha,4096,0');
+  t.equal(value(await families(), 'mars_resource_consistent', { resource: 'db' }), 0, 'not consistent before replay passes syncpos');
+  tree.write(resPaths.replay('db', 'beta'), 'log-000000003-alpha,4096,0');
+  t.equal(value(await families(), 'mars_resource_consistent', { resource: 'db' }), 1, 'consistent once it passed');
+  // A running sync: syncstatus (durable, every 64 MiB) still 0, the worker at 768 KiB.
+  tree.write(resPaths.syncstatus('db', 'beta'), '0');
+  tree.write(resPaths.actual('db', 'beta', 'is-syncing'), '1');
+  tree.write(resPaths.actual('db', 'beta', 'sync-pos'), String(768 << 10));
+  t.equal(value(await families(), 'mars_resource_sync_rest_bytes', { resource: 'db' }), 256 << 10);
+  tree.write(resPaths.actual('db', 'beta', 'is-syncing'), '0');
+  t.equal(value(await families(), 'mars_resource_sync_rest_bytes', { resource: 'db' }), 1 << 20, 'a stopped sync\'s last position does not count');
+});
+
 t.test('counters are monotonic between scrapes', async (t) => {
   const { metrics, counters } = setup(t);
   let last = -1;

@@ -37,11 +37,11 @@ t.test('the secondary side while it runs', async (t) => {
     primaryWait: 'waiting for alpha', appState: 'stop hook done (exit 0)', stopHookConfigured: true,
     secondary: {
       attached: true, copying: true, syncing: false, replaying: true, replayCode: '1', message: 'OK', fetchRestBytes: 10,
-      replayRestBytes: 20, syncRateBytesPerS: 0, fetchRateBytesPerS: 4096, replayRateBytesPerS: 512, replayWait: 'replay paused', fetchState: '', why: '',
+      replayRestBytes: 20, syncRateBytesPerS: 0, syncPosBytes: 8192, fetchRateBytesPerS: 4096, replayRateBytesPerS: 512, replayWait: 'replay paused', fetchState: '', why: '',
     },
   }));
   t.match(l, {
-    'fetch-rate': '4096', 'replay-rate': '512', 'msg-inf-replay': 'replay paused', 'msg-inf-fetch': 'OK',
+    'fetch-rate': '4096', 'replay-rate': '512', 'sync-pos': '8192', 'msg-inf-replay': 'replay paused', 'msg-inf-fetch': 'OK',
     'is-attached': '1', 'is-primary': '0', 'is-copying': '1', 'is-replaying': '1', 'fetch-rest': '10', 'replay-rest': '20',
     'fetch-state': 'off', 'secondary-why': 'OK', 'primary-wait': 'waiting for alpha', 'has-app-stop': '1', socket: '(none)',
   });

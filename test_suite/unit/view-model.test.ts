@@ -46,6 +46,18 @@ t.test('unusual states get explanatory detail lines', async (t) => {
   t.ok(viewLines(v({}, { openCount: 2 })).some((l) => l.includes('Opened by 2')));
 });
 
+t.test('a running sync shows where it is, not the durable syncstatus (which moves every 64 MiB)', async (t) => {
+  const sec = { designatedPrimary: 'beta', members: ['alpha', 'beta'], syncstatusBytes: 0 };
+  const syncing = { isPrimary: false, replayCode: 1, isSyncing: true, syncPosBytes: 3 << 28, syncRateBytesPerS: 1 << 20 };
+  t.equal(diskState(v(sec, syncing)), 'Syncing[75%]');
+  t.equal(MACROS['sync-pos']!(v(sec, syncing)), String(3 << 28));
+  t.equal(MACROS['sync-percent']!(v(sec, syncing)), '75');
+  t.equal(MACROS['sync-rest']!(v(sec, syncing)), String(1 << 28));
+  t.equal(MACROS['sync-remain']!(v(sec, syncing)), '256');
+  t.equal(MACROS['is-consistent']!(v(sec, syncing)), '0', 'consistency keeps to the durable mark');
+  t.equal(flags(v(sec, syncing)).charAt(3), 's');
+});
+
 t.test('secondary states: syncing, inconsistent until replay passes the sync point, outdated while behind', async (t) => {
   const sec = { designatedPrimary: 'beta', members: ['alpha', 'beta'] };
   const idle = { isPrimary: false, replayCode: 1 };
