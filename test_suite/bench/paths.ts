@@ -29,6 +29,8 @@ export const MARSADM_REL = 'bin/marsadm.js';
 export const MARSD_BIN = join(REPO_ROOT, MARSD_REL);
 export const MARSADM_BIN = join(REPO_ROOT, MARSADM_REL);
 export const DOCS_DIR = join(REPO_ROOT, 'docs');
+/** The metrics scrape-cost section (scrape-cost.ts writes it; run.ts appends it to docs/benchmarks.md). */
+export const SCRAPE_SECTION_FILE = 'benchmarks-scrape.md';
 
 /** mkdtemp's prefix of a run's temporary directory. */
 export const BENCH_DIR_PREFIX = 'mars-bench-';

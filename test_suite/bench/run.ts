@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BENCH_DIR_PREFIX, DOCS_DIR, reportPath, scrubPaths } from './paths.js';
+import { BENCH_DIR_PREFIX, DOCS_DIR, reportPath, SCRAPE_SECTION_FILE, scrubPaths } from './paths.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { fioCommand, JOB_ORDER, JOBS, nbdcopyCommand, runFio, runNbdcopy, type JobId, type JobOutcome } from './fio.js';
 import { describeMachine, freeBytes, type Machine } from './machine.js';
@@ -24,6 +24,7 @@ import { MarsdTarget, NbdkitTarget, type Target, type TargetName } from './targe
 import { measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js';
 import { REPL_ORDER, ReplicationSuite, toolVersions, type ReplBenchId, type ReplData, type ReplOptions } from './replication.js';
 import { renderReplMarkdown, replResultsTable, summarizeRepl } from './repl-report.js';
+
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -204,6 +205,9 @@ function renderAll(d: DocsData): string {
   );
   if (d.write) lines.push(renderMarkdown(d.write, ws!).trimEnd(), '');
   if (d.replication) lines.push(renderReplMarkdown(d.replication, rs!).trimEnd(), '');
+  // The scrape-cost section (scrape-cost.ts) is measured on its own and kept between runs.
+  const scrape = join(DOCS_DIR, SCRAPE_SECTION_FILE);
+  if (existsSync(scrape)) lines.push(readFileSync(scrape, 'utf8').trimEnd(), '');
   return `${lines.join('\n')}\n`;
 }
 
