@@ -5,7 +5,8 @@
 // secondary, a SIZE that is no size; --dry-run changes nothing. Then both data disks grow
 // (truncate), each marsd publishes the new actsize-HOST, `marsadm resize r0 --json` grows to
 // the smallest disk; a new NBD connection sees the new size, the device still open from before
-// keeps the old one. The device is made again, resize2fs grows the ext4 (offline), more files go
+// keeps the old one; beta copies only the new area (partial sync), and is not consistent until
+// then. The device is made again, resize2fs grows the ext4 (offline), more files go
 // into the new space; beta copies the new area by a partial sync and replays; a planned
 // handover to beta; on beta's export (now primary) e2fsck -fn is clean and every file reads
 // back, and both disks are byte-equal over the new size.
@@ -127,7 +128,9 @@ t.test('resize under replication: refusals change nothing; growth, resize2fs, ha
   t.match(dry, /would write .*size -> 100663296/, '--dry-run says what it would write');
   t.equal(resizeLinks(alpha), before, '--dry-run changed nothing');
 
-  // The resize: to the smallest member disk (beta's).
+  // The resize: to the smallest member disk (beta's). beta's sync is paused first, so that the
+  // state before its partial sync can be looked at.
+  await beta.marsadmOk(['pause-sync', RES]);
   const out = JSON.parse(await alpha.marsadmOk(['resize', RES, '--json'])) as Record<string, unknown>;
   t.match(out, { resource: RES, fromSizeBytes: OLD_SIZE, toSizeBytes: NEW_SIZE, changed: true, done: true });
   t.equal(alpha.link(`resource-${RES}/size`), String(NEW_SIZE));
@@ -135,8 +138,12 @@ t.test('resize under replication: refusals change nothing; growth, resize2fs, ha
   t.equal(fresh.sizeBytes, NEW_SIZE, 'a new NBD connection sees the new size');
   await fresh.disconnect();
   t.equal((await must('blockdev', ['--getsize64', devA])).trim(), String(OLD_SIZE), 'the device opened before keeps the size it was told');
-  const view = await alpha.marsadmOk(['view', RES]);
-  t.comment(`view right after the resize:\n${view}`);
+  t.comment(`view on alpha right after the resize:\n${await alpha.marsadmOk(['view', RES])}`);
+  await beta.until('beta learned the new size', () => beta.link(`resource-${RES}/size`) === String(NEW_SIZE), 20_000);
+  t.equal(beta.link(`resource-${RES}/syncstatus-beta`), String(OLD_SIZE), 'beta\'s disk is in sync up to the old size only');
+  t.equal(await beta.view('is-consistent', RES), '0', 'beta is not consistent at the new size before its partial sync');
+  t.comment(`view on beta, sync paused, after the resize:\n${await beta.marsadmOk(['view', RES])}`);
+  await beta.marsadmOk(['resume-sync', RES]);
 
   // Reconnect the device, grow the mounted ext4, fill the new space.
   await must('umount', [sa.mnt]);
@@ -158,7 +165,10 @@ t.test('resize under replication: refusals change nothing; growth, resize2fs, ha
 
   // beta copies the new area (partial sync), replays, then takes over.
   await beta.until('beta synced the new area', () => beta.link(`resource-${RES}/syncstatus-beta`) === String(NEW_SIZE), 60_000, 50);
+  t.comment(`beta's log about the sync:\n${beta.logTail(400).split('\n').filter((l) => /sync/.test(l)).slice(-6).join('\n')}`);
   await beta.until('beta replayed everything alpha logged', () => caughtUpWith(beta, alpha, RES), 60_000, 50);
+  t.equal(await beta.view('is-consistent', RES), '1', 'beta is consistent at the new size once its replay passed the sync\'s end');
+  t.comment(`view on beta before the handover:\n${await beta.marsadmOk(['view', RES])}`);
   await beta.marsadmOk(['primary', RES, '--timeout', '60']);
   await beta.waitPrimary(RES);
   t.equal(fileDigest(beta.dataPath, NEW_SIZE), fileDigest(alpha.dataPath, NEW_SIZE), 'both disks are equal over the new size');
