@@ -14,7 +14,11 @@
 export type BackendErrno = 'EPERM' | 'EIO' | 'ENOSPC' | 'EINVAL' | 'ESHUTDOWN';
 
 export interface BlockBackend {
-  /** Export size in bytes; should be a multiple of 512 (the advertised minimum block size). */
+  /**
+   * Export size in bytes; should be a multiple of 512 (the advertised minimum block size). It
+   * may grow while exported (resize), never shrink: read at every handshake and request check,
+   * so new connections see the new size and open ones keep the size they were told.
+   */
   readonly sizeBytes: number;
   /**
    * false when this host is not (or no longer) actual primary: every write gets EPERM, never a

@@ -10,6 +10,7 @@ import { createResource, deleteResource } from './commands/resource.js';
 import { joinResource, leaveResource } from './commands/membership.js';
 import { primary, secondary } from './commands/role.js';
 import { invalidate } from './commands/invalidate.js';
+import { resize } from './commands/resize.js';
 import { setAppHooks } from './commands/app-hooks.js';
 import { attach, detach, down, setTodo, up } from './commands/switches.js';
 import { lowlevelDeleteHost } from './commands/hosts.js';
@@ -131,6 +132,7 @@ function addResourceCommands(add: AddCommand): void {
   add('join-resource <name> <device>', 'become a replica of the resource on DEVICE (full sync from the primary, then replay)', (adm, [name, device], o) => joinResource(adm, name!, device!, { wait: o.wait !== undefined }),
     (c) => c.option('--wait', 'wait until the sync is done, with a progress bar'));
   add('leave-resource <name>', 'stop being a replica (run "down" first); the disk content stays', (adm, [name]) => leaveResource(adm, name!));
+  add('resize <name> [size]', 'grow the resource (on its primary) to SIZE, default the smallest member disk; never shrinks', (adm, [name, size]) => resize(adm, name!, size), (c) => c.option('--dry-run', 'print what would change, change nothing'));
   add('delete-resource <name>', 'remove a resource from the tree (the data device is not touched)', (adm, [name]) => deleteResource(adm, name!));
 }
 

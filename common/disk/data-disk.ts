@@ -21,7 +21,18 @@ export function diskSizeBytes(path: string): number {
 }
 
 export class DataDisk {
-  private constructor(readonly path: string, private readonly handle: fsp.FileHandle, readonly sizeBytes: number) {}
+  private constructor(readonly path: string, private readonly handle: fsp.FileHandle, private sizeNow: number) {}
+
+  /** The size when opened or last refreshed. */
+  get sizeBytes(): number {
+    return this.sizeNow;
+  }
+
+  /** Read the size again: the disk may have been grown underneath (resize). */
+  refreshSize(): number {
+    this.sizeNow = diskSizeBytes(this.path);
+    return this.sizeNow;
+  }
 
   static async open(path: string): Promise<DataDisk> {
     const sizeBytes = diskSizeBytes(path);

@@ -31,6 +31,7 @@ import type { Phase } from './decide.js';
 import type { AppHookRunner } from './app-hook-runner.js';
 import { planHole, writeHole, type Hole } from './emergency-hole.js';
 import type { FailureInfo } from './status-links.js';
+import { ExportGrowth } from './export-growth.js';
 
 /** What the primary needs of the NBD server: its export of this resource. */
 export type ExportHost = Pick<NbdServer, 'addExport' | 'removeExport' | 'stopListening'>;
@@ -82,17 +83,22 @@ export class PrimaryRunner {
   /** its links are all written (else the plan retries them) */
   private holeWritten = false;
   private shuttingDown = false;
+  private readonly growth: ExportGrowth;
 
-  constructor(private readonly ctx: PrimaryContext) {}
+  constructor(private readonly ctx: PrimaryContext) { this.growth = new ExportGrowth(ctx.res, ctx.log); }
+
+  /** The export's size while the role runs; every round it follows a grown size link (marsadm resize, export-growth.ts). */
+  get exportSizeBytes(): number | undefined { return this.phase === 'primary' ? this.backend?.sizeBytes : undefined; }
+  followSize(sizeLinkBytes: number | undefined): void {
+    if (this.phase === 'primary' && this.backend && this.disk && this.growth.follow(this.backend, this.disk, sizeLinkBytes)) this.ctx.publish(true);
+  }
 
   /** The logger while the role runs (tests, the peer service's durable ends). */
   get activeLogger(): TransactionLogger | undefined {
     return this.phase === 'primary' ? this.logger : undefined;
   }
 
-  get diskOpen(): boolean {
-    return this.disk !== undefined;
-  }
+  get diskOpen(): boolean { return this.disk !== undefined; }
 
   /** The write path's mode while the export runs (undefined: no write path). */
   get loggingMode(): LoggingMode | undefined {
@@ -104,9 +110,7 @@ export class PrimaryRunner {
     return this.backend !== undefined && this.backend.mode !== 'logging';
   }
 
-  get hole(): Hole | undefined {
-    return this.holeNow;
-  }
+  get hole(): Hole | undefined { return this.holeNow; }
 
   get holeUnwritten(): boolean {
     return this.backend?.mode === 'direct' && this.holeNow !== undefined && !this.holeWritten;
@@ -116,9 +120,7 @@ export class PrimaryRunner {
     return { sinceMs: this.backend?.sinceMs, reason: this.backend?.reason };
   }
 
-  writebackRestBytes(): number {
-    return this.logger?.writebackRestBytes() ?? 0;
-  }
+  writebackRestBytes(): number { return this.logger?.writebackRestBytes() ?? 0; }
 
   /** The current logfile and how much of it is durable, as the control loop sees it. */
   position(): { currentSeq: number; currentLogBytes: number } | undefined {

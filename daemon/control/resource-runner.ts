@@ -28,6 +28,18 @@ import { statusLinks, type StatusState } from './status-links.js';
 import { StatusPublisher } from './status-publisher.js';
 import type { ResourceCounters } from '../../common/util/metrics-recorder.js';
 import { DeviceRunner, type DeviceMode } from './device-runner.js';
+import { diskSizeBytes } from '../../common/disk/data-disk.js';
+
+/** The data disk's size now (actsize-HOST), undefined when it cannot be measured (missing device). */
+function measureDisk(path: string | undefined): number | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return diskSizeBytes(path);
+  } catch (err) {
+    failStopOnInvariant(err);
+    return undefined;
+  }
+}
 
 export interface RunnerContext {
   tree: TreeStore;
@@ -67,6 +79,8 @@ export class ResourceRunner {
   private invalidating = false;
   /** what the takeover of the primary role waits for (the plan's primaryWait) */
   private primaryWait: string | undefined;
+  /** data-HOST as the last round saw it (actsize-HOST measures it) */
+  private dataPath: string | undefined;
 
   constructor(readonly name: string, private readonly ctx: RunnerContext) {
     const { tree, host, clock, log } = ctx;
@@ -89,6 +103,7 @@ export class ResourceRunner {
     this.splitBrain = new SplitBrainMonitor(tree, name, host, log, clock);
     this.status = new StatusPublisher({
       tree, res: name, host, clock, log, links: () => ({ ...statusLinks(this.statusState()), ...this.device.links() }), also: () => this.primary.publishCurrentLinks(),
+      actsizeBytes: () => measureDisk(this.dataPath),
     });
   }
 
@@ -147,6 +162,8 @@ export class ResourceRunner {
   /** Execute a plan; the order is the one the parts depend on (see plan.ts). */
   apply(plan: ResourcePlan, snapshot: ResourceSnapshot): Promise<void> {
     const done = this.execute(plan.primary, snapshot);
+    this.dataPath = snapshot.dataPath;
+    this.primary.followSize(snapshot.sizeBytes);
     this.device.apply(plan.device);
     if (plan.retryHoleLinks) this.primary.retryHoleLinks();
     if (plan.emergency === 'enter') this.primary.enterEmergency(plan.emergencyReason);
@@ -241,6 +258,7 @@ export class ResourceRunner {
       appState: this.hooks.state,
       stopHookConfigured: this.hooks.configured('stop'),
       loggingMode: p.loggingMode ?? 'logging',
+      exportSizeBytes: p.exportSizeBytes,
       emergency: { ...p.emergencySince, hole: p.hole },
     };
   }

@@ -60,6 +60,8 @@ export interface StatusState {
   /** the primary's write path; 'logging' when it does not run */
   loggingMode: LoggingMode;
   emergency: { sinceMs: number | undefined; reason: string | undefined; hole: Hole | undefined };
+  /** the size new NBD connections are told (resize grows it); undefined while no export runs */
+  exportSizeBytes?: number | undefined;
 }
 
 export function statusLinks(s: StatusState): Record<string, string> {
@@ -81,6 +83,7 @@ export function statusLinks(s: StatusState): Record<string, string> {
     'replay-code': s.failure ? `${s.failure.code}` : s.phase === 'primary' ? '0' : '1',
     'msg-err-replay-stop': s.failure ? s.failure.message : 'OK',
     socket: primary ? s.socketPath : '(none)',
+    'export-size': String(s.exportSizeBytes ?? 0),
     'primary-wait': s.primaryWait ?? 'OK',
     'app-state': s.appState,
     'has-app-stop': s.stopHookConfigured ? '1' : '0',
@@ -118,6 +121,7 @@ function secondaryLinks(s: StatusState, st: SecondaryStatus): Record<string, str
     'replay-code': st.replayCode,
     'msg-err-replay-stop': st.message.slice(0, 1000),
     socket: '(none)',
+    'export-size': '0',
     'writeback-rest': '0',
     'is-emergency': '0',
     'has-emergency': '0',

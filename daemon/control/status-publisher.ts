@@ -3,7 +3,8 @@
 // injected clock: progress reports (writeback, fetch, replay) come many times a second, and
 // every link write is a symlink replacement in /mars; a suppressed update is made once the
 // interval is over, so the last state is always published. Forced updates (role changes,
-// failures) are written at once.
+// failures) are written at once. It also keeps actsize-HOST (this host's disk size) current:
+// a disk grown underneath shows there at the next update, and marsadm resize reads it.
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
@@ -22,6 +23,8 @@ export interface StatusPublisherOptions {
   links: () => Record<string, string>;
   /** written with every update: the primary's replay link and versionlink while it logs */
   also: () => void;
+  /** this host's data disk size for actsize-HOST (resize checks it), undefined: not a member / unknown */
+  actsizeBytes?: () => number | undefined;
 }
 
 export class StatusPublisher {
@@ -44,6 +47,8 @@ export class StatusPublisher {
       tree.ensureDir(resPaths.actualDir(res, host));
       for (const [key, value] of Object.entries(links)) tree.write(resPaths.actual(res, host, key), value, { onlyIfChanged: true });
       this.o.also();
+      const actsize = this.o.actsizeBytes?.();
+      if (actsize !== undefined) tree.write(resPaths.actsize(res, host), String(actsize), { onlyIfChanged: true });
     } catch (err) {
       // A full /mars may refuse even a link; the next update tries again.
       failStopOnInvariant(err);

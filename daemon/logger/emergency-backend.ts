@@ -16,7 +16,7 @@
 // whoever waits for the transition, may be dropped by them; so an InvariantError is escalated
 // where it happens (failStopOnInvariant), not left to the waiters. The caller of resume() gets
 // its error.
-import { failStopOnInvariant } from '../../common/util/assert.js';
+import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
@@ -59,7 +59,7 @@ export interface EmergencyBackendOptions {
 }
 
 export class EmergencyBackend implements BlockBackend {
-  readonly sizeBytes: number;
+  private sizeNow: number;
   private modeNow: LoggingMode = 'logging';
   private current: TransactionLogger;
   private transition: Promise<void> | undefined;
@@ -73,7 +73,19 @@ export class EmergencyBackend implements BlockBackend {
 
   constructor(private readonly opts: EmergencyBackendOptions) {
     this.current = opts.logger;
-    this.sizeBytes = opts.logger.sizeBytes;
+    this.sizeNow = opts.logger.sizeBytes;
+  }
+
+  /** The export size: grows with resize (new NBD connections see it), never shrinks. */
+  get sizeBytes(): number {
+    return this.sizeNow;
+  }
+
+  /** resize: the bound of direct writes and of the current logger (a resumed one gets it too). */
+  grow(toSizeBytes: number): void {
+    assert(Number.isSafeInteger(toSizeBytes) && toSizeBytes >= this.sizeNow, `the export cannot shrink from ${this.sizeNow} to ${toSizeBytes} bytes`);
+    this.sizeNow = toSizeBytes;
+    this.current.grow(toSizeBytes);
   }
 
   get mode(): LoggingMode {

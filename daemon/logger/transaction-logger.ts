@@ -67,7 +67,7 @@ export interface ReplayPosition {
 }
 
 export class TransactionLogger implements BlockBackend {
-  readonly sizeBytes: number;
+  private sizeNow: number;
   private readonly index = new PendingIndex();
   private readonly writeback: Writeback;
   private writer: LogWriter;
@@ -82,7 +82,7 @@ export class TransactionLogger implements BlockBackend {
   private readonly admission: Admission;
 
   constructor(private readonly opts: TransactionLoggerOptions) {
-    this.sizeBytes = opts.sizeBytes;
+    this.sizeNow = opts.sizeBytes;
     this.writer = opts.writer;
     this.admission = new Admission({
       memLimitBytes: opts.memLimitBytes,
@@ -338,6 +338,16 @@ export class TransactionLogger implements BlockBackend {
     if (!this.diverted && !this.writer.outOfSpace) return;
     release();
     throw new DivertedError('emergency mode: not logging');
+  }
+
+  /** The device size; it only grows (resize), so a request once inside stays inside. */
+  get sizeBytes(): number {
+    return this.sizeNow;
+  }
+
+  grow(toSizeBytes: number): void {
+    assert(Number.isSafeInteger(toSizeBytes) && toSizeBytes >= this.sizeNow, `the logger cannot shrink from ${this.sizeNow} to ${toSizeBytes} bytes`);
+    this.sizeNow = toSizeBytes;
   }
 
   private checkRange(offsetBytes: number, lengthBytes: number): void {

@@ -52,7 +52,7 @@ export interface ReplayerOptions {
   res: string;
   host: string;
   disk: DataDisk;
-  /** the resource size: a record beyond it is a defect */
+  /** the resource size when replay started: a record beyond it, the grown size link and the disk is a defect */
   sizeBytes: number;
   log: LogFn;
   clock: Clock;
@@ -248,7 +248,7 @@ export class Replayer {
     let result;
     try {
       result = await applyLog({
-        path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, disk, sizeBytes: this.o.sizeBytes,
+        path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, disk, sizeBytes: this.recordLimitBytes(),
         ...(expectedSeqNr === undefined ? {} : { expectedSeqNr }),
         // A repair is not given up for a pause: the disk must reach a prefix state.
         shouldStop: () => this.stopping || (this.paused && !repair) || this.o.clock.nowMs() - startedMs >= this.maxBatchMs,
@@ -273,6 +273,17 @@ export class Replayer {
       seq, origin, endPos, limitBytes: toPos,
       stopClass: stop.defect ? 'defect' : stop.torn ? 'torn' : 'clean', stopKind: stop.kind, detail: stop.detail,
     };
+  }
+
+  /**
+   * A record beyond this is a defect. A resize grows the size link, and the log bytes written
+   * after it may arrive here before the grown link does (links and logfiles travel separately),
+   * so a record that fits this host's disk is applied too: the primary logged it within the
+   * size it had, which marsadm resize checked against every member's disk.
+   */
+  private recordLimitBytes(): number {
+    const link = Number(this.o.tree.value(resPaths.size(this.o.res)));
+    return Math.max(this.o.sizeBytes, Number.isSafeInteger(link) ? link : 0, this.o.disk.refreshSize());
   }
 
   private recordVersion(step: Extract<ReplayStep, { kind: 'record-version' }>): void {

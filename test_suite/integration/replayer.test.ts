@@ -4,7 +4,7 @@
 // origin's; the replayer switches logfiles, stops in front of a damaged record and asks for a
 // re-fetch, stops at a hole, repairs a half-applied window, and pauses at a record boundary.
 import t, { type Test } from 'tap';
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { TreeStore } from '../../common/tree/store.js';
@@ -134,7 +134,7 @@ async function setup(t: Test, opts: { maxBatchBytes?: number; replay?: string } 
     const s = replayer.status;
     return s.position?.seq === seq && s.replayedPos === pos && !s.applying && s.replayCode !== 0 ? s : undefined;
   }, 10_000);
-  return { tree, replayer, disk: disk0, refetches, statuses, logs, copyPath, originVersion, replayLink, ownVersion, settled };
+  return { tree, replayer, disk: disk0, diskPath, refetches, statuses, logs, copyPath, originVersion, replayLink, ownVersion, settled };
 }
 
 t.test('replays a growing copy; the disk is a prefix state at every stable point', async (t) => {
@@ -325,4 +325,23 @@ t.test('a record beyond the device is a defect that a re-fetch cannot repair', a
   t.equal(st.replayedPos, log.ends[9]!);
   t.ok(s.disk().equals(imageAfter([{ writes, count: 10 }])), 'the records before it are applied, none after');
   t.equal(s.refetches.length, 0, 'no re-fetch: the copy is faithful');
+});
+
+t.test('resize: a record in the grown area is applied when the disk grew, even before the grown size link arrived', async (t) => {
+  const s = await setup(t);
+  // The replayer started at SIZE; the disk grows underneath (the admin grew it, marsadm resize
+  // followed on the primary), and the primary's writes into the new area arrive here before
+  // the grown size link does (links and logfiles travel separately).
+  truncateSync(s.diskPath, 2 * SIZE);
+  const writes = makeWrites(5, 3);
+  writes.push({ devicePos: SIZE + 8192, data: Buffer.alloc(4096, 9), lengthBytes: 4096 });
+  writes.push({ devicePos: 2 * SIZE + 4096, data: Buffer.alloc(4096, 5), lengthBytes: 4096 });
+  const log = encodeLog(writes);
+  s.originVersion(1, log.bytes.length);
+  writeFileSync(s.copyPath(1), log.bytes);
+  s.replayer.start();
+  const st = await waitFor('replay stops on the record beyond the grown disk', () => (s.replayer.replayCode < 0 ? s.replayer.status : undefined), 10_000);
+  t.equal(st.replayedPos, log.ends[5]!, 'the record in the grown area was applied');
+  t.ok(readFileSync(s.diskPath).subarray(SIZE + 8192, SIZE + 12288).equals(Buffer.alloc(4096, 9)), 'its data is on the disk');
+  t.match(st.message, /beyond the device size 2097152/, 'beyond the grown disk and the size link it is still a defect');
 });
