@@ -62,10 +62,10 @@ t.test('a removed host restarted on its old /mars: no role, no export, nothing o
   await zb.marsadmOk(['--host', 'za', '--window', '2', 'down', RES, '--force']);
   await zb.marsadmOk(['--host', 'za', '--window', '2', 'leave-resource', RES, '--force']);
   await zc.until('zc honours the removal', () => [undefined, '.deleted'].includes(zc.link(`resource-${RES}/data-za`)), 30_000, 50);
-  lap('const before = {');
+  lap('removed from r0');
   const before = { zb: await statusLine(zb), zc: await statusLine(zc) };
   await za.start();
-  lap('await za.until(za logs its re');
+  lap('za restarted');
   await za.until('za logs its removal', () => /r0: za was removed from r0 by zb: it takes no role there\. To rejoin/.test(logSinceStart(za)), 30_000, 100);
   t.equal(za.actual(RES, 'is-primary'), '0', 'za takes no role');
   t.notOk(await nbdGreets(za.socketPath(RES), 1_000), 'za serves no export');
@@ -76,7 +76,7 @@ t.test('a removed host restarted on its old /mars: no role, no export, nothing o
   tree.write(`resource-${RES}/primary`, 'za');
   tree.write(`resource-${RES}/replay-za`, 'log-000000009-za,0,0');
   tree.write(`resource-${RES}/todo-za/attach`, '1');
-  lap('const tamperedS');
+  lap('za checked');
   const tamperedS = Date.now() / 1000;
   for (const h of [zb, zc]) {
     // za's heartbeat (a cluster link, still accepted) proves that h pulled za after the change.
@@ -87,20 +87,20 @@ t.test('a removed host restarted on its old /mars: no role, no export, nothing o
   }
   t.notMatch(logSinceStart(za), /primary; logging to/, 'za never started the primary role');
 
-  lap('t.notMatch(logSinceStart(za), ');
+  lap('survivors checked');
   // Step 2: removed from the cluster: nobody listens to za any more; it still pulls the survivors.
   await za.stop();
   await waitSilent(zb, 'za');
   await zb.marsadmOk(['--host', 'za', '--window', '2', 'leave-cluster', '--force']);
   await zc.until('zc honours the cluster removal', () => [undefined, '.deleted'].includes(zc.link('ips/ip-za'))
     && [undefined, '.deleted'].includes(zc.link('actual-za/time')), 30_000, 50);
-  lap('const before2');
+  lap('removed from the cluster');
   const before2 = { zb: await statusLine(zb), zc: await statusLine(zc) };
   await za.start();
   await za.until('za logs its removal from the cluster', () => /za was removed from the cluster by zb: it takes no role and serves nothing\. To rejoin: stop marsd, move this \/mars away/.test(logSinceStart(za)), 30_000, 100);
   t.match(await za.marsadmOk(['view', RES]), /REMOVED: za was removed from the cluster by zb/);
   t.notOk(await nbdGreets(za.socketPath(RES), 1_000), 'za serves no export');
-  lap('// zc keeps running rounds');
+  lap('za restarted again');
   // zc keeps running rounds; za's heartbeat, written every second, never arrives.
   const zcBeat = Number(zc.link('actual-zc/time'));
   await zc.until('zc ran 3 s more', () => Number(zc.link('actual-zc/time')) > zcBeat + 3, 30_000, 100);
