@@ -28,6 +28,7 @@ import { readSecretFile } from '../common/cluster/secret.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
+import { decideStartupGate } from './control/decide-startup.js';
 import type { ThresholdSpec } from './control/decide-emergency.js';
 import type { LogFn } from '../common/util/log.js';
 import type { Clock, Timer } from '../common/util/clock.js';
@@ -35,6 +36,7 @@ import { failStopOnInvariant } from '../common/util/assert.js';
 import type { DeviceMode } from './control/device-runner.js';
 
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
+export const DEFAULT_STARTUP_GRACE_MS = 20_000;
 /** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
 const TICK_DELAY_MS = 5;
 /** peers are told of our tree changes at most this often (they pull us then) */
@@ -54,6 +56,8 @@ export interface DaemonOptions extends CommonOptions {
   bindAddress?: string;
   /** keep a tombstone at least this long before purging it once every member has seen it */
   tombstoneMinAgeMs?: number;
+  /** the start-up gate waits this long at most for a peer's tree before the primary role (decide-startup.ts) */
+  startupGraceMs?: number;
   /** present this certificate: the TCP listener speaks TLS only (checked by net/tls-files.ts) */
   tls?: { certFile: string; keyFile: string };
   /** verify the servers of `tls` links against this CA (system CAs otherwise) */
@@ -97,6 +101,9 @@ export class Daemon {
   /** byte counters per resource (metrics); kept across runner restarts */
   private readonly counters = new Map<string, ResourceCounters>();
   private readonly metrics: MarsMetrics;
+  /** when start() ran, and the start-up gate once it opened (latched: decide-startup.ts) */
+  private startedMs = 0;
+  private startupGateOpen = false;
   private metricsServer: MetricsServer | undefined;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -117,7 +124,10 @@ export class Daemon {
     this.peers = new PeerManager({
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
       onTreeChanged: () => this.requestTick(),
-      onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
+      onListing: () => {
+        for (const r of this.runners.values()) r.secondary.nudge();
+        if (!this.startupGateOpen) this.requestTick(); // a first pull may open the start-up gate
+      },
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
     this.tombstones = new TombstoneKeeper({
@@ -146,6 +156,7 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'tree'), TREE_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
+    this.startedMs = this.opts.clock.nowMs();
     this.heartbeat(true);
     if (this.opts.metrics !== undefined) {
       this.metricsServer = new MetricsServer(this.metrics, this.opts.log);
@@ -279,7 +290,8 @@ export class Daemon {
       this.reconcilePeers();
       const space = this.space.check();
       const present = new Set(listResources(this.tree));
-      for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes);
+      const hold = this.startupHold();
+      for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold);
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secret) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).
@@ -290,10 +302,25 @@ export class Daemon {
     }
   }
 
+  /** Why the primary role may not start yet (the start-up gate, latched once open); undefined: it may. */
+  private startupHold(): string | undefined {
+    if (this.startupGateOpen) return undefined;
+    const links = this.peers.all();
+    const gate = decideStartupGate({
+      nowMs: this.opts.clock.nowMs(), startedMs: this.startedMs, graceMs: this.opts.startupGraceMs ?? DEFAULT_STARTUP_GRACE_MS,
+      // Without a cluster secret this host contacts nobody: there is nobody to wait for.
+      peerCount: this.secret ? links.length : 0, pulledFrom: links.filter((l) => l.listing !== undefined).map((l) => l.peer),
+    });
+    if (!gate.open) return gate.why;
+    this.startupGateOpen = true;
+    this.opts.log('info', `start-up gate open: ${gate.why}`);
+    return undefined;
+  }
+
   /** Gather the resource's snapshot and let its runner plan and execute the round. */
-  private round(runner: ResourceRunner, present: boolean, spaceLevel: number, spaceTotalBytes: number): void {
+  private round(runner: ResourceRunner, present: boolean, spaceLevel: number, spaceTotalBytes: number, startupHold?: string): void {
     const snapshot = readResourceSnapshot(this.tree, runner.name, this.opts.host);
-    const { plan, done } = runner.round(snapshot, { present, spaceLevel, spaceTotalBytes });
+    const { plan, done } = runner.round(snapshot, { present, spaceLevel, spaceTotalBytes, startupHold });
     // The state an action leaves is what the next round decides from: ask for one at once.
     if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifyPeers(); });
     if (plan.forget) {

@@ -6,7 +6,8 @@
 //
 // The parts, and the pure deciders they come from:
 //   primary          start / stop / rotate / create-next-logfile / none       decide.ts
-//   primaryWait      what the takeover of the primary role waits for          decide.ts, decide-handover.ts
+//   primaryWait      what the takeover of the primary role waits for          decide.ts, decide-handover.ts,
+//                    and the start-up gate (no primary role before a peer's tree)  decide-startup.ts
 //   invalidate       carry out a pending `marsadm invalidate` now
 //   secondary        fetch, sync, replay (space limits applied)               decide-secondary.ts, decide-emergency.ts
 //   deleteReplayedCopies   free /mars at space level 2 and above              decide-emergency.ts
@@ -66,6 +67,11 @@ export interface PlanInput {
   spaceTotalBytes?: number;
   nowMs: number;
   config: DecideConfig;
+  /**
+   * the start-up gate is closed (decide-startup.ts): why the primary role may not start yet.
+   * undefined: open. It holds back only the start of the role, nothing else.
+   */
+  startupHold?: string | undefined;
 }
 
 /** Another member asked for the primary role (its want-primary link): mark it handled, maybe stop the application. */
@@ -101,7 +107,7 @@ export function planResource(i: PlanInput): ResourcePlan {
   if (!i.present) return planDeleted(i.runtime);
   const s = i.snapshot;
   const rt = i.runtime;
-  const d = decide(s, rt, i.config);
+  const d = holdAtStartup(decide(s, rt, i.config), i.startupHold);
   const idle = rt.phase === 'down' || rt.phase === 'failed';
   const invalidate = idle && !rt.invalidating && s.invalidateRequest !== undefined && s.sizeBytes !== undefined
     ? { request: s.invalidateRequest, sizeBytes: s.sizeBytes } : undefined;
@@ -120,6 +126,12 @@ export function planResource(i: PlanInput): ResourcePlan {
     forget: false,
     device: device.action,
   };
+}
+
+/** A closed start-up gate turns a start of the primary role into a wait that says why. */
+function holdAtStartup(d: Decision, hold: string | undefined): Decision {
+  if (hold === undefined || d.action.kind !== 'start-primary') return d;
+  return { ...d, action: { kind: 'none' }, blockedBy: hold };
 }
 
 /**

@@ -81,6 +81,8 @@ export class ResourceRunner {
   private primaryWait: string | undefined;
   /** data-HOST as the last round saw it (actsize-HOST measures it) */
   private dataPath: string | undefined;
+  /** the removal of this host last logged (snapshot.removed) */
+  private removalReported: string | undefined;
 
   constructor(readonly name: string, private readonly ctx: RunnerContext) {
     const { tree, host, clock, log } = ctx;
@@ -151,11 +153,12 @@ export class ResourceRunner {
    * One control round: plan from the snapshot and the runners' state, then execute. Resolves
    * when the round's primary action (if any) is done.
    */
-  round(snapshot: ResourceSnapshot, o: { present: boolean; spaceLevel: number; spaceTotalBytes?: number }): { plan: ResourcePlan; done: Promise<void> } {
+  round(snapshot: ResourceSnapshot, o: { present: boolean; spaceLevel: number; spaceTotalBytes?: number; startupHold?: string | undefined }): { plan: ResourcePlan; done: Promise<void> } {
     const plan = planResource({
       snapshot, runtime: this.runtime(), present: o.present, spaceLevel: o.spaceLevel, spaceTotalBytes: o.spaceTotalBytes ?? 0, nowMs: this.ctx.clock.nowMs(),
-      config: { host: this.ctx.host, logRotateBytes: this.ctx.logRotateBytes },
+      config: { host: this.ctx.host, logRotateBytes: this.ctx.logRotateBytes }, startupHold: o.startupHold,
     });
+    this.reportRemoval(snapshot.removed);
     return { plan, done: this.apply(plan, snapshot) };
   }
 
@@ -204,6 +207,14 @@ export class ResourceRunner {
       case 'create-next-logfile': return this.primary.createLogfile(action.seq);
       case 'none': return;
     }
+  }
+
+  /** A zombie says once in its log that it was removed and how to rejoin (snapshot.removed). */
+  private reportRemoval(removed: string | undefined): void {
+    if (removed === this.removalReported) return;
+    this.removalReported = removed;
+    if (removed !== undefined) this.ctx.log('warn', `${this.name}: ${removed}`);
+    else this.ctx.log('info', `${this.name}: this host is a member again (no removal marker in force)`);
   }
 
   /** Queue an operation behind the others; runtime() says one is in flight until it ended. */

@@ -4,17 +4,25 @@ import { expandResources } from './common.js';
 import { readView } from '../status/read-view.js';
 import { viewLines } from '../status/view-model.js';
 import { MACROS, viewJson } from '../status/macros.js';
+import { removalOf } from '../../common/resource/snapshot.js';
 
 export function view(adm: Adm, spec: string | undefined): void {
   adm.requireCluster();
   const names = expandResources(adm, spec ?? 'all');
   const views = names.map((r) => readView(adm, r));
+  // A zombie (a removed host restarted on its old /mars) sees the removal marker it pulled.
+  const removed = (res: string) => removalOf(adm.tree, res, adm.host);
   if (adm.json) {
-    adm.printJson(spec !== undefined && spec !== 'all' && views.length === 1 ? viewJson(views[0]!) : views.map(viewJson));
+    const json = views.map((v) => ({ ...viewJson(v), removed: removed(v.res) ?? null }));
+    adm.printJson(spec !== undefined && spec !== 'all' && views.length === 1 ? json[0] : json);
     return;
   }
   if (views.length === 0) adm.print(`no resources on ${adm.host}; create one with "marsadm create-resource NAME DEVICE"`);
-  for (const v of views) for (const line of viewLines(v)) adm.print(line);
+  for (const v of views) {
+    for (const line of viewLines(v)) adm.print(line);
+    const why = removed(v.res);
+    if (why !== undefined) adm.print(`    REMOVED: ${why}`);
+  }
 }
 
 const STALE_SENSITIVE = /-(rest|lag|reached|remain|percent|size)$/;

@@ -2,16 +2,25 @@
 // /mars deleted), a forced failover to the most advanced secondary, the dead host removed on a
 // survivor; log-delete deletes again, nobody reports a split brain because of the dead host,
 // view no longer lists it; bad input (this host, a live host) is refused and changes nothing.
+// Then a replacement host joins through a survivor and syncs from the new primary while it
+// keeps writing (view shows the sync's rate and ETA), ends byte-equal, and takes over in a
+// planned handover.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
-import { caughtUpWith, startCluster, writeWorkload } from '../helpers/multi-host.js';
-import type { MarsHost } from '../helpers/cluster.js';
+import { caughtUpWith, fileDigest, startCluster, waitWritebackDone, writeWorkload } from '../helpers/multi-host.js';
+import { freePort, MarsHost } from '../helpers/cluster.js';
+import { tempDir } from '../helpers/tmp.js';
+import { WriteOrderOracle } from '../helpers/oracle.js';
+import { runWorkload } from '../helpers/workload.js';
 
 const RES = 'r0';
-const SIZE = 16 << 20;
-const HALF = SIZE / 2;
+/** large enough that a sync limited to SYNC_LIMIT lasts a few seconds (the first 16 MiB chunk goes at once) */
+const SIZE = 48 << 20;
+/** the known data every replica had replayed before the primary died */
+const HALF = 8 << 20;
+const SYNC_LIMIT = 8 << 20;
 
 /** replay-HOST as a comparable number (seq, pos). */
 function replayed(h: MarsHost): [number, number] {
@@ -73,7 +82,17 @@ t.test('primary lost for good: forced failover, dead host removed, log-delete ag
   const tooEarly = await winner.marsadm(['--host', a.name, 'leave-resource', RES, '--force']);
   t.equal(tooEarly.code, 1, 'wa\'s last heartbeat is within the default window');
   t.match(tooEarly.stderr, /wa is alive/);
-  t.ok(winner.link(`resource-${RES}/data-${a.name}`), 'nothing changed');
+  const unknown = await winner.marsadm(['lowlevel-delete-host', 'nosuchhost']);
+  t.equal(unknown.code, 1);
+  t.match(unknown.stderr, /no such host in this cluster/);
+  const invalid = await winner.marsadm(['lowlevel-delete-host', '../ips']);
+  t.not(invalid.code, 0, 'an invalid host name is refused');
+  t.ok(winner.link(`resource-${RES}/data-${a.name}`), 'nothing changed: wa is still a member');
+  for (const h of [winner.name, other.name, a.name, 'nosuchhost']) {
+    t.equal(winner.link(`ips/removed-${h}`), undefined, `nothing changed: no removal marker for ${h}`);
+    t.equal(winner.link(`resource-${RES}/removed-${h}`), undefined);
+  }
+  t.ok(winner.link(`ips/ip-${other.name}`) && winner.link(`resource-${RES}/data-${other.name}`), `nothing changed: ${other.name} is still a member`);
 
   // wa is dead once nothing was heard of it for --window seconds.
   await winner.until('wa silent for 2 s', () => {
@@ -110,5 +129,48 @@ t.test('primary lost for good: forced failover, dead host removed, log-delete ag
       const view = await h.marsadmOk(['view', RES]);
       t.notMatch(view, /\bwa\b/, `${h.name}'s view no longer lists wa`);
     }
+  });
+  await t.test('a replacement joins through a survivor, syncs while the primary writes, takes over', async (t) => {
+    const wd = new MarsHost({ host: 'wd', sizeBytes: SIZE, dir: tempDir(t, 'mars-wd-'), extraArgs: ['--pull-interval-ms', '200'] });
+    t.teardown(() => wd.cleanup());
+    wd.prepare();
+    const port = await freePort();
+    wd.extraArgs.push('--bind', `127.0.0.1:${port}`);
+    const through = winner.link(`ips/ip-${winner.name}`)!;
+    await wd.marsadmOk(['join-cluster', through, '--listen', `127.0.0.1:${port}`, '--secret-file', `${winner.marsDir}/cluster-secret`]);
+    await wd.start();
+    await wd.until(`wd learned ${RES}`, () => wd.link(`resource-${RES}/replay-${winner.name}`) !== undefined, 30_000, 50);
+    t.ok([undefined, '.deleted'].includes(wd.link('ips/ip-wa')), 'the dead host is no member for wd');
+    await wd.marsadmOk(['set-sync-limit-value', String(SYNC_LIMIT)]);
+    // The new primary keeps writing during the whole sync.
+    const oracle = new WriteOrderOracle({ deviceBytes: SIZE, blockBytes: 4096 });
+    const stop = new AbortController();
+    const load = runWorkload({
+      socketPath: winner.socketPath(RES), exportName: RES, oracle, writes: 1_000_000, durationMs: 120_000, queueDepth: 4, flushEvery: 16, seed: 7, signal: stop.signal,
+    });
+    await wd.marsadmOk(['join-resource', RES, wd.dataPath]);
+    let progress = '';
+    await wd.until('view shows the sync with rate and ETA', async () => {
+      progress = (await wd.marsadmOk(['view', RES])).split('\n').find((l) => /sync: \d+ of \d+ bytes, \d+ bytes\/s, ETA \d+ s/.test(l)) ?? '';
+      return progress !== '';
+    }, 60_000, 200);
+    t.comment(`wd's view during the sync: ${progress.trim()}`);
+    await wd.until('wd synced', () => wd.link(`resource-${RES}/syncstatus-wd`) === String(SIZE), 120_000, 100);
+    stop.abort();
+    const r = await load;
+    t.equal(r.failed, 0, `the load went on during the sync: ${r.acknowledged} writes acknowledged, none failed${r.error ? ` (${r.error})` : ''}`);
+    t.ok(r.acknowledged > 0);
+    await waitWritebackDone(winner, RES);
+    await wd.until('wd caught up', () => caughtUpWith(wd, winner, RES), 60_000, 50);
+    t.equal(fileDigest(wd.dataPath, SIZE), fileDigest(winner.dataPath, SIZE), 'wd\'s disk equals the new primary\'s');
+
+    // A planned handover to the replacement.
+    await wd.marsadmOk(['primary', RES, '--timeout', '60']);
+    await wd.waitPrimary(RES);
+    await winner.until(`${winner.name} stepped down`, () => winner.actual(RES, 'is-primary') === '0', 30_000, 50);
+    await writeWorkload(wd, RES, SIZE, 20, 9);
+    for (const h of [winner, other]) await h.until(`${h.name} follows wd`, () => caughtUpWith(h, wd, RES), 60_000, 50);
+    await waitWritebackDone(wd, RES);
+    for (const h of [winner, other]) t.equal(fileDigest(h.dataPath, SIZE), fileDigest(wd.dataPath, SIZE), `${h.name}'s disk equals wd's after the handover`);
   });
 });
