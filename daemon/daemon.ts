@@ -3,6 +3,7 @@
 // (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
 // actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
 // resource is in plan.ts; this file only schedules rounds (through the injected clock).
+import { RefusalLog } from './propagate/refusal-log.js';
 import { listLogfiles } from '../common/resource/links.js';
 import { MarsMetrics } from './metrics/registry.js';
 import { MetricsServer } from './metrics/metrics-server.js';
@@ -54,6 +55,8 @@ export interface DaemonOptions extends CommonOptions {
   bindAddress?: string;
   /** keep a tombstone at least this long before purging it once every member has seen it */
   tombstoneMinAgeMs?: number;
+  /** resource directories peers may create here (--max-resources; default link-rules.ts) */
+  maxResources?: number;
   /** present this certificate: the TCP listener speaks TLS only (checked by net/tls-files.ts) */
   tls?: { certFile: string; keyFile: string };
   /** verify the servers of `tls` links against this CA (system CAs otherwise) */
@@ -87,6 +90,7 @@ export class Daemon {
   private lock: { release(): void } | undefined;
   private stopping = false;
   private readonly peers: PeerManager;
+  private readonly refusals: RefusalLog;
   private readonly tombstones: TombstoneKeeper;
   private peerServer: PeerServer | undefined;
   private listenAddress: string | undefined;
@@ -114,8 +118,10 @@ export class Daemon {
       maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
     });
+    this.refusals = new RefusalLog({ log: opts.log, nowMs: () => opts.clock.monotonicMs() });
     this.peers = new PeerManager({
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
+      refusals: this.refusals, mergeLimits: this.mergeLimits(),
       onTreeChanged: () => this.requestTick(),
       onListing: () => { for (const r of this.runners.values()) r.secondary.nudge(); },
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
@@ -132,6 +138,10 @@ export class Daemon {
     });
     this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log, clock: opts.clock });
     this.secondaryPeers = peerManagerPeers(this.peers);
+  }
+
+  private mergeLimits(): { maxResources?: number } {
+    return this.opts.maxResources !== undefined ? { maxResources: this.opts.maxResources } : {};
   }
 
   async start(): Promise<void> {
@@ -198,7 +208,7 @@ export class Daemon {
       return;
     }
     const service = new PeerService({
-      tree: this.tree, host, log, clock: this.opts.clock,
+      tree: this.tree, host, log, clock: this.opts.clock, refusals: this.refusals, mergeLimits: this.mergeLimits(),
       activeLogEnd: (res, seq) => {
         const logger = this.runners.get(res)?.activeLogger;
         if (!logger) return undefined;

@@ -18,7 +18,7 @@ import { sdNotify } from './sd-notify.js';
 
 interface MarsdOptions {
   marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
-  fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number;
+  fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number; maxResources?: number;
   spaceLevels?: ReturnType<typeof parseSpaceLevels>;
   metrics?: string;
   deviceMode?: DeviceMode; deviceDir?: string;
@@ -58,6 +58,11 @@ export function buildProgram(): Command {
     .option('--tombstone-min-age-ms <ms>', 'keep a tombstone at least this long before purging it once every member has seen it (default 60000)', (v) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new InvalidArgumentError('must be 0..86400000');
+      return n;
+    })
+    .option('--max-resources <n>', 'resource directories peers may create here; more are refused (default 1024)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('must be 1..100000');
       return n;
     })
     .option('--space-levels <free1,free2,free3,free4>', 'free space of /mars below which space levels 1..4 start: sizes (2G) or percentages (5%); level 4 = emergency mode (default 8G,6G,4G,2G capped at 8%,6%,4%,2%)', (v) => {
@@ -132,6 +137,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
     ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
     ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
+    ...(o.maxResources !== undefined ? { maxResources: o.maxResources } : {}),
     ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
     ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
     ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),
