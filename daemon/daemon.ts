@@ -3,6 +3,7 @@
 // (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
 // actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
 // resource is in plan.ts; this file only schedules rounds (through the injected clock).
+import { tightenTreeModes } from '../common/tree/modes.js';
 import { RefusalLog } from './propagate/refusal-log.js';
 import { listLogfiles } from '../common/resource/links.js';
 import { MarsMetrics } from './metrics/registry.js';
@@ -152,6 +153,9 @@ export class Daemon {
       throw new Error(`${marsDir} holds no cluster (no uuid link): run "marsadm create-cluster" first`);
     }
     mkdirSync(runDir, { recursive: true, mode: 0o755 });
+    // Trees made by older versions (0755, logfiles 0644): other local users read replicated data.
+    const tightened = tightenTreeModes(marsDir);
+    if (tightened > 0) this.opts.log('info', `${marsDir}: removed group/other permissions from ${tightened} entries (docs/security.md, "Local users")`);
     this.tree.ensureDir(globalPaths.actualDir(host));
     this.tree.write(globalPaths.actual(host, 'tree'), TREE_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
