@@ -8,7 +8,7 @@
 //     hole skips 10), or up to a logfile number the primary's own versionlinks already name;
 //   - size: only grows (marsadm resize), and only from the designated primary;
 //   - primary: `(none)` or a member of the resource (its data-HOST link exists);
-//   - uuid: never replaced once set;
+//   - uuid: never replaced once set (join-cluster's placeholder excepted);
 //   - a logfile's tombstone: from its origin, or from anybody once the origin's own replay
 //     link has moved past it (log-delete, cron) — never the logfile the primary writes;
 //   - resources: a peer creates at most `maxResources` resource directories here.
@@ -17,6 +17,7 @@ import { isValidIdentifier } from '../../common/tree/names.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import type { Acceptance } from '../../common/tree/ownership.js';
 import type { LinkLookup } from '../../common/tree/removal.js';
+import { ANY_UUID } from '../../common/cluster/secret.js';
 
 /** How far ahead of the receiver's real clock a peer's stamp may lie. */
 export const DEFAULT_STAMP_WINDOW_US = 10 * 60 * 1_000_000;
@@ -162,7 +163,8 @@ export function checkLinkValue(e: RuleEntry, sender: string, f: LinkFacts, limit
   if (!stamp.ok) return stamp;
   if (e.p === 'uuid') {
     const cur = liveValue(f, 'uuid', tombstone);
-    return cur === undefined || cur === e.v ? ok : refuse('the cluster uuid is never replaced');
+    // join-cluster writes a placeholder (ANY_UUID) that the cluster's real uuid replaces.
+    return cur === undefined || cur === e.v || cur === ANY_UUID ? ok : refuse('the cluster uuid is never replaced');
   }
   const res = resourceOf(e.p);
   if (res === undefined) return ok;

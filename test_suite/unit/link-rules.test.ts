@@ -5,6 +5,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { planMerge, TOMBSTONE_VALUE, type LocalState, type TreeEntry } from '../../daemon/propagate/merge.js';
 import { DEFAULT_STAMP_WINDOW_US, MAXNR_MAX_STEP } from '../../daemon/propagate/link-rules.js';
+import { ANY_UUID } from '../../common/cluster/secret.js';
 import { RefusalLog } from '../../daemon/propagate/refusal-log.js';
 
 const NOW_US = 1_800_000_000_000_000;
@@ -80,6 +81,7 @@ t.test('what MARS does keeps working', async (t) => {
   t.equal(merge(m, 'c', [{ p: 'resource-r0/log-000000004-a', v: TOMBSTONE_VALUE, s: S }]).writes.length, 1, 'log-delete of a logfile the origin moved past');
   const handover = merge(m, 'c', [{ p: 'resource-r0/primary', v: 'c', s: S }, { p: 'resource-r0/data-c', v: '/dev/c', s: S }, { p: 'resource-r0/maxnr', v: '6', s: S }]);
   t.same(handover.writes.map((w) => w.p), ['resource-r0/primary', 'resource-r0/data-c', 'resource-r0/maxnr'], 'a new primary joining in the same batch raises maxnr');
+  t.equal(merge(receiver({ uuid: { kind: 'link', value: ANY_UUID, stampUs: 1_000_000 } }), 'c', [{ p: 'uuid', v: 'u-1', s: S }]).writes.length, 1, 'join-cluster: the real uuid replaces the placeholder');
   t.equal(merge(receiver({ 'resource-r0/maxnr': { kind: 'absent' } }), 'c', [{ p: 'resource-r0/maxnr', v: '57', s: S }]).writes.length, 1, 'a joining host learns maxnr');
 });
 
