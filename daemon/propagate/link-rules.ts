@@ -101,8 +101,10 @@ function checkMaxnr(res: string, e: RuleEntry, sender: string, f: LinkFacts, tom
   if (v <= cur) return v === cur ? ok : refuse(`maxnr only grows (here ${cur})`, true);
   const primary = effectiveValue(f, `resource-${res}/primary`, tombstone);
   const seqs = f.knownSeqs?.(res) ?? [];
-  const ofPrimary = Math.max(0, ...seqs.filter((s) => s.host === primary).map((s) => s.seq), ...versionSeqsInBatch(f, res, primary));
-  if (v <= ofPrimary) return ok; // the designated primary's own versionlinks name that logfile
+  const ofPrimary = Math.max(0, ...seqs.filter((s) => s.host === primary).map((s) => s.seq), ...(sender === primary ? versionSeqsInBatch(f, res, primary) : []));
+  // The designated primary's versionlinks name that logfile: those stored here, or those in this
+  // batch when it comes from the primary itself (a listing carries third hosts' links too).
+  if (v <= ofPrimary) return ok;
   if (sender !== primary) return refuse(`maxnr ${v} (here ${cur}) may only be raised by the designated primary ${primary ?? NO_PRIMARY}, not ${sender}`);
   const known = Math.max(cur, ...seqs.map((s) => s.seq));
   if (v > known + MAXNR_MAX_STEP) return refuse(`maxnr ${v} jumps more than ${MAXNR_MAX_STEP} logfiles past ${known}`);

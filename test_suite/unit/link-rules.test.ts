@@ -59,11 +59,13 @@ t.test('the attacks of issue 17 item 3 are refused with a reason', async (t) => 
     ['primary naming a non-member', { p: 'resource-r0/primary', v: 'mallory', s: S }, /not a member/],
     ['a tombstone of the primary\'s current logfile from c', { p: 'resource-r0/log-000000005-a', v: TOMBSTONE_VALUE, s: S }, /only a deletes/],
     ['a new uuid', { p: 'uuid', v: 'u-2', s: S }, /never replaced/],
+    ['maxnr backed by a forged versionlink of the primary', { p: 'resource-r0/maxnr', v: '999999999', s: S }, /designated primary/],
     ['a non-numeric maxnr', { p: 'resource-r0/maxnr', v: '1e9', s: S }, /not a logfile number/],
   ];
   for (const [what, e, reason] of cases) {
-    const sender = e.p === 'resource-r0/maxnr' && e.v === '999999999' ? 'a' : 'c';
-    const plan = merge(m, sender, [e]);
+    const sender = what === 'maxnr=999999999 from the primary' ? 'a' : 'c';
+    const forged = what.startsWith('maxnr backed') ? [{ p: 'resource-r0/version-999999999-a', v: 'x', s: S }] : [];
+    const plan = merge(m, sender, [...forged, e]);
     t.same(plan.writes, [], `${what}: nothing written`);
     t.match(plan.rejected[0]?.reason ?? '', reason, `${what}: ${plan.rejected[0]?.reason}`);
   }
