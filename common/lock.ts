@@ -1,5 +1,6 @@
 // One marsd per /mars: an exclusive flock on /mars/.marsd.lock, which also records the pid of
 // the daemon holding it so a second one can say which process to stop.
+import { TREE_FILE_MODE } from './tree/modes.js';
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync, constants as fsc } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -45,7 +46,7 @@ export function isLocked(marsDir: string): boolean {
 }
 
 export function acquireDaemonLock(marsDir: string): { release(): void } {
-  const fd = openSync(lockFile(marsDir), fsc.O_RDWR | fsc.O_CREAT, 0o644);
+  const fd = openSync(lockFile(marsDir), fsc.O_RDWR | fsc.O_CREAT, TREE_FILE_MODE);
   try {
     fsExt.flockSync(fd, 'exnb');
   } catch (err) {

@@ -8,7 +8,7 @@ import type { TransportSpec } from '../common/cluster/transport-spec.js';
 import { ANY_UUID } from '../common/cluster/secret.js';
 import { dialTransport } from './net/dial-transport.js';
 import { planMerge } from './propagate/merge.js';
-import { applyMergePlan, localState } from './propagate/tree-io.js';
+import { applyMergePlan, localState, mergeFacts } from './propagate/tree-io.js';
 import { pushLink } from './propagate/peer-calls.js';
 
 export interface PeerSessionOptions {
@@ -40,7 +40,7 @@ export async function openPeerSession(spec: TransportSpec, o: PeerSessionOptions
     peerHost: conn.peerHost,
     async pullTree(tree, host) {
       const { entries } = await conn.getents();
-      const plan = planMerge(entries, (p) => localState(tree, p), { sender: conn.peerHost, receiver: host, nowUs: tree.clock.now() });
+      const plan = planMerge(entries, (p) => localState(tree, p), { sender: conn.peerHost, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree) });
       return applyMergePlan(tree, plan);
     },
     async pushOwnLink(tree, path) {

@@ -3,6 +3,8 @@
 // (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
 // actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
 // resource is in plan.ts; this file only schedules rounds (through the injected clock).
+import { tightenTreeModes } from '../common/tree/modes.js';
+import { RefusalLog } from './propagate/refusal-log.js';
 import { listLogfiles } from '../common/resource/links.js';
 import { MarsMetrics } from './metrics/registry.js';
 import { MetricsServer } from './metrics/metrics-server.js';
@@ -58,6 +60,8 @@ export interface DaemonOptions extends CommonOptions {
   tombstoneMinAgeMs?: number;
   /** the start-up gate waits this long at most for a peer's tree before the primary role (decide-startup.ts) */
   startupGraceMs?: number;
+  /** resource directories peers may create here (--max-resources; default link-rules.ts) */
+  maxResources?: number;
   /** present this certificate: the TCP listener speaks TLS only (checked by net/tls-files.ts) */
   tls?: { certFile: string; keyFile: string };
   /** verify the servers of `tls` links against this CA (system CAs otherwise) */
@@ -91,6 +95,7 @@ export class Daemon {
   private lock: { release(): void } | undefined;
   private stopping = false;
   private readonly peers: PeerManager;
+  private readonly refusals: RefusalLog;
   private readonly tombstones: TombstoneKeeper;
   private peerServer: PeerServer | undefined;
   private listenAddress: string | undefined;
@@ -121,8 +126,10 @@ export class Daemon {
       maxBufferedBytes: 16 << 20,
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
     });
+    this.refusals = new RefusalLog({ log: opts.log, nowMs: () => opts.clock.monotonicMs() });
     this.peers = new PeerManager({
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
+      refusals: this.refusals, mergeLimits: this.mergeLimits(),
       onTreeChanged: () => this.requestTick(),
       onListing: () => {
         for (const r of this.runners.values()) r.secondary.nudge();
@@ -144,6 +151,10 @@ export class Daemon {
     this.secondaryPeers = peerManagerPeers(this.peers);
   }
 
+  private mergeLimits(): { maxResources?: number } {
+    return this.opts.maxResources !== undefined ? { maxResources: this.opts.maxResources } : {};
+  }
+
   async start(): Promise<void> {
     const { marsDir, host, runDir } = this.opts;
     this.lock = acquireDaemonLock(marsDir);
@@ -152,6 +163,9 @@ export class Daemon {
       throw new Error(`${marsDir} holds no cluster (no uuid link): run "marsadm create-cluster" first`);
     }
     mkdirSync(runDir, { recursive: true, mode: 0o755 });
+    // Trees made by older versions (0755, logfiles 0644): other local users read replicated data.
+    const tightened = tightenTreeModes(marsDir);
+    if (tightened > 0) this.opts.log('info', `${marsDir}: removed group/other permissions from ${tightened} entries (docs/security.md, "Local users")`);
     this.tree.ensureDir(globalPaths.actualDir(host));
     this.tree.write(globalPaths.actual(host, 'tree'), TREE_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
@@ -209,7 +223,7 @@ export class Daemon {
       return;
     }
     const service = new PeerService({
-      tree: this.tree, host, log, clock: this.opts.clock,
+      tree: this.tree, host, log, clock: this.opts.clock, refusals: this.refusals, mergeLimits: this.mergeLimits(),
       activeLogEnd: (res, seq) => {
         const logger = this.runners.get(res)?.activeLogger;
         if (!logger) return undefined;

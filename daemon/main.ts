@@ -18,7 +18,7 @@ import { sdNotify } from './sd-notify.js';
 
 interface MarsdOptions {
   marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
-  fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number; startupGraceMs?: number;
+  fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number; startupGraceMs?: number; maxResources?: number;
   spaceLevels?: ReturnType<typeof parseSpaceLevels>;
   metrics?: string;
   deviceMode?: DeviceMode; deviceDir?: string;
@@ -63,6 +63,11 @@ export function buildProgram(): Command {
     .option('--startup-grace-ms <ms>', 'after start, the primary role waits this long at most for a peer\'s tree (removal markers, a newer primary; default 20000)', (v) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 3_600_000) throw new InvalidArgumentError('must be 0..3600000');
+      return n;
+    })
+    .option('--max-resources <n>', 'resource directories peers may create here; more are refused (default 1024)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('must be 1..100000');
       return n;
     })
     .option('--space-levels <free1,free2,free3,free4>', 'free space of /mars below which space levels 1..4 start: sizes (2G) or percentages (5%); level 4 = emergency mode (default 8G,6G,4G,2G capped at 8%,6%,4%,2%)', (v) => {
@@ -138,6 +143,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
     ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
     ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
     ...(o.startupGraceMs !== undefined ? { startupGraceMs: o.startupGraceMs } : {}),
+    ...(o.maxResources !== undefined ? { maxResources: o.maxResources } : {}),
     ...(o.tlsCert !== undefined && o.tlsKey !== undefined ? { tls: { certFile: resolve(o.tlsCert), keyFile: resolve(o.tlsKey) } } : {}),
     ...(o.tlsCa !== undefined ? { tlsCaFile: resolve(o.tlsCa) } : {}),
     ...(o.spaceLevels !== undefined ? { spaceLevels: o.spaceLevels } : {}),

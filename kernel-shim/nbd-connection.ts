@@ -51,7 +51,10 @@ export class Connection implements ConnectionHandle {
     const s = this.socket;
     s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('end', () => this.onEnd());
-    s.on('drain', () => this.transmission?.maybeResume());
+    s.on('drain', () => {
+      this.transmission?.maybeResume();
+      this.server.limits.wakeAll(); // reply bytes left the process: room for the others
+    });
     s.on('error', (err: NodeJS.ErrnoException) => {
       if (this.phase !== 'closed') this.server.log('info', `nbd ${this.label}: ${err.code ?? err.message}; closing`);
       this.destroy();

@@ -16,6 +16,7 @@ import type { NbdRecorder } from '../common/util/metrics-recorder.js';
 import type { Clock } from '../common/util/clock.js';
 import type { LogLevel } from '../common/util/log.js';
 import type { BlockBackend } from './backend.js';
+import type { ServerLimits } from './nbd-limits.js';
 import * as P from './nbd-protocol.js';
 
 /** Advertised block size constraints (NBD_INFO_BLOCK_SIZE) and enforced limits. */
@@ -89,6 +90,8 @@ export interface ServerContext {
   readonly handshakeTimeoutMs: number;
   readonly maxInFlightRequests: number;
   readonly maxBufferedBytes: number;
+  /** limits across all connections (nbd-limits.ts) */
+  readonly limits: ServerLimits;
   readonly counters: NbdCounters;
   /** never throws (a failing log hook is ignored) */
   log(level: LogLevel, msg: string): void;

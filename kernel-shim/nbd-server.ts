@@ -15,11 +15,12 @@
 // Ordering: stopListening() unlinks the socket synchronously (the path may be reused at once);
 // removeExport() starts no backend call for the export after it returns. Time (handshake
 // deadline, shutdown grace) comes from the injected Clock.
-import { unlinkSync, chmodSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { assert, failStopOnInvariant } from '../common/util/assert.js';
 import { systemClock, type Clock } from '../common/util/clock.js';
-import { removeStaleSocket } from '../common/util/unix-socket.js';
+import { listenPrivateUnix } from '../common/util/unix-socket.js';
+import { ServerLimits } from './nbd-limits.js';
 import type { LogLevel } from '../common/util/log.js';
 import type { NbdRecorder } from '../common/util/metrics-recorder.js';
 import type { BlockBackend } from './backend.js';
@@ -45,6 +46,12 @@ export interface NbdServerOptions {
   maxInFlightRequests?: number;
   /** Reading pauses when in-flight payload + unsent reply bytes reach this. Default 64 MiB. */
   maxBufferedBytes?: number;
+  /** Open connections of all exports together (handshakes included); more are closed at once. Default 128. */
+  maxConnections?: number;
+  /** Reading pauses on every connection while their buffered bytes together reach this. Default 256 MiB. */
+  maxTotalBufferedBytes?: number;
+  /** A connection whose unsent replies the client does not read for this long is closed. Default 30 s. */
+  replyStallMs?: number;
   /** removeExport()/close() destroy connections whose requests take longer. Default 30 s. */
   shutdownGraceMs?: number;
   /** Time and timers (handshake deadline, shutdown grace). Default systemClock. */
@@ -72,6 +79,7 @@ export class NbdServer implements ServerContext {
   readonly handshakeTimeoutMs: number;
   readonly maxInFlightRequests: number;
   readonly maxBufferedBytes: number;
+  readonly limits: ServerLimits;
   readonly shutdownGraceMs: number;
   readonly clock: Clock;
   readonly recorder: NbdRecorder | undefined;
@@ -93,6 +101,13 @@ export class NbdServer implements ServerContext {
     this.recorder = options.recorder;
     assert(this.maxInFlightRequests >= 1, 'maxInFlightRequests must be at least 1');
     assert(this.maxBufferedBytes >= MIN_BLOCK_SIZE, 'maxBufferedBytes too small');
+    this.limits = new ServerLimits({
+      clock: this.clock, log: (level, msg) => this.log(level, msg),
+      maxConnections: options.maxConnections ?? 128,
+      maxTotalBufferedBytes: options.maxTotalBufferedBytes ?? 256 * 1024 * 1024,
+      replyStallMs: options.replyStallMs ?? 30_000,
+    });
+    assert(this.limits.o.maxConnections >= 1 && this.limits.o.maxTotalBufferedBytes >= this.maxBufferedBytes, 'NBD server limits out of range');
   }
 
   /** Starts serving `backend` as export `name` on a Unix socket (a stale socket file is removed). */
@@ -108,7 +123,6 @@ export class NbdServer implements ServerContext {
     if (backend.sizeBytes % MIN_BLOCK_SIZE !== 0) {
       this.log('warn', `export ${name}: size ${backend.sizeBytes} is not a multiple of ${MIN_BLOCK_SIZE}; the last ${backend.sizeBytes % MIN_BLOCK_SIZE} bytes are not accessible`);
     }
-    await removeStaleSocket(opts.socketPath);
 
     const listener = net.createServer({ allowHalfOpen: true, pauseOnConnect: false });
     const entry: ListenedExport = {
@@ -122,21 +136,14 @@ export class NbdServer implements ServerContext {
       listenerClosed: false,
     };
     listener.on('connection', (socket) => this.accept(socket, entry));
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(new Error(`export ${name}: cannot listen on ${opts.socketPath}: ${err.message}`));
-      listener.once('error', onError);
-      listener.listen(opts.socketPath, () => {
-        listener.off('error', onError);
-        resolve();
-      });
-    });
-    listener.on('error', (err) => this.log('error', `export ${name}: listener error: ${err.message}`));
+    // 0600 from the first moment (bound privately, then renamed into place): the block device
+    // is root's business, and a chmod after listen() would leave a window open to everybody.
     try {
-      chmodSync(opts.socketPath, 0o600); // the block device is root's business
+      await listenPrivateUnix(listener, opts.socketPath);
     } catch (err) {
-      failStopOnInvariant(err);
-      this.log('warn', `export ${name}: cannot chmod ${opts.socketPath}: ${(err as Error).message}`);
+      throw new Error(`export ${name}: ${(err as Error).message}`);
     }
+    listener.on('error', (err) => this.log('error', `export ${name}: listener error: ${err.message}`));
     if (this.closing || this.exports.has(name)) {
       listener.close();
       throw new Error(`export ${name}: server closed or export added twice while listening`);
@@ -292,6 +299,10 @@ export class NbdServer implements ServerContext {
 
   private accept(socket: net.Socket, home: ExportEntry | null): void {
     if (this.closing || home?.removing || home?.listenerClosed) {
+      socket.destroy();
+      return;
+    }
+    if (!this.limits.admit(this.allConnections.size)) {
       socket.destroy();
       return;
     }

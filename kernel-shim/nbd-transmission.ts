@@ -37,6 +37,8 @@ export interface TransmissionHost {
   internalError(err: unknown, where: string): void;
   /** draining is complete: end the socket */
   finish(): void;
+  /** the server's limits close the connection (one log line) */
+  destroy(reason: string): void;
 }
 
 interface PendingWrite {
@@ -72,7 +74,11 @@ export class Transmission {
     private readonly host: TransmissionHost,
     private readonly entry: ExportEntry,
   ) {
-    this.budget = new ConnectionBudget(server, host.socket);
+    this.budget = new ConnectionBudget(server, host.socket, {
+      label: host.label,
+      resume: () => this.maybeResume(),
+      destroy: (reason) => host.destroy(reason),
+    });
   }
 
   /** Reading requests (neither draining nor closed). */
@@ -107,6 +113,7 @@ export class Transmission {
   release(): void {
     this.payload = null;
     this.stash = null;
+    this.budget.release();
   }
 
   // ---- parsing -------------------------------------------------------------------------------
@@ -323,6 +330,7 @@ export class Transmission {
   private afterCompletion(): void {
     if (this.host.isClosed) return;
     this.maybeResume();
+    this.server.limits.wakeAll(); // memory held for this request is free for the others too
     this.maybeFinish();
   }
 

@@ -3,6 +3,7 @@
 // brain touched, which an incremental resync compares (kept in the local
 // userspace/resync-RES.json for the sync worker). marsadm previews it; marsd executes it
 // (daemon/control/invalidate.ts).
+import { TREE_FILE_MODE } from '../tree/modes.js';
 import { closeSync, existsSync, fsyncSync, lstatSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { resPaths, resourceDir } from '../tree/paths.js';
@@ -56,7 +57,7 @@ export function storeResyncRanges(tree: TreeStore, res: string, ranges: readonly
   tree.ensureDir('userspace');
   const path = rangesPath(tree, res);
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ ranges: ranges.map((r) => [r.pos, r.lengthBytes]) }));
+  writeFileSync(tmp, JSON.stringify({ ranges: ranges.map((r) => [r.pos, r.lengthBytes]) }), { mode: TREE_FILE_MODE });
   const fd = openSync(tmp, 'r');
   try { fsyncSync(fd); } finally { closeSync(fd); }
   renameSync(tmp, path);

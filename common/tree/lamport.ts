@@ -19,6 +19,11 @@ export class LamportClock {
     return this.highestUs;
   }
 
+  /** Real time alone: the bound for a peer's stamps (the Lamport value is what they could move). */
+  realNowUs(): number {
+    return this.realTimeUs();
+  }
+
   /** The current clock value without advancing it. */
   now(): number {
     return Math.max(this.realTimeUs(), this.highestUs);

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LamportClock, stampToSeconds } from './lamport.js';
 import { validTreePath } from './names.js';
+import { TREE_DIR_MODE } from './modes.js';
 
 export const TOMBSTONE = '.deleted';
 const MAX_VALUE_BYTES = 1023;
@@ -149,7 +150,7 @@ export class TreeStore {
   }
 
   ensureDir(rel: string): void {
-    mkdirSync(this.abs(rel), { recursive: true, mode: 0o755 });
+    mkdirSync(this.abs(rel), { recursive: true, mode: TREE_DIR_MODE });
   }
 
   /** Names in a tree directory, without temporary links; empty when it does not exist. */

@@ -10,6 +10,7 @@
 // over unlogged writes (with the logfile after the hole missing, recovery simply starts the
 // next one), and `log-delete` may free the ended logfile once no replica needs it. Every step is
 // idempotent, so a failed attempt (a /mars too full even for a link) can simply be repeated.
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -50,7 +51,7 @@ export function writeHole(tree: TreeStore, res: string, host: string, hole: Hole
   }
   tree.write(resPaths.version(res, hole.holeSeq, host), `${ZERO_DIGEST},${logName(hole.holeSeq, host)},0:`, { durable: true, onlyIfChanged: true });
   try {
-    closeSync(openSync(tree.abs(resPaths.log(res, hole.nextSeq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+    closeSync(openSync(tree.abs(resPaths.log(res, hole.nextSeq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, TREE_FILE_MODE));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }

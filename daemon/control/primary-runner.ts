@@ -9,6 +9,7 @@
 // a fresh, empty file and asserts that it is the next number); in emergency mode no rotation and
 // no new logfile happens: the logfile after the hole is current and stays empty until logging
 // resumes. The caller (ResourceRunner) never runs two of these operations at a time.
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { countInto } from './rate-window.js';
 import type { ResourceCounters } from '../../common/util/metrics-recorder.js';
 import { closeSync, constants as fsc, openSync } from 'node:fs';
@@ -288,7 +289,7 @@ export class PrimaryRunner {
     if (this.inEmergency) return; // decided before emergency mode began: the hole comes next
     const path = this.ctx.tree.abs(resPaths.log(this.ctx.res, seq, this.ctx.host));
     try {
-      closeSync(openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+      closeSync(openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, TREE_FILE_MODE));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }

@@ -7,6 +7,7 @@
 // The other members are reached through the narrow FetchPeers interface (their logfile offers
 // and a byte stream); marsd backs it by its PeerManager (peerManagerFetchPeers), a test may
 // back it by a PeerService in the same process. Waits use the injected clock.
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { open, truncate } from 'node:fs/promises';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
@@ -188,7 +189,7 @@ export class Fetcher {
   private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
     const { tree, res, peers, rateBytesPerS } = this.o;
     const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
-    const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o644);
+    const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, TREE_FILE_MODE);
     const abort = new AbortController();
     this.abort = abort;
     try {

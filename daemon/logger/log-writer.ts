@@ -10,6 +10,7 @@
 // gets the LogWriterError). An InvariantError inside the loops (an onWritten callback, an
 // assertion) breaks it the same way and is escalated (failStopOnInvariant): it stops marsd
 // instead of reaching clients as EIO. The writer has no timers: it waits for events only.
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import {
@@ -73,7 +74,7 @@ export class LogWriter {
 
   /** Open a fresh, empty logfile (created here or by `marsadm log-rotate`). */
   static async openFresh(path: string, seq: number): Promise<LogWriter> {
-    const handle = await fsp.open(path, fsc.O_WRONLY | fsc.O_CREAT, 0o644);
+    const handle = await fsp.open(path, fsc.O_WRONLY | fsc.O_CREAT, TREE_FILE_MODE);
     const st = await handle.stat();
     if (st.size !== 0) {
       await handle.close();

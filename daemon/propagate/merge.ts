@@ -4,7 +4,7 @@
 // stamps only move forward and the last writer wins everywhere. A tombstone is never created
 // where nothing exists, except that it replaces a local logfile (so log deletion propagates).
 import { mayWrite, removalVerdict } from '../../common/tree/ownership.js';
-import { MAX_LAMPORT_FUTURE_US } from '../../common/tree/lamport.js';
+import { checkLinkValue, type LinkFacts } from './link-rules.js';
 
 export const TOMBSTONE_VALUE = '.deleted';
 
@@ -26,7 +26,12 @@ export type LocalState =
 export interface MergeOptions {
   sender: string;
   receiver: string;
+  /** the receiver's real clock (stamps beyond it + stampWindowUs are refused) */
   nowUs: number;
+  stampWindowUs?: number;
+  maxResources?: number;
+  /** what the value rules (link-rules.ts) need beyond the stored links */
+  facts?: Pick<LinkFacts, 'knownSeqs' | 'resources'>;
   /** the logfile number the receiver replays per resource (see mayWrite) */
   replayFloor?: (res: string) => number;
 }
@@ -38,6 +43,27 @@ export interface MergePlan {
   rejected: { path: string; reason: string }[];
   /** entries refused without a word: the receiver's own links, which every listing carries */
   ignored: number;
+}
+
+function refuse(plan: MergePlan, path: string, a: { reason: string; quiet?: boolean }): void {
+  if (a.quiet) plan.ignored++;
+  else plan.rejected.push({ path, reason: a.reason });
+}
+
+/** What applying e would do to the local state: nothing, write a link, replace a logfile, or refuse. */
+function effectOf(e: TreeEntry, mine: LocalState): 'none' | 'write' | 'replace-file' | { reason: string } {
+  const deletion = e.v === TOMBSTONE_VALUE;
+  switch (mine.kind) {
+    case 'absent':
+      return deletion ? 'none' : 'write';
+    case 'link':
+      // A newer stamp wins even with the same value: stamps must keep moving forward.
+      return e.s > mine.stampUs ? 'write' : 'none';
+    case 'file':
+      return deletion ? 'replace-file' : { reason: 'a regular file exists here; only a deletion may replace it' };
+    case 'other':
+      return { reason: 'a directory exists at this path' };
+  }
 }
 
 export function planMerge(remote: readonly TreeEntry[], local: (path: string) => LocalState, o: MergeOptions): MergePlan {
@@ -53,36 +79,27 @@ export function planMerge(remote: readonly TreeEntry[], local: (path: string) =>
     const e = batch.get(path);
     return e !== undefined && e.v !== TOMBSTONE_VALUE && e.s > stampUs;
   };
+  const facts: LinkFacts = { lookup, batch, ...o.facts };
+  const limits = { nowUs: o.nowUs, ...(o.stampWindowUs !== undefined ? { stampWindowUs: o.stampWindowUs } : {}), ...(o.maxResources !== undefined ? { maxResources: o.maxResources } : {}) };
+  const created = new Set<string>();
   for (const e of remote) {
-    const allowed = removalVerdict(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, lookup, newer)
+    const owned = removalVerdict(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, lookup, newer)
       ?? mayWrite(e.p, e.v, o.sender, o.receiver, TOMBSTONE_VALUE, o.replayFloor);
-    if (!allowed.ok) {
-      if (allowed.quiet) plan.ignored++;
-      else plan.rejected.push({ path: e.p, reason: allowed.reason });
+    if (!owned.ok) {
+      refuse(plan, e.p, owned);
       continue;
     }
-    if (e.s > o.nowUs + MAX_LAMPORT_FUTURE_US) {
-      plan.rejected.push({ path: e.p, reason: `stamp ${e.s} lies more than 30 days in the future` });
+    const effect = effectOf(e, local(e.p));
+    if (effect === 'none') continue;
+    if (typeof effect === 'object') {
+      plan.rejected.push({ path: e.p, reason: effect.reason });
       continue;
     }
-    const mine = local(e.p);
-    const deletion = e.v === TOMBSTONE_VALUE;
-    switch (mine.kind) {
-      case 'absent':
-        if (!deletion) plan.writes.push({ ...e, replaceFile: false });
-        break;
-      case 'link':
-        // A newer stamp wins even with the same value: stamps must keep moving forward.
-        if (e.s > mine.stampUs) plan.writes.push({ ...e, replaceFile: false });
-        break;
-      case 'file':
-        if (deletion) plan.writes.push({ ...e, replaceFile: true });
-        else plan.rejected.push({ path: e.p, reason: 'a regular file exists here; only a deletion may replace it' });
-        break;
-      case 'other':
-        plan.rejected.push({ path: e.p, reason: 'a directory exists at this path' });
-        break;
-    }
+    // The value rules judge only what would change here: a peer still listing an older value
+    // (a stale copy with an older stamp) is routine, not an attack.
+    const sane = checkLinkValue(e, o.sender, facts, limits, TOMBSTONE_VALUE, created);
+    if (!sane.ok) refuse(plan, e.p, sane);
+    else plan.writes.push({ ...e, replaceFile: effect === 'replace-file' });
   }
   return plan;
 }

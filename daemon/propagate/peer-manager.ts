@@ -19,7 +19,8 @@ import { describeTransport, formatTransportSpec, parseTransportSpec, type Transp
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
-import { applyMergePlan, localState } from './tree-io.js';
+import { applyMergePlan, localState, mergeFacts } from './tree-io.js';
+import { RefusalLog } from './refusal-log.js';
 import { listingOf, type PeerListing } from './tombstones.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LogFn } from '../../common/util/log.js';
@@ -31,6 +32,10 @@ export interface PeerManagerOptions {
   host: string;
   pullIntervalMs: number;
   log: LogFn;
+  /** refused links are logged here, rate-limited */
+  refusals?: RefusalLog;
+  /** limits of the value rules (link-rules.ts) */
+  mergeLimits?: { maxResources?: number };
   /** merged entries changed the local tree */
   onTreeChanged: () => void;
   /** a peer's logfile listing changed (the fetcher may have work) */
@@ -204,9 +209,9 @@ export class PeerLink {
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
     const plan = planMerge(entries, (p) => localState(tree, p), {
-      sender: this.peer, receiver: host, nowUs: tree.clock.now(), replayFloor: (res) => replayFloor(tree, res, host),
+      ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host),
     });
-    for (const r of plan.rejected.slice(0, 3)) this.m.log('warn', `peer ${this.peer}: refused entry ${r.path}: ${r.reason}`);
+    for (const r of plan.rejected) (this.m.refusals ??= new RefusalLog({ log: this.m.log, nowMs: () => (this.m.clock ?? systemClock).monotonicMs() })).note(this.peer, 'listed', r.path, r.reason);
     const changed = applyMergePlan(tree, plan);
     this.listing = listingOf(requestedAtMs, entries, logs);
     const next = new Map<string, Map<string, number>>();

@@ -2,9 +2,10 @@
 // a merge plan (planMerge in merge.ts) against the local TreeStore.
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
-import { LOG_NAME } from '../../common/tree/log-names.js';
+import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
+import type { LinkFacts } from './link-rules.js';
 import { dirname } from 'node:path';
 import { failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 
@@ -81,4 +82,24 @@ export function applyMergePlan(tree: TreeStore, plan: MergePlan): number {
     if (tree.write(w.p, w.v, w.replaceFile ? { stampUs: w.s, durable: true } : { stampUs: w.s })) changed++;
   }
   return changed;
+}
+
+/** What the value rules (link-rules.ts) need of the receiver's tree, read lazily and cached. */
+export function mergeFacts(tree: TreeStore): Pick<LinkFacts, 'knownSeqs' | 'resources'> {
+  const seqs = new Map<string, { seq: number; host: string }[]>();
+  const dirs = new Set(tree.list('').filter((n) => n.startsWith('resource-')).map((n) => n.slice('resource-'.length)));
+  return {
+    knownSeqs(res) {
+      let out = seqs.get(res);
+      if (out) return out;
+      out = [];
+      for (const name of tree.list(`resource-${res}`)) {
+        const m = LOG_NAME.exec(name) ?? VERSION_NAME.exec(name);
+        if (m) out.push({ seq: Number(m[1]), host: m[2]! });
+      }
+      seqs.set(res, out);
+      return out;
+    },
+    resources: { exists: (res) => dirs.has(res), count: dirs.size },
+  };
 }

@@ -8,7 +8,8 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { parseLogName } from '../../common/tree/log-names.js';
-import { collectEntries, localState, applyMergePlan } from '../propagate/tree-io.js';
+import { collectEntries, localState, applyMergePlan, mergeFacts } from '../propagate/tree-io.js';
+import { RefusalLog } from '../propagate/refusal-log.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
@@ -35,6 +36,10 @@ export interface ServiceContext {
   onTreeChanged(): void;
   onNotify(peerHost: string): void;
   log: LogFn;
+  /** refused links are logged here, rate-limited */
+  refusals?: RefusalLog;
+  /** limits of the value rules (link-rules.ts) */
+  mergeLimits?: { maxResources?: number };
   /** Time of a following log-read's wait for new bytes (default: the system clock). */
   clock?: Clock;
 }
@@ -185,12 +190,12 @@ export class PeerService implements PeerHandlers {
 
   async pushLink(peer: string, entry: Entry): Promise<void> {
     const { tree, host } = this.ctx;
-    const plan = planMerge([entry], (p) => localState(tree, p), { sender: peer, receiver: host, nowUs: tree.clock.now(), replayFloor: (res) => replayFloor(tree, res, host) });
+    const plan = planMerge([entry], (p) => localState(tree, p), { ...this.ctx.mergeLimits, sender: peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host) });
     const own = ownerOf(entry.p);
     if (plan.ignored > 0 && own.kind === 'host') plan.rejected.push({ path: entry.p, reason: `it belongs to ${own.host}, which only takes it from itself` });
     if (plan.rejected.length > 0) {
       const r = plan.rejected[0]!;
-      this.ctx.log('warn', `refused link pushed by ${peer}: ${r.path}: ${r.reason}`);
+      (this.ctx.refusals ??= new RefusalLog({ log: this.ctx.log, nowMs: () => (this.ctx.clock ?? systemClock).monotonicMs() })).note(peer, 'pushed', r.path, r.reason);
       throw new PeerRequestError('EACCES', `${r.path}: ${r.reason}`);
     }
     if (applyMergePlan(this.ctx.tree, plan) > 0) this.ctx.onTreeChanged();

@@ -1,4 +1,5 @@
 // create-cluster: make this host the first member of a new cluster.
+import { TREE_DIR_MODE } from '../../common/tree/modes.js';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -40,7 +41,7 @@ export function createCluster(adm: Adm, opts: { listen?: string }): void {
   if (existsSync(adm.marsDir) && adm.tree.value(globalPaths.uuid) !== undefined) {
     throw new AdmError(`${adm.marsDir} already belongs to cluster ${adm.tree.value(globalPaths.uuid)}; nothing changed`);
   }
-  mkdirSync(adm.marsDir, { recursive: true, mode: 0o755 });
+  mkdirSync(adm.marsDir, { recursive: true, mode: TREE_DIR_MODE });
   const secretPath = join(adm.marsDir, 'cluster-secret');
   writeFileSync(secretPath, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
   adm.tree.ensureDir(globalPaths.ipsDir);
@@ -93,7 +94,7 @@ export async function joinCluster(adm: Adm, peerAddress: string, opts: { listen?
     rethrowInvariant(err);
     throw new AdmError((err as Error).message, 2);
   }
-  mkdirSync(adm.marsDir, { recursive: true, mode: 0o755 });
+  mkdirSync(adm.marsDir, { recursive: true, mode: TREE_DIR_MODE });
   if (listResources(tree).length > 0 && !adm.force) throw new AdmError(`${adm.marsDir} already holds resources; join-cluster needs an empty /mars (or --force)`);
   let conn: PeerSession;
   try {

@@ -1,4 +1,5 @@
 // Logfile housekeeping (the MARS user manual: logrotate, logdelete, cron): log-rotate, log-delete(-one|-all), cron.
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { closeSync, constants as fsc, openSync, statSync } from 'node:fs';
 import { AdmError, type Adm } from '../context.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -37,7 +38,7 @@ export async function logRotate(adm: Adm, name: string, quiet = false): Promise<
   }
   const next = current.seq + 1;
   try {
-    closeSync(openSync(tree.abs(resPaths.log(res, next, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+    closeSync(openSync(tree.abs(resPaths.log(res, next, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, TREE_FILE_MODE));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }

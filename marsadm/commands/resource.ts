@@ -1,4 +1,5 @@
 // create-resource and delete-resource (the MARS user manual: create-resource; marsadm commands).
+import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AdmError, type Adm } from '../context.js';
@@ -53,7 +54,7 @@ export async function createResource(adm: Adm, name: string, device: string, opt
   const versions = initialVersionLinks(seq, host);
   tree.write(resPaths.version(res, versions.previous.seq, host), versions.previous.value);
   tree.write(resPaths.version(res, versions.current.seq, host), versions.current.value);
-  closeSync(openSync(tree.abs(resPaths.log(res, seq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
+  closeSync(openSync(tree.abs(resPaths.log(res, seq, host)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, TREE_FILE_MODE));
   tree.write(resPaths.replay(res, host), formatReplayLink({ seq, origin: host, minPos: 0, len: 0 }));
   tree.write(resPaths.maxnr(res), String(seq));
   for (const key of TODO_KEYS) tree.write(resPaths.todo(res, host, key), '1');

@@ -47,6 +47,8 @@ t.test('planMerge: newer stamp wins, tombstones, files, rejections', async (t) =
     'resource-r0/size': { kind: 'link', value: '100', stampUs: 5000 },
     'resource-r0/log-000000001-a': { kind: 'file' },
     'resource-r0/todo-b': { kind: 'other' },
+    'resource-r0/data-b': { kind: 'link', value: '/dev/x', stampUs: 1000 },
+    'resource-r0/replay-a': { kind: 'link', value: 'log-000000002-a,0,0', stampUs: 1000 },
   });
   const plan = planMerge([
     { p: 'resource-r0/primary', v: 'b', s: 3000 },
