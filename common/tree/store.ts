@@ -6,14 +6,15 @@
 // The store is synchronous on purpose: a link update is a handful of metadata syscalls, and a
 // synchronous store keeps the control loop's reads of a snapshot consistent and simple.
 import {
-  closeSync, fsyncSync, lstatSync, lutimesSync, mkdirSync, openSync, readdirSync, readlinkSync,
+  closeSync, fsyncSync, lstatSync, lutimesSync, mkdirSync, openSync, readlinkSync,
   renameSync, symlinkSync, unlinkSync, type BigIntStats,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LamportClock, stampToSeconds } from './lamport.js';
 import { validTreePath } from './names.js';
 import { TREE_DIR_MODE } from './modes.js';
+import { DirCache, stampOfStats, type CachedEntry } from './dir-cache.js';
 
 export const TOMBSTONE = '.deleted';
 const MAX_VALUE_BYTES = 1023;
@@ -36,39 +37,40 @@ export class TreeError extends Error {
   override name = 'TreeError';
 }
 
-function stampOf(st: BigIntStats): number {
-  // lutimes stores a double; round the nanoseconds back to the microsecond we wrote.
-  return Number((st.mtimeNs + 500n) / 1000n);
-}
+// lutimes stores a double; lstat's nanoseconds round back to the microsecond we wrote.
+const stampOf = stampOfStats;
 
 export class TreeStore {
-  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock()) {}
+  /** Reads go through a cache of directory listings, valid while a directory's mtime holds (dir-cache.ts). */
+  private readonly cache = new DirCache();
+  /** the root as path.dirname spells directories (no trailing slash): the cache's key for it */
+  private readonly rootDir: string;
+
+  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock()) {
+    this.rootDir = dirname(join(root, 'x'));
+  }
 
   abs(rel: string): string {
     return join(this.root, validTreePath(rel));
   }
 
+  /** What is at `rel` (a link with its value and stamp, a file, a directory); undefined when absent. */
+  entry(rel: string): CachedEntry | undefined {
+    const path = this.abs(rel);
+    return this.cache.entries(dirname(path))?.get(basename(path));
+  }
+
+  /** How many directory listings were read from disk so far (the cache's misses). */
+  get listingsRead(): number {
+    return this.cache.loads;
+  }
+
   /** The value and stamp of a link, including tombstones; undefined when absent. */
   readRaw(rel: string): (LinkEntry & { deleted: boolean }) | undefined {
-    const path = this.abs(rel);
-    let st: BigIntStats;
-    try {
-      st = lstatSync(path, { bigint: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
-      throw err;
-    }
-    if (!st.isSymbolicLink()) return undefined;
-    const stampUs = stampOf(st);
-    this.clock.observe(stampUs);
-    let value: string;
-    try {
-      value = readlinkSync(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // replaced concurrently
-      throw err;
-    }
-    return { value, stampUs, deleted: value === TOMBSTONE };
+    const e = this.entry(rel);
+    if (e?.kind !== 'link') return undefined;
+    this.clock.observe(e.stampUs);
+    return { value: e.value, stampUs: e.stampUs, deleted: e.value === TOMBSTONE };
   }
 
   /** The live value of a link; tombstones read as absent. */
@@ -117,6 +119,8 @@ export class TreeStore {
     } catch (err) {
       try { unlinkSync(tmp); } catch { /* already gone */ }
       throw err;
+    } finally {
+      this.cache.forget(dir);
     }
     if (opts.durable) fsyncDirectory(dir);
     return true;
@@ -133,35 +137,36 @@ export class TreeStore {
 
   /** Physically remove a link or tombstone (cron's purge of old tombstones). */
   purge(rel: string): void {
+    const path = this.abs(rel);
     try {
-      unlinkSync(this.abs(rel));
+      unlinkSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    } finally {
+      this.cache.forget(dirname(path));
     }
+  }
+
+  /** Drop the cached listing of a directory this process changed without the store (a logfile created or unlinked). */
+  changed(relDir: string): void {
+    this.cache.forget(relDir === '' ? this.rootDir : this.abs(relDir));
   }
 
   exists(rel: string): boolean {
-    try {
-      lstatSync(this.abs(rel));
-      return true;
-    } catch {
-      return false;
-    }
+    return this.entry(rel) !== undefined;
   }
 
   ensureDir(rel: string): void {
-    mkdirSync(this.abs(rel), { recursive: true, mode: TREE_DIR_MODE });
+    const path = this.abs(rel);
+    if (mkdirSync(path, { recursive: true, mode: TREE_DIR_MODE }) !== undefined) {
+      for (let dir = dirname(path); dir.length >= this.rootDir.length; dir = dirname(dir)) this.cache.forget(dir);
+    }
   }
 
   /** Names in a tree directory, without temporary links; empty when it does not exist. */
   list(rel: string): string[] {
-    const path = rel === '' ? this.root : this.abs(rel);
-    try {
-      return readdirSync(path).filter((n) => !n.startsWith('.tmp'));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const entries = this.cache.entries(rel === '' ? this.rootDir : this.abs(rel));
+    return entries ? [...entries.keys()] : [];
   }
 
   fsyncDir(rel: string): void {

@@ -5,6 +5,7 @@
 // where nothing exists, except that it replaces a local logfile (so log deletion propagates).
 import { mayWrite, removalVerdict } from '../../common/tree/ownership.js';
 import { checkLinkValue, type LinkFacts } from './link-rules.js';
+import type { LinkLookup } from '../../common/tree/removal.js';
 
 export const TOMBSTONE_VALUE = '.deleted';
 
@@ -70,9 +71,14 @@ export function planMerge(remote: readonly TreeEntry[], local: (path: string) =>
   const plan: MergePlan = { writes: [], rejected: [], ignored: 0 };
   // Removal markers (common/tree/removal.ts) are read from our tree; a rejoin's fresh
   // membership link may arrive in this very batch.
-  const lookup = (path: string) => {
+  // The same few marker and membership links are asked for every entry: read each once.
+  const looked = new Map<string, ReturnType<LinkLookup>>();
+  const lookup: LinkLookup = (path) => {
+    if (looked.has(path)) return looked.get(path);
     const l = local(path);
-    return l.kind === 'link' ? { value: l.value, stampUs: l.stampUs, deleted: l.value === TOMBSTONE_VALUE } : undefined;
+    const found = l.kind === 'link' ? { value: l.value, stampUs: l.stampUs, deleted: l.value === TOMBSTONE_VALUE } : undefined;
+    looked.set(path, found);
+    return found;
   };
   const batch = new Map(remote.map((e) => [e.p, e]));
   const newer = (path: string, stampUs: number) => {

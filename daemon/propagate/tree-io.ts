@@ -25,25 +25,28 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
     for (const name of tree.list(rel)) {
       if (name.startsWith('.')) continue;
       const path = rel === '' ? name : `${rel}/${name}`;
-      let st;
-      try {
-        st = lstatSync(tree.abs(path));
-      } catch (err) {
-        failStopOnInvariant(err);
-        continue; // vanished or not a valid tree path
-      }
-      if (st.isDirectory()) {
+      const e = tree.entry(path);
+      if (e === undefined) continue; // vanished
+      if (e.kind === 'dir') {
         if (depth < 2) visit(path, depth + 1);
         continue;
       }
-      if (st.isFile()) {
+      if (e.kind === 'file') {
         const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
-        if (res !== undefined && LOG_NAME.test(name)) logs.push({ res, name, sizeBytes: durableEnd(res, name, st.size) });
+        if (res === undefined || !LOG_NAME.test(name)) continue;
+        // A logfile's size changes without its directory's mtime: always from the file itself.
+        let st;
+        try {
+          st = lstatSync(tree.abs(path));
+        } catch (err) {
+          failStopOnInvariant(err);
+          continue; // deleted meanwhile
+        }
+        if (st.isFile()) logs.push({ res, name, sizeBytes: durableEnd(res, name, st.size) });
         continue;
       }
-      if (!st.isSymbolicLink() || ownerOf(path).kind === 'local') continue;
-      const raw = tree.readRaw(path);
-      if (raw) entries.push({ p: path, v: raw.value, s: raw.stampUs });
+      if (e.kind !== 'link' || ownerOf(path).kind === 'local') continue;
+      entries.push({ p: path, v: e.value, s: e.stampUs });
     }
   };
   try {
@@ -56,17 +59,18 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
 }
 
 export function localState(tree: TreeStore, path: string): LocalState {
-  let st;
+  let e;
   try {
-    st = lstatSync(tree.abs(path));
+    e = tree.entry(path);
   } catch (err) {
     failStopOnInvariant(err);
-    return { kind: 'absent' }; // vanished or not a valid tree path
+    return { kind: 'absent' }; // not a valid tree path
   }
-  if (st.isFile()) return { kind: 'file' };
-  if (!st.isSymbolicLink()) return { kind: 'other' };
-  const raw = tree.readRaw(path);
-  return raw ? { kind: 'link', value: raw.value, stampUs: raw.stampUs } : { kind: 'absent' };
+  if (e === undefined) return { kind: 'absent' };
+  if (e.kind === 'file') return { kind: 'file' };
+  if (e.kind !== 'link') return { kind: 'other' };
+  tree.clock.observe(e.stampUs);
+  return { kind: 'link', value: e.value, stampUs: e.stampUs };
 }
 
 /** Execute the writes of a merge plan; returns how many links changed. */

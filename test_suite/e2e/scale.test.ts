@@ -61,4 +61,6 @@ t.test(`${RESOURCES} resources on two hosts: replicated, consistent, no warnings
     const bad = readFileSync(h.logPath, 'utf8').split('\n').filter((l) => BAD.test(l));
     t.same(bad.slice(0, 10), [], `${h.name}'s log has none of the scale warnings (${bad.length})`);
   }
+  // A clean stop, so that a profiling run (MARS_MARSD_NODE_ARGS=--cpu-prof) writes its profiles.
+  for (const h of [h1, h2]) t.match(await h.stop(), { code: 0 }, `${h.name}'s marsd stops cleanly on SIGTERM`);
 });

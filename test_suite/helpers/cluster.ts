@@ -83,6 +83,14 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/**
+ * Extra node options for every marsd a test starts, e.g. MARS_MARSD_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=/tmp/prof" to profile the daemons (node refuses --cpu-prof in NODE_OPTIONS).
+ */
+function marsdNodeArgs(): string[] {
+  return (process.env['MARS_MARSD_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+}
+
 function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   // Options are passed explicitly; a stray MARS_* in the caller's environment must not leak in.
@@ -197,7 +205,7 @@ export class MarsHost {
     let child: ChildProcess;
     try {
       writeSync(fd, `=== harness: marsd start #${this.starts} at ${new Date().toISOString()} ===\n`);
-      child = spawn(process.execPath, [MARSD_BIN, ...this.commonArgs(), ...this.extraArgs], {
+      child = spawn(process.execPath, [...marsdNodeArgs(), MARSD_BIN, ...this.commonArgs(), ...this.extraArgs], {
         env: childEnv(), stdio: ['ignore', fd, fd],
       });
     } finally {
