@@ -26,6 +26,7 @@ import { PeerManager } from './propagate/peer-manager.js';
 import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
+import { decideAdmission } from './net/admission.js';
 import { readSecretFile } from '../common/cluster/secret.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
@@ -242,6 +243,7 @@ export class Daemon {
       host, secret: this.secret, handlers: service, log, clock: this.opts.clock,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
+      admitPeer: (peerHost, peerUuid) => decideAdmission((p) => this.tree.readRaw(p), host, peerHost, peerUuid),
       ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });
     await this.peerServer.listenUnix(peerSocketPath(runDir));

@@ -2,6 +2,7 @@
 // file only its owner may read. Everything that authenticates peers starts from it; marsadm
 // join-cluster copies it. Also the placeholder uuid of a host that is joining.
 import { closeSync, fstatSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
+import { hkdfSync } from 'node:crypto';
 
 /** The uuid a host uses while it joins a cluster: it accepts whatever uuid the peer has. */
 export const ANY_UUID = '(any)';
@@ -52,4 +53,18 @@ export function readSecretFile(path: string): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Bytes of a per-host key (hostKey). */
+export const HOST_KEY_BYTES = 32;
+
+/**
+ * The key a host proves in the peer handshake: HKDF-SHA256(secret, info "marsd host key:" +
+ * HOST). A connection that claims to be HOST must know this key, so a proof made by one host
+ * can never pass as another's; whoever holds the cluster secret itself can derive every host's
+ * key (docs/security.md, "Network").
+ */
+export function hostKey(secret: Buffer, host: string): Buffer {
+  if (secret.length < MIN_SECRET_BYTES) throw new SecretError(`the cluster secret is ${secret.length} bytes; at least ${MIN_SECRET_BYTES} needed`);
+  return Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), Buffer.from(`marsd host key:${host}`, 'utf8'), HOST_KEY_BYTES));
 }

@@ -2,7 +2,9 @@
 // (never propagated; see propagate/ownership.ts), written by `marsadm set-transport`. Pure:
 // parse, validate, format and describe; dial-transport.ts turns a spec into a connection.
 //
-//   tcp                                  plain TCP to ips/ip-PEER (the default when absent)
+//   tcp[,encrypt]                        plain TCP to ips/ip-PEER (the default when absent);
+//                                        every frame is authenticated, with encrypt also
+//                                        encrypted (chacha20-poly1305)
 //   tls[,servername=NAME]                TLS to ips/ip-PEER; the certificate must name NAME,
 //                                        or else the dialled address
 //   ssh:[USER@]HOST[:PORT][,identity=/PATH][,known-hosts=/PATH][,command=WORD WORD ...]
@@ -24,7 +26,7 @@ const MAX_WORD_CHARS = 255;
 export const DEFAULT_REMOTE_COMMAND: readonly string[] = ['marsd', '--stdio'];
 
 export type TransportSpec =
-  | { kind: 'tcp' }
+  | { kind: 'tcp'; encrypt?: boolean }
   | { kind: 'tls'; servername?: string }
   | {
     kind: 'ssh';
@@ -60,11 +62,12 @@ export function parseTransportSpec(text: string): TransportSpec {
   if (text.length > MAX_TRANSPORT_SPEC_CHARS) fail(text, `longer than ${MAX_TRANSPORT_SPEC_CHARS} characters`);
   if (!PRINTABLE.test(text)) fail(text, 'only printable ASCII characters are allowed');
   const [head, ...optionParts] = text.split(',');
-  const options = parseOptions(text, optionParts);
   if (head === 'tcp') {
-    if (options.size > 0) fail(text, 'tcp takes no options');
-    return { kind: 'tcp' };
+    if (optionParts.length === 0) return { kind: 'tcp' };
+    if (optionParts.length === 1 && optionParts[0] === 'encrypt') return { kind: 'tcp', encrypt: true };
+    fail(text, 'tcp takes only the flag encrypt (tcp,encrypt)');
   }
+  const options = parseOptions(text, optionParts);
   if (head === 'tls') {
     for (const key of options.keys()) if (key !== 'servername') fail(text, `unknown tls option ${JSON.stringify(key)} (known: servername)`);
     const servername = options.get('servername');
@@ -145,7 +148,7 @@ function checkCommand(text: string, command: string): string[] {
 export function formatTransportSpec(spec: TransportSpec): string {
   switch (spec.kind) {
     case 'tcp':
-      return 'tcp';
+      return spec.encrypt ? 'tcp,encrypt' : 'tcp';
     case 'tls':
       return spec.servername === undefined ? 'tls' : `tls,servername=${spec.servername}`;
     case 'ssh': {
@@ -172,7 +175,7 @@ function sshTarget(spec: Extract<TransportSpec, { kind: 'ssh' }>): string {
 export function describeTransport(spec: TransportSpec, address: string): string {
   switch (spec.kind) {
     case 'tcp':
-      return `tcp ${address}`;
+      return `tcp ${address}${spec.encrypt ? ' (encrypted)' : ''}`;
     case 'tls':
       return spec.servername === undefined ? `tls ${address}` : `tls ${address} (servername ${spec.servername})`;
     case 'ssh':

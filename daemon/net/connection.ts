@@ -18,7 +18,9 @@ import type { Duplex } from 'node:stream';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 import type { LogLevel } from '../../common/util/log.js';
-import type { FrameDecoder } from './frame.js';
+import { MAX_HEADER_BYTES, type FrameDecoder } from './frame.js';
+import type { FrameSealer } from './frame-auth.js';
+import type { ConnectionBudget } from './budget.js';
 import { MAX_LOG_DATA_BYTES, PROTOCOL_VERSION, type EntsPayload, type LogDataMessage, type LogEndMessage, type Message } from './messages.js';
 import { ConnectionClosedError } from './errors.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, FrameTransport, type ConnectionStats } from './transport.js';
@@ -51,6 +53,12 @@ export interface PeerConnectionOptions {
   maxBufferedStreamBytes?: number;
   /** Time and timers of the keepalive and the rate limit (default: the system clock). */
   clock?: Clock;
+  /** Seals our frames (from the handshake, which also set the decoder's opener). */
+  sealer?: FrameSealer;
+  /** Server role: the memory budget for the replies we owe this peer. */
+  budget?: ConnectionBudget;
+  /** Server role: the peer is joining the cluster and gets the join requests only. */
+  joinOnly?: boolean;
 }
 
 export class PeerConnection extends EventEmitter {
@@ -85,9 +93,12 @@ export class PeerConnection extends EventEmitter {
     assert(maxConcurrentRequests >= 1, 'maxConcurrentRequests must be at least 1');
     assert(maxBufferedStreamBytes >= MAX_LOG_DATA_BYTES, `maxBufferedStreamBytes must hold at least one log-data frame (${MAX_LOG_DATA_BYTES})`);
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    // No frame a client sends carries a payload: a server buffers at most one header per frame.
+    if (this.role === 'server') opts.decoder.setLimits({ maxHeaderBytes: MAX_HEADER_BYTES, maxPayloadBytes: 0 });
 
     this.transport = new FrameTransport({
       stream: opts.stream, decoder: opts.decoder, peerHost: this.peerHost, label: this.label, log, clock, keepaliveMs, idleTimeoutMs,
+      ...(opts.sealer !== undefined ? { sealer: opts.sealer } : {}),
     }, {
       onMessage: (m, payload) => this.onMessage(m, payload),
       // The reply is not awaited: any frame from the peer proves it is alive.
@@ -99,6 +110,8 @@ export class PeerConnection extends EventEmitter {
     this.incoming = opts.handlers && this.role === 'server'
       ? new IncomingRequests(this.transport, {
         handlers: opts.handlers, peerHost: this.peerHost, label: this.label, log, clock, maxConcurrentRequests,
+        ...(opts.budget !== undefined ? { budget: opts.budget } : {}),
+        joinOnly: opts.joinOnly ?? false,
       })
       : undefined;
   }

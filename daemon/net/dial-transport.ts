@@ -17,7 +17,7 @@ export interface TransportDialOptions extends DialAuthOptions {
 export function dialTransport(spec: TransportSpec, opts: TransportDialOptions): Promise<PeerConnection> {
   switch (spec.kind) {
     case 'tcp':
-      return dialPeer(opts);
+      return dialPeer(spec.encrypt ? { ...opts, encrypt: true } : opts);
     case 'tls':
       return dialPeer({
         ...opts,

@@ -67,6 +67,8 @@ export interface DialAuthOptions {
   expectHost?: string;
   /** Deadline for connecting plus the handshake. */
   timeoutMs?: number;
+  /** Encrypt every frame (transport spec `tcp,encrypt`); otherwise frames are authenticated only. */
+  encrypt?: boolean;
   keepaliveMs?: number;
   idleTimeoutMs?: number;
   maxBufferedStreamBytes?: number;
@@ -85,12 +87,14 @@ export async function connectOverDuplex(duplex: Duplex, label: string, opts: Dia
     uuid: opts.uuid,
     secret: normalizeSecret(opts.secret),
     expectHost: opts.expectHost,
+    ...(opts.encrypt ? { encrypt: true } : {}),
     handshakeTimeoutMs: opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
   return new PeerConnection({
     stream: duplex,
     decoder: result.decoder,
+    sealer: result.sealer,
     role: 'client',
     peerHost: result.peerHost,
     peerUuid: result.peerUuid,

@@ -30,6 +30,15 @@ export interface FrameLimits {
   maxPayloadBytes: number;
 }
 
+/**
+ * Checks the tag that follows each frame's payload once the handshake set session keys
+ * (frame-auth.ts); returns the header and payload in clear, throws a ProtocolError on mismatch.
+ */
+export interface FrameOpenerLike {
+  readonly tagBytes: number;
+  open(prefix: Buffer, header: Buffer, payload: Buffer, tag: Buffer): { header: Buffer; payload: Buffer };
+}
+
 export const DEFAULT_FRAME_LIMITS: FrameLimits = { maxHeaderBytes: MAX_HEADER_BYTES, maxPayloadBytes: MAX_PAYLOAD_BYTES };
 
 /**
@@ -61,7 +70,8 @@ export class FrameDecoder implements Iterable<Frame> {
   private headOffset = 0;
   private buffered = 0;
   /** lengths of the frame whose prefix has been read, while its body is incomplete */
-  private pending: { headerBytes: number; payloadBytes: number } | undefined;
+  private pending: { prefix: Buffer; headerBytes: number; payloadBytes: number } | undefined;
+  private opener: FrameOpenerLike | undefined;
   private failed: ProtocolError | undefined;
   private limits: FrameLimits;
 
@@ -80,6 +90,16 @@ export class FrameDecoder implements Iterable<Frame> {
    */
   setLimits(limits: FrameLimits): void {
     this.limits = checkLimits(limits);
+  }
+
+  /**
+   * From now on every frame must carry a tag that `opener` accepts (set once, when the
+   * handshake is done; a frame whose prefix was already read is still checked).
+   */
+  setOpener(opener: FrameOpenerLike): void {
+    assert(this.opener === undefined, 'the frame opener is set once per connection');
+    assert(Number.isSafeInteger(opener.tagBytes) && opener.tagBytes > 0, 'a frame tag has a length');
+    this.opener = opener;
   }
 
   push(chunk: Buffer): void {
@@ -121,14 +141,18 @@ export class FrameDecoder implements Iterable<Frame> {
       if (payloadBytes > this.limits.maxPayloadBytes) {
         throw new ProtocolError(`frame payload of ${payloadBytes} bytes exceeds the limit of ${this.limits.maxPayloadBytes}`);
       }
-      this.pending = { headerBytes, payloadBytes };
+      this.pending = { prefix, headerBytes, payloadBytes };
     }
-    const { headerBytes, payloadBytes } = this.pending;
-    if (this.buffered < headerBytes + payloadBytes) return undefined;
+    const { prefix, headerBytes, payloadBytes } = this.pending;
+    const tagBytes = this.opener?.tagBytes ?? 0;
+    if (this.buffered < headerBytes + payloadBytes + tagBytes) return undefined;
     this.pending = undefined;
     const headerRaw = this.take(headerBytes);
     const payload = payloadBytes > 0 ? this.take(payloadBytes) : Buffer.alloc(0);
-    return { header: parseHeader(headerRaw), payload };
+    if (!this.opener) return { header: parseHeader(headerRaw), payload };
+    // The tag is checked before a byte of the header is parsed.
+    const opened = this.opener.open(prefix, headerRaw, payload, this.take(tagBytes));
+    return { header: parseHeader(opened.header), payload: opened.payload };
   }
 
   /** Remove exactly n buffered bytes: a view when they lie in one chunk, else one copy. */

@@ -5,6 +5,12 @@
 //   client -> server   auth    {proto, host, uuid, nonce, mac}
 //   server -> client   welcome {mac, clockUs}        or refused {reason}
 //
+// Each proof is keyed with the prover's per-host key, so a connection claiming host H proves
+// hostKey(H); the server then admits H only as its admitPeer hook says (the daemon: members in
+// ips/ that were not removed, and joining hosts for the join requests only). Once welcome is
+// sent (server) or verified (client), both sides switch to authenticated frames with session
+// keys derived from the secret, both nonces and both hosts (frame-auth.ts).
+//
 // Until the server has verified `auth`, it looks at exactly one frame, of at most
 // HANDSHAKE_MAX_HEADER_BYTES and without payload; anything else is refused and the stream
 // closed, so an unauthenticated peer can never reach a request handler. The reason given to
@@ -19,7 +25,8 @@ import type { Duplex } from 'node:stream';
 import { assert, InvariantError } from '../../common/util/assert.js';
 import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { MIN_SECRET_BYTES } from '../../common/cluster/secret.js';
-import { clientMac, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
+import { clientMac, deriveSessionKeys, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
+import { sessionCodec, type FrameCipher, type FrameSealer } from './frame-auth.js';
 import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
 import { parseMessage, PROTOCOL_VERSION, uuidSchema, validateOutgoing, type Message, type WelcomeMessage } from './messages.js';
 import { hostNameSchema } from '../../common/tree/names.js';
@@ -30,7 +37,13 @@ export const HANDSHAKE_MAX_HEADER_BYTES = 4096;
 /** After a refusal, the stream is destroyed this long after end() if the peer does not close. */
 const REFUSAL_LINGER_MS = 1_000;
 
-export type RefusalReason = 'authentication failed' | 'uuid mismatch' | 'protocol version' | 'protocol error';
+export type RefusalReason = 'authentication failed' | 'not admitted' | 'encryption required' | 'uuid mismatch' | 'protocol version' | 'protocol error';
+
+/**
+ * What the server's admission hook decides about an authenticated peer: a member, a host that
+ * is joining (ANY_UUID: served only the join requests, service.ts), or a refusal with a reason.
+ */
+export type PeerAdmission = { admit: 'member' | 'joining' } | { refuse: string };
 
 export class HandshakeError extends Error {
   override name = 'HandshakeError';
@@ -58,20 +71,28 @@ export interface HandshakeOptions {
 export interface ServerHandshakeOptions extends HandshakeOptions {
   /** The Lamport clock value sent in `welcome` (µs); default: the clock's wall time. */
   clockUs?: () => number;
-  /** Optional admission check of an authenticated peer's host name; return a reason to refuse. */
-  checkPeerHost?: (host: string) => string | undefined;
+  /** Admission of an authenticated peer by host name and uuid (default: every one as a member). */
+  admitPeer?: (host: string, uuid: string) => PeerAdmission;
+  /** Refuse clients that do not encrypt their frames. */
+  requireEncryption?: boolean;
 }
 
 export interface ClientHandshakeOptions extends HandshakeOptions {
   /** Refuse to authenticate unless the server says it is this host. */
   expectHost?: string;
+  /** Encrypt every frame (chacha20-poly1305) instead of only authenticating it. */
+  encrypt?: boolean;
 }
 
 export interface HandshakeResult {
   peerHost: string;
   peerUuid: string;
-  /** Holds any bytes the peer sent after its last handshake frame; normal limits are set. */
+  /** Holds any bytes the peer sent after its last handshake frame; normal limits and the session's opener are set. */
   decoder: FrameDecoder;
+  /** Seals every frame we send from now on (transport.ts). */
+  sealer: FrameSealer;
+  /** How the server admitted the peer ('member' on the client side). */
+  admission: 'member' | 'joining';
 }
 
 export interface ClientHandshakeResult extends HandshakeResult {
@@ -106,24 +127,15 @@ export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptio
     }
     if (auth.t !== 'auth') throw refuse('protocol error', `expected auth, got ${auth.t} before authentication`);
     const tr: HandshakeTranscript = {
-      serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid,
+      serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid, cipher: auth.cipher,
     };
-    if (!macMatches(clientMac(opts.secret, tr), auth.mac)) {
-      throw refuse('authentication failed', `client claiming to be ${auth.host} failed authentication (wrong cluster secret or tampered handshake)`);
-    }
-    if (auth.nonce === serverNonce) {
-      // Only a reflection of our own hello can produce this; the labels already prevent it
-      // from verifying, but a nonce must never be accepted twice in one handshake.
-      throw refuse('authentication failed', 'client echoed the server nonce');
-    }
-    if (!uuidsCompatible(opts.uuid, auth.uuid)) {
-      throw refuse('uuid mismatch', `client ${auth.host} belongs to cluster ${JSON.stringify(auth.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
-    }
-    const hostProblem = opts.checkPeerHost?.(auth.host);
-    if (hostProblem !== undefined) throw refuse('authentication failed', `client ${auth.host} not admitted: ${hostProblem}`);
+    const admission = checkAuth(opts, tr, auth.mac, refuse);
     const clockUs = opts.clockUs?.() ?? clock.nowMs() * 1000;
     writeFrame(stream, { t: 'welcome', mac: serverMac(opts.secret, tr), clockUs });
-    return { peerHost: auth.host, peerUuid: auth.uuid, decoder: reader.handOver() };
+    const { sealer, opener } = sessionCodec(deriveSessionKeys(opts.secret, tr, 'server'));
+    const decoder = reader.handOver();
+    decoder.setOpener(opener);
+    return { peerHost: auth.host, peerUuid: auth.uuid, decoder, sealer, admission };
   } catch (err) {
     reader.detach();
     // A refusal lingers so `refused` reaches the peer; every other failure closes at once.
@@ -144,20 +156,50 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
       throw new HandshakeError(`uuid mismatch: server ${hello.host} belongs to cluster ${JSON.stringify(hello.uuid)}, we to ${JSON.stringify(opts.uuid)}`);
     }
     const clientNonce = newNonce();
+    const cipher: FrameCipher = opts.encrypt ? 'chacha20-poly1305' : 'hmac-sha256';
     const tr: HandshakeTranscript = {
-      serverNonce: hello.nonce, clientNonce, serverHost: hello.host, clientHost: opts.host, serverUuid: hello.uuid, clientUuid: opts.uuid,
+      serverNonce: hello.nonce, clientNonce, serverHost: hello.host, clientHost: opts.host, serverUuid: hello.uuid, clientUuid: opts.uuid, cipher,
     };
-    writeFrame(stream, { t: 'auth', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: clientNonce, mac: clientMac(opts.secret, tr) });
+    writeFrame(stream, { t: 'auth', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: clientNonce, cipher, mac: clientMac(opts.secret, tr) });
     const welcome: WelcomeMessage = await reader.nextMessage('welcome');
     if (!macMatches(serverMac(opts.secret, tr), welcome.mac)) {
       throw new HandshakeError(`server ${hello.host} failed to prove it knows the cluster secret (wrong secret, or not the peer we meant to reach)`);
     }
-    return { peerHost: hello.host, peerUuid: hello.uuid, peerClockUs: welcome.clockUs, decoder: reader.handOver() };
+    const { sealer, opener } = sessionCodec(deriveSessionKeys(opts.secret, tr, 'client'));
+    const decoder = reader.handOver();
+    decoder.setOpener(opener);
+    return { peerHost: hello.host, peerUuid: hello.uuid, peerClockUs: welcome.clockUs, decoder, sealer, admission: 'member' };
   } catch (err) {
     reader.detach();
     stream.destroy();
     throw asHandshakeError(err);
   }
+}
+
+/**
+ * The server's checks of a parsed auth: the proof of the claimed host's key, the nonce, the
+ * uuid, the cipher policy and admission. Returns how the peer is admitted; throws the refusal.
+ */
+function checkAuth(
+  opts: ServerHandshakeOptions, tr: HandshakeTranscript, mac: string, refuse: (reason: RefusalReason, detail: string) => HandshakeError,
+): 'member' | 'joining' {
+  if (!macMatches(clientMac(opts.secret, tr), mac)) {
+    throw refuse('authentication failed', `client claiming to be ${tr.clientHost} failed authentication (wrong cluster secret or tampered handshake)`);
+  }
+  if (tr.clientNonce === tr.serverNonce) {
+    // Only a reflection of our own hello can produce this; the labels already prevent it
+    // from verifying, but a nonce must never be accepted twice in one handshake.
+    throw refuse('authentication failed', 'client echoed the server nonce');
+  }
+  if (!uuidsCompatible(opts.uuid, tr.clientUuid)) {
+    throw refuse('uuid mismatch', `client ${tr.clientHost} belongs to cluster ${JSON.stringify(tr.clientUuid)}, we to ${JSON.stringify(opts.uuid)}`);
+  }
+  if (opts.requireEncryption && tr.cipher !== 'chacha20-poly1305') {
+    throw refuse('encryption required', `client ${tr.clientHost} does not encrypt its frames (cipher ${tr.cipher}) and this server requires it`);
+  }
+  const admission = opts.admitPeer?.(tr.clientHost, tr.clientUuid) ?? { admit: 'member' as const };
+  if ('refuse' in admission) throw refuse('not admitted', `client ${tr.clientHost} not admitted: ${admission.refuse}`);
+  return admission.admit;
 }
 
 /** What a failed handshake throws: a HandshakeError, except that our own broken invariant stays what it is. */

@@ -12,9 +12,12 @@ import { hostNameSchema, resourceNameSchema, validTreePath } from '../../common/
 import { tryParseLogName } from '../../common/tree/log-names.js';
 import { assert } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
+import { FRAME_CIPHERS } from './frame-auth.js';
 import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 
-export const PROTOCOL_VERSION = 1;
+// 2: every frame after the handshake carries a tag (frame-auth.ts); auth names the frame cipher;
+// the handshake proofs use per-host keys.
+export const PROTOCOL_VERSION = 2;
 /** Largest request id: ids are u32 chosen by the requester. */
 export const MAX_REQUEST_ID = 0xffff_ffff;
 /** Largest payload of one log-data frame. */
@@ -78,7 +81,7 @@ export type LogInfo = z.infer<typeof logInfoSchema>;
 // ---- handshake --------------------------------------------------------------------------------
 
 const helloSchema = z.object({ t: z.literal('hello'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64 });
-const authSchema = z.object({ t: z.literal('auth'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64, mac: hex64 });
+const authSchema = z.object({ t: z.literal('auth'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64, cipher: z.enum(FRAME_CIPHERS), mac: hex64 });
 const welcomeSchema = z.object({ t: z.literal('welcome'), mac: hex64, clockUs: uint });
 const refusedSchema = z.object({ t: z.literal('refused'), reason: z.string().max(MAX_REASON_CHARS) });
 

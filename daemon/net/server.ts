@@ -3,8 +3,11 @@
 // authenticates each with the handshake and serves it with a server-role PeerConnection.
 //
 // Isolation: every connection has its own handshake deadline, limits and error handling, so a
-// bad or hostile peer only ever loses its own connection. The number of open connections,
-// handshaking ones included, is capped so unauthenticated peers cannot exhaust memory or fds.
+// bad or hostile peer only ever loses its own connection. Unauthenticated connections are
+// capped in total and per source address (handshake-slots.ts), separately from the members'
+// authenticated connections, and the TCP listener and the Unix socket have separate pools, so
+// idle sockets cannot lock members out. Refusals are logged rate-limited (refusal-log.ts).
+// The replies owed to all peers share one memory budget (budget.ts).
 // A failure on the accept path is logged and costs only that connection, unless it is a broken
 // invariant of ours: that stops marsd (failStopOnInvariant).
 import net from 'node:net';
@@ -17,11 +20,18 @@ import { hostNameSchema } from '../../common/tree/names.js';
 import { normalizeSecret } from './auth.js';
 import { PeerConnection, type PeerHandlers } from './connection.js';
 import type { LogLevel } from '../../common/util/log.js';
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake } from './handshake.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake, type PeerAdmission } from './handshake.js';
+import { DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, HandshakeSlots, type Slot } from './handshake-slots.js';
+import { RefusalLog } from './refusal-log.js';
+import { ByteBudget, ConnectionBudget, DEFAULT_CONNECTION_BUDGET_BYTES, DEFAULT_TOTAL_BUDGET_BYTES } from './budget.js';
+import { systemClock } from '../../common/util/clock.js';
 import { formatAddress, parseAddress } from './dial.js';
 import { listenPrivateUnix, type PrivateSocket } from '../../common/util/unix-socket.js';
 
+/** Authenticated connections per listener kind (TCP, Unix socket). */
 export const DEFAULT_MAX_CONNECTIONS = 64;
+
+type ListenerKind = 'tcp' | 'unix';
 
 export interface PeerServerOptions {
   host: string;
@@ -32,15 +42,26 @@ export interface PeerServerOptions {
   handlers: PeerHandlers;
   log: (level: LogLevel, msg: string) => void;
   tls?: { certFile: string; keyFile: string };
+  /** Authenticated connections per listener kind. */
   maxConnections?: number;
+  /** Connections in the handshake per listener kind, and per source address. */
+  maxHandshakes?: number;
+  maxHandshakesPerAddress?: number;
+  /** Memory for the replies owed to all peers together, and to one connection. */
+  totalReplyBudgetBytes?: number;
+  connectionReplyBudgetBytes?: number;
+  /** The interval of the refusal summary lines. */
+  refusalLogIntervalMs?: number;
+  /** Refuse clients that do not encrypt their frames. */
+  requireEncryption?: boolean;
   handshakeTimeoutMs?: number;
   keepaliveMs?: number;
   idleTimeoutMs?: number;
   maxConcurrentRequests?: number;
   /** The Lamport clock sent in `welcome`. */
   clockUs?: () => number;
-  /** Admission of authenticated peers by host name (for example: only hosts in ips/). */
-  checkPeerHost?: (host: string) => string | undefined;
+  /** Admission of authenticated peers by host name and uuid (the daemon: daemon/net/admission.ts). */
+  admitPeer?: (host: string, uuid: string) => PeerAdmission;
   /** Called for every authenticated connection (the daemon tracks who is connected). */
   onConnection?: (conn: PeerConnection) => void;
   /** Time and timers of the handshakes and connections (default: the system clock). */
@@ -57,6 +78,10 @@ export class PeerServer {
   private readonly handshaking = new Set<Duplex>();
   private readonly connections = new Set<PeerConnection>();
   private readonly maxConnections: number;
+  private readonly slots: Record<ListenerKind, HandshakeSlots>;
+  private readonly members: Record<ListenerKind, number> = { tcp: 0, unix: 0 };
+  private readonly refusals: RefusalLog;
+  private readonly replyBudget: ByteBudget;
   private closing = false;
 
   constructor(private readonly opts: PeerServerOptions) {
@@ -65,6 +90,20 @@ export class PeerServer {
     this.uuid = opts.uuid;
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     assert(this.maxConnections >= 1, 'maxConnections must be at least 1');
+    const newSlots = () => new HandshakeSlots(opts.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES, opts.maxHandshakesPerAddress ?? DEFAULT_MAX_HANDSHAKES_PER_ADDRESS);
+    this.slots = { tcp: newSlots(), unix: newSlots() };
+    this.refusals = new RefusalLog(opts.log, opts.clock ?? systemClock, opts.refusalLogIntervalMs);
+    this.replyBudget = new ByteBudget(opts.totalReplyBudgetBytes ?? DEFAULT_TOTAL_BUDGET_BYTES);
+  }
+
+  /** Refused connections so far (each is logged rate-limited, not one line per refusal). */
+  get refusalCount(): number {
+    return this.refusals.total;
+  }
+
+  /** Bytes of replies currently reserved, over all connections. */
+  get replyBytesReserved(): number {
+    return this.replyBudget.used;
   }
 
   /** Authenticated connections. */
@@ -74,7 +113,7 @@ export class PeerServer {
 
   /** Connections still in the handshake. */
   get handshakeCount(): number {
-    return this.handshaking.size;
+    return this.slots.tcp.size + this.slots.unix.size;
   }
 
   /** A snapshot of the authenticated connections. */
@@ -91,7 +130,7 @@ export class PeerServer {
   async listen(address: string): Promise<{ address: string; port: number }> {
     assert(!this.closing, 'PeerServer.listen after close()');
     const { host, port } = parseAddress(address, { allowPortZero: true, allowHostName: false });
-    const server = this.opts.tls ? this.createTlsServer(this.opts.tls) : net.createServer((socket) => this.accept(socket));
+    const server = this.opts.tls ? this.createTlsServer(this.opts.tls) : net.createServer((socket) => this.accept(socket, 'tcp'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host, port }, () => {
@@ -114,7 +153,7 @@ export class PeerServer {
    */
   async listenUnix(path: string): Promise<void> {
     assert(!this.closing, 'PeerServer.listenUnix after close()');
-    const server = net.createServer((socket) => this.accept(socket, 'stdio relay'));
+    const server = net.createServer((socket) => this.accept(socket, 'unix', 'stdio relay'));
     const socketFile = await listenPrivateUnix(server, path);
     if (this.closing) {
       // close() ran while we were binding: it cannot have seen this listener.
@@ -135,12 +174,19 @@ export class PeerServer {
    */
   async serveDuplex(duplex: Duplex, label: string): Promise<PeerConnection> {
     assert(!this.closing, 'PeerServer.serveDuplex after close()');
-    return this.handle(duplex, label);
+    const slot: Slot = { address: label, evict: () => duplex.destroy() };
+    const decision = this.slots.unix.acquire(slot);
+    if (!decision.ok) {
+      duplex.destroy();
+      throw new HandshakeError(`refused: ${decision.why}`);
+    }
+    return this.handle(duplex, label, 'unix', slot);
   }
 
   /** Stop listening and close every connection. */
   async close(): Promise<void> {
     this.closing = true;
+    this.refusals.close();
     const closes = [...this.listeners].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
     this.listeners.clear();
     for (const stream of this.handshaking) stream.destroy();
@@ -158,35 +204,37 @@ export class PeerServer {
         handshakeTimeout: this.opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
         minVersion: 'TLSv1.2',
       },
-      (socket) => this.accept(socket),
+      (socket) => this.accept(socket, 'tcp'),
     );
     server.on('tlsClientError', (err, socket) => {
-      this.opts.log('warn', `peer ${remoteLabel(socket)}: TLS handshake failed: ${err.message}`);
+      this.refusals.note('failed TLS handshake', `peer ${remoteLabel(socket)}: TLS handshake failed: ${err.message}`);
     });
     return server;
   }
 
-  private accept(socket: net.Socket, localLabel?: string): void {
+  private accept(socket: net.Socket, kind: ListenerKind, localLabel?: string): void {
     const label = localLabel ?? remoteLabel(socket);
     if (this.closing) {
       socket.destroy();
       return;
     }
-    if (this.handshaking.size + this.connections.size >= this.maxConnections) {
-      this.opts.log('warn', `peer ${label}: refused, already ${this.maxConnections} connections`);
+    const slot: Slot = { address: kind === 'unix' ? 'peer.sock' : socket.remoteAddress ?? 'unknown address', evict: () => socket.destroy() };
+    const decision = this.slots[kind].acquire(slot);
+    if (!decision.ok) {
+      this.refusals.note('over the handshake cap', `peer ${label}: refused: ${decision.why}`);
       socket.destroy();
       return;
     }
     socket.setNoDelay(true);
-    this.handle(socket, label).catch((err: Error) => {
+    this.handle(socket, label, kind, slot).catch((err: Error) => {
       // A failed handshake is logged in handle(); anything else is unexpected, an invariant fatal.
       failStopOnInvariant(err);
       if (!(err instanceof HandshakeError)) this.opts.log('error', `peer ${label}: ${err.stack ?? err.message}`);
     });
   }
 
-  /** Handshake and serve. A failed handshake is logged here and rethrown as HandshakeError. */
-  private async handle(stream: Duplex, label: string): Promise<PeerConnection> {
+  /** Handshake and serve. A failed handshake is logged (rate-limited) and rethrown as HandshakeError. */
+  private async handle(stream: Duplex, label: string, kind: ListenerKind, slot: Slot): Promise<PeerConnection> {
     this.handshaking.add(stream);
     let result;
     try {
@@ -196,23 +244,33 @@ export class PeerServer {
         secret: this.secret,
         handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
         clockUs: this.opts.clockUs,
-        checkPeerHost: this.opts.checkPeerHost,
+        // The member cap is checked before welcome, so the peer hears a refusal, not a close.
+        admitPeer: (peerHost, peerUuid) => (this.members[kind] >= this.maxConnections
+          ? { refuse: `refused, already ${this.maxConnections} connections` }
+          : this.opts.admitPeer?.(peerHost, peerUuid) ?? { admit: 'member' }),
+        ...(this.opts.requireEncryption ? { requireEncryption: true } : {}),
         ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
       });
     } catch (err) {
       const refusal = err instanceof HandshakeError && err.refusal ? ` (refused: ${err.refusal})` : '';
-      this.opts.log('warn', `peer ${label}: handshake failed: ${(err as Error).message}${refusal}`);
+      this.refusals.note(err instanceof HandshakeError && err.refusal ? err.refusal : 'failed handshake', `peer ${label}: handshake failed: ${(err as Error).message}${refusal}`);
       throw err;
     } finally {
       this.handshaking.delete(stream);
+      this.slots[kind].release(slot);
     }
     if (this.closing) {
       stream.destroy();
       throw new HandshakeError('the server is shutting down');
     }
+    return this.serve(stream, label, kind, result);
+  }
+
+  private serve(stream: Duplex, label: string, kind: ListenerKind, result: Awaited<ReturnType<typeof serverHandshake>>): PeerConnection {
     const conn = new PeerConnection({
       stream,
       decoder: result.decoder,
+      sealer: result.sealer,
       role: 'server',
       peerHost: result.peerHost,
       peerUuid: result.peerUuid,
@@ -222,14 +280,18 @@ export class PeerServer {
       keepaliveMs: this.opts.keepaliveMs,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       maxConcurrentRequests: this.opts.maxConcurrentRequests,
+      budget: new ConnectionBudget(this.replyBudget, this.opts.connectionReplyBudgetBytes ?? DEFAULT_CONNECTION_BUDGET_BYTES),
+      joinOnly: result.admission === 'joining',
       ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
     });
     this.connections.add(conn);
+    this.members[kind] += 1;
     conn.once('close', (reason: string) => {
       this.connections.delete(conn);
+      this.members[kind] -= 1;
       this.opts.log('info', `peer ${conn.label} disconnected: ${reason}`);
     });
-    this.opts.log('info', `peer ${result.peerHost} connected from ${label}`);
+    this.opts.log('info', `peer ${result.peerHost} connected from ${label}${result.admission === 'joining' ? ' (joining the cluster)' : ''}`);
     this.opts.onConnection?.(conn);
     return conn;
   }

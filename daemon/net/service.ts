@@ -22,7 +22,11 @@
 //   hello, auth, welcome, refused: only in the handshake; afterwards a protocol error.
 //
 // Admission: a request id already running here is a protocol error; beyond
-// maxConcurrentRequests running at once the request gets EBUSY. A handler refuses a request by
+// maxConcurrentRequests running at once the request gets EBUSY. A host that is joining the
+// cluster (handshake admission 'joining') may only read the tree and push its own ips/ip-HOST
+// (what marsadm join-cluster does); anything else gets EACCES. A request whose reply would not
+// fit into the connection's or the total memory budget (budget.ts) waits, and the connection
+// stops reading until replies drained. A handler refuses a request by
 // throwing PeerRequestError (an `error` reply with its code); any other exception becomes EIO
 // and is logged with its stack. An InvariantError is neither: it is our own bug, so marsd stops
 // (failStopOnInvariant) and the connection closes without a reply the peer could retry around.
@@ -38,6 +42,8 @@ import {
 } from './messages.js';
 import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
 import { PeerRequestError, truncateMessage } from './errors.js';
+import { reserveBytesFor, type ConnectionBudget } from './budget.js';
+import type { PauseReason } from './transport.js';
 
 export type PeerRole = 'client' | 'server';
 
@@ -112,6 +118,8 @@ export interface ServiceLink {
   readonly closeReasonText: string | undefined;
   send(message: Message, payload?: Buffer): Promise<void>;
   close(reason: string): void;
+  pauseReading(reason: PauseReason): void;
+  resumeReading(reason: PauseReason): void;
 }
 
 export interface ServiceOptions {
@@ -122,6 +130,10 @@ export interface ServiceOptions {
   log: LogFn;
   maxConcurrentRequests: number;
   clock: Clock;
+  /** The memory budget for replies; without one (test pairs) nothing is counted. */
+  budget?: ConnectionBudget;
+  /** The peer is joining the cluster: only getents and a push of its own ips/ip-HOST. */
+  joinOnly?: boolean;
 }
 
 interface FinalReply {
@@ -132,6 +144,9 @@ interface FinalReply {
 /** The requests a peer sent that run here, by id, each until its final reply is sent. */
 export class IncomingRequests {
   private readonly running = new Map<number, AbortController>();
+  /** Requests waiting for budget (reading is paused meanwhile, so at most a frame's worth). */
+  private readonly waiting: ServedRequest[] = [];
+  private unsubscribe: (() => void) | undefined;
 
   constructor(private readonly link: ServiceLink, private readonly o: ServiceOptions) {
     assert(o.maxConcurrentRequests >= 1, 'maxConcurrentRequests must be at least 1');
@@ -148,9 +163,37 @@ export class IncomingRequests {
       this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(failStopOnInvariant);
       return;
     }
-    const controller = new AbortController();
-    this.running.set(req.id, controller);
-    void this.serve(req, controller);
+    const refusal = this.o.joinOnly ? joinRefusal(req, this.o.peerHost) : undefined;
+    if (refusal !== undefined) {
+      this.link.send({ t: 'error', id: req.id, code: 'EACCES', message: refusal }).catch(failStopOnInvariant);
+      return;
+    }
+    this.waiting.push(req);
+    this.admitWaiting();
+  }
+
+  /** Run waiting requests, in order, while their replies fit the budget; read again when none waits. */
+  private admitWaiting(): void {
+    while (this.waiting.length > 0 && this.link.closeReasonText === undefined) {
+      const req = this.waiting[0]!;
+      const costBytes = this.o.budget ? reserveBytesFor(req) : 0;
+      if (this.o.budget && !this.o.budget.tryTake(costBytes)) {
+        this.link.pauseReading('budget');
+        // Bytes freed by another connection wake us too.
+        this.unsubscribe ??= this.o.budget.total.subscribe(() => queueMicrotask(() => this.admitWaiting()));
+        return;
+      }
+      this.waiting.shift();
+      const controller = new AbortController();
+      this.running.set(req.id, controller);
+      void this.serve(req, controller).finally(() => {
+        this.o.budget?.give(costBytes);
+        if (this.waiting.length > 0) this.admitWaiting();
+      });
+    }
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.link.resumeReading('budget');
   }
 
   /** The client cancelled: a cancel that crossed the request's final reply finds nothing. */
@@ -162,6 +205,9 @@ export class IncomingRequests {
   abortAll(err: Error): void {
     for (const controller of this.running.values()) controller.abort(err);
     this.running.clear();
+    this.waiting.length = 0;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
   }
 
   notify(): void {
@@ -274,4 +320,11 @@ export class IncomingRequests {
       },
     };
   }
+}
+
+/** Why a joining host may not send this request; undefined: it may (what join-cluster needs). */
+export function joinRefusal(req: ServedRequest, peerHost: string): string | undefined {
+  if (req.t === 'getents') return undefined;
+  if (req.t === 'push-link' && req.entry.p === `ips/ip-${peerHost}`) return undefined;
+  return `${peerHost} is joining the cluster: only getents and a push of ips/ip-${peerHost} are served until it is a member`;
 }

@@ -12,13 +12,20 @@
 // Memory is bounded. Sending waits for 'drain': a send resolves only once its frame is
 // accepted below the stream's high-water mark, which throttles a producer (a log-read
 // handler's sink), and a peer that lets MAX_QUEUED_SENDS frames pile up is dropped. Reading
-// can be paused by the owner (a slow consumer of a log-read stream), so the sender's TCP
-// window closes instead of our heap growing; silence while we do not read is not the peer's.
+// can be paused by the owner (a slow consumer of a log-read stream, or the reply budget of
+// service.ts), so the sender's TCP window closes instead of our heap growing; frames already
+// received wait in the decoder until reading resumes; silence while we do not read is not the
+// peer's.
+//
+// Authenticity: after the handshake every frame we send is sealed (frame-auth.ts) and every
+// frame received is checked by the decoder's opener; a frame that fails ends the connection
+// with a warning in the log.
 import type { Duplex } from 'node:stream';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import type { LogFn } from '../../common/util/log.js';
 import { encodeFrame, ProtocolError, type FrameDecoder } from './frame.js';
+import { FrameAuthError, type FrameSealer } from './frame-auth.js';
 import { checkPayload, parseMessage, validateOutgoing, type Message } from './messages.js';
 import { ConnectionClosedError } from './errors.js';
 
@@ -46,7 +53,12 @@ export interface TransportOptions {
   keepaliveMs: number;
   idleTimeoutMs: number;
   clock?: Clock;
+  /** Seals every frame we send (from the handshake); absent only on test pairs without one. */
+  sealer?: FrameSealer;
 }
+
+/** Why reading is paused: each owner pauses and resumes for its own reason. */
+export type PauseReason = 'stream' | 'budget';
 
 /** What the transport hands up. Called from event handlers; a ProtocolError thrown closes the connection. */
 export interface TransportReceiver {
@@ -71,7 +83,7 @@ export class FrameTransport {
   private drained: Promise<void> | undefined;
   private releaseDrain: (() => void) | undefined;
   private queuedSends = 0;
-  private readingPaused = false;
+  private readonly pauses = new Set<PauseReason>();
 
   constructor(private readonly o: TransportOptions, private readonly receiver: TransportReceiver) {
     assert(o.keepaliveMs > 0 && o.idleTimeoutMs > o.keepaliveMs, 'idleTimeoutMs must exceed keepaliveMs (the peer pings when idle)');
@@ -96,6 +108,10 @@ export class FrameTransport {
 
   get closeReasonText(): string | undefined {
     return this.closeReason;
+  }
+
+  private get readingPaused(): boolean {
+    return this.pauses.size > 0;
   }
 
   /** True while our sends wait for the peer to read (the stream is above its high-water mark). */
@@ -124,7 +140,9 @@ export class FrameTransport {
     if (this.closeReason !== undefined) throw new ConnectionClosedError(this.closeReason);
     validateOutgoing(message);
     if (this.drained) await this.waitForDrain();
-    const buffers = encodeFrame(message, payload);
+    const encoded = encodeFrame(message, payload);
+    // Sealed right before the write: the implicit sequence number follows the write order.
+    const buffers = this.o.sealer ? this.o.sealer.seal(encoded) : encoded;
     let belowMark = true;
     for (const buf of buffers) {
       belowMark = this.io.write(buf) && belowMark;
@@ -139,19 +157,20 @@ export class FrameTransport {
     }
   }
 
-  /** Stop reading from the stream (the owner holds too many received bytes). */
-  pauseReading(): void {
-    if (this.readingPaused) return;
-    this.readingPaused = true;
-    this.stats.readPauses += 1;
+  /** Stop reading from the stream (the owner holds too many received bytes, or replies wait). */
+  pauseReading(reason: PauseReason = 'stream'): void {
+    if (this.pauses.has(reason)) return;
+    if (!this.readingPaused) this.stats.readPauses += 1;
+    this.pauses.add(reason);
     this.io.pause();
   }
 
-  resumeReading(): void {
-    if (!this.readingPaused || this.closeReason !== undefined) return;
-    this.readingPaused = false;
+  resumeReading(reason: PauseReason = 'stream'): void {
+    if (!this.pauses.delete(reason) || this.readingPaused || this.closeReason !== undefined) return;
     this.lastReceivedMs = this.clock.nowMs(); // the silence while we did not read was ours
     this.io.resume();
+    // Frames that arrived before the pause took effect; not from inside the caller's handler.
+    queueMicrotask(() => this.processFrames());
   }
 
   // ---- sending -------------------------------------------------------------------------------
@@ -205,8 +224,10 @@ export class FrameTransport {
 
   private processFrames(): void {
     try {
-      for (const frame of this.decoder) {
-        if (this.closeReason !== undefined) return;
+      for (;;) {
+        if (this.closeReason !== undefined || this.readingPaused) return;
+        const frame = this.decoder.next();
+        if (!frame) return;
         this.stats.framesReceived += 1;
         const m = parseMessage(frame.header);
         checkPayload(m, frame.payload);
@@ -218,6 +239,11 @@ export class FrameTransport {
   }
 
   private closeOnError(err: unknown): void {
+    if (err instanceof FrameAuthError) {
+      this.o.log('warn', `peer ${this.o.label}: ${err.message}; closing the connection`);
+      this.close(`frame authentication failed from ${this.o.label}: ${err.message}`);
+      return;
+    }
     if (err instanceof ProtocolError) {
       this.close(`protocol error from ${this.o.label}: ${err.message}`);
       return;

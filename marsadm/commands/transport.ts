@@ -20,7 +20,7 @@ export function parseSpecArgument(text: string): TransportSpec {
 
 /** The canonical stored form; tcp is the default and is stored as no link at all. */
 function storedText(spec: TransportSpec): string | undefined {
-  return spec.kind === 'tcp' ? undefined : formatTransportSpec(spec);
+  return spec.kind === 'tcp' && !spec.encrypt ? undefined : formatTransportSpec(spec);
 }
 
 /** Files the ssh client on this host will need: missing ones are a mistake, unless --force. */

@@ -11,6 +11,7 @@
 // too much is queued for the destination, so the sender feels TCP backpressure.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { FrameSplitter, HANDSHAKE_FRAMES, type FrameEdit } from './frame-tamper.js';
 
 export type Direction = 'up' | 'down';
 /** Which direction(s) a fault applies to; 'both' unless stated. */
@@ -114,6 +115,8 @@ class Link {
   bytesForwarded = 0;
   /** What went through, when capturing (FaultProxy.startCapture): bounded by captureLimitBytes. */
   captured: Buffer[] | null = null;
+  /** Frame tampering (setFrameTamper): applies to connections accepted after it was set. */
+  frameEdit: FrameEdit | null = null;
   capturedBytes = 0;
   captureLimitBytes = 0;
 
@@ -162,6 +165,8 @@ class Pipe {
   private waitingDrain = false;
   private pausedForQueue = false;
   sourceEnded = false;
+  /** Set when the link had a frame edit at accept time. */
+  private readonly splitter: FrameSplitter | null;
   /** dest.end() was called: everything the source sent has been handed to the destination. */
   finished = false;
   stopped = false;
@@ -171,8 +176,13 @@ class Pipe {
     private readonly link: Link,
     private readonly source: net.Socket,
     private readonly dest: net.Socket,
+    tamper?: { connection: number; untaggedFrames: number },
   ) {
-    source.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.splitter = link.frameEdit && tamper ? new FrameSplitter(tamper.connection, tamper.untaggedFrames, link.frameEdit) : null;
+    source.on('data', (chunk: Buffer) => {
+      if (!this.splitter) return this.onData(chunk);
+      for (const frame of this.splitter.push(chunk)) this.onData(frame);
+    });
     source.on('end', () => {
       this.sourceEnded = true;
       this.pump();
@@ -299,8 +309,8 @@ class ProxiedConnection {
     readonly client: net.Socket,
     readonly target: net.Socket,
   ) {
-    this.up = new Pipe(proxy, proxy.links.up, client, target);
-    this.down = new Pipe(proxy, proxy.links.down, target, client);
+    this.up = new Pipe(proxy, proxy.links.up, client, target, { connection: id, untaggedFrames: HANDSHAKE_FRAMES.up });
+    this.down = new Pipe(proxy, proxy.links.down, target, client, { connection: id, untaggedFrames: HANDSHAKE_FRAMES.down });
     for (const [name, sock] of [['client', client], ['target', target]] as const) {
       sock.on('error', (err) => proxy.log(`connection ${id}: ${name} socket error: ${err.message}`));
       sock.on('close', () => this.onSocketClose());
@@ -356,6 +366,14 @@ export class FaultProxy {
   connectionsAccepted = 0;
   /** Accepted during a cut and destroyed at once. */
   connectionsRefused = 0;
+  /**
+   * Split every later connection's `dir` traffic into peer-protocol frames and let `edit`
+   * decide what is sent instead of each (frame-tamper.ts); null stops for new connections.
+   */
+  setFrameTamper(dir: Direction, edit: FrameEdit | null): void {
+    this.links[dir].frameEdit = edit;
+  }
+
   /** Highest number of bytes one pipe has had queued (bounded by maxQueuedBytes + one chunk). */
   peakQueuedBytes = 0;
 

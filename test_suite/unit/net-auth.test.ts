@@ -9,7 +9,7 @@ import {
   clientMac, macInput, macMatches, newNonce, normalizeSecret, serverMac, uuidsCompatible,
   type HandshakeTranscript,
 } from '../../daemon/net/auth.js';
-import { ANY_UUID, parseSecret, readSecretFile } from '../../common/cluster/secret.js';
+import { ANY_UUID, hostKey, parseSecret, readSecretFile } from '../../common/cluster/secret.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const SECRET_HEX = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
@@ -62,14 +62,14 @@ t.test('MAC input encoding and values', async (t) => {
 
   const secret = Buffer.from(SECRET_HEX, 'hex');
   const tr: HandshakeTranscript = {
-    serverNonce: 'a'.repeat(64), clientNonce: 'b'.repeat(64), serverHost: 'alpha', clientHost: 'beta', serverUuid: 'alpha_1.5', clientUuid: 'alpha_1.5',
+    serverNonce: 'a'.repeat(64), clientNonce: 'b'.repeat(64), serverHost: 'alpha', clientHost: 'beta', serverUuid: 'alpha_1.5', clientUuid: 'alpha_1.5', cipher: 'hmac-sha256',
   };
-  const expectedClient = createHmac('sha256', secret)
-    .update(macInput(['marsd-v1 client', tr.serverNonce, tr.clientNonce, 'beta', 'alpha', 'alpha_1.5', 'alpha_1.5']))
+  const expectedClient = createHmac('sha256', hostKey(secret, 'beta'))
+    .update(macInput(['marsd-v2 client', tr.serverNonce, tr.clientNonce, 'beta', 'alpha', 'alpha_1.5', 'alpha_1.5', 'hmac-sha256']))
     .digest('hex');
   t.equal(clientMac(secret, tr), expectedClient, 'client MAC as documented');
-  const expectedServer = createHmac('sha256', secret)
-    .update(macInput(['marsd-v1 server', tr.clientNonce, tr.serverNonce, 'alpha', 'beta', 'alpha_1.5', 'alpha_1.5']))
+  const expectedServer = createHmac('sha256', hostKey(secret, 'alpha'))
+    .update(macInput(['marsd-v2 server', tr.clientNonce, tr.serverNonce, 'alpha', 'beta', 'alpha_1.5', 'alpha_1.5', 'hmac-sha256']))
     .digest('hex');
   t.equal(serverMac(secret, tr), expectedServer, 'server MAC as documented');
   t.not(clientMac(secret, tr), serverMac(secret, tr), 'the two proofs differ (no reflection)');

@@ -157,8 +157,8 @@ const NONCE = 'a'.repeat(64);
 const MAC = '0123456789abcdef'.repeat(4);
 const ENTRY = { p: 'resource-r1/primary', v: 'alpha', s: 1_700_000_000_000_000 };
 const VALID: Message[] = [
-  { t: 'hello', proto: 1, host: 'alpha', uuid: 'alpha_1700000000.123456789', nonce: NONCE },
-  { t: 'auth', proto: 1, host: 'beta', uuid: '(any)', nonce: NONCE, mac: MAC },
+  { t: 'hello', proto: 2, host: 'alpha', uuid: 'alpha_1700000000.123456789', nonce: NONCE },
+  { t: 'auth', proto: 2, host: 'beta', uuid: '(any)', nonce: NONCE, cipher: 'hmac-sha256', mac: MAC },
   { t: 'welcome', mac: MAC, clockUs: 5 },
   { t: 'refused', reason: 'authentication failed' },
   { t: 'getents', id: 0 },
@@ -201,7 +201,7 @@ t.test('messages', async (t) => {
   t.test('host and resource names are validated like the tree', async (t) => {
     const bad = ['', 'a/b', '..', '.', '../etc', '-x', 'a'.repeat(64), 'a b', 'a\u0000b', 'é'];
     for (const name of bad) {
-      rejects(t, { t: 'hello', proto: 1, host: name, uuid: 'u', nonce: NONCE }, /invalid hello message: host/, `host ${JSON.stringify(name)}`);
+      rejects(t, { t: 'hello', proto: 2, host: name, uuid: 'u', nonce: NONCE }, /invalid hello message: host/, `host ${JSON.stringify(name)}`);
       rejects(t, { t: 'position', id: 1, res: name }, /invalid position message: res/, `resource ${JSON.stringify(name)}`);
       rejects(t, { ...VALID[5], name: `log-000000001-${name}` }, /invalid log-read message: name/, `log origin ${JSON.stringify(name)}`);
       rejects(t, { t: 'position-reply', id: 1, seq: 1, origin: name, pos: 0 }, /origin/, `origin ${JSON.stringify(name)}`);
@@ -253,7 +253,7 @@ t.test('messages', async (t) => {
     rejects(t, { ...VALID[0], uuid: '' }, /uuid/, 'empty uuid');
     rejects(t, { ...VALID[0], uuid: 'u'.repeat(201) }, /uuid/, 'long uuid');
     rejects(t, { ...VALID[0], uuid: 'a\nb' }, /uuid/, 'uuid with a newline');
-    rejects(t, { ...VALID[0], proto: 2 }, /proto/, 'other protocol version');
+    rejects(t, { ...VALID[0], proto: 1 }, /proto/, 'older protocol version');
     rejects(t, { t: 'refused', reason: 'x'.repeat(501) }, /reason/, 'long reason');
     rejects(t, { t: 'error', id: 1, code: 'eio', message: '' }, /code/, 'lowercase code');
   });

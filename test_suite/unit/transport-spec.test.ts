@@ -9,6 +9,7 @@ import { linkTarget } from '../../daemon/propagate/peer-manager.js';
 t.test('valid specs parse and round-trip through the canonical form', async (t) => {
   const cases: Array<[string, unknown]> = [
     ['tcp', { kind: 'tcp' }],
+    ['tcp,encrypt', { kind: 'tcp', encrypt: true }],
     ['tls', { kind: 'tls' }],
     ['tls,servername=alpha.example.org', { kind: 'tls', servername: 'alpha.example.org' }],
     ['ssh:alpha', { kind: 'ssh', host: 'alpha' }],
@@ -36,7 +37,9 @@ t.test('bad specs are refused with a reason', async (t) => {
     ['x'.repeat(MAX_TRANSPORT_SPEC_CHARS + 1), /longer than/],
     ['udp', /must start with tcp, tls or ssh:/],
     ['TCP', /must start with/],
-    ['tcp,x=1', /tcp takes no options/],
+    ['tcp,x=1', /tcp takes only the flag encrypt/],
+    ['tcp,encrypt=1', /tcp takes only the flag encrypt/],
+    ['tcp,encrypt,encrypt', /tcp takes only the flag encrypt/],
     ['tls,ca=/etc/ca.pem', /unknown tls option/],
     ['tls,servername=-evil', /not a DNS name/],
     ['tls,servername=', /empty value/],
