@@ -24,6 +24,15 @@ interface MarsdOptions {
   deviceMode?: DeviceMode; deviceDir?: string;
 }
 
+/** An integer option within [min, max]; anything else is refused by commander with the range. */
+function intOption(min: number, max: number) {
+  return (text: string) => {
+    const n = Number(text);
+    if (!/^-?\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer ${min}..${max}`);
+    return n;
+  };
+}
+
 function sizeOption(what: string) {
   return (text: string) => {
     try {
@@ -44,32 +53,12 @@ export function buildProgram(): Command {
     .option('--run-dir <dir>', 'where NBD sockets live (env MARS_RUN_DIR; default /run/mars)')
     .option('--mem-limit <size>', 'pending writeback data before writes wait', sizeOption('--mem-limit'))
     .option('--log-rotate-size <size>', 'rotate the logfile at this size (0 = only by log-rotate)', sizeOption('--log-rotate-size'))
-    .option('--scan-interval-ms <ms>', 'periodic tree scan interval', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 50 || n > 60_000) throw new InvalidArgumentError('must be 50..60000');
-      return n;
-    })
-    .option('--pull-interval-ms <ms>', 'how often each peer\'s tree is pulled without a notification (default 1000)', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 20 || n > 60_000) throw new InvalidArgumentError('must be 20..60000');
-      return n;
-    })
+    .option('--scan-interval-ms <ms>', 'periodic tree scan interval', intOption(50, 60_000))
+    .option('--pull-interval-ms <ms>', 'how often each peer\'s tree is pulled without a notification (default 1000)', intOption(20, 60_000))
     .option('--fetch-rate <bytes-per-s>', 'bandwidth limit for logfile transfer (0 = unlimited)', sizeOption('--fetch-rate'))
-    .option('--tombstone-min-age-ms <ms>', 'keep a tombstone at least this long before purging it once every member has seen it (default 60000)', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new InvalidArgumentError('must be 0..86400000');
-      return n;
-    })
-    .option('--startup-grace-ms <ms>', 'after start, the primary role waits this long at most for a peer\'s tree (removal markers, a newer primary; default 20000)', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 3_600_000) throw new InvalidArgumentError('must be 0..3600000');
-      return n;
-    })
-    .option('--max-resources <n>', 'resource directories peers may create here; more are refused (default 1024)', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new InvalidArgumentError('must be 1..100000');
-      return n;
-    })
+    .option('--tombstone-min-age-ms <ms>', 'keep a tombstone at least this long before purging it once every member has seen it (default 60000)', intOption(0, 86_400_000))
+    .option('--startup-grace-ms <ms>', 'after start, the primary role waits this long at most for a peer\'s tree (removal markers, a newer primary; default 20000)', intOption(0, 3_600_000))
+    .option('--max-resources <n>', 'resource directories peers may create here; more are refused (default 1024)', intOption(1, 100_000))
     .option('--space-levels <free1,free2,free3,free4>', 'free space of /mars below which space levels 1..4 start: sizes (2G) or percentages (5%); level 4 = emergency mode (default 8G,6G,4G,2G capped at 8%,6%,4%,2%)', (v) => {
       try {
         return parseSpaceLevels(v, (t) => parseSize(t, '--space-levels'));

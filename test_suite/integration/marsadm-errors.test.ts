@@ -1,9 +1,10 @@
 // Bad input gets a clear error, a non-zero exit code, and changes nothing.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, writeFileSync, readFileSync, readlinkSync, existsSync, lstatSync } from 'node:fs';
+import { writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
+import { treeState } from '../helpers/tree-state.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -13,22 +14,6 @@ const MARSD = join(ROOT, 'bin/marsd.js');
 function run(env: NodeJS.ProcessEnv, args: string[]) {
   const r = spawnSync(process.execPath, [MARSADM, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A listing of the tree (names, link values, file sizes) to prove that nothing changed. */
-function treeState(dir: string): string {
-  const out: string[] = [];
-  const walk = (rel: string) => {
-    for (const n of readdirSync(join(dir, rel)).sort()) {
-      if (n === '.marsd.lock') continue;
-      const p = join(dir, rel, n);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(join(rel, n));
-      else out.push(`${join(rel, n)} ${st.isSymbolicLink() ? `-> ${readlinkSync(p)}` : `${st.size} bytes`}`);
-    }
-  };
-  walk('');
-  return out.join('\n');
 }
 
 t.test('marsadm refuses bad input with a clear message and no change', async (t) => {

@@ -4,26 +4,13 @@
 // secondary, leave-resource, invalidate and log-delete would change while the tree stays as it is.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
+import { treeState } from '../helpers/tree-state.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const MARSADM = join(ROOT, 'bin/marsadm.js');
-
-function treeState(dir: string): string {
-  const out: string[] = [];
-  const walk = (rel: string) => {
-    for (const n of readdirSync(join(dir, rel)).sort()) {
-      const p = join(dir, rel, n);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(join(rel, n));
-      else out.push(`${join(rel, n)} ${st.isSymbolicLink() ? `-> ${readlinkSync(p)} @${st.mtimeMs}` : `${st.size} bytes`}`);
-    }
-  };
-  walk('');
-  return out.join('\n');
-}
 
 t.test('limits, all and --dry-run', async (t) => {
   const dir = tempDir(t);
@@ -48,14 +35,14 @@ t.test('limits, all and --dry-run', async (t) => {
   ok(['set-sync-limit-value', '50M']);
   t.equal(ok(['get-sync-limit-value']).trim(), String(50 << 20));
   t.equal(readlinkSync(join(marsDir, 'defaults-alpha/sync-limit')), String(50 << 20), 'the link the sync worker reads');
-  let before = treeState(marsDir);
+  let before = treeState(marsDir, { stamps: true });
   let bad = run(['set-sync-limit-value', 'fast']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /bytes per second/);
   bad = run(['set-emergency-limit', 'r1', '150']);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /percentage 0\.\.100/);
-  t.equal(treeState(marsDir), before, 'bad values change nothing');
+  t.equal(treeState(marsDir, { stamps: true }), before, 'bad values change nothing');
 
   ok(['set-emergency-limit', 'all', '20']);
   t.equal(ok(['get-emergency-limit', 'r1']).trim(), '20', '`all` reached r1');
@@ -65,20 +52,20 @@ t.test('limits, all and --dry-run', async (t) => {
   const partly = run(['pause-sync', 'r1,nosuch']);
   t.not(partly.code, 0, 'an unknown resource in the list fails the command');
 
-  before = treeState(marsDir);
+  before = treeState(marsDir, { stamps: true });
   const sec = ok(['secondary', 'all', '--dry-run']);
   t.match(sec, /dry-run: would write resource-r1\/primary -> \(none\) \(now alpha\)/, 'secondary says what it would write');
   t.match(sec, /resource-r2\/primary/);
   const del = ok(['log-delete', 'all', '--dry-run', '--force']);
   t.match(del, /r1/);
-  t.equal(treeState(marsDir), before, 'the dry runs changed nothing');
+  t.equal(treeState(marsDir, { stamps: true }), before, 'the dry runs changed nothing');
   ok(['secondary', 'r1', '--timeout', '0']);
   ok(['down', 'r1', '--timeout', '0']);
-  before = treeState(marsDir);
+  before = treeState(marsDir, { stamps: true });
   const leave = run(['leave-resource', 'r1', '--dry-run']);
   t.equal(leave.code, 0, `leave-resource --dry-run: ${leave.stderr}`);
   t.match(leave.stdout, /dry-run: would remove resource-r1\/data-alpha/, 'leave-resource prints what it would remove');
   t.match(leave.stdout, /dry-run, nothing changed; it would report: alpha left r1/, 'its report says nothing changed');
-  t.equal(treeState(marsDir), before, 'leave-resource --dry-run changed nothing');
+  t.equal(treeState(marsDir, { stamps: true }), before, 'leave-resource --dry-run changed nothing');
   t.equal(run(['create-resource', 'r3', join(dir, 'r1.img'), '--dry-run']).code, 2, '--dry-run is refused where it is not offered');
 });
