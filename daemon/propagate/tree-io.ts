@@ -25,7 +25,13 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
     for (const name of tree.list(rel)) {
       if (name.startsWith('.')) continue;
       const path = rel === '' ? name : `${rel}/${name}`;
-      const e = tree.entry(path);
+      let e;
+      try {
+        e = tree.entry(path);
+      } catch (err) {
+        failStopOnInvariant(err);
+        continue; // not a valid tree path: lost+found of an ext4 /mars, a stray file
+      }
       if (e === undefined) continue; // vanished
       if (e.kind === 'dir') {
         if (depth < 2) visit(path, depth + 1);

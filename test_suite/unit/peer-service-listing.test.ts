@@ -32,3 +32,21 @@ t.test('a hand-made link with a value over the wire limit is not offered, said o
   t.equal(warnings.length, 1, 'reported once');
   t.match(warnings[0] ?? '', /resource-r0\/primary is not offered to peers/);
 });
+
+t.test('names that are no tree path (lost+found of an ext4 /mars) are left out of the listing', async (t) => {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir, new LamportClock());
+  tree.write('uuid', 'alpha_1.0');
+  mkdirSync(join(dir, 'lost+found'));
+  mkdirSync(join(dir, 'resource-r0'));
+  tree.write('resource-r0/size', '4096');
+  symlinkSync('junk', join(dir, 'resource-r0', 'a b'));
+  const service = new PeerService({
+    tree, host: 'alpha',
+    activeLogEnd: () => undefined, primaryPosition: () => undefined,
+    onTreeChanged: () => undefined, onNotify: () => undefined,
+    log: () => undefined,
+  });
+  const { entries } = await service.getents('beta');
+  t.same(entries.map((e) => e.p).sort(), ['resource-r0/size', 'uuid']);
+});
