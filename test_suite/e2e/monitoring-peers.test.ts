@@ -2,12 +2,16 @@
 // mars_peer_bytes_total{peer,direction} counts what crosses each link. While the primary
 // writes, what the secondary receives from it covers the bytes it fetched, and what one end
 // sends matches what the other receives; a dead peer shows as mars_peer_up 0 while its byte
-// counters hold (monotonic), and they grow again once it is back.
+// counters hold (monotonic), and they grow again once it is back. With the primary's state
+// older than --metrics-window, /metrics says the rests and lags are stale (lower bounds), as
+// view-fetch-lag does on stderr. Also on these states: view-MACRO all, view --json carrying
+// every macro, and marsadm check's exit codes 0/1/2/3.
 import t from 'tap';
 import { createRequire } from 'node:module';
 import { startCluster, writeWorkload } from '../helpers/multi-host.js';
 import { freePort } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
+import { MACROS } from '../../marsadm/status/macros.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
@@ -60,6 +64,23 @@ t.test('per-peer bytes and link state in /metrics', { timeout: 240_000 }, async 
   t.ok(betaSent < received, `the fetch direction dominates: beta sent ${betaSent} to alpha`);
   t.equal(value(b1, 'mars_resource_progress_stale', { resource: RES }), 0, 'alpha heard from: rests and lags are measurements');
 
+  // The macros for scripts and Nagios on the same state: view-MACRO all, view --json, check.
+  t.match(await beta.marsadmOk(['view-replay-lag', 'all']), /^r0 0\.0$/m, 'view-MACRO all: RESOURCE VALUE lines');
+  const json = JSON.parse(await beta.marsadmOk(['view', RES, '--json'])) as { macros: Record<string, string> };
+  t.same(Object.keys(MACROS).filter((k) => !(k in json.macros)), [], 'view --json carries every macro');
+  const ok = await beta.marsadm(['check', RES]);
+  t.equal(ok.code, 0, `check: OK (${ok.stdout.trim()})`);
+  t.match(ok.stdout, /^MARS OK - r0/);
+  t.equal(ok.stdout.trim().split('\n').length, 1, 'one status line');
+  await beta.marsadmOk(['pause-replay', RES]);
+  const warn = await beta.marsadm(['check', RES]);
+  t.equal(warn.code, 1, `check with replay paused: WARNING (${warn.stdout.trim()})`);
+  t.match(warn.stdout, /^MARS WARNING - r0/);
+  await beta.marsadmOk(['resume-replay', RES]);
+  const unknown = await beta.marsadm(['check', 'nosuch']);
+  t.equal(unknown.code, 3, `check of an unknown resource: UNKNOWN (${unknown.stdout.trim()})`);
+  t.match(unknown.stdout, /^MARS UNKNOWN - /);
+
   alpha.kill('SIGKILL');
   await alpha.waitExit();
   await waitFor('beta sees the link to alpha down', async () => value(await scrape(betaPort), 'mars_peer_up', { peer: 'alpha' }) === 0, 30_000);
@@ -70,6 +91,9 @@ t.test('per-peer bytes and link state in /metrics', { timeout: 240_000 }, async 
   const lag = await beta.marsadm(['--window', '2', 'view-fetch-lag', RES]);
   t.equal(lag.stdout.trim(), '0.0', 'view-fetch-lag prints the number');
   t.match(lag.stderr, /view-fetch-lag is a lower bound/, 'and says on stderr that it is a lower bound');
+  const crit = await beta.marsadm(['--window', '2', 'check', RES]);
+  t.equal(crit.code, 2, `check with the primary unreachable: CRITICAL (${crit.stdout.trim()})`);
+  t.match(crit.stdout, /^MARS CRITICAL - r0/);
   for (const dir of ['sent', 'received'] as const) {
     t.ok(bytes(b2, 'alpha', dir) >= bytes(b1, 'alpha', dir), `${dir}: the closed connections still count (${bytes(b1, 'alpha', dir)} -> ${bytes(b2, 'alpha', dir)})`);
   }
