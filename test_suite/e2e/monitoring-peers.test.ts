@@ -8,6 +8,7 @@
 // every macro, and marsadm check's exit codes 0/1/2/3.
 import t from 'tap';
 import { createRequire } from 'node:module';
+import { readdirSync } from 'node:fs';
 import { startCluster, writeWorkload } from '../helpers/multi-host.js';
 import { freePort } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
@@ -63,6 +64,15 @@ t.test('per-peer bytes and link state in /metrics', { timeout: 240_000 }, async 
   const betaSent = bytes(b1, 'alpha', 'sent') - bytes(b0, 'alpha', 'sent');
   t.ok(betaSent < received, `the fetch direction dominates: beta sent ${betaSent} to alpha`);
   t.equal(value(b1, 'mars_resource_progress_stale', { resource: RES }), 0, 'alpha heard from: rests and lags are measurements');
+
+  const logfiles = (h: typeof alpha) => readdirSync(`${h.marsDir}/resource-${RES}`).filter((n) => /^log-\d{9}-/.test(n)).length;
+  const n0 = logfiles(alpha);
+  t.equal(value(a1, 'mars_resource_logfiles', { resource: RES }), n0, `/metrics: the logfiles in alpha's /mars (${n0})`);
+  await alpha.marsadmOk(['log-rotate', RES]);
+  await writeWorkload(alpha, RES, SIZE, 10, 8);
+  t.equal(logfiles(alpha), n0 + 1, 'log-rotate and a write made a logfile');
+  t.equal(value(await scrape(alphaPort), 'mars_resource_logfiles', { resource: RES }), n0 + 1, '/metrics counts it');
+  await c.waitCaughtUp(beta);
 
   // The macros for scripts and Nagios on the same state: view-MACRO all, view --json, check.
   t.match(await beta.marsadmOk(['view-replay-lag', 'all']), /^r0 0\.0$/m, 'view-MACRO all: RESOURCE VALUE lines');
