@@ -7,6 +7,7 @@ import { tightenTreeModes } from '../common/tree/modes.js';
 import { RefusalLog } from './propagate/refusal-log.js';
 import { listLogfiles } from '../common/resource/links.js';
 import { MarsMetrics } from './metrics/registry.js';
+import { PeerTraffic } from './net/peer-traffic.js';
 import { MetricsServer } from './metrics/metrics-server.js';
 import { newResourceCounters, type ResourceCounters } from '../common/util/metrics-recorder.js';
 import { mkdirSync } from 'node:fs';
@@ -48,6 +49,8 @@ const NOTIFY_MIN_INTERVAL_MS = 100;
 export interface DaemonOptions extends CommonOptions {
   /** serve Prometheus metrics on ADDR:PORT (daemon/metrics); off when absent */
   metrics?: string;
+  /** /metrics: the primary's state known here older than this marks rests and lags stale (default 60) */
+  metricsWindowS?: number;
   memLimitBytes: number;
   logRotateBytes: number;
   scanIntervalMs: number;
@@ -107,6 +110,7 @@ export class Daemon {
   /** byte counters per resource (metrics); kept across runner restarts */
   private readonly counters = new Map<string, ResourceCounters>();
   private readonly metrics: MarsMetrics;
+  private readonly peerTraffic = new PeerTraffic();
   /** when start() ran, and the start-up gate once it opened (latched: decide-startup.ts) */
   private startedMs = 0;
   private startupGateOpen = false;
@@ -116,9 +120,10 @@ export class Daemon {
     // The Lamport clock's real-time part is the injected clock too.
     this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
     this.metrics = new MarsMetrics({
-      tree: this.tree, host: opts.host, windowS: 60, nowMs: () => opts.clock.nowMs(),
+      tree: this.tree, host: opts.host, windowS: opts.metricsWindowS ?? 60, nowMs: () => opts.clock.nowMs(),
       resources: () => [...this.runners.keys()], counters: (res) => this.counters.get(res),
       peers: () => this.peers.all().map((l) => ({ peer: l.peer, connected: l.connected })),
+      peerTraffic: () => this.peerTraffic.totals(),
       logfileCount: (res) => listLogfiles(this.tree, res).length,
     });
     this.nbd = new NbdServer({
@@ -132,6 +137,7 @@ export class Daemon {
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
       refusals: this.refusals, mergeLimits: this.mergeLimits(),
       onTreeChanged: () => this.requestTick(),
+      onConnection: (conn) => this.peerTraffic.track(conn),
       onListing: () => {
         for (const r of this.runners.values()) r.secondary.nudge();
         if (!this.startupGateOpen) this.requestTick(); // a first pull may open the start-up gate
@@ -243,6 +249,7 @@ export class Daemon {
       host, secret: this.secret, handlers: service, log, clock: this.opts.clock,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
+      onConnection: (conn) => this.peerTraffic.track(conn),
       admitPeer: (peerHost, peerUuid) => decideAdmission((p) => this.tree.readRaw(p), host, peerHost, peerUuid),
       ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });

@@ -20,7 +20,7 @@ interface MarsdOptions {
   marsDir?: string; host?: string; runDir?: string; memLimit?: number; logRotateSize?: number; scanIntervalMs?: number; pullIntervalMs?: number;
   fetchRate?: number; bind?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; stdio?: boolean; quiet?: boolean; tombstoneMinAgeMs?: number; startupGraceMs?: number; maxResources?: number;
   spaceLevels?: ReturnType<typeof parseSpaceLevels>;
-  metrics?: string;
+  metrics?: string; metricsWindow?: number;
   deviceMode?: DeviceMode; deviceDir?: string;
 }
 
@@ -78,6 +78,11 @@ export function buildProgram(): Command {
     .option('--tls-ca <file>', 'PEM CA certificate(s) verifying peers reached with transport tls (default: the system CAs)')
     .option('--stdio', 'relay the peer protocol between stdin/stdout and the running marsd (the remote command of the ssh transport)')
     .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; docs/monitoring.md)')
+    .option('--metrics-window <s>', '/metrics: the primary\'s state known here older than this marks rests and lags stale (default 60, as marsadm --window)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 86_400) throw new InvalidArgumentError('must be 1..86400');
+      return n;
+    })
     .option('--quiet', 'log only warnings and errors')
     .showHelpAfterError();
 }
@@ -129,6 +134,7 @@ function daemonOptions(o: MarsdOptions, log: LogFn): DaemonOptions {
     pullIntervalMs: o.pullIntervalMs ?? 1000,
     fetchRateBytesPerS: o.fetchRate ?? 0,
     ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
+    ...(o.metricsWindow !== undefined ? { metricsWindowS: o.metricsWindow } : {}),
     ...(o.bind !== undefined ? { bindAddress: o.bind } : {}),
     ...(o.tombstoneMinAgeMs !== undefined ? { tombstoneMinAgeMs: o.tombstoneMinAgeMs } : {}),
     ...(o.startupGraceMs !== undefined ? { startupGraceMs: o.startupGraceMs } : {}),

@@ -75,6 +75,23 @@ function nextRecordStamp(tree: TreeStore, res: string, r: { seq: number; origin:
   return next ? recordStampAt(tree.abs(resPaths.log(res, r.seq + 1, next.origin)), 0) : undefined;
 }
 
+/**
+ * How far the sync got and when it last moved: syncstatus is durable but moves every 64 MiB
+ * only; while a sync runs, its worker's position (actual-HOST/sync-pos, rewritten only when it
+ * changes, so its stamp is the last progress) is further and newer. Without it sync-age and
+ * sync-lag grew for the whole time between two syncstatus updates of a healthy sync.
+ */
+function syncDone(tree: TreeStore, res: string, host: string): { doneBytes: number; stampS: number | undefined } {
+  const status = tree.read(resPaths.syncstatus(res, host));
+  const doneBytes = num(status?.value) ?? 0;
+  const pos = tree.read(resPaths.actual(res, host, 'sync-pos'));
+  const posBytes = num(pos?.value) ?? 0;
+  if (tree.value(resPaths.actual(res, host, 'is-syncing')) === '1' && pos && posBytes > doneBytes) {
+    return { doneBytes: posBytes, stampS: pos.stampUs / US_PER_S };
+  }
+  return { doneBytes, stampS: status && status.stampUs / US_PER_S };
+}
+
 export function readProgressFacts(tree: TreeStore, res: string, host: string, windowS: number, nowS: number): ProgressFacts {
   const primary = ((p) => (p !== undefined && isValidIdentifier(p) ? p : undefined))(tree.value(resPaths.primary(res)));
   const replayEntry = tree.read(resPaths.replay(res, host));
@@ -99,7 +116,6 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
     logs.push({ seq, origin, localBytes: mine?.bytes, originBytes: o?.logPos });
   }
   const hb = num(primary ? tree.value(globalPaths.actual(primary, 'time')) : undefined);
-  const syncEntry = tree.read(resPaths.syncstatus(res, host));
   const a = (k: string) => num(tree.value(resPaths.actual(res, host, k))) ?? 0;
   return {
     nowS, windowS,
@@ -110,7 +126,7 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
     replay: replayLink && { seq: replayLink.seq, origin: replayLink.origin, pos: replayLink.minPos, stampS: replayEntry!.stampUs / US_PER_S },
     nextRecordStampS: replayLink ? nextRecordStamp(tree, res, replayLink, local) : undefined,
     lastFetchS,
-    sync: { doneBytes: num(syncEntry?.value) ?? 0, sizeBytes: num(tree.value(resPaths.size(res))) ?? 0, stampS: syncEntry && syncEntry.stampUs / US_PER_S, rateBytesPerS: a('sync-rate') },
+    sync: { ...syncDone(tree, res, host), sizeBytes: num(tree.value(resPaths.size(res))) ?? 0, rateBytesPerS: a('sync-rate') },
     fetchRateBytesPerS: a('fetch-rate'),
     replayRateBytesPerS: a('replay-rate'),
   };

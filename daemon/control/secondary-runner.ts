@@ -4,7 +4,6 @@
 // Invariant: replay and sync stop before the disk closes, and reconcile calls never overlap.
 import { countInto, RateWindow } from './rate-window.js';
 import { newResourceCounters, type ResourceCounters } from '../../common/util/metrics-recorder.js';
-import { resPaths } from '../../common/tree/paths.js';
 import type { TreeStore } from '../../common/tree/store.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { Fetcher, peerManagerFetchPeers, type FetchPeers } from '../fetch/fetcher.js';
@@ -50,7 +49,6 @@ export class SecondaryRunner {
   private readonly counters: ResourceCounters;
   private readonly fetchRate = new RateWindow();
   private readonly replayRate = new RateWindow();
-  private lastSyncstatus: number | undefined;
 
   constructor(readonly res: string, private readonly ctx: SecondaryContext) {
     this.counters = ctx.counters ?? newResourceCounters();
@@ -110,6 +108,7 @@ export class SecondaryRunner {
       this.sync = new SyncWorker({
         tree, res: this.res, host, primary: s.designatedPrimary, disk: this.disk, sizeBytes: s.sizeBytes,
         peers: this.ctx.peers, log, clock, onProgress: () => this.ctx.onStatus(),
+        onSynced: countInto(this.counters, 'syncedBytes'),
       });
       this.sync.start();
     }
@@ -128,7 +127,6 @@ export class SecondaryRunner {
   status(): SecondaryStatus {
     const r = this.replayer?.status;
     const nowMs = this.ctx.clock.monotonicMs();
-    this.countSynced();
     return {
       attached: this.disk !== undefined,
       copying: this.fetcher?.active ?? false,
@@ -146,14 +144,6 @@ export class SecondaryRunner {
       fetchState: this.fetcher?.state ?? 'off',
       why: this.why,
     };
-  }
-
-  /** Sync progress from syncstatus (the worker writes it as blocks become durable). */
-  private countSynced(): void {
-    if (!this.sync) { this.lastSyncstatus = undefined; return; }
-    const now = Number(this.ctx.tree.value(resPaths.syncstatus(this.res, this.ctx.host)) ?? '0');
-    if (this.lastSyncstatus !== undefined && now > this.lastSyncstatus) this.counters.syncedBytes += now - this.lastSyncstatus;
-    this.lastSyncstatus = now;
   }
 
   async stop(): Promise<void> {

@@ -10,6 +10,7 @@ import { readProgressFacts } from '../../common/resource/read-progress.js';
 import { progress } from '../../common/resource/replication-progress.js';
 import { inconsistency } from '../../common/resource/consistency.js';
 import type { NbdRecorder, NbdRequestType, ResourceCounters } from '../../common/util/metrics-recorder.js';
+import type { PeerBytes } from '../net/peer-traffic.js';
 
 export interface MetricsSource {
   tree: TreeStore;
@@ -20,6 +21,8 @@ export interface MetricsSource {
   resources: () => string[];
   counters: (res: string) => ResourceCounters | undefined;
   peers: () => { peer: string; connected: boolean }[];
+  /** frame bytes sent to and received from each peer since marsd started (net/peer-traffic.ts) */
+  peerTraffic: () => ReadonlyMap<string, PeerBytes>;
   logfileCount: (res: string) => number;
 }
 
@@ -51,11 +54,12 @@ export class MarsMetrics {
     gauge('mars_resource_sync_rest_bytes', 'bytes of the disk not yet synced here', (n) => this.syncRest(n));
     gauge('mars_resource_logfiles', 'logfiles of the resource in /mars on this host', (n) => src.logfileCount(n));
     gauge('mars_resource_nbd_clients', 'NBD clients with the device open', (n) => num(this.actual(n, 'open-count')));
-    const prog = (key: 'fetchRest' | 'replayRest' | 'fetchLagS' | 'replayLagS' | 'primaryAgeS') => (n: string) => this.progress(n)[key] ?? -1;
+    const prog = (key: 'fetchRest' | 'replayRest' | 'fetchLagS' | 'replayLagS' | 'primaryAgeS' | 'stale') => (n: string) => this.progress(n)[key] ?? -1;
     gauge('mars_resource_fetch_rest_bytes', 'bytes the primary logged (as known here) not yet fetched', prog('fetchRest'));
     gauge('mars_resource_replay_rest_bytes', 'bytes the primary logged (as known here) not yet applied here', prog('replayRest'));
-    gauge('mars_resource_fetch_lag_seconds', 'age of the oldest write not fetched here (upper bound), 0 when caught up', prog('fetchLagS'));
+    gauge('mars_resource_fetch_lag_seconds', 'seconds since the local logfile copies last grew while fetch rest is not 0, 0 when caught up (docs/monitoring.md)', prog('fetchLagS'));
     gauge('mars_resource_replay_lag_seconds', 'age of the oldest write not applied here, 0 when caught up', prog('replayLagS'));
+    gauge('mars_resource_progress_stale', '1 while the primary\'s state known here is older than --metrics-window: rests and lags are lower bounds', prog('stale'));
     gauge('mars_resource_primary_state_age_seconds', 'how old the primary\'s state known here is (-1: never seen)', prog('primaryAgeS'));
     new Gauge({
       name: 'mars_resource_role', help: 'actual role of this host (1 for the current role label)', labelNames: ['resource', 'role'], registers: [r],
@@ -87,6 +91,7 @@ export class MarsMetrics {
       name: 'mars_peer_up', help: '1 while the link to the peer is connected', labelNames: ['peer'], registers: [r],
       collect() { this.reset(); for (const p of self.src.peers()) this.set({ peer: p.peer }, Number(p.connected)); },
     });
+    this.peerBytesCounter();
     this.nbdSeconds = new Histogram({
       name: 'mars_nbd_request_duration_seconds', help: 'time from an NBD request to its reply, by type', labelNames: ['resource', 'type'], registers: [r],
       buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
@@ -112,6 +117,25 @@ export class MarsMetrics {
       collect() {
         this.reset();
         for (const n of self.src.resources()) this.inc({ resource: n }, self.src.counters(n)?.[key] ?? 0);
+      },
+    });
+  }
+
+  private peerBytesCounter(): void {
+    const self = this;
+    new Counter({
+      name: 'mars_peer_bytes_total', help: 'frame bytes exchanged with the peer over all connections since marsd started, by direction (sent, received)',
+      labelNames: ['peer', 'direction'], registers: [this.registry],
+      collect() {
+        this.reset();
+        const traffic = self.src.peerTraffic();
+        // Every member has its series from the start (0 before the first connection), so rate() and alerts see it.
+        const peers = new Set([...self.src.peers().map((p) => p.peer), ...traffic.keys()]);
+        for (const peer of peers) {
+          const b = traffic.get(peer);
+          this.inc({ peer, direction: 'sent' }, b?.sentBytes ?? 0);
+          this.inc({ peer, direction: 'received' }, b?.receivedBytes ?? 0);
+        }
       },
     });
   }
@@ -142,7 +166,7 @@ export class MarsMetrics {
   private progress(res: string): Partial<Record<string, number>> {
     try {
       const p = progress(readProgressFacts(this.src.tree, res, this.src.host, this.src.windowS, this.src.nowMs() / 1000));
-      return { fetchRest: p.fetchRest, replayRest: p.replayRest, fetchLagS: p.fetchLagS, replayLagS: p.replayLagS, primaryAgeS: p.primaryAgeS ?? -1 };
+      return { fetchRest: p.fetchRest, replayRest: p.replayRest, fetchLagS: p.fetchLagS, replayLagS: p.replayLagS, primaryAgeS: p.primaryAgeS ?? -1, stale: Number(p.stale) };
     } catch {
       return {}; // a resource vanishing under the scrape: reported as -1 this time
     }

@@ -42,6 +42,8 @@ export interface PeerManagerOptions {
   onListing: () => void;
   /** CA file verifying the servers of `tls` links (marsd --tls-ca); the system CAs otherwise */
   tlsCaFile?: string;
+  /** each connection a link made, as soon as it is made (traffic accounting) */
+  onConnection?: (conn: PeerConnection) => void;
   /** backoff, pull interval, connections; give the TombstoneKeeper the same one (default: the system clock) */
   clock?: Clock;
 }
@@ -165,6 +167,7 @@ export class PeerLink {
         this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
         continue;
       }
+      this.m.onConnection?.(conn);
       if (this.stopped) { conn.close('stopping'); break; }
       this.conn = conn;
       this.lastError = '';

@@ -44,6 +44,8 @@ export interface SyncOptions {
   log: LogFn;
   clock: Clock;
   onProgress: () => void;
+  /** bytes of the disk compared or copied, as each batch completes (mars_synced_bytes_total) */
+  onSynced?: (bytes: number) => void;
 }
 
 const CHUNK_BYTES = 16 << 20;
@@ -129,6 +131,8 @@ export class SyncWorker {
     const [theirs, mine] = await Promise.all([syncDigests(conn, this.o.res, pos, len), blockDigests(this.o.disk, pos, len)]);
     const ranges = differingRanges(pos, mine, theirs, MAX_READ_BYTES);
     this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
+    // Counted as the verified position moves: equal blocks a chunk at a time, copied ones a batch of reads at a time.
+    let counted = pos;
     for (let i = 0; i < ranges.length; i += READS_IN_FLIGHT) {
       await Promise.all(ranges.slice(i, i + READS_IN_FLIGHT).map(async (r) => {
         const data = await syncRead(conn, this.o.res, r.pos, r.lengthBytes);
@@ -138,8 +142,11 @@ export class SyncWorker {
       }));
       // Everything before the next range still to copy is equal or written now.
       this.verifiedPos = ranges[i + READS_IN_FLIGHT]?.pos ?? pos + len;
+      this.o.onSynced?.(this.verifiedPos - counted);
+      counted = this.verifiedPos;
     }
     this.verifiedPos = pos + len;
+    if (counted < pos + len) this.o.onSynced?.(pos + len - counted);
     this.comparedBytes += len;
   }
 

@@ -33,8 +33,11 @@ export function viewMacro(adm: Adm, macro: string, spec: string): void {
   const names = expandResources(adm, spec);
   const views = names.map((r) => readView(adm, r));
   const values = views.map((v) => ({ resource: v.res, value: fn(v), ...(v.progress?.stale && !v.actual.isPrimary && v.designatedPrimary !== undefined ? { stale: true } : {}) }));
-  if (adm.json) adm.printJson(names.length === 1 ? values[0] : values);
-  else for (const v of values) adm.print(names.length === 1 ? v.value : `${v.resource} ${v.value}`);
+  // `all` keeps its RESOURCE VALUE shape with a single resource too: a script's parsing must not
+  // depend on how many resources there are.
+  const one = names.length === 1 && spec !== 'all';
+  if (adm.json) adm.printJson(one ? values[0] : values);
+  else for (const v of values) adm.print(one ? v.value : `${v.resource} ${v.value}`);
   // Rests and lags of a secondary that has not heard from its primary within --window are
   // lower bounds: say so where a script's log shows it, without changing the value printed.
   for (const v of views) {

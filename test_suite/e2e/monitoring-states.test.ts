@@ -81,10 +81,14 @@ async function syncRunning(t: Test, c: TestCluster, metricsPort: Record<string, 
     commstate: '', 'is-alive': '1',
   });
   t.ok((await metric(metricsPort.beta!, 'mars_resource_sync_rest_bytes', { resource: RES })) < SIZE, '/metrics: the running sync\'s position counts');
+  // syncstatus moves every 64 MiB only (here: at the end); the counter follows the worker's position.
+  const syncing = await metric(metricsPort.beta!, 'mars_synced_bytes_total', { resource: RES });
+  t.ok(syncing >= CHUNK && syncing < SIZE, `/metrics: synced bytes move while the sync runs (${syncing} of ${SIZE})`);
   await expectMacros(t, alpha, RES, 'sync running', PRIMARY);
   await watching;
   await beta.marsadmOk(['set-sync-limit-value', '0']);
   await beta.until('beta synced', () => beta.link(`resource-${RES}/syncstatus-beta`) === String(SIZE), 60_000, 50);
+  t.ok((await metric(metricsPort.beta!, 'mars_synced_bytes_total', { resource: RES })) >= SIZE, '/metrics: the whole disk counted once synced');
 }
 
 async function fetchPaused(t: Test, c: TestCluster, ports: Record<string, number>): Promise<void> {

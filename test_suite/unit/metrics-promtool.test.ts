@@ -51,7 +51,7 @@ t.test('the exposition marsd serves passes promtool check metrics', async (t) =>
   tree.write(resPaths.size('db'), String(1 << 20));
   const metrics = new MarsMetrics({
     tree, host: 'beta', windowS: 60, nowMs: () => Date.now(), resources: () => ['db'], counters: () => newResourceCounters(),
-    peers: () => [{ peer: 'alpha', connected: true }], logfileCount: () => 1,
+    peers: () => [{ peer: 'alpha', connected: true }], peerTraffic: () => new Map([['alpha', { sentBytes: 1000, receivedBytes: 5000 }]]), logfileCount: () => 1,
   });
   metrics.nbd.request('db', 'write', 0.001, false);
   const r = promtool(['check', 'metrics'], await metrics.registry.metrics());

@@ -11,6 +11,7 @@ import { formatStamp } from '../../common/tree/lamport.js';
 import { MarsMetrics } from '../../daemon/metrics/registry.js';
 import { MetricsServer, parseListenAddress } from '../../daemon/metrics/metrics-server.js';
 import { newResourceCounters } from '../../common/util/metrics-recorder.js';
+import { PeerTraffic } from '../../daemon/net/peer-traffic.js';
 import { tempDir } from '../helpers/tmp.js';
 
 interface Family { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string> }[] }
@@ -35,11 +36,12 @@ function setup(t: Test) {
   tree.write(resPaths.replay('db', 'beta'), 'log-000000003-alpha,0,0');
   tree.write(resPaths.version('db', 3, 'alpha'), `${'0'.repeat(32)},log-000000003-alpha,4096:`);
   const counters = newResourceCounters();
+  const traffic = new PeerTraffic();
   const metrics = new MarsMetrics({
     tree, host: 'beta', windowS: 60, nowMs: () => Date.now(), resources: () => ['db'], counters: () => counters,
-    peers: () => [{ peer: 'alpha', connected: false }], logfileCount: () => 0,
+    peers: () => [{ peer: 'alpha', connected: false }], peerTraffic: () => traffic.totals(), logfileCount: () => 0,
   });
-  return { tree, counters, metrics };
+  return { tree, counters, metrics, traffic };
 }
 
 function value(families: Family[], name: string, labels: Record<string, string> = {}): number {
@@ -86,6 +88,16 @@ t.test('consistent and sync rest are measured like the view: syncpos not passed,
   t.equal(value(await families(), 'mars_resource_sync_rest_bytes', { resource: 'db' }), 256 << 10);
   tree.write(resPaths.actual('db', 'beta', 'is-syncing'), '0');
   t.equal(value(await families(), 'mars_resource_sync_rest_bytes', { resource: 'db' }), 1 << 20, 'a stopped sync\'s last position does not count');
+});
+
+t.test('progress stale: the primary\'s state known here older than the window', async (t) => {
+  const { metrics, tree } = setup(t);
+  const scrape = async () => parse(await metrics.registry.metrics());
+  t.equal(value(await scrape(), 'mars_resource_progress_stale', { resource: 'db' }), 0, 'a fresh heartbeat: measured');
+  tree.write(globalPaths.actual('alpha', 'time'), formatStamp((Date.now() - 90_000) * 1000));
+  const f = await scrape();
+  t.equal(value(f, 'mars_resource_progress_stale', { resource: 'db' }), 1, '90 s old with a 60 s window: lower bounds');
+  t.ok(value(f, 'mars_resource_primary_state_age_seconds', { resource: 'db' }) >= 89);
 });
 
 t.test('counters are monotonic between scrapes', async (t) => {

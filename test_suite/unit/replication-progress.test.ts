@@ -4,6 +4,10 @@ import t from 'tap';
 import { percent, progress, remainS, type ProgressFacts } from '../../common/resource/replication-progress.js';
 import { diskState, replState, type ViewSnapshot } from '../../marsadm/status/view-model.js';
 import { MACROS, viewJson } from '../../marsadm/status/macros.js';
+import { readProgressFacts } from '../../common/resource/read-progress.js';
+import { TreeStore } from '../../common/tree/store.js';
+import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const NOW = 1_000_000;
 
@@ -135,4 +139,24 @@ t.test('MARS names, aliases, COMMSTATE, ForcedPrimary and messages', async (t) =
   t.equal(MACROS['err-count']!(msgs), '1');
   const json = viewJson(snap()) as { macros: Record<string, string> };
   t.same(Object.keys(json.macros).sort(), Object.keys(MACROS).sort(), 'view --json carries every macro');
+});
+
+t.test('sync-age and sync-lag follow a running sync\'s position, not the 64 MiB syncstatus steps (regression)', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  tree.ensureDir(resourceDir('db'));
+  tree.ensureDir(resPaths.actualDir('db', 'beta'));
+  tree.write(resPaths.primary('db'), 'alpha');
+  tree.write(resPaths.size('db'), String(256 << 20));
+  const nowS = Date.now() / 1000;
+  // syncstatus last moved 100 s ago (64 MiB); the worker has been moving since.
+  tree.write(resPaths.syncstatus('db', 'beta'), String(64 << 20), { stampUs: Math.round((nowS - 100) * 1e6) });
+  tree.write(resPaths.actual('db', 'beta', 'is-syncing'), '1');
+  tree.write(resPaths.actual('db', 'beta', 'sync-pos'), String(120 << 20));
+  const p = progress(readProgressFacts(tree, 'db', 'beta', 60, nowS));
+  t.equal(p.syncRest, 136 << 20, 'the running position counts');
+  t.ok(p.syncAgeS! < 5 && p.syncLagS < 5, `a moving sync is not 100 s behind (age ${p.syncAgeS}, lag ${p.syncLagS})`);
+  tree.write(resPaths.actual('db', 'beta', 'is-syncing'), '0');
+  const stopped = progress(readProgressFacts(tree, 'db', 'beta', 60, nowS));
+  t.equal(stopped.syncRest, 192 << 20, 'a stopped sync: only syncstatus (durable) counts');
+  t.ok(stopped.syncLagS >= 99, `and its lag is the time since syncstatus moved (${stopped.syncLagS})`);
 });
