@@ -47,7 +47,6 @@ export function runSeed(seed: number, o: SimOptions = DEFAULT_OPTIONS): SimResul
   const names = HOST_NAMES.slice(0, Math.max(2, Math.min(o.hosts, HOST_NAMES.length)));
   // Clocks skewed up to ±50 ms: stamps of different hosts interleave as real ones do.
   const hosts = names.map((n) => new SimHost(n, () => clock.nowMs, Math.floor((random() - 0.5) * 100_000), checker));
-  const byName = new Map(hosts.map((h) => [h.name, h]));
   const removed = new Set<string>();
   let seq = 0;
   const ctx: OpContext = { random, removed, nextSeq: () => ++seq, hosts };
@@ -61,6 +60,46 @@ export function runSeed(seed: number, o: SimOptions = DEFAULT_OPTIONS): SimResul
   let chaos = true;
   hosts.forEach((h, i) => joinLinks(h, names, i === 0));
 
+  startPulls(hosts, clock, net, random);
+
+  const roleLoop = () => {
+    for (const h of hosts) note(roles.round(h, clock.nowMs));
+    roles.checkRoles(clock.nowMs, chaos);
+    clock.at(10, roleLoop);
+  };
+  clock.at(5, roleLoop);
+
+  const opLoop = () => {
+    if (!chaos) return;
+    note(randomOp(ctx, hosts, removed, roles, net, random));
+    clock.at(5 + Math.floor(random() * 25), opLoop);
+  };
+  clock.at(50, opLoop);
+  clock.at(o.chaosMs, () => {
+    chaos = false;
+    net.heal();
+    note('network healed; operations stop');
+  });
+
+  const endMs = o.chaosMs + SETTLE_MS;
+  while (checker.violations.length === 0 && clock.step(endMs)) r.steps++;
+  if (checker.violations.length === 0) {
+    const alive = hosts.filter((h) => !removed.has(h.name));
+    checker.checkConverged(alive, removed);
+    for (const h of hosts) checker.checkFiles(h);
+    roles.checkSettled(alive);
+  }
+  r.checks = checker.checks;
+  r.messages = net.sent;
+  r.lost = net.lost;
+  r.purged = hosts.reduce((n, h) => n + h.purged, 0);
+  const v = checker.violations[0];
+  if (v) r.violation = { ...v, step: r.steps, atMs: clock.nowMs };
+  return r;
+}
+
+/** Every host pulls every other (one pull in flight per pair, as PeerLink) and runs its tombstone keeper. */
+function startPulls(hosts: readonly SimHost[], clock: SimClock, net: SimNetwork, random: () => number): void {
   let reqId = 0;
   const pull = (h: SimHost, peer: SimHost) => {
     const id = ++reqId;
@@ -94,43 +133,9 @@ export function runSeed(seed: number, o: SimOptions = DEFAULT_OPTIONS): SimResul
     };
     clock.at(Math.floor(random() * PURGE_INTERVAL_MS), purgeLoop);
   }
-  const roleLoop = () => {
-    for (const h of hosts) note(roles.round(h, clock.nowMs));
-    roles.checkRoles(clock.nowMs, chaos);
-    clock.at(10, roleLoop);
-  };
-  clock.at(5, roleLoop);
-
-  const opLoop = () => {
-    if (!chaos) return;
-    note(randomOp(ctx, hosts, byName, removed, roles, net, random));
-    clock.at(5 + Math.floor(random() * 25), opLoop);
-  };
-  clock.at(50, opLoop);
-  clock.at(o.chaosMs, () => {
-    chaos = false;
-    net.heal();
-    note('network healed; operations stop');
-  });
-
-  const endMs = o.chaosMs + SETTLE_MS;
-  while (checker.violations.length === 0 && clock.step(endMs)) r.steps++;
-  if (checker.violations.length === 0) {
-    const alive = hosts.filter((h) => !removed.has(h.name));
-    checker.checkConverged(alive, removed);
-    for (const h of hosts) checker.checkFiles(h);
-    roles.checkSettled(alive);
-  }
-  r.checks = checker.checks;
-  r.messages = net.sent;
-  r.lost = net.lost;
-  r.purged = hosts.reduce((n, h) => n + h.purged, 0);
-  const v = checker.violations[0];
-  if (v) r.violation = { ...v, step: r.steps, atMs: clock.nowMs };
-  return r;
 }
 
-function randomOp(c: OpContext, hosts: SimHost[], byName: Map<string, SimHost>, removed: Set<string>, roles: RoleSim, net: SimNetwork, random: () => number): string | undefined {
+function randomOp(c: OpContext, hosts: SimHost[], removed: Set<string>, roles: RoleSim, net: SimNetwork, random: () => number): string | undefined {
   const h = pick(random, hosts)!;
   const x = random();
   if (x < 0.2) return ownedWrite(h, c);
@@ -157,6 +162,5 @@ function randomOp(c: OpContext, hosts: SimHost[], byName: Map<string, SimHost>, 
     net.faults = { lossRate: random() * 0.3, minDelayMs: 1, maxDelayMs: 1 + Math.floor(random() * 150) };
     return `network: partitions healed, loss ${net.faults.lossRate.toFixed(2)}, delay up to ${net.faults.maxDelayMs} ms`;
   }
-  void byName;
   return undefined;
 }
