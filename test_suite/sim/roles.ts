@@ -74,7 +74,7 @@ export class RoleSim {
   /** rounds in which two hosts acted as primary at once, by the mode of the later start */
   overlaps = { planned: 0, forced: 0 };
 
-  constructor(private readonly hosts: readonly SimHost[], private readonly checker: InvariantChecker, private readonly random: () => number) {
+  constructor(private readonly hosts: readonly SimHost[], private readonly checker: InvariantChecker) {
     for (const h of hosts) this.roles.set(h.name, { phase: 'down', mode: 'planned', sinceUs: undefined });
   }
 
@@ -110,7 +110,6 @@ export class RoleSim {
       h.write(`${DIR}/actual-${h.name}/is-primary`, '0');
       return `${h.name} stops the primary role: ${plan.primary.reason}`;
     }
-    void this.random;
     return undefined;
   }
 

@@ -50,7 +50,7 @@ export function runSeed(seed: number, o: SimOptions = DEFAULT_OPTIONS): SimResul
   const removed = new Set<string>();
   let seq = 0;
   const ctx: OpContext = { random, removed, nextSeq: () => ++seq, hosts };
-  const roles = new RoleSim(hosts, checker, random);
+  const roles = new RoleSim(hosts, checker);
   const r: SimResult = { seed, steps: 0, ops: 0, checks: 0, messages: 0, lost: 0, purged: 0, trace: [] };
   const note = (what: string | undefined) => {
     if (what === undefined) return;
