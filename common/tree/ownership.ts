@@ -140,11 +140,10 @@ export function mayWrite(path: string, value: string, sender: string, receiver: 
 export function removalVerdict(path: string, value: string, sender: string, receiver: string, tombstone: string, lookup: LinkLookup,
   newer: (path: string, stampUs: number) => boolean): Acceptance | undefined {
   const senderOut = markerInForce(lookup, clusterMarkerPath(sender), `ips/ip-${sender}`, newer);
-  if (senderOut) {
-    const rejoin = path === `ips/ip-${sender}` && value !== tombstone;
-    if (!rejoin) return { ok: false, reason: `${sender} was removed from the cluster by ${removedBy(senderOut)}; nothing it sends is accepted until it rejoins (join-cluster)`, quiet: true };
-    return undefined;
-  }
+  // A rejoin's fresh membership link (newer than the marker, in this batch) ends the marker's
+  // force above; a membership link still in force here is the zombie's old one, stamped before
+  // its removal: taking it for a rejoin would bring it back once its tombstone is purged.
+  if (senderOut) return { ok: false, reason: `${sender} was removed from the cluster by ${removedBy(senderOut)}; nothing it sends is accepted until it rejoins (join-cluster)`, quiet: true };
   const parts = path.split('/');
   const resDir = parts.length >= 2 && parts[0]!.startsWith('resource-') ? parts[0]! : undefined;
   const senderOutOfRes = resDir ? markerInForce(lookup, resourceMarkerPath(resDir, sender), `${resDir}/data-${sender}`, newer) : undefined;
