@@ -28,6 +28,7 @@ import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { decideAdmission } from './net/admission.js';
 import { SecretKeeper } from './secret-keeper.js';
+import { ringKeyText, type SecretRing } from '../common/cluster/secret-ring.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
@@ -250,8 +251,12 @@ export class Daemon {
       ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });
     const server = this.peerServer;
-    server.setSecretRing(keeper.ring);
-    keeper.onChange = (ring) => server.setSecretRing(ring);
+    const useRing = (ring: SecretRing) => {
+      server.setSecretRing(ring);
+      this.tree.write(globalPaths.actual(host, 'cluster-key'), ringKeyText(ring), { onlyIfChanged: true });
+    };
+    useRing(keeper.ring);
+    keeper.onChange = useRing;
     await server.listenUnix(peerSocketPath(runDir));
     this.peers.enable(() => keeper.dialSecret());
   }

@@ -45,6 +45,15 @@ export function ringIds(ring: SecretRing): { dial: string; next?: string; previo
   return ids;
 }
 
+/**
+ * What marsd publishes in actual-HOST/cluster-key once it uses a ring: key ids only ("K",
+ * "K next N", "K previous P"), so marsadm rotate-secret can wait until its own marsd took a phase.
+ */
+export function ringKeyText(ring: SecretRing): string {
+  const ids = ringIds(ring);
+  return `${ids.dial}${ids.next ? ` next ${ids.next}` : ''}${ids.previous ? ` previous ${ids.previous}` : ''}`;
+}
+
 /** One line for logs: "key K" or "key K, next N" / "key K, previous P". */
 export function describeRing(ring: SecretRing): string {
   const ids = ringIds(ring);

@@ -13,7 +13,7 @@ import { clusterMarkerPath, markerInForce } from '../../common/tree/removal.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import { parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
 import {
-  acceptedSecrets, keyId, phaseIndex, readSecretRing, ringOfPhase, writeSecretRing, type SecretRing,
+  acceptedSecrets, keyId, phaseIndex, readSecretRing, ringKeyText, ringOfPhase, writeSecretRing, type SecretRing,
 } from '../../common/cluster/secret-ring.js';
 import { openRotationSession, type SecretState } from '../../daemon/client.js';
 
@@ -147,7 +147,7 @@ export async function rotateSecret(adm: Adm, opts: { finish?: boolean; status?: 
   const lastPhase = stuck.length === 0 || opts.finish ? 3 : 2;
   for (let phase = Math.max(1, nextPhase(localPhase, reports)); phase <= lastPhase; phase++) {
     // Others dial the new secret only once we accept it; we drop the old one only after them.
-    if (phase < 3 && localPhase < phase) localPhase = setLocal(path, phase, rot);
+    if (phase < 3 && localPhase < phase) localPhase = await setLocal(adm, path, phase, rot);
     ring = readSecretRing(path);
     const moved = await Promise.all(reachable.map((m) => askMember(adm, m, ring, rot, phase)));
     reports = reports.map((r) => moved.find((x) => x.host === r.host) ?? r);
@@ -156,14 +156,18 @@ export async function rotateSecret(adm: Adm, opts: { finish?: boolean; status?: 
       report(adm, rot, localPhase, reports, `stopped before ${PHASE_NAMES[phase - 1]}: ${failed.map((r) => `${r.host} (${r.problem ?? 'did not move'})`).join(', ')}; fix and run marsadm rotate-secret again`);
       throw new AdmError('the rotation did not complete', 1);
     }
-    if (phase === 3) localPhase = setLocal(path, 3, rot);
+    if (phase === 3) localPhase = await setLocal(adm, path, 3, rot);
   }
   adm.trigger();
   report(adm, rot, localPhase, reports, localPhase === 3 ? undefined : unfinishedText(stuck));
 }
 
-function setLocal(path: string, phase: number, rot: Rotation): number {
-  writeSecretRing(path, ringOfPhase(phase, rot.oldSecret, rot.newSecret));
+/** Write our own phase and wait until our marsd uses it (it publishes the key ids it holds). */
+async function setLocal(adm: Adm, path: string, phase: number, rot: Rotation): Promise<number> {
+  const ring = ringOfPhase(phase, rot.oldSecret, rot.newSecret);
+  writeSecretRing(path, ring);
+  const expected = ringKeyText(ring);
+  await adm.waitFor(`marsd on ${adm.host} uses the ${PHASE_NAMES[phase - 1]} secrets`, () => adm.tree.value(globalPaths.actual(adm.host, 'cluster-key')) === expected);
   return phase;
 }
 

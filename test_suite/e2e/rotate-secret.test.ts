@@ -122,6 +122,8 @@ t.test('rotate-secret: refusals, a member that was down, a rotation under writes
   t.equal(status.code, 0, `rotation from beta under writes: ${status.stderr}`);
   t.same((status.json?.members as Array<{ phase: number }>).map((m) => m.phase), [3, 3, 3], 'every member reports the new secret only');
   t.ok(c.hosts.every((h) => secretText(h) === secretText(beta)) && !ringOf(beta).dial.equals(secondOld), 'one new secret everywhere');
+  for (const h of c.hosts) await h.until(`${h.name} publishes the key it uses`, () => h.link(`actual-${h.name}/cluster-key`) === keyId(ringOf(h).dial), 10_000);
+  t.pass('every marsd publishes the new key id in actual-HOST/cluster-key');
   t.comment(`longest link gap during the rotation: ${gap.maxGapMs} ms (${gap.worst || 'none'})`);
   t.ok(gap.maxGapMs <= MAX_GAP_MS, `no link was down longer than ${MAX_GAP_MS} ms (${gap.maxGapMs} ms)`);
   await refusedWithOldSecret(t, alpha, secondOld);
