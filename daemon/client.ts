@@ -2,7 +2,8 @@
 // module of daemon/ that marsadm may import (the dependency rule in .dependency-cruiser.cjs
 // says so). Today that is join-cluster: authenticate to a member the way a transport spec
 // says, pull its tree into ours with the daemon's own merge rules, and push our ips/ip-HOST
-// link so it connects back.
+// link so it connects back. And rotate-secret: ask a member for its cluster secret key ids and
+// move it through the phases of a rotation (secret-ring requests).
 import type { TreeStore } from '../common/tree/store.js';
 import type { TransportSpec } from '../common/cluster/transport-spec.js';
 import { ANY_UUID } from '../common/cluster/secret.js';
@@ -10,6 +11,8 @@ import { dialTransport } from './net/dial-transport.js';
 import { planMerge } from './propagate/merge.js';
 import { applyMergePlan, localState, mergeFacts } from './propagate/tree-io.js';
 import { pushLink } from './propagate/peer-calls.js';
+import { HandshakeError } from './net/handshake.js';
+import { keyId } from '../common/cluster/secret-ring.js';
 
 export interface PeerSessionOptions {
   /** where tcp and tls connect; ssh connects to the host of its spec */
@@ -50,4 +53,62 @@ export async function openPeerSession(spec: TransportSpec, o: PeerSessionOptions
     },
     close(reason) { conn.close(reason); },
   };
+}
+
+export interface RotationSessionOptions {
+  address: string;
+  host: string;
+  /** The cluster uuid: marsadm speaks as this member. */
+  uuid: string;
+  /** The secrets to try, in order: a member that does not accept the first may accept the second. */
+  secrets: Buffer[];
+  expectHost: string;
+  timeoutMs: number;
+  tlsCaFile?: string;
+}
+
+export interface SecretState {
+  dial: string;
+  next?: string;
+  previous?: string;
+}
+
+/** A session with one member for marsadm rotate-secret; frames always encrypted. */
+export interface RotationSession {
+  /** Key id of the secret this session was authenticated with. */
+  readonly keyId: string;
+  status(): Promise<SecretState>;
+  set(phase: 'prepared' | 'switched' | 'finished', oldId: string, newId: string, secret: Buffer): Promise<SecretState>;
+  close(reason: string): void;
+}
+
+export async function openRotationSession(spec: TransportSpec, o: RotationSessionOptions): Promise<RotationSession> {
+  let lastError: Error | undefined;
+  for (const secret of o.secrets) {
+    let conn;
+    try {
+      conn = await dialTransport(spec, {
+        address: o.address, host: o.host, uuid: o.uuid, secret, expectHost: o.expectHost, timeoutMs: o.timeoutMs, encrypt: true,
+        ...(o.tlsCaFile !== undefined ? { tlsCaFile: o.tlsCaFile } : {}),
+      });
+    } catch (err) {
+      // Only a refused secret is worth another try; anything else (unreachable) is the answer.
+      if (!(err instanceof HandshakeError && err.refusal === 'authentication failed')) throw err;
+      lastError = err;
+      continue;
+    }
+    const c = conn;
+    const state = (r: { header: SecretState }): SecretState => ({
+      dial: r.header.dial, ...(r.header.next ? { next: r.header.next } : {}), ...(r.header.previous ? { previous: r.header.previous } : {}),
+    });
+    return {
+      keyId: keyId(secret),
+      async status() { return state(await c.request({ t: 'secret-ring', op: 'status' })); },
+      async set(phase, oldId, newId, next) {
+        return state(await c.request({ t: 'secret-ring', op: 'set', phase, old: oldId, new: newId, secret: next.toString('hex') }));
+      },
+      close(reason) { c.close(reason); },
+    };
+  }
+  throw lastError ?? new Error('no secret to try');
 }

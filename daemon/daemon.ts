@@ -28,7 +28,8 @@ import { TombstoneKeeper } from './propagate/tombstones.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { decideAdmission } from './net/admission.js';
-import { readSecretFile } from '../common/cluster/secret.js';
+import { SecretKeeper } from './secret-keeper.js';
+import { ringKeyText, type SecretRing } from '../common/cluster/secret-ring.js';
 import { peerSocketPath } from './net/stdio-relay.js';
 import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
@@ -103,7 +104,8 @@ export class Daemon {
   private readonly tombstones: TombstoneKeeper;
   private peerServer: PeerServer | undefined;
   private listenAddress: string | undefined;
-  private secret: Buffer | undefined;
+  /** The cluster secret(s); none: this host runs alone. */
+  private secrets: SecretKeeper | undefined;
   private lastNotifyMs = Number.NEGATIVE_INFINITY;
   private readonly space: SpaceMonitor;
   private readonly secondaryPeers: SecondaryPeers;
@@ -223,12 +225,13 @@ export class Daemon {
     const { marsDir, host, log, runDir } = this.opts;
     const secretPath = join(marsDir, 'cluster-secret');
     try {
-      this.secret = readSecretFile(secretPath);
+      this.secrets = new SecretKeeper(secretPath, log);
     } catch (err) {
       failStopOnInvariant(err);
       log('warn', `no usable cluster secret (${(err as Error).message}): this host neither serves nor contacts peers`);
       return;
     }
+    const keeper = this.secrets;
     const service = new PeerService({
       tree: this.tree, host, log, clock: this.opts.clock, refusals: this.refusals, mergeLimits: this.mergeLimits(),
       activeLogEnd: (res, seq) => {
@@ -244,22 +247,31 @@ export class Daemon {
       inEmergency: (res) => this.runners.get(res)?.inEmergency ?? false,
       onTreeChanged: () => this.requestTick(),
       onNotify: (peer) => this.peers.pullSoon(peer),
+      secretRing: (peer, req, session) => keeper.handle(peer, req, session),
     });
     this.peerServer = new PeerServer({
-      host, secret: this.secret, handlers: service, log, clock: this.opts.clock,
+      host, secret: keeper.dialSecret(), handlers: service, log, clock: this.opts.clock,
       uuid: this.tree.value(globalPaths.uuid) ?? '(any)',
       clockUs: () => this.tree.clock.now(),
       onConnection: (conn) => this.peerTraffic.track(conn),
       admitPeer: (peerHost, peerUuid) => decideAdmission((p) => this.tree.readRaw(p), host, peerHost, peerUuid),
       ...(this.opts.tls !== undefined ? { tls: this.opts.tls } : {}),
     });
-    await this.peerServer.listenUnix(peerSocketPath(runDir));
-    this.peers.enable(this.secret);
+    const server = this.peerServer;
+    const useRing = (ring: SecretRing) => {
+      server.setSecretRing(ring);
+      this.tree.write(globalPaths.actual(host, 'cluster-key'), ringKeyText(ring), { onlyIfChanged: true });
+    };
+    useRing(keeper.ring);
+    keeper.onChange = useRing;
+    await server.listenUnix(peerSocketPath(runDir));
+    this.peers.enable(() => keeper.dialSecret());
   }
 
   /** Listen on our ips/ip-HOST address (again, when it changed) and follow the member list. */
   private reconcilePeers(): void {
     if (!this.peerServer) return;
+    this.secrets?.reloadIfChanged(); // a rotation, or a current secret copied here by hand
     const address = this.opts.bindAddress ?? this.tree.value(globalPaths.ip(this.opts.host));
     if (address !== undefined && address !== this.listenAddress) {
       const server = this.peerServer;
@@ -316,7 +328,7 @@ export class Daemon {
       const hold = this.startupHold();
       for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold);
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
-      if (this.secret) this.tombstones.run();
+      if (this.secrets) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).
       for (const [res, runner] of this.runners) if (!present.has(res)) this.round(runner, false, space.level, space.totalBytes);
     } catch (err) {
@@ -332,7 +344,7 @@ export class Daemon {
     const gate = decideStartupGate({
       nowMs: this.opts.clock.nowMs(), startedMs: this.startedMs, graceMs: this.opts.startupGraceMs ?? DEFAULT_STARTUP_GRACE_MS,
       // Without a cluster secret this host contacts nobody: there is nobody to wait for.
-      peerCount: this.secret ? links.length : 0, pulledFrom: links.filter((l) => l.listing !== undefined).map((l) => l.peer),
+      peerCount: this.secrets ? links.length : 0, pulledFrom: links.filter((l) => l.listing !== undefined).map((l) => l.peer),
     });
     if (!gate.open) return gate.why;
     this.startupGateOpen = true;

@@ -1,6 +1,7 @@
 // `marsadm` command line (docs/design.md §6): MARS's command names and meanings, commander for
 // parsing, one module per command group under commands/. Errors go to stderr with a non-zero
 // exit code and say what to do next.
+import { rotateSecret } from './commands/rotate-secret.js';
 import { Command, CommanderError } from 'commander';
 import { Adm, AdmError, type GlobalOptions } from './context.js';
 import { EXIT_INVARIANT, InvariantError } from '../common/util/assert.js';
@@ -122,6 +123,9 @@ function addClusterCommands(add: AddCommand): void {
   add('get-transport <peer>', 'print how this host reaches PEER and the link\'s status', (adm, [peer]) => getTransport(adm, peer!));
   add('leave-cluster', 'stop being a cluster member (leave every resource first)', (adm) => leaveCluster(adm));
   add('wait-cluster', 'wait until every member sent fresh state', (adm) => waitCluster(adm));
+  add('rotate-secret', 'replace the cluster secret on every member without interrupting them (--status: only show who holds which key)',
+    (adm, _args, o) => rotateSecret(adm, { finish: o.finish !== undefined, status: o.status !== undefined }),
+    (c) => c.option('--status', 'show the key each member holds; change nothing').option('--finish', 'drop the old secret (with --force: although some members did not get the new one)'));
   add('lowlevel-delete-host <host>', 'remove a dead HOST from ips/ and from every resource (refused while it is alive, or for this host)', (adm, [host]) => lowlevelDeleteHost(adm, host!));
 }
 

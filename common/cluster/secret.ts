@@ -1,6 +1,6 @@
 // The cluster secret (mars/cluster-secret, written by marsadm create-cluster): hex text in a
 // file only its owner may read. Everything that authenticates peers starts from it; marsadm
-// join-cluster copies it. Also the placeholder uuid of a host that is joining.
+// join-cluster copies it; during a rotation it has a second line (secret-ring.ts). Also the placeholder uuid of a host that is joining.
 import { closeSync, fstatSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
 import { hkdfSync } from 'node:crypto';
 
@@ -28,10 +28,19 @@ export function parseSecret(text: string, source = 'the cluster secret'): Buffer
 }
 
 /**
- * Read the cluster secret file. It must be a regular file that only its owner can access:
- * anyone who can read it can join the cluster and read every replicated block.
+ * Read the secret this host dials with: line 1 of the file (a second line exists during a
+ * rotation; secret-ring.ts reads both).
  */
 export function readSecretFile(path: string): Buffer {
+  const first = readSecretText(path).split('\n').map((l) => l.trim()).find((l) => l !== '') ?? '';
+  return parseSecret(first, `secret file ${path}`);
+}
+
+/**
+ * The text of the secret file. It must be a regular file that only its owner can access:
+ * anyone who can read it can join the cluster and read every replicated block.
+ */
+export function readSecretText(path: string): string {
   let fd: number;
   try {
     fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
@@ -49,7 +58,7 @@ export function readSecretFile(path: string): Buffer {
       throw new SecretError(`secret file ${path} is accessible by group or others (mode ${mode}); run chmod 600 ${path}`);
     }
     if (st.size > MAX_SECRET_FILE_BYTES) throw new SecretError(`secret file ${path} is ${st.size} bytes; a secret is a line of hex text`);
-    return parseSecret(readFileSync(fd, 'utf8'), `secret file ${path}`);
+    return readFileSync(fd, 'utf8');
   } finally {
     closeSync(fd);
   }

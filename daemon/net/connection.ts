@@ -25,7 +25,7 @@ import { MAX_LOG_DATA_BYTES, PROTOCOL_VERSION, type EntsPayload, type LogDataMes
 import { ConnectionClosedError } from './errors.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, FrameTransport, type ConnectionStats } from './transport.js';
 import { OutgoingRequests, type LogReadBody, type PeerReply, type ReplyMap, type RequestBody } from './outgoing.js';
-import { IncomingRequests, routeMessage, type PeerHandlers, type PeerRole } from './service.js';
+import { IncomingRequests, routeMessage, type PeerHandlers, type PeerRole, type SessionInfo } from './service.js';
 
 export { ConnectionClosedError, PeerRequestError } from './errors.js';
 export { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type ConnectionStats } from './transport.js';
@@ -59,6 +59,8 @@ export interface PeerConnectionOptions {
   budget?: ConnectionBudget;
   /** Server role: the peer is joining the cluster and gets the join requests only. */
   joinOnly?: boolean;
+  /** Server role: the key and cipher the handshake established (the secret-ring handler needs them). */
+  session?: SessionInfo;
 }
 
 export class PeerConnection extends EventEmitter {
@@ -112,6 +114,7 @@ export class PeerConnection extends EventEmitter {
         handlers: opts.handlers, peerHost: this.peerHost, label: this.label, log, clock, maxConcurrentRequests,
         ...(opts.budget !== undefined ? { budget: opts.budget } : {}),
         joinOnly: opts.joinOnly ?? false,
+        ...(opts.session !== undefined ? { session: opts.session } : {}),
       })
       : undefined;
   }

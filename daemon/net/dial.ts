@@ -62,7 +62,8 @@ export interface DialAuthOptions {
   host: string;
   /** Our cluster uuid, or ANY_UUID while joining. */
   uuid: string;
-  secret: Buffer | string;
+  /** The secret to prove, or where to get the current one (it changes during a rotation). */
+  secret: Buffer | string | (() => Buffer);
   /** Refuse the peer unless it says it is this host. */
   expectHost?: string;
   /** Deadline for connecting plus the handshake. */
@@ -85,7 +86,7 @@ export async function connectOverDuplex(duplex: Duplex, label: string, opts: Dia
   const result = await clientHandshake(duplex, {
     host: opts.host,
     uuid: opts.uuid,
-    secret: normalizeSecret(opts.secret),
+    secret: normalizeSecret(typeof opts.secret === 'function' ? opts.secret() : opts.secret),
     expectHost: opts.expectHost,
     ...(opts.encrypt ? { encrypt: true } : {}),
     handshakeTimeoutMs: opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,

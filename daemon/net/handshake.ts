@@ -25,6 +25,7 @@ import type { Duplex } from 'node:stream';
 import { assert, InvariantError } from '../../common/util/assert.js';
 import { systemClock, type Clock, type Timer } from '../../common/util/clock.js';
 import { MIN_SECRET_BYTES } from '../../common/cluster/secret.js';
+import { keyId } from '../../common/cluster/secret-ring.js';
 import { clientMac, deriveSessionKeys, macMatches, newNonce, serverMac, uuidsCompatible, type HandshakeTranscript } from './auth.js';
 import { sessionCodec, type FrameCipher, type FrameSealer } from './frame-auth.js';
 import { DEFAULT_FRAME_LIMITS, encodeFrame, FrameDecoder, ProtocolError, type Frame } from './frame.js';
@@ -75,6 +76,11 @@ export interface ServerHandshakeOptions extends HandshakeOptions {
   admitPeer?: (host: string, uuid: string) => PeerAdmission;
   /** Refuse clients that do not encrypt their frames. */
   requireEncryption?: boolean;
+  /**
+   * Every secret a client may prove (default: just `secret`). During a rotation of the cluster
+   * secret there are two (secret-ring.ts); the one the client proved keys our proof and the session.
+   */
+  acceptSecrets?: readonly Buffer[];
 }
 
 export interface ClientHandshakeOptions extends HandshakeOptions {
@@ -93,6 +99,10 @@ export interface HandshakeResult {
   sealer: FrameSealer;
   /** How the server admitted the peer ('member' on the client side). */
   admission: 'member' | 'joining';
+  /** Key id of the secret this connection was authenticated with (secret-ring.keyId). */
+  keyId: string;
+  /** The frame cipher of the session. */
+  cipher: FrameCipher;
 }
 
 export interface ClientHandshakeResult extends HandshakeResult {
@@ -129,13 +139,13 @@ export async function serverHandshake(stream: Duplex, opts: ServerHandshakeOptio
     const tr: HandshakeTranscript = {
       serverNonce, clientNonce: auth.nonce, serverHost: opts.host, clientHost: auth.host, serverUuid: opts.uuid, clientUuid: auth.uuid, cipher: auth.cipher,
     };
-    const admission = checkAuth(opts, tr, auth.mac, refuse);
+    const { admission, secret } = checkAuth(opts, tr, auth.mac, auth.kid, refuse);
     const clockUs = opts.clockUs?.() ?? clock.nowMs() * 1000;
-    writeFrame(stream, { t: 'welcome', mac: serverMac(opts.secret, tr), clockUs });
-    const { sealer, opener } = sessionCodec(deriveSessionKeys(opts.secret, tr, 'server'));
+    writeFrame(stream, { t: 'welcome', mac: serverMac(secret, tr), clockUs });
+    const { sealer, opener } = sessionCodec(deriveSessionKeys(secret, tr, 'server'));
     const decoder = reader.handOver();
     decoder.setOpener(opener);
-    return { peerHost: auth.host, peerUuid: auth.uuid, decoder, sealer, admission };
+    return { peerHost: auth.host, peerUuid: auth.uuid, decoder, sealer, admission, keyId: keyId(secret), cipher: tr.cipher };
   } catch (err) {
     reader.detach();
     // A refusal lingers so `refused` reaches the peer; every other failure closes at once.
@@ -160,15 +170,16 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
     const tr: HandshakeTranscript = {
       serverNonce: hello.nonce, clientNonce, serverHost: hello.host, clientHost: opts.host, serverUuid: hello.uuid, clientUuid: opts.uuid, cipher,
     };
-    writeFrame(stream, { t: 'auth', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: clientNonce, cipher, mac: clientMac(opts.secret, tr) });
-    const welcome: WelcomeMessage = await reader.nextMessage('welcome');
+    const kid = keyId(opts.secret);
+    writeFrame(stream, { t: 'auth', proto: PROTOCOL_VERSION, host: opts.host, uuid: opts.uuid, nonce: clientNonce, cipher, mac: clientMac(opts.secret, tr), kid });
+    const welcome: WelcomeMessage = await reader.nextMessage('welcome', kid);
     if (!macMatches(serverMac(opts.secret, tr), welcome.mac)) {
       throw new HandshakeError(`server ${hello.host} failed to prove it knows the cluster secret (wrong secret, or not the peer we meant to reach)`);
     }
     const { sealer, opener } = sessionCodec(deriveSessionKeys(opts.secret, tr, 'client'));
     const decoder = reader.handOver();
     decoder.setOpener(opener);
-    return { peerHost: hello.host, peerUuid: hello.uuid, peerClockUs: welcome.clockUs, decoder, sealer, admission: 'member' };
+    return { peerHost: hello.host, peerUuid: hello.uuid, peerClockUs: welcome.clockUs, decoder, sealer, admission: 'member', keyId: kid, cipher };
   } catch (err) {
     reader.detach();
     stream.destroy();
@@ -178,13 +189,22 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
 
 /**
  * The server's checks of a parsed auth: the proof of the claimed host's key, the nonce, the
- * uuid, the cipher policy and admission. Returns how the peer is admitted; throws the refusal.
+ * uuid, the cipher policy and admission. Returns how the peer is admitted and the secret it
+ * proved; throws the refusal.
  */
 function checkAuth(
-  opts: ServerHandshakeOptions, tr: HandshakeTranscript, mac: string, refuse: (reason: RefusalReason, detail: string) => HandshakeError,
-): 'member' | 'joining' {
-  if (!macMatches(clientMac(opts.secret, tr), mac)) {
-    throw refuse('authentication failed', `client claiming to be ${tr.clientHost} failed authentication (wrong cluster secret or tampered handshake)`);
+  opts: ServerHandshakeOptions, tr: HandshakeTranscript, mac: string, kid: string | undefined, refuse: (reason: RefusalReason, detail: string) => HandshakeError,
+): { admission: 'member' | 'joining'; secret: Buffer } {
+  const accepted = opts.acceptSecrets ?? [opts.secret];
+  // At most two secrets (a rotation): trying each costs one HMAC more, and the key id the
+  // client names is only a hint for the log, never trusted.
+  const secret = accepted.find((s) => macMatches(clientMac(s, tr), mac));
+  if (secret === undefined) {
+    const ids = accepted.map(keyId);
+    const rotated = kid !== undefined && !ids.includes(kid)
+      ? `: it uses cluster secret key ${kid}, this host accepts ${ids.join(' and ')}; if the secret was rotated (marsadm rotate-secret) while ${tr.clientHost} was away, give it the current /mars/cluster-secret (docs/security.md)`
+      : ' (wrong cluster secret or tampered handshake)';
+    throw refuse('authentication failed', `client claiming to be ${tr.clientHost} failed authentication${rotated}`);
   }
   if (tr.clientNonce === tr.serverNonce) {
     // Only a reflection of our own hello can produce this; the labels already prevent it
@@ -199,7 +219,7 @@ function checkAuth(
   }
   const admission = opts.admitPeer?.(tr.clientHost, tr.clientUuid) ?? { admit: 'member' as const };
   if ('refuse' in admission) throw refuse('not admitted', `client ${tr.clientHost} not admitted: ${admission.refuse}`);
-  return admission.admit;
+  return { admission: admission.admit, secret };
 }
 
 /** What a failed handshake throws: a HandshakeError, except that our own broken invariant stays what it is. */
@@ -212,6 +232,8 @@ function checkOptions(opts: HandshakeOptions): void {
   assert(hostNameSchema.safeParse(opts.host).success, `invalid own host name ${JSON.stringify(opts.host)}`);
   assert(uuidSchema.safeParse(opts.uuid).success, `invalid own cluster uuid ${JSON.stringify(opts.uuid)}`);
   assert(Buffer.isBuffer(opts.secret) && opts.secret.length >= MIN_SECRET_BYTES, 'cluster secret missing or too short');
+  const accepted = (opts as ServerHandshakeOptions).acceptSecrets;
+  assert(accepted === undefined || (accepted.length >= 1 && accepted.length <= 2 && accepted.every((s) => s.length >= MIN_SECRET_BYTES)), 'one or two accepted secrets, each long enough');
 }
 
 function writeFrame(stream: Duplex, message: Message): void {
@@ -281,14 +303,20 @@ class HandshakeReader {
   }
 
   /** The next frame, which must be a valid message of type `t`; `refused` becomes an error. */
-  async nextMessage<T extends 'hello' | 'welcome'>(t: T): Promise<Extract<Message, { t: T }>> {
+  async nextMessage<T extends 'hello' | 'welcome'>(t: T, kid?: string): Promise<Extract<Message, { t: T }>> {
     const frame = await this.next();
     const raw = frame.header as { t?: unknown; proto?: unknown };
     if (t === 'hello' && raw.t === 'hello' && raw.proto !== PROTOCOL_VERSION) {
       throw new HandshakeError(`the server speaks protocol version ${JSON.stringify(raw.proto)}, we speak ${PROTOCOL_VERSION}`);
     }
     const message = parseMessage(frame.header);
-    if (message.t === 'refused') throw new HandshakeError(`the server refused the connection: ${message.reason}`, message.reason);
+    if (message.t === 'refused') {
+      // The one refusal an operator fixes by hand after a rotation missed this host: name the key.
+      const hint = message.reason === 'authentication failed' && kid !== undefined
+        ? ` (we use cluster secret key ${kid}; if the secret was rotated while this host was away, copy /mars/cluster-secret from a current member, docs/security.md)`
+        : '';
+      throw new HandshakeError(`the server refused the connection: ${message.reason}${hint}`, message.reason);
+    }
     if (message.t !== t) throw new HandshakeError(`expected ${t} from the server, got ${message.t}`);
     return message as Extract<Message, { t: T }>;
   }

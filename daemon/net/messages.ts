@@ -37,6 +37,7 @@ export const MAX_ERROR_MESSAGE_CHARS = 1000;
 const uint = z.int().min(0); // zod's int() is already limited to safe integers
 const requestId = z.int().min(0).max(MAX_REQUEST_ID);
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+export const keyIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'a key id is 16 lowercase hex characters');
 const noControlChars = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 
 export const uuidSchema = z
@@ -81,7 +82,8 @@ export type LogInfo = z.infer<typeof logInfoSchema>;
 // ---- handshake --------------------------------------------------------------------------------
 
 const helloSchema = z.object({ t: z.literal('hello'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64 });
-const authSchema = z.object({ t: z.literal('auth'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64, cipher: z.enum(FRAME_CIPHERS), mac: hex64 });
+// kid: the key id of the secret the client proves (optional; a hint for the log during a rotation).
+const authSchema = z.object({ t: z.literal('auth'), proto: z.literal(PROTOCOL_VERSION), host: hostNameSchema, uuid: uuidSchema, nonce: hex64, cipher: z.enum(FRAME_CIPHERS), mac: hex64, kid: keyIdSchema.optional() });
 const welcomeSchema = z.object({ t: z.literal('welcome'), mac: hex64, clockUs: uint });
 const refusedSchema = z.object({ t: z.literal('refused'), reason: z.string().max(MAX_REASON_CHARS) });
 
@@ -114,6 +116,24 @@ const pushLinkSchema = z.object({ t: z.literal('push-link'), id: requestId, entr
 const pingSchema = z.object({ t: z.literal('ping'), id: requestId });
 const cancelSchema = z.object({ t: z.literal('cancel'), id: requestId });
 const notifySchema = z.object({ t: z.literal('notify') });
+/**
+ * The cluster secret rotation (marsadm rotate-secret): `status` asks for the key ids the server
+ * holds; `set` moves it to a phase of the rotation from key `old` to key `new`, whose secret
+ * travels along (only ever on an encrypted session, checked by the server).
+ */
+export const ROTATION_PHASES = ['prepared', 'switched', 'finished'] as const;
+const secretRingSchema = z
+  .object({
+    t: z.literal('secret-ring'),
+    id: requestId,
+    op: z.enum(['status', 'set']),
+    phase: z.enum(ROTATION_PHASES).optional(),
+    old: keyIdSchema.optional(),
+    new: keyIdSchema.optional(),
+    secret: hex64.optional(),
+  })
+  .refine((m) => m.op === 'status' || (m.phase !== undefined && m.old !== undefined && m.new !== undefined && m.secret !== undefined && m.old !== m.new),
+    'set needs phase, old, new (different keys) and secret');
 
 // ---- replies (server -> client; pong also client -> server) -----------------------------------
 
@@ -126,6 +146,7 @@ const digestsSchema = z.object({ t: z.literal('digests'), id: requestId, fromPos
 const blocksSchema = z.object({ t: z.literal('blocks'), id: requestId, fromPos: uint });
 const positionReplySchema = z.object({ t: z.literal('position-reply'), id: requestId, seq: z.int().min(0).max(999_999_999), origin: hostNameSchema, pos: uint });
 const okSchema = z.object({ t: z.literal('ok'), id: requestId });
+const secretStateSchema = z.object({ t: z.literal('secret-state'), id: requestId, dial: keyIdSchema, next: keyIdSchema.optional(), previous: keyIdSchema.optional() });
 const pongSchema = z.object({ t: z.literal('pong'), id: requestId });
 const errorSchema = z.object({
   t: z.literal('error'),
@@ -137,9 +158,9 @@ const errorSchema = z.object({
 const messageSchema = z.discriminatedUnion('t', [
   helloSchema, authSchema, welcomeSchema, refusedSchema,
   getentsSchema, logReadSchema, syncDigestsSchema, syncReadSchema, positionSchema, pushLinkSchema,
-  pingSchema, cancelSchema, notifySchema,
+  pingSchema, cancelSchema, notifySchema, secretRingSchema,
   entsSchema, logDataSchema, logEndSchema, digestsSchema, blocksSchema, positionReplySchema,
-  okSchema, pongSchema, errorSchema,
+  okSchema, pongSchema, errorSchema, secretStateSchema,
 ]);
 
 const KNOWN_TYPES: ReadonlySet<string> = new Set(messageSchema.options.map((o) => o.shape.t.value));
@@ -170,14 +191,16 @@ export type PositionReply = MessageOf<'position-reply'>;
 export type OkReply = MessageOf<'ok'>;
 export type PongMessage = MessageOf<'pong'>;
 export type ErrorReply = MessageOf<'error'>;
+export type SecretRingRequest = MessageOf<'secret-ring'>;
+export type SecretStateReply = MessageOf<'secret-state'>;
 
 export const HANDSHAKE_TYPES = ['hello', 'auth', 'welcome', 'refused'] as const;
 /** Requests that expect exactly one reply frame. */
-export const SINGLE_REPLY_REQUEST_TYPES = ['getents', 'sync-digests', 'sync-read', 'position', 'push-link', 'ping'] as const;
+export const SINGLE_REPLY_REQUEST_TYPES = ['getents', 'sync-digests', 'sync-read', 'position', 'push-link', 'ping', 'secret-ring'] as const;
 /** A request whose reply is a stream of log-data frames ended by log-end. */
 export const STREAM_REQUEST_TYPES = ['log-read'] as const;
 /** Frames that answer a request of the receiver (carry the id of that request). */
-export const REPLY_TYPES = ['ents', 'log-data', 'log-end', 'digests', 'blocks', 'position-reply', 'ok', 'pong', 'error'] as const;
+export const REPLY_TYPES = ['ents', 'log-data', 'log-end', 'digests', 'blocks', 'position-reply', 'ok', 'pong', 'error', 'secret-state'] as const;
 
 export type SingleReplyRequest = MessageOf<(typeof SINGLE_REPLY_REQUEST_TYPES)[number]>;
 export type StreamRequest = MessageOf<(typeof STREAM_REQUEST_TYPES)[number]>;

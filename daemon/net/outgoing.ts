@@ -13,7 +13,7 @@ import { ProtocolError } from './frame.js';
 import {
   MAX_REQUEST_ID, parseEntsPayload,
   type BlocksReply, type DigestsReply, type EntsPayload, type EntsReply, type ErrorReply, type LogDataMessage, type LogEndMessage,
-  type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type Reply, type SingleReplyRequest,
+  type LogReadRequest, type Message, type OkReply, type PongMessage, type PositionReply, type Reply, type SecretStateReply, type SingleReplyRequest,
 } from './messages.js';
 import { abortError, ConnectionClosedError, PeerRequestError } from './errors.js';
 import { RequestScheduler, type RequestClass, type SchedulerLimits, type Ticket } from './scheduler.js';
@@ -29,6 +29,7 @@ export interface ReplyMap {
   position: PositionReply;
   'push-link': OkReply;
   ping: PongMessage;
+  'secret-ring': SecretStateReply;
 }
 /** The one reply type that answers each single-reply request (besides `error`). */
 const REPLY_TYPE: { [K in keyof ReplyMap]: ReplyMap[K]['t'] } = {
@@ -38,6 +39,7 @@ const REPLY_TYPE: { [K in keyof ReplyMap]: ReplyMap[K]['t'] } = {
   position: 'position-reply',
   'push-link': 'ok',
   ping: 'pong',
+  'secret-ring': 'secret-state',
 };
 
 export interface PeerReply<H> {

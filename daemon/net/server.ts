@@ -18,6 +18,7 @@ import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import type { Clock } from '../../common/util/clock.js';
 import { hostNameSchema } from '../../common/tree/names.js';
 import { normalizeSecret } from './auth.js';
+import { acceptedSecrets, keyId, type SecretRing } from '../../common/cluster/secret-ring.js';
 import { PeerConnection, type PeerHandlers } from './connection.js';
 import type { LogLevel } from '../../common/util/log.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HandshakeError, serverHandshake, type PeerAdmission } from './handshake.js';
@@ -69,7 +70,11 @@ export interface PeerServerOptions {
 }
 
 export class PeerServer {
-  private readonly secret: Buffer;
+  private secret: Buffer;
+  /** Every secret a client may prove: the secret alone, or two during a rotation (setSecretRing). */
+  private accepted: Buffer[];
+  /** The key id each connection was authenticated with. */
+  private readonly connectionKeys = new Map<PeerConnection, string>();
   private uuid: string;
   private readonly listeners = new Set<net.Server>();
   /** Socket files of listenUnix, removed on close. */
@@ -87,6 +92,7 @@ export class PeerServer {
   constructor(private readonly opts: PeerServerOptions) {
     assert(hostNameSchema.safeParse(opts.host).success, `invalid host name ${JSON.stringify(opts.host)}`);
     this.secret = normalizeSecret(opts.secret);
+    this.accepted = [this.secret];
     this.uuid = opts.uuid;
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     assert(this.maxConnections >= 1, 'maxConnections must be at least 1');
@@ -94,6 +100,20 @@ export class PeerServer {
     this.slots = { tcp: newSlots(), unix: newSlots() };
     this.refusals = new RefusalLog(opts.log, opts.clock ?? systemClock, opts.refusalLogIntervalMs);
     this.replyBudget = new ByteBudget(opts.totalReplyBudgetBytes ?? DEFAULT_TOTAL_BUDGET_BYTES);
+  }
+
+  /**
+   * Take the secrets of a rotation phase (secret-ring.ts): new handshakes prove one of them,
+   * and connections authenticated with a secret no longer accepted are closed (their peer
+   * reconnects with its current secret, or is refused).
+   */
+  setSecretRing(ring: SecretRing): void {
+    this.secret = Buffer.from(ring.dial);
+    this.accepted = acceptedSecrets(ring).map((s) => Buffer.from(s));
+    const ids = new Set(this.accepted.map(keyId));
+    for (const [conn, id] of this.connectionKeys) {
+      if (!ids.has(id)) conn.close(`its cluster secret (key ${id}) was retired by a rotation`);
+    }
   }
 
   /** Refused connections so far (each is logged rate-limited, not one line per refusal). */
@@ -242,6 +262,7 @@ export class PeerServer {
         host: this.opts.host,
         uuid: this.uuid,
         secret: this.secret,
+        acceptSecrets: this.accepted,
         handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
         clockUs: this.opts.clockUs,
         // The member cap is checked before welcome, so the peer hears a refusal, not a close.
@@ -282,12 +303,15 @@ export class PeerServer {
       maxConcurrentRequests: this.opts.maxConcurrentRequests,
       budget: new ConnectionBudget(this.replyBudget, this.opts.connectionReplyBudgetBytes ?? DEFAULT_CONNECTION_BUDGET_BYTES),
       joinOnly: result.admission === 'joining',
+      session: { keyId: result.keyId, cipher: result.cipher },
       ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
     });
     this.connections.add(conn);
+    this.connectionKeys.set(conn, result.keyId);
     this.members[kind] += 1;
     conn.once('close', (reason: string) => {
       this.connections.delete(conn);
+      this.connectionKeys.delete(conn);
       this.members[kind] -= 1;
       this.opts.log('info', `peer ${conn.label} disconnected: ${reason}`);
     });

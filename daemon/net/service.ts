@@ -18,6 +18,8 @@
 //   ping          either    -                                           answered at once with pong (not counted as a request)
 //   cancel        client    id                                          aborts a running request; an id that already finished: ignored
 //   notify        either    -                                           server: the handler (pull the client soon); client: 'notify'
+//   secret-ring   client    op status|set; key ids; secret 32 bytes     handler: the rotation rules (decide-secret-ring.ts), the
+//                                                                       session's key id and cipher are passed along; ENOTSUP without
 //   replies       server    (pong: either)                              outgoing.ts: must answer an open request of ours, in type/order
 //   hello, auth, welcome, refused: only in the handshake; afterwards a protocol error.
 //
@@ -38,8 +40,9 @@ import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
 import {
   encodeEntsPayload, MAX_LOG_DATA_BYTES, validateOutgoing,
   type Entry, type LogInfo, type LogReadRequest, type Message, type PositionRequest, type Reply, type SingleReplyRequest,
-  type SyncDigestsRequest, type SyncReadRequest,
+  type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
+import type { FrameCipher } from './frame-auth.js';
 import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
 import { PeerRequestError, truncateMessage } from './errors.js';
 import { reserveBytesFor, type ConnectionBudget } from './budget.js';
@@ -61,6 +64,15 @@ export interface PeerHandlers {
   position(peerHost: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }>;
   pushLink(peerHost: string, entry: Entry): Promise<void>;
   notify(peerHost: string): void;
+  /** The cluster secret rotation; without it, secret-ring gets ENOTSUP. */
+  secretRing?(peerHost: string, req: SecretRingRequest, session: SessionInfo): Promise<{ dial: string; next?: string; previous?: string }>;
+}
+
+/** What the handshake established about a connection, for the handlers that care. */
+export interface SessionInfo {
+  /** Key id of the cluster secret the peer proved (secret-ring.keyId). */
+  keyId: string;
+  cipher: FrameCipher;
 }
 
 /** A request a server runs: every request but ping, which the connection answers itself. */
@@ -92,6 +104,7 @@ export function routeMessage(role: PeerRole, m: Message, payload: Buffer, to: Me
     case 'position-reply':
     case 'ok':
     case 'error':
+    case 'secret-state':
       if (role === 'server' && m.t !== 'pong') throw new ProtocolError(`a client sent ${m.t}`);
       return to.reply(m, payload);
     case 'cancel':
@@ -103,6 +116,7 @@ export function routeMessage(role: PeerRole, m: Message, payload: Buffer, to: Me
     case 'sync-read':
     case 'position':
     case 'push-link':
+    case 'secret-ring':
       if (role !== 'server') throw new ProtocolError(`a server sent the request ${m.t}`);
       return to.serve(m);
     case 'hello':
@@ -134,6 +148,8 @@ export interface ServiceOptions {
   budget?: ConnectionBudget;
   /** The peer is joining the cluster: only getents and a push of its own ips/ip-HOST. */
   joinOnly?: boolean;
+  /** The key and cipher of the session (secret-ring needs them); none: secret-ring is refused. */
+  session?: SessionInfo;
 }
 
 interface FinalReply {
@@ -270,6 +286,11 @@ export class IncomingRequests {
       case 'push-link':
         await h.pushLink(peer, req.entry);
         return { message: { t: 'ok', id: req.id } };
+      case 'secret-ring': {
+        if (!h.secretRing || !this.o.session) throw new PeerRequestError('ENOTSUP', 'this server does not rotate its cluster secret');
+        const r = await h.secretRing(peer, req, this.o.session);
+        return { message: { t: 'secret-state', id: req.id, dial: r.dial, ...(r.next ? { next: r.next } : {}), ...(r.previous ? { previous: r.previous } : {}) } };
+      }
     }
   }
 

@@ -98,7 +98,7 @@ export class PeerLink {
   /** `tcp ADDR`, `tls ADDR`, `ssh USER@HOST`: how this link connects (status and logs). */
   readonly via: string;
 
-  constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: Buffer) {
+  constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: () => Buffer) {
     this.clock = m.clock ?? systemClock;
     const transport = target.transport;
     if ('invalid' in transport) {
@@ -269,12 +269,13 @@ async function fetchEntries(conn: PeerConnection): Promise<{ clockUs: number; en
 
 export class PeerManager {
   private readonly links = new Map<string, PeerLink>();
-  private secret: Buffer | undefined;
+  /** The secret to dial with: read at each dial, it changes when the cluster secret is rotated. */
+  private secret: (() => Buffer) | undefined;
 
   constructor(private readonly o: PeerManagerOptions) {}
 
   /** Start talking to peers (a host without a cluster secret runs alone). */
-  enable(secret: Buffer): void {
+  enable(secret: () => Buffer): void {
     this.secret = secret;
   }
 

@@ -15,8 +15,8 @@ import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError } from '../net/errors.js';
-import type { LogSink, PeerHandlers } from '../net/service.js';
-import { entrySchema, type Entry, type LogReadRequest, type PositionRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
+import type { LogSink, PeerHandlers, SessionInfo } from '../net/service.js';
+import { entrySchema, type Entry, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
@@ -42,6 +42,8 @@ export interface ServiceContext {
   mergeLimits?: { maxResources?: number };
   /** Time of a following log-read's wait for new bytes (default: the system clock). */
   clock?: Clock;
+  /** The cluster secret rotation (daemon/secret-keeper.ts); without it secret-ring gets ENOTSUP. */
+  secretRing?: PeerHandlers['secretRing'];
 }
 
 export class PeerService implements PeerHandlers {
@@ -68,6 +70,11 @@ export class PeerService implements PeerHandlers {
     const version = this.ctx.tree.value(resPaths.version(res, parsed.seq, this.ctx.host));
     const logPos = version === undefined ? undefined : parseVersionLink(version)?.logPos;
     return logPos === undefined ? 0 : Math.min(logPos, fileBytes);
+  }
+
+  async secretRing(peer: string, req: SecretRingRequest, session: SessionInfo): Promise<{ dial: string; next?: string; previous?: string }> {
+    if (!this.ctx.secretRing) throw new PeerRequestError('ENOTSUP', 'this host does not rotate its cluster secret');
+    return this.ctx.secretRing(peer, req, session);
   }
 
   async getents(_peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {

@@ -36,7 +36,7 @@ t.test('a link whose pulls fail backs off: 100, 200, 400, 800 ms between attempt
   tree.write(globalPaths.uuid, UUID);
   const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
     tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
-  }, SECRET);
+  }, () => SECRET);
   t.teardown(() => link.stop());
   const status = () => tree.value(globalPaths.actual('beta', 'peer-alpha')) ?? '';
 
