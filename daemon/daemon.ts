@@ -12,13 +12,14 @@ import { MetricsServer } from './metrics/metrics-server.js';
 import { newResourceCounters, type ResourceCounters } from '../common/util/metrics-recorder.js';
 import { mkdirSync } from 'node:fs';
 import { watch, type FSWatcher } from 'chokidar';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { TreeStore } from '../common/tree/store.js';
 import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
 import { LamportClock, formatStamp } from '../common/tree/lamport.js';
 import { globalPaths, localPaths, resPaths } from '../common/tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from '../common/lock.js';
+import { clusterHosts } from '../common/cluster/members.js';
 import { listResources, readResourceSnapshot } from '../common/resource/snapshot.js';
 import { ResourceRunner } from './control/resource-runner.js';
 import { peerManagerPeers, type SecondaryPeers } from './control/secondary-runner.js';
@@ -31,7 +32,6 @@ import { decideAdmission } from './net/admission.js';
 import { SecretKeeper } from './secret-keeper.js';
 import { ringKeyText, type SecretRing } from '../common/cluster/secret-ring.js';
 import { peerSocketPath } from './net/stdio-relay.js';
-import { join } from 'node:path';
 import { SpaceMonitor } from './control/space-monitor.js';
 import { decideStartupGate } from './control/decide-startup.js';
 import type { ThresholdSpec } from './control/decide-emergency.js';
@@ -137,7 +137,7 @@ export class Daemon {
     this.refusals = new RefusalLog({ log: opts.log, nowMs: () => opts.clock.monotonicMs() });
     this.peers = new PeerManager({
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
-      refusals: this.refusals, mergeLimits: this.mergeLimits(),
+      refusals: this.refusals, mergeLimits: mergeLimits(this.opts),
       onTreeChanged: () => this.requestTick(),
       onConnection: (conn) => this.peerTraffic.track(conn),
       onListing: () => {
@@ -150,18 +150,12 @@ export class Daemon {
       tree: this.tree,
       minAgeMs: opts.tombstoneMinAgeMs ?? DEFAULT_TOMBSTONE_MIN_AGE_MS,
       intervalMs: 1000,
-      members: () => this.tree.list(globalPaths.ipsDir)
-        .filter((n) => n.startsWith('ip-') && n !== `ip-${opts.host}` && this.tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined)
-        .map((n) => n.slice(3)),
+      members: () => clusterHosts(this.tree).filter((h) => h !== opts.host),
       listing: (member) => this.peers.link(member)?.listing,
       log: opts.log, clock: opts.clock,
     });
     this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log, clock: opts.clock });
     this.secondaryPeers = peerManagerPeers(this.peers);
-  }
-
-  private mergeLimits(): { maxResources?: number } {
-    return this.opts.maxResources !== undefined ? { maxResources: this.opts.maxResources } : {};
   }
 
   async start(): Promise<void> {
@@ -233,7 +227,7 @@ export class Daemon {
     }
     const keeper = this.secrets;
     const service = new PeerService({
-      tree: this.tree, host, log, clock: this.opts.clock, refusals: this.refusals, mergeLimits: this.mergeLimits(),
+      tree: this.tree, host, log, clock: this.opts.clock, refusals: this.refusals, mergeLimits: mergeLimits(this.opts),
       activeLogEnd: (res, seq) => {
         const logger = this.runners.get(res)?.activeLogger;
         if (!logger) return undefined;
@@ -403,3 +397,4 @@ export class Daemon {
   }
 }
 
+const mergeLimits = (o: DaemonOptions): { maxResources?: number } => (o.maxResources !== undefined ? { maxResources: o.maxResources } : {}); // link-rules.ts

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { AdmError, type Adm } from '../context.js';
 import { globalPaths } from '../../common/tree/paths.js';
+import { clusterHosts } from '../../common/cluster/members.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { ANY_UUID, readSecretFile } from '../../common/cluster/secret.js';
@@ -154,7 +155,7 @@ export async function waitCluster(adm: Adm): Promise<void> {
   adm.requireCluster();
   const { tree, host } = adm;
   const startUs = tree.clock.now();
-  const members = tree.list(globalPaths.ipsDir).filter((n) => n.startsWith('ip-') && tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined).map((n) => n.slice(3)).filter((h) => h !== host);
+  const members = clusterHosts(tree).filter((h) => h !== host);
   const fresh = (h: string) => (tree.read(globalPaths.actual(h, 'time'))?.stampUs ?? 0) > startUs;
   await adm.waitFor(`every member (${members.join(', ') || 'none'}) answered`, () => members.every(fresh),
     () => `waiting for: ${members.filter((h) => !fresh(h)).join(', ')}`);

@@ -1,6 +1,7 @@
 // Gather a ViewSnapshot from the tree (the only I/O behind `marsadm view`).
 import type { Adm } from '../context.js';
 import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
+import { clusterHosts } from '../../common/cluster/members.js';
 import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
 import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { bytesSince, findDivergence, sideOf } from '../../common/resource/split-brain.js';
@@ -43,7 +44,7 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
   const { tree, host } = adm;
   const a = (key: string) => adm.actual(res, key);
   const members = tree.list(resourceDir(res)).filter((n) => n.startsWith('data-') && tree.value(`${resourceDir(res)}/${n}`) !== undefined).map((n) => n.slice(5));
-  const clusterHosts = tree.list(globalPaths.ipsDir).filter((n) => n.startsWith('ip-') && tree.value(`${globalPaths.ipsDir}/${n}`) !== undefined).map((n) => n.slice(3));
+  const hosts = clusterHosts(tree);
   const time = tree.value(globalPaths.actual(host, 'time'));
   const heartbeatS = time !== undefined ? Number(time) : undefined;
   const err = a('msg-err-replay-stop');
@@ -55,7 +56,7 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     sizeBytes,
     designatedPrimary: ((p) => (p === undefined || p === '(none)' ? undefined : p))(tree.value(resPaths.primary(res))),
     members,
-    clusterHosts,
+    clusterHosts: hosts,
     member: members.includes(host),
     dataPath: tree.value(resPaths.data(res, host)),
     todo: { attach: todo('attach'), connect: todo('connect'), sync: todo('sync'), replay: todo('allow-replay') },
