@@ -2,8 +2,9 @@
 // tree is read through a lookup. The handshake already proved that the peer knows the key of the
 // host it claims to be (secret.hostKey); this decides whether that host is let in:
 //   - a host that is joining (uuid ANY_UUID, marsadm join-cluster) is admitted for the join
-//     requests only (service.ts joinRefusal): reading the tree and pushing its own ips/ip-HOST;
-//   - a host removed from the cluster (ips/removed-HOST in force, removal.ts) is refused;
+//     requests only (service.ts restrictedRefusal): reading the tree and pushing its own ips/ip-HOST;
+//   - a host removed from the cluster (ips/removed-HOST in force, removal.ts) may read the tree
+//     only (getents), so that it learns of its removal and says so; nothing else is served;
 //   - otherwise only members are admitted: hosts with a live ips/ip-HOST in this host's tree;
 //   - nobody may claim to be this host.
 import { ANY_UUID } from '../../common/cluster/secret.js';
@@ -15,7 +16,7 @@ export function decideAdmission(lookup: LinkLookup, ownHost: string, peerHost: s
   if (peerUuid === ANY_UUID) return { admit: 'joining' };
   const memberPath = `ips/ip-${peerHost}`;
   const marker = markerInForce(lookup, clusterMarkerPath(peerHost), memberPath);
-  if (marker) return { refuse: `${peerHost} was removed from the cluster by ${removedBy(marker)}` };
+  if (marker) return { admit: 'removed', detail: `${peerHost} was removed from the cluster by ${removedBy(marker)}` };
   const member = lookup(memberPath);
   if (member === undefined || member.deleted) return { refuse: `${peerHost} is not a member of the cluster (no ${memberPath} here); join it with marsadm join-cluster` };
   return { admit: 'member' };

@@ -57,8 +57,8 @@ export interface PeerConnectionOptions {
   sealer?: FrameSealer;
   /** Server role: the memory budget for the replies we owe this peer. */
   budget?: ConnectionBudget;
-  /** Server role: the peer is joining the cluster and gets the join requests only. */
-  joinOnly?: boolean;
+  /** Server role: the peer is joining (the join requests only) or removed (tree reads only). */
+  restricted?: 'joining' | 'removed';
   /** Server role: the key and cipher the handshake established (the secret-ring handler needs them). */
   session?: SessionInfo;
 }
@@ -113,7 +113,7 @@ export class PeerConnection extends EventEmitter {
       ? new IncomingRequests(this.transport, {
         handlers: opts.handlers, peerHost: this.peerHost, label: this.label, log, clock, maxConcurrentRequests,
         ...(opts.budget !== undefined ? { budget: opts.budget } : {}),
-        joinOnly: opts.joinOnly ?? false,
+        ...(opts.restricted !== undefined ? { restricted: opts.restricted } : {}),
         ...(opts.session !== undefined ? { session: opts.session } : {}),
       })
       : undefined;

@@ -44,7 +44,7 @@ export type RefusalReason = 'authentication failed' | 'not admitted' | 'encrypti
  * What the server's admission hook decides about an authenticated peer: a member, a host that
  * is joining (ANY_UUID: served only the join requests, service.ts), or a refusal with a reason.
  */
-export type PeerAdmission = { admit: 'member' | 'joining' } | { refuse: string };
+export type PeerAdmission = { admit: 'member' | 'joining' | 'removed'; detail?: string } | { refuse: string };
 
 export class HandshakeError extends Error {
   override name = 'HandshakeError';
@@ -98,7 +98,7 @@ export interface HandshakeResult {
   /** Seals every frame we send from now on (transport.ts). */
   sealer: FrameSealer;
   /** How the server admitted the peer ('member' on the client side). */
-  admission: 'member' | 'joining';
+  admission: 'member' | 'joining' | 'removed';
   /** Key id of the secret this connection was authenticated with (secret-ring.keyId). */
   keyId: string;
   /** The frame cipher of the session. */
@@ -194,7 +194,7 @@ export async function clientHandshake(stream: Duplex, opts: ClientHandshakeOptio
  */
 function checkAuth(
   opts: ServerHandshakeOptions, tr: HandshakeTranscript, mac: string, kid: string | undefined, refuse: (reason: RefusalReason, detail: string) => HandshakeError,
-): { admission: 'member' | 'joining'; secret: Buffer } {
+): { admission: 'member' | 'joining' | 'removed'; secret: Buffer } {
   const accepted = opts.acceptSecrets ?? [opts.secret];
   // At most two secrets (a rotation): trying each costs one HMAC more, and the key id the
   // client names is only a hint for the log, never trusted.

@@ -302,7 +302,7 @@ export class PeerServer {
       idleTimeoutMs: this.opts.idleTimeoutMs,
       maxConcurrentRequests: this.opts.maxConcurrentRequests,
       budget: new ConnectionBudget(this.replyBudget, this.opts.connectionReplyBudgetBytes ?? DEFAULT_CONNECTION_BUDGET_BYTES),
-      joinOnly: result.admission === 'joining',
+      ...(result.admission !== 'member' ? { restricted: result.admission } : {}),
       session: { keyId: result.keyId, cipher: result.cipher },
       ...(this.opts.clock !== undefined ? { clock: this.opts.clock } : {}),
     });
@@ -315,7 +315,7 @@ export class PeerServer {
       this.members[kind] -= 1;
       this.opts.log('info', `peer ${conn.label} disconnected: ${reason}`);
     });
-    this.opts.log('info', `peer ${result.peerHost} connected from ${label}${result.admission === 'joining' ? ' (joining the cluster)' : ''}`);
+    this.opts.log('info', `peer ${result.peerHost} connected from ${label}${result.admission === 'joining' ? ' (joining the cluster)' : result.admission === 'removed' ? ' (removed from the cluster: served tree reads only)' : ''}`);
     this.opts.onConnection?.(conn);
     return conn;
   }

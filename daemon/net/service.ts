@@ -146,8 +146,8 @@ export interface ServiceOptions {
   clock: Clock;
   /** The memory budget for replies; without one (test pairs) nothing is counted. */
   budget?: ConnectionBudget;
-  /** The peer is joining the cluster: only getents and a push of its own ips/ip-HOST. */
-  joinOnly?: boolean;
+  /** joining: only getents and a push of its own ips/ip-HOST; removed: only getents (it learns of its removal). */
+  restricted?: 'joining' | 'removed';
   /** The key and cipher of the session (secret-ring needs them); none: secret-ring is refused. */
   session?: SessionInfo;
 }
@@ -179,7 +179,7 @@ export class IncomingRequests {
       this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(failStopOnInvariant);
       return;
     }
-    const refusal = this.o.joinOnly ? joinRefusal(req, this.o.peerHost) : undefined;
+    const refusal = this.o.restricted !== undefined ? restrictedRefusal(req, this.o.peerHost, this.o.restricted) : undefined;
     if (refusal !== undefined) {
       this.link.send({ t: 'error', id: req.id, code: 'EACCES', message: refusal }).catch(failStopOnInvariant);
       return;
@@ -343,9 +343,10 @@ export class IncomingRequests {
   }
 }
 
-/** Why a joining host may not send this request; undefined: it may (what join-cluster needs). */
-export function joinRefusal(req: ServedRequest, peerHost: string): string | undefined {
+/** Why a joining or removed host may not send this request; undefined: it may (what join-cluster needs; a removed host only reads). */
+export function restrictedRefusal(req: ServedRequest, peerHost: string, how: 'joining' | 'removed'): string | undefined {
   if (req.t === 'getents') return undefined;
+  if (how === 'removed') return `${peerHost} was removed from the cluster: only getents is served (rejoin with marsadm join-cluster on a fresh /mars)`;
   if (req.t === 'push-link' && req.entry.p === `ips/ip-${peerHost}`) return undefined;
   return `${peerHost} is joining the cluster: only getents and a push of ips/ip-${peerHost} are served until it is a member`;
 }

@@ -9,7 +9,7 @@ import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import { readSecretFile, ANY_UUID } from '../../common/cluster/secret.js';
+import { readSecretFile } from '../../common/cluster/secret.js';
 import { dialTransport } from '../../daemon/net/dial-transport.js';
 import { pushLink } from '../../daemon/propagate/peer-calls.js';
 
@@ -38,8 +38,9 @@ t.test('hostile links from an authenticated member are refused and change nothin
   await c.waitCaughtUp(beta);
   const before = { alpha: snapshot(alpha), beta: snapshot(beta) };
   const address = alpha.link('ips/ip-alpha')!;
+  // As the member beta (its cluster uuid): a joining client (uuid (any)) gets the join requests only.
   const conn = await dialTransport({ kind: 'tcp' }, {
-    address, host: 'beta', uuid: ANY_UUID, secret: readSecretFile(join(beta.marsDir, 'cluster-secret')), timeoutMs: 10_000,
+    address, host: 'beta', uuid: alpha.link('uuid')!, secret: readSecretFile(join(beta.marsDir, 'cluster-secret')), timeoutMs: 10_000,
   });
   t.teardown(() => conn.close('test done'));
   const nowUs = Date.now() * 1000;

@@ -14,6 +14,7 @@ import { freePort, MARSD_BIN, MarsHost, startHost } from '../helpers/cluster.js'
 import { sshdUnavailable, startSshd } from '../helpers/sshd.js';
 import { expectEqualDisks, joinAndSync, randomLoopbackHost, writeRandomBlocks } from '../helpers/replicate.js';
 import { tempDir } from '../helpers/tmp.js';
+import { TreeStore } from '../../common/tree/store.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
@@ -46,6 +47,8 @@ t.test('marsd --stdio relays to the running daemon; a stopped or killed one is a
   const uuid = alpha.link('uuid')!;
 
   t.equal(alpha.link('userspace/run-dir'), alpha.runDir, 'marsd records its run dir for marsd --stdio --mars-dir');
+  // The relay's client speaks as beta: only members are admitted (docs/security.md, "Network").
+  new TreeStore(alpha.marsDir).write('ips/ip-beta', '127.0.0.1:9');
   const relayTo = async (how: string[]) => {
     const spawned = spawnDuplex(process.execPath, [MARSD_BIN, '--stdio', ...how]);
     const conn = await connectOverDuplex(spawned.duplex, 'relay', { host: 'beta', uuid, secret, expectHost: 'alpha', timeoutMs: 20_000 });
