@@ -119,7 +119,7 @@ t.test('the decoder fails closed after an authentication failure', async (t) => 
   t.ok(isProtocolError(() => p.serverDecoder.push(wire(p.client.sealer.seal(frameOf({ t: 'ping', id: 1 }))))), 'nothing is accepted afterwards');
 });
 
-t.test('admission: members only; removed hosts refused; joining hosts for the join; nobody as us', async (t) => {
+t.test('admission: members only; removed hosts read the tree only; joining hosts for the join; nobody as us', async (t) => {
   const links = new Map<string, { value: string; stampUs: number; deleted: boolean }>([
     ['ips/ip-alpha', { value: '127.0.0.1:1', stampUs: 10, deleted: false }],
     ['ips/ip-beta', { value: '127.0.0.1:2', stampUs: 10, deleted: false }],
@@ -131,7 +131,7 @@ t.test('admission: members only; removed hosts refused; joining hosts for the jo
   const lookup = (p: string) => links.get(p);
   t.same(decideAdmission(lookup, 'alpha', 'beta', 'u'), { admit: 'member' });
   t.match(decideAdmission(lookup, 'alpha', 'mallory', 'u'), { refuse: /not a member/ });
-  t.match(decideAdmission(lookup, 'alpha', 'gamma', 'u'), { refuse: /removed from the cluster by alpha/ });
+  t.match(decideAdmission(lookup, 'alpha', 'gamma', 'u'), { admit: 'removed', detail: /removed from the cluster by alpha/ }, 'a removed host: tree reads only');
   t.same(decideAdmission(lookup, 'alpha', 'delta', 'u'), { admit: 'member' }, 'a rejoin newer than the marker ends it');
   t.same(decideAdmission(lookup, 'alpha', 'mallory', '(any)'), { admit: 'joining' });
   t.match(decideAdmission(lookup, 'alpha', 'alpha', 'u'), { refuse: /this host/ });

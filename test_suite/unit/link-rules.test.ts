@@ -115,7 +115,8 @@ t.test('property: no sequence of pushes moves maxnr past the primary\'s step or 
       for (const w of plan.writes) {
         if (w.s > NOW_US + DEFAULT_STAMP_WINDOW_US) return false;
         if (w.p === 'resource-r0/maxnr' && !(Number(w.v) >= before.maxnr && Number(w.v) <= before.maxnr + MAXNR_MAX_STEP)) return false;
-        if (w.p === 'resource-r0/size' && w.v !== TOMBSTONE_VALUE && !(Number(w.v) >= before.size)) return false;
+        // After a deletion of size (NaN here) the resource is new: any size may start it again.
+        if (w.p === 'resource-r0/size' && w.v !== TOMBSTONE_VALUE && !Number.isNaN(before.size) && !(Number(w.v) >= before.size)) return false;
         if (w.p === 'resource-r0/primary' && !['a', 'b', '(none)', TOMBSTONE_VALUE].includes(w.v)) return false;
       }
       apply(m, plan);
