@@ -64,6 +64,20 @@ export interface PurgeDecision {
   waiting: { path: string; members: string[] }[];
 }
 
+/** When each tombstone was first seen here, kept across scans: updated with the tombstones
+ *  of this scan (path -> stamp); a tombstone rewritten with a new stamp (deleted again) counts
+ *  as new, and the ones gone are forgotten. Returns this scan's tombstones with their times. */
+export function trackFirstSeen(firstSeen: Map<string, { stampUs: number; seenMs: number }>, current: ReadonlyMap<string, number>, nowMs: number): LocalTombstone[] {
+  const tombstones: LocalTombstone[] = [];
+  for (const [path, stampUs] of current) {
+    let seen = firstSeen.get(path);
+    if (!seen || seen.stampUs !== stampUs) firstSeen.set(path, (seen = { stampUs, seenMs: nowMs }));
+    tombstones.push({ path, stampUs, firstSeenMs: seen.seenMs });
+  }
+  for (const path of firstSeen.keys()) if (!current.has(path)) firstSeen.delete(path);
+  return tombstones;
+}
+
 export function peerHasSeen(t: LocalTombstone, listing: PeerListing | undefined): boolean {
   if (!listing || listing.requestedAtMs <= t.firstSeenMs) return false;
   if (listing.files.has(t.path)) return false;
@@ -119,14 +133,7 @@ export class TombstoneKeeper {
     const { entries } = collectEntries(tree, (_r, _n, bytes) => bytes);
     const current = new Map<string, number>();
     for (const e of entries) if (e.v === TOMBSTONE_VALUE) current.set(e.p, e.s);
-    const tombstones: LocalTombstone[] = [];
-    for (const [path, stampUs] of current) {
-      let seen = this.firstSeen.get(path);
-      // A tombstone rewritten with a new stamp (deleted again) counts as new.
-      if (!seen || seen.stampUs !== stampUs) this.firstSeen.set(path, (seen = { stampUs, seenMs: nowMs }));
-      tombstones.push({ path, stampUs, firstSeenMs: seen.seenMs });
-    }
-    for (const path of this.firstSeen.keys()) if (!current.has(path)) this.firstSeen.delete(path);
+    const tombstones = trackFirstSeen(this.firstSeen, current, nowMs);
     const members = this.o.members();
     const listings = new Map(members.map((m) => [m, this.o.listing(m)]));
     const decision = decideTombstonePurge({ tombstones, members, listings, nowMs, minAgeMs: this.o.minAgeMs });

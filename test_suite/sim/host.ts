@@ -8,7 +8,7 @@ import { LamportClock } from '../../common/tree/lamport.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { parseReplayLink } from '../../common/log/links.js';
 import { planMerge, TOMBSTONE_VALUE, type LocalState, type MergePlan, type TreeEntry } from '../../daemon/propagate/merge.js';
-import { decideTombstonePurge, listingOf, type LocalTombstone, type PeerListing } from '../../daemon/propagate/tombstones.js';
+import { decideTombstonePurge, listingOf, trackFirstSeen, type PeerListing } from '../../daemon/propagate/tombstones.js';
 
 export interface Stamped {
   v: string;
@@ -149,13 +149,7 @@ export class SimHost {
     const nowMs = this.nowMs();
     const current = new Map<string, number>();
     for (const [p, e] of this.tree) if (e.v === TOMBSTONE_VALUE) current.set(p, e.s);
-    const tombstones: LocalTombstone[] = [];
-    for (const [path, stampUs] of current) {
-      let seen = this.firstSeen.get(path);
-      if (!seen || seen.stampUs !== stampUs) this.firstSeen.set(path, (seen = { stampUs, seenMs: nowMs }));
-      tombstones.push({ path, stampUs, firstSeenMs: seen.seenMs });
-    }
-    for (const path of this.firstSeen.keys()) if (!current.has(path)) this.firstSeen.delete(path);
+    const tombstones = trackFirstSeen(this.firstSeen, current, nowMs);
     const members = this.members();
     const decision = decideTombstonePurge({ tombstones, members, listings: new Map(members.map((m) => [m, this.listings.get(m)])), nowMs, minAgeMs });
     for (const path of decision.purge) {
