@@ -3,23 +3,15 @@
 // changed), `all` and `a,b` for a command that takes one resource, and --dry-run printing what
 // secondary, leave-resource, invalidate and log-delete would change while the tree stays as it is.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import { readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
 import { treeState } from '../helpers/tree-state.js';
-
-const ROOT = new URL('../../', import.meta.url).pathname;
-const MARSADM = join(ROOT, 'bin/marsadm.js');
+import { offlineMarsadm } from '../helpers/offline-marsadm.js';
 
 t.test('limits, all and --dry-run', async (t) => {
   const dir = tempDir(t);
-  const marsDir = join(dir, 'mars');
-  const env = { ...process.env, MARS_DIR: marsDir, MARS_HOST: 'alpha', MARS_RUN_DIR: join(dir, 'run') };
-  const run = (args: string[]) => {
-    const r = spawnSync(process.execPath, [MARSADM, ...args], { env, encoding: 'utf8', timeout: 60_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  const { marsDir, run } = offlineMarsadm(dir);
   const ok = (args: string[]) => {
     const r = run(args);
     t.equal(r.code, 0, `marsadm ${args.join(' ')}${r.code !== 0 ? `: ${r.stderr}` : ''}`);

@@ -3,23 +3,15 @@
 // exist, and a member whose disk size marsd has not published yet are refused with a clear
 // message, and the tree stays exactly as it was (every link's value and stamp).
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
 import { treeState } from '../helpers/tree-state.js';
-
-const ROOT = new URL('../../', import.meta.url).pathname;
-const MARSADM = join(ROOT, 'bin/marsadm.js');
+import { offlineMarsadm } from '../helpers/offline-marsadm.js';
 
 t.test('resize: bad input is refused and changes nothing', async (t) => {
   const dir = tempDir(t);
-  const marsDir = join(dir, 'mars');
-  const env = { ...process.env, MARS_DIR: marsDir, MARS_HOST: 'alpha', MARS_RUN_DIR: join(dir, 'run') };
-  const run = (args: string[]) => {
-    const r = spawnSync(process.execPath, [MARSADM, ...args], { env, encoding: 'utf8', timeout: 60_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  const { marsDir, run } = offlineMarsadm(dir);
   t.equal(run(['create-cluster', '--listen', '127.0.0.1:7999']).code, 0);
   writeFileSync(join(dir, 'r1.img'), Buffer.alloc(1 << 20));
   t.equal(run(['create-resource', 'r1', join(dir, 'r1.img'), '--timeout', '0']).code, 0);
