@@ -23,6 +23,7 @@ import { resPaths } from '../../common/tree/paths.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { logName } from '../../common/tree/log-names.js';
 import { writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { logDigests } from '../../common/log/content-digest.js';
 import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
@@ -106,6 +107,8 @@ export class Replayer {
   private seqNr: { seq: number; origin: string; pos: number; next: number } | undefined;
   private fileSeen: FileIdentity | undefined;
   private refetchAsked = new Set<string>();
+  /** the content-mismatch stop that holds (keepContentMismatch) */
+  private mismatchStop: Extract<ReplayStep, { kind: 'stop' }> | undefined;
   /** the last executed step, to detect a step that does not change what it acts on */
   private lastExecuted: string | undefined;
   private state: ReplayStatus = {
@@ -215,7 +218,7 @@ export class Replayer {
     if (link) this.checkFileIdentity(link.seq, link.origin);
     const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
     const input: ReplayInput = { ...view, scan };
-    const step = decideReplayStep(input);
+    const step = this.keepContentMismatch(decideReplayStep(input), link);
     this.publish(step, input);
 
     // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
@@ -232,6 +235,22 @@ export class Replayer {
     else if (step.kind === 'record-version') this.recordVersion(step);
     else await this.switchLogfile(step);
     return true;
+  }
+
+  /**
+   * A content mismatch is reported once the origin's versionlink names the replayed position;
+   * the origin then moves on and the decision alone would apply further. The stop stays while
+   * the replay link is in that logfile at or beyond the position (invalidate moves it back).
+   */
+  private keepContentMismatch(step: ReplayStep, link: ReplayInput['replay']): ReplayStep {
+    if (step.kind === 'stop' && step.contentMismatch) {
+      this.mismatchStop = step;
+      return step;
+    }
+    const m = this.mismatchStop?.contentMismatch;
+    if (m && link && link.seq === m.seq && link.origin === m.origin && link.minPos >= m.pos) return this.mismatchStop!;
+    this.mismatchStop = undefined;
+    return step;
   }
 
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
@@ -321,6 +340,7 @@ export class Replayer {
       const replaced = st === undefined || st.ino !== seen.ino || st.size < seen.sizeBytes;
       const changed = replaced || st!.size !== seen.sizeBytes || st!.mtimeMs !== seen.mtimeMs;
       if (replaced) {
+        logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, seq, origin)));
         this.scan = undefined;
         this.seqNr = undefined;
         this.refetchAsked.clear();

@@ -20,10 +20,10 @@
 // MARS waits on a failing condition 3 because its versionlink lags the replay; here the own
 // versionlink is brought up to the replay link first ('record-version'), so when both describe
 // the same LOGPOS and still differ, the histories before SEQ differ: that is a stop.
-import { nextVersionLink, tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
+import { tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
 import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
-import { rethrowInvariant } from '../../common/util/assert.js';
+import { contentCheck } from './content-check.js';
 
 /** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
 export const REPLAY_CODE_RUNNING = 0;
@@ -109,7 +109,14 @@ export type ReplayStep =
   | { kind: 'wait'; reason: string; caughtUp: boolean }
   | { kind: 'switch'; from: { seq: number; origin: string; endPos: number }; to: { seq: number; origin: string } }
   /** refetch: the local copy of defect.file (or the named file) should be fetched again from offset 0 */
-  | { kind: 'stop'; code: number; reason: string; refetch: boolean; defect?: DefectInfo; file?: string };
+  | { kind: 'stop'; code: number; reason: string; refetch: boolean; defect?: DefectInfo; file?: string; contentMismatch?: ContentMismatch };
+
+/** The local copy of logfile seq differs from the origin's in its bytes before pos. */
+export interface ContentMismatch {
+  seq: number;
+  origin: string;
+  pos: number;
+}
 
 type LinkLookup = { state: 'missing' } | { state: 'malformed'; value: string; reason: string } | { state: 'ok'; value: string; link: VersionLink };
 
@@ -134,7 +141,8 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
 
   // The own versionlink always describes the replay link, so conditions 3 and 6 compare the
   // real replayed history.
-  const versionStep = ownVersionStep(v, S, O, pos);
+  const versionStep = ownVersionStep(v, S, O, pos)
+    ?? contentCheck(v, S, O, pos, originLink.state === 'ok' ? originLink : undefined);
   if (versionStep) return versionStep;
 
   if (!cur) {
@@ -193,20 +201,25 @@ function repairStep(v: ReplayInput, link: ReplayLink, cur: LocalLogfile | undefi
  * Own version-SEQ-HOST must describe the replay link before anything else happens (a crash
  * between the two writes leaves it behind): 'record-version', or a stop when the chain cannot be
  * extended. On the origin's own logfile, version-SEQ-HOST is the origin's link: written by the
- * logger only.
+ * logger only. "Describes" is checked on the fields (logfile, LOGPOS, PREV): the DIGEST needs
+ * the bytes, which the replayer hashes when it writes the link.
  */
 function ownVersionStep(v: ReplayInput, S: number, O: string, pos: number): ReplayStep | undefined {
   if (O === v.host) return undefined;
   const own = v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
   const prev = v.versionLinks.find((e) => e.seq === S - 1 && e.host === v.host)?.value ?? '';
-  let expected: string;
-  try {
-    expected = nextVersionLink(prev, S, O, pos);
-  } catch (err) {
-    rethrowInvariant(err); // a bug here, not a malformed link
-    return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
+  let prevPrefix = '';
+  if (prev !== '') {
+    const parsed = tryParseVersionLink(prev);
+    if (!parsed.ok) {
+      return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (cannot extend the version chain: ${parsed.reason}); the version chain cannot be extended`);
+    }
+    prevPrefix = versionChainPrefix(prev);
   }
-  return own !== expected ? { kind: 'record-version', seq: S, origin: O, logPos: pos } : undefined;
+  const ownLink = own === undefined ? undefined : tryParseVersionLink(own);
+  const describes = ownLink?.ok === true && ownLink.value.seq === S && ownLink.value.origin === O
+    && ownLink.value.logPos === pos && ownLink.value.prev === prevPrefix;
+  return describes ? undefined : { kind: 'record-version', seq: S, origin: O, logPos: pos };
 }
 
 // Replay reached the end of what can be read of logfile S: switch, wait or stop.
