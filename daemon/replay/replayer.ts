@@ -27,9 +27,10 @@ import { logDigests } from '../../common/log/content-digest.js';
 import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
+import { ContentMismatchGuard } from './mismatch-guard.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
-  decideReplayStep, type ReplayInput, type ReplayStep, type ScanOutcome,
+  decideReplayStep, type ContentMismatch, type ReplayInput, type ReplayStep, type ScanOutcome,
 } from './switchover.js';
 import { statusForStep, type ReplayStatus } from './status.js';
 import { readReplayTreeView, type ReplayTreeView } from './tree-view.js';
@@ -107,8 +108,7 @@ export class Replayer {
   private seqNr: { seq: number; origin: string; pos: number; next: number } | undefined;
   private fileSeen: FileIdentity | undefined;
   private refetchAsked = new Set<string>();
-  /** the content-mismatch stop that holds (keepContentMismatch) */
-  private mismatchStop: Extract<ReplayStep, { kind: 'stop' }> | undefined;
+  private readonly mismatchGuard = new ContentMismatchGuard();
   /** the last executed step, to detect a step that does not change what it acts on */
   private lastExecuted: string | undefined;
   private state: ReplayStatus = {
@@ -218,7 +218,8 @@ export class Replayer {
     if (link) this.checkFileIdentity(link.seq, link.origin);
     const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
     const input: ReplayInput = { ...view, scan };
-    const step = this.keepContentMismatch(decideReplayStep(input), link);
+    const step = this.mismatchGuard.filter(decideReplayStep(input), link, (m) => this.rehashOwn(m));
+    if (step === 'again') return true;
     this.publish(step, input);
 
     // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
@@ -237,20 +238,10 @@ export class Replayer {
     return true;
   }
 
-  /**
-   * A content mismatch is reported once the origin's versionlink names the replayed position;
-   * the origin then moves on and the decision alone would apply further. The stop stays while
-   * the replay link is in that logfile at or beyond the position (invalidate moves it back).
-   */
-  private keepContentMismatch(step: ReplayStep, link: ReplayInput['replay']): ReplayStep {
-    if (step.kind === 'stop' && step.contentMismatch) {
-      this.mismatchStop = step;
-      return step;
-    }
-    const m = this.mismatchStop?.contentMismatch;
-    if (m && link && link.seq === m.seq && link.origin === m.origin && link.minPos >= m.pos) return this.mismatchStop!;
-    this.mismatchStop = undefined;
-    return step;
+  /** The own versionlink at a content mismatch, computed again from the whole copy on disk. */
+  private rehashOwn(m: ContentMismatch): void {
+    logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, m.seq, m.origin)));
+    writeVersionLink(this.o.tree, this.o.res, this.o.host, m.seq, m.origin, m.pos, true);
   }
 
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
