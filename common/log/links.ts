@@ -10,6 +10,7 @@
 // inputs, since a bad value there is a bug in our code.
 import { createHash } from 'node:crypto';
 import { assert } from '../util/assert.js';
+import { isContentDigest } from './content-digest.js';
 import { isValidOrigin, logName, MAX_LOG_SEQ, parseLogName, tryParseLogName, type ParseResult } from '../tree/log-names.js';
 
 export const DIGEST_HEX_CHARS = 32;
@@ -90,19 +91,22 @@ export function versionChainPrefix(value: string): string {
   return value.slice(0, colon);
 }
 
-// The versionlink for logfile `seq` of `origin`, `logPos` bytes long, chained to the full
-// value of the previous versionlink ('' when there is none). The digest covers the whole
-// previous value, so equal links on two hosts prove an identical history.
+// The versionlink for logfile `seq` of `origin`, `logPos` bytes long, whose bytes [0, logPos)
+// have the content digest `contentDigest` (SHA-256 hex, common/log/content-digest.ts), chained
+// to the full value of the previous versionlink ('' when there is none). The digest covers the
+// content and the whole previous value, so equal links on two hosts prove an identical history:
+// the same logfiles, the same lengths and the same bytes.
 // Throws when prevFullValue is not empty and not a valid versionlink: extending a broken
 // chain would hide exactly the divergence the chain exists to detect.
-export function nextVersionLink(prevFullValue: string, seq: number, origin: string, logPos: number): string {
+export function nextVersionLink(prevFullValue: string, seq: number, origin: string, logPos: number, contentDigest: string): string {
   if (prevFullValue !== '') {
     const prev = tryParseVersionLink(prevFullValue);
     if (!prev.ok) throw new Error(`cannot extend the version chain: ${prev.reason}`);
   }
   assertPosition(logPos, 'versionlink LOGPOS');
   assert(isValidOrigin(origin), `invalid origin host name ${show(origin)}`);
-  const digest = versionDigest(`${seq},${origin},${logPos}:${prevFullValue}`);
+  assert(isContentDigest(contentDigest), `content digest ${show(contentDigest)} is not 64 lowercase hex chars`);
+  const digest = versionDigest(`${seq},${origin},${logPos},${contentDigest}:${prevFullValue}`);
   const prev = prevFullValue === '' ? '' : versionChainPrefix(prevFullValue);
   return formatVersionLink({ digest, seq, origin, logPos, prev });
 }

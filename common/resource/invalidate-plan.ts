@@ -14,7 +14,6 @@
 // and without a hole: a hole means writes that went straight to the disk, see emergency
 // mode), and the primary's logfiles after it not deleted. Otherwise: a full (fast) sync from
 // the primary's current writeback logfile, like join-resource.
-import { nextVersionLink } from '../log/links.js';
 import { commonPoint, partsAfter, type Chain, type HistoryPoint, type LogPart } from './split-brain.js';
 import { logName } from '../tree/log-names.js';
 
@@ -36,6 +35,8 @@ export interface TreeEdits {
   replay: { seq: number; origin: string; minPos: number; len: number };
   /** our versionlinks to write (number → full value) */
   writeVersions: Map<number, string>;
+  /** our versionlink to compute after the truncation, over our copy of log-SEQ-ORIGIN up to logPos, chained to prev */
+  extendVersion: { seq: number; origin: string; logPos: number; prev: string } | undefined;
   /** our versionlink numbers to delete */
   deleteVersions: number[];
   /** our own logfiles to delete everywhere (tombstones) */
@@ -54,32 +55,40 @@ function contiguous(parts: readonly LogPart[]): boolean {
   return parts.every((p, i) => i === 0 || p.seq === parts[i - 1]!.seq + 1);
 }
 
+/** The whole disk from the primary: no common point, or the incremental way is not possible. */
+function fullPlan(v: InvalidateInput, mine: Chain, theirs: Chain, reason: string): InvalidatePlan | { kind: 'refused'; reason: string } {
+  if (!v.primaryReplay) return { kind: 'refused', reason: `the replay link of the primary ${v.primary} has not arrived here yet` };
+  const seq = v.primaryReplay.seq;
+  const writeVersions = new Map<number, string>();
+  for (const n of [seq - 1, seq]) {
+    const link = theirs.get(n);
+    if (link) writeVersions.set(n, link.raw);
+  }
+  const inTheirs = new Set([...theirs.values()].map((l) => logName(l.seq, l.origin)));
+  const deleteOwn = [...v.localLogBytes.keys()].filter((n) => n.endsWith(`-${v.host}`) && !inTheirs.has(n)
+    && Number(n.slice(4, 13)) >= Math.min(...[...theirs.keys()])).sort();
+  return {
+    kind: 'full', reason,
+    replay: { seq, origin: v.primaryReplay.origin, minPos: 0, len: 0 },
+    writeVersions,
+    deleteVersions: [...mine.keys()].filter((n) => !writeVersions.has(n)).sort((a, b) => a - b),
+    // Our own logfiles that are not part of the primary's history are the discarded writes.
+    deleteOwnLogs: deleteOwn,
+    // Replay starts over in the primary's logfile `seq`: local copies of other hosts'
+    // logfiles from there on may hold other bytes (a damaged or forged copy that made the
+    // split brain): fetched again from the primary instead.
+    unlinkLocalLogs: [...v.localLogBytes.keys()].filter((n) => !n.endsWith(`-${v.host}`) && Number(n.slice(4, 13)) >= seq).sort(),
+    truncate: undefined,
+    extendVersion: undefined,
+  };
+}
+
 export function planInvalidate(v: InvalidateInput): InvalidatePlan | { kind: 'refused'; reason: string } {
   if (v.primary === v.host) return { kind: 'refused', reason: `${v.host} is the designated primary: invalidate the other side instead, or hand the role over first` };
   const mine = v.chains.get(v.host) ?? new Map();
   const theirs = v.chains.get(v.primary);
   if (!theirs || theirs.size === 0) return { kind: 'refused', reason: `no versionlinks of the primary ${v.primary} here yet: check "marsadm wait-cluster" and try again` };
-  const full = (reason: string): InvalidatePlan | { kind: 'refused'; reason: string } => {
-    if (!v.primaryReplay) return { kind: 'refused', reason: `the replay link of the primary ${v.primary} has not arrived here yet` };
-    const seq = v.primaryReplay.seq;
-    const writeVersions = new Map<number, string>();
-    for (const n of [seq - 1, seq]) {
-      const link = theirs.get(n);
-      if (link) writeVersions.set(n, link.raw);
-    }
-    const inTheirs = new Set([...theirs.values()].map((l) => logName(l.seq, l.origin)));
-    return {
-      kind: 'full', reason,
-      replay: { seq, origin: v.primaryReplay.origin, minPos: 0, len: 0 },
-      writeVersions,
-      deleteVersions: [...mine.keys()].filter((n) => !writeVersions.has(n)).sort((a, b) => a - b),
-      // Our own logfiles that are not part of the primary's history are the discarded writes.
-      deleteOwnLogs: [...v.localLogBytes.keys()].filter((n) => n.endsWith(`-${v.host}`) && !inTheirs.has(n)
-        && Number(n.slice(4, 13)) >= Math.min(...[...theirs.keys()])).sort(),
-      unlinkLocalLogs: [],
-      truncate: undefined,
-    };
-  };
+  const full = (reason: string) => fullPlan(v, mine, theirs, reason);
 
   const common = commonPoint(mine, theirs);
   if (!common) return full('no split brain between this host and the primary: the whole disk is compared with the primary\'s');
@@ -93,8 +102,13 @@ export function planInvalidate(v: InvalidateInput): InvalidatePlan | { kind: 're
   for (const p of theirParts) {
     if (v.deletedLogs.has(logName(p.seq, p.origin))) return full(`the primary's ${logName(p.seq, p.origin)} since the split was deleted`);
   }
-  const prev = mine.get(common.seq - 1)?.raw ?? theirs.get(common.seq - 1)?.raw ?? '';
-  const writeVersions = new Map([[common.seq, nextVersionLink(prev, common.seq, common.origin, common.pos)]]);
+  // Our versionlink at the common point: our own link when it names that point, else it is
+  // computed over our copy once cut back there (the executor hashes it: extendVersion).
+  const ours = mine.get(common.seq);
+  const writeVersions = new Map<number, string>();
+  let extendVersion: TreeEdits['extendVersion'];
+  if (ours && ours.origin === common.origin && ours.logPos === common.pos) writeVersions.set(common.seq, ours.raw);
+  else extendVersion = { seq: common.seq, origin: common.origin, logPos: common.pos, prev: mine.get(common.seq - 1)?.raw ?? theirs.get(common.seq - 1)?.raw ?? '' };
   const deleteOwnLogs: string[] = [];
   const unlinkLocalLogs: string[] = [];
   let truncate: TreeEdits['truncate'];
@@ -106,7 +120,9 @@ export function planInvalidate(v: InvalidateInput): InvalidatePlan | { kind: 're
       truncate = { name, toBytes: common.pos };
     } else if (p.origin === v.host) {
       deleteOwnLogs.push(name);
-    } else if (!theirs.has(p.seq) || theirs.get(p.seq)!.origin !== p.origin) {
+    } else {
+      // A copy of another host's logfile after the common point: not in the primary's history,
+      // or in it with other bytes (the versionlinks cover the content): fetched again if needed.
       unlinkLocalLogs.push(name);
     }
   }
@@ -114,7 +130,7 @@ export function planInvalidate(v: InvalidateInput): InvalidatePlan | { kind: 're
     kind: 'incremental', common, ourParts,
     primaryBytesSince: theirParts.reduce((n, p) => n + p.toPos - p.fromPos, 0),
     replay: { seq: common.seq, origin: common.origin, minPos: common.pos, len: 0 },
-    writeVersions,
+    writeVersions, extendVersion,
     deleteVersions: [...mine.keys()].filter((n) => n > common.seq).sort((a, b) => a - b),
     deleteOwnLogs, unlinkLocalLogs, truncate,
   };

@@ -5,6 +5,7 @@ import type { TreeStore } from '../tree/store.js';
 import { resPaths, resourceDir } from '../tree/paths.js';
 import { LOG_NAME } from '../tree/log-names.js';
 import { formatReplayLink, nextVersionLink, parseReplayLink } from '../log/links.js';
+import { logDigests } from '../log/content-digest.js';
 
 export interface ReplayLinkValue {
   seq: number;
@@ -23,10 +24,13 @@ export function writeReplayLink(tree: TreeStore, res: string, host: string, v: R
   return tree.write(resPaths.replay(res, host), formatReplayLink(v), { durable, onlyIfChanged: true });
 }
 
-/** Write version-SEQ-HOST as the successor of version-(SEQ-1)-HOST with the given LOGPOS. */
+/**
+ * Write version-SEQ-HOST as the successor of version-(SEQ-1)-HOST with the given LOGPOS, over
+ * the content of the local log-SEQ-ORIGIN up to LOGPOS (which must be here, unless LOGPOS is 0).
+ */
 export function writeVersionLink(tree: TreeStore, res: string, host: string, seq: number, origin: string, logPos: number, durable: boolean): string {
   const prev = tree.value(resPaths.version(res, seq - 1, host)) ?? '';
-  const value = nextVersionLink(prev, seq, origin, logPos);
+  const value = nextVersionLink(prev, seq, origin, logPos, logDigests.digestAt(tree.abs(resPaths.log(res, seq, origin)), logPos));
   tree.write(resPaths.version(res, seq, host), value, { durable, onlyIfChanged: true });
   return value;
 }

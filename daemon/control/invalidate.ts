@@ -8,6 +8,8 @@ import { closeSync, fsyncSync, openSync, truncateSync, unlinkSync } from 'node:f
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { writeReplayLink } from '../../common/resource/links.js';
+import { nextVersionLink } from '../../common/log/links.js';
+import { logDigests } from '../../common/log/content-digest.js';
 import { clearResyncRanges, previewInvalidate, storeResyncRanges, type InvalidateResult } from '../../common/resource/resync.js';
 import { logName } from '../../common/tree/log-names.js';
 import { failStopOnInvariant } from '../../common/util/assert.js';
@@ -61,15 +63,25 @@ export async function executeInvalidate(tree: TreeStore, res: string, host: stri
   if (plan.truncate) {
     const path = tree.abs(`${dir}/${plan.truncate.name}`);
     truncateSync(path, plan.truncate.toBytes);
+    logDigests.forget(path);
     const fd = openSync(path, 'r+');
     try { fsyncSync(fd); } finally { closeSync(fd); }
   }
-  for (const name of plan.deleteOwnLogs) tree.remove(`${dir}/${name}`);
+  for (const name of plan.deleteOwnLogs) {
+    tree.remove(`${dir}/${name}`);
+    logDigests.forget(tree.abs(`${dir}/${name}`));
+  }
   for (const name of plan.unlinkLocalLogs) {
     try { unlinkSync(tree.abs(`${dir}/${name}`)); } catch { /* gone */ }
+    logDigests.forget(tree.abs(`${dir}/${name}`));
   }
   for (const seq of plan.deleteVersions) tree.remove(resPaths.version(res, seq, host));
   for (const [seq, value] of [...plan.writeVersions].sort((a, b) => a[0] - b[0])) tree.write(resPaths.version(res, seq, host), value, { durable: true });
+  const ext = plan.extendVersion;
+  if (ext) {
+    const digest = logDigests.digestAt(tree.abs(resPaths.log(res, ext.seq, ext.origin)), ext.logPos);
+    tree.write(resPaths.version(res, ext.seq, host), nextVersionLink(ext.prev, ext.seq, ext.origin, ext.logPos, digest), { durable: true });
+  }
   writeReplayLink(tree, res, host, plan.replay, true);
   tree.fsyncDir(dir);
   return { plan, resyncBytes };

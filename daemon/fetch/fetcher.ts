@@ -9,6 +9,7 @@
 // back it by a PeerService in the same process. Waits use the injected clock.
 import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { open, truncate } from 'node:fs/promises';
+import { logDigests } from '../../common/log/content-digest.js';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -159,7 +160,9 @@ export class Fetcher {
       for (const name of this.refetch) {
         this.refetch.delete(name);
         this.o.log('warn', `${this.o.res}: local copy of ${name} is damaged; fetching it again from offset 0`);
-        await truncate(this.o.tree.abs(`${resourceDir(this.o.res)}/${name}`), 0).catch(() => undefined);
+        const path = this.o.tree.abs(`${resourceDir(this.o.res)}/${name}`);
+        await truncate(path, 0).catch(() => undefined);
+        logDigests.forget(path); // rewritten in place: the hash state of the old bytes is void
       }
       const plan = this.plan();
       this.lastPlan = plan;

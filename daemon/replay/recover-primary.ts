@@ -3,6 +3,7 @@
 // tolerating a torn tail in the last one and refusing on any defect; then the caller starts a
 // fresh logfile (never appending to an old one).
 import { truncate } from 'node:fs/promises';
+import { logDigests } from '../../common/log/content-digest.js';
 import { statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
@@ -101,6 +102,7 @@ export async function recoverPrimary(o: RecoverOptions): Promise<RecoverResult> 
     if (result.stop.torn) {
       o.log(`logfile ${p.path}: torn tail at offset ${result.stop.offset} (${result.stop.kind}), tolerated after a crash; the incomplete record was never acknowledged as durable`);
       await truncate(p.path, result.stop.offset);
+      logDigests.forget(p.path);
     }
     if (result.records > 0) o.log(`recovery: applied ${result.records} records of ${p.path} from offset ${fromPos}`);
     await o.disk.datasync();

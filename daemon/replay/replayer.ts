@@ -23,12 +23,14 @@ import { resPaths } from '../../common/tree/paths.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { logName } from '../../common/tree/log-names.js';
 import { writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { logDigests } from '../../common/log/content-digest.js';
 import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
+import { ContentMismatchGuard } from './mismatch-guard.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
-  decideReplayStep, type ReplayInput, type ReplayStep, type ScanOutcome,
+  decideReplayStep, type ContentMismatch, type ReplayInput, type ReplayStep, type ScanOutcome,
 } from './switchover.js';
 import { statusForStep, type ReplayStatus } from './status.js';
 import { readReplayTreeView, type ReplayTreeView } from './tree-view.js';
@@ -106,6 +108,7 @@ export class Replayer {
   private seqNr: { seq: number; origin: string; pos: number; next: number } | undefined;
   private fileSeen: FileIdentity | undefined;
   private refetchAsked = new Set<string>();
+  private readonly mismatchGuard = new ContentMismatchGuard();
   /** the last executed step, to detect a step that does not change what it acts on */
   private lastExecuted: string | undefined;
   private state: ReplayStatus = {
@@ -215,7 +218,8 @@ export class Replayer {
     if (link) this.checkFileIdentity(link.seq, link.origin);
     const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
     const input: ReplayInput = { ...view, scan };
-    const step = decideReplayStep(input);
+    const step = this.mismatchGuard.filter(decideReplayStep(input), link, (m) => this.rehashOwn(m));
+    if (step === 'again') return true;
     this.publish(step, input);
 
     // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
@@ -232,6 +236,12 @@ export class Replayer {
     else if (step.kind === 'record-version') this.recordVersion(step);
     else await this.switchLogfile(step);
     return true;
+  }
+
+  /** The own versionlink at a content mismatch, computed again from the whole copy on disk. */
+  private rehashOwn(m: ContentMismatch): void {
+    logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, m.seq, m.origin)));
+    writeVersionLink(this.o.tree, this.o.res, this.o.host, m.seq, m.origin, m.pos, true);
   }
 
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
@@ -321,6 +331,7 @@ export class Replayer {
       const replaced = st === undefined || st.ino !== seen.ino || st.size < seen.sizeBytes;
       const changed = replaced || st!.size !== seen.sizeBytes || st!.mtimeMs !== seen.mtimeMs;
       if (replaced) {
+        logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, seq, origin)));
         this.scan = undefined;
         this.seqNr = undefined;
         this.refetchAsked.clear();

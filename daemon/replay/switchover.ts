@@ -20,96 +20,14 @@
 // MARS waits on a failing condition 3 because its versionlink lags the replay; here the own
 // versionlink is brought up to the replay link first ('record-version'), so when both describe
 // the same LOGPOS and still differ, the histories before SEQ differ: that is a stop.
-import { nextVersionLink, tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
+import { tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
-import { STOP_MEANING, type StopKind } from '../../common/log/scanner.js';
-import { rethrowInvariant } from '../../common/util/assert.js';
+import { STOP_MEANING } from '../../common/log/scanner.js';
+import { contentCheck } from './content-check.js';
 
-/** MARS replay-code values: 0 = replay running, 1 = finished (caught up / waiting). */
-export const REPLAY_CODE_RUNNING = 0;
-export const REPLAY_CODE_FINISHED = 1;
+export * from './replay-step.js';
+import { REPLAY_STOP_CODE, type ReplayInput, type ReplayStep, type LocalLogfile, type ScanOutcome } from './replay-step.js';
 
-/**
- * Negative errno-style codes of a stopped replay, published as replay-code: the one table for
- * the secondary's replayer and for the primary's start (recover-primary.ts, primary-runner.ts).
- */
-export const REPLAY_STOP_CODE = {
-  /** a logfile the replay link needs is missing */
-  ENOENT: -2,
-  /** an I/O error while applying (the replayer retries), or that took the primary down */
-  EIO: -5,
-  /** split brain: two logfiles with the same number */
-  EEXIST: -17,
-  /** the replay link or an own versionlink is unusable */
-  EINVAL: -22,
-  /** the data device is smaller than the resource (a primary cannot start) */
-  ENOSPC: -28,
-  /** hole in the logfile numbering (emergency mode, deleted logfile) */
-  ENODATA: -61,
-  /** the version chain or the origin's lengths contradict what was replayed */
-  EPROTO: -71,
-  /** defective logfile copy (checksum, magic, bad field, record beyond the device) */
-  EBADMSG: -74,
-} as const;
-
-export interface LocalLogfile {
-  seq: number;
-  origin: string;
-  sizeBytes: number;
-}
-
-/** One `version-SEQ-HOST` link as seen in the local tree (own, the origins', other hosts'). */
-export interface VersionLinkEntry {
-  seq: number;
-  host: string;
-  value: string;
-}
-
-export type ScanStopClass = 'clean' | 'torn' | 'defect';
-
-/** How the last apply in the current logfile ended. */
-export interface ScanOutcome {
-  /** end of the last good record: where reading stopped */
-  endPos: number;
-  /** how far the scan was allowed to read (the local size, or the origin's final length) */
-  limitBytes: number;
-  stopClass: ScanStopClass;
-  stopKind: StopKind;
-  detail: string;
-}
-
-export interface ReplayInput {
-  host: string;
-  /** own replay link; undefined when missing or malformed */
-  replay: ReplayLink | undefined;
-  /** the logfiles present locally (any order) */
-  logfiles: readonly LocalLogfile[];
-  /** versionlinks in the tree with numbers from the replay link's SEQ-1 on (any order) */
-  versionLinks: readonly VersionLinkEntry[];
-  /** the last apply's outcome in the replay link's logfile; undefined when nothing is known */
-  scan: ScanOutcome | undefined;
-  designatedPrimary: string | undefined;
-  isDesignatedPrimary: boolean;
-}
-
-export interface DefectInfo {
-  seq: number;
-  origin: string;
-  file: string;
-  offset: number;
-  kind: StopKind;
-  detail: string;
-}
-
-export type ReplayStep =
-  /** apply the records in [fromPos, toPos) of logfile seq; repair = re-apply a dirty window */
-  | { kind: 'apply'; seq: number; origin: string; fromPos: number; toPos: number; repair: boolean }
-  /** own version-SEQ-HOST does not describe the replay link yet (a crash between the two writes) */
-  | { kind: 'record-version'; seq: number; origin: string; logPos: number }
-  | { kind: 'wait'; reason: string; caughtUp: boolean }
-  | { kind: 'switch'; from: { seq: number; origin: string; endPos: number }; to: { seq: number; origin: string } }
-  /** refetch: the local copy of defect.file (or the named file) should be fetched again from offset 0 */
-  | { kind: 'stop'; code: number; reason: string; refetch: boolean; defect?: DefectInfo; file?: string };
 
 type LinkLookup = { state: 'missing' } | { state: 'malformed'; value: string; reason: string } | { state: 'ok'; value: string; link: VersionLink };
 
@@ -134,7 +52,8 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
 
   // The own versionlink always describes the replay link, so conditions 3 and 6 compare the
   // real replayed history.
-  const versionStep = ownVersionStep(v, S, O, pos);
+  const versionStep = ownVersionStep(v, S, O, pos)
+    ?? contentCheck(v, S, O, pos, originLink.state === 'ok' ? originLink : undefined);
   if (versionStep) return versionStep;
 
   if (!cur) {
@@ -193,20 +112,25 @@ function repairStep(v: ReplayInput, link: ReplayLink, cur: LocalLogfile | undefi
  * Own version-SEQ-HOST must describe the replay link before anything else happens (a crash
  * between the two writes leaves it behind): 'record-version', or a stop when the chain cannot be
  * extended. On the origin's own logfile, version-SEQ-HOST is the origin's link: written by the
- * logger only.
+ * logger only. "Describes" is checked on the fields (logfile, LOGPOS, PREV): the DIGEST needs
+ * the bytes, which the replayer hashes when it writes the link.
  */
 function ownVersionStep(v: ReplayInput, S: number, O: string, pos: number): ReplayStep | undefined {
   if (O === v.host) return undefined;
   const own = v.versionLinks.find((e) => e.seq === S && e.host === v.host)?.value;
   const prev = v.versionLinks.find((e) => e.seq === S - 1 && e.host === v.host)?.value ?? '';
-  let expected: string;
-  try {
-    expected = nextVersionLink(prev, S, O, pos);
-  } catch (err) {
-    rethrowInvariant(err); // a bug here, not a malformed link
-    return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (${(err as Error).message}); the version chain cannot be extended`);
+  let prevPrefix = '';
+  if (prev !== '') {
+    const parsed = tryParseVersionLink(prev);
+    if (!parsed.ok) {
+      return stop(REPLAY_STOP_CODE.EINVAL, `own ${versionName(S - 1, v.host)} is malformed (cannot extend the version chain: ${parsed.reason}); the version chain cannot be extended`);
+    }
+    prevPrefix = versionChainPrefix(prev);
   }
-  return own !== expected ? { kind: 'record-version', seq: S, origin: O, logPos: pos } : undefined;
+  const ownLink = own === undefined ? undefined : tryParseVersionLink(own);
+  const describes = ownLink?.ok === true && ownLink.value.seq === S && ownLink.value.origin === O
+    && ownLink.value.logPos === pos && ownLink.value.prev === prevPrefix;
+  return describes ? undefined : { kind: 'record-version', seq: S, origin: O, logPos: pos };
 }
 
 // Replay reached the end of what can be read of logfile S: switch, wait or stop.

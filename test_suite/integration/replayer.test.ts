@@ -11,6 +11,7 @@ import { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, RECORD_HEADER_BYTES } from '../../common/log/record.js';
 import { formatReplayLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink } from '../../common/log/links.js';
+import { contentDigestOf } from '../../common/log/content-digest.js';
 import { Replayer, type RefetchRequest, type ReplayStatus } from '../../daemon/replay/replayer.js';
 import { REPLAY_STOP_CODE } from '../../daemon/replay/switchover.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -121,9 +122,9 @@ async function setup(t: Test, opts: { maxBatchBytes?: number; replay?: string } 
     await disk.close();
   });
   const copyPath = (seq: number) => tree.abs(resPaths.log(RES, seq, ORIGIN));
-  /** the origin's versionlinks: version-SEQ-alpha for LOGPOS, chained to version-(SEQ-1)-alpha */
-  const originVersion = (seq: number, logPos: number) => {
-    const value = nextVersionLink(tree.value(resPaths.version(RES, seq - 1, ORIGIN))!, seq, ORIGIN, logPos);
+  /** the origin's versionlinks: version-SEQ-alpha over its logfile bytes, chained to version-(SEQ-1)-alpha */
+  const originVersion = (seq: number, bytes: Uint8Array) => {
+    const value = nextVersionLink(tree.value(resPaths.version(RES, seq - 1, ORIGIN))!, seq, ORIGIN, bytes.length, contentDigestOf(bytes));
     tree.write(resPaths.version(RES, seq, ORIGIN), value);
     return value;
   };
@@ -141,7 +142,7 @@ t.test('replays a growing copy; the disk is a prefix state at every stable point
   const s = await setup(t);
   const log = encodeLog(makeWrites(60, 1));
   const total = log.bytes.length;
-  const v1 = s.originVersion(1, total); // the origin is ahead: everything is durable there
+  const v1 = s.originVersion(1, log.bytes); // the origin is ahead: everything is durable there
   writeFileSync(s.copyPath(1), Buffer.alloc(0));
   s.replayer.start();
 
@@ -157,7 +158,7 @@ t.test('replays a growing copy; the disk is a prefix state at every stable point
     const st = await s.settled(`replay up to ${boundary} of ${cut} copied bytes`, boundary);
     t.ok(s.disk().equals(imageAfter([{ writes: log.writes, count: n }])), `disk equals the origin after ${n} records (copy cut at ${cut})`);
     t.same(s.replayLink(), { seq: 1, origin: ORIGIN, minPos: boundary, len: 0 }, 'replay link at the record boundary');
-    t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, boundary), 'own versionlink describes the replayed prefix');
+    t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, boundary, contentDigestOf(log.bytes.subarray(0, boundary))), 'own versionlink describes the replayed prefix');
     t.equal(st.restBytes, total - boundary, 'rest bytes = origin length - replayed');
     t.equal(st.consistent, true);
     if (cut !== boundary) t.match(st.waitReason, /not yet fetched further: incomplete record/, 'a torn tail at the local end waits');
@@ -172,7 +173,7 @@ t.test('switches to the next logfile with the correct links', async (t) => {
   const s = await setup(t);
   const log1 = encodeLog(makeWrites(30, 2));
   const log2 = encodeLog(makeWrites(30, 3));
-  s.originVersion(1, log1.bytes.length);
+  s.originVersion(1, log1.bytes);
   writeFileSync(s.copyPath(1), log1.bytes);
   s.replayer.start();
   await s.settled('log 1 replayed', log1.bytes.length);
@@ -180,9 +181,9 @@ t.test('switches to the next logfile with the correct links', async (t) => {
   t.match(s.replayer.status.waitReason, /caught up/);
 
   // The origin rotates: final version-1, empty log-2 and version-2 at LOGPOS 0.
-  const v1 = s.originVersion(1, log1.bytes.length);
+  const v1 = s.originVersion(1, log1.bytes);
   writeFileSync(s.copyPath(2), Buffer.alloc(0));
-  const v2empty = s.originVersion(2, 0);
+  const v2empty = s.originVersion(2, Buffer.alloc(0));
   s.replayer.nudge();
   await s.settled('switched to log 2', 0, 2);
   t.same(s.replayLink(), { seq: 2, origin: ORIGIN, minPos: 0, len: 0 }, 'replay link log-000000002-alpha,0,0');
@@ -190,7 +191,7 @@ t.test('switches to the next logfile with the correct links', async (t) => {
   t.equal(s.ownVersion(2), v2empty, 'own version-2 at LOGPOS 0 equals the origin\'s');
 
   appendFileSync(s.copyPath(2), log2.bytes);
-  const v2 = s.originVersion(2, log2.bytes.length);
+  const v2 = s.originVersion(2, log2.bytes);
   s.replayer.nudge();
   await s.settled('log 2 replayed', log2.bytes.length, 2);
   t.ok(s.disk().equals(imageAfter([{ writes: log1.writes, count: 30 }, { writes: log2.writes, count: 30 }])), 'disk equals the origin after both logfiles');
@@ -201,7 +202,7 @@ t.test('switches to the next logfile with the correct links', async (t) => {
 t.test('a flipped bit stops replay in front of the record and asks for a re-fetch', async (t) => {
   const s = await setup(t);
   const log = encodeLog(makeWrites(40, 4));
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   const bad = Buffer.from(log.bytes);
   const victim = 12; // the first byte of record 12's payload (0-based)
   bad[log.ends[victim - 1]! + RECORD_HEADER_BYTES] ^= 0x04;
@@ -214,7 +215,7 @@ t.test('a flipped bit stops replay in front of the record and asks for a re-fetc
   t.match(st.message, new RegExp(`log-000000001-alpha at offset ${defectAt}.*bad-checksum`), 'a clear status: file, offset, class');
   t.equal(st.replayedPos, defectAt, 'stopped at the end of the last good record');
   t.same(s.replayLink(), { seq: 1, origin: ORIGIN, minPos: defectAt, len: 0 });
-  t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, defectAt), 'own versionlink at the replayed position');
+  t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, defectAt, contentDigestOf(log.bytes.subarray(0, defectAt))), 'own versionlink at the replayed position');
   t.ok(s.disk().equals(imageAfter([{ writes: log.writes, count: victim }])), 'nothing from the damaged record on is applied');
   t.same(s.refetches.map((r) => [r.file, r.offset]), [['log-000000001-alpha', defectAt]], 'one re-fetch request for the damaged copy');
 
@@ -239,7 +240,7 @@ t.test('a flipped bit stops replay in front of the record and asks for a re-fetc
 t.test('a hole in the numbering stops replay consistently at the end of the last logfile', async (t) => {
   const s = await setup(t);
   const log = encodeLog(makeWrites(20, 5));
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   writeFileSync(s.copyPath(1), log.bytes);
   // Emergency mode on the origin: log-12-alpha and version-11-alpha = 000...0,log-11-alpha,0:
   writeFileSync(s.copyPath(12), Buffer.alloc(0));
@@ -259,7 +260,7 @@ t.test('a half-applied window left by a crash is re-applied on start, even when 
   const from = log.ends[9]!;
   const to = log.ends[19]! + 50; // the window ended inside record 20 (a torn local end back then)
   const s = await setup(t, { replay: formatReplayLink({ seq: 1, origin: ORIGIN, minPos: from, len: to - from }) });
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   writeFileSync(s.copyPath(1), log.bytes);
   // The crash left records 0..9 applied and, of the window, only 17 and 12, out of order.
   const img = imageAfter([{ writes: log.writes, count: 10 }]);
@@ -270,7 +271,7 @@ t.test('a half-applied window left by a crash is re-applied on start, even when 
   const st = await waitFor('window repaired', () => (s.replayer.consistent && s.replayLink().len === 0 ? s.replayer.status : undefined), 10_000);
   t.ok(s.statuses.some((x) => !x.consistent), 'reported inconsistent until the window was re-applied');
   t.same(s.replayLink(), { seq: 1, origin: ORIGIN, minPos: log.ends[19]!, len: 0 }, 'replay link at the last record inside the window');
-  t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, log.ends[19]!));
+  t.equal(s.ownVersion(1), nextVersionLink(V0, 1, ORIGIN, log.ends[19]!, contentDigestOf(log.bytes.subarray(0, log.ends[19]!))));
   t.ok(s.disk().equals(imageAfter([{ writes: log.writes, count: 20 }])), 'the disk is a prefix state again');
   t.equal(st.isReplaying, false, 'and replay stays paused');
   s.replayer.nudge();
@@ -286,7 +287,7 @@ t.test('a half-applied window left by a crash is re-applied on start, even when 
 t.test('pause resolves at a record boundary with the replay link durable', async (t) => {
   const s = await setup(t, { maxBatchBytes: 8192 });
   const log = encodeLog(makeWrites(800, 7));
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   writeFileSync(s.copyPath(1), log.bytes);
   s.replayer.start();
   await waitFor('replay under way', () => s.replayer.replayedPos > 0, 10_000);
@@ -316,7 +317,7 @@ t.test('a record beyond the device is a defect that a re-fetch cannot repair', a
   writes.push({ devicePos: SIZE - 512, data: Buffer.alloc(4096, 7), lengthBytes: 4096 });
   writes.push(...makeWrites(5, 9));
   const log = encodeLog(writes);
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   writeFileSync(s.copyPath(1), log.bytes);
   s.replayer.start();
   const st = await waitFor('replay stops on the record beyond the device', () => (s.replayer.replayCode < 0 ? s.replayer.status : undefined), 10_000);
@@ -337,7 +338,7 @@ t.test('resize: a record in the grown area is applied when the disk grew, even b
   writes.push({ devicePos: SIZE + 8192, data: Buffer.alloc(4096, 9), lengthBytes: 4096 });
   writes.push({ devicePos: 2 * SIZE + 4096, data: Buffer.alloc(4096, 5), lengthBytes: 4096 });
   const log = encodeLog(writes);
-  s.originVersion(1, log.bytes.length);
+  s.originVersion(1, log.bytes);
   writeFileSync(s.copyPath(1), log.bytes);
   s.replayer.start();
   const st = await waitFor('replay stops on the record beyond the grown disk', () => (s.replayer.replayCode < 0 ? s.replayer.status : undefined), 10_000);

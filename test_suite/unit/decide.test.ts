@@ -2,6 +2,10 @@ import t from 'tap';
 import { decide, type RuntimeState } from '../../daemon/control/decide.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { nextVersionLink } from '../../common/log/links.js';
+import { contentDigestOf } from '../../common/log/content-digest.js';
+
+// One content for every logfile: these tests are about positions and chains, not bytes.
+const CONTENT = contentDigestOf(Buffer.from('logfile bytes'));
 
 const cfg = { host: 'alpha', logRotateBytes: 1000 };
 
@@ -72,7 +76,7 @@ t.test('transitions in progress are never interrupted (tick by tick)', async (t)
 
 t.test('a designated primary waits until the previous primary left and its history is here', async (t) => {
   const down: RuntimeState = { phase: 'down' };
-  const v1 = nextVersionLink('', 1, 'alpha', 300);
+  const v1 = nextVersionLink('', 1, 'alpha', 300, CONTENT);
   const base = {
     designatedPrimary: 'beta', replayLink: 'log-000000001-alpha,100,0',
     logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 300 }],

@@ -1,27 +1,34 @@
 // Logfile names, replay links and the versionlink hash chain (docs/logfile-format.md §6).
 // Expected digests were computed independently with the shell, e.g.
-//   printf '%s' '1,alpha,4180:' | md5sum
+//   C=$(head -c 4180 /dev/zero | sha256sum | cut -c1-64); printf '%s' "1,alpha,4180,$C:" | md5sum
+// (the content digests below are those of N zero bytes).
 import t from 'tap';
 import { compareReplayLinks, formatReplayLink, formatVersionLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink, tryParseReplayLink, versionChainPrefix, versionDigest } from '../../common/log/links.js';
 import { logName, parseLogName } from '../../common/tree/log-names.js';
 import { InvariantError } from '../../common/util/assert.js';
+import { contentDigestOf, EMPTY_CONTENT_DIGEST } from '../../common/log/content-digest.js';
 
 const Z = '0'.repeat(32);
-const V1 = '788addad70b3bb0eca1b35bbad5e37d0,log-000000001-alpha,4180:';
-const V2 = '784d82acf684425532d63b652070602d,log-000000002-alpha,123456:788addad70b3bb0eca1b35bbad5e37d0,log-000000001-alpha,4180';
-const V3 = '237264fb9c605c7b4c0543bf6f53e241,log-000000003-beta,0:784d82acf684425532d63b652070602d,log-000000002-alpha,123456';
+const V1 = '3b68c62c08226f518dc22ee43ebbf7f2,log-000000001-alpha,4180:';
+const V2 = 'f38467f1ff92fea850714e0d2a90b740,log-000000002-alpha,123456:3b68c62c08226f518dc22ee43ebbf7f2,log-000000001-alpha,4180';
+const V3 = '39b68030141c1c0b9b007c92fdc79cdf,log-000000003-beta,0:f38467f1ff92fea850714e0d2a90b740,log-000000002-alpha,123456';
+/** content digest of n zero bytes */
+const zeros = (n: number) => contentDigestOf(Buffer.alloc(n));
 
 t.test('versionlink chain: known answers for seq 1..3', async (t) => {
-  t.equal(versionDigest('1,alpha,4180:'), '788addad70b3bb0eca1b35bbad5e37d0');
-  const v1 = nextVersionLink('', 1, 'alpha', 4180);
+  t.equal(zeros(4180), '39ac11298a8264244e9866060f5aa77812ec9794a284427b8d741bf8178c0752');
+  t.equal(EMPTY_CONTENT_DIGEST, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  t.equal(versionDigest(`1,alpha,4180,${zeros(4180)}:`), '3b68c62c08226f518dc22ee43ebbf7f2');
+  const v1 = nextVersionLink('', 1, 'alpha', 4180, zeros(4180));
   t.equal(v1, V1);
-  const v2 = nextVersionLink(v1, 2, 'alpha', 123456);
+  const v2 = nextVersionLink(v1, 2, 'alpha', 123456, zeros(123456));
   t.equal(v2, V2);
   // After a handover the next logfile has another origin; the chain continues.
-  const v3 = nextVersionLink(v2, 3, 'beta', 0);
+  const v3 = nextVersionLink(v2, 3, 'beta', 0, EMPTY_CONTENT_DIGEST);
   t.equal(v3, V3);
   // The digest covers the whole previous value: a different history gives another digest.
-  t.not(nextVersionLink(nextVersionLink('', 1, 'alpha', 4181), 2, 'alpha', 123456).slice(0, 32), V2.slice(0, 32));
+  t.not(nextVersionLink(nextVersionLink('', 1, 'alpha', 4181, zeros(4181)), 2, 'alpha', 123456, zeros(123456)).slice(0, 32), V2.slice(0, 32));
+  t.throws(() => nextVersionLink('', 1, 'alpha', 4180, 'abc'), InvariantError, 'a content digest is 64 hex chars');
 });
 
 t.test('versionlink chain from the create-resource fake links', async (t) => {
@@ -32,8 +39,8 @@ t.test('versionlink chain from the create-resource fake links', async (t) => {
   });
   t.ok(parseVersionLink(init.previous.value));
   t.ok(parseVersionLink(init.current.value));
-  // printf '%s' '2,alpha,8360:<init.current.value>' | md5sum
-  t.equal(nextVersionLink(init.current.value, 2, 'alpha', 8360), `0b755518b2a3b8f9ef9cf555bbd9f3aa,log-000000002-alpha,8360:${Z},log-000000001-alpha,0`);
+  // printf '%s' "2,alpha,8360,<zeros(8360)>:<init.current.value>" | md5sum
+  t.equal(nextVersionLink(init.current.value, 2, 'alpha', 8360, zeros(8360)), `0bdee3748c8a212c25f777894af53626,log-000000002-alpha,8360:${Z},log-000000001-alpha,0`);
   const init7 = initialVersionLinks(7, 'h-2');
   t.equal(init7.current.value, `${Z},log-000000007-h-2,0:${Z},log-000000006-h-2,0`);
   t.throws(() => initialVersionLinks(0, 'alpha'), InvariantError);
@@ -45,9 +52,9 @@ t.test('versionlink parse/format round trip and rejection', async (t) => {
     t.ok(p, v);
     t.equal(formatVersionLink(p!), v, 'round trip');
   }
-  t.same(parseVersionLink(V2), { digest: '784d82acf684425532d63b652070602d', seq: 2, origin: 'alpha', logPos: 123456, prev: '788addad70b3bb0eca1b35bbad5e37d0,log-000000001-alpha,4180' });
-  t.equal(versionChainPrefix(V2), '784d82acf684425532d63b652070602d,log-000000002-alpha,123456');
-  t.equal(versionChainPrefix(V1), '788addad70b3bb0eca1b35bbad5e37d0,log-000000001-alpha,4180');
+  t.same(parseVersionLink(V2), { digest: 'f38467f1ff92fea850714e0d2a90b740', seq: 2, origin: 'alpha', logPos: 123456, prev: '3b68c62c08226f518dc22ee43ebbf7f2,log-000000001-alpha,4180' });
+  t.equal(versionChainPrefix(V2), 'f38467f1ff92fea850714e0d2a90b740,log-000000002-alpha,123456');
+  t.equal(versionChainPrefix(V1), '3b68c62c08226f518dc22ee43ebbf7f2,log-000000001-alpha,4180');
   t.throws(() => versionChainPrefix('no colon here'));
 
   const bad = [
@@ -68,8 +75,8 @@ t.test('versionlink parse/format round trip and rejection', async (t) => {
     `${Z},log-000000001-alpha,0x10:`,
   ];
   for (const v of bad) t.equal(parseVersionLink(v), undefined, `rejects ${JSON.stringify(v)}`);
-  t.throws(() => nextVersionLink('bogus', 2, 'alpha', 0), /cannot extend the version chain/);
-  t.throws(() => nextVersionLink(V1, 2, '../etc', 0), InvariantError);
+  t.throws(() => nextVersionLink('bogus', 2, 'alpha', 0, EMPTY_CONTENT_DIGEST), /cannot extend the version chain/);
+  t.throws(() => nextVersionLink(V1, 2, '../etc', 0, EMPTY_CONTENT_DIGEST), InvariantError);
   t.throws(() => formatVersionLink({ digest: 'XYZ', seq: 1, origin: 'a', logPos: 0, prev: '' }), InvariantError);
 });
 

@@ -6,6 +6,10 @@ import t from 'tap';
 import { planResource, SPLIT_BRAIN_CHECK_INTERVAL_MS, type PlanInput, type RunnerState } from '../../daemon/control/plan.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { nextVersionLink } from '../../common/log/links.js';
+import { contentDigestOf } from '../../common/log/content-digest.js';
+
+// One content for every logfile: these tests are about positions and chains, not bytes.
+const CONTENT = contentDigestOf(Buffer.from('logfile bytes'));
 
 const SIZE = 1 << 20;
 const NOW_MS = 1_700_000_000_000;
@@ -82,7 +86,7 @@ t.test('a plain secondary fetches and replays; space levels limit it; level 2 re
 });
 
 t.test('handover: the designated primary completes the old primary\'s history first', async (t) => {
-  const v1 = nextVersionLink('', 1, 'alpha', 300);
+  const v1 = nextVersionLink('', 1, 'alpha', 300, CONTENT);
   const s = {
     designatedPrimary: 'beta', replayLink: 'log-000000001-alpha,100,0', activePrimaries: ['alpha'],
     logfiles: [{ seq: 1, origin: 'alpha', sizeBytes: 300 }], versionLinks: [{ seq: 1, host: 'alpha', value: v1 }],

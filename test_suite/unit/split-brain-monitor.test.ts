@@ -1,6 +1,6 @@
 // The split-brain monitor's publishing (daemon/control/split-brain-monitor.ts) on a real tree.
 import t from 'tap';
-import { mkdirSync, utimesSync } from 'node:fs';
+import { mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { writeVersionLink } from '../../common/resource/links.js';
 import { TreeStore } from '../../common/tree/store.js';
 import { LamportClock } from '../../common/tree/lamport.js';
@@ -30,6 +30,7 @@ t.test('idle: the versionlinks are read again only when a link in the resource d
   const tree = new TreeStore(dir, new LamportClock(() => Date.now() * 1000));
   tree.ensureDir(resPaths.actualDir('r1', 'h2'));
   tree.write(`${resourceDir('r1')}/data-h2`, '/dev/null');
+  writeFileSync(tree.abs(resPaths.log('r1', 1, 'h1')), Buffer.alloc(100)); // the bytes the versionlink below covers
   const old = new Date(Date.now() - 3_600_000);
   utimesSync(tree.abs(resourceDir('r1')), old, old); // an mtime of a clock tick long past
   const monitor = new SplitBrainMonitor(tree, 'r1', 'h2', () => undefined, systemClock);

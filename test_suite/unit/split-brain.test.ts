@@ -1,13 +1,17 @@
 import t from 'tap';
 import { nextVersionLink } from '../../common/log/links.js';
+import { contentDigestOf } from '../../common/log/content-digest.js';
 import { bytesSince, chainsFrom, commonPoint, findDivergence, sideOf } from '../../common/resource/split-brain.js';
+
+// One content for every logfile: these tests are about positions and chains, not bytes.
+const CONTENT = contentDigestOf(Buffer.from('logfile bytes'));
 
 /** A chain of versionlinks for `host` through the given logfiles [origin, logPos]. */
 function chain(host: string, files: [string, number][], from = 1): { seq: number; host: string; value: string }[] {
   const out: { seq: number; host: string; value: string }[] = [];
   let prev = '';
   files.forEach(([origin, pos], i) => {
-    prev = nextVersionLink(prev, from + i, origin, pos);
+    prev = nextVersionLink(prev, from + i, origin, pos, CONTENT);
     out.push({ seq: from + i, host, value: prev });
   });
   return out;

@@ -3,10 +3,14 @@
 // switchover condition has a passing and a failing case.
 import t from 'tap';
 import { initialVersionLinks, nextVersionLink, versionChainPrefix, type ReplayLink } from '../../common/log/links.js';
+import { contentDigestOf } from '../../common/log/content-digest.js';
 import {
   REPLAY_STOP_CODE, decideReplayStep, replayRestBytes,
   type LocalLogfile, type ReplayInput, type ScanOutcome, type VersionLinkEntry,
 } from '../../daemon/replay/switchover.js';
+
+// One content for every logfile: these tests are about positions and chains, not bytes.
+const CONTENT = contentDigestOf(Buffer.from('logfile bytes'));
 
 const ME = 'beta';
 const A = 'alpha';
@@ -20,7 +24,7 @@ function chain(host: string, files: { origin: string; len: number }[]): VersionL
   const out: VersionLinkEntry[] = [{ seq: 0, host, value: V0 }];
   let prev = V0;
   files.forEach((f, i) => {
-    prev = nextVersionLink(prev, i + 1, f.origin, f.len);
+    prev = nextVersionLink(prev, i + 1, f.origin, f.len, CONTENT);
     out.push({ seq: i + 1, host, value: prev });
   });
   return out;
@@ -173,13 +177,13 @@ t.test('condition 1: exactly one logfile with the next number', async (t) => {
   t.match(two, { kind: 'stop', code: REPLAY_STOP_CODE.EEXIST, reason: /split brain: two logfiles numbered 2 from alpha and gamma/ });
   const byLink = decideReplayStep(input({
     pos: 1000, localBytes: 1000, withNext: true,
-    extraVersions: [{ seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, C, 0) }],
+    extraVersions: [{ seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, C, 0, CONTENT) }],
   }));
   t.match(byLink, { kind: 'stop', code: REPLAY_STOP_CODE.EEXIST }, 'the other origin is known from its versionlink alone');
   t.same(decideReplayStep(input({ pos: 500, localBytes: 1000, withNext: true, extraLogs: [{ seq: 2, origin: C, sizeBytes: 0 }] })).kind, 'apply',
     'the current logfile is still replayed up to its end');
   // Another host's versionlink for logfile 2 names alpha's file: not a second origin.
-  const secondaryLink = { seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, A, 0) };
+  const secondaryLink = { seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, A, 0, CONTENT) };
   t.match(decideReplayStep(input({ pos: 1000, localBytes: 1000, withNext: true, extraVersions: [secondaryLink] })), { kind: 'switch' });
 });
 
@@ -205,7 +209,7 @@ t.test('condition 3: own versionlink identical to the origin\'s', async (t) => {
   const ownV0 = `${'0'.repeat(32)},log-000000000-beta,0:`; // beta's own, different history
   let prev = ownV0;
   const own: VersionLinkEntry[] = [{ seq: 0, host: ME, value: ownV0 }];
-  prev = nextVersionLink(prev, 1, A, 1000);
+  prev = nextVersionLink(prev, 1, A, 1000, CONTENT);
   own.push({ seq: 1, host: ME, value: prev });
   const step = decideReplayStep(input({ pos: 1000, localBytes: 1000, withNext: true, ownVersions: own }));
   t.match(step, { kind: 'stop', code: REPLAY_STOP_CODE.EPROTO, reason: /version chain mismatch at 1: split brain\?/ });
@@ -234,13 +238,13 @@ t.test('condition 5: replayed exactly the origin\'s length (values, not string l
 t.test('condition 6: the next versionlink continues the own chain', async (t) => {
   // Handover: gamma replayed alpha's logfile 1 to 1000 and continued with its own logfile 2.
   const gamma = chain(C, [{ origin: A, len: 1000 }]);
-  const good = { seq: 2, host: C, value: nextVersionLink(gamma[1]!.value, 2, C, 0) };
+  const good = { seq: 2, host: C, value: nextVersionLink(gamma[1]!.value, 2, C, 0, CONTENT) };
   const base = input({ pos: 1000, localBytes: 1000, extraLogs: [{ seq: 2, origin: C, sizeBytes: 0 }], extraVersions: [good] });
   t.same(decideReplayStep(base), { kind: 'switch', from: { seq: 1, origin: A, endPos: 1000 }, to: { seq: 2, origin: C } });
 
   // gamma had replayed only 800 bytes when it was forced to primary.
   const gamma800 = chain(C, [{ origin: A, len: 800 }]);
-  const bad = { seq: 2, host: C, value: nextVersionLink(gamma800[1]!.value, 2, C, 0) };
+  const bad = { seq: 2, host: C, value: nextVersionLink(gamma800[1]!.value, 2, C, 0, CONTENT) };
   const step = decideReplayStep({ ...base, versionLinks: [...base.versionLinks.filter((e) => e.host !== C), bad] });
   t.match(step, { kind: 'stop', code: REPLAY_STOP_CODE.EPROTO, reason: /version chain mismatch at 2: split brain\?/ });
   t.not(versionChainPrefix(gamma800[1]!.value), versionChainPrefix(gamma[1]!.value));
@@ -255,7 +259,7 @@ t.test('the next logfile must be present locally before switching', async (t) =>
 t.test('a designated primary never continues from its own logfile into a foreign one', async (t) => {
   const v: ReplayInput = {
     host: A, replay: link(1, A, 1000), logfiles: [{ seq: 1, origin: A, sizeBytes: 1000 }, { seq: 2, origin: C, sizeBytes: 0 }],
-    versionLinks: [...chain(A, [{ origin: A, len: 1000 }]), { seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, C, 0) }],
+    versionLinks: [...chain(A, [{ origin: A, len: 1000 }]), { seq: 2, host: C, value: nextVersionLink(chain(C, [{ origin: A, len: 1000 }])[1]!.value, 2, C, 0, CONTENT) }],
     scan: undefined, designatedPrimary: A, isDesignatedPrimary: true,
   };
   t.match(decideReplayStep(v), { kind: 'stop', code: REPLAY_STOP_CODE.EEXIST, reason: /designated primary/ });
@@ -294,4 +298,18 @@ t.test('after a forced failover the history goes on from where the new primary e
   t.match(decideReplayStep(forcedFailover(400, 400)), { kind: 'wait' }, 'waits for the rest of logfile 1 up to gamma\'s end');
   t.match(decideReplayStep(forcedFailover(800, 1000)), { kind: 'stop', code: REPLAY_STOP_CODE.EPROTO },
     'replayed beyond the new primary\'s end: this replica holds writes the new history lacks');
+});
+
+t.test('content: where the origin\'s versionlink names the replayed position, ours must equal it', async (t) => {
+  // beta's copy of logfile 1 has other bytes: same logfile, LOGPOS and PREV, other DIGEST.
+  const other = [{ seq: 0, host: ME, value: V0 }, { seq: 1, host: ME, value: nextVersionLink(V0, 1, A, 1000, contentDigestOf(Buffer.from('other bytes'))) }];
+  const mismatch = { kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch: false, contentMismatch: { seq: 1, origin: A, pos: 1000 },
+    reason: /content mismatch in log-000000001-alpha at offset 1000: split brain or damaged copy.*run "marsadm invalidate"/ };
+  t.match(decideReplayStep(input({ pos: 1000, localBytes: 1000, ownVersions: other })), mismatch, 'the origin still writes the logfile');
+  t.match(decideReplayStep(input({ pos: 1000, localBytes: 1000, withNext: true, ownVersions: other })), mismatch, 'the origin finished it');
+  t.match(decideReplayStep(input({ pos: 1000, localBytes: 1000 })), { kind: 'wait', caughtUp: true }, 'the same bytes: caught up');
+  t.match(decideReplayStep(input({ pos: 1000, localBytes: 2000, originLen: 2000, ownVersions: other })), { kind: 'apply', fromPos: 1000 },
+    'the origin\'s link names another position: nothing to compare yet');
+  // The own link describes the replay position whatever its DIGEST: no 'record-version' loop.
+  t.notMatch(decideReplayStep(input({ pos: 1000, localBytes: 1000, ownVersions: other })), { kind: 'record-version' });
 });

@@ -1,0 +1,109 @@
+// The history chain covers the logfiles' bytes (docs/tree.md "History chain"): a secondary's
+// copy of a logfile altered in one record's data, with the record's checksums recomputed so
+// that replay accepts it, must not end up with a versionlink equal to the primary's. Once the
+// primary's versionlink names the replayed position, the secondary stops with a clear message,
+// its versionlink differs, and view reports the split brain; invalidate repairs it.
+import t from 'tap';
+import { openSync, readFileSync, statSync, writeSync, closeSync } from 'node:fs';
+import { caughtUpWith, fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
+import type { MarsHost } from '../helpers/cluster.js';
+import {
+  decodeHeader, decodeTrailer, encodeRecord, HDR_PAYLOAD_LEN, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES,
+} from '../../common/log/record.js';
+
+const RES = 'r0';
+const SIZE = 16 << 20;
+
+/** alpha's newest own versionlink: its number and value. */
+function newestOwnVersion(h: MarsHost): { seq: string; value: string } | undefined {
+  const replay = h.link(`resource-${RES}/replay-${h.name}`);
+  if (!replay) return undefined;
+  const seq = replay.slice(4, 13);
+  const value = h.link(`resource-${RES}/version-${seq}-${h.name}`);
+  return value === undefined ? undefined : { seq, value };
+}
+
+const logPosOf = (value: string) => Number(value.split(':')[0]!.split(',')[2]);
+
+/**
+ * Change one payload byte of the last record in the file and re-encode the record, so its
+ * checksums are valid again: what an attacker with write access to the copy, or a corrupting
+ * path that recomputes checksums, leaves behind. Returns the record's offset.
+ */
+function forgeLastRecord(path: string): number {
+  const bytes = readFileSync(path);
+  let at = 0;
+  let last = -1;
+  while (at + RECORD_HEADER_BYTES <= bytes.length) {
+    last = at;
+    at += RECORD_OVERHEAD_BYTES + bytes.readInt16LE(at + HDR_PAYLOAD_LEN);
+  }
+  if (last < 0 || at !== bytes.length) throw new Error(`${path}: ${bytes.length} bytes do not end at a record boundary (${at})`);
+  const h = decodeHeader(bytes, last);
+  const payload = Buffer.from(bytes.subarray(last + RECORD_HEADER_BYTES, last + RECORD_HEADER_BYTES + h.payloadBytes));
+  payload[0] ^= 0xff;
+  const tr = decodeTrailer(bytes, last + RECORD_HEADER_BYTES + h.payloadBytes);
+  const out = Buffer.alloc(RECORD_OVERHEAD_BYTES + h.payloadBytes);
+  encodeRecord(out, 0, { devicePos: h.devicePos, code: h.code, stampSec: h.stampSec, stampNsec: h.stampNsec, seqNr: tr.seqNr, payload });
+  const fd = openSync(path, 'r+');
+  try { writeSync(fd, out, 0, out.length, last); } finally { closeSync(fd); }
+  return last;
+}
+
+t.test('a forged record with valid checksums in a fetched copy: refused at the primary\'s versionlink, split brain reported, invalidate repairs', async (t) => {
+  const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES });
+  const [alpha, beta] = [c.host('alpha'), c.host('beta')];
+  await writeWorkload(alpha, RES, SIZE, 10, 1, 2);
+  await alpha.until('beta caught up', () => caughtUpWith(beta, alpha, RES), 60_000, 50);
+
+  await beta.marsadmOk(['pause-replay', RES]);
+  await beta.until('beta\'s replay paused', () => beta.actual(RES, 'is-replaying') === '0', 30_000);
+  await writeWorkload(alpha, RES, SIZE, 20, 2, 2);
+  let theirs: { seq: string; value: string } | undefined;
+  const copy = () => `${beta.marsDir}/resource-${RES}/log-${theirs!.seq}-alpha`;
+  await alpha.until('beta fetched everything alpha logged', () => {
+    theirs = newestOwnVersion(alpha);
+    if (!theirs) return false;
+    const logPos = logPosOf(theirs.value);
+    let have = -1;
+    try { have = statSync(copy()).size; } catch { /* not yet */ }
+    return logPos === statSync(`${alpha.marsDir}/resource-${RES}/log-${theirs.seq}-alpha`).size && have === logPos;
+  }, 60_000, 50);
+  const end = logPosOf(theirs!.value);
+  const replayedBefore = Number((beta.link(`resource-${RES}/replay-beta`) ?? '').split(',')[1]);
+  const forgedAt = forgeLastRecord(copy());
+  t.ok(forgedAt >= replayedBefore, `the forged record at ${forgedAt} is beyond beta's replay position ${replayedBefore}`);
+
+  await beta.marsadmOk(['resume-replay', RES]);
+  await beta.until('beta stops on the content mismatch', () => /content mismatch/.test(beta.actual(RES, 'msg-err-replay-stop') ?? ''), 30_000, 50);
+  const msg = beta.actual(RES, 'msg-err-replay-stop')!;
+  t.match(msg, new RegExp(`content mismatch in log-${theirs!.seq}-alpha at offset ${end}: split brain or damaged copy`), 'the message names the logfile and the position');
+  t.equal(beta.actual(RES, 'replay-code')?.split(',')[0], '-74', 'replay-code -74');
+  const ours = beta.link(`resource-${RES}/version-${theirs!.seq}-beta`)!;
+  t.equal(logPosOf(ours), end, 'beta replayed the copy to the same position');
+  t.not(ours, alpha.link(`resource-${RES}/version-${theirs!.seq}-alpha`), 'but its versionlink differs from alpha\'s');
+  for (const h of [beta, alpha]) {
+    await h.until(`${h.name} reports the split brain`, async () => (await h.view('is-split-brain', RES)) === '1', 30_000, 200);
+  }
+  const view = JSON.parse(await beta.marsadmOk(['view', RES, '--json'])) as { splitBrain?: unknown; disk?: string } | { splitBrain?: unknown }[];
+  const v = Array.isArray(view) ? view[0]! : view;
+  t.ok(v.splitBrain, 'view --json names the split brain');
+  t.match(await beta.marsadmOk(['view', RES]), /content mismatch/, 'view shows the stop message');
+
+  // The stop holds while alpha goes on writing: beta applies nothing more.
+  const replayLink = beta.link(`resource-${RES}/replay-beta`);
+  await writeWorkload(alpha, RES, SIZE, 5, 3, 2);
+  await alpha.until('beta fetched the new writes', () => {
+    const now = newestOwnVersion(alpha);
+    return now !== undefined && now.seq === theirs!.seq && logPosOf(now.value) > end && statSync(copy()).size === logPosOf(now.value);
+  }, 60_000, 50);
+  await beta.until('beta saw the new writes', () => (beta.actual(RES, 'replay-rest') ?? '0') !== '0', 30_000, 50);
+  t.equal(beta.link(`resource-${RES}/replay-beta`), replayLink, 'beta\'s replay link did not move');
+  t.match(beta.actual(RES, 'msg-err-replay-stop') ?? '', /content mismatch/, 'still stopped');
+
+  // The way out: invalidate on beta fetches the copy again and resyncs what it touched.
+  await beta.marsadmOk(['invalidate', RES]);
+  await beta.until('beta synced and caught up', () => beta.link(`resource-${RES}/syncstatus-beta`) === String(SIZE) && caughtUpWith(beta, alpha, RES), 90_000, 50);
+  t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'beta\'s disk equals alpha\'s again');
+  await beta.until('beta no longer reports a split brain', async () => (await beta.view('is-split-brain', RES)) === '0', 30_000, 200);
+});
