@@ -7,7 +7,8 @@ import type { TreeStore } from '../tree/store.js';
 import { globalPaths, resPaths, resourceDir } from '../tree/paths.js';
 import { LOG_NAME, parseVersionName, tryParseLogName } from '../tree/log-names.js';
 import { parseReplayLink, parseVersionLink } from '../log/links.js';
-import { decodeHeader, NSEC_PER_SEC, RECORD_HEADER_BYTES, START_MAGIC } from '../log/record.js';
+import { decodeHeader, MAX_RECORD_BYTES, NSEC_PER_SEC, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES, START_MAGIC, startMagicAt } from '../log/record.js';
+import { scanBuffer } from '../log/scan-record.js';
 import { isValidIdentifier } from '../tree/names.js';
 import type { LogFact, ProgressFacts } from './replication-progress.js';
 
@@ -31,6 +32,34 @@ export function recordStampAt(path: string, pos: number): number | undefined {
     return h.stampSec + h.stampNsec / NSEC_PER_SEC;
   } catch {
     return undefined; // absent or vanished: the lag falls back to the fetch lag
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Stamp (seconds) of the last complete record in the first `endBytes` of a local logfile copy:
+ * the newest write the fetcher has copied. A copy ends anywhere (chunks split records), so the
+ * last complete record starts within the last two record lengths; the candidate with the
+ * highest offset whose record verifies completely (magics, lengths, checksums: scan-record.ts)
+ * is taken. One read of at most 8 KiB. Undefined when none verifies there.
+ */
+export function lastRecordStampIn(path: string, endBytes: number): number | undefined {
+  const from = Math.max(0, endBytes - 2 * MAX_RECORD_BYTES);
+  if (endBytes - from < RECORD_OVERHEAD_BYTES) return undefined;
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const buf = Buffer.alloc(endBytes - from);
+    const got = readSync(fd, buf, 0, buf.length, from);
+    for (let at = got - RECORD_OVERHEAD_BYTES; at >= 0; at--) {
+      if (!startMagicAt(buf, at)) continue;
+      const rec = scanBuffer(buf.subarray(at, got), from + at, { atEof: true }).records[0];
+      if (rec) return rec.stampSec + rec.stampNsec / NSEC_PER_SEC;
+    }
+    return undefined;
+  } catch {
+    return undefined; // absent or vanished: the lag falls back to when the copies last grew
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
@@ -104,6 +133,7 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
   }
   const logs: LogFact[] = [];
   let lastFetchS: number | undefined;
+  let newest: { seq: number; origin: string; bytes: number } | undefined;
   const fromSeq = replayLink?.seq ?? Math.min(...origins.keys());
   const toSeq = Math.max(primaryEnd?.seq ?? 0, ...local.keys());
   for (let seq = fromSeq; Number.isFinite(seq) && seq <= toSeq; seq++) {
@@ -113,6 +143,7 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
     if (origin === undefined) continue;
     const mine = l && l.origin === origin ? l : undefined;
     if (mine && origin !== host) lastFetchS = Math.max(lastFetchS ?? 0, mine.mtimeS);
+    if (mine && origin !== host && mine.bytes > 0) newest = { seq, origin, bytes: mine.bytes };
     logs.push({ seq, origin, localBytes: mine?.bytes, originBytes: o?.logPos });
   }
   const hb = num(primary ? tree.value(globalPaths.actual(primary, 'time')) : undefined);
@@ -126,6 +157,7 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
     replay: replayLink && { seq: replayLink.seq, origin: replayLink.origin, pos: replayLink.minPos, stampS: replayEntry!.stampUs / US_PER_S },
     nextRecordStampS: replayLink ? nextRecordStamp(tree, res, replayLink, local) : undefined,
     lastFetchS,
+    newestFetchedStampS: newest && ((n) => () => lastRecordStampIn(tree.abs(resPaths.log(res, n.seq, n.origin)), n.bytes))(newest),
     sync: { ...syncDone(tree, res, host), sizeBytes: num(tree.value(resPaths.size(res))) ?? 0, rateBytesPerS: a('sync-rate') },
     fetchRateBytesPerS: a('fetch-rate'),
     replayRateBytesPerS: a('replay-rate'),

@@ -37,6 +37,8 @@ export interface ProgressFacts {
   nextRecordStampS: number | undefined;
   /** when the local copies last grew (mtime of the newest local logfile) */
   lastFetchS: number | undefined;
+  /** stamp of the newest complete record copied here (every older write is here too); read only when fetch-rest is not 0 */
+  newestFetchedStampS?: () => number | undefined;
   sync: { doneBytes: number; sizeBytes: number; stampS: number | undefined; rateBytesPerS: number };
   /** rates the daemon measured over its window (actual-HOST/fetch-rate, replay-rate) */
   fetchRateBytesPerS: number;
@@ -98,7 +100,10 @@ export function progress(f: ProgressFacts): Progress {
   const fetchRest = f.isPrimaryHere ? 0 : Math.max(0, totalSize - fetchPos);
   const replayRest = f.isPrimaryHere ? 0 : Math.max(0, totalSize - replayPos);
   const syncRest = Math.max(0, f.sync.sizeBytes - f.sync.doneBytes);
-  const fetchLagS = fetchRest === 0 ? 0 : age(f.nowS, f.lastFetchS ?? f.replay?.stampS) ?? 0;
+  // The oldest write not here came after the newest one that is: its age is at most the
+  // newest fetched record's age, exact while the primary writes steadily (a fetcher trailing
+  // behind a bandwidth limit or a backlog). Without that record: since the copies last grew.
+  const fetchLagS = fetchRest === 0 ? 0 : age(f.nowS, f.newestFetchedStampS?.() ?? f.lastFetchS ?? f.replay?.stampS) ?? 0;
   // The oldest write not applied here: its record's stamp when the copy is here, else (not
   // fetched yet) as old as the fetch lag says.
   const replayLagS = replayRest === 0 ? 0 : replayPos < fetchPos && f.nextRecordStampS !== undefined ? age(f.nowS, f.nextRecordStampS)! : fetchLagS;

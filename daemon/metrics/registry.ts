@@ -57,7 +57,7 @@ export class MarsMetrics {
     const prog = (key: 'fetchRest' | 'replayRest' | 'fetchLagS' | 'replayLagS' | 'primaryAgeS' | 'stale') => (n: string) => this.progress(n)[key] ?? -1;
     gauge('mars_resource_fetch_rest_bytes', 'bytes the primary logged (as known here) not yet fetched', prog('fetchRest'));
     gauge('mars_resource_replay_rest_bytes', 'bytes the primary logged (as known here) not yet applied here', prog('replayRest'));
-    gauge('mars_resource_fetch_lag_seconds', 'seconds since the local logfile copies last grew while fetch rest is not 0, 0 when caught up (docs/monitoring.md)', prog('fetchLagS'));
+    gauge('mars_resource_fetch_lag_seconds', 'age of the newest write copied here while fetch rest is not 0, 0 when caught up (docs/monitoring.md)', prog('fetchLagS'));
     gauge('mars_resource_replay_lag_seconds', 'age of the oldest write not applied here, 0 when caught up', prog('replayLagS'));
     gauge('mars_resource_progress_stale', '1 while the primary\'s state known here is older than --metrics-window: rests and lags are lower bounds', prog('stale'));
     gauge('mars_resource_primary_state_age_seconds', 'how old the primary\'s state known here is (-1: never seen)', prog('primaryAgeS'));

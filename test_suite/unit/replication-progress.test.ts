@@ -8,6 +8,9 @@ import { readProgressFacts } from '../../common/resource/read-progress.js';
 import { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { tempDir } from '../helpers/tmp.js';
+import { writeFileSync } from 'node:fs';
+import { encodeRecord, MAX_RECORD_BYTES, RecordCode } from '../../common/log/record.js';
+import { formatReplayLink, formatVersionLink } from '../../common/log/links.js';
 
 const NOW = 1_000_000;
 
@@ -44,6 +47,46 @@ t.test('after a log-rotate the new logfile counts although nothing of it is here
   t.equal(p.workRest, 0);
   t.equal(p.fetchLagS, 20, 'upper bound: the last time the local copies grew');
   t.equal(p.replayLagS, 20, 'not fetched yet: as old as the fetch lag');
+});
+
+t.test('a fetcher trailing the primary: fetch-lag is the age of the newest record copied, not 0 (regression)', async (t) => {
+  // The copies grow all the time (mtime now) but hold only writes up to 25 s old.
+  const p = progress(facts({
+    primaryEnd: { seq: 2, origin: 'alpha', pos: 9000, stampS: NOW },
+    logs: [{ seq: 2, origin: 'alpha', localBytes: 5000, originBytes: 9000 }],
+    lastFetchS: NOW,
+    newestFetchedStampS: () => NOW - 25,
+  }));
+  t.equal(p.fetchRest, 4000);
+  t.equal(p.fetchLagS, 25);
+  const caughtUp = progress(facts({ newestFetchedStampS: () => { throw new Error('read although fetch-rest is 0'); } }));
+  t.equal(caughtUp.fetchLagS, 0, 'caught up: 0, and the copy is not read');
+});
+
+t.test('fetch-lag from a real copy cut in the middle of a record (regression: it was about 0 while the copy grew)', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  tree.ensureDir(resourceDir('db'));
+  tree.write(resPaths.primary('db'), 'alpha');
+  const nowS = Math.floor(Date.now() / 1000);
+  // 20 records of 4 KiB, one a second, from 40 s ago; the copy holds 12 and a half of them.
+  const file = Buffer.alloc(20 * MAX_RECORD_BYTES);
+  let at = 0;
+  const ends: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    at += encodeRecord(file, at, { devicePos: i * 4096, code: RecordCode.WriteNew, stampSec: nowS - 40 + i, stampNsec: 0, seqNr: i + 1, payload: Buffer.alloc(4096, i + 1) });
+    ends.push(at);
+  }
+  const copyBytes = ends[11]! + 2000;
+  writeFileSync(tree.abs(resPaths.log('db', 1, 'alpha')), file.subarray(0, copyBytes));
+  tree.write(resPaths.version('db', 1, 'alpha'), formatVersionLink({ digest: 'a'.repeat(32), seq: 1, origin: 'alpha', logPos: ends[19]!, prev: '' }));
+  tree.write(resPaths.replay('db', 'beta'), formatReplayLink({ seq: 1, origin: 'alpha', minPos: ends[3]!, len: 0 }));
+  const p = progress(readProgressFacts(tree, 'db', 'beta', 60, nowS));
+  t.equal(p.fetchRest, ends[19]! - copyBytes);
+  t.equal(p.fetchLagS, 29, 'the 12th record (stamp now - 29) is the newest complete one here');
+  t.equal(p.replayLagS, 36, 'replay-lag: the first record not applied (the 5th, now - 36)');
+  writeFileSync(tree.abs(resPaths.log('db', 1, 'alpha')), file.subarray(0, 50));
+  const torn = progress(readProgressFacts(tree, 'db', 'beta', 60, nowS));
+  t.ok(torn.fetchLagS >= 0 && torn.fetchLagS < 5, `no complete record here: since the copy last grew (${torn.fetchLagS})`);
 });
 
 t.test('replay paused while the primary writes: replay-lag is the age of the first record not applied', async (t) => {
