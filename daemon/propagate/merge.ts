@@ -6,6 +6,7 @@
 import { mayWrite, removalVerdict } from '../../common/tree/ownership.js';
 import { checkLinkValue, type LinkFacts } from './link-rules.js';
 import type { LinkLookup } from '../../common/tree/removal.js';
+import { withRemovedLinksDeleted, type LinksOfHost } from './removed-links.js';
 
 export const TOMBSTONE_VALUE = '.deleted';
 
@@ -35,6 +36,8 @@ export interface MergeOptions {
   facts?: Pick<LinkFacts, 'knownSeqs' | 'resources'>;
   /** the logfile number the receiver replays per resource (see mayWrite) */
   replayFloor?: (res: string) => number;
+  /** the receiver's live links of a host (removed-links.ts): a marker this merge brings into force deletes them */
+  linksOf?: LinksOfHost;
 }
 
 export interface MergePlan {
@@ -107,5 +110,6 @@ export function planMerge(remote: readonly TreeEntry[], local: (path: string) =>
     if (!sane.ok) refuse(plan, e.p, sane);
     else plan.writes.push({ ...e, replaceFile: effect === 'replace-file' });
   }
+  if (o.linksOf) plan.writes = withRemovedLinksDeleted(plan.writes, o.receiver, lookup, o.linksOf, TOMBSTONE_VALUE, (e) => ({ ...e, replaceFile: false }));
   return plan;
 }

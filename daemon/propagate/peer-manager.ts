@@ -19,7 +19,7 @@ import { describeTransport, formatTransportSpec, parseTransportSpec, type Transp
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
-import { applyMergePlan, localState, mergeFacts } from './tree-io.js';
+import { applyMergePlan, linksOfHost, localState, mergeFacts } from './tree-io.js';
 import { RefusalLog } from './refusal-log.js';
 import { listingOf, type PeerListing } from './tombstones.js';
 import { readReplayLink } from '../../common/resource/links.js';
@@ -213,6 +213,7 @@ export class PeerLink {
     const { tree, host } = this.m;
     const plan = planMerge(entries, (p) => localState(tree, p), {
       ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host),
+      linksOf: (h, dir) => linksOfHost(tree, h, dir),
     });
     for (const r of plan.rejected) (this.m.refusals ??= new RefusalLog({ log: this.m.log, nowMs: () => (this.m.clock ?? systemClock).monotonicMs() })).note(this.peer, 'listed', r.path, r.reason);
     const changed = applyMergePlan(tree, plan);

@@ -113,3 +113,31 @@ export function mergeFacts(tree: TreeStore): Pick<LinkFacts, 'knownSeqs' | 'reso
     resources: { exists: (res) => dirs.has(res), count: dirs.size },
   };
 }
+
+/**
+ * The live links of `host` here, and the `primary` links naming it (removed-links.ts), in
+ * `resDir` only when given. Walks the resource directories: run only when a removal marker
+ * comes into force, which is rare.
+ */
+export function linksOfHost(tree: TreeStore, host: string, resDir: string | undefined): TreeEntry[] {
+  const out: TreeEntry[] = [];
+  const take = (path: string) => {
+    let e;
+    try {
+      e = tree.entry(path);
+    } catch (err) {
+      failStopOnInvariant(err);
+      return; // not a valid tree path
+    }
+    if (e?.kind === 'link') out.push({ p: path, v: e.value, s: e.stampUs });
+  };
+  const dirs = resDir !== undefined ? [resDir] : [`actual-${host}`, `defaults-${host}`, ...tree.list('').filter((n) => n.startsWith('resource-'))];
+  for (const dir of dirs) {
+    for (const name of tree.list(dir)) {
+      const path = `${dir}/${name}`;
+      if (name === `todo-${host}` || name === `actual-${host}`) for (const k of tree.list(path)) take(`${path}/${k}`);
+      else if (!dir.startsWith('resource-') || name === 'primary' || name.endsWith(`-${host}`)) take(path);
+    }
+  }
+  return out;
+}

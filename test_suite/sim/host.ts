@@ -121,6 +121,7 @@ export class SimHost {
       sender, receiver: this.name, nowUs: this.lamport.realNowUs(),
       facts: { knownSeqs: (res) => this.knownSeqs(res), resources: { exists: (res) => dirs.has(res), count: dirs.size } },
       replayFloor: (res) => this.replayFloor(res),
+      linksOf: (_host, resDir) => [...this.tree].filter(([p, e]) => e.v !== TOMBSTONE_VALUE && (resDir === undefined || p.startsWith(`${resDir}/`))).map(([p, e]) => ({ p, v: e.v, s: e.s })),
     });
     this.observer.beforeApply(this, sender, plan);
     for (const w of plan.writes) {

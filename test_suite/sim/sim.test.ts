@@ -53,3 +53,12 @@ t.test('the checker reports a stamp moving back, a resurrection and diverged tre
   c.checkConverged([h, other]);
   t.equal(c.violations.at(-1)?.invariant, 'convergence');
 });
+
+t.test('the seeds that found a removed host\'s links staying on a survivor converge (regression)', async (t) => {
+  // docs/reliability.md, "Found by the simulation": seed 1 (a zombie's status link) and seed
+  // 1334 (primary naming the removed host), 3 hosts, 3 s of chaos.
+  for (const seed of [1, 1334]) {
+    const r = runSeed(seed, { hosts: 3, chaosMs: 3_000 });
+    t.equal(r.violation, undefined, r.violation ? describeFailure(r, { hosts: 3, chaosMs: 3_000 }) : `seed ${seed}`);
+  }
+});
