@@ -8,7 +8,7 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { parseLogName } from '../../common/tree/log-names.js';
-import { collectEntries, localState, applyMergePlan, mergeFacts } from '../propagate/tree-io.js';
+import { collectEntries, localState, applyMergePlan, mergeFacts, linksOfHost } from '../propagate/tree-io.js';
 import { RefusalLog } from '../propagate/refusal-log.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
@@ -197,7 +197,7 @@ export class PeerService implements PeerHandlers {
 
   async pushLink(peer: string, entry: Entry): Promise<void> {
     const { tree, host } = this.ctx;
-    const plan = planMerge([entry], (p) => localState(tree, p), { ...this.ctx.mergeLimits, sender: peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host) });
+    const plan = planMerge([entry], (p) => localState(tree, p), { ...this.ctx.mergeLimits, sender: peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host), linksOf: (h, dir) => linksOfHost(tree, h, dir) });
     const own = ownerOf(entry.p);
     if (plan.ignored > 0 && own.kind === 'host') plan.rejected.push({ path: entry.p, reason: `it belongs to ${own.host}, which only takes it from itself` });
     if (plan.rejected.length > 0) {

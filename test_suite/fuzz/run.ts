@@ -5,8 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fuzzNbd } from './nbd-fuzz.js';
+import { fuzzPeer } from './peer-fuzz.js';
 
-interface Args { target: 'nbd'; inputs: number; seed: number; minutes: number | undefined }
+interface Args { target: 'nbd' | 'peer'; inputs: number; seed: number; minutes: number | undefined }
 
 function parse(argv: string[]): Args {
   const a: Args = { target: 'nbd', inputs: 10_000, seed: 1, minutes: undefined };
@@ -19,12 +20,12 @@ function parse(argv: string[]): Args {
     const flag = argv[i]!;
     if (flag === '--target') {
       const t = argv[++i];
-      if (t !== 'nbd') throw new Error(`--target: unknown target ${t ?? '(none)'} (known: nbd)`);
+      if (t !== 'nbd' && t !== 'peer') throw new Error(`--target: unknown target ${t ?? '(none)'} (known: nbd, peer)`);
       a.target = t;
     } else if (flag === '--inputs') a.inputs = num(flag, argv[++i]);
     else if (flag === '--seed') a.seed = num(flag, argv[++i]);
     else if (flag === '--minutes') a.minutes = num(flag, argv[++i]);
-    else throw new Error(`unknown argument ${flag} (use --target nbd --inputs N --seed S --minutes M)`);
+    else throw new Error(`unknown argument ${flag} (use --target nbd|peer --inputs N --seed S --minutes M)`);
   }
   return a;
 }
@@ -34,17 +35,27 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'mars-fuzz-'));
   try {
     let last = Date.now();
-    const r = await fuzzNbd({
+    const common = {
       dir, seed: a.seed, inputs: a.inputs, ...(a.minutes !== undefined ? { maxMs: a.minutes * 60_000 } : {}),
-      onProgress: (done) => {
+      onProgress: (done: number) => {
         if (Date.now() - last < 10_000) return;
         last = Date.now();
         process.stderr.write(`fuzz: ${done} inputs\n`);
       },
-    });
-    for (const v of r.violations) process.stdout.write(`fuzz: VIOLATION ${v}\nreplay: npm run fuzz -- --target nbd --seed ${a.seed} --inputs ${r.inputs}\n`);
-    process.stdout.write(`fuzz: target=nbd seed=${a.seed} inputs=${r.inputs} garbage=${r.byKind.garbage} handshake=${r.byKind.handshake} transmission=${r.byKind.transmission} `
-      + `backend-calls=${r.backendCalls} probes=${r.probes} violations=${r.violations.length} rss-growth=${(r.rssGrowthBytes / 2 ** 20).toFixed(1)}MiB `
+    };
+    let figures: string;
+    let r: { inputs: number; violations: string[]; elapsedMs: number };
+    if (a.target === 'nbd') {
+      const x = await fuzzNbd(common);
+      r = x;
+      figures = `garbage=${x.byKind.garbage} handshake=${x.byKind.handshake} transmission=${x.byKind.transmission} backend-calls=${x.backendCalls} probes=${x.probes} rss-growth=${(x.rssGrowthBytes / 2 ** 20).toFixed(1)}MiB`;
+    } else {
+      const x = await fuzzPeer(common);
+      r = x;
+      figures = `garbage=${x.byKind.garbage} handshake=${x.byKind.handshake} session=${x.byKind.session} tampered=${x.tampered} handler-calls=${x.handlerCalls} probes=${x.probes}`;
+    }
+    for (const v of r.violations) process.stdout.write(`fuzz: VIOLATION ${v}\nreplay: npm run fuzz -- --target ${a.target} --seed ${a.seed} --inputs ${r.inputs}\n`);
+    process.stdout.write(`fuzz: target=${a.target} seed=${a.seed} inputs=${r.inputs} ${figures} violations=${r.violations.length} `
       + `time=${(r.elapsedMs / 1000).toFixed(1)}s inputs/s=${(r.inputs / (r.elapsedMs / 1000)).toFixed(0)}\n`);
     return r.violations.length === 0 ? 0 : 1;
   } finally {
