@@ -639,7 +639,8 @@ t.test('the log-read rate limit is honoured', async (t) => {
   t.equal(bytes, 3 * MiB);
   const minS = (3 * MiB - 256 * 1024) / rate; // the first burst is free
   t.ok(elapsedS >= minS * 0.95, `took ${elapsedS.toFixed(2)} s, at least ${minS.toFixed(2)} s expected`);
-  t.ok(elapsedS <= minS + 2, `took ${elapsedS.toFixed(2)} s, not far above ${minS.toFixed(2)} s`);
+  // The upper bound only catches a limiter that stalls (a loaded machine adds seconds, not tens).
+  t.ok(elapsedS <= minS + 10, `took ${elapsedS.toFixed(2)} s, not far above ${minS.toFixed(2)} s`);
   t.ok(frames >= 15, `sent in small frames (${frames}), not 1 MiB bursts`);
 });
 

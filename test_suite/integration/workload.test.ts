@@ -213,7 +213,7 @@ t.test('a server that stops answering: bounded by the settle time, unanswered wr
   t.equal(r.acknowledged, 0);
   t.equal(r.failed, 4, 'cut off after the settle time: maybe written');
   t.match(r.error, /unanswered after 300 ms/);
-  t.ok(r.elapsedMs < 200 + 2 * 300 + 1_000, `${r.elapsedMs} ms`);
+  t.ok(r.elapsedMs < 200 + 2 * 300 + 5_000, `${r.elapsedMs} ms: the run ends after its duration and one settle time, not when the hung requests would`);
   t.equal(oracle.pendingCount, 0);
   t.equal(r.durableSeq, 0, 'no FLUSH covered them');
 });

@@ -147,27 +147,36 @@ t.test('a half-close travels after the data', async (t) => {
 });
 
 t.test('delay: every direction adds its latency to a round trip', async (t) => {
+  // Only lower bounds are timing facts: a loaded machine can make any round trip slow, so the
+  // "no delay" checks take the fastest of a few round trips, which the delay would bound from
+  // below, instead of a wall-clock limit on each.
   const echo = await startServer(t, 'echo');
   const proxy = await startProxy(t, echo.port);
   const c = await connect(t, proxy.port);
-  const baseMs = await roundTripMs(t, c);
-  t.ok(baseMs < 50, `round trip without delay is fast (${baseMs.toFixed(1)} ms)`);
+  const fastestMs = async (n: number) => {
+    let best = Infinity;
+    for (let i = 0; i < n; i++) best = Math.min(best, await roundTripMs(t, c));
+    return best;
+  };
+  const baseMs = await fastestMs(5);
+  t.ok(baseMs < 100, `without delay the fastest of 5 round trips is under the 100 ms a delay of 50 ms each way gives (${baseMs.toFixed(1)} ms)`);
 
   proxy.setDelay(50);
   for (let i = 0; i < 3; i++) {
     const ms = await roundTripMs(t, c);
     t.ok(ms >= 100, `50 ms each way gives >= 100 ms round trip (${ms.toFixed(1)} ms)`);
-    t.ok(ms < 500, `and not absurdly more (${ms.toFixed(1)} ms)`);
   }
 
   proxy.setDelay(0);
   proxy.setDelay(80, 'down');
   const downOnly = await roundTripMs(t, c);
-  t.ok(downOnly >= 80 && downOnly < 480, `80 ms on 'down' only (${downOnly.toFixed(1)} ms)`);
+  t.ok(downOnly >= 80, `80 ms on 'down' only (${downOnly.toFixed(1)} ms)`);
+  const downFastest = await fastestMs(3);
+  t.ok(downFastest < 160, `and not on 'up' too: the fastest of 3 is under 2 x 80 ms (${downFastest.toFixed(1)} ms)`);
 
   proxy.reset();
-  const after = await roundTripMs(t, c);
-  t.ok(after < 50, `reset() removes the delay (${after.toFixed(1)} ms)`);
+  const after = await fastestMs(5);
+  t.ok(after < 80, `reset() removes the delay: the fastest of 5 is under the 80 ms that were in force (${after.toFixed(1)} ms)`);
 });
 
 t.test('delay is a pipe: throughput is not serialised by the latency', async (t) => {
@@ -247,8 +256,7 @@ t.test('cut: connections are reset and new ones refused until heal', async (t) =
 
   proxy.heal();
   const c = await connect(t, proxy.port);
-  const ms = await roundTripMs(t, c);
-  t.ok(ms < 1000, 'after heal a new connection works');
+  await roundTripMs(t, c); // asserts the echo: after heal a new connection works
   t.equal(proxy.connectionsAccepted, 4);
 });
 
