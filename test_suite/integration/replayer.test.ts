@@ -131,10 +131,12 @@ async function setup(t: Test, opts: { maxBatchBytes?: number; replay?: string } 
   const replayLink = () => parseReplayLink(tree.value(resPaths.replay(RES, ME))!)!;
   const ownVersion = (seq: number) => tree.value(resPaths.version(RES, seq, ME));
   const disk0 = () => readFileSync(diskPath);
+  // A deadline, not a duration: replaying 800 small batches, each with a durable link write,
+  // took over 10 s beside the e2e tests on 2 cores (6-10 s alone).
   const settled = (what: string, pos: number, seq = 1) => waitFor(what, () => {
     const s = replayer.status;
     return s.position?.seq === seq && s.replayedPos === pos && !s.applying && s.replayCode !== 0 ? s : undefined;
-  }, 10_000);
+  }, 60_000);
   return { tree, replayer, disk: disk0, diskPath, refetches, statuses, logs, copyPath, originVersion, replayLink, ownVersion, settled };
 }
 
