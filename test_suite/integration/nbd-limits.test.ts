@@ -5,18 +5,15 @@
 // and the export socket is 0600 from the start (under umask 000) so an unprivileged user
 // cannot connect.
 import t, { type Test } from 'tap';
-import net from 'node:net';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor, withDeadline } from '../helpers/wait.js';
-import { clientHandshake } from '../../kernel-shim/nbd-client-handshake.js';
-import * as P from '../../kernel-shim/nbd-protocol.js';
+import { MIB, connectAsNobody, discRequest, idleConnection, rawClient, read32, rssBytes } from '../helpers/nbd-raw-client.js';
 
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'nbd-server.mjs');
-const MIB = 1024 * 1024;
 
 interface Server {
   proc: ChildProcess;
@@ -48,43 +45,20 @@ async function startServer(t: Test, env: Record<string, string>): Promise<Server
       proc.stdin!.write('stats\n');
       return JSON.parse(await nextLine());
     },
-    rssBytes() {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
-      return Number(m![1]) * 1024;
-    },
+    rssBytes: () => rssBytes(proc.pid!),
   };
 }
-
-/** A client that completes the handshake, then only writes what it is told to. */
-async function rawClient(t: Test, socketPath: string): Promise<net.Socket> {
-  const s = net.connect(socketPath);
-  t.teardown(() => s.destroy());
-  await withDeadline(new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); }), 10_000, 'connect');
-  await withDeadline(clientHandshake(s, 'disk', false), 10_000, 'handshake');
-  s.pause(); // never read a reply
-  s.on('error', () => undefined);
-  return s;
-}
-
-const read32 = (i: number) => P.encodeRequestHeader({ type: P.NBD_CMD_READ, handleLo: i, offset: (i % 8) * 32 * MIB, length: 32 * MIB });
 
 t.test('the export socket is 0600 from the start, even under umask 000; nobody cannot connect', async (t) => {
   const server = await startServer(t, {});
   t.equal(statSync(server.socketPath).mode & 0o777, 0o600);
-  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e',
-    `require('net').connect(${JSON.stringify(server.socketPath)}).on('connect',()=>{console.log('CONNECTED');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(1)})`], { encoding: 'utf8', timeout: 20_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-  t.equal(r.stdout.trim(), 'EACCES', `nobody is refused: ${r.stdout}${r.stderr}`);
+  const r = connectAsNobody(server.socketPath);
+  t.equal(r.result, 'EACCES', `nobody is refused: ${r.out}`);
 });
 
 t.test('total connection cap: connections over it are closed at once, with one log line', async (t) => {
   const server = await startServer(t, { maxConnections: '8' });
-  const sockets = await Promise.all(Array.from({ length: 30 }, () => new Promise<{ s: net.Socket; closed: Promise<void> }>((resolve) => {
-    const s = net.connect(server.socketPath);
-    s.on('error', () => undefined);
-    t.teardown(() => s.destroy());
-    const closed = new Promise<void>((r) => s.once('close', () => r()));
-    s.once('connect', () => resolve({ s, closed }));
-  })));
+  const sockets = await Promise.all(Array.from({ length: 30 }, () => idleConnection(t, server.socketPath)));
   let closedCount = 0;
   for (const x of sockets) void x.closed.then(() => closedCount++);
   await waitFor('22 connections refused', () => closedCount === 22, 20_000);
@@ -95,7 +69,7 @@ t.test('total connection cap: connections over it are closed at once, with one l
 t.test('total reply budget: 12 clients with unread 32 MiB reads keep the server small', async (t) => {
   const server = await startServer(t, { maxTotalBufferedBytes: String(64 * MIB), maxBufferedBytes: String(64 * MIB), replyStallMs: '600000' });
   const baseline = server.rssBytes();
-  const clients = await Promise.all(Array.from({ length: 12 }, () => rawClient(t, server.socketPath)));
+  const clients = await Promise.all(Array.from({ length: 12 }, () => rawClient(t, server.socketPath, 'disk')));
   clients.forEach((c, i) => { for (let k = 0; k < 3; k++) c.write(read32(i * 3 + k)); });
   await waitFor('every client paused or served', async () => (await server.stats()).backpressurePauses >= 10, 30_000);
   let peak = 0;
@@ -113,8 +87,8 @@ t.test('total reply budget: 12 clients with unread 32 MiB reads keep the server 
 
 t.test('DISC behind unread replies: the connection and its memory go after the stall deadline', async (t) => {
   const server = await startServer(t, { replyStallMs: '1000' });
-  const c = await rawClient(t, server.socketPath);
-  c.write(Buffer.concat([read32(1), read32(2), read32(3), P.encodeRequestHeader({ type: P.NBD_CMD_DISC })]));
+  const c = await rawClient(t, server.socketPath, 'disk');
+  c.write(Buffer.concat([read32(1), read32(2), read32(3), discRequest()]));
   await waitFor('replies buffered', async () => (await server.stats()).totalBufferedBytes > 0, 20_000);
   await waitFor('the connection closed by the server', async () => (await server.stats()).connections === 0, 20_000);
   t.equal((await server.stats()).totalBufferedBytes, 0, 'nothing buffered any more');
