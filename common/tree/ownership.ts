@@ -23,7 +23,7 @@ export type Owner =
 
 const SHARED_ROOT = new Set(['uuid']);
 const SHARED_RESOURCE = new Set(['size', 'primary', 'maxnr']);
-/** per-resource links named `KEY-HOST` */
+/** per-resource links named `KEY-HOST` (others, e.g. `content-mismatch-HOST`, are local: never propagated) */
 const OWNED_RESOURCE_PREFIXES = ['data-', 'device-', 'replay-', 'syncstatus-', 'syncpos-', 'actsize-', 'skip-check-', 'verifystatus-'];
 
 function suffixHost(name: string, prefix: string): string | undefined {

@@ -42,6 +42,11 @@ export const resPaths = {
   syncpos: (res: string, host: string) => `${resourceDir(res)}/syncpos-${validHost(host)}`,
   skipCheck: (res: string, host: string) => `${resourceDir(res)}/skip-check-${validHost(host)}`,
   actsize: (res: string, host: string) => `${resourceDir(res)}/actsize-${validHost(host)}`,
+  /**
+   * The content mismatch HOST's replayer found and keeps (`log-SEQ-ORIGIN,POS`) until invalidate:
+   * local, never propagated (ownership.ts: no owned prefix)
+   */
+  contentMismatch: (res: string, host: string) => `${resourceDir(res)}/content-mismatch-${validHost(host)}`,
   /** removal marker of HOST in this resource (removal.ts) */
   removed: (res: string, host: string) => `${resourceDir(res)}/removed-${validHost(host)}`,
   log: (res: string, seq: number, origin: string) => `${resourceDir(res)}/${logName(seq, validHost(origin))}`,

@@ -83,6 +83,9 @@ export async function executeInvalidate(tree: TreeStore, res: string, host: stri
     tree.write(resPaths.version(res, ext.seq, host), nextVersionLink(ext.prev, ext.seq, ext.origin, ext.logPos, digest), { durable: true });
   }
   writeReplayLink(tree, res, host, plan.replay, true);
+  // After the replay link moved back: a crash in between leaves a kept mismatch that no longer
+  // holds, which the replayer removes.
+  tree.remove(resPaths.contentMismatch(res, host));
   tree.fsyncDir(dir);
   return { plan, resyncBytes };
 }

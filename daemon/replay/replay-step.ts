@@ -68,6 +68,11 @@ export interface ReplayInput {
   scan: ScanOutcome | undefined;
   designatedPrimary: string | undefined;
   isDesignatedPrimary: boolean;
+  /**
+   * The content mismatch this host found earlier and kept in `content-mismatch-HOST` (local,
+   * survives a restart); 'malformed' when that link is unusable; undefined when there is none.
+   */
+  keptMismatch?: ContentMismatch | 'malformed';
 }
 
 export interface DefectInfo {

@@ -14,6 +14,10 @@
 // and after a crash in step 2 or 3 the window is re-applied (idempotent) before anything else,
 // which brings the disk back to a prefix state of the origin's history (§3.3).
 //
+// A content mismatch (content-check.ts) is kept in the local link content-mismatch-HOST, written
+// durably before the stop is published, so the stop holds across a crash and a restart until
+// invalidate moves the replay link back and removes the link.
+//
 // An invariant failure (a step repeated without effect, an apply outside its batch) stops the
 // worker for good and then the daemon (failStopOnInvariant); I/O errors are retried. Time (the
 // batch limit, the poll interval) comes from the injected clock.
@@ -28,6 +32,7 @@ import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
 import { ContentMismatchGuard } from './mismatch-guard.js';
+import { formatContentMismatch, keptMismatchHolds } from './content-check.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
   decideReplayStep, type ContentMismatch, type ReplayInput, type ReplayStep, type ScanOutcome,
@@ -213,13 +218,21 @@ export class Replayer {
 
   /** One decision and its execution. Returns true when it changed something (decide again). */
   private async tick(): Promise<boolean> {
-    const view = this.o.readTreeView ? this.o.readTreeView() : readReplayTreeView(this.o.tree, this.o.res, this.o.host);
+    let view = this.o.readTreeView ? this.o.readTreeView() : readReplayTreeView(this.o.tree, this.o.res, this.o.host);
     const link = view.replay;
+    const kept = view.keptMismatch;
+    if (link && kept !== undefined && kept !== 'malformed' && !keptMismatchHolds(link, kept)) {
+      // invalidate moved replay back (and crashed before it removed the link): it is over.
+      this.o.tree.remove(resPaths.contentMismatch(this.o.res, this.o.host), { durable: true });
+      view = { ...view, keptMismatch: undefined };
+    }
     if (link) this.checkFileIdentity(link.seq, link.origin);
     const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
     const input: ReplayInput = { ...view, scan };
-    const step = this.mismatchGuard.filter(decideReplayStep(input), link, (m) => this.rehashOwn(m));
-    if (step === 'again') return true;
+    const verdict = this.mismatchGuard.filter(decideReplayStep(input), input.keptMismatch, (m) => this.rehashOwn(m));
+    if (verdict === 'again') return true;
+    const step = verdict.step;
+    if (verdict.keep) this.keepMismatch(verdict.keep);
     this.publish(step, input);
 
     // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
@@ -242,6 +255,12 @@ export class Replayer {
   private rehashOwn(m: ContentMismatch): void {
     logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, m.seq, m.origin)));
     writeVersionLink(this.o.tree, this.o.res, this.o.host, m.seq, m.origin, m.pos, true);
+  }
+
+  /** Keep a believed content mismatch across restarts (durable before the stop is published). */
+  private keepMismatch(m: ContentMismatch): void {
+    this.o.tree.write(resPaths.contentMismatch(this.o.res, this.o.host), formatContentMismatch(m), { durable: true });
+    this.o.log('warn', `${this.o.res}: keeping the content mismatch in ${logName(m.seq, m.origin)} at offset ${m.pos} in content-mismatch-${this.o.host} until "marsadm invalidate"`);
   }
 
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {

@@ -23,7 +23,7 @@
 import { tryParseVersionLink, versionChainPrefix, type ReplayLink, type VersionLink } from '../../common/log/links.js';
 import { logName, versionName } from '../../common/tree/log-names.js';
 import { STOP_MEANING } from '../../common/log/scanner.js';
-import { contentCheck } from './content-check.js';
+import { contentCheck, keptMismatchStep } from './content-check.js';
 
 export * from './replay-step.js';
 import { REPLAY_STOP_CODE, type ReplayInput, type ReplayStep, type LocalLogfile, type ScanOutcome } from './replay-step.js';
@@ -50,10 +50,14 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
   if (link.len > 0) return repairStep(v, link, cur, originLen, final);
   const pos = link.minPos;
 
+  // A content mismatch found earlier (content-check.ts) holds until invalidate moves replay back.
+  const checked = contentCheck(v, S, O, pos, originLink.state === 'ok' ? originLink : undefined);
+  const kept = keptMismatchStep(v, link, checked);
+  if (kept) return kept;
+
   // The own versionlink always describes the replay link, so conditions 3 and 6 compare the
   // real replayed history.
-  const versionStep = ownVersionStep(v, S, O, pos)
-    ?? contentCheck(v, S, O, pos, originLink.state === 'ok' ? originLink : undefined);
+  const versionStep = ownVersionStep(v, S, O, pos) ?? checked;
   if (versionStep) return versionStep;
 
   if (!cur) {

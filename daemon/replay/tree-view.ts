@@ -1,12 +1,14 @@
 // The replayer's input from the /mars tree (the one place the replayer reads it): its replay
-// link, the local logfiles and the versionlinks from the replay link's number - 1 on, and who
-// is the designated primary. decideReplayStep (switchover.ts) decides on it.
+// link, the local logfiles and the versionlinks from the replay link's number - 1 on, who
+// is the designated primary, and the content mismatch it keeps (content-mismatch-HOST).
+// decideReplayStep (switchover.ts) decides on it.
 import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LocalLogfile, ReplayInput, VersionLinkEntry } from './switchover.js';
+import { parseContentMismatch } from './content-check.js';
 
 /** Everything decideReplayStep needs except the replayer's own memory of the last scan. */
 export type ReplayTreeView = Omit<ReplayInput, 'scan'>;
@@ -35,8 +37,10 @@ export function readReplayTreeView(tree: TreeStore, res: string, host: string): 
   }
   const primary = tree.value(resPaths.primary(res));
   const attached = tree.value(resPaths.todo(res, host, 'attach')) === '1';
+  const keptValue = tree.value(resPaths.contentMismatch(res, host));
+  const keptMismatch = keptValue === undefined ? undefined : parseContentMismatch(keptValue) ?? 'malformed';
   return {
-    host, replay, logfiles, versionLinks,
+    host, replay, logfiles, versionLinks, keptMismatch,
     designatedPrimary: primary,
     isDesignatedPrimary: primary === host && attached,
   };

@@ -4,51 +4,16 @@
 // primary's versionlink names the replayed position, the secondary stops with a clear message,
 // its versionlink differs, and view reports the split brain; invalidate repairs it.
 import t from 'tap';
-import { openSync, readFileSync, statSync, writeSync, closeSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { caughtUpWith, fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import {
-  decodeHeader, decodeTrailer, encodeRecord, HDR_PAYLOAD_LEN, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES,
-} from '../../common/log/record.js';
+import { forgeLastRecord, logPosOf, newestOwnVersion as newestOwn } from '../helpers/forge-copy.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
 
-/** alpha's newest own versionlink: its number and value. */
-function newestOwnVersion(h: MarsHost): { seq: string; value: string } | undefined {
-  const replay = h.link(`resource-${RES}/replay-${h.name}`);
-  if (!replay) return undefined;
-  const seq = replay.slice(4, 13);
-  const value = h.link(`resource-${RES}/version-${seq}-${h.name}`);
-  return value === undefined ? undefined : { seq, value };
-}
-
-const logPosOf = (value: string) => Number(value.split(':')[0]!.split(',')[2]);
-
-/**
- * Change one payload byte of the last record in the file and re-encode the record, so its
- * checksums are valid again: what an attacker with write access to the copy, or a corrupting
- * path that recomputes checksums, leaves behind. Returns the record's offset.
- */
-function forgeLastRecord(path: string): number {
-  const bytes = readFileSync(path);
-  let at = 0;
-  let last = -1;
-  while (at + RECORD_HEADER_BYTES <= bytes.length) {
-    last = at;
-    at += RECORD_OVERHEAD_BYTES + bytes.readInt16LE(at + HDR_PAYLOAD_LEN);
-  }
-  if (last < 0 || at !== bytes.length) throw new Error(`${path}: ${bytes.length} bytes do not end at a record boundary (${at})`);
-  const h = decodeHeader(bytes, last);
-  const payload = Buffer.from(bytes.subarray(last + RECORD_HEADER_BYTES, last + RECORD_HEADER_BYTES + h.payloadBytes));
-  payload[0] ^= 0xff;
-  const tr = decodeTrailer(bytes, last + RECORD_HEADER_BYTES + h.payloadBytes);
-  const out = Buffer.alloc(RECORD_OVERHEAD_BYTES + h.payloadBytes);
-  encodeRecord(out, 0, { devicePos: h.devicePos, code: h.code, stampSec: h.stampSec, stampNsec: h.stampNsec, seqNr: tr.seqNr, payload });
-  const fd = openSync(path, 'r+');
-  try { writeSync(fd, out, 0, out.length, last); } finally { closeSync(fd); }
-  return last;
-}
+/** h's newest own versionlink: its number and value. */
+const newestOwnVersion = (h: MarsHost) => newestOwn(h, RES);
 
 t.test('a forged record with valid checksums in a fetched copy: refused at the primary\'s versionlink, split brain reported, invalidate repairs', async (t) => {
   const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES });

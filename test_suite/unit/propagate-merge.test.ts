@@ -20,6 +20,7 @@ t.test('ownerOf: owned, shared and local names', async (t) => {
   t.same(ownerOf('userspace/trigger-b'), { kind: 'local' });
   t.same(ownerOf('cluster-secret'), { kind: 'local' });
   t.same(ownerOf('resource-r0/whatever'), { kind: 'local' });
+  t.same(ownerOf('resource-r0/content-mismatch-b'), { kind: 'local' }, 'a kept content mismatch never leaves its host');
   t.same(ownerOf('resource-r0/todo-b'), { kind: 'local' }, 'a directory name is not a link');
 });
 

@@ -313,3 +313,23 @@ t.test('content: where the origin\'s versionlink names the replayed position, ou
   // The own link describes the replay position whatever its DIGEST: no 'record-version' loop.
   t.notMatch(decideReplayStep(input({ pos: 1000, localBytes: 1000, ownVersions: other })), { kind: 'record-version' });
 });
+
+t.test('content: a kept mismatch (content-mismatch-HOST) holds after a restart and once the origin wrote on', async (t) => {
+  const other = [{ seq: 0, host: ME, value: V0 }, { seq: 1, host: ME, value: nextVersionLink(V0, 1, A, 1000, contentDigestOf(Buffer.from('other bytes'))) }];
+  const kept = { seq: 1, origin: A, pos: 1000 };
+  const held = { kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch: false, contentMismatch: kept,
+    reason: /content mismatch in log-000000001-alpha at offset 1000: split brain or damaged copy.*kept in content-mismatch-beta.*run "marsadm invalidate"/ };
+  const movedOn = input({ pos: 1000, localBytes: 2000, originLen: 2000, ownVersions: other });
+  t.match(decideReplayStep(movedOn), { kind: 'apply', fromPos: 1000 }, 'without the kept link: the comparison alone would apply further');
+  t.match(decideReplayStep({ ...movedOn, keptMismatch: kept }), held, 'with it: the stop holds');
+  t.match(decideReplayStep({ ...movedOn, keptMismatch: kept, replay: link(1, A, 1500) }), held, 'also beyond the position');
+  t.match(decideReplayStep({ ...input({ pos: 1000, localBytes: 1000, ownVersions: other }), keptMismatch: kept }),
+    { ...held, reason: /the origin's is / }, 'while both links name the position: the message with both links');
+  t.match(decideReplayStep({ ...movedOn, keptMismatch: kept, replay: link(1, A, 1000, 500) }), { kind: 'apply', repair: true },
+    'a half-applied window is repaired first');
+  t.match(decideReplayStep({ ...input({ pos: 400, localBytes: 2000, originLen: 2000 }), keptMismatch: kept }), { kind: 'apply', fromPos: 400 },
+    'invalidate moved replay back before the position: released');
+  t.match(decideReplayStep({ ...movedOn, keptMismatch: { ...kept, seq: 7 } }), { kind: 'apply' }, 'another logfile: released');
+  t.match(decideReplayStep({ ...movedOn, keptMismatch: 'malformed' }), { kind: 'stop', code: REPLAY_STOP_CODE.EINVAL, reason: /content-mismatch-beta is malformed/ },
+    'a malformed link: stopped, never replayed past');
+});
