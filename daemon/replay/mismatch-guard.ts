@@ -6,7 +6,14 @@
 // it: the origin writes on and its versionlink moves past the position, and marsd may restart,
 // where the comparison alone would apply further.
 import type { ContentMismatch, ReplayStep } from './switchover.js';
-import { sameMismatch } from './content-check.js';
+import { formatContentMismatch, keptMismatchHolds, sameMismatch } from './content-check.js';
+import type { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { logName } from '../../common/tree/log-names.js';
+import { writeVersionLink } from '../../common/resource/links.js';
+import { logDigests } from '../../common/log/content-digest.js';
+import type { LogFn } from '../../common/util/log.js';
+import type { ReplayTreeView } from './tree-view.js';
 
 export type GuardVerdict =
   /** carry out the step; keep: write content-mismatch-HOST first (a new, believed mismatch) */
@@ -29,4 +36,27 @@ export class ContentMismatchGuard {
     }
     return { step, keep: m };
   }
+}
+
+/** The own versionlink at a content mismatch, computed again from the whole copy on disk. */
+export function rehashOwnVersion(tree: TreeStore, res: string, host: string, m: ContentMismatch): void {
+  logDigests.forget(tree.abs(resPaths.log(res, m.seq, m.origin)));
+  writeVersionLink(tree, res, host, m.seq, m.origin, m.pos, true);
+}
+
+/** Keep a believed content mismatch across restarts (durable before the stop is published). */
+export function keepMismatch(tree: TreeStore, res: string, host: string, m: ContentMismatch, log: LogFn): void {
+  tree.write(resPaths.contentMismatch(res, host), formatContentMismatch(m), { durable: true });
+  log('warn', `${res}: keeping the content mismatch in ${logName(m.seq, m.origin)} at offset ${m.pos} in content-mismatch-${host} until "marsadm invalidate"`);
+}
+
+/**
+ * A kept mismatch that no longer holds (invalidate moved replay back and crashed before it
+ * removed the link) is over: remove the link and decide without it.
+ */
+export function dropStaleMismatch(tree: TreeStore, res: string, host: string, view: ReplayTreeView): ReplayTreeView {
+  const kept = view.keptMismatch;
+  if (!view.replay || kept === undefined || kept === 'malformed' || keptMismatchHolds(view.replay, kept)) return view;
+  tree.remove(resPaths.contentMismatch(res, host), { durable: true });
+  return { ...view, keptMismatch: undefined };
 }

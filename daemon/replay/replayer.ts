@@ -31,11 +31,10 @@ import { logDigests } from '../../common/log/content-digest.js';
 import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
-import { ContentMismatchGuard } from './mismatch-guard.js';
-import { formatContentMismatch, keptMismatchHolds } from './content-check.js';
+import { ContentMismatchGuard, dropStaleMismatch, keepMismatch, rehashOwnVersion } from './mismatch-guard.js';
 import {
   REPLAY_CODE_FINISHED, REPLAY_CODE_RUNNING, REPLAY_STOP_CODE,
-  decideReplayStep, type ContentMismatch, type ReplayInput, type ReplayStep, type ScanOutcome,
+  decideReplayStep, type ReplayInput, type ReplayStep, type ScanOutcome,
 } from './switchover.js';
 import { statusForStep, type ReplayStatus } from './status.js';
 import { readReplayTreeView, type ReplayTreeView } from './tree-view.js';
@@ -218,21 +217,16 @@ export class Replayer {
 
   /** One decision and its execution. Returns true when it changed something (decide again). */
   private async tick(): Promise<boolean> {
-    let view = this.o.readTreeView ? this.o.readTreeView() : readReplayTreeView(this.o.tree, this.o.res, this.o.host);
+    const { tree, res, host } = this.o;
+    const view = dropStaleMismatch(tree, res, host, this.o.readTreeView ? this.o.readTreeView() : readReplayTreeView(tree, res, host));
     const link = view.replay;
-    const kept = view.keptMismatch;
-    if (link && kept !== undefined && kept !== 'malformed' && !keptMismatchHolds(link, kept)) {
-      // invalidate moved replay back (and crashed before it removed the link): it is over.
-      this.o.tree.remove(resPaths.contentMismatch(this.o.res, this.o.host), { durable: true });
-      view = { ...view, keptMismatch: undefined };
-    }
     if (link) this.checkFileIdentity(link.seq, link.origin);
     const scan = link && this.scan && this.scan.seq === link.seq && this.scan.origin === link.origin ? this.scan : undefined;
     const input: ReplayInput = { ...view, scan };
-    const verdict = this.mismatchGuard.filter(decideReplayStep(input), input.keptMismatch, (m) => this.rehashOwn(m));
+    const verdict = this.mismatchGuard.filter(decideReplayStep(input), input.keptMismatch, (m) => rehashOwnVersion(tree, res, host, m));
     if (verdict === 'again') return true;
     const step = verdict.step;
-    if (verdict.keep) this.keepMismatch(verdict.keep);
+    if (verdict.keep) keepMismatch(tree, res, host, verdict.keep, this.o.log);
     this.publish(step, input);
 
     // Asked even while paused: a damaged copy may be what keeps the disk inconsistent.
@@ -249,18 +243,6 @@ export class Replayer {
     else if (step.kind === 'record-version') this.recordVersion(step);
     else await this.switchLogfile(step);
     return true;
-  }
-
-  /** The own versionlink at a content mismatch, computed again from the whole copy on disk. */
-  private rehashOwn(m: ContentMismatch): void {
-    logDigests.forget(this.o.tree.abs(resPaths.log(this.o.res, m.seq, m.origin)));
-    writeVersionLink(this.o.tree, this.o.res, this.o.host, m.seq, m.origin, m.pos, true);
-  }
-
-  /** Keep a believed content mismatch across restarts (durable before the stop is published). */
-  private keepMismatch(m: ContentMismatch): void {
-    this.o.tree.write(resPaths.contentMismatch(this.o.res, this.o.host), formatContentMismatch(m), { durable: true });
-    this.o.log('warn', `${this.o.res}: keeping the content mismatch in ${logName(m.seq, m.origin)} at offset ${m.pos} in content-mismatch-${this.o.host} until "marsadm invalidate"`);
   }
 
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
