@@ -11,9 +11,13 @@
 //
 // powerCut(rng) is the power loss: a seeded random subset of the cached blocks reaches the
 // durable file (a real disk may have written any unflushed block before the power went), the
-// rest is dropped. From then on the disk is "off": every write, WRITE_ZEROES, TRIM and FLUSH is
-// acknowledged WITHOUT storing anything (so whatever sits above - loop device, ext4 - can be
-// unmounted without errors or hangs), and reads come from the durable file.
+// rest is dropped. armCut(rng, n) does the same at a precise moment: right after the n-th write
+// from now has gone into the cache (so the cut hits unflushed data). After a cut the disk is
+// frozen: no request gets a reply (so nothing above can learn of a completion after the power
+// went: a writer blocked in fdatasync stays blocked) until release(). From then on the disk is
+// "off": every write, WRITE_ZEROES, TRIM and FLUSH is acknowledged WITHOUT storing anything (so
+// whatever sits above - loop device, ext4 - can be unmounted without errors or hangs), and
+// reads come from the durable file.
 //
 // All operations run one at a time (a promise chain): simple, and the cache never sees two
 // read-modify-writes of one block interleave.
@@ -22,6 +26,11 @@ import type { BlockBackend } from '../../kernel-shim/backend.js';
 
 export const VOLATILE_BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(VOLATILE_BLOCK);
+
+export interface CutResult {
+  applied: number;
+  dropped: number;
+}
 
 export interface VolatileStats {
   /** blocks in the write cache now (written, not yet flushed) */
@@ -44,6 +53,10 @@ export class VolatileBackend implements BlockBackend {
   private readonly cache = new Map<number, Buffer>();
   private chain: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** after a cut: resolved by release(); every request waits for it */
+  private gate: Promise<void> = Promise.resolve();
+  private openGate: (() => void) | undefined;
+  private armed: { rng: () => number; writesLeft: number; done: (r: CutResult) => void } | undefined;
   private readonly st: VolatileStats = {
     cachedBlocks: 0, writes: 0, flushes: 0, blocksFlushed: 0, cut: false, appliedAtCut: 0, droppedAtCut: 0, discardedAfterCut: 0,
   };
@@ -105,6 +118,7 @@ export class VolatileBackend implements BlockBackend {
       await this.store(offsetBytes, copy.length, (blockStart, from, to, block) => {
         copy.copy(block, from - blockStart, from - offsetBytes, to - offsetBytes);
       });
+      if (await this.armedCutDue()) return;
       if (fua) await this.writeBack();
     });
   }
@@ -119,6 +133,7 @@ export class VolatileBackend implements BlockBackend {
       await this.store(offsetBytes, lengthBytes, (blockStart, from, to, block) => {
         block.fill(0, from - blockStart, to - blockStart);
       });
+      if (await this.armedCutDue()) return;
       if (fua) await this.writeBack();
     });
   }
@@ -141,40 +156,71 @@ export class VolatileBackend implements BlockBackend {
   }
 
   /**
-   * The power goes: each cached block reaches the durable file with probability 1/2 (drawn from
-   * rng in block order), the rest is lost; afterwards nothing is stored any more.
+   * The power goes now: each cached block reaches the durable file with probability 1/2 (drawn
+   * from rng in block order), the rest is lost; the disk freezes until release().
    */
-  powerCut(rng: () => number): Promise<{ applied: number; dropped: number }> {
-    return this.serial(async () => {
-      if (this.st.cut) return { applied: 0, dropped: 0 };
-      const blocks = [...this.cache.keys()].sort((a, b) => a - b);
-      let applied = 0;
-      for (const b of blocks) {
-        if (rng() < 0.5) {
-          await this.writeDurable(this.cache.get(b)!, b * VOLATILE_BLOCK);
-          applied++;
-        }
-      }
-      await this.fh.datasync();
-      this.cache.clear();
-      this.st.cut = true;
-      this.st.appliedAtCut = applied;
-      this.st.droppedAtCut = blocks.length - applied;
-      return { applied, dropped: blocks.length - applied };
-    });
+  powerCut(rng: () => number): Promise<CutResult> {
+    return this.serial(() => this.cutNow(rng));
+  }
+
+  /** The power goes right after the `afterWrites`-th write (>= 1) from now went into the cache. */
+  armCut(rng: () => number, afterWrites: number): Promise<CutResult> {
+    if (this.armed || this.st.cut) return Promise.reject(new Error('VolatileBackend: a cut is already armed or done'));
+    if (!(Number.isSafeInteger(afterWrites) && afterWrites >= 1)) return Promise.reject(new Error(`VolatileBackend: bad afterWrites ${afterWrites}`));
+    return new Promise((done) => (this.armed = { rng, writesLeft: afterWrites, done }));
+  }
+
+  /** Ends the freeze after a cut: held and later requests are acknowledged and discarded. */
+  release(): void {
+    this.openGate?.();
+    this.openGate = undefined;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.release();
     await this.chain.catch(() => undefined);
     await this.fh.close();
   }
 
   // ---- internals ----------------------------------------------------------------------------
 
+  /** Inside a serial op, after a write went into the cache: cut if the armed cut is due. */
+  private async armedCutDue(): Promise<boolean> {
+    const a = this.armed;
+    if (!a || --a.writesLeft > 0) return false;
+    this.armed = undefined;
+    a.done(await this.cutNow(a.rng));
+    await this.gate; // this write's reply waits for release() too
+    return true;
+  }
+
+  private async cutNow(rng: () => number): Promise<CutResult> {
+    if (this.st.cut) return { applied: 0, dropped: 0 };
+    const blocks = [...this.cache.keys()].sort((a, b) => a - b);
+    let applied = 0;
+    for (const b of blocks) {
+      if (rng() < 0.5) {
+        await this.writeDurable(this.cache.get(b)!, b * VOLATILE_BLOCK);
+        applied++;
+      }
+    }
+    await this.fh.datasync();
+    this.cache.clear();
+    this.st.cut = true;
+    this.st.appliedAtCut = applied;
+    this.st.droppedAtCut = blocks.length - applied;
+    this.gate = new Promise((r) => (this.openGate = r));
+    return { applied, dropped: blocks.length - applied };
+  }
+
   private serial<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(op, op);
+    const gated = async () => {
+      await this.gate;
+      return op();
+    };
+    const run = this.chain.then(gated, gated);
     this.chain = run.catch(() => undefined);
     return run;
   }

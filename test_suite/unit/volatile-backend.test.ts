@@ -70,9 +70,15 @@ t.test('power cut keeps a seeded subset of the cache, then stores nothing', asyn
     }
     t.equal(applied, cut.applied, 'the file shows exactly the applied blocks');
     results.push(bits);
-    // after the cut: acknowledged, not stored; reads from the durable file
+    // frozen until release(): no reply
     const snapshot = readFileSync(path);
-    await d.write(50 * B, fill(0xee), true);
+    let held = true;
+    const heldWrite = d.write(50 * B, fill(0xee), true).then(() => (held = false));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    t.ok(held, 'a write after the cut gets no reply before release()');
+    d.release();
+    await heldWrite;
+    // after the release: acknowledged, not stored; reads from the durable file
     await d.writeZeroes(0, 8 * B, false);
     await d.flush();
     t.ok(readFileSync(path).equals(snapshot), 'nothing stored after the cut');
@@ -89,6 +95,30 @@ t.test('a power cut right after FLUSH loses nothing', async (t) => {
   await d.write(3 * B, fill(0x42), false);
   await d.flush();
   const cut = await d.powerCut(mulberry32(1));
+  d.release();
   t.same(cut, { applied: 0, dropped: 0 }, 'nothing was cached');
   t.ok(durable(path, 3).equals(fill(0x42)), 'the flushed block survived');
+});
+
+t.test('an armed cut happens right after the n-th write, which is held until release()', async (t) => {
+  const path = join(tempDir(t), 'disk.img');
+  const d = await VolatileBackend.open(path, SIZE);
+  t.teardown(() => d.close());
+  await d.write(0, fill(0x01), false);
+  await d.flush();
+  const cutP = d.armCut(mulberry32(3), 3);
+  await d.write(1 * B, fill(0x02), false);
+  await d.write(2 * B, fill(0x03), false);
+  t.equal(d.stats().cut, false, 'not cut after two writes');
+  let replied = false;
+  const third = d.write(3 * B, fill(0x04), false).then(() => (replied = true));
+  const cut = await cutP;
+  t.equal(cut.applied + cut.dropped, 3, 'the three cached writes were applied or dropped');
+  t.ok(d.stats().cut, 'cut after the third write');
+  t.notOk(replied, 'the third write has no reply yet');
+  await t.rejects(d.armCut(mulberry32(1), 1), /already/, 'no second cut');
+  d.release();
+  await third;
+  t.ok(replied, 'replied after release()');
+  t.ok(durable(path, 0).equals(fill(0x01)), 'the flushed block is intact');
 });
