@@ -67,6 +67,9 @@ t.test('power loss under marsd: no flushed write lost, the disk a prefix of the 
   symlinkSync(join(stack.mnt, 'mars'), join(hostDir, 'mars'));
   symlinkSync(join(stack.mnt, 'data.img'), join(hostDir, 'data.img'));
   const host = await startHost(t, { host: 'alpha', sizeBytes: SIZE_BYTES, dir: hostDir });
+  // Teardown runs last-in first-out: release a frozen disk before marsd is killed and reaped
+  // (a marsd blocked in fdatasync on a frozen disk cannot exit).
+  t.teardown(() => stack.release().catch(() => undefined));
   await host.createResource(RES);
   await host.waitPrimary(RES);
   // The setup is made durable once: power loss during create-cluster is not the subject here.

@@ -156,6 +156,8 @@ export class PowerStack {
   /** Takes the stack down (after a cut: nothing more reaches the disk). Never throws. */
   async powerOff(): Promise<string[]> {
     const problems: string[] = [];
+    // A frozen disk (a cut not yet released) would hang umount; an armed cut would freeze it.
+    if (this.server && this.server.exitCode === null) await this.release().catch(() => undefined);
     if (await isMounted(this.mnt)) {
       const r = await run('umount', [this.mnt]);
       if (r.code !== 0) {

@@ -170,8 +170,12 @@ export class VolatileBackend implements BlockBackend {
     return new Promise((done) => (this.armed = { rng, writesLeft: afterWrites, done }));
   }
 
-  /** Ends the freeze after a cut: held and later requests are acknowledged and discarded. */
+  /**
+   * Ends the freeze after a cut: held and later requests are acknowledged and discarded. Before
+   * a cut it disarms an armed cut (whose promise then never settles): teardown after a failure.
+   */
   release(): void {
+    this.armed = undefined;
     this.openGate?.();
     this.openGate = undefined;
   }

@@ -122,3 +122,15 @@ t.test('an armed cut happens right after the n-th write, which is held until rel
   t.ok(replied, 'replied after release()');
   t.ok(durable(path, 0).equals(fill(0x01)), 'the flushed block is intact');
 });
+
+t.test('release() before an armed cut disarms it', async (t) => {
+  const path = join(tempDir(t), 'disk.img');
+  const d = await VolatileBackend.open(path, SIZE);
+  t.teardown(() => d.close());
+  void d.armCut(mulberry32(3), 1);
+  d.release();
+  await d.write(0, fill(0x09), false);
+  t.notOk(d.stats().cut, 'no cut after the write');
+  await d.flush();
+  t.ok(durable(path, 0).equals(fill(0x09)), 'the disk works normally');
+});
