@@ -35,7 +35,7 @@ const killSecondary: Fault = async (w, s) => {
   h.kill('SIGKILL');
   await h.waitExit();
   await w.burst(s.writeSeed);
-  await h.start();
+  await h.start(60_000);
   return [];
 };
 
@@ -51,7 +51,7 @@ const killPrimary: Fault = async (w, s) => {
     await p.waitExit();
     await burst;
   }
-  await p.start();
+  await p.start(60_000);
   await p.waitPrimary(RES, 60_000);
   return [];
 };

@@ -12,6 +12,10 @@ export interface TortureOptions {
   minutes: number;
   hosts: number;
   kinds?: readonly FaultKind[];
+  /** Keep drawing past `minutes` until this many faults ran (default 0), but never past `maxMinutes`. */
+  minFaults?: number;
+  /** Hard limit for drawing faults (default: `minutes`). */
+  maxMinutes?: number;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -54,7 +58,9 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
   try {
     await w.burst(o.seed + 1);
     const end = started + o.minutes * 60_000;
-    while (Date.now() < end && r.faults < MAX_STEPS && r.violations.length === 0) {
+    const hardEnd = started + Math.max(o.minutes, o.maxMinutes ?? 0) * 60_000;
+    const more = () => Date.now() < end || (r.faults < (o.minFaults ?? 0) && Date.now() < hardEnd);
+    while (more() && r.faults < MAX_STEPS && r.violations.length === 0) {
       const s = schedule.next();
       step = s.step;
       kind = s.kind;
@@ -91,7 +97,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
 async function heal(w: World): Promise<void> {
   for (const p of w.cluster.proxies.values()) p.heal();
   for (const h of w.hosts) {
-    if (!h.running) await h.start();
+    if (!h.running) await h.start(60_000);
   }
   for (const h of w.secondaries) {
     for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, RES]);
