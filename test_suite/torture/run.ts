@@ -25,7 +25,10 @@ export function parseArgs(argv: string[]): Args {
       a.minutes = n;
     } else if (flag === '--seed') a.seed = int(flag, argv[++i], 0, 2 ** 32 - 1);
     else if (flag === '--hosts') a.hosts = int(flag, argv[++i], 2, 5);
-    else if (flag === '--resources') a.resources = int(flag, argv[++i], 1, 1);
+    else if (flag === '--resources') {
+      a.resources = int(flag, argv[++i], 1, 64);
+      if (a.resources !== 1) throw new Error(`--resources ${a.resources}: only one resource per cluster is supported for now`);
+    }
     else if (flag === '--only') {
       const v = argv[++i];
       if (v === undefined) throw new Error(`--only needs a list of fault kinds (${FAULT_KINDS.join(',')})`);
