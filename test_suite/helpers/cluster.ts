@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { tempDir } from './tmp.js';
@@ -17,7 +17,9 @@ import { nbdGreets } from '../../kernel-shim/nbd-client.js';
 
 export { nbdGreets };
 
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** The checkout, whether this runs from source (tsx) or compiled in dist/ (npm run torture). */
+const HERE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const REPO_ROOT = basename(HERE_ROOT) === 'dist' ? dirname(HERE_ROOT) : HERE_ROOT;
 export const MARSD_BIN = join(REPO_ROOT, 'bin', 'marsd.js');
 export const MARSADM_BIN = join(REPO_ROOT, 'bin', 'marsadm.js');
 

@@ -1,0 +1,187 @@
+// Executing one fault of the torture schedule (docs/reliability.md, "Torture runner"): inject it,
+// run a write burst on the primary while it lasts, heal it. Every wait has a deadline; a fault
+// whose own check fails returns the violation (an unexpected error is thrown to the runner).
+import type { MarsHost } from '../helpers/cluster.js';
+import { writeWorkload } from '../helpers/multi-host.js';
+import { waitFor } from '../helpers/wait.js';
+import { checkPausedPrefix, waitAllCaughtUp } from './checks.js';
+import type { FaultKind, FaultStep } from './schedule.js';
+import { RES, SIZE, type World } from './world.js';
+
+type Fault = (w: World, s: FaultStep) => Promise<string[]>;
+
+function pickOf<T>(list: T[], pick: number): T {
+  if (list.length === 0) throw new Error('no eligible host');
+  return list[pick % list.length]!;
+}
+
+async function adm(h: MarsHost, args: string[]): Promise<void> {
+  await h.marsadmOk(args, { timeoutMs: 90_000 });
+}
+
+/** Runs `during` with a write burst on the primary, between `inject` and `heal`. */
+async function around(w: World, s: FaultStep, inject: () => Promise<unknown> | unknown, heal: () => Promise<unknown> | unknown): Promise<string[]> {
+  await inject();
+  try {
+    await w.burst(s.writeSeed);
+  } finally {
+    await heal();
+  }
+  return [];
+}
+
+const killSecondary: Fault = async (w, s) => {
+  const h = pickOf(w.secondaries, s.pick);
+  h.kill('SIGKILL');
+  await h.waitExit();
+  await w.burst(s.writeSeed);
+  await h.start(60_000);
+  return [];
+};
+
+/** SIGKILL the primary in the middle of FUA writes, after some FLUSH completed; restart it. */
+const killPrimary: Fault = async (w, s) => {
+  const p = w.primary;
+  const durable = w.oracle.durableSeq;
+  const burst = w.burst(s.writeSeed, { fua: true, durationMs: 20_000 });
+  try {
+    await waitFor('a FLUSH completed on the primary', () => w.oracle.durableSeq > durable, 20_000, 10);
+  } finally {
+    p.kill('SIGKILL');
+    await p.waitExit();
+    await burst;
+  }
+  await p.start(60_000);
+  await p.waitPrimary(RES, 60_000);
+  return [];
+};
+
+const linkCut: Fault = (w, s) => {
+  const proxy = w.cluster.proxy(pickOf(w.hosts, s.pick).name);
+  return around(w, s, () => proxy.cut(), () => proxy.heal());
+};
+
+const blackhole: Fault = (w, s) => {
+  const proxy = w.cluster.proxy(pickOf(w.hosts, s.pick).name);
+  return around(w, s, () => proxy.blackhole(), () => proxy.heal());
+};
+
+const slowLink: Fault = (w, s) => {
+  const proxy = w.cluster.proxy(pickOf(w.hosts, s.pick).name);
+  return around(w, s, () => { proxy.setBandwidth(512 * 1024); proxy.setDelay(40); }, () => proxy.heal());
+};
+
+/** A planned handover: marsadm primary on a caught-up secondary. */
+const handover: Fault = async (w, s) => {
+  const to = pickOf(w.secondaries, s.pick);
+  await waitAllCaughtUp(w);
+  await adm(to, ['primary', RES, '--timeout', '60']);
+  await to.waitPrimary(RES, 60_000);
+  w.primary = to;
+  await w.burst(s.writeSeed);
+  return [];
+};
+
+/**
+ * Forced failover while every link is cut, both sides written, healed: both must report the split
+ * brain; the old primary is invalidated, other hosts leave and join again. The target is caught
+ * up first, so the oracle's history stays the new primary's (the old side's split writes are
+ * untagged and given up).
+ */
+const forceFailover: Fault = async (w, s) => {
+  const from = w.primary;
+  const to = pickOf(w.secondaries, s.pick);
+  await waitAllCaughtUp(w);
+  for (const p of w.cluster.proxies.values()) p.cut();
+  try {
+    await to.until(`${to.name} lost ${from.name}`, () => (to.link(`actual-${to.name}/peer-${from.name}`) ?? '').startsWith('down'), 30_000);
+    await adm(to, ['primary', RES, '--force', '--timeout', '60']);
+    await to.waitPrimary(RES, 60_000);
+    await writeWorkload(from, RES, SIZE, 20, s.writeSeed, 4);
+    w.primary = to;
+    await w.burst(s.writeSeed);
+  } finally {
+    for (const p of w.cluster.proxies.values()) p.heal();
+  }
+  const out: string[] = [];
+  for (const h of [from, to]) {
+    try {
+      await h.until(`${h.name} reports the split brain`, async () => (await h.view('is-split-brain', RES)) === '1', 30_000, 200);
+    } catch {
+      out.push(`${h.name}: no split brain reported after a forced failover with writes on both sides`);
+    }
+  }
+  await from.until(`${from.name} stepped down`, () => from.actual(RES, 'is-primary') === '0', 30_000);
+  await adm(from, ['invalidate', RES]);
+  for (const h of w.secondaries.filter((x) => x !== from)) {
+    await adm(h, ['down', RES]);
+    await adm(h, ['leave-resource', RES]);
+    await adm(h, ['join-resource', RES, h.dataPath]);
+  }
+  await waitAllCaughtUp(w, 90_000);
+  for (const h of w.hosts) {
+    await h.until(`${h.name} no longer reports a split brain`, async () => (await h.view('is-split-brain', RES)) === '0', 30_000, 200);
+  }
+  return out;
+};
+
+const pauseFetch: Fault = (w, s) => {
+  const h = pickOf(w.secondaries, s.pick);
+  return around(w, s, () => adm(h, ['pause-fetch', RES]), () => adm(h, ['resume-fetch', RES]));
+};
+
+/** Replay paused: the disk must be a prefix of the history, before and after more writes. */
+const pauseReplay: Fault = async (w, s) => {
+  const h = pickOf(w.secondaries, s.pick);
+  await adm(h, ['pause-replay', RES]);
+  try {
+    await h.until(`${h.name}'s replay paused`, () => h.actual(RES, 'is-replaying') === '0', 30_000);
+    const out = await checkPausedPrefix(w, h);
+    await w.burst(s.writeSeed);
+    out.push(...await checkPausedPrefix(w, h));
+    return out;
+  } finally {
+    await adm(h, ['resume-replay', RES]);
+  }
+};
+
+/** A resync (invalidate) paused and resumed while the primary writes. */
+const pauseSync: Fault = async (w, s) => {
+  const h = pickOf(w.secondaries, s.pick);
+  await waitAllCaughtUp(w);
+  await adm(h, ['invalidate', RES]);
+  await adm(h, ['pause-sync', RES]);
+  try {
+    await w.burst(s.writeSeed);
+  } finally {
+    await adm(h, ['resume-sync', RES]);
+  }
+  return [];
+};
+
+const logRotate: Fault = async (w, s) => {
+  await adm(w.primary, ['log-rotate', RES]);
+  await w.burst(s.writeSeed);
+  return [];
+};
+
+const logDelete: Fault = async (w, s) => {
+  await waitAllCaughtUp(w);
+  await adm(w.primary, ['log-rotate', RES]);
+  await w.burst(s.writeSeed);
+  await adm(w.primary, ['log-delete', RES]);
+  return [];
+};
+
+const cron: Fault = async (w, s) => {
+  await w.burst(s.writeSeed);
+  await adm(pickOf(w.hosts, s.pick), ['cron']);
+  return [];
+};
+
+export const FAULTS: Record<FaultKind, Fault> = {
+  'kill-secondary': killSecondary, 'kill-primary': killPrimary, 'link-cut': linkCut, blackhole,
+  'slow-link': slowLink, handover, 'force-failover': forceFailover, 'pause-fetch': pauseFetch,
+  'pause-replay': pauseReplay, 'pause-sync': pauseSync, 'log-rotate': logRotate, 'log-delete': logDelete, cron,
+};
+
