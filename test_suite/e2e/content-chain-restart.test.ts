@@ -8,7 +8,7 @@ import t from 'tap';
 import { statSync, unlinkSync } from 'node:fs';
 import { caughtUpWith, fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import { forgeLastRecord, logPosOf, newestOwnVersion } from '../helpers/forge-copy.js';
+import { forgeFetchedCopy, logPosOf, newestOwnVersion } from '../helpers/forge-copy.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
@@ -32,29 +32,8 @@ async function crashAndRestart(h: MarsHost): Promise<void> {
 t.test('a content-mismatch stop survives SIGKILL and restart of the secondary; invalidate still repairs it', async (t) => {
   const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES });
   const [alpha, beta] = [c.host('alpha'), c.host('beta')];
-  await writeWorkload(alpha, RES, SIZE, 10, 1, 2);
-  await alpha.until('beta caught up', () => caughtUpWith(beta, alpha, RES), 60_000, 50);
-
   // The mismatch, produced as in content-chain.test.ts.
-  await beta.marsadmOk(['pause-replay', RES]);
-  await beta.until('beta\'s replay paused', () => beta.actual(RES, 'is-replaying') === '0', 30_000);
-  await writeWorkload(alpha, RES, SIZE, 20, 2, 2);
-  let theirs: { seq: string; value: string } | undefined;
-  const copy = () => `${beta.marsDir}/resource-${RES}/log-${theirs!.seq}-alpha`;
-  await alpha.until('beta fetched everything alpha logged', () => {
-    theirs = newestOwnVersion(alpha, RES);
-    if (!theirs) return false;
-    const logPos = logPosOf(theirs.value);
-    let have = -1;
-    try { have = statSync(copy()).size; } catch { /* not yet */ }
-    return logPos === statSync(`${alpha.marsDir}/resource-${RES}/log-${theirs.seq}-alpha`).size && have === logPos;
-  }, 60_000, 50);
-  const seq = theirs!.seq;
-  const end = logPosOf(theirs!.value);
-  const replayedBefore = Number((beta.link(`resource-${RES}/replay-beta`) ?? '').split(',')[1]);
-  const forgedAt = forgeLastRecord(copy());
-  t.ok(forgedAt >= replayedBefore, `the forged record at ${forgedAt} is beyond beta's replay position ${replayedBefore}`);
-  await beta.marsadmOk(['resume-replay', RES]);
+  const { seq, end } = await forgeFetchedCopy(t, c, RES, SIZE);
 
   const mismatchAtEnd = new RegExp(`content mismatch in log-${seq}-alpha at offset ${end}: split brain or damaged copy`);
   const stoppedLink = `log-${seq}-alpha,${end},0`;
@@ -98,7 +77,7 @@ t.test('a content-mismatch stop survives SIGKILL and restart of the secondary; i
       if (now === undefined || now.seq !== seq) return false;
       logPos = logPosOf(now.value);
       const betaKnows = beta.link(`resource-${RES}/version-${seq}-alpha`);
-      return logPos > min && statSync(copy()).size === logPos && betaKnows !== undefined && logPosOf(betaKnows) === logPos;
+      return logPos > min && statSync(`${beta.marsDir}/resource-${RES}/log-${seq}-alpha`).size === logPos && betaKnows !== undefined && logPosOf(betaKnows) === logPos;
     }, 60_000, 50);
     return logPos;
   };

@@ -7,7 +7,7 @@ import t from 'tap';
 import { statSync } from 'node:fs';
 import { caughtUpWith, fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
-import { forgeLastRecord, logPosOf, newestOwnVersion as newestOwn } from '../helpers/forge-copy.js';
+import { forgeFetchedCopy, logPosOf, newestOwnVersion as newestOwn } from '../helpers/forge-copy.js';
 
 const RES = 'r0';
 const SIZE = 16 << 20;
@@ -18,35 +18,14 @@ const newestOwnVersion = (h: MarsHost) => newestOwn(h, RES);
 t.test('a forged record with valid checksums in a fetched copy: refused at the primary\'s versionlink, split brain reported, invalidate repairs', async (t) => {
   const c = await startCluster(t, { hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES });
   const [alpha, beta] = [c.host('alpha'), c.host('beta')];
-  await writeWorkload(alpha, RES, SIZE, 10, 1, 2);
-  await alpha.until('beta caught up', () => caughtUpWith(beta, alpha, RES), 60_000, 50);
-
-  await beta.marsadmOk(['pause-replay', RES]);
-  await beta.until('beta\'s replay paused', () => beta.actual(RES, 'is-replaying') === '0', 30_000);
-  await writeWorkload(alpha, RES, SIZE, 20, 2, 2);
-  let theirs: { seq: string; value: string } | undefined;
-  const copy = () => `${beta.marsDir}/resource-${RES}/log-${theirs!.seq}-alpha`;
-  await alpha.until('beta fetched everything alpha logged', () => {
-    theirs = newestOwnVersion(alpha);
-    if (!theirs) return false;
-    const logPos = logPosOf(theirs.value);
-    let have = -1;
-    try { have = statSync(copy()).size; } catch { /* not yet */ }
-    return logPos === statSync(`${alpha.marsDir}/resource-${RES}/log-${theirs.seq}-alpha`).size && have === logPos;
-  }, 60_000, 50);
-  const end = logPosOf(theirs!.value);
-  const replayedBefore = Number((beta.link(`resource-${RES}/replay-beta`) ?? '').split(',')[1]);
-  const forgedAt = forgeLastRecord(copy());
-  t.ok(forgedAt >= replayedBefore, `the forged record at ${forgedAt} is beyond beta's replay position ${replayedBefore}`);
-
-  await beta.marsadmOk(['resume-replay', RES]);
+  const { seq, end } = await forgeFetchedCopy(t, c, RES, SIZE);
   await beta.until('beta stops on the content mismatch', () => /content mismatch/.test(beta.actual(RES, 'msg-err-replay-stop') ?? ''), 30_000, 50);
   const msg = beta.actual(RES, 'msg-err-replay-stop')!;
-  t.match(msg, new RegExp(`content mismatch in log-${theirs!.seq}-alpha at offset ${end}: split brain or damaged copy`), 'the message names the logfile and the position');
+  t.match(msg, new RegExp(`content mismatch in log-${seq}-alpha at offset ${end}: split brain or damaged copy`), 'the message names the logfile and the position');
   t.equal(beta.actual(RES, 'replay-code')?.split(',')[0], '-74', 'replay-code -74');
-  const ours = beta.link(`resource-${RES}/version-${theirs!.seq}-beta`)!;
+  const ours = beta.link(`resource-${RES}/version-${seq}-beta`)!;
   t.equal(logPosOf(ours), end, 'beta replayed the copy to the same position');
-  t.not(ours, alpha.link(`resource-${RES}/version-${theirs!.seq}-alpha`), 'but its versionlink differs from alpha\'s');
+  t.not(ours, alpha.link(`resource-${RES}/version-${seq}-alpha`), 'but its versionlink differs from alpha\'s');
   for (const h of [beta, alpha]) {
     await h.until(`${h.name} reports the split brain`, async () => (await h.view('is-split-brain', RES)) === '1', 30_000, 200);
   }
@@ -60,7 +39,7 @@ t.test('a forged record with valid checksums in a fetched copy: refused at the p
   await writeWorkload(alpha, RES, SIZE, 5, 3, 2);
   await alpha.until('beta fetched the new writes', () => {
     const now = newestOwnVersion(alpha);
-    return now !== undefined && now.seq === theirs!.seq && logPosOf(now.value) > end && statSync(copy()).size === logPosOf(now.value);
+    return now !== undefined && now.seq === seq && logPosOf(now.value) > end && statSync(`${beta.marsDir}/resource-${RES}/log-${seq}-alpha`).size === logPosOf(now.value);
   }, 60_000, 50);
   await beta.until('beta saw the new writes', () => (beta.actual(RES, 'replay-rest') ?? '0') !== '0', 30_000, 50);
   t.equal(beta.link(`resource-${RES}/replay-beta`), replayLink, 'beta\'s replay link did not move');

@@ -1,7 +1,9 @@
 // Helpers for the history-chain tests (docs/tree.md "History chain"): alter a fetched logfile
 // copy so that replay accepts it (checksums recomputed), and read versionlinks.
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import type { Test } from 'tap';
 import type { MarsHost } from './cluster.js';
+import { caughtUpWith, writeWorkload, type TestCluster } from './multi-host.js';
 import {
   decodeHeader, decodeTrailer, encodeRecord, HDR_PAYLOAD_LEN, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES,
 } from '../../common/log/record.js';
@@ -41,4 +43,34 @@ export function forgeLastRecord(path: string): number {
   const fd = openSync(path, 'r+');
   try { writeSync(fd, out, 0, out.length, last); } finally { closeSync(fd); }
   return last;
+}
+
+/**
+ * The history-chain scenario up to the forgery: alpha writes, beta (replay paused) fetches all
+ * of it, the last record of beta's copy is forged with valid checksums beyond beta's replay
+ * position, and beta's replay is resumed. Returns the logfile number and alpha's LOGPOS.
+ */
+export async function forgeFetchedCopy(t: Test, c: TestCluster, res: string, sizeBytes: number): Promise<{ seq: string; end: number }> {
+  const [alpha, beta] = [c.host('alpha'), c.host('beta')];
+  await writeWorkload(alpha, res, sizeBytes, 10, 1, 2);
+  await alpha.until('beta caught up', () => caughtUpWith(beta, alpha, res), 60_000, 50);
+  await beta.marsadmOk(['pause-replay', res]);
+  await beta.until('beta\'s replay paused', () => beta.actual(res, 'is-replaying') === '0', 30_000);
+  await writeWorkload(alpha, res, sizeBytes, 20, 2, 2);
+  let theirs: { seq: string; value: string } | undefined;
+  const copy = () => `${beta.marsDir}/resource-${res}/log-${theirs!.seq}-alpha`;
+  await alpha.until('beta fetched everything alpha logged', () => {
+    theirs = newestOwnVersion(alpha, res);
+    if (!theirs) return false;
+    const logPos = logPosOf(theirs.value);
+    let have = -1;
+    try { have = statSync(copy()).size; } catch { /* not yet */ }
+    return logPos === statSync(`${alpha.marsDir}/resource-${res}/log-${theirs.seq}-alpha`).size && have === logPos;
+  }, 60_000, 50);
+  const end = logPosOf(theirs!.value);
+  const replayedBefore = Number((beta.link(`resource-${res}/replay-beta`) ?? '').split(',')[1]);
+  const forgedAt = forgeLastRecord(copy());
+  t.ok(forgedAt >= replayedBefore, `the forged record at ${forgedAt} is beyond beta's replay position ${replayedBefore}`);
+  await beta.marsadmOk(['resume-replay', res]);
+  return { seq: theirs!.seq, end };
 }
