@@ -37,8 +37,15 @@ export class LamportClock {
   }
 }
 
+/**
+ * The seconds to give lutimes for a stamp. Node hands lutimes a double, which libuv truncates
+ * to the microsecond; stampUs / 1e6 is often a hair below the exact value (a double near 1.8e9
+ * s resolves about 0.24 µs), so half of all stamps read back 1 µs lower, and a propagated link
+ * looked older than the peer's on every pull and was written again, forever. Half a microsecond
+ * more truncates to exactly stampUs.
+ */
 export function stampToSeconds(stampUs: number): number {
-  return stampUs / 1_000_000;
+  return (stampUs + 0.5) / 1_000_000;
 }
 
 /** `sec.nsec` as MARS prints times in status links. */

@@ -88,3 +88,23 @@ t.test('names: traversal, separators, empty and over-long names are rejected', a
   t.throws(() => tree.write('../escape', 'x'), NameError, 'the store refuses escaping paths');
   t.throws(() => tree.write('ok', ''), /invalid value/, 'empty values are refused');
 });
+
+t.test('regression: a stamp reads back exactly as written, so a propagated link is written once', async (t) => {
+  // lutimes went through a double of seconds that libuv truncates to the microsecond: about
+  // half of all stamps read back 1 µs lower, so every pull found the peer's stamp newer and
+  // rewrote the link (idle daemons rewrote thousands of links a minute).
+  const dir = tempDir(t);
+  const writer = new TreeStore(dir);
+  const base = 1_796_526_525_888_001; // a stamp that read back as ...888000
+  const wrong: string[] = [];
+  for (let i = 0; i < 500; i++) {
+    const stampUs = base + i * 1_000_003;
+    writer.write(`r${i}`, 'v', { stampUs });
+    const back = Number((lstatSync(join(dir, `r${i}`), { bigint: true }).mtimeNs + 500n) / 1000n);
+    if (back !== stampUs) wrong.push(`${stampUs} read back as ${back}`);
+  }
+  t.same(wrong.slice(0, 5), [], `every stamp reads back as written (${wrong.length} of 500 did not)`);
+  const fresh = new TreeStore(dir);
+  t.equal(fresh.read('r0')?.stampUs, base, 'through the store too');
+  t.equal(fresh.write('r0', 'v', { stampUs: base }), false, 'the same value with the same stamp again is no write');
+});
