@@ -15,7 +15,8 @@ import { watch, type FSWatcher } from 'chokidar';
 import { basename, join } from 'node:path';
 import { TreeStore } from '../common/tree/store.js';
 import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
-import { LamportClock, formatStamp } from '../common/tree/lamport.js';
+import { LamportClock } from '../common/tree/lamport.js';
+import { Heartbeat } from './heartbeat.js';
 import { globalPaths, localPaths, resPaths } from '../common/tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from '../common/lock.js';
@@ -92,6 +93,7 @@ function isInteresting(path: string): boolean {
 
 export class Daemon {
   readonly tree: TreeStore;
+  private readonly heartbeat: Heartbeat;
   private readonly nbd: NbdServer;
   private readonly runners = new Map<string, ResourceRunner>();
   private watcher: FSWatcher | undefined;
@@ -121,6 +123,7 @@ export class Daemon {
   constructor(private readonly opts: DaemonOptions) {
     // The Lamport clock's real-time part is the injected clock too.
     this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
+    this.heartbeat = new Heartbeat(this.tree, opts.host, opts.clock);
     this.metrics = new MarsMetrics({
       tree: this.tree, host: opts.host, windowS: opts.metricsWindowS ?? 60, nowMs: () => opts.clock.nowMs(),
       resources: () => [...this.runners.keys()], counters: (res) => this.counters.get(res),
@@ -174,7 +177,7 @@ export class Daemon {
     this.tree.write(globalPaths.actual(host, 'marsd-version'), MARSD_VERSION, { onlyIfChanged: true });
     this.tree.write(globalPaths.actual(host, 'pid'), String(process.pid));
     this.startedMs = this.opts.clock.nowMs();
-    this.heartbeat(true);
+    this.heartbeat.beat(true);
     if (this.opts.metrics !== undefined) {
       this.metricsServer = new MetricsServer(this.metrics, this.opts.log);
       await this.metricsServer.listen(this.opts.metrics);
@@ -299,18 +302,12 @@ export class Daemon {
     }, TICK_DELAY_MS);
   }
 
-  private heartbeat(alive: boolean): void {
-    const { host } = this.opts;
-    this.tree.write(globalPaths.actual(host, 'time'), formatStamp(this.tree.clock.now()));
-    this.tree.write(globalPaths.actual(host, 'alive'), alive ? '1' : '0', { onlyIfChanged: true });
-  }
-
   /** One control round: the host's heartbeat, peers and space level, then every resource. */
   private tick(): void {
     if (this.stopping) return;
     try {
       try {
-        this.heartbeat(true);
+        this.heartbeat.beat(true);
       } catch (err) {
         // A full /mars must not stop the control round: it is what leaves emergency mode.
         failStopOnInvariant(err);
@@ -386,7 +383,7 @@ export class Daemon {
     await this.peers.close();
     await this.peerServer?.close();
     await this.nbd.close();
-    try { this.heartbeat(false); } catch (err) { failStopOnInvariant(err); /* tree gone */ }
+    try { this.heartbeat.beat(false); } catch (err) { failStopOnInvariant(err); /* tree gone */ }
     this.lock?.release();
     this.opts.log('info', 'marsd stopped');
   }

@@ -15,6 +15,11 @@ export const globalPaths = {
   removed: (host: string) => `ips/removed-${validHost(host)}`,
 };
 
+/** HOST's heartbeat link, `actual-HOST/time`: read by view and metrics, no decision depends on it. */
+export function isHeartbeatPath(path: string): boolean {
+  return /^actual-[^/]+\/time$/.test(path);
+}
+
 /** Links under userspace/: this host's own settings, never propagated (propagate/ownership.ts). */
 export const localPaths = {
   dir: 'userspace',

@@ -12,7 +12,7 @@
 // it logs, backs off and tries again); an InvariantError is not one of them and stops marsd
 // (failStopOnInvariant) wherever a catch would otherwise carry on.
 import type { TreeStore } from '../../common/tree/store.js';
-import { globalPaths, localPaths, resPaths } from '../../common/tree/paths.js';
+import { globalPaths, isHeartbeatPath, localPaths, resPaths } from '../../common/tree/paths.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import { dialTransport } from '../net/dial-transport.js';
 import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
@@ -226,7 +226,10 @@ export class PeerLink {
     }
     const listingChanged = !sameListing(this.logs, next);
     this.logs = next;
-    if (changed > 0) this.m.onTreeChanged();
+    // A peer's heartbeat alone changes no decision (view and metrics read it when asked): a
+    // round for it would run every resource's round once per pull, and write our heartbeat,
+    // which the peer pulls and answers in kind.
+    if (changed > 0 && plan.writes.some((w) => !isHeartbeatPath(w.p))) this.m.onTreeChanged();
     if (listingChanged) this.m.onListing();
   }
 
