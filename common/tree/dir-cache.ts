@@ -50,8 +50,17 @@ export function stampOfStats(st: BigIntStats): number {
 
 export class DirCache {
   private readonly dirs = new Map<string, DirListing>();
+  /**
+   * Inside batch(): each directory's answer, checked once. A batch is synchronous code that
+   * reads many links (the merge of a peer's listing asks for every path it lists): re-checking
+   * a directory's mtime for each of them shows no fresher state of other processes' changes,
+   * and this process's own writes drop the answer (forget).
+   */
+  private memo: Map<string, ReadonlyMap<string, CachedEntry> | undefined> | undefined;
   /** listings read from disk (for tests and the cost model) */
   loads = 0;
+  /** directory stats made to validate a listing (for tests and the cost model) */
+  checks = 0;
   private turn = 0;
   private turnEnding = false;
 
@@ -60,6 +69,26 @@ export class DirCache {
    * written); undefined when the directory does not exist.
    */
   entries(absDir: string): ReadonlyMap<string, CachedEntry> | undefined {
+    if (this.memo === undefined) return this.check(absDir);
+    if (this.memo.has(absDir)) return this.memo.get(absDir);
+    const found = this.check(absDir);
+    this.memo.set(absDir, found);
+    return found;
+  }
+
+  /** Run synchronous reads with each directory checked once (see memo). */
+  batch<T>(fn: () => T): T {
+    if (this.memo !== undefined) return fn();
+    this.memo = new Map();
+    try {
+      return fn();
+    } finally {
+      this.memo = undefined;
+    }
+  }
+
+  private check(absDir: string): ReadonlyMap<string, CachedEntry> | undefined {
+    this.checks++;
     let st: BigIntStats;
     try {
       st = statSync(absDir, { bigint: true });
@@ -80,11 +109,13 @@ export class DirCache {
   /** Drop a directory's listing: this process changed it. */
   forget(absDir: string): void {
     this.dirs.delete(absDir);
+    this.memo?.delete(absDir);
   }
 
   /** Forget everything (a test that edits the tree behind the store's back). */
   clear(): void {
     this.dirs.clear();
+    this.memo?.clear();
   }
 
   /** A number that changes when the current synchronous run of the event loop ends. */

@@ -60,6 +60,19 @@ export class TreeStore {
     return this.cache.entries(dirname(path))?.get(basename(path));
   }
 
+  /**
+   * Run synchronous reads (no awaits inside) checking each directory's listing once instead of
+   * at every read: for code that reads many links in one go, e.g. the merge of a peer listing.
+   */
+  readBatch<T>(fn: () => T): T {
+    return this.cache.batch(fn);
+  }
+
+  /** How many directory stats validated a cached listing so far. */
+  get listingChecks(): number {
+    return this.cache.checks;
+  }
+
   /** How many directory listings were read from disk so far (the cache's misses). */
   get listingsRead(): number {
     return this.cache.loads;

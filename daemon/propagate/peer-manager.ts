@@ -211,10 +211,10 @@ export class PeerLink {
     const requestedAtMs = this.clock.monotonicMs();
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
-    const plan = planMerge(entries, (p) => localState(tree, p), {
+    const plan = tree.readBatch(() => planMerge(entries, (p) => localState(tree, p), {
       ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host),
       linksOf: (h, dir) => linksOfHost(tree, h, dir),
-    });
+    }));
     for (const r of plan.rejected) (this.m.refusals ??= new RefusalLog({ log: this.m.log, nowMs: () => (this.m.clock ?? systemClock).monotonicMs() })).note(this.peer, 'listed', r.path, r.reason);
     const changed = applyMergePlan(tree, plan);
     this.listing = listingOf(requestedAtMs, entries, logs);

@@ -22,6 +22,8 @@ import { systemClock, type Clock } from '../../common/util/clock.js';
 
 const LOG_CHUNK_BYTES = 1 << 20;
 const FOLLOW_POLL_MS = 10;
+/** The longest pause between two looks at a followed file that does not grow (grownEnd). */
+const FOLLOW_POLL_MAX_MS = 160;
 
 export interface ServiceContext {
   tree: TreeStore;
@@ -127,13 +129,36 @@ export class PeerService implements PeerHandlers {
           idleSinceMs = this.clock.nowMs();
         }
         if (!req.follow || signal.aborted || this.clock.nowMs() - idleSinceMs >= req.waitMs) break;
-        // Not abortable on purpose: a cancel ends the loop at its check above, with the real durable end.
-        await this.clock.sleep(FOLLOW_POLL_MS);
-        end = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+        end = await this.grownEnd(req, end, () => handle.stat().then((st) => st.size));
       }
       return { pos, durableEnd: Math.max(end, pos) };
     } finally {
       await handle.close();
+    }
+  }
+
+  /**
+   * The durable end once it may have grown, for a follow. Our logger's own logfile: its durable
+   * end is in memory, checked every FOLLOW_POLL_MS, and the file is stat'ed only when it moved.
+   * Any other file: stat'ed with a backoff from FOLLOW_POLL_MS to FOLLOW_POLL_MAX_MS while it
+   * does not grow (an idle follow used to cost 100 stats a second per resource).
+   */
+  private async grownEnd(req: LogReadRequest, end: number, fileBytes: () => Promise<number>): Promise<number> {
+    const parsed = parseLogName(req.name);
+    const own = parsed !== undefined && parsed.origin === this.ctx.host;
+    const activeAt = own ? this.ctx.activeLogEnd(req.res, parsed.seq) : undefined;
+    let pollMs = FOLLOW_POLL_MS;
+    const startedMs = this.clock.nowMs();
+    for (;;) {
+      // Not abortable on purpose: a cancel ends the caller's loop at its check, with the real durable end.
+      await this.clock.sleep(pollMs);
+      if (activeAt !== undefined) {
+        const active = this.ctx.activeLogEnd(req.res, parsed!.seq);
+        if (active === activeAt && this.clock.nowMs() - startedMs < req.waitMs) continue;
+      }
+      const next = this.durableEnd(req.res, req.name, await fileBytes());
+      if (next !== end || this.clock.nowMs() - startedMs >= req.waitMs) return next;
+      pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
     }
   }
 

@@ -108,3 +108,25 @@ t.test('regression: a stamp reads back exactly as written, so a propagated link 
   t.equal(fresh.read('r0')?.stampUs, base, 'through the store too');
   t.equal(fresh.write('r0', 'v', { stampUs: base }), false, 'the same value with the same stamp again is no write');
 });
+
+t.test('readBatch: each directory is checked once, and the batch sees its own writes', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  tree.ensureDir('d');
+  for (let i = 0; i < 20; i++) tree.write(`d/l${i}`, `v${i}`);
+  tree.value('d/l0'); // listing loaded
+  const before = tree.listingChecks;
+  for (let i = 0; i < 20; i++) tree.value(`d/l${i}`);
+  t.equal(tree.listingChecks - before, 20, 'outside a batch every read checks the directory');
+  const inBatch = tree.listingChecks;
+  const seen = tree.readBatch(() => {
+    const values = Array.from({ length: 20 }, (_, i) => tree.value(`d/l${i}`));
+    tree.write('d/l3', 'changed');
+    values.push(tree.value('d/l3'));
+    return values;
+  });
+  t.equal(seen[19], 'v19');
+  t.equal(seen[20], 'changed', 'a write inside the batch is read back');
+  t.equal(tree.listingChecks - inBatch, 2, 'one check, and one more after the write');
+  tree.value('d/l0');
+  t.equal(tree.listingChecks - inBatch, 3, 'after the batch reads check again');
+});
