@@ -45,7 +45,10 @@ export class StatusPublisher {
     try {
       const links = this.o.links();
       tree.ensureDir(resPaths.actualDir(res, host));
-      for (const [key, value] of Object.entries(links)) tree.write(resPaths.actual(res, host, key), value, { onlyIfChanged: true });
+      // The values that differ, from one look at the directory's cached listing (most are
+      // unchanged; an lstat and a readlink per link was the cost of an idle publish).
+      const changed = tree.readBatch(() => Object.entries(links).filter(([key, value]) => tree.value(resPaths.actual(res, host, key)) !== value));
+      for (const [key, value] of changed) tree.write(resPaths.actual(res, host, key), value, { onlyIfChanged: true });
       this.o.also();
       const actsize = this.o.actsizeBytes?.();
       if (actsize !== undefined) tree.write(resPaths.actsize(res, host), String(actsize), { onlyIfChanged: true });
