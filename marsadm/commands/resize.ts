@@ -5,7 +5,8 @@
 // the primary grows its export at once (new NBD connections see the new size); every secondary
 // sees syncstatus < size and copies the new area by a partial sync (docs/design.md, "Resize").
 import { AdmError, type Adm } from '../context.js';
-import { resPaths, resourceDir } from '../../common/tree/paths.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { resourceMembers } from '../../common/cluster/members.js';
 import { parseSize } from '../../common/config.js';
 import { planResize, type ResizeMember } from '../../common/resource/resize-plan.js';
 import { rethrowInvariant } from '../../common/util/assert.js';
@@ -27,10 +28,7 @@ function parseRequested(text: string | undefined): number | undefined {
 
 function members(adm: Adm, res: string): ResizeMember[] {
   const { tree } = adm;
-  return tree.list(resourceDir(res))
-    .filter((n) => n.startsWith('data-') && tree.value(`${resourceDir(res)}/${n}`) !== undefined)
-    .map((n) => n.slice('data-'.length))
-    .sort()
+  return resourceMembers(tree, res)
     .map((host) => ({ host, actsizeBytes: bytesOf(tree.value(resPaths.actsize(res, host))) }));
 }
 

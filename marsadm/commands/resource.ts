@@ -6,6 +6,7 @@ import { AdmError, type Adm } from '../context.js';
 import { checkDataDevice } from './common.js';
 import { resPaths, resourceDir, TODO_KEYS } from '../../common/tree/paths.js';
 import { validResource } from '../../common/tree/names.js';
+import { resourceMembers } from '../../common/cluster/members.js';
 import { diskSizeBytes } from '../../common/disk/data-disk.js';
 import { initialVersionLinks, formatReplayLink } from '../../common/log/links.js';
 import { parseSize } from '../../common/config.js';
@@ -77,7 +78,7 @@ export async function deleteResource(adm: Adm, name: string): Promise<void> {
   const res = adm.requireResource(name);
   const { tree, host } = adm;
   const dir = resourceDir(res);
-  const others = tree.list(dir).filter((n) => n.startsWith('data-') && n !== `data-${host}` && tree.value(`${dir}/${n}`) !== undefined).map((n) => n.slice(5));
+  const others = resourceMembers(tree, res).filter((m) => m !== host);
   if (others.length > 0 && !adm.force) {
     throw new AdmError(`resource ${res} still has other members (${others.join(', ')}): they must leave-resource first, or use --force`);
   }

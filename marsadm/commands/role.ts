@@ -3,7 +3,7 @@
 import { AdmError, type Adm } from '../context.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { VERSION_NAME } from '../../common/tree/log-names.js';
-import { isValidIdentifier } from '../../common/tree/names.js';
+import { resourceMembers } from '../../common/cluster/members.js';
 import { formatStamp } from '../../common/tree/lamport.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import type { PrimaryMode } from '../../common/resource/links.js';
@@ -172,8 +172,9 @@ function lackingText(adm: Adm, res: string, host: string): string {
   return n === undefined ? '' : `, ${n} bytes behind`;
 }
 
+/** Live members only: a host that left keeps a tombstone data-HOST, and counted as syncing. */
 function members(adm: Adm, res: string): string[] {
-  return adm.tree.list(resourceDir(res)).map((n) => /^data-(.+)$/.exec(n)?.[1]).filter((m): m is string => m !== undefined && isValidIdentifier(m));
+  return resourceMembers(adm.tree, res);
 }
 
 interface CatchUpTarget {

@@ -1,7 +1,7 @@
 // Gather a ViewSnapshot from the tree (the only I/O behind `marsadm view`).
 import type { Adm } from '../context.js';
-import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
-import { clusterHosts } from '../../common/cluster/members.js';
+import { globalPaths, resPaths } from '../../common/tree/paths.js';
+import { clusterHosts, resourceMembers } from '../../common/cluster/members.js';
 import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
 import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { bytesSince, findDivergence, sideOf } from '../../common/resource/split-brain.js';
@@ -43,7 +43,7 @@ function syncPassed(syncpos: string | undefined, replay: string | undefined): bo
 export function readView(adm: Adm, res: string): ViewSnapshot {
   const { tree, host } = adm;
   const a = (key: string) => adm.actual(res, key);
-  const members = tree.list(resourceDir(res)).filter((n) => n.startsWith('data-') && tree.value(`${resourceDir(res)}/${n}`) !== undefined).map((n) => n.slice(5));
+  const members = resourceMembers(tree, res);
   const hosts = clusterHosts(tree);
   const time = tree.value(globalPaths.actual(host, 'time'));
   const heartbeatS = time !== undefined ? Number(time) : undefined;
