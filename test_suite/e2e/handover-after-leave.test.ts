@@ -12,6 +12,7 @@ const SIZE = 8 << 20;
 t.test('a handover right after a secondary left the resource', async (t) => {
   const c = await startCluster(t, { hosts: ['alpha', 'beta', 'gamma'], sizeBytes: SIZE, res: RES });
   const [alpha, beta, gamma] = [c.host('alpha'), c.host('beta'), c.host('gamma')];
+  await gamma.marsadmOk(['down', RES]);
   await gamma.marsadmOk(['leave-resource', RES]);
   await beta.until('beta sees that gamma left', () => beta.link(`resource-${RES}/data-gamma`) === '.deleted', 30_000);
   t.ok(gamma.running, 'gamma\'s marsd still runs (alive, no longer a member)');
