@@ -129,7 +129,7 @@ export class PeerService implements PeerHandlers {
           idleSinceMs = this.clock.nowMs();
         }
         if (!req.follow || signal.aborted || this.clock.nowMs() - idleSinceMs >= req.waitMs) break;
-        end = await this.grownEnd(req, end, () => handle.stat().then((st) => st.size));
+        end = await this.grownEnd(req, end, () => handle.stat().then((st) => st.size), signal);
       }
       return { pos, durableEnd: Math.max(end, pos) };
     } finally {
@@ -143,22 +143,24 @@ export class PeerService implements PeerHandlers {
    * Any other file: stat'ed with a backoff from FOLLOW_POLL_MS to FOLLOW_POLL_MAX_MS while it
    * does not grow (an idle follow used to cost 100 stats a second per resource).
    */
-  private async grownEnd(req: LogReadRequest, end: number, fileBytes: () => Promise<number>): Promise<number> {
+  private async grownEnd(req: LogReadRequest, end: number, fileBytes: () => Promise<number>, signal: AbortSignal): Promise<number> {
     const parsed = parseLogName(req.name);
     const own = parsed !== undefined && parsed.origin === this.ctx.host;
     const activeAt = own ? this.ctx.activeLogEnd(req.res, parsed.seq) : undefined;
     let pollMs = FOLLOW_POLL_MS;
     const startedMs = this.clock.nowMs();
     for (;;) {
-      // Not abortable on purpose: a cancel ends the caller's loop at its check, with the real durable end.
+      // The sleep is not abortable on purpose: a cancel is seen after it, and the caller gets
+      // the real durable end.
       await this.clock.sleep(pollMs);
+      if (signal.aborted) return this.durableEnd(req.res, req.name, await fileBytes());
       if (activeAt !== undefined) {
         const active = this.ctx.activeLogEnd(req.res, parsed!.seq);
         if (active === activeAt && this.clock.nowMs() - startedMs < req.waitMs) continue;
       }
       const next = this.durableEnd(req.res, req.name, await fileBytes());
       if (next !== end || this.clock.nowMs() - startedMs >= req.waitMs) return next;
-      pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
+      if (activeAt === undefined) pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
     }
   }
 

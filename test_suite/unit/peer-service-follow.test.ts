@@ -1,0 +1,72 @@
+// A following log-read (PeerService.logRead with follow) on a file that does not grow: a
+// cancel ends it within a poll, not at the end of its wait; bytes appended later are sent; and
+// the logger's own active logfile is looked at in memory (its durable end), not stat'ed.
+import t, { type Test } from 'tap';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TreeStore } from '../../common/tree/store.js';
+import { LamportClock } from '../../common/tree/lamport.js';
+import { PeerService } from '../../daemon/serve/peer-service.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor, withDeadline } from '../helpers/wait.js';
+
+const NAME_OTHER = 'log-000000001-beta';
+const NAME_OWN = 'log-000000002-alpha';
+
+function setup(t: Test, activeEnd: () => number | undefined) {
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir, new LamportClock());
+  mkdirSync(join(dir, 'resource-r0'));
+  for (const name of [NAME_OTHER, NAME_OWN]) writeFileSync(join(dir, 'resource-r0', name), Buffer.alloc(4096, 1));
+  const service = new PeerService({
+    tree, host: 'alpha',
+    activeLogEnd: (_res, seq) => (seq === 2 ? activeEnd() : undefined), primaryPosition: () => undefined,
+    onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined,
+  });
+  return { dir, service };
+}
+
+const request = (name: string) => ({ t: 'log-read' as const, id: 1, res: 'r0', name, fromPos: 0, follow: true, waitMs: 60_000, rateBytesPerS: 0 });
+
+t.test('a cancel ends an idle follow within a poll, with the durable end', async (t) => {
+  const { service } = setup(t, () => undefined);
+  const ac = new AbortController();
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OTHER), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  await waitFor('the first 4 KiB sent', () => sent === 4096, 5_000);
+  ac.abort();
+  const end = await withDeadline(done, 5_000, 'the follow to end after the cancel (its wait is 60 s)');
+  t.same(end, { pos: 4096, durableEnd: 4096 });
+});
+
+t.test('bytes appended to an idle followed file are sent', async (t) => {
+  const { dir, service } = setup(t, () => undefined);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OTHER), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  await waitFor('the first 4 KiB sent', () => sent === 4096, 5_000);
+  appendFileSync(join(dir, 'resource-r0', NAME_OTHER), Buffer.alloc(1000, 2));
+  await waitFor('the appended bytes sent', () => sent === 5096, 5_000);
+  ac.abort();
+  t.same(await withDeadline(done, 5_000, 'the end'), { pos: 5096, durableEnd: 5096 });
+});
+
+t.test('the own active logfile: only its durable end moving lets bytes out', async (t) => {
+  let durable = 4096;
+  let looks = 0;
+  const { dir, service } = setup(t, () => { looks++; return durable; });
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OWN), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  await waitFor('the durable 4 KiB sent', () => sent === 4096, 5_000);
+  appendFileSync(join(dir, 'resource-r0', NAME_OWN), Buffer.alloc(1000, 2)); // written, not yet durable
+  const seen = looks;
+  await waitFor('a few looks at the durable end', () => looks >= seen + 3, 5_000);
+  t.equal(sent, 4096, 'bytes beyond the durable end are not sent');
+  durable = 5096;
+  await waitFor('the now durable bytes sent', () => sent === 5096, 5_000);
+  ac.abort();
+  t.same(await withDeadline(done, 5_000, 'the end'), { pos: 5096, durableEnd: 5096 });
+});
