@@ -6,9 +6,9 @@
 // peers that do not authenticate or write what they may not are refused.
 import t, { type Test } from 'tap';
 import net from 'node:net';
-import { openSync, readSync, closeSync, writeSync, statSync, readdirSync, readFileSync, mkdtempSync, writeFileSync, chmodSync, truncateSync } from 'node:fs';
+import { openSync, readSync, closeSync, writeSync, statSync, readdirSync, readFileSync, writeFileSync, chmodSync, truncateSync } from 'node:fs';
+import { tempDir } from '../helpers/tmp.js';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
 import { fileDigest, startCluster, type TestCluster, waitWritebackDone } from '../helpers/multi-host.js';
@@ -199,8 +199,7 @@ t.test('unauthenticated peers, garbage and foreign links are refused; the daemon
     s.resume();
   });
   // A wrong secret: join-cluster fails and changes nothing.
-  const dir = mkdtempSync(join(tmpdir(), 'mars-intruder-'));
-  t.teardown(() => undefined);
+  const dir = tempDir(t, 'mars-intruder-'); // removed at the end (it was left in /tmp)
   const wrong = join(dir, 'secret');
   writeFileSync(wrong, `${'ab'.repeat(32)}\n`);
   chmodSync(wrong, 0o600);
