@@ -4,6 +4,9 @@
 //                same filesystem, with fio's nbd engine and nbdcopy (this file, targets.ts)
 //   replication  two marsd hosts on loopback addresses: throughput, lag, long-distance fetch,
 //                fast sync, against nbdcopy/nbdkit and rsync over ssh (replication.ts)
+// and, only when asked for (`--suite reliability`, its own options: reliability.ts), the long
+// runs of the torture runner, the power-loss tests, the fuzzers and the simulation, recorded in
+// docs/reliability.md.
 //
 // Options: --suite write|replication|all (all)  --rounds N (3)  --quick  --dir DIR
 //          --no-write-docs  --render FILE; write suite: --runtime S (20) --size BYTES (1 GiB)
@@ -24,6 +27,7 @@ import { MarsdTarget, NbdkitTarget, type Target, type TargetName } from './targe
 import { measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js';
 import { REPL_ORDER, ReplicationSuite, toolVersions, type ReplBenchId, type ReplData, type ReplOptions } from './replication.js';
 import { renderReplMarkdown, replResultsTable, summarizeRepl } from './repl-report.js';
+import { reliabilityUsage, runReliabilitySuite } from './reliability.js';
 
 
 const GiB = 2 ** 30;
@@ -45,7 +49,7 @@ function usage(): string {
     '                        [--runtime S] [--size BYTES] [--jobs COPY,J1,...,J6]',
     '                        [--repl throughput,lag,distance,sync] [--repl-size BYTES] [--lag-seconds S] [--lag-rate BYTES/S]',
     '                        [--distance-size BYTES] [--sync-size BYTES]',
-    '  --suite LIST     write, replication or all (default all)',
+    '  --suite LIST     write, replication or all (default all); --suite reliability alone: see --suite reliability --help',
     '  --rounds N       rounds of each suite (default 3)',
     '  --quick          smoke check: 1 round and small sizes (explicit options still win)',
     '  --dir DIR        where the temporary bench directory is created (default the system temp dir)',
@@ -440,7 +444,21 @@ function describeRun(r: RunRecord): string {
 
 // ---------------------------------------------------------------------------------------------
 
+/** `--suite reliability` is a suite of its own with its own options (reliability.ts). */
+function wantsReliability(argv: string[]): boolean {
+  const i = argv.indexOf('--suite');
+  const v = i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith('--suite='))?.slice('--suite='.length);
+  return v === 'reliability';
+}
+
 async function main(): Promise<number> {
+  if (wantsReliability(process.argv.slice(2))) {
+    if (process.argv.includes('--help') || process.argv.includes('-h')) {
+      console.log(reliabilityUsage());
+      return 0;
+    }
+    return runReliabilitySuite(process.argv.slice(2), say);
+  }
   const opts = parseOptions(process.argv.slice(2));
   const invocation = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   const preNotes = checkPreconditions(opts.suites, opts.repl.benches);
