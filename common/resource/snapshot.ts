@@ -1,10 +1,10 @@
 // What the control loop knows about one resource: read from the /mars tree in one pass, then
 // handed to the pure decision function. Only this file does I/O for the decision.
-import { lstatSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { globalPaths, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
 import { clusterMarkerPath, markerInForce, removedBy, resourceMarkerPath } from '../tree/removal.js';
-import { LOG_NAME, VERSION_NAME } from '../tree/log-names.js';
+import { VERSION_NAME } from '../tree/log-names.js';
+import { logfileSizes } from '../tree/log-sizes.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { PRIMARY_MODES, type PrimaryMode } from './links.js';
 
@@ -51,20 +51,18 @@ function intValue(text: string | undefined): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+/** Each directory's cached listing is checked once per snapshot (TreeStore.readBatch), not once per link read. */
 export function readResourceSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
+  return tree.readBatch(() => readSnapshot(tree, res, host));
+}
+
+function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
   const dir = resourceDir(res);
   const flag = (key: TodoKey) => tree.value(resPaths.todo(res, host, key)) === '1';
   const sizeValue = tree.value(resPaths.size(res));
   const size = sizeValue !== undefined && /^\d+$/.test(sizeValue) ? Number(sizeValue) : undefined;
-  const logfiles: LogfileInfo[] = [];
-  for (const name of tree.list(dir)) {
-    const m = LOG_NAME.exec(name);
-    if (!m) continue;
-    try {
-      const st = lstatSync(tree.abs(`${dir}/${name}`));
-      if (st.isFile()) logfiles.push({ seq: Number(m[1]), origin: m[2]!, sizeBytes: st.size });
-    } catch { /* deleted concurrently */ }
-  }
+  // Finished logfiles' sizes come from a cache; the growing ones are stat'ed (log-sizes.ts).
+  const logfiles: LogfileInfo[] = logfileSizes(tree, dir).map((l) => ({ seq: l.seq, origin: l.origin, sizeBytes: l.sizeBytes }));
   logfiles.sort((a, b) => a.seq - b.seq || a.origin.localeCompare(b.origin));
   const primary = tree.value(resPaths.primary(res));
   const attach = tree.read(resPaths.todo(res, host, 'attach'));

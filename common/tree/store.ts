@@ -176,6 +176,14 @@ export class TreeStore {
     }
   }
 
+  /**
+   * A directory's cached listing (name → entry), the same object for as long as the directory
+   * is unchanged (log-sizes.ts keys its cache by it); undefined when it does not exist.
+   */
+  listing(rel: string): ReadonlyMap<string, CachedEntry> | undefined {
+    return this.cache.entries(rel === '' ? this.rootDir : this.abs(rel));
+  }
+
   /** Names in a tree directory, without temporary links; empty when it does not exist. */
   list(rel: string): string[] {
     const entries = this.cache.entries(rel === '' ? this.rootDir : this.abs(rel));

@@ -130,7 +130,7 @@ export class TombstoneKeeper {
     if (nowMs - this.lastRunMs < this.o.intervalMs) return [];
     this.lastRunMs = nowMs;
     const { tree } = this.o;
-    const { entries } = collectEntries(tree, (_r, _n, bytes) => bytes);
+    const { entries } = collectEntries(tree); // links only: no logfile is stat'ed
     const current = new Map<string, number>();
     for (const e of entries) if (e.v === TOMBSTONE_VALUE) current.set(e.p, e.s);
     const tombstones = trackFirstSeen(this.firstSeen, current, nowMs);

@@ -1,6 +1,7 @@
 // The I/O half of tree propagation: list the entries this host offers to peers, and execute
 // a merge plan (planMerge in merge.ts) against the local TreeStore.
-import { lstatSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
+import { logfileSizes } from '../../common/tree/log-sizes.js';
 import type { TreeStore } from '../../common/tree/store.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
@@ -17,11 +18,24 @@ export interface LogListing {
   sizeBytes: number;
 }
 
-/** Every replicated link (tombstones included) and every logfile with its size. */
-export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
+/**
+ * Every replicated link (tombstones included) and, given `durableEnd`, every logfile with its
+ * size (the growing ones stat'ed, log-sizes.ts; without it, `logs` is empty). Each directory's cached listing is
+ * checked once for the whole walk (TreeStore.readBatch), not once per entry.
+ */
+export function collectEntries(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
+  return tree.readBatch(() => walkEntries(tree, durableEnd));
+}
+
+function walkEntries(tree: TreeStore, durableEnd: ((res: string, name: string, fileBytes: number) => number) | undefined): { entries: TreeEntry[]; logs: LogListing[] } {
   const entries: TreeEntry[] = [];
   const logs: LogListing[] = [];
   const visit = (rel: string, depth: number) => {
+    const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
+    if (res !== undefined && durableEnd !== undefined) {
+      // Sizes from the cache of finished logfiles' sizes (log-sizes.ts), the growing ones stat'ed.
+      for (const l of logfileSizes(tree, rel)) logs.push({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) });
+    }
     for (const name of tree.list(rel)) {
       if (name.startsWith('.')) continue;
       const path = rel === '' ? name : `${rel}/${name}`;
@@ -35,20 +49,6 @@ export function collectEntries(tree: TreeStore, durableEnd: (res: string, name: 
       if (e === undefined) continue; // vanished
       if (e.kind === 'dir') {
         if (depth < 2) visit(path, depth + 1);
-        continue;
-      }
-      if (e.kind === 'file') {
-        const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
-        if (res === undefined || !LOG_NAME.test(name)) continue;
-        // A logfile's size changes without its directory's mtime: always from the file itself.
-        let st;
-        try {
-          st = lstatSync(tree.abs(path));
-        } catch (err) {
-          failStopOnInvariant(err);
-          continue; // deleted meanwhile
-        }
-        if (st.isFile()) logs.push({ res, name, sizeBytes: durableEnd(res, name, st.size) });
         continue;
       }
       if (e.kind !== 'link' || ownerOf(path).kind === 'local') continue;

@@ -53,6 +53,8 @@ export class PeerService implements PeerHandlers {
 
   /** links already reported as not sendable */
   private readonly unsendable = new Set<string>();
+  /** path → value of every link offered in the last listing (each one passed entrySchema) */
+  private validValues = new Map<string, string>();
 
   constructor(private readonly ctx: ServiceContext) {
     this.clock = ctx.clock ?? systemClock;
@@ -84,7 +86,15 @@ export class PeerService implements PeerHandlers {
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).
     const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    return { clockUs: this.ctx.tree.clock.now(), entries: entries.filter((e) => this.sendable(e)), logs };
+    const checked = new Map<string, string>();
+    const offered = entries.filter((e) => {
+      // A link whose value passed the schema in the last listing is not parsed again.
+      const ok = this.validValues.get(e.p) === e.v || this.sendable(e);
+      if (ok) checked.set(e.p, e.v);
+      return ok;
+    });
+    this.validValues = checked;
+    return { clockUs: this.ctx.tree.clock.now(), entries: offered, logs };
   }
 
   /**
