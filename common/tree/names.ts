@@ -44,9 +44,14 @@ export function isValidIdentifier(value: string): boolean {
  */
 const COMPONENT = /^[A-Za-z0-9_][-A-Za-z0-9_.,]{0,127}$/;
 
+/** One component of a tree path (a name inside a tree directory). */
+export function isValidTreeComponent(name: string): boolean {
+  return COMPONENT.test(name) && name !== '.' && name !== '..';
+}
+
 export function validTreePath(rel: string): string {
   const parts = rel.split('/');
-  if (parts.length < 1 || parts.length > 3 || !parts.every((p) => COMPONENT.test(p) && p !== '.' && p !== '..')) {
+  if (parts.length < 1 || parts.length > 3 || !parts.every(isValidTreeComponent)) {
     throw new NameError(`invalid /mars path ${JSON.stringify(rel)}: must be 1-3 plain name components`);
   }
   return rel;

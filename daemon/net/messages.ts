@@ -252,16 +252,22 @@ export function checkPayload(m: Message, payload: Buffer): void {
   }
 }
 
-const entsPayloadSchema = z.object({ entries: z.array(entrySchema), logs: z.array(logInfoSchema) });
+const logInfosSchema = z.array(logInfoSchema);
+const entsPayloadSchema = z.object({ entries: z.array(entrySchema), logs: logInfosSchema });
 export interface EntsPayload {
   entries: Entry[];
   logs: LogInfo[];
 }
 
-/** Encode an `ents` payload; the entries come from our own tree and are checked like a peer's. */
-export function encodeEntsPayload(doc: EntsPayload): Buffer {
-  const result = entsPayloadSchema.safeParse(doc);
-  assert(result.success, `refusing to send invalid tree entries: ${result.success ? '' : describeIssues(result.error)}`);
+/**
+ * Encode an `ents` payload from our own tree, checked like a peer's. The entries must already
+ * have passed entrySchema one by one (the caller filters what it cannot send, and need not
+ * parse an unchanged link again per listing: PeerService.getents), so only the logs are
+ * parsed here.
+ */
+export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with-entrySchema'): Buffer {
+  const result = logInfosSchema.safeParse(doc.logs);
+  assert(result.success, `refusing to send an invalid logfile listing: ${result.success ? '' : describeIssues(result.error)}`);
   return Buffer.from(JSON.stringify({ entries: doc.entries, logs: doc.logs }), 'utf8');
 }
 

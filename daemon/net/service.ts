@@ -6,7 +6,7 @@
 // and its payload check before it gets here; ids are u32, names follow the /mars rules.
 //
 //   frame         sent by   schema limits (messages.ts)                 checked here / by the handler
-//   getents       client    -                                           our entries must pass the schema too (encodeEntsPayload)
+//   getents       client    -                                           our entries must pass the schema too (PeerService.getents, encodeEntsPayload)
 //   log-read      client    res; name log-SEQ-ORIGIN; fromPos;          handler: the logfile exists (ENOENT), fromPos <= its durable end
 //                           follow; waitMs <= 60 s; rateBytesPerS       (ERANGE); the sink takes contiguous bytes only; log-end pos =
 //                                                                       bytes sent; rate limited here (rateBytesPerS, 0 = unlimited)
@@ -260,7 +260,7 @@ export class IncomingRequests {
     switch (req.t) {
       case 'getents': {
         const r = await h.getents(peer);
-        const payload = encodeEntsPayload({ entries: r.entries, logs: r.logs });
+        const payload = encodeEntsPayload({ entries: r.entries, logs: r.logs }, 'each-checked-with-entrySchema');
         return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length }, payload };
       }
       case 'log-read': {

@@ -5,6 +5,7 @@ import { logfileSizes } from '../../common/tree/log-sizes.js';
 import type { TreeStore } from '../../common/tree/store.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
+import { isValidIdentifier, isValidTreeComponent } from '../../common/tree/names.js';
 import type { LocalState, MergePlan, TreeEntry } from './merge.js';
 import type { LinkFacts } from './link-rules.js';
 import { dirname } from 'node:path';
@@ -32,21 +33,17 @@ function walkEntries(tree: TreeStore, durableEnd: ((res: string, name: string, f
   const logs: LogListing[] = [];
   const visit = (rel: string, depth: number) => {
     const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
-    if (res !== undefined && durableEnd !== undefined) {
+    if (res !== undefined && durableEnd !== undefined && isValidIdentifier(res)) {
       // Sizes from the cache of finished logfiles' sizes (log-sizes.ts), the growing ones stat'ed.
       for (const l of logfileSizes(tree, rel)) logs.push({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) });
     }
-    for (const name of tree.list(rel)) {
+    // The directory's cached listing itself: a name from it needs no lookup of its own.
+    const listing = tree.listing(rel);
+    if (listing === undefined) return; // vanished
+    for (const [name, e] of listing) {
       if (name.startsWith('.')) continue;
       const path = rel === '' ? name : `${rel}/${name}`;
-      let e;
-      try {
-        e = tree.entry(path);
-      } catch (err) {
-        failStopOnInvariant(err);
-        continue; // not a valid tree path: lost+found of an ext4 /mars, a stray file
-      }
-      if (e === undefined) continue; // vanished
+      if (!isValidTreeComponent(name)) continue; // not a tree path: lost+found of an ext4 /mars, a stray file
       if (e.kind === 'dir') {
         if (depth < 2) visit(path, depth + 1);
         continue;

@@ -270,14 +270,14 @@ t.test('messages', async (t) => {
 
   t.test('ents payload', async (t) => {
     const doc = { entries: [ENTRY, { p: 'resource-r1/data-beta', v: '.deleted', s: 3 }], logs: [{ res: 'r1', name: 'log-000000002-alpha', sizeBytes: 4096 }] };
-    const bytes = encodeEntsPayload(doc);
+    const bytes = encodeEntsPayload(doc, 'each-checked-with-entrySchema');
     t.same(parseEntsPayload(bytes, 2), doc);
     t.throws(() => parseEntsPayload(bytes, 3), /says 3 entries, the payload holds 2/);
     t.throws(() => parseEntsPayload(Buffer.from('{"entries":'), 0), /not valid UTF-8 JSON/);
     t.throws(() => parseEntsPayload(Buffer.from(JSON.stringify({ entries: [{ ...ENTRY, p: '../x' }], logs: [] })), 1), /entries\.0\.p/);
     t.throws(() => parseEntsPayload(Buffer.from(JSON.stringify({ entries: [], logs: [{ res: 'r1', name: 'log-1-a', sizeBytes: 0 }] })), 0), /logs\.0\.name/);
     t.throws(() => parseEntsPayload(Buffer.from('[]'), 0), /invalid ents payload/);
-    t.throws(() => encodeEntsPayload({ entries: [{ ...ENTRY, p: '/etc' }], logs: [] }), /refusing to send invalid tree entries/);
+    t.throws(() => encodeEntsPayload({ entries: [], logs: [{ res: 'r1', name: 'log-1-a', sizeBytes: 0 }] }, 'each-checked-with-entrySchema'), /refusing to send an invalid logfile listing/);
   });
 });
 
