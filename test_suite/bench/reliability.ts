@@ -33,6 +33,8 @@ export interface ReliabilityOptions {
   simSeeds: number;
   simSeed: number;
   simChaosMs: number;
+  /** a time limit for the fuzzers and the simulation (their --minutes): they stop early and say how far they got */
+  budgetMinutes: number | undefined;
   writeDocs: boolean;
   parent: string;
 }
@@ -59,6 +61,8 @@ const POWERLOSS_FILES: Partial<Record<Part, string>> = {
   'powerloss-secondary': 'test_suite/e2e/powerloss-secondary.test.ts',
 };
 
+const budget = (o: ReliabilityOptions): string[] => (o.budgetMinutes === undefined ? [] : ['--minutes', String(o.budgetMinutes)]);
+
 /** The command of a part; the timeout is generous: a part that hangs must still end the bench. */
 export function commandOf(part: Part, o: ReliabilityOptions): Command {
   const node = (script: string, args: string[]): Command['argv'] => [process.execPath, join(REPO_ROOT, 'dist/test_suite', script), ...args];
@@ -69,11 +73,11 @@ export function commandOf(part: Part, o: ReliabilityOptions): Command {
     }
     case 'fuzz-nbd':
     case 'fuzz-peer': {
-      const args = ['--target', part.slice(5), '--inputs', String(o.fuzzInputs), '--seed', String(o.fuzzSeed)];
+      const args = ['--target', part.slice(5), '--inputs', String(o.fuzzInputs), '--seed', String(o.fuzzSeed), ...budget(o)];
       return { display: `npm run fuzz -- ${args.join(' ')}`, argv: node('fuzz/run.js', args), env: {}, timeoutMs: 6 * 3600_000 };
     }
     case 'sim': {
-      const args = ['--seeds', String(o.simSeeds), '--seed', String(o.simSeed), '--chaos-ms', String(o.simChaosMs)];
+      const args = ['--seeds', String(o.simSeeds), '--seed', String(o.simSeed), '--chaos-ms', String(o.simChaosMs), ...budget(o)];
       return { display: `npm run sim -- ${args.join(' ')}`, argv: node('sim/run.js', args), env: {}, timeoutMs: 6 * 3600_000 };
     }
     case 'powerloss':
@@ -242,6 +246,7 @@ export function reliabilityUsage(): string {
     '  --cuts N            power cuts of each power-loss part (200; quick 4)',
     '  --fuzz-inputs N     inputs of each fuzzer (1000000; quick 2000)  --fuzz-seed S (20261206)',
     '  --sim-seeds N       simulation seeds (100000; quick 200), from --sim-seed (1), --sim-chaos-ms (1500, the CI setting)',
+    '  --budget-minutes M  stop each fuzzer and the simulation after M minutes (their --minutes): the table shows how far they got',
     'Figures go to docs/reliability.json and the "Bench figures" table of docs/reliability.md (parts not run keep theirs).',
   ].join('\n');
 }
@@ -253,7 +258,7 @@ export function parseReliabilityOptions(argv: string[]): ReliabilityOptions {
       suite: { type: 'string' }, parts: { type: 'string' },
       'torture-minutes': { type: 'string' }, 'torture-hosts': { type: 'string' }, 'torture-seed': { type: 'string' },
       cuts: { type: 'string' }, 'fuzz-inputs': { type: 'string' }, 'fuzz-seed': { type: 'string' },
-      'sim-seeds': { type: 'string' }, 'sim-seed': { type: 'string' }, 'sim-chaos-ms': { type: 'string' },
+      'sim-seeds': { type: 'string' }, 'sim-seed': { type: 'string' }, 'sim-chaos-ms': { type: 'string' }, 'budget-minutes': { type: 'string' },
       quick: { type: 'boolean', default: false }, dir: { type: 'string' }, 'no-write-docs': { type: 'boolean', default: false },
     },
     strict: true,
@@ -283,6 +288,7 @@ export function parseReliabilityOptions(argv: string[]): ReliabilityOptions {
     simSeeds: int('sim-seeds', values['sim-seeds'], quick ? 200 : 100_000, 1, 1e8),
     simSeed: int('sim-seed', values['sim-seed'], 1, 0, 2 ** 31),
     simChaosMs: int('sim-chaos-ms', values['sim-chaos-ms'], 1500, 100, 600_000),
+    budgetMinutes: values['budget-minutes'] === undefined ? undefined : int('budget-minutes', values['budget-minutes'], 0, 1, 24 * 60),
     writeDocs: !values['no-write-docs'],
     parent: resolve(values.dir ?? tmpdir()),
   };
