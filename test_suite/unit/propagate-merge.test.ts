@@ -73,3 +73,30 @@ t.test('planMerge: equal stamps never overwrite (no ping-pong between peers)', a
   const plan = planMerge([{ p: 'uuid', v: 'x', s: 7 }], lookup({ uuid: { kind: 'link', value: 'y', stampUs: 7 } }), { sender: 'b', receiver: 'a', nowUs: NOW_US });
   t.same(plan.writes, []);
 });
+
+t.test('planMerge: what the receiver already holds is not judged (one local lookup per entry, nothing refused)', async (t) => {
+  // A steady-state listing: every entry the receiver holds with the same stamp, among them the
+  // receiver's own links and a third host's, which the rules would refuse if they changed anything.
+  const held = new Map<string, { v: string; s: number }>();
+  for (let i = 0; i < 50; i++) {
+    held.set(`resource-r${i}/actual-a/is-primary`, { v: '1', s: 100 + i });
+    held.set(`resource-r${i}/replay-c`, { v: 'log-000000001-c,0,0', s: 200 + i });
+    held.set(`resource-r${i}/primary`, { v: 'a', s: 300 + i });
+  }
+  const remote = [...held].map(([p, x]) => ({ p, v: x.v, s: x.s }));
+  let lookups = 0;
+  const local = (p: string): LocalState => {
+    lookups++;
+    const x = held.get(p);
+    return x ? { kind: 'link', value: x.v, stampUs: x.s } : { kind: 'absent' };
+  };
+  const plan = planMerge(remote, local, { sender: 'b', receiver: 'a', nowUs: NOW_US });
+  t.same(plan.writes, []);
+  t.same(plan.rejected, []);
+  t.equal(plan.ignored, 0, 'the receiver\'s own and the third host\'s links are not even refused');
+  t.equal(lookups, remote.length, 'one lookup per entry: no marker or membership link read');
+  // One of them newer at the sender: judged as before (b may not write a's link).
+  const changed = planMerge([{ p: 'resource-r0/actual-a/is-primary', v: '0', s: 999 }], local, { sender: 'b', receiver: 'a', nowUs: NOW_US });
+  t.equal(changed.ignored, 1, 'a change of the receiver\'s own link is refused');
+  t.same(changed.writes, []);
+});
