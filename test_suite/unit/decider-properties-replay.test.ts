@@ -35,6 +35,8 @@ const replayArb = fc.record({
   // the origins finished logfiles up to this number; their links of later numbers are not here yet
   finished: fc.constantFrom(1, 3, 4, 5, 6, 6, 6),
   dropOriginLink: fc.array(fc.boolean(), { minLength: LAST, maxLength: LAST }).map((a) => a.map((x, i) => x && i % 3 === 0)),
+  // version-(S+1) of its origin continues from another end of logfile S (condition 6)
+  forkedNext: fc.constantFrom(false, false, false, false, true),
   forgedOriginLink: fc.option(fc.integer({ min: 1, max: LAST }), { freq: 6, nil: undefined }),
   ownPrev: fc.constantFrom('true', 'true', 'true', 'missing', 'forged'),
   ownCur: fc.constantFrom('describes', 'describes', 'describes', 'describes-forged', 'missing', 'stale'),
@@ -64,7 +66,8 @@ function replayInput(a: ReplayArgs): ReplayInput {
   for (let n = S - 1; n <= Math.min(a.finished, LAST); n++) {
     if (a.dropOriginLink[n - 1]) continue;
     const forged = a.forgedOriginLink === n;
-    links.push({ seq: n, host: origin(n), value: forged ? nextVersionLink(chain[n - 1]!, n, origin(n), len(n), content('f')) : chain[n]! });
+    const forkedPrev = a.forkedNext && n === S + 1 ? nextVersionLink(chain[S - 1]!, S, origin(S), len(S), content('b')) : undefined;
+    links.push({ seq: n, host: origin(n), value: forged ? nextVersionLink(chain[n - 1]!, n, origin(n), len(n), content('f')) : forkedPrev ? nextVersionLink(forkedPrev, n, origin(n), len(n), content('a')) : chain[n]! });
   }
   // own chain: version-(S-1)-ME and version-S-ME
   const prevOwn = a.ownPrev === 'true' ? chain[S - 1]! : a.ownPrev === 'forged' ? nextVersionLink(chain[S - 2]!, S - 1, origin(S - 1), len(S - 1), content('e')) : undefined;
