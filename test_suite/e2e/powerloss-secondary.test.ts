@@ -128,21 +128,27 @@ t.test('power loss on a secondary: it restarts by itself, its disk a prefix of t
     const firstSeq = oracle.lastSeq + 1;
     const durableBefore = oracle.durableSeq;
     const plan = drawCut(rnd);
+    // Every other round on average, alpha starts a new logfile while beta follows: the cut may
+    // then strike around the end of a fetched copy (its fdatasync) and the switch to the next.
+    const rotate = rnd() < 0.5;
     const abort = new AbortController();
     const workload = runWorkload({
       socketPath: alpha.socketPath(RES), exportName: RES, oracle, writes: 1_000_000, durationMs: 60_000,
       blocksPerWrite: { min: 1, max: 16 }, queueDepth: plan.queueDepth, flushEvery: plan.flushEvery, finalFlush: true,
       settleTimeoutMs: 10_000, seed: plan.cutSeed, signal: abort.signal,
     });
+    const rotated = rotate ? alpha.marsadmOk(['log-rotate', RES]) : Promise.resolve('');
     let cutResult: CutResult;
     try {
       cutResult = await cutAfterWarmup(stack, oracle, plan, workload);
     } catch (err) {
       abort.abort();
       await workload;
+      await rotated.catch(() => undefined);
       t.fail(`cut ${cut}: the armed cut did not happen: ${(err as Error).message}`);
       break;
     }
+    const cutMs = Date.now() - roundStart;
     // The primary is not cut: its workload ends now with a FLUSH, every write acknowledged.
     abort.abort();
     const logFrom = readFileSync(beta.logPath, 'utf8').length;
@@ -156,12 +162,18 @@ t.test('power loss on a secondary: it restarts by itself, its disk a prefix of t
       break;
     }
     const wl = await workload;
+    try {
+      await rotated;
+    } catch (err) {
+      t.fail(`cut ${cut}: ${(err as Error).message}`);
+      break;
+    }
     if (wl.stopReason !== 'aborted' || wl.failed > 0 || wl.flushesFailed > 0) {
       t.fail(`cut ${cut}: alpha's workload ended by ${wl.stopReason} (${wl.failed} writes failed): ${wl.error ?? ''}`);
       break;
     }
-    const round = `cut ${cut}: ${describePlan(plan)}; writes #${firstSeq}..#${wl.lastSeq} (flushes ${wl.flushes}); `
-      + `at the cut ${cutResult.applied} cached blocks applied, ${cutResult.dropped} dropped`;
+    const round = `cut ${cut}: ${describePlan(plan)}${rotate ? ' log-rotate' : ''}; writes #${firstSeq}..#${wl.lastSeq} (flushes ${wl.flushes}); `
+      + `at the cut (after ${cutMs} ms) ${cutResult.applied} cached blocks applied, ${cutResult.dropped} dropped; power cycle ${restartAt - roundStart - cutMs} ms`;
 
     // 1. beta comes back by itself (replay paused): no half-applied window, no stop left.
     const stops = new StopWatch(beta);
