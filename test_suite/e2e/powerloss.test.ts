@@ -19,7 +19,6 @@
 // MARS_POWERLOSS_BUDGET_MIN (default 8; the bench's long runs raise it together with tap's
 // --timeout) change the run.
 import t from 'tap';
-import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import { startHost } from '../helpers/cluster.js';
@@ -27,9 +26,11 @@ import { WriteOrderOracle } from '../helpers/oracle.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { tempDir } from '../helpers/tmp.js';
-import { waitFor } from '../helpers/wait.js';
 import { runWorkload } from '../helpers/workload.js';
-import { PowerStack, run } from '../powerloss/stack.js';
+import {
+  CutTotals, cutAfterWarmup, describePlan, drawCut, hostDirOnStack, powerCycle, releaseBeforeKill, restartDefect, startPowerStack, syncStack,
+} from '../powerloss/power-host.js';
+import type { CutResult } from '../powerloss/volatile-backend.js';
 
 const RES = 'r0';
 const SIZE_BYTES = 16 * 1024 * 1024;
@@ -54,32 +55,18 @@ t.test('power loss under marsd: no flushed write lost, the disk a prefix of the 
   const started = Date.now();
 
   const work = tempDir(t, 'mars-power-');
-  const stack = new PowerStack(join(work, 'stack'), DISK_BYTES);
-  t.teardown(async () => {
-    const problems = await stack.powerOff();
-    if (problems.length) console.error(`# powerloss teardown: ${problems.join('; ')}`);
-  });
-  await stack.powerOn();
-
-  // The host's directory stays outside the stack (marsd's log and socket survive a cut); its
-  // /mars and data file are symlinks into the filesystem on the volatile disk.
-  const hostDir = join(work, 'alpha');
-  mkdirSync(hostDir);
-  mkdirSync(join(stack.mnt, 'mars'));
-  symlinkSync(join(stack.mnt, 'mars'), join(hostDir, 'mars'));
-  symlinkSync(join(stack.mnt, 'data.img'), join(hostDir, 'data.img'));
+  const stack = await startPowerStack(t, work, DISK_BYTES);
+  const hostDir = hostDirOnStack(stack, join(work, 'alpha'));
   const host = await startHost(t, { host: 'alpha', sizeBytes: SIZE_BYTES, dir: hostDir });
-  // Teardown runs last-in first-out: release a frozen disk before marsd is killed and reaped
-  // (a marsd blocked in fdatasync on a frozen disk cannot exit).
-  t.teardown(() => stack.release().catch(() => undefined));
+  releaseBeforeKill(t, stack);
   await host.createResource(RES);
   await host.waitPrimary(RES);
-  // The setup is made durable once: power loss during create-cluster is not the subject here.
-  const synced = await run('sync', ['-f', join(stack.mnt, 'mars')]);
-  t.equal(synced.code, 0, 'setup synced to the volatile disk');
+  await syncStack(stack);
 
   let oracle = new WriteOrderOracle({ deviceBytes: SIZE_BYTES });
-  const totals = { cuts: 0, cutsDroppingBlocks: 0, blocksDropped: 0, blocksApplied: 0, writes: 0, acknowledged: 0, durable: 0, flushedLost: 0, maxRecoveryMs: 0 };
+  const totals = new CutTotals();
+  let flushedLost = 0;
+  let maxRecoveryMs = 0;
   for (let cut = 1; cut <= CUTS; cut++) {
     if (Date.now() - started > BUDGET_MS) {
       t.fail(`time budget of ${BUDGET_MS / 1000} s used up after ${cut - 1} of ${CUTS} cuts`);
@@ -99,53 +86,37 @@ t.test('power loss under marsd: no flushed write lost, the disk a prefix of the 
     }
     const firstSeq = oracle.lastSeq + 1;
     const durableBefore = oracle.durableSeq;
-    const afterWrites = 1 + Math.floor(rnd() * 40);
-    const cutSeed = Math.floor(rnd() * 2 ** 31);
-    const queueDepth = 1 + Math.floor(rnd() * 8);
-    const flushEvery = 1 + Math.floor(rnd() * 12);
-    // Let some writes through before arming, so the cut does not always strike the first flush.
-    const warmup = Math.floor(rnd() * 20);
+    const plan = drawCut(rnd);
     const workload = runWorkload({
       socketPath: host.socketPath(RES), exportName: RES, oracle, writes: 1_000_000, durationMs: 60_000,
-      blocksPerWrite: { min: 1, max: 16 }, queueDepth, flushEvery, finalFlush: false, settleTimeoutMs: 10_000,
-      seed: cutSeed,
+      blocksPerWrite: { min: 1, max: 16 }, queueDepth: plan.queueDepth, flushEvery: plan.flushEvery, finalFlush: false, settleTimeoutMs: 10_000,
+      seed: plan.cutSeed,
     });
-    const armAt = oracle.lastSeq;
-    if (warmup > 0) {
-      await Promise.race([workload, waitFor('warm-up writes before arming the cut', () => oracle.lastSeq >= armAt + warmup, 20_000, 2)]);
-    }
-    let cutResult: { applied: number; dropped: number };
+    let cutResult: CutResult;
     try {
-      cutResult = await stack.armCut(cutSeed, afterWrites, 30_000);
+      cutResult = await cutAfterWarmup(stack, oracle, plan, workload);
     } catch (err) {
       t.fail(`cut ${cut}: the armed cut did not happen: ${(err as Error).message}`);
       break;
     }
-    // The disk is frozen: marsd cannot complete an fdatasync any more, so it acknowledges no
-    // FLUSH from now on. Kill it, then let the dead disk acknowledge (and discard) everything.
-    host.kill('SIGKILL');
-    await stack.release();
-    await host.waitExit(20_000);
+    let restartAt: number;
+    try {
+      restartAt = await powerCycle(host, stack);
+    } catch (err) {
+      t.fail(`cut ${cut}: ${(err as Error).message}`);
+      break;
+    }
+    // marsd was killed with the disk frozen: the workload lost its connection at the cut.
     const wl = await workload;
     if (wl.stopReason !== 'connection-lost') {
       t.fail(`cut ${cut}: the workload ended by ${wl.stopReason} before the cut: ${wl.error ?? ''}`);
       break;
     }
-    const offProblems = await stack.powerOff();
-    if (offProblems.length) {
-      t.fail(`cut ${cut}: power off: ${offProblems.join('; ')}`);
-      break;
-    }
-    await stack.powerOn();
-    const restartAt = Date.now();
-    await host.start();
     await host.waitPrimary(RES, 60_000);
     const recoveryMs = Date.now() - restartAt;
-    const diskState = await host.view('diskstate', RES);
-    if (/DefectiveLog/.test(diskState) || host.actual(RES, 'replay-code') !== '0') {
-      t.fail(`cut ${cut}: marsd did not restart cleanly: diskstate ${diskState}, replay-code ${host.actual(RES, 'replay-code')}`, {
-        error: host.actual(RES, 'msg-err-replay-stop'), log: host.logTail(15),
-      });
+    const defect = await restartDefect(host, RES, (code) => code === 0);
+    if (defect) {
+      t.fail(`cut ${cut}: marsd did not restart cleanly: ${defect}`, { log: host.logTail(15) });
       break;
     }
 
@@ -153,29 +124,23 @@ t.test('power loss under marsd: no flushed write lost, the disk a prefix of the 
     const image = await client.readRange(0, SIZE_BYTES);
     await client.disconnect();
     const check = await oracle.checkReached((pos, len) => image.subarray(pos, pos + len), oracle.durableSeq);
-    const round = `cut ${cut}: n=${afterWrites} seed ${cutSeed} qd ${queueDepth} flush/${flushEvery}; writes #${firstSeq}..#${wl.lastSeq} `
+    const round = `cut ${cut}: ${describePlan(plan)}; writes #${firstSeq}..#${wl.lastSeq} `
       + `(acked ${wl.acknowledged}, flushes ${wl.flushes}, durable through #${oracle.durableSeq}); `
       + `at the cut ${cutResult.applied} cached blocks applied, ${cutResult.dropped} dropped; `
-      + `${check.ok ? `image = prefix ${check.prefixMin}..${check.prefixMax}` : 'CHECK FAILED'}; recovery ${recoveryMs} ms; diskstate ${diskState}; round ${Date.now() - roundStart} ms`;
+      + `${check.ok ? `image = prefix ${check.prefixMin}..${check.prefixMax}` : 'CHECK FAILED'}; recovery ${recoveryMs} ms; round ${Date.now() - roundStart} ms`;
     t.comment(round);
-    totals.cuts++;
-    if (cutResult.dropped > 0) totals.cutsDroppingBlocks++;
-    totals.blocksDropped += cutResult.dropped;
-    totals.blocksApplied += cutResult.applied;
-    totals.writes += wl.submitted;
-    totals.acknowledged += wl.acknowledged;
-    totals.durable += oracle.durableSeq - durableBefore;
-    totals.maxRecoveryMs = Math.max(totals.maxRecoveryMs, recoveryMs);
+    totals.count(cutResult, wl, oracle.durableSeq - durableBefore);
+    maxRecoveryMs = Math.max(maxRecoveryMs, recoveryMs);
     if (!check.ok) {
       const lost = /lacks acknowledged write #(\d+)/.exec(check.reason);
-      if (lost) totals.flushedLost++;
+      if (lost) flushedLost++;
       t.fail(`cut ${cut} (seed ${SEED}): ${check.reason}`, { round, log: host.logTail(20) });
       break;
     }
   }
-  t.comment(`totals: ${JSON.stringify(totals)} in ${Math.round((Date.now() - started) / 1000)} s`);
+  t.comment(totals.line(started, { flushedLost, maxRecoveryMs }));
   t.equal(totals.cuts, CUTS, `all ${CUTS} power cuts survived`);
-  t.equal(totals.flushedLost, 0, 'no flushed write lost');
+  t.equal(flushedLost, 0, 'no flushed write lost');
   t.ok(totals.cutsDroppingBlocks > 0, 'some cuts dropped unflushed blocks (the cuts hit unsynced writes)');
   t.notMatch(host.logTail(100_000), /unhandled rejection/, 'marsd logged no unhandled rejection');
 });

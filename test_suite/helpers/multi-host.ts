@@ -22,6 +22,8 @@ export interface ClusterSpec {
   hostArgs?: (host: MarsHost) => string[];
   /** fill a host's data file before the resource is created (default: sparse zeros) */
   initData?: (host: MarsHost) => void;
+  /** a host's base directory (default: a fresh temporary directory removed in teardown) */
+  dirs?: Record<string, string>;
 }
 
 export class TestCluster {
@@ -98,7 +100,7 @@ export async function startCluster(t: Test, spec: ClusterSpec): Promise<TestClus
   const proxies = new Map<string, FaultProxy>();
   const addresses = new Map<string, string>();
   for (const name of spec.hosts) {
-    const dir = tempDir(t, `mars-${name}-`);
+    const dir = spec.dirs?.[name] ?? tempDir(t, `mars-${name}-`);
     const h = new MarsHost({ host: name, sizeBytes: spec.sizeBytes, dir, extraArgs: [...(spec.extraArgs ?? []), '--pull-interval-ms', '200'] });
     t.teardown(() => h.cleanup());
     h.prepare();
