@@ -92,6 +92,13 @@ export async function cutAfterWarmup(stack: PowerStack, oracle: WriteOrderOracle
 }
 
 /**
+ * How long marsd may take to exit or to start. A start took 12 s on 2 cores at load 15 (the
+ * bench's 200-cut run beside other jobs), and the harness's default of 20 s failed cut 38 of
+ * that run: a deadline for a state change, not a speed limit.
+ */
+const PROCESS_DEADLINE_MS = 90_000;
+
+/**
  * The power cycle after a cut: the disk is frozen, so marsd cannot complete an fdatasync any
  * more (it acknowledges nothing durable after the power went). SIGKILL it, let the dead disk
  * acknowledge and discard everything, reap it, take the stack down (the page cache of the
@@ -102,13 +109,13 @@ export async function cutAfterWarmup(stack: PowerStack, oracle: WriteOrderOracle
 export async function powerCycle(host: MarsHost, stack: PowerStack, beforeStart?: () => Promise<unknown>): Promise<number> {
   host.kill('SIGKILL');
   await stack.release();
-  await host.waitExit(20_000);
+  await host.waitExit(PROCESS_DEADLINE_MS);
   const problems = await stack.powerOff();
   if (problems.length) throw new Error(`power off: ${problems.join('; ')}`);
   await stack.powerOn();
   await beforeStart?.();
   const startedAt = Date.now();
-  await host.start();
+  await host.start(PROCESS_DEADLINE_MS);
   return startedAt;
 }
 
