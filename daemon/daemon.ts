@@ -244,6 +244,7 @@ export class Daemon {
       inEmergency: (res) => this.runners.get(res)?.inEmergency ?? false,
       onTreeChanged: () => this.requestTick(),
       onNotify: (peer) => this.peers.pullSoon(peer),
+      onPulled: (peer) => this.peers.notePulledBy(peer),
       secretRing: (peer, req, session) => keeper.handle(peer, req, session),
     });
     this.peerServer = new PeerServer({

@@ -98,7 +98,9 @@ export class PeerLink {
   /** `tcp ADDR`, `tls ADDR`, `ssh USER@HOST`: how this link connects (status and logs). */
   readonly via: string;
 
-  constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: () => Buffer) {
+  /** `peerPulledAt()`: when the peer's newest pull of our tree reached us (PeerManager.notePulledBy) */
+  constructor(readonly peer: string, readonly target: LinkTarget, private readonly m: PeerManagerOptions, private readonly secret: () => Buffer,
+    private readonly peerPulledAt: () => number | undefined = () => undefined) {
     this.clock = m.clock ?? systemClock;
     const transport = target.transport;
     if ('invalid' in transport) {
@@ -209,6 +211,9 @@ export class PeerLink {
   private async pull(conn: PeerConnection): Promise<void> {
     this.pullWanted = false;
     const requestedAtMs = this.clock.monotonicMs();
+    // Read before asking: the tombstone purge needs the peer's last pull of us that reached us
+    // before it built this listing (tombstones.ts).
+    const peerPulledAtMs = this.peerPulledAt();
     const { entries, logs } = await fetchEntries(conn);
     const { tree, host } = this.m;
     const plan = tree.readBatch(() => planMerge(entries, (p) => localState(tree, p), {
@@ -217,7 +222,7 @@ export class PeerLink {
     }));
     for (const r of plan.rejected) (this.m.refusals ??= new RefusalLog({ log: this.m.log, nowMs: () => (this.m.clock ?? systemClock).monotonicMs() })).note(this.peer, 'listed', r.path, r.reason);
     const changed = applyMergePlan(tree, plan);
-    this.listing = listingOf(requestedAtMs, entries, logs);
+    this.listing = listingOf(requestedAtMs, entries, logs, peerPulledAtMs);
     const next = new Map<string, Map<string, number>>();
     for (const l of logs) {
       let perRes = next.get(l.res);
@@ -273,6 +278,8 @@ async function fetchEntries(conn: PeerConnection): Promise<{ clockUs: number; en
 
 export class PeerManager {
   private readonly links = new Map<string, PeerLink>();
+  /** peer → when (Clock.monotonicMs) its newest getents reached us (tombstones.ts) */
+  private readonly pulledBy = new Map<string, number>();
   /** The secret to dial with: read at each dial, it changes when the cluster secret is rotated. */
   private secret: (() => Buffer) | undefined;
 
@@ -306,7 +313,7 @@ export class PeerManager {
         this.o.log('info', `peer ${peer}: ${link.target.address !== target.address ? `address now ${target.address}` : `transport now ${target.specText ?? 'tcp (default)'}`}; reconnecting`);
         void link.stop();
       }
-      this.links.set(peer, new PeerLink(peer, target, this.o, secret));
+      this.links.set(peer, new PeerLink(peer, target, this.o, secret, () => this.pulledBy.get(peer)));
     }
     for (const [peer, link] of this.links) {
       if (!wanted.has(peer)) {
@@ -326,6 +333,11 @@ export class PeerManager {
 
   pullSoon(peer: string): void {
     this.links.get(peer)?.pullSoon();
+  }
+
+  /** An authenticated peer asked for our listing (PeerService.getents), now. */
+  notePulledBy(peer: string): void {
+    this.pulledBy.set(peer, (this.o.clock ?? systemClock).monotonicMs());
   }
 
   /** Tell every connected peer that our tree changed (they pull us soon). */

@@ -16,13 +16,27 @@
 // (who holds T), and a logfile is fetched only from the replica's replay position on, which is
 // past every deleted logfile.
 //
-// Members are the hosts with a live ips/ip-HOST link; a host that left the cluster is not
-// waited for. A member that never answers keeps our tombstones until `marsadm cron`'s
-// fallback age (7 days) purges them. A tombstone is also kept for minAgeMs after we first saw
-// it, so admins and scripts can see what was deleted.
+// That holds only if P merges no answer of ours built before T after it built the listing we
+// judge. Pulls run on separate connections in each direction, so our answer to an older pull
+// of P (built before T, showing the live link) can still be on its way to P while P answers
+// our pull with "no link"; P then takes the old link after we purged T, and keeps it for good
+// (docs/reliability.md "Found by the simulation", seed 21376). So a listing of P counts only
+// if P's newest pull of *our* tree reached us after T was first seen here and before we
+// requested that listing (PeerListing.peerPulledAtMs): a host pulls a peer one request at a
+// time (PeerLink.pull merges an answer, or drops it with its connection, before it asks
+// again, and a new connection's request comes after the old one's), so by then P is done
+// with every answer of ours built before T, and the answer it waits for was built after T.
+// Another member's old answer to P (a shared link) is covered by that member's own copy of
+// T, which it keeps by the same rule until P is past it.
 //
-// Both times of the rule (when a listing was requested, when a tombstone was first seen) come
-// from the injected Clock's monotonic time (it never runs backwards, whatever the wall clock does).
+// Members are the hosts with a live ips/ip-HOST link; a host that left the cluster is not
+// waited for. A member that never answers (or never pulls us) keeps our tombstones until
+// `marsadm cron`'s fallback age (7 days) purges them. A tombstone is also kept for minAgeMs
+// after we first saw it, so admins and scripts can see what was deleted.
+//
+// The times of the rule (when a listing was requested, when the peer's pull of us came in,
+// when a tombstone was first seen) all come from the injected Clock's monotonic time (it never
+// runs backwards, whatever the wall clock does).
 import { linkSync, lstatSync, readlinkSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -39,6 +53,9 @@ export interface PeerListing {
   entries: ReadonlyMap<string, { v: string; s: number }>;
   /** paths of the logfiles the peer holds: resource-RES/log-... */
   files: ReadonlySet<string>;
+  /** when (Clock.monotonicMs) the peer's newest pull of our tree had reached us as we asked
+   *  for this listing; undefined: it had not pulled us yet */
+  peerPulledAtMs?: number | undefined;
 }
 
 export interface LocalTombstone {
@@ -80,6 +97,8 @@ export function trackFirstSeen(firstSeen: Map<string, { stampUs: number; seenMs:
 
 export function peerHasSeen(t: LocalTombstone, listing: PeerListing | undefined): boolean {
   if (!listing || listing.requestedAtMs <= t.firstSeenMs) return false;
+  // The peer may still merge an answer of ours built before t (see the top of this file).
+  if (listing.peerPulledAtMs === undefined || listing.peerPulledAtMs <= t.firstSeenMs) return false;
   if (listing.files.has(t.path)) return false;
   const e = listing.entries.get(t.path);
   return e === undefined || e.v === TOMBSTONE_VALUE || e.s > t.stampUs;
@@ -96,9 +115,10 @@ export function decideTombstonePurge(i: PurgeInput): PurgeDecision {
   return d;
 }
 
-export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], logs: readonly { res: string; name: string }[]): PeerListing {
+export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], logs: readonly { res: string; name: string }[], peerPulledAtMs?: number): PeerListing {
   return {
     requestedAtMs,
+    peerPulledAtMs,
     entries: new Map(entries.map((e) => [e.p, { v: e.v, s: e.s }])),
     files: new Set(logs.map((l) => `resource-${l.res}/${l.name}`)),
   };

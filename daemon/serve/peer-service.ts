@@ -37,6 +37,9 @@ export interface ServiceContext {
   /** a peer pushed or notified: the tree changed or should be pulled */
   onTreeChanged(): void;
   onNotify(peerHost: string): void;
+  /** a peer asked for our listing (getents), before it is built: the tombstone purge needs
+   *  to know that the peer is done with our older answers (daemon/propagate/tombstones.ts) */
+  onPulled?(peerHost: string): void;
   log: LogFn;
   /** refused links are logged here, rate-limited */
   refusals?: RefusalLog;
@@ -81,7 +84,8 @@ export class PeerService implements PeerHandlers {
     return this.ctx.secretRing(peer, req, session);
   }
 
-  async getents(_peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+  async getents(peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+    this.ctx.onPulled?.(peer);
     // Everything, the peer's own links included: the peer ignores those (except the deletion
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).

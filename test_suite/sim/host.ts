@@ -34,6 +34,8 @@ export class SimHost {
   readonly listings = new Map<string, PeerListing>();
   /** the pull in flight to each peer (one per connection, as PeerLink.pull) */
   readonly inFlight = new Map<string, number>();
+  /** peer → when its newest pull of this host's tree reached it (PeerManager.notePulledBy) */
+  readonly pulledBy = new Map<string, number>();
   private readonly firstSeen = new Map<string, { stampUs: number; seenMs: number }>();
   merges = 0;
   refused = 0;
@@ -114,8 +116,9 @@ export class SimHost {
     return dirs;
   }
 
-  /** A pulled listing of `sender`, requested at requestedAtMs: plan the merge, check it, apply it. */
-  merge(sender: string, l: Listing, requestedAtMs: number): number {
+  /** A pulled listing of `sender`, requested at requestedAtMs (when sender's newest pull of us
+   *  had reached us at peerPulledAtMs): plan the merge, check it, apply it. */
+  merge(sender: string, l: Listing, requestedAtMs: number, peerPulledAtMs?: number): number {
     const dirs = this.resourceDirs();
     const plan = planMerge(l.entries, (p) => this.localState(p), {
       sender, receiver: this.name, nowUs: this.lamport.realNowUs(),
@@ -131,7 +134,7 @@ export class SimHost {
     }
     this.merges++;
     this.refused += plan.rejected.length;
-    this.listings.set(sender, listingOf(requestedAtMs, l.entries, l.logs));
+    this.listings.set(sender, listingOf(requestedAtMs, l.entries, l.logs, peerPulledAtMs));
     return plan.writes.length;
   }
 

@@ -104,13 +104,15 @@ function startPulls(hosts: readonly SimHost[], clock: SimClock, net: SimNetwork,
   const pull = (h: SimHost, peer: SimHost) => {
     const id = ++reqId;
     const requestedAtMs = clock.nowMs;
+    const peerPulledAtMs = h.pulledBy.get(peer.name);
     h.inFlight.set(peer.name, id);
     net.send(h.name, peer.name, () => {
+      peer.pulledBy.set(h.name, clock.nowMs); // PeerService.getents → PeerManager.notePulledBy
       const listing = peer.listing();
       net.send(peer.name, h.name, () => {
         if (h.inFlight.get(peer.name) !== id) return; // the connection that asked is gone
         h.inFlight.delete(peer.name);
-        h.merge(peer.name, listing, requestedAtMs);
+        h.merge(peer.name, listing, requestedAtMs, peerPulledAtMs);
       });
     });
     // A pull that never answers ends its connection: the next one starts afresh.

@@ -138,6 +138,8 @@ t.test('decideTombstonePurge purges only what every member has seen, after the m
   let purged = 0;
   const listingArb = fc.option(fc.record({
     requestedAtMs: fc.integer({ min: 0, max: 200 }),
+    /** how long before the request the peer's newest pull of us reached us (undefined: never) */
+    pulledBeforeMs: fc.option(fc.integer({ min: 0, max: 200 }), { nil: undefined }),
     entry: fc.constantFrom('none', 'tombstone', 'older-link', 'newer-link'),
     file: fc.boolean(),
   }), { nil: undefined });
@@ -147,6 +149,7 @@ t.test('decideTombstonePurge purges only what every member has seen, after the m
     const members = ls.map((_, i) => HOSTS[i]!);
     const listings = new Map<string, PeerListing | undefined>(ls.map((l, i) => [HOSTS[i]!, l && {
       requestedAtMs: l.requestedAtMs,
+      peerPulledAtMs: l.pulledBeforeMs === undefined ? undefined : l.requestedAtMs - l.pulledBeforeMs,
       entries: new Map(l.entry === 'none' ? [] : [[path, { v: l.entry === 'tombstone' ? TOMBSTONE_VALUE : 'alpha', s: l.entry === 'older-link' ? stampUs - 1 : stampUs + (l.entry === 'newer-link' ? 1 : 0) }]]),
       files: new Set(l.file ? [path] : []),
     }]));
@@ -154,7 +157,8 @@ t.test('decideTombstonePurge purges only what every member has seen, after the m
     if (!d.purge.includes(path)) return true;
     purged++;
     if (300 - firstSeenMs < minAgeMs) return false;
-    return ls.every((l) => l !== undefined && l.requestedAtMs > firstSeenMs && !l.file && l.entry !== 'older-link');
+    return ls.every((l) => l !== undefined && l.requestedAtMs > firstSeenMs && l.pulledBeforeMs !== undefined && l.requestedAtMs - l.pulledBeforeMs > firstSeenMs
+      && !l.file && l.entry !== 'older-link');
   }), RUNS);
   t.ok(purged > 20, `tombstones were purged (${purged})`);
 });

@@ -56,9 +56,10 @@ t.test('planMerge: the receiver\'s own links in a peer listing are ignored quiet
 const T = (over: Partial<LocalTombstone> = {}): LocalTombstone => ({ path: 'resource-r0/log-000000002-a', stampUs: 1000, firstSeenMs: 100, ...over });
 
 t.test('peerHasSeen: only a listing requested after we first saw the tombstone counts', async (t) => {
-  const l = (at: number, entries: [string, string, number][], files: string[] = []) => listingOf(at, entries.map(([p, v, s]) => ({ p, v, s })), files.map((f) => ({ res: 'r0', name: f })));
+  // The peer's newest pull of us reached us at 120 (after the tombstone was first seen at 100).
+  const l = (at: number, entries: [string, string, number][], files: string[] = [], pulledAt = 120) => listingOf(at, entries.map(([p, v, s]) => ({ p, v, s })), files.map((f) => ({ res: 'r0', name: f })), pulledAt);
   t.notOk(peerHasSeen(T(), undefined), 'no listing yet');
-  t.notOk(peerHasSeen(T(), l(100, [])), 'requested at the same moment: may predate it');
+  t.notOk(peerHasSeen(T(), l(100, [], [], 90)), 'requested at the same moment: may predate it');
   t.notOk(peerHasSeen(T(), l(150, [], ['log-000000002-a'])), 'the peer still holds the logfile');
   t.ok(peerHasSeen(T(), l(150, [['resource-r0/log-000000002-a', D, 1000]])), 'the peer has the tombstone');
   t.ok(peerHasSeen(T(), l(150, [])), 'the peer has nothing there (never had it, or purged it)');
@@ -68,9 +69,26 @@ t.test('peerHasSeen: only a listing requested after we first saw the tombstone c
   t.ok(peerHasSeen(link, l(150, [['resource-r0/data-b', D, 900]])), 'an older deletion: deleted all the same');
 });
 
+t.test('peerHasSeen: "no link" counts only once the peer is done with our answers built before the tombstone (sim seed 21376)', async (t) => {
+  // charlie wrote actual-charlie/open-count, answered a pull of alpha with it (the answer
+  // still on its way), deleted it (tombstone first seen at 100) and pulled alpha (requested at
+  // 150): alpha had nothing there yet. Then the old answer reached alpha, which took the link;
+  // had charlie purged, the link would have stayed on alpha for good.
+  const path = 'resource-r0/actual-charlie/open-count';
+  const tomb = T({ path });
+  const absent = (pulledAt: number | undefined) => listingOf(150, [], [], pulledAt);
+  t.notOk(peerHasSeen(tomb, absent(undefined)), 'the peer never pulled us: an answer of ours may be on its way');
+  t.notOk(peerHasSeen(tomb, absent(90)), 'its newest pull of us reached us before the tombstone: its answer may still arrive');
+  t.notOk(peerHasSeen(tomb, absent(100)), 'a pull at the very moment we first saw it: not after');
+  t.ok(peerHasSeen(tomb, absent(120)), 'it pulled us after the tombstone, and we asked after that: it is done with the old answer');
+  t.same(decideTombstonePurge({ tombstones: [tomb], members: ['alpha'], listings: new Map([['alpha', absent(90)]]), nowMs: 1000, minAgeMs: 50 }),
+    { purge: [], waiting: [{ path, members: ['alpha'] }] }, 'the decider waits for alpha');
+  t.same(decideTombstonePurge({ tombstones: [tomb], members: ['alpha'], listings: new Map([['alpha', absent(120)]]), nowMs: 1000, minAgeMs: 50 }).purge, [path]);
+});
+
 t.test('decideTombstonePurge: every member, minimum age', async (t) => {
-  const seen = listingOf(200, [], []);
-  const holds = listingOf(200, [], [{ res: 'r0', name: 'log-000000002-a' }]);
+  const seen = listingOf(200, [], [], 150);
+  const holds = listingOf(200, [], [{ res: 'r0', name: 'log-000000002-a' }], 150);
   const base = { tombstones: [T()], members: ['b', 'c'], nowMs: 1000, minAgeMs: 500 };
   t.same(decideTombstonePurge({ ...base, listings: new Map([['b', seen], ['c', seen]]) }).purge, [T().path]);
   const wait = decideTombstonePurge({ ...base, listings: new Map([['b', seen], ['c', holds]]) });
