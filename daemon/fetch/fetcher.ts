@@ -198,6 +198,8 @@ export class Fetcher {
     try {
       let expected = (await handle.stat()).size;
       if (expected !== plan.fromPos) throw new Error(`${plan.name} changed size underneath (${expected} instead of ${plan.fromPos})`);
+      // A logfile finished empty: creating it is the whole copy.
+      if (!plan.follow && plan.knownEnd === 0) { await handle.datasync(); return; }
       await peers.logRead(plan.source, {
         res, name: plan.name, fromPos: plan.fromPos, follow: plan.follow, waitMs: plan.follow ? FOLLOW_WAIT_MS : 0, rateBytesPerS,
       }, async (pos: number, data: Buffer) => {

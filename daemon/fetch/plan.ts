@@ -61,6 +61,10 @@ export function planFetch(i: FetchInput): FetchPlan {
     const next = bySeq.get(seq + 1);
     const successor = next?.size === 1 ? [...next][0]! : origin;
     const final = i.finalLength(seq, origin, successor);
+    // A logfile finished empty (its origin rotated or handed over before any write) must still
+    // exist here: the replayer walks the chain file by file and waits for it. Creating it needs
+    // no bytes from anyone (the fetcher creates it without a request).
+    if (final === 0 && !i.local.has(name)) return { kind: 'fetch', name, seq, origin, fromPos: 0, source: origin, follow: false, knownEnd: 0 };
     // Another host continued the history from its own end of this logfile: what we hold
     // beyond that is not part of it (the replayer stops if it already applied any of it).
     if (final !== undefined && successor !== origin && localBytes >= final) continue;

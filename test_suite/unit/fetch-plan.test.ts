@@ -88,3 +88,18 @@ t.test('after a forced failover the fetcher takes the new primary\'s end of the 
   t.match(planFetch(input({ local: new Map([[L(1, 'a'), 300]]), peers, finalLength })), { kind: 'fetch', name: L(1, 'a'), source: 'c', fromPos: 300, follow: false, knownEnd: 400 },
     'the rest of logfile 1 from the new primary, up to its end');
 });
+
+// Found by the torture suite: the origin rotated (or handed over) before any write, so its
+// logfile 3 was finished at 0 bytes. The plan counted the missing local copy as complete
+// (0 === 0) and moved on, while the replayer waited for the file forever.
+t.test('a logfile finished empty and missing here is created, not skipped', async (t) => {
+  const finalLength = (seq: number) => (seq === 3 ? 0 : undefined);
+  const peers = [peer('a', [[L(3, 'a'), 0], [L(4, 'a'), 200]])];
+  t.match(planFetch(input({ replaySeq: 3, peers, finalLength })), { kind: 'fetch', name: L(3, 'a'), fromPos: 0, follow: false, knownEnd: 0 },
+    'missing: create it');
+  t.match(planFetch(input({ replaySeq: 3, local: new Map([[L(3, 'a'), 0]]), peers, finalLength })), { kind: 'fetch', name: L(4, 'a'), fromPos: 0, follow: true },
+    'present and empty: complete, on to the next logfile');
+  const handedOver = (seq: number, origin: string, successor: string) => (seq === 3 && origin === 'a' && successor === 'c' ? 0 : undefined);
+  t.match(planFetch(input({ replaySeq: 3, peers: [peer('a', [[L(3, 'a'), 0]]), peer('c', [[L(4, 'c'), 100]])], finalLength: handedOver })),
+    { kind: 'fetch', name: L(3, 'a'), knownEnd: 0 }, 'also when another host continued the history from 0 bytes of it');
+});
