@@ -74,8 +74,13 @@ function counting(inner: PeerHandlers, count: { calls: number }): PeerHandlers {
   });
 }
 
-/** A socket as a Duplex whose outgoing byte number `flipAt` (if any) is altered. */
-function flippingDuplex(sock: net.Socket, flipAt: () => number | undefined): { duplex: Duplex; sent: () => number } {
+/**
+ * A socket as a Duplex whose outgoing byte number `flipAt` (if any) is altered. With `endAfter`,
+ * the socket is half-closed once that many bytes went out: a flipped length field would
+ * otherwise leave server and client each waiting for the other until the handshake deadline
+ * (3 s for about one handshake input in fifty, most of a long run's time).
+ */
+function flippingDuplex(sock: net.Socket, flipAt: () => number | undefined, endAfter = Number.POSITIVE_INFINITY): { duplex: Duplex; sent: () => number } {
   let sent = 0;
   const duplex = new Duplex({
     write(chunk: Buffer, _enc, cb) {
@@ -87,6 +92,7 @@ function flippingDuplex(sock: net.Socket, flipAt: () => number | undefined): { d
       }
       sent += chunk.length;
       sock.write(out, cb);
+      if (sent >= endAfter) sock.end();
     },
     read() { /* pushed from the socket */ },
     final(cb) { sock.end(); cb(); },
@@ -197,7 +203,8 @@ export async function fuzzPeer(o: PeerFuzzOptions): Promise<PeerFuzzReport> {
         sock.end(input.bytes!);
       } else {
         let flip: number | undefined;
-        const { duplex, sent } = flippingDuplex(sock, () => flip);
+        // A handshake input is over once the client's auth frame is out: half-close right then.
+        const { duplex, sent } = flippingDuplex(sock, () => flip, input.kind === 'handshake' ? auth.bytes : undefined);
         duplex.on('error', () => undefined);
         if (input.kind === 'handshake') {
           // The client's part of the handshake is its one auth frame, sent after the hello.
