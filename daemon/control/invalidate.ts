@@ -38,6 +38,14 @@ export async function carryOutInvalidate(o: InvalidateRequest): Promise<void> {
     return;
   }
   await o.stopSecondary();
+  // The request was read in an earlier snapshot; stopping the secondary work took a while. A
+  // request withdrawn meanwhile (leave-resource removed it, or this host is no member any more)
+  // must not be carried out: it would write versionlinks and a replay link of a host that left.
+  const request = tree.value(resPaths.invalidate(res, host));
+  if (request !== o.request || tree.value(resPaths.data(res, host)) === undefined) {
+    log('info', `${res}: invalidate request ${o.request} withdrawn before its turn (${request === undefined ? 'no request' : 'a different request'}${tree.value(resPaths.data(res, host)) === undefined ? ', not a member' : ''}): not carried out`);
+    return;
+  }
   try {
     const { plan, resyncBytes } = await executeInvalidate(tree, res, host, o.sizeBytes);
     const what = plan.kind === 'incremental'

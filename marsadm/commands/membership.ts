@@ -95,10 +95,18 @@ export async function leaveResource(adm: Adm, name: string): Promise<void> {
   }
   const dir = resourceDir(res);
   let removed = 0;
+  // The requests (todo-HOST) go first: marsd may take a snapshot between any two of these
+  // removals, and a request whose answer (actual-HOST/invalidate) is already gone looks
+  // pending; marsd then carried out an old invalidate again and rewrote the versionlinks and
+  // the replay link just tombstoned here (found by the torture runner: join-resource refused
+  // "old versionlinks remain" right after leave-resource).
+  const todoDir = resPaths.todoDir(res, host);
+  for (const k of tree.list(todoDir)) if (tree.remove(`${todoDir}/${k}`)) removed++;
   const mine = (n: string) => n.endsWith(`-${host}`) && !LOG_NAME.test(n);
   for (const n of tree.list(dir)) {
     const path = `${dir}/${n}`;
-    if (n === `todo-${host}` || n === `actual-${host}`) {
+    if (n === `todo-${host}`) continue;
+    if (n === `actual-${host}`) {
       for (const k of tree.list(path)) if (tree.remove(`${path}/${k}`)) removed++;
       continue;
     }
