@@ -3,6 +3,7 @@
 // whose own check fails returns the violation (an unexpected error is thrown to the runner).
 import type { MarsHost } from '../helpers/cluster.js';
 import { writeWorkload } from '../helpers/multi-host.js';
+import { fillUntilFull } from '../helpers/small-mars.js';
 import { waitFor } from '../helpers/wait.js';
 import { checkPausedPrefix, waitAllCaughtUp } from './checks.js';
 import type { FaultKind, FaultStep } from './schedule.js';
@@ -68,7 +69,8 @@ const blackhole: Fault = (w, s) => {
 
 const slowLink: Fault = (w, s) => {
   const proxy = w.cluster.proxy(pickOf(w.hosts, s.pick).name);
-  return around(w, s, () => { proxy.setBandwidth(512 * 1024); proxy.setDelay(40); }, () => proxy.heal());
+  // reset(), not heal(): heal() keeps the delay and the bandwidth limit.
+  return around(w, s, () => { proxy.setBandwidth(512 * 1024); proxy.setDelay(40); }, () => proxy.reset());
 };
 
 /** A planned handover: marsadm primary on a caught-up secondary. */
@@ -179,9 +181,147 @@ const cron: Fault = async (w, s) => {
   return [];
 };
 
+/** Jitter of 0-60 ms per chunk (seeded by the step) on the proxy in front of any host. */
+const jitterLink: Fault = (w, s) => {
+  const proxy = w.cluster.proxy(pickOf(w.hosts, s.pick).name);
+  return around(w, s, () => proxy.setJitter(60, s.writeSeed), () => proxy.reset());
+};
+
+/** A link's files may be gone or tombstoned (docs/tree.md). */
+function gone(h: MarsHost, rel: string): boolean {
+  return [undefined, '.deleted'].includes(h.link(rel));
+}
+
+/**
+ * /mars of any host fills up (a filler file until ENOSPC), a burst, the filler deleted. The
+ * documented outcome (docs/manual.md, "Emergency mode: /mars is full"): a full primary enters
+ * emergency mode, never fails a write, leaves it by itself once the space is back; its
+ * secondaries stop at the hole and need the documented recovery (down, leave-resource,
+ * join-resource: a fast full sync). A full secondary stops fetching (space level 3 or 4) and
+ * catches up once the space is back.
+ */
+const marsFull: Fault = async (w, s) => {
+  const h = pickOf(w.hosts, s.pick);
+  const p = w.primary;
+  const out: string[] = [];
+  w.noteFillers(h, fillUntilFull(h.marsDir));
+  try {
+    if (h === p) {
+      try {
+        await p.until(`${p.name} in emergency mode`, () => p.actual(RES, 'is-emergency') === '1', 30_000, 50);
+      } catch {
+        out.push(`${p.name} (primary): /mars full but no emergency mode within 30 s (space level ${p.link(`actual-${p.name}/emergency`)})`);
+      }
+    } else {
+      try {
+        await h.until(`${h.name} at space level 3 or 4`, () => Number(h.link(`actual-${h.name}/emergency`) ?? '0') >= 3, 30_000, 50);
+      } catch {
+        out.push(`${h.name}: /mars full but space level ${h.link(`actual-${h.name}/emergency`)} (not 3 or 4) after 30 s`);
+      }
+    }
+    const r = await w.burst(s.writeSeed);
+    if (r.failed > 0 || r.flushesFailed > 0) {
+      out.push(`${p.name} (primary): ${r.failed} writes and ${r.flushesFailed} FLUSHes failed with /mars of ${h.name} full${r.error ? ` (${r.error})` : ''}`);
+    }
+  } finally {
+    w.drainMars(h);
+  }
+  if (h !== p) return out;
+  await p.until(`${p.name} logging again`, () => p.actual(RES, 'is-emergency') === '0' && p.actual(RES, 'has-emergency') === '0', 60_000, 100);
+  for (const x of w.secondaries) {
+    try {
+      await x.until(`${x.name} stopped at the hole`, () => x.actual(RES, 'replay-code') === '-61', 60_000, 100);
+    } catch {
+      out.push(`${x.name}: replay did not stop at the hole of ${p.name}'s emergency mode (replay-code ${x.actual(RES, 'replay-code')})`);
+    }
+    await adm(x, ['down', RES]);
+    await adm(x, ['leave-resource', RES]);
+    await x.until(`${x.name} saw ${p.name} logging again`, () => x.link(`resource-${RES}/actual-${p.name}/is-emergency`) === '0', 30_000);
+    await adm(x, ['join-resource', RES, x.dataPath]);
+  }
+  return out;
+};
+
+/**
+ * A secondary leaves the resource and the cluster, its marsd stopped and its directories
+ * removed; a fresh host joins the cluster and the resource (a full sync while the primary
+ * writes) and takes its place in the world.
+ */
+const replaceHost: Fault = async (w, s) => {
+  const old = pickOf(w.secondaries, s.pick);
+  await adm(old, ['down', RES]);
+  await adm(old, ['leave-resource', RES]);
+  await adm(old, ['leave-cluster']);
+  // The others must have its tombstones before its marsd stops: nobody else can send them.
+  for (const h of w.hosts.filter((x) => x !== old)) {
+    await h.until(`${h.name} saw ${old.name} leave`, () => gone(h, `ips/ip-${old.name}`) && gone(h, `resource-${RES}/data-${old.name}`)
+      && gone(h, `resource-${RES}/replay-${old.name}`), 30_000, 50);
+  }
+  await w.removeHost(old);
+  await Promise.all([w.addHost(), w.burst(s.writeSeed)]);
+  return [];
+};
+
+/**
+ * A planned handover with a SIGKILL of the old or the new primary (by the pick) once the
+ * designated primary link names the new one; the killed marsd restarts and the command is
+ * issued again (docs/manual.md: the designated primary becomes primary by itself once it can,
+ * and `primary` on the primary answers "already primary").
+ */
+const killDuringHandover: Fault = async (w, s) => {
+  const from = w.primary;
+  const to = pickOf(w.secondaries, s.pick);
+  const victim = Math.floor(s.pick / 0x1_0000) % 2 === 0 ? from : to;
+  await waitAllCaughtUp(w);
+  let done = false;
+  const first = to.marsadm(['primary', RES, '--timeout', '60']).finally(() => { done = true; });
+  try {
+    await waitFor(`${to.name} designated primary`, () => done || to.link(`resource-${RES}/primary`) === to.name, 60_000, 5);
+  } finally {
+    victim.kill('SIGKILL');
+    await victim.waitExit();
+  }
+  await first;
+  await victim.start(60_000);
+  await adm(to, ['primary', RES, '--timeout', '60']);
+  await to.waitPrimary(RES, 60_000);
+  w.primary = to;
+  await w.burst(s.writeSeed);
+  return [];
+};
+
+/**
+ * A resync (invalidate) of a secondary, its marsd SIGKILLed while the sync runs (the primary's
+ * link slowed to 1 MiB/s so that it lasts), restarted; the checks wait until it synced.
+ */
+const killDuringSync: Fault = async (w, s) => {
+  const h = pickOf(w.secondaries, s.pick);
+  await waitAllCaughtUp(w);
+  const proxy = w.cluster.proxy(w.primary.name);
+  proxy.setBandwidth(1 << 20);
+  try {
+    const burst = w.burst(s.writeSeed);
+    try {
+      await adm(h, ['invalidate', RES]);
+      await h.until(`${h.name} syncing`, () => h.actual(RES, 'is-syncing') === '1'
+        || h.link(`resource-${RES}/syncstatus-${h.name}`) === String(SIZE), 30_000, 5);
+    } finally {
+      h.kill('SIGKILL');
+      await h.waitExit();
+      await burst;
+    }
+  } finally {
+    proxy.reset();
+  }
+  await h.start(60_000);
+  return [];
+};
+
 export const FAULTS: Record<FaultKind, Fault> = {
   'kill-secondary': killSecondary, 'kill-primary': killPrimary, 'link-cut': linkCut, blackhole,
   'slow-link': slowLink, handover, 'force-failover': forceFailover, 'pause-fetch': pauseFetch,
   'pause-replay': pauseReplay, 'pause-sync': pauseSync, 'log-rotate': logRotate, 'log-delete': logDelete, cron,
+  'jitter-link': jitterLink, 'mars-full': marsFull, 'replace-host': replaceHost,
+  'kill-during-handover': killDuringHandover, 'kill-during-sync': killDuringSync,
 };
 

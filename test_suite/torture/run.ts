@@ -45,6 +45,7 @@ export function report(a: Args, r: TortureResult): string {
     lines.push(`${k.padEnd(17)} ${String(r.byKind[k]).padStart(5)}`);
   }
   const replay = `npm run torture -- --seed ${a.seed} --hosts ${a.hosts} --minutes ${a.minutes}${a.kinds ? ` --only ${a.kinds.join(',')}` : ''}`;
+  for (const n of r.notDrawn) lines.push(`torture: ${n.kind} was not drawn: ${n.why}`);
   for (const v of r.violations) lines.push(`torture: VIOLATION seed ${a.seed} step ${v.step} (${v.kind}): ${v.message}`, `replay: ${replay}`);
   lines.push(`time: ${(r.elapsedMs / 1000).toFixed(1)}s seed=${a.seed} hosts=${a.hosts}`);
   lines.push(`torture: faults=${r.faults} checks=${r.checks} violations=${r.violations.length} writes=${r.writes}`);

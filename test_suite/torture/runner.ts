@@ -5,6 +5,7 @@
 import { checkAllEqual, checkPrimaryData, checkSinglePrimary, LogScanner, waitAllCaughtUp } from './checks.js';
 import { FAULTS } from './faults.js';
 import { FAULT_KINDS, Schedule, type FaultKind } from './schedule.js';
+import { smallMarsUnavailable } from '../helpers/small-mars.js';
 import { RES, World } from './world.js';
 
 export interface TortureOptions {
@@ -29,6 +30,18 @@ export interface TortureResult {
   violations: Violation[];
   writes: number;
   elapsedMs: number;
+  /** Kinds asked for but not drawn on this machine, and why (e.g. mars-full without root). */
+  notDrawn: { kind: FaultKind; why: string }[];
+}
+
+/** The kinds this machine can run, and why the others cannot. */
+export function availableKinds(kinds: readonly FaultKind[]): { kinds: FaultKind[]; notDrawn: { kind: FaultKind; why: string }[] } {
+  const notDrawn: { kind: FaultKind; why: string }[] = [];
+  if (kinds.includes('mars-full')) {
+    const why = smallMarsUnavailable();
+    if (why) notDrawn.push({ kind: 'mars-full', why: `each host's /mars must be a small ext4 of its own: ${why}` });
+  }
+  return { kinds: kinds.filter((k) => !notDrawn.some((n) => n.kind === k)), notDrawn };
 }
 
 const MAX_STEPS = 100_000;
@@ -36,11 +49,15 @@ const MAX_STEPS = 100_000;
 export async function runTorture(o: TortureOptions): Promise<TortureResult> {
   const started = Date.now();
   const log = o.log ?? (() => undefined);
-  const schedule = new Schedule(o.seed, o.kinds);
+  const { kinds, notDrawn } = availableKinds(o.kinds ?? FAULT_KINDS);
+  for (const n of notDrawn) log(`torture: ${n.kind} is not drawn: ${n.why}`);
+  if (kinds.length === 0) throw new Error(`no fault kind can run here: ${notDrawn.map((n) => `${n.kind}: ${n.why}`).join('; ')}`);
+  const schedule = new Schedule(o.seed, kinds);
   const byKind = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>;
-  const r: TortureResult = { faults: 0, byKind, checks: 0, violations: [], writes: 0, elapsedMs: 0 };
+  const r: TortureResult = { faults: 0, byKind, checks: 0, violations: [], writes: 0, elapsedMs: 0, notDrawn };
   const scanner = new LogScanner();
-  const w = await World.start(o.hosts);
+  // Small /mars filesystems only when mars-full may come up: they need root and loop devices.
+  const w = await World.start(o.hosts, { smallMars: kinds.includes('mars-full') });
   let step = 0;
   let kind: FaultKind | 'final' = 'final';
   const check = async (what: () => Promise<string[]> | string[]): Promise<void> => {
@@ -93,9 +110,10 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
   return r;
 }
 
-/** Every fault undone: links healed, marsd running, fetch, replay and sync on. */
+/** Every fault undone: links healed, /mars drained, marsd running, fetch, replay and sync on. */
 async function heal(w: World): Promise<void> {
-  for (const p of w.cluster.proxies.values()) p.heal();
+  for (const p of w.cluster.proxies.values()) p.reset();
+  w.drainMars();
   for (const h of w.hosts) {
     if (!h.running) await h.start(60_000);
   }

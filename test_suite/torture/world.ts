@@ -2,37 +2,118 @@
 // multi-host.ts), the host that is primary now, the write-order oracle of everything written to
 // the primary, and the cleanups that run even when a step fails.
 import type { Test } from 'tap';
-import { startCluster, type TestCluster } from '../helpers/multi-host.js';
+import { rmSync } from 'node:fs';
+import { joinCluster, joinResource, prepareHost, startCluster, waitSynced, type HostOptions, type TestCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { WriteOrderOracle } from '../helpers/oracle.js';
+import { drain, mountSmallMars } from '../helpers/small-mars.js';
+import { tempDir } from '../helpers/tmp.js';
 import { runWorkload, type WorkloadResult } from '../helpers/workload.js';
 
 export const RES = 'r0';
 export const SIZE = 16 << 20;
 /** One write burst: at most this many writes or this long, whichever comes first. */
 const BURST = { writes: 150, durationMs: 1_500 };
+/** Each host's own /mars filesystem when the world runs on small ones (the mars-full fault). */
+export const SMALL_MARS_BYTES = 1 << 30;
+/** Host names in the order they are used: the first H start, replacements take the next. */
+const NAMES = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta', 'iota', 'kappa', 'lambda', 'mu'];
+
+export interface WorldOptions {
+  /** Every host's /mars on a small loop-mounted ext4 of its own (root only; see small-mars.ts). */
+  smallMars?: boolean;
+}
 
 export class World {
   primary: MarsHost;
   readonly oracle = new WriteOrderOracle({ deviceBytes: SIZE });
   writes = 0;
-  private constructor(readonly cluster: TestCluster, private readonly cleanups: (() => unknown)[]) {
+  /** Filler files of a host's /mars (mars-full), deleted by drainMars. */
+  private readonly fillers = new Map<string, string[]>();
+  private usedNames: number;
+
+  /** `releases`: each host's small /mars release (unmount, detach), filled by hostOptions.initData. */
+  private constructor(readonly cluster: TestCluster, private readonly cleanups: (() => unknown)[], private readonly t: Test,
+    private readonly hostOptions: HostOptions, private readonly releases: Map<string, () => Promise<void>>) {
     this.primary = cluster.primary;
+    this.usedNames = cluster.hosts.length;
   }
 
   /** Starts `hosts` marsd processes, each behind its fault proxy. */
-  static async start(hosts: number): Promise<World> {
+  static async start(hosts: number, opts: WorldOptions = {}): Promise<World> {
     const cleanups: (() => unknown)[] = [];
     // startCluster registers its cleanups (marsd, proxies, temp dirs) on a tap Test: collect them.
     const t = { teardown: (fn: () => unknown) => { cleanups.push(fn); } } as unknown as Test;
-    const names = ['alpha', 'beta', 'gamma', 'delta', 'epsilon'].slice(0, hosts);
+    const releases = new Map<string, () => Promise<void>>();
+    const hostOptions: HostOptions = { sizeBytes: SIZE, proxied: true };
+    if (opts.smallMars) {
+      const imageDir = tempDir(t, 'mars-torture-img-');
+      hostOptions.initData = (h) => {
+        const release = mountSmallMars(h, imageDir, SMALL_MARS_BYTES);
+        releases.set(h.name, release);
+        t.teardown(release);
+      };
+    }
     try {
-      const cluster = await startCluster(t, { hosts: names, sizeBytes: SIZE, res: RES, proxied: true });
-      return new World(cluster, cleanups);
+      const cluster = await startCluster(t, { hosts: NAMES.slice(0, hosts), res: RES, ...hostOptions });
+      return new World(cluster, cleanups, t, hostOptions, releases);
     } catch (err) {
       await runCleanups(cleanups);
       throw err;
     }
+  }
+
+  get smallMars(): boolean {
+    return this.releases.size > 0;
+  }
+
+  /** Remember `h`'s filler files (fillUntilFull) so that drainMars, or the final heal, deletes them. */
+  noteFillers(h: MarsHost, files: string[]): void {
+    this.fillers.set(h.name, [...(this.fillers.get(h.name) ?? []), ...files]);
+  }
+
+  /** Delete the filler files of `h` (all hosts: undefined). */
+  drainMars(h?: MarsHost): void {
+    for (const [name, files] of [...this.fillers]) {
+      if (h && name !== h.name) continue;
+      drain(files);
+      this.fillers.delete(name);
+    }
+  }
+
+  /**
+   * Takes `gone` out of the world (after it left the resource and the cluster): marsd stopped,
+   * its proxy closed, its /mars unmounted, its directories removed.
+   */
+  async removeHost(gone: MarsHost): Promise<void> {
+    if (gone === this.primary) throw new Error(`${gone.name} is the primary`);
+    this.drainMars(gone);
+    await gone.stop();
+    const i = this.cluster.hosts.indexOf(gone);
+    if (i >= 0) this.cluster.hosts.splice(i, 1);
+    await this.cluster.proxies.get(gone.name)?.close();
+    this.cluster.proxies.delete(gone.name);
+    this.cluster.addresses.delete(gone.name);
+    await this.releases.get(gone.name)?.();
+    this.releases.delete(gone.name);
+    rmSync(gone.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * A fresh host (a name never used in this world, a fresh /mars and data file, a proxy in
+   * front) joins the cluster through the primary and the resource, and syncs.
+   */
+  async addHost(): Promise<MarsHost> {
+    const name = NAMES[this.usedNames] ?? `host${this.usedNames}`;
+    this.usedNames++;
+    const { host, address } = await prepareHost(this.t, name, this.hostOptions, this.cluster.proxies);
+    this.cluster.addresses.set(name, address);
+    const p = this.primary;
+    await joinCluster(host, address, { address: this.cluster.addresses.get(p.name)!, secretFile: `${p.marsDir}/cluster-secret` });
+    this.cluster.hosts.push(host);
+    await joinResource(host, RES, p);
+    await waitSynced(host, RES, SIZE, 90_000);
+    return host;
   }
 
   get hosts(): MarsHost[] {
