@@ -130,15 +130,15 @@ export async function joinCluster(h: MarsHost, address: string, via: { address: 
   await h.start();
 }
 
-/** Once `h` learned the resource and `primary`'s links of it: `join-resource` on its data file. */
-export async function joinResource(h: MarsHost, res: string, primary: MarsHost): Promise<void> {
+/** Once `h` learned the resource and `primary`'s links of it: `join-resource` on `device` (default its data file). */
+export async function joinResource(h: MarsHost, res: string, primary: MarsHost, device = h.dataPath): Promise<void> {
   await h.until(`${h.name} learned ${res} and its primary's links`, () => {
     const replay = h.link(`resource-${res}/replay-${primary.name}`);
     if (!replay) return false;
     const seq = replay.slice(4, 13);
     return h.link(`resource-${res}/version-${seq}-${primary.name}`) !== undefined;
   }, 30_000);
-  await h.marsadmOk(['join-resource', res, h.dataPath]);
+  await h.marsadmOk(['join-resource', res, device]);
 }
 
 /** Until `h`'s full sync of `res` is done. */

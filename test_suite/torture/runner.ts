@@ -6,12 +6,14 @@ import { checkAllEqual, checkPrimaryData, checkSinglePrimary, LogScanner, waitAl
 import { FAULTS } from './faults.js';
 import { FAULT_KINDS, Schedule, type FaultKind } from './schedule.js';
 import { smallMarsUnavailable } from '../helpers/small-mars.js';
-import { RES, World } from './world.js';
+import { World } from './world.js';
 
 export interface TortureOptions {
   seed: number;
   minutes: number;
   hosts: number;
+  /** Resources r0..r(K-1) (default 1). */
+  resources?: number;
   kinds?: readonly FaultKind[];
   /** Keep drawing past `minutes` until this many faults ran (default 0), but never past `maxMinutes`. */
   minFaults?: number;
@@ -57,7 +59,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
   const r: TortureResult = { faults: 0, byKind, checks: 0, violations: [], writes: 0, elapsedMs: 0, notDrawn };
   const scanner = new LogScanner();
   // Small /mars filesystems only when mars-full may come up: they need root and loop devices.
-  const w = await World.start(o.hosts, { smallMars: kinds.includes('mars-full') });
+  const w = await World.start(o.hosts, { smallMars: kinds.includes('mars-full'), resources: o.resources ?? 1 });
   let step = 0;
   let kind: FaultKind | 'final' = 'final';
   const check = async (what: () => Promise<string[]> | string[]): Promise<void> => {
@@ -90,7 +92,8 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
       } catch (err) {
         r.violations.push({ step, kind, message: `the step failed: ${err instanceof Error ? err.message : String(err)}` });
       }
-      log(`torture: step ${step} ${s.kind} (primary ${w.primary.name}) ${((Date.now() - t0) / 1000).toFixed(1)}s ${r.violations.length === 0 ? 'ok' : 'VIOLATION'}`);
+      const notes = w.takeNotes();
+      log(`torture: step ${step} ${s.kind} (primary ${w.primary.name}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}) ${((Date.now() - t0) / 1000).toFixed(1)}s ${r.violations.length === 0 ? 'ok' : 'VIOLATION'}`);
     }
     if (r.violations.length === 0) {
       kind = 'final';
@@ -118,7 +121,7 @@ async function heal(w: World): Promise<void> {
     if (!h.running) await h.start(60_000);
   }
   for (const h of w.secondaries) {
-    for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, RES]);
+    for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, w.resList]);
   }
 }
 

@@ -1,8 +1,10 @@
 // The torture runner's world: a proxied cluster of real marsd processes (test_suite/helpers/
-// multi-host.ts), the host that is primary now, the write-order oracle of everything written to
-// the primary, and the cleanups that run even when a step fails.
+// multi-host.ts) with K resources r0..r(K-1), all primary on the same host (role changes move
+// them together), the host that is primary now, the write-order oracle of everything written to
+// each resource, and the cleanups that run even when a step fails.
 import type { Test } from 'tap';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { joinCluster, joinResource, prepareHost, startCluster, waitSynced, type HostOptions, type TestCluster } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
 import { WriteOrderOracle } from '../helpers/oracle.js';
@@ -10,7 +12,23 @@ import { drain, mountSmallMars } from '../helpers/small-mars.js';
 import { tempDir } from '../helpers/tmp.js';
 import { runWorkload, type WorkloadResult } from '../helpers/workload.js';
 
+/** The first resource (the only one unless --resources); its data file is the host's dataPath. */
 export const RES = 'r0';
+
+/** Where `h` keeps the disk of `res`: r0 on its dataPath, the others beside it. */
+export function dataOf(h: MarsHost, res: string): string {
+  return res === RES ? h.dataPath : join(h.dir, `data-${res}.img`);
+}
+
+/** A sparse data file for every resource but r0 (prepare() made that one). */
+function prepareData(h: MarsHost, resources: readonly string[]): void {
+  for (const res of resources) {
+    const path = dataOf(h, res);
+    if (existsSync(path)) continue;
+    writeFileSync(path, '');
+    truncateSync(path, SIZE);
+  }
+}
 export const SIZE = 16 << 20;
 /** One write burst: at most this many writes or this long, whichever comes first. */
 const BURST = { writes: 150, durationMs: 1_500 };
@@ -22,21 +40,55 @@ const NAMES = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'the
 export interface WorldOptions {
   /** Every host's /mars on a small loop-mounted ext4 of its own (root only; see small-mars.ts). */
   smallMars?: boolean;
+  /** How many resources (r0..r(K-1)), default 1. */
+  resources?: number;
 }
 
 export class World {
   primary: MarsHost;
-  readonly oracle = new WriteOrderOracle({ deviceBytes: SIZE });
+  readonly resources: readonly string[];
+  /** The write history of each resource. */
+  readonly oracles = new Map<string, WriteOrderOracle>();
   writes = 0;
+  /** What the current step did, for its progress line (taken by takeNotes). */
+  private notes: string[] = [];
   /** Filler files of a host's /mars (mars-full), deleted by drainMars. */
   private readonly fillers = new Map<string, string[]>();
   private usedNames: number;
 
   /** `releases`: each host's small /mars release (unmount, detach), filled by hostOptions.initData. */
   private constructor(readonly cluster: TestCluster, private readonly cleanups: (() => unknown)[], private readonly t: Test,
-    private readonly hostOptions: HostOptions, private readonly releases: Map<string, () => Promise<void>>) {
+    private readonly hostOptions: HostOptions, private readonly releases: Map<string, () => Promise<void>>, resources: string[]) {
     this.primary = cluster.primary;
     this.usedNames = cluster.hosts.length;
+    this.resources = resources;
+    for (const res of resources) this.oracles.set(res, new WriteOrderOracle({ deviceBytes: SIZE }));
+  }
+
+  /** Remember what the current step did (which host it hit, how), for its progress line. */
+  note(text: string): void {
+    this.notes.push(text);
+  }
+
+  takeNotes(): string[] {
+    const n = this.notes;
+    this.notes = [];
+    return n;
+  }
+
+  /** The history of r0 (the only resource unless --resources). */
+  get oracle(): WriteOrderOracle {
+    return this.oracles.get(RES)!;
+  }
+
+  /** Every resource, as one marsadm argument ("r0,r1,..."): commands run for each in turn. */
+  get resList(): string {
+    return this.resources.join(',');
+  }
+
+  /** The resource a step (by its write seed) works on. */
+  resOf(seed: number): string {
+    return this.resources[seed % this.resources.length]!;
   }
 
   /** Starts `hosts` marsd processes, each behind its fault proxy. */
@@ -45,6 +97,7 @@ export class World {
     // startCluster registers its cleanups (marsd, proxies, temp dirs) on a tap Test: collect them.
     const t = { teardown: (fn: () => unknown) => { cleanups.push(fn); } } as unknown as Test;
     const releases = new Map<string, () => Promise<void>>();
+    const resources = Array.from({ length: opts.resources ?? 1 }, (_, i) => `r${i}`);
     const hostOptions: HostOptions = { sizeBytes: SIZE, proxied: true };
     if (opts.smallMars) {
       const imageDir = tempDir(t, 'mars-torture-img-');
@@ -56,7 +109,15 @@ export class World {
     }
     try {
       const cluster = await startCluster(t, { hosts: NAMES.slice(0, hosts), res: RES, ...hostOptions });
-      return new World(cluster, cleanups, t, hostOptions, releases);
+      const [first, ...rest] = cluster.hosts;
+      for (const res of resources.slice(1)) {
+        for (const h of cluster.hosts) prepareData(h, [res]);
+        await first!.createResource(res, { device: dataOf(first!, res) });
+        await first!.waitPrimary(res);
+        for (const h of rest) await joinResource(h, res, first!, dataOf(h, res));
+        for (const h of rest) await waitSynced(h, res, SIZE);
+      }
+      return new World(cluster, cleanups, t, hostOptions, releases, resources);
     } catch (err) {
       await runCleanups(cleanups);
       throw err;
@@ -111,8 +172,9 @@ export class World {
     const p = this.primary;
     await joinCluster(host, address, { address: this.cluster.addresses.get(p.name)!, secretFile: `${p.marsDir}/cluster-secret` });
     this.cluster.hosts.push(host);
-    await joinResource(host, RES, p);
-    await waitSynced(host, RES, SIZE, 90_000);
+    prepareData(host, this.resources);
+    for (const res of this.resources) await joinResource(host, res, p, dataOf(host, res));
+    for (const res of this.resources) await waitSynced(host, res, SIZE, 90_000);
     return host;
   }
 
@@ -124,10 +186,14 @@ export class World {
     return this.hosts.filter((h) => h !== this.primary);
   }
 
-  /** A tagged write burst with FLUSHes on the primary (FUA on every write: `fua`). */
-  async burst(seed: number, opts: { fua?: boolean; durationMs?: number } = {}): Promise<WorkloadResult> {
+  /**
+   * A tagged write burst with FLUSHes on the primary (FUA on every write: `fua`), on one
+   * resource: `res`, else the one the seed draws (resOf).
+   */
+  async burst(seed: number, opts: { fua?: boolean; durationMs?: number; res?: string } = {}): Promise<WorkloadResult> {
+    const res = opts.res ?? this.resOf(seed);
     const r = await runWorkload({
-      socketPath: this.primary.socketPath(RES), exportName: RES, oracle: this.oracle, seed,
+      socketPath: this.primary.socketPath(res), exportName: res, oracle: this.oracles.get(res)!, seed,
       writes: BURST.writes, durationMs: opts.durationMs ?? BURST.durationMs, flushEvery: 16,
       fuaEvery: opts.fua ? 1 : 0, settleTimeoutMs: 10_000,
     });
