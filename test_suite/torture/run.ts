@@ -36,10 +36,10 @@ export function parseArgs(argv: string[]): Args {
 }
 
 export function report(a: Args, r: TortureResult): string {
-  const lines = ['fault kind        count'];
+  const lines = ['fault kind            count'];
   for (const k of FAULT_KINDS) {
     if (a.kinds && !a.kinds.includes(k)) continue;
-    lines.push(`${k.padEnd(17)} ${String(r.byKind[k]).padStart(5)}`);
+    lines.push(`${k.padEnd(21)} ${String(r.byKind[k]).padStart(5)}`);
   }
   const replay = `npm run torture -- --seed ${a.seed} --hosts ${a.hosts}${a.resources > 1 ? ` --resources ${a.resources}` : ''} --minutes ${a.minutes}${a.kinds ? ` --only ${a.kinds.join(',')}` : ''}`;
   for (const n of r.notDrawn) lines.push(`torture: ${n.kind} was not drawn: ${n.why}`);
