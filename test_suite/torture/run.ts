@@ -44,6 +44,7 @@ export function report(a: Args, r: TortureResult): string {
   const replay = `npm run torture -- --seed ${a.seed} --hosts ${a.hosts}${a.resources > 1 ? ` --resources ${a.resources}` : ''} --minutes ${a.minutes}${a.kinds ? ` --only ${a.kinds.join(',')}` : ''}`;
   for (const n of r.notDrawn) lines.push(`torture: ${n.kind} was not drawn: ${n.why}`);
   for (const v of r.violations) lines.push(`torture: VIOLATION seed ${a.seed} step ${v.step} (${v.kind}): ${v.message}`, `replay: ${replay}`);
+  if (r.keptLogs) lines.push(`marsd logs and /mars trees (without logfiles) kept in ${r.keptLogs}`);
   lines.push(`time: ${(r.elapsedMs / 1000).toFixed(1)}s seed=${a.seed} hosts=${a.hosts} resources=${a.resources}`);
   lines.push(`torture: faults=${r.faults} checks=${r.checks} violations=${r.violations.length} writes=${r.writes}`);
   return lines.join('\n');

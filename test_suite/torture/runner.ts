@@ -7,6 +7,9 @@ import { FAULTS } from './faults.js';
 import { FAULT_KINDS, Schedule, type FaultKind } from './schedule.js';
 import { smallMarsUnavailable } from '../helpers/small-mars.js';
 import { World } from './world.js';
+import { cpSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface TortureOptions {
   seed: number;
@@ -34,6 +37,8 @@ export interface TortureResult {
   elapsedMs: number;
   /** Kinds asked for but not drawn on this machine, and why (e.g. mars-full without root). */
   notDrawn: { kind: FaultKind; why: string }[];
+  /** After a violation: the directory the marsd logs and /mars trees were copied to. */
+  keptLogs?: string;
 }
 
 /** The kinds this machine can run, and why the others cannot. */
@@ -107,6 +112,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
     r.violations.push({ step, kind, message: `the run failed: ${err instanceof Error ? err.message : String(err)}` });
   } finally {
     r.writes = w.writes;
+    if (r.violations.length > 0) r.keptLogs = keepLogs(w, o.seed);
     await w.close();
     r.elapsedMs = Date.now() - started;
   }
@@ -122,6 +128,20 @@ async function heal(w: World): Promise<void> {
   }
   for (const h of w.secondaries) {
     for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, w.resList]);
+  }
+}
+
+/** Copy every host's marsd log and /mars tree (symlinks as they are) before cleanup removes them. */
+function keepLogs(w: World, seed: number): string | undefined {
+  try {
+    const dir = mkdtempSync(join(tmpdir(), `torture-seed${seed}-`));
+    for (const h of w.hosts) {
+      cpSync(h.logPath, join(dir, `${h.name}-marsd.log`));
+      cpSync(h.marsDir, join(dir, `${h.name}-mars`), { recursive: true, verbatimSymlinks: true, filter: (src) => !/\/log-\d{9}-[^/]+$/.test(src) });
+    }
+    return dir;
+  } catch {
+    return undefined;
   }
 }
 
