@@ -38,6 +38,13 @@ export async function carryOutInvalidate(o: InvalidateRequest): Promise<void> {
     return;
   }
   await o.stopSecondary();
+  // Queued behind other work: by its turn the host may have left the resource (leave-resource
+  // removes the request and its answer): writing syncstatus and versionlinks then would bring
+  // this host's links back after the leave.
+  if (tree.value(resPaths.data(res, host)) === undefined || tree.value(resPaths.invalidate(res, host)) !== o.request) {
+    log('info', `${res}: invalidate request ${o.request} dropped: ${host} is no member any more or the request is gone`);
+    return;
+  }
   try {
     const { plan, resyncBytes } = await executeInvalidate(tree, res, host, o.sizeBytes);
     const what = plan.kind === 'incremental'

@@ -96,7 +96,12 @@ export async function leaveResource(adm: Adm, name: string): Promise<void> {
   const dir = resourceDir(res);
   let removed = 0;
   const mine = (n: string) => n.endsWith(`-${host}`) && !LOG_NAME.test(n);
-  for (const n of tree.list(dir)) {
+  // The requests (todo-HOST) go first: marsd reads the tree while we remove, and a request
+  // whose answer (actual-HOST) is gone but which is still there is a new request to it. An
+  // invalidate carried out that way rewrote this host's versionlinks after the leave, and the
+  // next join-resource refused them (found by the torture runner, mars-full with 2 resources).
+  const names = tree.list(dir).sort((a, b) => Number(b === `todo-${host}`) - Number(a === `todo-${host}`));
+  for (const n of names) {
     const path = `${dir}/${n}`;
     if (n === `todo-${host}` || n === `actual-${host}`) {
       for (const k of tree.list(path)) if (tree.remove(`${path}/${k}`)) removed++;
