@@ -109,7 +109,8 @@ export function planResource(i: PlanInput): ResourcePlan {
   const rt = i.runtime;
   const d = holdAtStartup(decide(s, rt, i.config), i.startupHold);
   const idle = rt.phase === 'down' || rt.phase === 'failed';
-  const invalidate = idle && !rt.invalidating && s.invalidateRequest !== undefined && s.sizeBytes !== undefined
+  // Only for a member: a request left behind by a leave is no request (marsadm removes both).
+  const invalidate = idle && !rt.invalidating && s.invalidateRequest !== undefined && s.sizeBytes !== undefined && s.dataPath !== undefined
     ? { request: s.invalidateRequest, sizeBytes: s.sizeBytes } : undefined;
   const wanted = secondaryFor(s, i.config.host, d, idle && !rt.invalidating && invalidate === undefined);
   const device = planDevice(rt.device ?? NO_DEVICE, rt.phase, d.action, i.nowMs);

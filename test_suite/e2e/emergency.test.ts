@@ -5,10 +5,11 @@
 // recovery (leave-resource + log-delete-all + join-resource) brings back equal checksums.
 //
 // Needs root (mkfs.ext4 on an image, losetup, mount): skipped with a message otherwise. The
-// mount and the loop device are removed in teardown even when the test fails.
+// mount and the loop device are removed in teardown even when the test fails
+// (test_suite/helpers/small-mars.ts).
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, statfsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileDigest, startCluster, waitWritebackDone } from '../helpers/multi-host.js';
 import type { MarsHost } from '../helpers/cluster.js';
@@ -16,6 +17,7 @@ import { WriteOrderOracle, readImage } from '../helpers/oracle.js';
 import { runWorkload, type WorkloadResult } from '../helpers/workload.js';
 import { ensureTools } from '../helpers/prereqs.js';
 import { tempDir } from '../helpers/tmp.js';
+import { smallMars } from '../helpers/small-mars.js';
 
 const RES = 'r0';
 const SIZE = 32 << 20;
@@ -27,46 +29,6 @@ const PATH_ENV = { ...process.env, PATH: `/usr/sbin:/sbin:${process.env.PATH ?? 
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { env: PATH_ENV, stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
-}
-
-
-/**
- * Put host's /mars on a fresh ext4 in a loop-mounted image (before create-cluster). Teardown
- * (which tap runs before the host's own) stops that marsd first, then unmounts and detaches.
- */
-function smallMars(t: Test, h: MarsHost, imageDir: string): void {
-  const image = join(imageDir, `${h.name}-mars.img`);
-  writeFileSync(image, '');
-  truncateSync(image, MARS_FS_BYTES);
-  const loop = run('losetup', ['--show', '-f', image]);
-  let mounted = false;
-  let released = false;
-  // Last resort when the test process dies without its teardown (marsd is SIGKILLed then too).
-  const lastResort = () => {
-    if (released) return;
-    try { if (mounted) run('umount', ['-l', h.marsDir]); } catch { /* not mounted */ }
-    try { run('losetup', ['-d', loop]); } catch { /* already detached */ }
-  };
-  process.once('exit', lastResort);
-  t.teardown(async () => {
-    await h.cleanup();
-    if (mounted) {
-      for (let i = 0; ; i++) {
-        try { run('umount', [h.marsDir]); break; } catch {
-          if (i >= 20) { run('umount', ['-l', h.marsDir]); break; }
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
-    }
-    try { run('losetup', ['-d', loop]); } catch { /* already detached */ }
-    released = true;
-    process.off('exit', lastResort);
-  });
-  // -m 0: no blocks reserved for root, so ENOSPC comes when the free space shown is gone.
-  run('mkfs.ext4', ['-q', '-F', '-m', '0', loop]);
-  mkdirSync(h.marsDir, { recursive: true });
-  run('mount', [loop, h.marsDir]);
-  mounted = true;
 }
 
 /**
@@ -83,7 +45,7 @@ async function oneHostOnSmallMars(t: Test, extraArgs: string[]) {
   const c = await startCluster(t, {
     hosts: ['alpha'], sizeBytes: SIZE, res: RES,
     initData: (h) => {
-      smallMars(t, h, imageDir);
+      smallMars(t, h, imageDir, MARS_FS_BYTES);
       h.extraArgs.push(...extraArgs);
     },
   });
@@ -115,7 +77,7 @@ t.test('/mars fills up while the secondary is cut off: emergency mode, a consist
     hosts: ['alpha', 'beta'], sizeBytes: SIZE, res: RES, proxied: true,
     initData: (h) => {
       if (h.name !== 'alpha') return;
-      smallMars(t, h, imageDir);
+      smallMars(t, h, imageDir, MARS_FS_BYTES);
       // Level 4 at 4 MiB free starts emergency mode. (With no level-4 threshold only a real
       // ENOSPC does; that run was flaky in CI: after log-delete-all the primary stayed in
       // emergency mode for over 60 s while its peer link reconnected ~10 times a second on

@@ -12,6 +12,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { FrameSplitter, HANDSHAKE_FRAMES, type FrameEdit } from './frame-tamper.js';
+import { mulberry32 } from './prng.js';
 
 export type Direction = 'up' | 'down';
 /** Which direction(s) a fault applies to; 'both' unless stated. */
@@ -109,6 +110,12 @@ class DripWindow {
 /** The state of one direction of the link, shared by every connection's pipe in that direction. */
 class Link {
   delayMs = 0;
+  /**
+   * Jitter (setJitter): each chunk waits an extra 0..maxMs drawn from a seeded sequence. One
+   * pipe still releases its chunks in order (a TCP stream cannot reorder its bytes), so what
+   * varies is the order in which chunks of different connections arrive.
+   */
+  jitter: { maxMs: number; next: () => number } | null = null;
   bucket: TokenBucket | null = null;
   drip: DripWindow | null = null;
   blackholed = false;
@@ -160,6 +167,7 @@ interface Chunk {
 class Pipe {
   private readonly queue: Chunk[] = [];
   private head = 0;
+  private lastDueMs = 0;
   queuedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private waitingDrain = false;
@@ -197,7 +205,10 @@ class Pipe {
   private onData(chunk: Buffer): void {
     // During a blackhole the source is paused; anything still delivered is lost on the "wire".
     if (this.stopped || this.link.blackholed) return;
-    this.queue.push({ buf: chunk, dueMs: performance.now() + this.link.delayMs });
+    const jitterMs = this.link.jitter ? this.link.jitter.next() * this.link.jitter.maxMs : 0;
+    // Never before the chunk ahead of it: the FIFO keeps the order anyway, this keeps dueMs honest.
+    this.lastDueMs = Math.max(this.lastDueMs, performance.now() + this.link.delayMs + jitterMs);
+    this.queue.push({ buf: chunk, dueMs: this.lastDueMs });
     this.queuedBytes += chunk.length;
     this.proxy.notePeakQueued(this.queuedBytes);
     this.updateFlow();
@@ -466,6 +477,20 @@ export class FaultProxy {
     this.log(`delay ${dir} ${delayMs} ms`);
   }
 
+  /**
+   * Per-chunk jitter: every chunk waits an extra 0..maxMs (on top of setDelay), drawn from a
+   * sequence seeded by `seed` (each direction its own). Order within a connection is kept (a
+   * TCP stream cannot reorder bytes); chunks of different connections overtake each other.
+   * 0 ends it; reset() too.
+   */
+  setJitter(maxMs: number, seed: number, dir: Directions = 'both'): void {
+    if (!(Number.isFinite(maxMs) && maxMs >= 0)) throw new Error(`FaultProxy.setJitter: bad jitter ${maxMs}`);
+    for (const d of directionsOf(dir)) {
+      this.links[d].jitter = maxMs === 0 ? null : { maxMs, next: mulberry32(d === 'up' ? seed : seed ^ 0x5bd1e995) };
+    }
+    this.log(`jitter ${dir} 0-${maxMs} ms (seed ${seed})`);
+  }
+
   /** Token-bucket pacing shared by all connections in a direction; 0 = unlimited. */
   setBandwidth(bytesPerS: number, dir: Directions = 'both', burstBytes?: number): void {
     if (!(Number.isFinite(bytesPerS) && bytesPerS >= 0)) throw new Error(`FaultProxy.setBandwidth: bad rate ${bytesPerS}`);
@@ -509,7 +534,7 @@ export class FaultProxy {
     this.log(`blackhole ${dir}: ${this.connections.size} connection(s) frozen`);
   }
 
-  /** End cut, blackhole and drip (delay and bandwidth stay; reset() clears them too). */
+  /** End cut, blackhole and drip (delay, jitter and bandwidth stay; reset() clears them too). */
   heal(): void {
     this.cutActive = false;
     for (const d of ['up', 'down'] as const) {
@@ -530,10 +555,11 @@ export class FaultProxy {
     this.log(`heal: ${destroyed} partitioned connection(s) destroyed`);
   }
 
-  /** heal() and no delay, no bandwidth limit. */
+  /** heal() and no delay, no jitter, no bandwidth limit. */
   reset(): void {
     for (const d of ['up', 'down'] as const) {
       this.links[d].delayMs = 0;
+      this.links[d].jitter = null;
       this.links[d].bucket = null;
     }
     this.heal();

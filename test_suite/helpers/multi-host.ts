@@ -27,7 +27,9 @@ export interface ClusterSpec {
 }
 
 export class TestCluster {
-  constructor(readonly hosts: MarsHost[], readonly proxies: Map<string, FaultProxy>, readonly res: string) {}
+  /** `addresses`: where the peers reach each host (its proxy's address when proxied). */
+  constructor(readonly hosts: MarsHost[], readonly proxies: Map<string, FaultProxy>, readonly res: string,
+    readonly addresses: Map<string, string> = new Map()) {}
 
   get primary(): MarsHost {
     return this.hosts[0]!;
@@ -95,53 +97,75 @@ export function fileDigest(path: string, sizeBytes: number): string {
   return h.digest('hex');
 }
 
+/** What prepareHost needs of a ClusterSpec. */
+export type HostOptions = Pick<ClusterSpec, 'sizeBytes' | 'proxied' | 'extraArgs' | 'hostArgs' | 'initData' | 'dirs'>;
+
+/**
+ * One host of a cluster, not yet a member: its directories and data file, its marsd arguments,
+ * its listen port and (proxied) the FaultProxy in front of it, added to `proxies`. Returns the
+ * host and the address its peers reach it at (the proxy's when proxied).
+ */
+export async function prepareHost(t: Test, name: string, o: HostOptions, proxies: Map<string, FaultProxy>): Promise<{ host: MarsHost; address: string }> {
+  const dir = o.dirs?.[name] ?? tempDir(t, `mars-${name}-`);
+  const h = new MarsHost({ host: name, sizeBytes: o.sizeBytes, dir, extraArgs: [...(o.extraArgs ?? []), '--pull-interval-ms', '200'] });
+  t.teardown(() => h.cleanup());
+  h.prepare();
+  h.extraArgs.push(...(o.hostArgs?.(h) ?? []));
+  o.initData?.(h);
+  const realPort = await freePort();
+  let address = `127.0.0.1:${realPort}`;
+  if (o.proxied) {
+    const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: realPort });
+    t.teardown(() => proxy.close());
+    proxies.set(name, proxy);
+    address = proxy.address;
+  }
+  h.extraArgs.push('--bind', `127.0.0.1:${realPort}`);
+  return { host: h, address };
+}
+
+/** `join-cluster` through a member (with its secret file) and marsd started. */
+export async function joinCluster(h: MarsHost, address: string, via: { address: string; secretFile: string }): Promise<void> {
+  await h.marsadmOk(['join-cluster', via.address, '--listen', address, '--secret-file', via.secretFile]);
+  await h.start();
+}
+
+/** Once `h` learned the resource and `primary`'s links of it: `join-resource` on `device` (default its data file). */
+export async function joinResource(h: MarsHost, res: string, primary: MarsHost, device = h.dataPath): Promise<void> {
+  await h.until(`${h.name} learned ${res} and its primary's links`, () => {
+    const replay = h.link(`resource-${res}/replay-${primary.name}`);
+    if (!replay) return false;
+    const seq = replay.slice(4, 13);
+    return h.link(`resource-${res}/version-${seq}-${primary.name}`) !== undefined;
+  }, 30_000);
+  await h.marsadmOk(['join-resource', res, device]);
+}
+
+/** Until `h`'s full sync of `res` is done. */
+export async function waitSynced(h: MarsHost, res: string, sizeBytes: number, timeoutMs = 60_000): Promise<void> {
+  await h.until(`${h.name} synced ${res}`, () => h.link(`resource-${res}/syncstatus-${h.name}`) === String(sizeBytes), timeoutMs, 50);
+}
+
 export async function startCluster(t: Test, spec: ClusterSpec): Promise<TestCluster> {
   const hosts: MarsHost[] = [];
   const proxies = new Map<string, FaultProxy>();
   const addresses = new Map<string, string>();
   for (const name of spec.hosts) {
-    const dir = spec.dirs?.[name] ?? tempDir(t, `mars-${name}-`);
-    const h = new MarsHost({ host: name, sizeBytes: spec.sizeBytes, dir, extraArgs: [...(spec.extraArgs ?? []), '--pull-interval-ms', '200'] });
-    t.teardown(() => h.cleanup());
-    h.prepare();
-    h.extraArgs.push(...(spec.hostArgs?.(h) ?? []));
-    spec.initData?.(h);
-    const realPort = await freePort();
-    let advertised = `127.0.0.1:${realPort}`;
-    if (spec.proxied) {
-      const proxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: realPort });
-      t.teardown(() => proxy.close());
-      proxies.set(name, proxy);
-      advertised = proxy.address;
-    }
-    h.extraArgs.push('--bind', `127.0.0.1:${realPort}`);
-    addresses.set(name, advertised);
-    hosts.push(h);
+    const { host, address } = await prepareHost(t, name, spec, proxies);
+    addresses.set(name, address);
+    hosts.push(host);
   }
   const [first, ...rest] = hosts;
   await first!.createCluster(addresses.get(first!.name)!);
   await first!.start();
   await first!.createResource(spec.res);
   await first!.waitPrimary(spec.res);
-  const secretFile = `${first!.marsDir}/cluster-secret`;
-  for (const h of rest) {
-    await h.marsadmOk(['join-cluster', addresses.get(first!.name)!, '--listen', addresses.get(h.name)!, '--secret-file', secretFile]);
-    await h.start();
-  }
-  const cluster = new TestCluster(hosts, proxies, spec.res);
+  const via = { address: addresses.get(first!.name)!, secretFile: `${first!.marsDir}/cluster-secret` };
+  for (const h of rest) await joinCluster(h, addresses.get(h.name)!, via);
+  const cluster = new TestCluster(hosts, proxies, spec.res, addresses);
   if (spec.joinResource ?? true) {
-    for (const h of rest) {
-      await h.until(`${h.name} learned ${spec.res} and its primary's links`, () => {
-        const replay = h.link(`resource-${spec.res}/replay-${first!.name}`);
-        if (!replay) return false;
-        const seq = replay.slice(4, 13);
-        return h.link(`resource-${spec.res}/version-${seq}-${first!.name}`) !== undefined;
-      }, 30_000);
-      await h.marsadmOk(['join-resource', spec.res, h.dataPath]);
-    }
-    for (const h of rest) {
-      await h.until(`${h.name} synced ${spec.res}`, () => h.link(`resource-${spec.res}/syncstatus-${h.name}`) === String(spec.sizeBytes), 60_000, 50);
-    }
+    for (const h of rest) await joinResource(h, spec.res, first!);
+    for (const h of rest) await waitSynced(h, spec.res, spec.sizeBytes);
   }
   return cluster;
 }

@@ -6,16 +6,28 @@ import { caughtUpWith, fileDigest, waitWritebackDone } from '../helpers/multi-ho
 import type { MarsHost } from '../helpers/cluster.js';
 import { readImage } from '../helpers/oracle.js';
 import { waitFor } from '../helpers/wait.js';
-import { RES, SIZE, type World } from './world.js';
+import { dataOf, RES, SIZE, type World } from './world.js';
 
-/** Every write the primary acknowledged (all were flushed or FUA) is on its device, in write order. */
+/** " of rN" in a message when the world has more than one resource. */
+function ofRes(w: World, res: string): string {
+  return w.resources.length > 1 ? ` of ${res}` : '';
+}
+
+/** Every write the primary acknowledged (all were flushed or FUA) is on its device, in write order (each resource). */
 export async function checkPrimaryData(w: World): Promise<string[]> {
-  const client = await NbdClient.connect(w.primary.socketPath(RES), RES, { timeoutMs: 10_000 });
+  const out: string[] = [];
+  for (const res of w.resources) out.push(...await checkPrimaryDataOf(w, res));
+  return out;
+}
+
+async function checkPrimaryDataOf(w: World, res: string): Promise<string[]> {
+  const client = await NbdClient.connect(w.primary.socketPath(res), res, { timeoutMs: 10_000 });
+  const p = `${w.primary.name} (primary${ofRes(w, res)})`;
   try {
-    const r = await w.oracle.checkImage((pos, len) => client.read(pos, len));
-    if (!r.ok) return [`${w.primary.name} (primary): its device is no consistent state of the history: ${r.reason}`];
+    const r = await w.oracles.get(res)!.checkImage((pos, len) => client.read(pos, len));
+    if (!r.ok) return [`${p}: its device is no consistent state of the history: ${r.reason}`];
     const m = r.firstMissingAcked;
-    if (m) return [`${w.primary.name} (primary): lost acknowledged and flushed write #${m.seq} (block ${m.block} ${m.holds === 0 ? 'was never written' : `holds write #${m.holds}`})`];
+    if (m) return [`${p}: lost acknowledged and flushed write #${m.seq} (block ${m.block} ${m.holds === 0 ? 'was never written' : `holds write #${m.holds}`})`];
     return [];
   } finally {
     await client.disconnect(5_000).catch(() => client.destroy());
@@ -26,19 +38,25 @@ export async function checkPrimaryData(w: World): Promise<string[]> {
  * A secondary whose replay is paused has a disk equal to a prefix of the primary's history. Its
  * replay link must stay put while the disk is read (else the pause has not taken hold yet: retry).
  */
-export async function checkPausedPrefix(w: World, h: MarsHost): Promise<string[]> {
+export async function checkPausedPrefix(w: World, h: MarsHost, res = RES): Promise<string[]> {
   for (let attempt = 0; attempt < 10; attempt++) {
-    const before = h.link(`resource-${RES}/replay-${h.name}`);
-    const r = await w.oracle.checkImage(readImage(h.dataPath));
-    if (h.link(`resource-${RES}/replay-${h.name}`) !== before) continue;
-    return r.ok ? [] : [`${h.name} (replay paused): its disk is no prefix of the primary's history: ${r.reason}`];
+    const before = h.link(`resource-${res}/replay-${h.name}`);
+    const r = await w.oracles.get(res)!.checkImage(readImage(dataOf(h, res)));
+    if (h.link(`resource-${res}/replay-${h.name}`) !== before) continue;
+    return r.ok ? [] : [`${h.name} (replay${ofRes(w, res)} paused): its disk is no prefix of the primary's history: ${r.reason}`];
   }
   return [`${h.name}: replay kept advancing for 10 reads after pause-replay took effect`];
 }
 
-/** At most one running host is primary, unless a split brain is reported. */
+/** At most one running host is primary of each resource, unless a split brain is reported. */
 export async function checkSinglePrimary(w: World): Promise<string[]> {
-  const primaries = () => w.hosts.filter((h) => h.running && h.actual(RES, 'is-primary') === '1');
+  const out: string[] = [];
+  for (const res of w.resources) out.push(...await checkSinglePrimaryOf(w, res));
+  return out;
+}
+
+async function checkSinglePrimaryOf(w: World, res: string): Promise<string[]> {
+  const primaries = () => w.hosts.filter((h) => h.running && h.actual(res, 'is-primary') === '1');
   try {
     // Status links are published periodically: a host that just stepped down may still read 1.
     await waitFor('at most one primary', () => primaries().length <= 1, 10_000, 100);
@@ -46,9 +64,9 @@ export async function checkSinglePrimary(w: World): Promise<string[]> {
   } catch {
     const names = primaries().map((h) => h.name);
     for (const h of primaries()) {
-      if ((await h.view('is-split-brain', RES).catch(() => '0')) === '1') return [];
+      if ((await h.view('is-split-brain', res).catch(() => '0')) === '1') return [];
     }
-    return [`hosts ${names.join(', ')} all accept writes and none reports a split brain`];
+    return [`hosts ${names.join(', ')} all accept writes${ofRes(w, res)} and none reports a split brain`];
   }
 }
 
@@ -76,18 +94,24 @@ export class LogScanner {
   }
 }
 
-/** Every secondary replays everything the primary logged (within the deadline). */
+/** Every secondary replays everything the primary logged, in every resource (within the deadline). */
 export async function waitAllCaughtUp(w: World, timeoutMs = 60_000): Promise<void> {
-  await waitWritebackDone(w.primary, RES, timeoutMs);
-  for (const h of w.secondaries) {
-    await h.until(`${h.name} synced and caught up with ${w.primary.name}`,
-      () => h.link(`resource-${RES}/syncstatus-${h.name}`) === String(SIZE) && caughtUpWith(h, w.primary, RES), timeoutMs, 50);
+  for (const res of w.resources) {
+    await waitWritebackDone(w.primary, res, timeoutMs);
+    for (const h of w.secondaries) {
+      await h.until(`${h.name} synced and caught up with ${w.primary.name}${ofRes(w, res)}`,
+        () => h.link(`resource-${res}/syncstatus-${h.name}`) === String(SIZE) && caughtUpWith(h, w.primary, res), timeoutMs, 50);
+    }
   }
 }
 
-/** At the end: every disk equals the primary's. */
+/** At the end: every disk equals the primary's, in every resource. */
 export function checkAllEqual(w: World): string[] {
-  const want = fileDigest(w.primary.dataPath, SIZE);
-  return w.secondaries.filter((h) => fileDigest(h.dataPath, SIZE) !== want)
-    .map((h) => `${h.name}'s disk differs from the primary ${w.primary.name}'s after everything healed`);
+  const out: string[] = [];
+  for (const res of w.resources) {
+    const want = fileDigest(dataOf(w.primary, res), SIZE);
+    out.push(...w.secondaries.filter((h) => fileDigest(dataOf(h, res), SIZE) !== want)
+      .map((h) => `${h.name}'s disk${ofRes(w, res)} differs from the primary ${w.primary.name}'s after everything healed`));
+  }
+  return out;
 }

@@ -5,12 +5,18 @@
 import { checkAllEqual, checkPrimaryData, checkSinglePrimary, LogScanner, waitAllCaughtUp } from './checks.js';
 import { FAULTS } from './faults.js';
 import { FAULT_KINDS, Schedule, type FaultKind } from './schedule.js';
-import { RES, World } from './world.js';
+import { smallMarsUnavailable } from '../helpers/small-mars.js';
+import { World } from './world.js';
+import { cpSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface TortureOptions {
   seed: number;
   minutes: number;
   hosts: number;
+  /** Resources r0..r(K-1) (default 1). */
+  resources?: number;
   kinds?: readonly FaultKind[];
   /** Keep drawing past `minutes` until this many faults ran (default 0), but never past `maxMinutes`. */
   minFaults?: number;
@@ -29,6 +35,20 @@ export interface TortureResult {
   violations: Violation[];
   writes: number;
   elapsedMs: number;
+  /** Kinds asked for but not drawn on this machine, and why (e.g. mars-full without root). */
+  notDrawn: { kind: FaultKind; why: string }[];
+  /** After a violation: the directory the marsd logs and /mars trees were copied to. */
+  keptLogs?: string;
+}
+
+/** The kinds this machine can run, and why the others cannot. */
+export function availableKinds(kinds: readonly FaultKind[]): { kinds: FaultKind[]; notDrawn: { kind: FaultKind; why: string }[] } {
+  const notDrawn: { kind: FaultKind; why: string }[] = [];
+  if (kinds.includes('mars-full')) {
+    const why = smallMarsUnavailable();
+    if (why) notDrawn.push({ kind: 'mars-full', why: `each host's /mars must be a small ext4 of its own: ${why}` });
+  }
+  return { kinds: kinds.filter((k) => !notDrawn.some((n) => n.kind === k)), notDrawn };
 }
 
 const MAX_STEPS = 100_000;
@@ -36,11 +56,15 @@ const MAX_STEPS = 100_000;
 export async function runTorture(o: TortureOptions): Promise<TortureResult> {
   const started = Date.now();
   const log = o.log ?? (() => undefined);
-  const schedule = new Schedule(o.seed, o.kinds);
+  const { kinds, notDrawn } = availableKinds(o.kinds ?? FAULT_KINDS);
+  for (const n of notDrawn) log(`torture: ${n.kind} is not drawn: ${n.why}`);
+  if (kinds.length === 0) throw new Error(`no fault kind can run here: ${notDrawn.map((n) => `${n.kind}: ${n.why}`).join('; ')}`);
+  const schedule = new Schedule(o.seed, kinds);
   const byKind = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>;
-  const r: TortureResult = { faults: 0, byKind, checks: 0, violations: [], writes: 0, elapsedMs: 0 };
+  const r: TortureResult = { faults: 0, byKind, checks: 0, violations: [], writes: 0, elapsedMs: 0, notDrawn };
   const scanner = new LogScanner();
-  const w = await World.start(o.hosts);
+  // Small /mars filesystems only when mars-full may come up: they need root and loop devices.
+  const w = await World.start(o.hosts, { smallMars: kinds.includes('mars-full'), resources: o.resources ?? 1 });
   let step = 0;
   let kind: FaultKind | 'final' = 'final';
   const check = async (what: () => Promise<string[]> | string[]): Promise<void> => {
@@ -73,7 +97,8 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
       } catch (err) {
         r.violations.push({ step, kind, message: `the step failed: ${err instanceof Error ? err.message : String(err)}` });
       }
-      log(`torture: step ${step} ${s.kind} (primary ${w.primary.name}) ${((Date.now() - t0) / 1000).toFixed(1)}s ${r.violations.length === 0 ? 'ok' : 'VIOLATION'}`);
+      const notes = w.takeNotes();
+      log(`torture: step ${step} ${s.kind} (primary ${w.primary.name}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}) ${((Date.now() - t0) / 1000).toFixed(1)}s ${r.violations.length === 0 ? 'ok' : 'VIOLATION'}`);
     }
     if (r.violations.length === 0) {
       kind = 'final';
@@ -87,20 +112,36 @@ export async function runTorture(o: TortureOptions): Promise<TortureResult> {
     r.violations.push({ step, kind, message: `the run failed: ${err instanceof Error ? err.message : String(err)}` });
   } finally {
     r.writes = w.writes;
+    if (r.violations.length > 0) r.keptLogs = keepLogs(w, o.seed);
     await w.close();
     r.elapsedMs = Date.now() - started;
   }
   return r;
 }
 
-/** Every fault undone: links healed, marsd running, fetch, replay and sync on. */
+/** Every fault undone: links healed, /mars drained, marsd running, fetch, replay and sync on. */
 async function heal(w: World): Promise<void> {
-  for (const p of w.cluster.proxies.values()) p.heal();
+  for (const p of w.cluster.proxies.values()) p.reset();
+  w.drainMars();
   for (const h of w.hosts) {
     if (!h.running) await h.start(60_000);
   }
   for (const h of w.secondaries) {
-    for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, RES]);
+    for (const cmd of ['resume-fetch', 'resume-replay', 'resume-sync']) await h.marsadmOk([cmd, w.resList]);
+  }
+}
+
+/** Copy every host's marsd log and /mars tree (symlinks as they are) before cleanup removes them. */
+function keepLogs(w: World, seed: number): string | undefined {
+  try {
+    const dir = mkdtempSync(join(tmpdir(), `torture-seed${seed}-`));
+    for (const h of w.hosts) {
+      cpSync(h.logPath, join(dir, `${h.name}-marsd.log`));
+      cpSync(h.marsDir, join(dir, `${h.name}-mars`), { recursive: true, verbatimSymlinks: true, filter: (src) => !/\/log-\d{9}-[^/]+$/.test(src) });
+    }
+    return dir;
+  } catch {
+    return undefined;
   }
 }
 

@@ -6,6 +6,7 @@ import { mulberry32 } from '../helpers/prng.js';
 export const FAULT_KINDS = [
   'kill-secondary', 'kill-primary', 'link-cut', 'blackhole', 'slow-link', 'handover',
   'force-failover', 'pause-fetch', 'pause-replay', 'pause-sync', 'log-rotate', 'log-delete', 'cron',
+  'jitter-link', 'mars-full', 'replace-host', 'kill-during-handover', 'kill-during-sync',
 ] as const;
 
 export type FaultKind = (typeof FAULT_KINDS)[number];

@@ -338,6 +338,34 @@ t.test('drip: at most N bytes per interval; heal ends it', async (t) => {
   t.comment(`512 KiB after heal in ${(performance.now() - healedAt).toFixed(0)} ms`);
 });
 
+t.test('jitter: each connection stays in order, different connections overtake each other', async (t) => {
+  const sink = await startServer(t, 'sink');
+  const proxy = await startProxy(t, sink.port);
+  proxy.setJitter(60, 7, 'up');
+  const a = await connect(t, proxy.port);
+  await waitFor('a accepted', () => sink.accepted.length === 1);
+  const b = await connect(t, proxy.port);
+  await waitFor('b accepted', () => sink.accepted.length === 2);
+  const sent: [Buffer[], Buffer[]] = [[], []];
+  let overtaken = 0;
+  for (let round = 0; round < 20; round++) {
+    const before = [sink.arrivals[0]!.length, sink.arrivals[1]!.length];
+    for (const [i, c] of [a, b].entries()) {
+      const msg = randomBytes(1000);
+      sent[i as 0 | 1].push(msg);
+      c.sock.write(msg);
+    }
+    await waitFor(`round ${round} arrived`, () => sink.received.every((r, i) => Buffer.concat(r).length === sent[i as 0 | 1].length * 1000), 10_000, 1);
+    // b's message was sent after a's: arriving first, it overtook it.
+    if (sink.arrivals[1]![before[1]!]!.atMs < sink.arrivals[0]![before[0]!]!.atMs) overtaken++;
+  }
+  for (const i of [0, 1] as const) t.equal(sha(Buffer.concat(sink.received[i]!)), sha(Buffer.concat(sent[i])), `connection ${i}: byte-exact, in order`);
+  t.ok(overtaken > 0 && overtaken < 20, `the later connection's chunk arrived first in ${overtaken} of 20 rounds`);
+  proxy.reset();
+  t.equal(proxy.links.up.jitter, null, 'reset() ends the jitter');
+  t.throws(() => proxy.setJitter(-1, 1), /bad jitter/);
+});
+
 t.test('backpressure: a stalled destination bounds what the proxy holds', async (t) => {
   const sink = await startServer(t, 'sink', { pauseSink: true });
   const maxQueuedBytes = 256 * KiB;

@@ -116,6 +116,7 @@ t.test('invalidate: once, only while idle; no secondary work meanwhile', async (
   t.notOk(p.secondary.disk);
   t.equal(plan({ snapshot: s, runtime: primaryHere }).invalidate, undefined, 'never on a running primary');
   t.equal(plan({ snapshot: { ...s, sizeBytes: undefined } }).invalidate, undefined);
+  t.equal(plan({ snapshot: { ...s, dataPath: undefined } }).invalidate, undefined, 'never for a host that is no member (left the resource)');
   t.ok(plan({ snapshot: { designatedPrimary: 'beta' } }).secondary.disk, 'answered: secondary work again');
 });
 
