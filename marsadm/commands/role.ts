@@ -36,6 +36,17 @@ export async function primary(adm: Adm, name: string, opts: PrimaryOptions = {})
   }
 }
 
+/**
+ * Why this host is designated primary but not active yet. The status links are only as fresh as
+ * the marsd that wrote them: a marsd that stopped (killed during the handover) leaves its last
+ * `primary-wait` ("OK") behind, so a stopped marsd is named first.
+ */
+function notYetPrimaryReason(adm: Adm, res: string): string {
+  if (!adm.daemonRunning()) return `marsd is not running on ${adm.host} (it stopped while this command waited); it starts the resource when it runs again`;
+  const wait = adm.actual(res, 'primary-wait');
+  return wait !== undefined && wait !== 'OK' ? wait : 'waiting for marsd to start the resource';
+}
+
 async function takeOver(adm: Adm, res: string, opts: PrimaryOptions): Promise<void> {
   const { tree, host } = adm;
   const current = tree.value(resPaths.primary(res));
@@ -73,12 +84,11 @@ async function takeOver(adm: Adm, res: string, opts: PrimaryOptions): Promise<vo
     up = await adm.waitFor(`${host} is primary of ${res}`, () => adm.actual(res, 'is-primary') === '1' || failed(), () => {
       const rest = Number(adm.actual(res, 'recovery-rest') ?? '0');
       if (rest > 0) return `recovery: ${rest} bytes left to replay`;
-      const wait = adm.actual(res, 'primary-wait');
-      return wait && wait !== 'OK' ? wait : 'waiting for marsd to start the resource';
+      return notYetPrimaryReason(adm, res);
     });
   } catch (err) {
     if (!(err instanceof AdmError) || !/timed out/.test(err.message)) throw err;
-    throw new AdmError(`${host} is now the designated primary of ${res} but not yet active: ${adm.actual(res, 'primary-wait') ?? 'marsd has not started it'}. `
+    throw new AdmError(`${host} is now the designated primary of ${res} but not yet active: ${notYetPrimaryReason(adm, res)}. `
       + `It becomes primary by itself once that is resolved; "marsadm wait-resource ${res} primary" waits for it`);
   }
   if (up && failed()) {
