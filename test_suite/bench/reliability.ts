@@ -126,11 +126,16 @@ export function parseFigures(part: Part, output: string): { figures: Record<stri
   return { figures, detail };
 }
 
+const LOST_KEY = { powerloss: 'flushedLost', 'powerloss-secondary': 'lost' } as const;
+
 /** Violations a part reports, or -1 when its figures do not say (a crash, a missing line). */
 export function violationsOf(r: PartRecord): number {
   if (r.part === 'powerloss' || r.part === 'powerloss-secondary') {
-    if (r.figures.flushedLost === undefined) return -1;
-    return Number(r.figures.flushedLost) + (r.exitCode === 0 ? 0 : 1);
+    // The primary's test counts flushed writes lost; the secondary's, replicated state lost or
+    // torn (its `lost`): each test's own violation count.
+    const lost = r.figures[LOST_KEY[r.part]];
+    if (lost === undefined) return -1;
+    return Number(lost) + (r.exitCode === 0 ? 0 : 1);
   }
   return r.figures.violations === undefined ? -1 : Number(r.figures.violations);
 }
@@ -184,7 +189,7 @@ export const END_MARK = '<!-- end of reliability bench -->';
 const FIGURE_KEYS: Record<Part, string[]> = {
   torture: ['faults', 'checks', 'writes'],
   powerloss: ['cuts', 'cutsDroppingBlocks', 'blocksDropped', 'writes', 'acknowledged', 'durable', 'maxRecoveryMs'],
-  'powerloss-secondary': ['cuts', 'cutsDroppingBlocks', 'blocksDropped', 'writes', 'acknowledged', 'durable'],
+  'powerloss-secondary': ['cuts', 'cutsDroppingBlocks', 'blocksDropped', 'writes', 'acknowledged', 'durable', 'maxRecoveryMs', 'maxCatchUpMs'],
   'fuzz-nbd': ['inputs', 'garbage', 'handshake', 'transmission', 'backend-calls', 'probes', 'inputs/s'],
   'fuzz-peer': ['inputs', 'garbage', 'handshake', 'session', 'tampered', 'handler-calls', 'probes', 'inputs/s'],
   sim: ['seeds', 'hosts', 'steps', 'ops', 'messages', 'lost', 'checks', 'seeds/s'],

@@ -25,6 +25,10 @@ t.test('summary lines of each tool become figures', async (t) => {
   t.equal(pl.figures.seconds, '40');
   t.equal(violationsOf(pl), 0);
   t.equal(violationsOf(record('powerloss', 'not ok 1 - power loss\n', 1)), -1, 'no totals: unknown');
+  // The secondary's test names its count `lost` (replicated state lost or torn).
+  const pls = record('powerloss-secondary', '    # totals: {"cuts":200,"cutsDroppingBlocks":183,"blocksDropped":6263,"writes":17651,"lost":0,"maxCatchUpMs":1820} in 3657 s\nok 1 - x\n');
+  t.equal(violationsOf(pls), 0, 'the secondary power-loss part: 0 lost is 0 violations');
+  t.equal(violationsOf(record('powerloss-secondary', '    # totals: {"cuts":3,"lost":2} in 9 s\nnot ok 1 - x\n', 1)), 3, 'lost states and the failed exit count');
   t.equal(violationsOf(record('sim', 'Segmentation fault\n', 139)), -1, 'no summary: unknown');
 });
 
