@@ -6,7 +6,8 @@
 // and its payload check before it gets here; ids are u32, names follow the /mars rules.
 //
 //   frame         sent by   schema limits (messages.ts)                 checked here / by the handler
-//   getents       client    -                                           our entries must pass the schema too (PeerService.getents, encodeEntsPayload)
+//   getents       client    since: epoch 16 hex, generation              our entries must pass the schema too (PeerService.getents, encodeEntsPayload);
+//                                                                       a delta (since in the reply) only on a request that named its base
 //   log-read      client    res; name log-SEQ-ORIGIN; fromPos;          handler: the logfile exists (ENOENT), fromPos <= its durable end
 //                           follow; waitMs <= 60 s; rateBytesPerS       (ERANGE); the sink takes contiguous bytes only; log-end pos =
 //                                                                       bytes sent; rate limited here (rateBytesPerS, 0 = unlimited)
