@@ -235,3 +235,27 @@ t.test('an idle tree: after the first pull a delta carries nothing but the direc
   t.equal(third.sentEntries, LINKS.filter((p) => p.startsWith('resource-r1/') && p.split('/').length === 2).length, 'the entries of resource-r1 only');
   t.same(third.applied.logs.find((l) => l.name === 'log-000000003-hostb')?.sizeBytes, 3, 'with the new size');
 });
+
+t.test('across the racy window in real time: resent while racy, then not, and a change behind the store\'s back is seen', { timeout: 30_000 }, async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root, new LamportClock());
+  const other = new TreeStore(root, new LamportClock());
+  for (const p of LINKS) { ensureParent(tree, p); tree.write(p, 'v1'); }
+  const svc = service(tree);
+  let held = (await pullOnce(svc, 'beta', undefined)).applied.held;
+  await nextTurn();
+  const racy = await pullOnce(svc, 'beta', held);
+  t.ok(racy.delta && racy.sentEntries === LINKS.length, 'within 2 s of the changes every directory is read again and resent');
+  held = racy.applied.held;
+  await new Promise((r) => setTimeout(r, 2_100));
+  held = (await pullOnce(svc, 'beta', held)).applied.held; // read once more, now trusted
+  await nextTurn();
+  const quiet = await pullOnce(svc, 'beta', held);
+  t.equal(quiet.sentEntries, 0, 'outside the window an unchanged tree sends no entry');
+  held = quiet.applied.held;
+  other.write('resource-r2/size', 'v2'); // marsadm, another process: only the mtime tells
+  await nextTurn();
+  const seen = await pullOnce(svc, 'beta', held);
+  t.equal(seen.applied.entries.find((e) => e.p === 'resource-r2/size')?.v, 'v2', 'the change behind the store\'s back is in the delta');
+  t.same(seen.applied.entries, (await svc.getents('observer')).entries, 'equal to the full listing');
+});
