@@ -17,7 +17,7 @@ import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError } from '../net/errors.js';
 import type { ListingAnswer, LogSink, PeerHandlers, SessionInfo } from '../net/service.js';
-import { entrySchema, type Entry, type ListingSince, type LogInfo, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
+import { entrySchema, MAX_LISTING_DIRS, type Entry, type ListingSince, type LogInfo, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
@@ -98,6 +98,7 @@ export class PeerService implements PeerHandlers {
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).
     const walk = collectDirs(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
+    if (walk.length > MAX_LISTING_DIRS) throw new PeerRequestError('EFBIG', `the tree has ${walk.length} directories, more than a listing names (${MAX_LISTING_DIRS})`);
     const generations = this.generations.stamp(walk);
     const delta = this.generations.canBuildOn(since);
     const entries: Entry[] = [];
