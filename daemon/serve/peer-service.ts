@@ -112,9 +112,8 @@ export class PeerService implements PeerHandlers {
       for (const e of this.offered(d.entries)) entries.push(e);
       if (d.logs) for (const l of d.logs) logs.push(l);
     });
-    const listing: ListingAnswer['listing'] = { epoch: this.generations.epoch, generation: this.generations.generation, dirs };
-    if (delta) Object.assign(listing, { since: since.generation, changed });
-    return { clockUs: this.ctx.tree.clock.now(), entries, logs, listing };
+    const named = { epoch: this.generations.epoch, generation: this.generations.generation, dirs };
+    return { clockUs: this.ctx.tree.clock.now(), entries, logs, listing: delta ? { ...named, since: since.generation, changed } : named };
   }
 
   /**
