@@ -94,6 +94,8 @@ async function run(root: string, ops: readonly Op[]): Promise<{ pulls: number; d
   const held: (HeldListing | undefined)[] = [undefined, undefined];
   const stats = { pulls: 0, deltas: 0, fresh: 0 };
   let raw = 0;
+  let backdates = 0;
+  const startMs = Date.now();
   for (const op of ops) {
     opCounts.set(op.k, (opCounts.get(op.k) ?? 0) + 1);
     switch (op.k) {
@@ -148,8 +150,10 @@ async function run(root: string, ops: readonly Op[]): Promise<{ pulls: number; d
         if (op.tell) tree.changed(dirname(op.dir) === '.' ? '' : dirname(op.dir));
         break;
       case 'backdate': {
-        // As if the last changes were 10 s ago: listings read from now on are trusted.
-        const past = new Date(Date.now() - 10_000);
+        // As if the last changes were 10 s ago: listings read from now on are trusted. Each
+        // backdate goes further back than the ones before, so that a directory never gets an
+        // mtime back that the server saw already (a real clock never does that either).
+        const past = new Date(startMs - 10_000 - 1_000 * backdates++);
         const walk = (dir: string, depth: number) => {
           for (const d of readdirSync(dir, { withFileTypes: true })) if (d.isDirectory() && depth < 2) walk(join(dir, d.name), depth + 1);
           utimesSync(dir, past, past);
