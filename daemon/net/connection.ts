@@ -21,7 +21,7 @@ import type { LogLevel } from '../../common/util/log.js';
 import { MAX_HEADER_BYTES, type FrameDecoder } from './frame.js';
 import type { FrameSealer } from './frame-auth.js';
 import type { ConnectionBudget } from './budget.js';
-import { MAX_LOG_DATA_BYTES, PROTOCOL_VERSION, type EntsPayload, type LogDataMessage, type LogEndMessage, type Message } from './messages.js';
+import { MAX_LOG_DATA_BYTES, PROTOCOL_VERSION, type EntsPayload, type ListingSince, type LogDataMessage, type LogEndMessage, type Message } from './messages.js';
 import { ConnectionClosedError } from './errors.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, FrameTransport, type ConnectionStats } from './transport.js';
 import { OutgoingRequests, type LogReadBody, type PeerReply, type ReplyMap, type RequestBody } from './outgoing.js';
@@ -166,10 +166,16 @@ export class PeerConnection extends EventEmitter {
 
   // Typed conveniences over request().
 
-  async getents(signal?: AbortSignal): Promise<{ clockUs: number } & EntsPayload> {
-    const reply = await this.request({ t: 'getents' }, undefined, signal);
+  /**
+   * The peer's listing; with `since` (a listing of the peer's we hold) maybe a delta
+   * (daemon/propagate/listing-delta.ts applies it). epoch and generation name the listing;
+   * since is set only in a delta.
+   */
+  async getents(signal?: AbortSignal, since?: ListingSince): Promise<{ clockUs: number; epoch?: string; generation?: number; since?: number } & EntsPayload> {
+    const reply = await this.request(since ? { t: 'getents', since } : { t: 'getents' }, undefined, signal);
     assert(reply.ents !== undefined, 'ents reply without its parsed payload');
-    return { clockUs: reply.header.clockUs, ...reply.ents };
+    const h = reply.header;
+    return { clockUs: h.clockUs, ...reply.ents, ...(h.epoch !== undefined ? { epoch: h.epoch } : {}), ...(h.generation !== undefined ? { generation: h.generation } : {}), ...(h.since !== undefined ? { since: h.since } : {}) };
   }
 
   async ping(signal?: AbortSignal): Promise<void> {

@@ -31,6 +31,9 @@ export const MAX_VALUE_CHARS = 1023; // as TreeStore
 export const MAX_UUID_CHARS = 200;
 export const MAX_REASON_CHARS = 500;
 export const MAX_ERROR_MESSAGE_CHARS = 1000;
+/** Most directories one listing may name (a resource has one; the tree's other directories are
+ *  a few per host). A frame of 8 MiB could not hold many more names anyway. */
+export const MAX_LISTING_DIRS = 200_000;
 
 // ---- building blocks ------------------------------------------------------------------------
 
@@ -71,6 +74,25 @@ export const logFileNameSchema = z.string().superRefine((name, ctx) => {
   }
 });
 
+/**
+ * Which listing of a host a delta builds on (docs/protocol.md, getents): `epoch` names the
+ * serving process (random per start), `generation` its listing counter at that reply.
+ */
+export const listingEpochSchema = z.string().regex(/^[0-9a-f]{16}$/, 'a listing epoch is 16 lowercase hex characters');
+export const listingSinceSchema = z.object({ epoch: listingEpochSchema, generation: uint });
+export type ListingSince = z.infer<typeof listingSinceSchema>;
+
+/** A directory of a listing: '' (the root) or a /mars path of 1-2 names. */
+export const listingDirSchema = z.string().max(400).refine((p) => {
+  if (p === '') return true;
+  try {
+    validTreePath(p);
+    return p.split('/').length <= 2;
+  } catch {
+    return false;
+  }
+}, 'a listing directory is the root ("") or 1-2 plain name components');
+
 /** One symlink of the tree: path, value (".deleted" for a tombstone), Lamport stamp in µs. */
 export const entrySchema = z.object({ p: treePathSchema, v: linkValueSchema, s: uint });
 export type Entry = z.infer<typeof entrySchema>;
@@ -89,7 +111,8 @@ const refusedSchema = z.object({ t: z.literal('refused'), reason: z.string().max
 
 // ---- requests (client -> server; ping and notify also server -> client) ----------------------
 
-const getentsSchema = z.object({ t: z.literal('getents'), id: requestId });
+// since: the listing the client holds of ours; the reply may then be a delta (entsSchema).
+const getentsSchema = z.object({ t: z.literal('getents'), id: requestId, since: listingSinceSchema.optional() });
 const logReadSchema = z.object({
   t: z.literal('log-read'),
   id: requestId,
@@ -137,7 +160,12 @@ const secretRingSchema = z
 
 // ---- replies (server -> client; pong also client -> server) -----------------------------------
 
-const entsSchema = z.object({ t: z.literal('ents'), id: requestId, clockUs: uint, count: uint });
+// epoch, generation: name this listing, for the client's next `since`; since: present only in a
+// delta, which lists the directories changed after that generation (parseEntsPayload).
+const entsSchema = z
+  .object({ t: z.literal('ents'), id: requestId, clockUs: uint, count: uint, epoch: listingEpochSchema.optional(), generation: uint.optional(), since: uint.optional() })
+  .refine((m) => (m.epoch === undefined) === (m.generation === undefined), 'epoch and generation come together')
+  .refine((m) => m.since === undefined || (m.generation !== undefined && m.since <= m.generation), 'a delta names its generation, not below since');
 const logDataSchema = z.object({ t: z.literal('log-data'), id: requestId, pos: uint });
 const logEndSchema = z
   .object({ t: z.literal('log-end'), id: requestId, pos: uint, durableEnd: uint })
@@ -253,26 +281,55 @@ export function checkPayload(m: Message, payload: Buffer): void {
 }
 
 const logInfosSchema = z.array(logInfoSchema);
-const entsPayloadSchema = z.object({ entries: z.array(entrySchema), logs: logInfosSchema });
+const listingDirsSchema = z.array(listingDirSchema).max(MAX_LISTING_DIRS);
+const entsPayloadSchema = z.object({ entries: z.array(entrySchema), logs: logInfosSchema, dirs: listingDirsSchema.optional(), changed: listingDirsSchema.optional() });
 export interface EntsPayload {
   entries: Entry[];
   logs: LogInfo[];
+  /**
+   * Every directory of the listing, in the order its entries are listed (a listing that names
+   * its epoch has it; an older peer's has not). Each entry and logfile belongs to one of them:
+   * the entry to its path's directory, the logfile to resource-RES.
+   */
+  dirs?: string[];
+  /**
+   * Only in a delta: the directories whose entries and logfiles this payload holds, in full;
+   * the others in `dirs` are unchanged since the listing the client named.
+   */
+  changed?: string[];
+}
+
+/** The directory an entry of a listing belongs to: '' for a name in the root. */
+export function listingDirOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
 }
 
 /**
  * Encode an `ents` payload from our own tree, checked like a peer's. The entries must already
  * have passed entrySchema one by one (the caller filters what it cannot send, and need not
- * parse an unchanged link again per listing: PeerService.getents), so only the logs are
- * parsed here.
+ * parse an unchanged link again per listing: PeerService.getents), so only the logs and
+ * directories are parsed here.
  */
 export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with-entrySchema'): Buffer {
   const result = logInfosSchema.safeParse(doc.logs);
   assert(result.success, `refusing to send an invalid logfile listing: ${result.success ? '' : describeIssues(result.error)}`);
-  return Buffer.from(JSON.stringify({ entries: doc.entries, logs: doc.logs }), 'utf8');
+  const out: EntsPayload = { entries: doc.entries, logs: doc.logs };
+  if (doc.dirs !== undefined) {
+    const problem = listingShapeProblem(doc, doc.changed !== undefined);
+    assert(problem === undefined, `refusing to send an inconsistent listing: ${problem}`);
+    out.dirs = doc.dirs;
+    if (doc.changed !== undefined) out.changed = doc.changed;
+  }
+  return Buffer.from(JSON.stringify(out), 'utf8');
 }
 
-/** Parse and validate the payload of an `ents` reply; `count` is the header's entry count. */
-export function parseEntsPayload(payload: Buffer, count: number): EntsPayload {
+/**
+ * Parse and validate the payload of an `ents` reply; `count` is the header's entry count. A
+ * reply that names its listing (`epoch`) carries the directories; a delta (`since`) also the
+ * changed ones, and holds entries and logfiles of those only.
+ */
+export function parseEntsPayload(payload: Buffer, count: number, header: { epoch?: string | undefined; since?: number | undefined } = {}): EntsPayload {
   let doc: unknown;
   try {
     doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
@@ -281,10 +338,42 @@ export function parseEntsPayload(payload: Buffer, count: number): EntsPayload {
   }
   const result = entsPayloadSchema.safeParse(doc);
   if (!result.success) throw new ProtocolError(`invalid ents payload: ${describeIssues(result.error)}`);
-  if (result.data.entries.length !== count) {
-    throw new ProtocolError(`ents header says ${count} entries, the payload holds ${result.data.entries.length}`);
+  const ents = result.data;
+  if (ents.entries.length !== count) {
+    throw new ProtocolError(`ents header says ${count} entries, the payload holds ${ents.entries.length}`);
   }
-  return result.data;
+  const delta = header.since !== undefined;
+  if (header.epoch !== undefined && ents.dirs === undefined) throw new ProtocolError('ents names its listing (epoch) but not its directories');
+  if (delta && ents.changed === undefined) throw new ProtocolError('a delta ents does not say which directories changed');
+  if (!delta && ents.changed !== undefined) throw new ProtocolError('ents lists changed directories but is no delta (no since)');
+  if (ents.dirs === undefined) return { entries: ents.entries, logs: ents.logs };
+  const problem = listingShapeProblem(ents, delta);
+  if (problem !== undefined) throw new ProtocolError(`invalid ents payload: ${problem}`);
+  return ents.changed === undefined ? { entries: ents.entries, logs: ents.logs, dirs: ents.dirs } : { entries: ents.entries, logs: ents.logs, dirs: ents.dirs, changed: ents.changed };
+}
+
+/**
+ * What is wrong with a listing's directories, if anything: each named once, the changed ones
+ * among them, and every entry and logfile in a directory the payload covers (all of them, or
+ * in a delta the changed ones).
+ */
+function listingShapeProblem(doc: EntsPayload, delta: boolean): string | undefined {
+  const dirs = new Set(doc.dirs);
+  if (dirs.size !== doc.dirs!.length) return 'a directory is named twice';
+  let covered: ReadonlySet<string> = dirs;
+  if (delta) {
+    const changed = new Set(doc.changed);
+    if (changed.size !== doc.changed!.length) return 'a changed directory is named twice';
+    for (const d of changed) if (!dirs.has(d)) return `changed directory ${JSON.stringify(d)} is not among the directories`;
+    covered = changed;
+  }
+  for (const e of doc.entries) {
+    if (!covered.has(listingDirOf(e.p))) return `entry ${e.p} is outside the ${delta ? 'changed ' : ''}directories`;
+  }
+  for (const l of doc.logs) {
+    if (!covered.has(`resource-${l.res}`)) return `logfile ${l.name} of ${l.res} is outside the ${delta ? 'changed ' : ''}directories`;
+  }
+  return undefined;
 }
 
 /** Validate a message we are about to send: a bad one is a bug on our side, not the peer's. */

@@ -243,7 +243,7 @@ export class OutgoingRequests {
     if (m.t !== 'error' && m.t !== REPLY_TYPE[entry.requestType]) {
       throw new ProtocolError(`${m.t} in answer to ${entry.requestType} request ${m.id}`);
     }
-    const ents = m.t === 'ents' ? parseEntsPayload(payload, m.count) : undefined; // may throw: before the delete
+    const ents = m.t === 'ents' ? parseEntsPayload(payload, m.count, m) : undefined; // may throw: before the delete
     this.finish(m.id, entry);
     if (entry.abandoned) return;
     entry.abandoned = true;

@@ -6,7 +6,8 @@
 // and its payload check before it gets here; ids are u32, names follow the /mars rules.
 //
 //   frame         sent by   schema limits (messages.ts)                 checked here / by the handler
-//   getents       client    -                                           our entries must pass the schema too (PeerService.getents, encodeEntsPayload)
+//   getents       client    since: epoch 16 hex, generation              our entries must pass the schema too (PeerService.getents, encodeEntsPayload);
+//                                                                       a delta (since in the reply) only on a request that named its base
 //   log-read      client    res; name log-SEQ-ORIGIN; fromPos;          handler: the logfile exists (ENOENT), fromPos <= its durable end
 //                           follow; waitMs <= 60 s; rateBytesPerS       (ERANGE); the sink takes contiguous bytes only; log-end pos =
 //                                                                       bytes sent; rate limited here (rateBytesPerS, 0 = unlimited)
@@ -39,7 +40,7 @@ import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
 import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
 import {
   encodeEntsPayload, MAX_LOG_DATA_BYTES, validateOutgoing,
-  type Entry, type LogInfo, type LogReadRequest, type Message, type PositionRequest, type Reply, type SingleReplyRequest,
+  type Entry, type ListingSince, type LogInfo, type LogReadRequest, type Message, type MessageOf, type PositionRequest, type Reply, type SingleReplyRequest,
   type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
 import type { FrameCipher } from './frame-auth.js';
@@ -57,7 +58,8 @@ export interface LogSink {
 
 /** What a server does for its peers. Handlers may throw PeerRequestError for an `error` reply. */
 export interface PeerHandlers {
-  getents(peerHost: string): Promise<{ clockUs: number; entries: Entry[]; logs: LogInfo[] }>;
+  /** since: the listing of ours the peer holds (a delta may answer); see ListingAnswer */
+  getents(peerHost: string, since?: ListingSince): Promise<ListingAnswer>;
   logRead(peerHost: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }>;
   syncDigests(peerHost: string, req: SyncDigestsRequest): Promise<Buffer>;
   syncRead(peerHost: string, req: SyncReadRequest): Promise<Buffer>;
@@ -66,6 +68,30 @@ export interface PeerHandlers {
   notify(peerHost: string): void;
   /** The cluster secret rotation; without it, secret-ring gets ENOTSUP. */
   secretRing?(peerHost: string, req: SecretRingRequest, session: SessionInfo): Promise<{ dial: string; next?: string; previous?: string }>;
+}
+
+/**
+ * A listing for a peer. Without `listing`: full, in the form of an older server. With it: named
+ * by epoch and generation, its directories in order; with `since` and `changed` a delta that
+ * holds only the changed directories' entries and logfiles (daemon/propagate/listing-delta.ts).
+ */
+export interface ListingAnswer {
+  clockUs: number;
+  entries: Entry[];
+  logs: LogInfo[];
+  listing?: { epoch: string; generation: number; dirs: string[]; since?: number; changed?: string[] };
+}
+
+/** The `ents` reply (header and payload) to a getents request that the handler answered with `r`. */
+export function entsReply(req: Pick<MessageOf<'getents'>, 'id' | 'since'>, r: ListingAnswer): { message: MessageOf<'ents'>; payload: Buffer } {
+  const l = r.listing;
+  assert(l === undefined || l.since === undefined || (req.since !== undefined && l.since === req.since.generation && l.epoch === req.since.epoch),
+    'a delta listing answers only a request that named its base');
+  assert(l === undefined || (l.since === undefined) === (l.changed === undefined), 'a delta listing names its base and its changed directories');
+  const doc = { entries: r.entries, logs: r.logs, ...(l ? { dirs: l.dirs } : {}), ...(l?.changed ? { changed: l.changed } : {}) };
+  const payload = encodeEntsPayload(doc, 'each-checked-with-entrySchema');
+  const named = l ? { epoch: l.epoch, generation: l.generation, ...(l.since !== undefined ? { since: l.since } : {}) } : {};
+  return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length, ...named }, payload };
 }
 
 /** What the handshake established about a connection, for the handlers that care. */
@@ -259,9 +285,7 @@ export class IncomingRequests {
     const { handlers: h, peerHost: peer } = this.o;
     switch (req.t) {
       case 'getents': {
-        const r = await h.getents(peer);
-        const payload = encodeEntsPayload({ entries: r.entries, logs: r.logs }, 'each-checked-with-entrySchema');
-        return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length }, payload };
+        return entsReply(req, await h.getents(peer, req.since));
       }
       case 'log-read': {
         const r = await h.logRead(peer, req, this.logSink(req, signal, (pos) => (progress.logPos = pos)), signal);

@@ -17,11 +17,11 @@ import { isValidIdentifier } from '../../common/tree/names.js';
 import { dialTransport } from '../net/dial-transport.js';
 import { describeTransport, formatTransportSpec, parseTransportSpec, type TransportSpec } from '../../common/cluster/transport-spec.js';
 import type { PeerConnection } from '../net/connection.js';
-import type { Entry, LogInfo } from '../net/messages.js';
 import { planMerge } from './merge.js';
 import { applyMergePlan, linksOfHost, localState, mergeFacts } from './tree-io.js';
 import { RefusalLog } from './refusal-log.js';
 import { listingOf, type PeerListing } from './tombstones.js';
+import { applyListing, FULL_LISTING_EVERY_MS, type HeldListing } from './listing-delta.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LogFn } from '../../common/util/log.js';
 import { failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
@@ -87,6 +87,10 @@ export class PeerLink {
   logs = new Map<string, Map<string, number>>();
   /** the peer's whole listing of the last successful pull (tombstone purging) */
   listing: PeerListing | undefined;
+  /** the peer's listing as held for its next delta (listing-delta.ts); only for this connection */
+  private held: HeldListing | undefined;
+  /** when (Clock.monotonicMs) the held listing was last requested in full */
+  private heldFullAtMs = -Infinity;
   lastError = '';
   private stopped = false;
   private wake: (() => void) | undefined;
@@ -172,6 +176,9 @@ export class PeerLink {
       this.m.onConnection?.(conn);
       if (this.stopped) { conn.close('stopping'); break; }
       this.conn = conn;
+      // A new connection starts with a full listing (the peer may have restarted, or a reply
+      // of the old connection been lost).
+      this.held = undefined;
       this.lastError = '';
       this.setStatus(`connected ${this.via} since ${new Date(this.clock.nowMs()).toISOString()}`);
       this.m.log('info', `peer ${this.peer}: connected (${this.via})`);
@@ -185,6 +192,7 @@ export class PeerLink {
           this.backoffMs = BACKOFF_MIN_MS;
         } catch (err) {
           failStopOnInvariant(err);
+          this.held = undefined;
           if (closedReason === undefined) conn.close(`pull failed: ${(err as Error).message}`);
           break;
         }
@@ -214,7 +222,16 @@ export class PeerLink {
     // Read before asking: the tombstone purge needs the peer's last pull of us that reached us
     // before it built this listing (tombstones.ts).
     const peerPulledAtMs = this.peerPulledAt();
-    const { entries, logs } = await fetchEntries(conn);
+    // A delta since the listing we hold, unless a full one is due (listing-delta.ts).
+    const asked = this.held !== undefined && requestedAtMs - this.heldFullAtMs < FULL_LISTING_EVERY_MS
+      ? { epoch: this.held.epoch, generation: this.held.generation } : undefined;
+    const reply = await conn.getents(undefined, asked);
+    // The peer's whole listing, as a full pull would have brought it (or ListingDeltaError:
+    // the pull fails, nothing is merged, and the next connection starts in full).
+    const applied = applyListing(this.held, asked, reply);
+    this.held = applied.held;
+    if (reply.since === undefined) this.heldFullAtMs = requestedAtMs;
+    const { entries, logs } = applied;
     const { tree, host } = this.m;
     const plan = tree.readBatch(() => planMerge(entries, (p) => localState(tree, p), {
       ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host),
@@ -270,10 +287,6 @@ function sameListing(a: Map<string, Map<string, number>>, b: Map<string, Map<str
     for (const [k, v] of m) if (o.get(k) !== v) return false;
   }
   return true;
-}
-
-async function fetchEntries(conn: PeerConnection): Promise<{ clockUs: number; entries: Entry[]; logs: LogInfo[] }> {
-  return conn.getents();
 }
 
 export class PeerManager {

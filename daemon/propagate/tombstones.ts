@@ -5,7 +5,9 @@
 //
 // The rule works with pull-based propagation and needs no clock comparison between hosts or
 // processes: every pull of a peer's tree returns the peer's complete listing (its links,
-// tombstones included, even the ones we own, and its logfiles). A peer P has seen our
+// tombstones included, even the ones we own, and its logfiles; a pull answered with a delta
+// is first applied to the listing we hold, listing-delta.ts, which gives exactly the complete
+// listing the peer would have sent at that moment). A peer P has seen our
 // tombstone T at path p when a listing of P that we requested *after this daemon first saw T*
 // shows, at p,
 //   - no logfile, and

@@ -3,6 +3,7 @@
 import { unlinkSync } from 'node:fs';
 import { logfileSizes } from '../../common/tree/log-sizes.js';
 import type { TreeStore } from '../../common/tree/store.js';
+import type { CachedEntry } from '../../common/tree/dir-cache.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import { isValidIdentifier, isValidTreeComponent } from '../../common/tree/names.js';
@@ -20,37 +21,86 @@ export interface LogListing {
 }
 
 /**
- * Every replicated link (tombstones included) and, given `durableEnd`, every logfile with its
- * size (the growing ones stat'ed, log-sizes.ts; without it, `logs` is empty). Each directory's cached listing is
- * checked once for the whole walk (TreeStore.readBatch), not once per entry.
+ * One directory of the tree as a listing shows it: its replicated links (in the directory
+ * listing's order) and, for a resource directory when sizes were asked for, its logfiles.
+ * `listing` is the DirCache's listing object the links were taken from: the same object for as
+ * long as the directory is unchanged (store.ts TreeStore.listing), so it identifies this
+ * content (the delta listing, listing-delta.ts, relies on that).
  */
-export function collectEntries(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
-  return tree.readBatch(() => walkEntries(tree, durableEnd));
+export interface DirRecord {
+  /** '' for the root, else 1-2 path components */
+  rel: string;
+  listing: ReadonlyMap<string, CachedEntry>;
+  /** the same array for as long as `listing` is the same object */
+  entries: readonly TreeEntry[];
+  /** present for a resource directory when durableEnd was given */
+  logs?: LogListing[];
 }
 
-function walkEntries(tree: TreeStore, durableEnd: ((res: string, name: string, fileBytes: number) => number) | undefined): { entries: TreeEntry[]; logs: LogListing[] } {
+/** What a listing object yields (entries, subdirectories): computed once per object. */
+const derivedOf = new WeakMap<ReadonlyMap<string, CachedEntry>, { entries: readonly TreeEntry[]; subdirs: readonly string[] }>();
+
+function derive(rel: string, listing: ReadonlyMap<string, CachedEntry>): { entries: readonly TreeEntry[]; subdirs: readonly string[] } {
+  let d = derivedOf.get(listing);
+  if (d !== undefined) return d;
+  const entries: TreeEntry[] = [];
+  const subdirs: string[] = [];
+  for (const [name, e] of listing) {
+    if (name.startsWith('.')) continue;
+    const path = rel === '' ? name : `${rel}/${name}`;
+    if (!isValidTreeComponent(name)) continue; // not a tree path: lost+found of an ext4 /mars, a stray file
+    if (e.kind === 'dir') subdirs.push(path);
+    else if (e.kind === 'link' && ownerOf(path).kind !== 'local') entries.push({ p: path, v: e.value, s: e.stampUs });
+  }
+  derivedOf.set(listing, (d = { entries, subdirs }));
+  return d;
+}
+
+/**
+ * The tree's directories in listing order (pre-order: a directory, then each subdirectory's
+ * records; two levels below the root), with their replicated links (tombstones included)
+ * and, given `durableEnd`, each resource directory's logfiles with their sizes (the growing
+ * ones stat'ed, log-sizes.ts). Each directory's cached listing is checked once for the whole
+ * walk (TreeStore.readBatch); an unchanged directory costs that check and nothing per entry.
+ */
+export function collectDirs(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): DirRecord[] {
+  return tree.readBatch(() => walkDirs(tree, durableEnd));
+}
+
+/**
+ * Every replicated link (tombstones included) and, given `durableEnd`, every logfile with its
+ * size (without it, `logs` is empty): collectDirs flattened, directory by directory. The
+ * order is part of what a delta listing must reproduce (listing-delta.ts).
+ */
+export function collectEntries(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
+  return flattenDirs(collectDirs(tree, durableEnd));
+}
+
+export function flattenDirs(dirs: readonly DirRecord[]): { entries: TreeEntry[]; logs: LogListing[] } {
   const entries: TreeEntry[] = [];
   const logs: LogListing[] = [];
+  for (const d of dirs) {
+    for (const e of d.entries) entries.push(e);
+    if (d.logs) for (const l of d.logs) logs.push(l);
+  }
+  return { entries, logs };
+}
+
+function walkDirs(tree: TreeStore, durableEnd: ((res: string, name: string, fileBytes: number) => number) | undefined): DirRecord[] {
+  const out: DirRecord[] = [];
   const visit = (rel: string, depth: number) => {
-    const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
-    if (res !== undefined && durableEnd !== undefined && isValidIdentifier(res)) {
-      // Sizes from the cache of finished logfiles' sizes (log-sizes.ts), the growing ones stat'ed.
-      for (const l of logfileSizes(tree, rel)) logs.push({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) });
-    }
     // The directory's cached listing itself: a name from it needs no lookup of its own.
     const listing = tree.listing(rel);
     if (listing === undefined) return; // vanished
-    for (const [name, e] of listing) {
-      if (name.startsWith('.')) continue;
-      const path = rel === '' ? name : `${rel}/${name}`;
-      if (!isValidTreeComponent(name)) continue; // not a tree path: lost+found of an ext4 /mars, a stray file
-      if (e.kind === 'dir') {
-        if (depth < 2) visit(path, depth + 1);
-        continue;
-      }
-      if (e.kind !== 'link' || ownerOf(path).kind === 'local') continue;
-      entries.push({ p: path, v: e.value, s: e.stampUs });
+    const { entries, subdirs } = derive(rel, listing);
+    const record: DirRecord = { rel, listing, entries };
+    const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
+    if (res !== undefined && durableEnd !== undefined && isValidIdentifier(res)) {
+      // Sizes from the cache of finished logfiles' sizes (log-sizes.ts), the growing ones stat'ed.
+      record.logs = logfileSizes(tree, rel).map((l) => ({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) }));
     }
+    out.push(record);
+    if (depth < 2) for (const sub of subdirs) visit(sub, depth + 1);
   };
   try {
     visit('', 0);
@@ -58,7 +108,7 @@ function walkEntries(tree: TreeStore, durableEnd: ((res: string, name: string, f
     rethrowInvariant(err);
     throw new Error(`cannot list the tree: ${(err as Error).message}`);
   }
-  return { entries, logs };
+  return out;
 }
 
 export function localState(tree: TreeStore, path: string): LocalState {

@@ -8,15 +8,16 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { parseLogName } from '../../common/tree/log-names.js';
-import { collectEntries, localState, applyMergePlan, mergeFacts, linksOfHost } from '../propagate/tree-io.js';
+import { collectDirs, localState, applyMergePlan, mergeFacts, linksOfHost } from '../propagate/tree-io.js';
 import { RefusalLog } from '../propagate/refusal-log.js';
+import { ListingGenerations } from '../propagate/listing-delta.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
 import { blockDigests, handleReader } from '../sync/digests.js';
 import { PeerRequestError } from '../net/errors.js';
-import type { LogSink, PeerHandlers, SessionInfo } from '../net/service.js';
-import { entrySchema, type Entry, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
+import type { ListingAnswer, LogSink, PeerHandlers, SessionInfo } from '../net/service.js';
+import { entrySchema, MAX_LISTING_DIRS, type Entry, type ListingSince, type LogInfo, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
 import { systemClock, type Clock } from '../../common/util/clock.js';
 
@@ -56,8 +57,10 @@ export class PeerService implements PeerHandlers {
 
   /** links already reported as not sendable */
   private readonly unsendable = new Set<string>();
-  /** path → value of every link offered in the last listing (each one passed entrySchema) */
-  private validValues = new Map<string, string>();
+  /** a directory's entries → those that passed entrySchema (offered) */
+  private readonly offeredOf = new WeakMap<readonly Entry[], readonly Entry[]>();
+  /** the generation of each directory of our listing, for deltas */
+  private readonly generations = new ListingGenerations();
 
   constructor(private readonly ctx: ServiceContext) {
     this.clock = ctx.clock ?? systemClock;
@@ -84,21 +87,44 @@ export class PeerService implements PeerHandlers {
     return this.ctx.secretRing(peer, req, session);
   }
 
-  async getents(peer: string): Promise<{ clockUs: number; entries: Entry[]; logs: { res: string; name: string; sizeBytes: number }[] }> {
+  /**
+   * Our listing for a peer: every directory of the tree with its links and logfiles, or, when
+   * the peer names a listing of ours it holds (`since`, of this process), only the directories
+   * changed after it, in full, and the names of all (daemon/propagate/listing-delta.ts).
+   */
+  async getents(peer: string, since?: ListingSince): Promise<ListingAnswer> {
     this.ctx.onPulled?.(peer);
     // Everything, the peer's own links included: the peer ignores those (except the deletion
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).
-    const { entries, logs } = collectEntries(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
-    const checked = new Map<string, string>();
-    const offered = entries.filter((e) => {
-      // A link whose value passed the schema in the last listing is not parsed again.
-      const ok = this.validValues.get(e.p) === e.v || this.sendable(e);
-      if (ok) checked.set(e.p, e.v);
-      return ok;
+    const walk = collectDirs(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
+    if (walk.length > MAX_LISTING_DIRS) throw new PeerRequestError('EFBIG', `the tree has ${walk.length} directories, more than a listing names (${MAX_LISTING_DIRS})`);
+    const generations = this.generations.stamp(walk);
+    const delta = this.generations.canBuildOn(since);
+    const entries: Entry[] = [];
+    const logs: LogInfo[] = [];
+    const dirs: string[] = [];
+    const changed: string[] = [];
+    walk.forEach((d, i) => {
+      dirs.push(d.rel);
+      if (delta && generations[i]! <= since.generation) return;
+      changed.push(d.rel);
+      for (const e of this.offered(d.entries)) entries.push(e);
+      if (d.logs) for (const l of d.logs) logs.push(l);
     });
-    this.validValues = checked;
-    return { clockUs: this.ctx.tree.clock.now(), entries: offered, logs };
+    const named = { epoch: this.generations.epoch, generation: this.generations.generation, dirs };
+    return { clockUs: this.ctx.tree.clock.now(), entries, logs, listing: delta ? { ...named, since: since.generation, changed } : named };
+  }
+
+  /**
+   * The entries of a directory that a peer accepts. The array comes from the directory's
+   * cached listing (tree-io.ts), the same one while the directory is unchanged: its links
+   * are checked against the schema once, not at every pull.
+   */
+  private offered(entries: readonly Entry[]): readonly Entry[] {
+    let ok = this.offeredOf.get(entries);
+    if (ok === undefined) this.offeredOf.set(entries, (ok = entries.filter((e) => this.sendable(e))));
+    return ok;
   }
 
   /**

@@ -77,6 +77,9 @@ function requestHeader(r: Rand, t: string, id: unknown): Record<string, unknown>
       return { t, id, op: pick(r, ['state', 'offer', 'x']), secret: randomBuf(r, 32).toString('hex') };
     case 'notify':
       return { t };
+    case 'getents':
+      // since: the base of a delta listing (daemon/propagate/listing-delta.ts), well or badly formed.
+      return r() < 0.5 ? { t, id } : { t, id, since: pick(r, [{ epoch: '0123456789abcdef', generation: num(r) }, { epoch: 'x', generation: 1 }, { epoch: '0123456789abcdef', generation: -1 }, { epoch: '0123456789abcdef' }, null, 'x', []]) };
     default:
       return { t, id };
   }
@@ -85,7 +88,7 @@ function requestHeader(r: Rand, t: string, id: unknown): Record<string, unknown>
 /** A request a member may send: right fields, right limits (what it asks may still be refused). */
 function validRequest(r: Rand, id: number): Record<string, unknown> {
   switch (pick(r, ['getents', 'position', 'sync-read', 'sync-digests', 'log-read', 'push-link', 'ping'])) {
-    case 'getents': return { t: 'getents', id };
+    case 'getents': return r() < 0.5 ? { t: 'getents', id } : { t: 'getents', id, since: { epoch: randomBuf(r, 8).toString('hex'), generation: int(r, 1000) } };
     case 'position': return { t: 'position', id, res: 'r0' };
     case 'sync-read': return { t: 'sync-read', id, res: 'r0', fromPos: 4096 * int(r, 256), lengthBytes: 4096 * (1 + int(r, 16)) };
     case 'sync-digests': return { t: 'sync-digests', id, res: 'r0', fromPos: 4096 * int(r, 256), lengthBytes: 4096 * int(r, 64), blockBytes: 4096 };

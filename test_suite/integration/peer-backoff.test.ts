@@ -55,3 +55,80 @@ t.test('a link whose pulls fail backs off: 100, 200, 400, 800 ms between attempt
   }
   t.match(status(), /pull failed: .*no space left on device/, 'the status says why');
 });
+
+t.test('a link asks for deltas, for a full listing every 30 s and after a refused delta, and merges the same tree', async (t) => {
+  const { PeerService } = await import('../../daemon/serve/peer-service.js');
+  const { FULL_LISTING_EVERY_MS } = await import('../../daemon/propagate/listing-delta.js');
+  const clock = new SimClock();
+  const serverRoot = tempDir(t);
+  const served = new TreeStore(serverRoot);
+  served.write(globalPaths.uuid, UUID);
+  served.ensureDir('ips');
+  served.write('ips/ip-alpha', '127.0.0.1');
+  served.write('ips/ip-beta', '127.0.0.1');
+  const svc = new PeerService({ tree: served, host: 'alpha', activeLogEnd: () => undefined, primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined });
+  const asked: (number | undefined)[] = [];
+  let spoil = false;
+  const refuse = async (): Promise<never> => { throw new Error('not in this test'); };
+  const server = new PeerServer({
+    host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
+    handlers: {
+      async getents(peer, since) {
+        asked.push(since?.generation);
+        const r = await svc.getents(peer, since);
+        // A server that names a directory as unchanged which it never sent.
+        if (spoil && r.listing?.since !== undefined) { spoil = false; r.listing.dirs.push('resource-zz'); }
+        return r;
+      },
+      logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined,
+    },
+  });
+  const { port } = await server.listen('127.0.0.1:0');
+  t.teardown(() => server.close());
+  const root = tempDir(t);
+  mkdirSync(join(root, 'actual-beta'));
+  const tree = new TreeStore(root);
+  tree.write(globalPaths.uuid, UUID);
+  const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
+    tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
+  }, () => SECRET);
+  t.teardown(() => link.stop());
+  const until = async (what: string, cond: () => boolean) => {
+    const deadlineMs = Date.now() + 20_000;
+    while (!cond()) {
+      if (Date.now() > deadlineMs) throw new Error(`timed out: ${what} (asked ${JSON.stringify(asked)}, status ${tree.value(globalPaths.actual('beta', 'peer-alpha'))})`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  // Simulated time moves in small steps while we wait: the link sleeps on the clock between
+  // pulls (and after a lost connection), its I/O is real.
+  const pullsAfter = async (n: number) => {
+    const want = asked.length + n;
+    const deadlineMs = Date.now() + 20_000;
+    while (asked.length < want) {
+      if (Date.now() > deadlineMs) throw new Error(`timed out waiting for ${n} pull(s) (asked ${JSON.stringify(asked)})`);
+      await clock.advance(100);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  await until('the first pull', () => asked.length >= 1);
+  await pullsAfter(3);
+  t.equal(asked[0], undefined, 'the first pull asks for the full listing');
+  t.ok(asked.slice(1, 4).every((g) => g !== undefined), 'the next ones for deltas');
+  served.write('ips/ip-gamma', '127.0.0.2');
+  await pullsAfter(1);
+  await until('the merge', () => tree.value('ips/ip-gamma') === '127.0.0.2');
+  t.pass('a change merged from a delta');
+  const beforeFull = asked.length;
+  t.notOk(asked.slice(1).includes(undefined), 'no full listing within the first 30 s');
+  await clock.advance(FULL_LISTING_EVERY_MS);
+  await pullsAfter(2);
+  t.ok(asked.slice(beforeFull).includes(undefined), `a full listing after 30 s (${JSON.stringify(asked)})`);
+  spoil = true;
+  const before = asked.length;
+  await pullsAfter(1);
+  await pullsAfter(1);
+  t.ok(asked.slice(before + 1).includes(undefined), 'after the refused delta the link starts over in full');
+  t.equal(tree.exists('resource-zz'), false, 'the refused delta merged nothing');
+  t.equal(tree.value('ips/ip-gamma'), '127.0.0.2');
+});

@@ -834,3 +834,37 @@ child.on('exit', (code) => process.exit(code ?? 1));
   t.equal(shellQuote("a'b"), `'a'\\''b'`);
   t.equal(shellQuote(''), "''");
 });
+
+// ---- the listing as a delta (daemon/propagate/listing-delta.ts) -------------------------------
+
+t.test('getents with since over a real connection: a delta of the changed directories, applied to the full listing', async (t) => {
+  const { TreeStore } = await import('../../common/tree/store.js');
+  const { LamportClock } = await import('../../common/tree/lamport.js');
+  const { PeerService } = await import('../../daemon/serve/peer-service.js');
+  const { applyListing } = await import('../../daemon/propagate/listing-delta.js');
+  const { utimesSync } = await import('node:fs');
+  const root = tempDir(t);
+  const tree = new TreeStore(root, new LamportClock());
+  tree.write('uuid', UUID);
+  for (const r of ['r1', 'r2', 'r3']) { tree.ensureDir(`resource-${r}`); tree.write(`resource-${r}/size`, '4096'); tree.write(`resource-${r}/primary`, 'alpha'); }
+  const past = new Date(Date.now() - 10_000);
+  for (const d of ['', 'resource-r1', 'resource-r2', 'resource-r3']) utimesSync(join(root, d), past, past);
+  const svc = new PeerService({ tree, host: 'alpha', activeLogEnd: () => undefined, primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined });
+  const s = await startServer(t);
+  s.handlers.getents = (peer, since) => svc.getents(peer, since);
+  const conn = await dial(t, s.address, { expectHost: 'alpha' });
+  const full = await conn.getents();
+  t.equal(full.since, undefined, 'the first listing is full');
+  t.equal(full.entries.length, 7);
+  const held = applyListing(undefined, undefined, full).held!;
+  const since = { epoch: full.epoch!, generation: full.generation! };
+  const idle = await conn.getents(undefined, since);
+  t.equal(idle.since, full.generation, 'a delta');
+  t.equal(idle.entries.length, 0, 'nothing changed: no entry travels');
+  t.same(applyListing(held, since, idle).entries, full.entries, 'the same listing');
+  tree.write('resource-r2/primary', 'beta');
+  const changed = await conn.getents(undefined, { epoch: idle.epoch!, generation: idle.generation! });
+  t.same(changed.changed, ['resource-r2']);
+  const applied = applyListing(applyListing(held, since, idle).held, { epoch: idle.epoch!, generation: idle.generation! }, changed);
+  t.same(applied.entries, (await conn.getents()).entries, 'equal to a full listing now');
+});
