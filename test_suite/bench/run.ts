@@ -200,10 +200,13 @@ function renderAll(d: DocsData): string {
     '',
   );
   const ws = d.write ? summarize(d.write) : undefined;
+  const scaleData = readScaleData();
+  const scaleRuns = scaleData.sessions.reduce((n, x) => n + x.runs.length, 0);
   const rs = d.replication ? summarizeRepl(d.replication) : undefined;
   lines.push(
     `- [Write path](#write-path-marsd-primary-against-nbdkits-file-plugin): marsd as primary against nbdkit's file plugin (fio, nbdcopy)${d.write ? ` — run on ${d.write.startedAt.slice(0, 10)}, ${ws!.met.length} targets met, ${ws!.missed.length} missed` : ' — not run yet'}.`,
     `- [Replication](#replication-two-marsd-hosts-on-one-machine): two marsd hosts on loopback addresses (throughput, lag, long distance, fast sync)${d.replication ? ` — run on ${d.replication.startedAt.slice(0, 10)}, ${rs!.met.length} targets met, ${rs!.missed.length} missed` : ' — not run yet'}.`,
+    `- [Scale](#scale-idle-cost-of-many-resources-and-logfiles): two idle marsd with many resources and logfiles (\`--suite scale\`, run on its own)${scaleRuns > 0 ? '' : ' — not run yet'}.`,
     '',
     '```sh',
     'npm run bench                          # both suites, 3 rounds each',
@@ -215,7 +218,7 @@ function renderAll(d: DocsData): string {
   if (d.write) lines.push(renderMarkdown(d.write, ws!).trimEnd(), '');
   if (d.replication) lines.push(renderReplMarkdown(d.replication, rs!).trimEnd(), '');
   // The scale section (scale-report.ts) is measured on its own (--suite scale) and kept in its own record.
-  const scale = renderScaleSection(readScaleData());
+  const scale = renderScaleSection(scaleData);
   if (scale) lines.push(scale.trimEnd(), '');
   // The scrape-cost section (scrape-cost.ts) is measured on its own and kept between runs.
   const scrape = join(DOCS_DIR, SCRAPE_SECTION_FILE);

@@ -82,7 +82,8 @@ export function renderScaleSection(d: ScaleData): string | undefined {
     '% of one core) and RSS (sampled every second; the table shows the highest sample) are taken over a window; then',
     '`marsadm view all` runs 3 times on each host (median wall time, including node\'s start of marsadm). Warning and',
     'error lines are counted in each daemon\'s log from its start until the measurements ended ("after settling": in',
-    'the grace, the window and the view runs). Targets (issue 11): idle CPU <= 2 % of a core per marsd, RSS <= 300 MiB,',
+    'the grace, the window and the view runs); both daemons start at once, so the one that is first may log that its',
+    'peer refused a connection. Targets (issue 11): idle CPU <= 2 % of a core per marsd, RSS <= 300 MiB,',
     '`view all` < 1 s. Design: docs/design.md §6.1.',
     '',
     '| R x L | host | idle CPU, % of a core (target <= 2) | RSS max, MiB (target <= 300) | view all, s, median of 3 (target < 1) | warn / error lines (after settling) | resources settled | run |',
@@ -108,7 +109,7 @@ export function renderScaleSection(d: ScaleData): string | undefined {
       `- **${c}** (${s.startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${s.invocation}\`, commit ${s.machine.gitCommit}): machine ${s.machine.cores} cores (${s.machine.cpuModel}), load average ${r.loadAvgStart.join(' ')} at the window's start and ${r.loadAvgEnd.join(' ')} at its end.`,
       `  Trees: ${r.generation.files} logfiles and data files and ${r.generation.links} links written in ${r.generation.elapsedS} s (logfiles of ${r.generation.logfileBytes} bytes).`,
       `  Both marsd running after ${r.startS} s, every resource settled after ${r.settleS} s; window ${r.windowS} s after ${s.options.graceS} s grace.`
-        + ` view all runs: ${r.hosts.map((h) => `${h.name} ${h.viewAllS.join(' / ')} s`).join(', ')}.`
+        + ` view all runs: ${r.hosts.map((h) => `${h.name} ${h.viewAllS.join(' / ')} s`).join(', ')}; \`marsadm --version\` alone (node's start): ${r.marsadmStartS} s.`
         + (r.handoverS !== undefined ? ` Planned handover of r0 to h2 (\`marsadm primary r0\`): ${r.handoverS} s.` : ''),
     );
     for (const h of r.hosts) {

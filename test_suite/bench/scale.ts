@@ -68,6 +68,8 @@ export interface ScaleRun {
   loadAvgStart: number[];
   loadAvgEnd: number[];
   hosts: ScaleHostFigures[];
+  /** `marsadm --version` on the same machine just after the view runs (median of 3): what node's start alone costs a view */
+  marsadmStartS: number;
   /** planned handover of r0 to the secondary: wall seconds of `marsadm primary r0` */
   handoverS?: number;
   error?: string;
@@ -128,7 +130,7 @@ export class ScaleSuite {
     this.log(`${config.resources} x ${config.logfiles}: ERROR ${err.message}`);
     return {
       config, generation: { elapsedS: 0, files: 0, links: 0, logfileBytes: 0 }, startS: 0, settleS: 0, windowS: 0,
-      loadAvgStart: [], loadAvgEnd: [], hosts: [], error: err.message, commands: [],
+      loadAvgStart: [], loadAvgEnd: [], marsadmStartS: 0, hosts: [], error: err.message, commands: [],
     };
   }
 
@@ -197,6 +199,8 @@ export class ScaleSuite {
       for (let k = 0; k < 3; k++) {
         for (const [i, h] of this.hosts.entries()) viewAllS[i]!.push((await h.marsadm(['view', 'all'], 300_000)).wallS);
       }
+      const startRuns: number[] = [];
+      for (let k = 0; k < 3; k++) startRuns.push((await primary.marsadm(['--version'])).wallS);
       const views = await Promise.all([viewJson(primary), viewJson(secondary)]);
       let handoverS: number | undefined;
       const logTo = this.hosts.map((h) => fileSize(h.logPath));
@@ -233,6 +237,7 @@ export class ScaleSuite {
         config: c,
         generation: { elapsedS: round2(gen.elapsedMs / 1000), files: gen.filesWritten, links: gen.linksWritten, logfileBytes: gen.logfileBytes },
         startS: round2(startS), settleS: round2(settleS), windowS: round2(elapsedS), loadAvgStart, loadAvgEnd,
+        marsadmStartS: Math.round(median(startRuns)! * 1000) / 1000,
         hosts: hostFigures, handoverS: handoverS === undefined ? undefined : round2(handoverS), commands,
       };
     } finally {
