@@ -230,7 +230,7 @@ export class ScaleSuite {
         };
       });
       for (const f of hostFigures) {
-        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled`);
+        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
       }
       commands.push(...this.hosts.flatMap((h) => [`# ${h.name}`, ...h.commands]));
       return {
