@@ -116,6 +116,10 @@ export function renderScaleSection(d: ScaleData): string | undefined {
       if (h.sampleLines.length > 0) out.push(`  ${h.name}'s first distinct warning/error lines: ${h.sampleLines.map((l) => `\`${l.replace(/`/g, "'").slice(0, 160)}\``).join('; ')}.`);
     }
   }
+  const last = runs.filter(({ r }) => !r.error).at(-1);
+  if (last) {
+    out.push('', `Commands of the last run (${last.r.config.resources} x ${last.r.config.logfiles}; $BENCHDIR is the run's temporary directory):`, '', '```sh', ...last.r.commands, '```');
+  }
   out.push(
     '',
     'Reproduce (the configurations are measured one after the other; each run replaces only the configurations it measured):',

@@ -171,7 +171,7 @@ export class ScaleSuite {
       await primary.until('every resource UpToDate and replicated on both hosts', async () => {
         const [p, s] = await Promise.all([viewJson(primary), viewJson(secondary)]);
         return settledResources(p, true) === c.resources && settledResources(s, false) === c.resources;
-      }, timeoutMs, 2000);
+      }, timeoutMs, 3000);
       const settleS = (Date.now() - spawned) / 1000;
       this.log(`${c.resources} x ${c.logfiles}: settled after ${settleS.toFixed(1)} s; ${this.opts.graceS} s grace, then a ${this.opts.windowS} s window`);
       await sleep(this.opts.graceS * 1000);
@@ -232,7 +232,8 @@ export class ScaleSuite {
       for (const f of hostFigures) {
         this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
       }
-      commands.push(...this.hosts.flatMap((h) => [`# ${h.name}`, ...h.commands]));
+      // Each distinct command once: the settling polls repeat `view all --json` many times.
+      commands.push(...this.hosts.flatMap((h) => [`# ${h.name}`, ...new Set(h.commands)]));
       return {
         config: c,
         generation: { elapsedS: round2(gen.elapsedMs / 1000), files: gen.filesWritten, links: gen.linksWritten, logfileBytes: gen.logfileBytes },
