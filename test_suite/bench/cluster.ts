@@ -104,7 +104,8 @@ export class BenchHost {
     return this.link(`resource-${RES}/actual-${this.name}/${key}`);
   }
 
-  async start(): Promise<void> {
+  /** Starts marsd and waits (startTimeoutMs) until it published its pid: a tree of many resources takes longer. */
+  async start(startTimeoutMs = 30_000): Promise<void> {
     if (this.alive) throw new Error(`marsd of ${this.name} already runs`);
     mkdirSync(this.dir, { recursive: true });
     const fd = openSync(this.logPath, 'a');
@@ -118,7 +119,7 @@ export class BenchHost {
     this.child.once('error', () => undefined);
     this.commands.push(`node ${MARSD_REL} ${this.commonArgs().join(' ')} ${this.extraArgs.join(' ')} &`);
     const pid = String(this.child.pid);
-    await this.until(`marsd of ${this.name} running`, () => this.link(`actual-${this.name}/pid`) === pid, 30_000);
+    await this.until(`marsd of ${this.name} running`, () => this.link(`actual-${this.name}/pid`) === pid, startTimeoutMs);
   }
 
   async waitPrimary(): Promise<void> {

@@ -6,7 +6,9 @@
 //                fast sync, against nbdcopy/nbdkit and rsync over ssh (replication.ts)
 // and, only when asked for (`--suite reliability`, its own options: reliability.ts), the long
 // runs of the torture runner, the power-loss tests, the fuzzers and the simulation, recorded in
-// docs/reliability.md.
+// docs/reliability.md; and (`--suite scale`, its own options: scale-options.ts) the idle cost of
+// two marsd with many resources and logfiles, recorded in docs/benchmarks-scale.json and
+// rendered into its section of docs/benchmarks.md.
 //
 // Options: --suite write|replication|all (all)  --rounds N (3)  --quick  --dir DIR
 //          --no-write-docs  --render FILE; write suite: --runtime S (20) --size BYTES (1 GiB)
@@ -28,6 +30,9 @@ import { measureDiskRate, syncFs, warmCache, writeRandomFile } from './files.js'
 import { REPL_ORDER, ReplicationSuite, toolVersions, type ReplBenchId, type ReplData, type ReplOptions } from './replication.js';
 import { renderReplMarkdown, replResultsTable, summarizeRepl } from './repl-report.js';
 import { reliabilityUsage, runReliabilitySuite } from './reliability.js';
+import { runScaleSuite } from './scale-main.js';
+import { scaleUsage } from './scale-options.js';
+import { readScaleData, renderScaleSection } from './scale-report.js';
 
 
 const GiB = 2 ** 30;
@@ -49,7 +54,7 @@ function usage(): string {
     '                        [--runtime S] [--size BYTES] [--jobs COPY,J1,...,J6]',
     '                        [--repl throughput,lag,distance,sync] [--repl-size BYTES] [--lag-seconds S] [--lag-rate BYTES/S]',
     '                        [--distance-size BYTES] [--sync-size BYTES]',
-    '  --suite LIST     write, replication or all (default all); --suite reliability alone: see --suite reliability --help',
+    '  --suite LIST     write, replication or all (default all); --suite reliability or --suite scale alone: see --suite reliability --help, --suite scale --help',
     '  --rounds N       rounds of each suite (default 3)',
     '  --quick          smoke check: 1 round and small sizes (explicit options still win)',
     '  --dir DIR        where the temporary bench directory is created (default the system temp dir)',
@@ -195,10 +200,13 @@ function renderAll(d: DocsData): string {
     '',
   );
   const ws = d.write ? summarize(d.write) : undefined;
+  const scaleData = readScaleData();
+  const scaleRuns = scaleData.sessions.reduce((n, x) => n + x.runs.length, 0);
   const rs = d.replication ? summarizeRepl(d.replication) : undefined;
   lines.push(
     `- [Write path](#write-path-marsd-primary-against-nbdkits-file-plugin): marsd as primary against nbdkit's file plugin (fio, nbdcopy)${d.write ? ` — run on ${d.write.startedAt.slice(0, 10)}, ${ws!.met.length} targets met, ${ws!.missed.length} missed` : ' — not run yet'}.`,
     `- [Replication](#replication-two-marsd-hosts-on-one-machine): two marsd hosts on loopback addresses (throughput, lag, long distance, fast sync)${d.replication ? ` — run on ${d.replication.startedAt.slice(0, 10)}, ${rs!.met.length} targets met, ${rs!.missed.length} missed` : ' — not run yet'}.`,
+    `- [Scale](#scale-idle-cost-of-many-resources-and-logfiles): two idle marsd with many resources and logfiles (\`--suite scale\`, run on its own)${scaleRuns > 0 ? '' : ' — not run yet'}.`,
     '',
     '```sh',
     'npm run bench                          # both suites, 3 rounds each',
@@ -209,6 +217,9 @@ function renderAll(d: DocsData): string {
   );
   if (d.write) lines.push(renderMarkdown(d.write, ws!).trimEnd(), '');
   if (d.replication) lines.push(renderReplMarkdown(d.replication, rs!).trimEnd(), '');
+  // The scale section (scale-report.ts) is measured on its own (--suite scale) and kept in its own record.
+  const scale = renderScaleSection(scaleData);
+  if (scale) lines.push(scale.trimEnd(), '');
   // The scrape-cost section (scrape-cost.ts) is measured on its own and kept between runs.
   const scrape = join(DOCS_DIR, SCRAPE_SECTION_FILE);
   if (existsSync(scrape)) lines.push(readFileSync(scrape, 'utf8').trimEnd(), '');
@@ -444,20 +455,37 @@ function describeRun(r: RunRecord): string {
 
 // ---------------------------------------------------------------------------------------------
 
-/** `--suite reliability` is a suite of its own with its own options (reliability.ts). */
-function wantsReliability(argv: string[]): boolean {
+/** `--suite reliability` and `--suite scale` are suites of their own with their own options. */
+function wantsSuite(argv: string[], name: 'reliability' | 'scale'): boolean {
   const i = argv.indexOf('--suite');
   const v = i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith('--suite='))?.slice('--suite='.length);
-  return v === 'reliability';
+  return v === name;
+}
+
+/** Rewrites docs/benchmarks.md from the records (benchmarks.json, benchmarks-scale.json, the scrape section). */
+function rewriteMarkdown(): void {
+  const jsonPath = join(DOCS_DIR, 'benchmarks.json');
+  const d: DocsData = existsSync(jsonPath) ? readDocsData(jsonPath) : { format: 2 };
+  writeFileSync(join(DOCS_DIR, 'benchmarks.md'), renderAll(scrubPaths(d)));
+  say(`wrote ${join(DOCS_DIR, 'benchmarks.md')}`);
 }
 
 async function main(): Promise<number> {
-  if (wantsReliability(process.argv.slice(2))) {
+  if (wantsSuite(process.argv.slice(2), 'reliability')) {
     if (process.argv.includes('--help') || process.argv.includes('-h')) {
       console.log(reliabilityUsage());
       return 0;
     }
     return runReliabilitySuite(process.argv.slice(2), say);
+  }
+  if (wantsSuite(process.argv.slice(2), 'scale')) {
+    if (process.argv.includes('--help') || process.argv.includes('-h')) {
+      console.log(scaleUsage());
+      return 0;
+    }
+    const r = await runScaleSuite(process.argv.slice(2), say);
+    if (r.wroteJson) rewriteMarkdown();
+    return r.ok ? 0 : 1;
   }
   const opts = parseOptions(process.argv.slice(2));
   const invocation = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
