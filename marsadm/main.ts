@@ -249,5 +249,21 @@ export async function runMarsadmAsync(argv: string[]): Promise<number> {
 }
 
 export function runMarsadm(argv: string[]): void {
-  runMarsadmAsync(argv).then((code) => process.exit(code));
+  runMarsadmAsync(argv).then(exitAfterOutput);
+}
+
+/**
+ * Exit once stdout and stderr have taken everything written. stdout to a pipe is asynchronous
+ * in Node: process.exit() right after a large write dropped all but the first 64 KiB (`marsadm
+ * view all --json | jq` with 100 resources got cut-off JSON). An empty write's callback runs
+ * after the writes before it; exit() still ends what else may be open (a watcher, a timer).
+ */
+function exitAfterOutput(code: number): void {
+  process.exitCode = code;
+  let pending = 2;
+  const done = (): void => {
+    if (--pending === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
 }
