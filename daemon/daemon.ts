@@ -306,6 +306,8 @@ export class Daemon {
   /** One control round: the host's heartbeat, peers and space level, then every resource. */
   private tick(): void {
     if (this.stopping) return;
+    // Real time, not the injected clock: the metric is what a round costs on this machine.
+    const startedNs = process.hrtime.bigint();
     try {
       try {
         this.heartbeat.beat(true);
@@ -327,6 +329,7 @@ export class Daemon {
       failStopOnInvariant(err);
       this.opts.log('error', `control round failed: ${(err as Error).stack ?? err}`);
     }
+    this.metrics.controlRound(Number(process.hrtime.bigint() - startedNs) / 1e9);
   }
 
   /** Why the primary role may not start yet (the start-up gate, latched once open); undefined: it may. */

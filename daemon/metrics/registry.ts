@@ -36,6 +36,7 @@ export class MarsMetrics {
   readonly registry = new Registry();
   private readonly nbdSeconds: Histogram<'resource' | 'type'>;
   private readonly nbdRequests: Counter<'resource' | 'type' | 'result'>;
+  private readonly controlRoundSeconds: Histogram;
 
   constructor(private readonly src: MetricsSource) {
     const r = this.registry;
@@ -97,6 +98,12 @@ export class MarsMetrics {
       buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
     });
     this.nbdRequests = new Counter({ name: 'mars_nbd_requests_total', help: 'NBD requests answered, by type and result', labelNames: ['resource', 'type', 'result'], registers: [r] });
+    // One sample per control round (daemon.ts tick: every resource's snapshot, plan and the
+    // synchronous part of its actions): the cost model's unit (docs/design.md §6.1).
+    this.controlRoundSeconds = new Histogram({
+      name: 'mars_control_round_duration_seconds', help: 'wall time of one control round over every resource (its synchronous part)', registers: [r],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    });
     // process_resident_memory_bytes, nodejs_eventloop_lag_seconds and friends, with the mars_ prefix.
     collectDefaultMetrics({ register: r, prefix: 'mars_' });
   }
@@ -108,6 +115,11 @@ export class MarsMetrics {
       this.nbdRequests.inc({ resource: exportName, type, result: failed ? 'error' : 'ok' });
     },
   };
+
+  /** One control round took durationS seconds (called by the daemon after each round). */
+  controlRound(durationS: number): void {
+    this.controlRoundSeconds.observe(durationS);
+  }
 
   private byteCounter(name: string, help: string, key: keyof ResourceCounters): void {
     const self = this;

@@ -16,6 +16,7 @@ import { BenchHost, freePortOn } from './cluster.js';
 import { cpuSeconds, memStatus, sleep } from './proc.js';
 import { median } from './report.js';
 import { DEFAULT_SCALE_TREE, generateScaleTrees, type ScaleTreeResult } from './scale-tree.js';
+import { CONTROL_ROUND_METRIC, histogramOf, histogramSince, quantileBound, type HistogramCounts } from './round-quantile.js';
 
 export interface ScaleConfig {
   resources: number;
@@ -53,6 +54,15 @@ export interface ScaleHostFigures {
   errorLinesAfterSettle: number;
   /** the first few distinct problem lines, without their time stamps */
   sampleLines: string[];
+  /**
+   * p99 of marsd's control rounds (mars_control_round_duration_seconds), ms, as the upper bound
+   * of its bucket, in the window and from the start to the window's end; null: above the
+   * largest bucket (2.5 s); absent: not measured (older runs).
+   */
+  roundP99WindowMs?: number | null | undefined;
+  roundP99AllMs?: number | null | undefined;
+  /** control rounds in the window */
+  roundsInWindow?: number;
   /** resources this host's view shows UpToDate and replicated (primary: Replicating; secondary: Replaying, nothing to fetch or replay) */
   resourcesOk: number;
 }
@@ -102,6 +112,15 @@ async function viewJson(h: BenchHost): Promise<ViewEntry[]> {
   return JSON.parse((await h.marsadm(['view', 'all', '--json'], 300_000)).stdout) as ViewEntry[];
 }
 
+async function scrapeRounds(metricsAddress: string): Promise<HistogramCounts> {
+  const res = await fetch(`http://${metricsAddress}/metrics`, { signal: AbortSignal.timeout(30_000) });
+  if (!res.ok) throw new Error(`GET http://${metricsAddress}/metrics: HTTP ${res.status}`);
+  return histogramOf(await res.text(), CONTROL_ROUND_METRIC);
+}
+
+/** ms; null: above the largest finite bucket (JSON has no Infinity); undefined: no samples */
+const msBound = (s: number | undefined): number | null | undefined => (s === undefined ? undefined : Number.isFinite(s) ? Math.round(s * 1e6) / 1000 : null);
+
 /** Problem lines of a marsd log from byte `from` on. */
 function problemLines(logPath: string, from: number, to: number): string[] {
   const text = readFileSync(logPath).subarray(from, to).toString('utf8');
@@ -143,9 +162,11 @@ export class ScaleSuite {
     const dir = join(this.opts.dir, `scale-${c.resources}x${c.logfiles}`);
     const names = DEFAULT_SCALE_TREE.hosts;
     const addresses = new Map<string, string>();
+    const metricsAt = new Map<string, string>();
     for (const [i, h] of names.entries()) {
       const ip = `127.0.0.${i + 2}`;
       addresses.set(h, `${ip}:${await freePortOn(ip)}`);
+      metricsAt.set(h, `${ip}:${await freePortOn(ip)}`);
     }
     this.log(`${c.resources} x ${c.logfiles}: generating the trees in ${dir}`);
     let gen: ScaleTreeResult;
@@ -160,7 +181,7 @@ export class ScaleSuite {
       `# trees: test_suite/bench/scale-tree.ts generateScaleTrees({ resources: ${c.resources}, logfilesPerResource: ${c.logfiles}, recordsPerLogfile: ${DEFAULT_SCALE_TREE.recordsPerLogfile}, payloadBytes: ${DEFAULT_SCALE_TREE.payloadBytes}, deviceSizeBytes: ${DEFAULT_SCALE_TREE.deviceSizeBytes} })`,
     ];
     try {
-      this.hosts = gen.hosts.map((p) => new BenchHost(p.name, p.dir, DEFAULT_SCALE_TREE.deviceSizeBytes, ['--bind', addresses.get(p.name)!]));
+      this.hosts = gen.hosts.map((p) => new BenchHost(p.name, p.dir, DEFAULT_SCALE_TREE.deviceSizeBytes, ['--bind', addresses.get(p.name)!, '--metrics', metricsAt.get(p.name)!]));
       const [primary, secondary] = this.hosts as [BenchHost, BenchHost];
       const timeoutMs = this.opts.settleTimeoutS * 1000;
       const spawned = Date.now();
@@ -179,6 +200,7 @@ export class ScaleSuite {
       const logFrom = this.hosts.map((h) => fileSize(h.logPath));
       const pids = this.hosts.map((h) => h.pid!);
       const loadAvgStart = loadavg().map(round2);
+      const rounds0 = await Promise.all(this.hosts.map((h) => scrapeRounds(metricsAt.get(h.name)!)));
       const cpu0 = pids.map((p) => cpuSeconds(p)!);
       const t0 = process.hrtime.bigint();
       const maxRss = pids.map(() => 0);
@@ -191,6 +213,7 @@ export class ScaleSuite {
       const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
       const rssEnd = pids.map((p) => memStatus(p)?.rss ?? NaN);
       const loadAvgEnd = loadavg().map(round2);
+      const rounds1 = await Promise.all(this.hosts.map((h) => scrapeRounds(metricsAt.get(h.name)!)));
       for (const [i, h] of this.hosts.entries()) {
         if (cpu1[i] === undefined || !h.alive) throw new Error(`marsd of ${h.name} exited during the window: ${h.logTail()}`);
       }
@@ -226,11 +249,14 @@ export class ScaleSuite {
           warnLinesAfterSettle: count(after, 'warn'),
           errorLinesAfterSettle: count(after, 'error'),
           sampleLines: samples,
+          roundP99WindowMs: msBound(quantileBound(histogramSince(rounds0[i]!, rounds1[i]!), 0.99)),
+          roundP99AllMs: msBound(quantileBound(rounds1[i]!, 0.99)),
+          roundsInWindow: rounds1[i]!.count - rounds0[i]!.count,
           resourcesOk: settledResources(views[i]!, i === 0),
         };
       });
       for (const f of hostFigures) {
-        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
+        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, control round p99 <= ${f.roundP99WindowMs} ms in the window (${f.roundsInWindow} rounds; <= ${f.roundP99AllMs} ms since start), ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
       }
       // Each distinct command once: the settling polls repeat `view all --json` many times.
       commands.push(...this.hosts.flatMap((h) => [`# ${h.name}`, ...new Set(h.commands)]));

@@ -14,7 +14,7 @@ import { newResourceCounters } from '../../common/util/metrics-recorder.js';
 import { PeerTraffic } from '../../daemon/net/peer-traffic.js';
 import { tempDir } from '../helpers/tmp.js';
 
-interface Family { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string> }[] }
+interface Family { name: string; type: string; metrics: { value?: string; count?: string; labels?: Record<string, string>; buckets?: Record<string, string> }[] }
 const parse = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => Family[];
 // Tests run from the repository root (tap's working directory).
 const docs = (name: string) => join(process.cwd(), 'docs', name);
@@ -68,9 +68,23 @@ t.test('the exposition parses and carries the state of the tree', async (t) => {
   t.equal(value(families, 'mars_nbd_requests_total', { resource: 'db', type: 'read', result: 'error' }), 1);
   const hist = families.find((f) => f.name === 'mars_nbd_request_duration_seconds')!;
   t.equal(hist.type, 'HISTOGRAM');
+  t.equal(families.find((f) => f.name === 'mars_control_round_duration_seconds')?.type, 'HISTOGRAM', 'control rounds');
   t.ok(families.some((f) => f.name === 'mars_process_resident_memory_bytes'), 'process RSS');
   t.ok(families.some((f) => f.name === 'mars_nodejs_eventloop_lag_seconds'), 'event-loop delay');
   for (const f of families) if (f.type === 'COUNTER') t.match(f.name, /_total$/, `${f.name}: counters end in _total`);
+});
+
+t.test('control rounds: one histogram sample per round, in the bucket of its duration', async (t) => {
+  const { metrics } = setup(t);
+  metrics.controlRound(0.003);
+  metrics.controlRound(0.2);
+  const f = parse(await metrics.registry.metrics()).find((x) => x.name === 'mars_control_round_duration_seconds')!;
+  const m = f.metrics[0]!;
+  t.equal(Number(m.count), 2);
+  t.equal(Number(m.buckets!['0.0025']), 0);
+  t.equal(Number(m.buckets!['0.005']), 1, '3 ms');
+  t.equal(Number(m.buckets!['0.1']), 1);
+  t.equal(Number(m.buckets!['0.25']), 2, '200 ms');
 });
 
 t.test('consistent and sync rest are measured like the view: syncpos not passed, a running sync\'s position', async (t) => {
