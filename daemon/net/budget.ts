@@ -59,7 +59,9 @@ export function reserveBytesFor(req: { t: string; lengthBytes?: number; blockByt
     case 'sync-digests':
       return SMALL_REPLY_BYTES + Math.ceil((req.lengthBytes ?? 0) / Math.max(1, req.blockBytes ?? 1)) * DIGEST_BYTES;
     case 'log-read':
-      return MAX_LOG_DATA_BYTES; // the sink sends one frame at a time and waits for the socket
+      // Its data chunks are reserved one at a time by its sink (service.ts LogSink.reserve),
+      // only while it has data in hand: a follow waiting for its logfile to grow holds none.
+      return SMALL_REPLY_BYTES;
     case 'getents':
       return ENTS_REPLY_BYTES;
     default:

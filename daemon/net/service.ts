@@ -24,12 +24,18 @@
 //   replies       server    (pong: either)                              outgoing.ts: must answer an open request of ours, in type/order
 //   hello, auth, welcome, refused: only in the handshake; afterwards a protocol error.
 //
-// Admission: a request id already running here is a protocol error; beyond
-// maxConcurrentRequests running at once the request gets EBUSY. A host that is joining the
-// cluster (handshake admission 'joining') may only read the tree and push its own ips/ip-HOST
-// (what marsadm join-cluster does); anything else gets EACCES. A request whose reply would not
-// fit into the connection's or the total memory budget (budget.ts) waits, and the connection
-// stops reading until replies drained. A handler refuses a request by
+// Admission: a request id already running or waiting here is a protocol error; beyond
+// maxConcurrentRequests running or waiting at once the request gets EBUSY. A host that is
+// joining the cluster (handshake admission 'joining') may only read the tree and push its own
+// ips/ip-HOST (what marsadm join-cluster does); anything else gets EACCES. A request whose
+// reply would not fit into the connection's or the total memory budget (budget.ts) waits
+// (holding no reply memory) while the connection goes on being read: notify, ping, cancel and
+// control requests (getents, push-link, position, secret-ring) are never stuck behind bulk ones
+// (log-read, sync-digests, sync-read). Control requests that fit run at once, past waiting bulk
+// ones; bulk ones run in their order. A log-read holds budget only while it has data in hand
+// (LogSink.reserve before reading a chunk, given back once the chunk is handed to the socket),
+// so a following log-read that waits for its logfile to grow holds none: a secondary with a
+// hundred resources follows all of them at once (issue 11). A handler refuses a request by
 // throwing PeerRequestError (an `error` reply with its code); any other exception becomes EIO
 // and is logged with its stack. An InvariantError is neither: it is our own bug, so marsd stops
 // (failStopOnInvariant) and the connection closes without a reply the peer could retry around.
@@ -47,12 +53,19 @@ import type { FrameCipher } from './frame-auth.js';
 import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
 import { PeerRequestError, truncateMessage } from './errors.js';
 import { reserveBytesFor, type ConnectionBudget } from './budget.js';
-import type { PauseReason } from './transport.js';
 
 export type PeerRole = 'client' | 'server';
 
-/** Where a log-read handler writes the logfile bytes: contiguous, from the requested fromPos. */
+/**
+ * Where a log-read handler writes the logfile bytes: contiguous, from the requested fromPos.
+ * Memory: call reserve() before reading a chunk (of at most MAX_LOG_DATA_BYTES) into memory;
+ * it waits while the reply budget is full. send() gives the reservation back once the chunk
+ * is handed to the socket (and takes one itself when none is held); release() gives it back
+ * without sending (nothing was read). The server releases whatever is held when the request ends.
+ */
 export interface LogSink {
+  reserve(): Promise<void>;
+  release(): void;
   send(pos: number, data: Buffer): Promise<void>;
 }
 
@@ -158,8 +171,6 @@ export interface ServiceLink {
   readonly closeReasonText: string | undefined;
   send(message: Message, payload?: Buffer): Promise<void>;
   close(reason: string): void;
-  pauseReading(reason: PauseReason): void;
-  resumeReading(reason: PauseReason): void;
 }
 
 export interface ServiceOptions {
@@ -200,8 +211,9 @@ export class IncomingRequests {
 
   /** Admit a request and run it; its reply is sent when the handler is done. */
   start(req: ServedRequest): void {
-    if (this.running.has(req.id)) throw new ProtocolError(`request id ${req.id} is already in use`);
-    if (this.running.size >= this.o.maxConcurrentRequests) {
+    if (this.running.has(req.id) || this.waiting.some((w) => w.id === req.id)) throw new ProtocolError(`request id ${req.id} is already in use`);
+    // Waiting requests count: they are what a peer could pile up here while the budget is full.
+    if (this.running.size + this.waiting.length >= this.o.maxConcurrentRequests) {
       this.link.send({ t: 'error', id: req.id, code: 'EBUSY', message: `more than ${this.o.maxConcurrentRequests} requests at once` }).catch(failStopOnInvariant);
       return;
     }
@@ -214,18 +226,23 @@ export class IncomingRequests {
     this.admitWaiting();
   }
 
-  /** Run waiting requests, in order, while their replies fit the budget; read again when none waits. */
+  /**
+   * Run the waiting requests whose replies fit the budget: control requests as soon as they
+   * fit, bulk ones in their order (the first bulk one that does not fit holds back the later
+   * ones, so a large sync-read is not starved by smaller reads).
+   */
   private admitWaiting(): void {
-    while (this.waiting.length > 0 && this.link.closeReasonText === undefined) {
-      const req = this.waiting[0]!;
+    let bulkHeld = false;
+    for (let i = 0; i < this.waiting.length && this.link.closeReasonText === undefined;) {
+      const req = this.waiting[i]!;
+      const bulk = BULK_REQUESTS.has(req.t);
       const costBytes = this.o.budget ? reserveBytesFor(req) : 0;
-      if (this.o.budget && !this.o.budget.tryTake(costBytes)) {
-        this.link.pauseReading('budget');
-        // Bytes freed by another connection wake us too.
-        this.unsubscribe ??= this.o.budget.total.subscribe(() => queueMicrotask(() => this.admitWaiting()));
-        return;
+      if ((bulk && bulkHeld) || (this.o.budget && !this.o.budget.tryTake(costBytes))) {
+        if (bulk) bulkHeld = true;
+        i++;
+        continue;
       }
-      this.waiting.shift();
+      this.waiting.splice(i, 1);
       const controller = new AbortController();
       this.running.set(req.id, controller);
       void this.serve(req, controller).finally(() => {
@@ -233,9 +250,27 @@ export class IncomingRequests {
         if (this.waiting.length > 0) this.admitWaiting();
       });
     }
-    this.unsubscribe?.();
-    this.unsubscribe = undefined;
-    this.link.resumeReading('budget');
+    if (this.waiting.length > 0 && this.link.closeReasonText === undefined) {
+      // Bytes freed by another connection wake us too.
+      this.unsubscribe ??= this.o.budget?.total.subscribe(() => queueMicrotask(() => this.admitWaiting()));
+    } else {
+      this.unsubscribe?.();
+      this.unsubscribe = undefined;
+    }
+  }
+
+  /** Take `bytes` of the reply budget, waiting while it is full; throws when the request is aborted. */
+  private async takeBudget(bytes: number, signal: AbortSignal): Promise<void> {
+    const budget = this.o.budget;
+    if (budget === undefined) return;
+    while (!budget.tryTake(bytes)) {
+      if (signal.aborted) throw abortReason(signal);
+      await new Promise<void>((resolve) => {
+        const done = () => { unsubscribe(); signal.removeEventListener('abort', done); resolve(); };
+        const unsubscribe = budget.total.subscribe(done);
+        signal.addEventListener('abort', done, { once: true });
+      });
+    }
   }
 
   /** The client cancelled: a cancel that crossed the request's final reply finds nothing. */
@@ -288,7 +323,13 @@ export class IncomingRequests {
         return entsReply(req, await h.getents(peer, req.since));
       }
       case 'log-read': {
-        const r = await h.logRead(peer, req, this.logSink(req, signal, (pos) => (progress.logPos = pos)), signal);
+        const sink = this.logSink(req, signal, (pos) => (progress.logPos = pos));
+        let r;
+        try {
+          r = await h.logRead(peer, req, sink, signal);
+        } finally {
+          sink.release();
+        }
         assert(r.pos === progress.logPos, `log-read handler says the data ended at ${r.pos}, it sent up to ${progress.logPos}`);
         return { message: { t: 'log-end', id: req.id, pos: r.pos, durableEnd: r.durableEnd } };
       }
@@ -345,12 +386,28 @@ export class IncomingRequests {
     const chunkBytes = chunkBytesForRate(req.rateBytesPerS, MAX_LOG_DATA_BYTES);
     let nextPos = req.fromPos;
     let busy = false;
+    /** budget bytes this stream holds for the chunk being read or sent (0 or MAX_LOG_DATA_BYTES) */
+    let heldBytes = 0;
+    const reserve = async (): Promise<void> => {
+      if (heldBytes > 0 || this.o.budget === undefined) return;
+      await this.takeBudget(MAX_LOG_DATA_BYTES, signal);
+      heldBytes = MAX_LOG_DATA_BYTES;
+    };
+    const release = (): void => {
+      if (heldBytes === 0) return;
+      this.o.budget!.give(heldBytes);
+      heldBytes = 0;
+    };
     return {
+      reserve,
+      release,
       send: async (pos: number, data: Buffer) => {
         assert(!busy, 'log-read sink.send called again before the previous send finished');
         assert(pos === nextPos, `log-read sink.send at ${pos}, the stream is at ${nextPos}`);
+        assert(data.length <= MAX_LOG_DATA_BYTES || this.o.budget === undefined, `log-read sink.send of ${data.length} bytes, more than a reservation holds`);
         busy = true;
         try {
+          await reserve();
           for (let offset = 0; offset < data.length; offset += chunkBytes) {
             if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PeerRequestError('ECANCELED', 'cancelled');
             const piece = data.subarray(offset, offset + chunkBytes);
@@ -361,10 +418,18 @@ export class IncomingRequests {
           }
         } finally {
           busy = false;
+          release();
         }
       },
     };
   }
+}
+
+/** Requests that move bulk data; the others are control requests (see the header). */
+const BULK_REQUESTS: ReadonlySet<ServedRequest['t']> = new Set(['log-read', 'sync-digests', 'sync-read']);
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new PeerRequestError('ECANCELED', 'cancelled');
 }
 
 /** Why a joining or removed host may not send this request; undefined: it may (what join-cluster needs; a removed host only reads). */

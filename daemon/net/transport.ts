@@ -57,8 +57,11 @@ export interface TransportOptions {
   sealer?: FrameSealer;
 }
 
-/** Why reading is paused: each owner pauses and resumes for its own reason. */
-export type PauseReason = 'stream' | 'budget';
+/**
+ * Why reading is paused: each owner pauses and resumes for its own reason. Only a slow consumer
+ * of a log-read stream does now; the reply budget no longer stops reading (service.ts).
+ */
+export type PauseReason = 'stream';
 
 /** What the transport hands up. Called from event handlers; a ProtocolError thrown closes the connection. */
 export interface TransportReceiver {
@@ -157,7 +160,7 @@ export class FrameTransport {
     }
   }
 
-  /** Stop reading from the stream (the owner holds too many received bytes, or replies wait). */
+  /** Stop reading from the stream (the owner holds too many received bytes). */
   pauseReading(reason: PauseReason = 'stream'): void {
     if (this.pauses.has(reason)) return;
     if (!this.readingPaused) this.stats.readPauses += 1;

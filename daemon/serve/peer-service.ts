@@ -157,14 +157,19 @@ export class PeerService implements PeerHandlers {
         throw new PeerRequestError('ERANGE', `${req.name} of ${req.res} ends at ${end} bytes here (durable), before the requested ${pos}`);
       }
       let idleSinceMs = this.clock.nowMs();
-      const buf = Buffer.allocUnsafe(LOG_CHUNK_BYTES);
       for (;;) {
         while (pos < end && !signal.aborted) {
           const want = Math.min(LOG_CHUNK_BYTES, end - pos);
+          // A chunk in memory is counted in the reply budget from before it is read until the
+          // socket took it (LogSink); a follow waiting for more data holds no buffer.
+          await sink.reserve();
+          const buf = Buffer.allocUnsafe(want);
           const { bytesRead } = await handle.read(buf, 0, want, pos);
-          if (bytesRead === 0) break;
-          // The sink may keep the buffer until it is written: hand it a copy of this chunk.
-          await sink.send(pos, Buffer.from(buf.subarray(0, bytesRead)));
+          if (bytesRead === 0) {
+            sink.release();
+            break;
+          }
+          await sink.send(pos, buf.subarray(0, bytesRead));
           pos += bytesRead;
           idleSinceMs = this.clock.nowMs();
         }

@@ -494,6 +494,73 @@ t.test('log-read streams many frames with backpressure end to end', async (t) =>
   await conn.ping();
 });
 
+t.test('many following log-reads waiting for data hold no reply budget: listings and notify still pass (issue 11)', async (t) => {
+  // Before: each admitted log-read reserved a 1 MiB frame for its whole life, 8 filled the
+  // connection's 8 MiB, and the server stopped reading the connection: a getents or notify
+  // waited until a follow ended (a 1 s long-poll each), and a handover with 30 resources took
+  // seconds per hop.
+  const FOLLOWS = 20;
+  let releaseFollows!: () => void;
+  const followsGate = new Promise<void>((resolve) => (releaseFollows = resolve));
+  let followsEnded = 0;
+  const s = await startServer(t, {}, {
+    async logRead(_peer, req) {
+      await followsGate; // the logfile does not grow
+      followsEnded++;
+      return { pos: req.fromPos, durableEnd: req.fromPos };
+    },
+  });
+  const conn = await dial(t, s.address);
+  const follows = Array.from({ length: FOLLOWS }, (_, i) => conn.stream(readRequest({ follow: true, waitMs: 60_000, res: `r${i}` }), () => undefined));
+  await waitFor(`${FOLLOWS} follows sent`, () => conn.stats.framesSent >= FOLLOWS);
+  const ents = await withDeadline(conn.getents(), 5000, 'a listing while every follow waits');
+  t.same(ents.entries, ENTRIES);
+  t.equal(s.calls['logRead'], FOLLOWS, 'every follow runs on the server');
+  t.ok(s.server.replyBytesReserved <= FOLLOWS * 4096, `idle follows reserve ${s.server.replyBytesReserved} bytes, no data frames`);
+  conn.notify();
+  await waitFor('the notify to reach the handler', () => (s.calls['notify'] ?? 0) === 1, 5000);
+  t.equal(followsEnded, 0, 'both were served while every follow was still waiting');
+  releaseFollows();
+  await withDeadline(Promise.all(follows), 10_000, 'the follows to end');
+  t.equal(s.server.replyBytesReserved, 0, 'every reservation given back');
+});
+
+t.test('log-read data chunks are bounded by the reply budget while the reader is slow', async (t) => {
+  const STREAMS = 6;
+  const TOTAL = 4 * MiB;
+  let inHand = 0;
+  let maxInHand = 0;
+  const s = await startServer(t, { connectionReplyBudgetBytes: 2 * MiB }, {
+    async logRead(_peer, req, sink) {
+      let pos = req.fromPos;
+      while (pos < TOTAL) {
+        await sink.reserve(); // before the chunk is read into memory
+        inHand++;
+        maxInHand = Math.max(maxInHand, inHand);
+        const chunk = pattern(pos, MiB);
+        await sink.send(pos, chunk);
+        inHand--;
+        pos += MiB;
+      }
+      return { pos, durableEnd: TOTAL };
+    },
+  });
+  const conn = await dial(t, s.address, { maxBufferedStreamBytes: MiB });
+  let mismatches = 0;
+  const streams = Array.from({ length: STREAMS }, (_, i) => {
+    let at = 0;
+    return conn.stream(readRequest({ res: `r${i}` }), (h, payload) => {
+      if (h.pos !== at || !payload.equals(pattern(at, payload.length))) mismatches++;
+      at += payload.length;
+    });
+  });
+  const ends = await withDeadline(Promise.all(streams), 60_000, 'every stream to finish');
+  t.same(ends.map((e) => e.pos), Array(STREAMS).fill(TOTAL));
+  t.equal(mismatches, 0, 'every stream in order with the right bytes');
+  t.ok(maxInHand <= 2, `at most ${maxInHand} chunks of 1 MiB in hand at once with a 2 MiB budget`);
+  t.equal(s.server.replyBytesReserved, 0, 'every reservation given back');
+});
+
 t.test('cancel stops a following log-read; abandoned requests do not break the connection', async (t) => {
   let handlerAborted = false;
   let releaseGetents!: () => void;

@@ -128,7 +128,7 @@ async function setup(t: Test) {
     logRead: async (_peer, p, onData, signal) => {
       let sentBytes = 0;
       const request: LogReadRequest = { t: 'log-read', id: 0, ...p, follow: false, waitMs: 0 };
-      const end = await service.logRead('beta', request, { send: async (pos, data) => { sentBytes += data.length; await onData(pos, data); } }, signal);
+      const end = await service.logRead('beta', request, { reserve: async () => undefined, release: () => undefined, send: async (pos, data) => { sentBytes += data.length; await onData(pos, data); } }, signal);
       if (p.follow && sentBytes === 0) await sim.sleep(p.waitMs, signal);
       return end;
     },

@@ -32,7 +32,7 @@ t.test('a cancel ends an idle follow within a poll, with the durable end', async
   const { service } = setup(t, () => undefined);
   const ac = new AbortController();
   let sent = 0;
-  const done = service.logRead('beta', request(NAME_OTHER), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  const done = service.logRead('beta', request(NAME_OTHER), { reserve: async () => undefined, release: () => undefined, send: async (_pos, data) => { sent += data.length; } }, ac.signal);
   await waitFor('the first 4 KiB sent', () => sent === 4096, 5_000);
   ac.abort();
   const end = await withDeadline(done, 5_000, 'the follow to end after the cancel (its wait is 60 s)');
@@ -44,7 +44,7 @@ t.test('bytes appended to an idle followed file are sent', async (t) => {
   const ac = new AbortController();
   t.teardown(() => ac.abort());
   let sent = 0;
-  const done = service.logRead('beta', request(NAME_OTHER), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  const done = service.logRead('beta', request(NAME_OTHER), { reserve: async () => undefined, release: () => undefined, send: async (_pos, data) => { sent += data.length; } }, ac.signal);
   await waitFor('the first 4 KiB sent', () => sent === 4096, 5_000);
   appendFileSync(join(dir, 'resource-r0', NAME_OTHER), Buffer.alloc(1000, 2));
   await waitFor('the appended bytes sent', () => sent === 5096, 5_000);
@@ -59,7 +59,7 @@ t.test('the own active logfile: only its durable end moving lets bytes out', asy
   const ac = new AbortController();
   t.teardown(() => ac.abort());
   let sent = 0;
-  const done = service.logRead('beta', request(NAME_OWN), { send: async (_pos, data) => { sent += data.length; } }, ac.signal);
+  const done = service.logRead('beta', request(NAME_OWN), { reserve: async () => undefined, release: () => undefined, send: async (_pos, data) => { sent += data.length; } }, ac.signal);
   await waitFor('the durable 4 KiB sent', () => sent === 4096, 5_000);
   appendFileSync(join(dir, 'resource-r0', NAME_OWN), Buffer.alloc(1000, 2)); // written, not yet durable
   const seen = looks;
