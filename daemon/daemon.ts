@@ -237,6 +237,7 @@ export class Daemon {
         // A logfile just rotated away from: its final versionlink may not be written yet.
         return logger.currentSeq === seq ? logger.durablePos : logger.retiredEnd(seq);
       },
+      activeLogSeqs: (res) => { const l = this.runners.get(res)?.activeLogger; return l ? [l.currentSeq, ...l.retiredSeqs()] : []; },
       primaryPosition: (res) => {
         const logger = this.runners.get(res)?.activeLogger;
         return logger ? { seq: logger.currentSeq, origin: host, pos: logger.durablePos } : undefined;

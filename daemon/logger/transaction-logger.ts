@@ -123,6 +123,11 @@ export class TransactionLogger implements BlockBackend {
     return this.retiredEnds.get(seq);
   }
 
+  /** The logfile numbers retiredEnd knows (the listing asks only these and currentSeq). */
+  retiredSeqs(): IterableIterator<number> {
+    return this.retiredEnds.keys();
+  }
+
   /** End of the durable part of the current logfile (versionlink LOGPOS, fetch limit). */
   get durablePos(): number {
     return this.writer.durablePos;

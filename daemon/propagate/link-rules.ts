@@ -33,11 +33,19 @@ export interface RuleEntry {
   s: number;
 }
 
+/** A batch's entries by path and by directory (a Map over a flat batch: merge.ts batchOf; a
+ *  listing held by directory: incremental-merge.ts, indexed only where a rule looks). */
+export interface BatchView {
+  get(path: string): RuleEntry | undefined;
+  /** the entries whose path is `rel`/NAME (one component below rel) */
+  inDir(rel: string): Iterable<RuleEntry>;
+}
+
 export interface LinkFacts {
   /** the receiver's stored links, tombstones included */
   lookup: LinkLookup;
-  /** the other entries of the same batch, by path */
-  batch: ReadonlyMap<string, RuleEntry>;
+  /** the other entries of the same batch (the whole listing): by path, and those directly in a directory */
+  batch: BatchView;
   /** logfile numbers the receiver knows in res: its logfiles and versionlinks (seq, host) */
   knownSeqs?: (res: string) => readonly { seq: number; host: string }[];
   /** whether resource-RES exists here, and how many resource directories exist */
@@ -115,9 +123,9 @@ function versionSeqsInBatch(f: LinkFacts, res: string, host: string | undefined)
   if (host === undefined) return [];
   const out: number[] = [];
   const prefix = `resource-${res}/`;
-  for (const [p, e] of f.batch) {
-    if (!p.startsWith(prefix)) continue;
-    const m = VERSION_NAME.exec(p.slice(prefix.length));
+  // Versionlinks lie directly in the resource directory (VERSION_NAME has no '/').
+  for (const e of f.batch.inDir(`resource-${res}`)) {
+    const m = VERSION_NAME.exec(e.p.slice(prefix.length));
     if (m && m[2] === host && e.v.length > 0) out.push(Number(m[1]));
   }
   return out;

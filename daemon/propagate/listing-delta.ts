@@ -41,7 +41,7 @@ export class ListingGenerations {
   readonly epoch = randomBytes(8).toString('hex');
   private counter = 0;
   /** rel → what the last walk saw of the directory, and its generation */
-  private readonly known = new Map<string, { listing: DirRecord['listing']; logsKey: string; generation: number }>();
+  private readonly known = new Map<string, { listing: DirRecord['listing']; logs: DirRecord['logs']; generation: number }>();
 
   get generation(): number {
     return this.counter;
@@ -57,10 +57,11 @@ export class ListingGenerations {
     for (const d of dirs) {
       assert(!present.has(d.rel), `directory ${d.rel} listed twice in one walk`);
       present.add(d.rel);
-      const logsKey = d.logs === undefined ? '' : d.logs.map((l) => `${l.name}:${l.sizeBytes}`).join('/');
       let k = this.known.get(d.rel);
-      if (k === undefined || k.listing !== d.listing || k.logsKey !== logsKey) {
-        this.known.set(d.rel, (k = { listing: d.listing, logsKey, generation: ++this.counter }));
+      if (k === undefined || k.listing !== d.listing || !sameLogs(k.logs, d.logs)) {
+        this.known.set(d.rel, (k = { listing: d.listing, logs: d.logs, generation: ++this.counter }));
+      } else {
+        k.logs = d.logs;
       }
       out.push(k.generation);
     }
@@ -75,11 +76,28 @@ export class ListingGenerations {
   }
 }
 
-/** The listing a client holds of one peer: every directory's entries and logfiles. */
+/** One directory of a peer's listing: its entries and (a resource directory) its logfiles, in
+ *  listed order. The client keeps the same object for a directory a delta names unchanged, so
+ *  the object identifies that content (incremental-merge.ts relies on it). */
+export interface DirContent {
+  readonly entries: readonly Entry[];
+  readonly logs: readonly LogInfo[];
+}
+
+/** The same logfiles with the same sizes in the same order; the same array (served-logs.ts
+ *  hands the last walk's on while nothing changed) at once. */
+function sameLogs(a: DirRecord['logs'], b: DirRecord['logs']): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]!.name !== b[i]!.name || a[i]!.sizeBytes !== b[i]!.sizeBytes) return false;
+  return true;
+}
+
+/** One directory of a peer's listing: every directory's entries and logfiles. */
 export interface HeldListing {
   epoch: string;
   generation: number;
-  dirs: ReadonlyMap<string, { entries: readonly Entry[]; logs: readonly LogInfo[] }>;
+  dirs: ReadonlyMap<string, DirContent>;
 }
 
 /** A delta that does not fit the listing we hold: refused, nothing is changed. */
@@ -94,40 +112,90 @@ export interface ListingReply extends EntsPayload {
   since?: number | undefined;
 }
 
+/** The peer's full listing, as applyListing gives it. */
+export interface AppliedListing {
+  held: HeldListing | undefined;
+  /**
+   * The listing by directory, in listing order: `entries` and `logs` are the concatenation of
+   * its directories' (undefined: an older peer, or a full listing whose entries or logfiles
+   * are not grouped in the order of its directories, which our servers never send).
+   */
+  dirs: ReadonlyMap<string, DirContent> | undefined;
+  /** every entry, in listing order (built when first asked for: O(listing)) */
+  readonly entries: Entry[];
+  /** every logfile (built when first asked for) */
+  readonly logs: LogInfo[];
+}
+
 /**
  * The peer's full listing from a reply to a request that named `asked` (undefined: no since),
  * and what to hold for the next delta. Pure: `held` is not changed; a delta that does not
- * fit it throws ListingDeltaError.
+ * fit it throws ListingDeltaError. Costs O(directories) plus the payload's size: a directory
+ * the delta names unchanged is taken over as the held object, not copied.
  */
-export function applyListing(held: HeldListing | undefined, asked: ListingSince | undefined, reply: ListingReply): { held: HeldListing | undefined; entries: Entry[]; logs: LogInfo[] } {
+export function applyListing(held: HeldListing | undefined, asked: ListingSince | undefined, reply: ListingReply): AppliedListing {
   if (reply.epoch === undefined || reply.generation === undefined || reply.dirs === undefined) {
     // An older peer: a full listing, nothing to build on.
-    return { held: undefined, entries: reply.entries, logs: reply.logs };
+    return { held: undefined, dirs: undefined, entries: reply.entries, logs: reply.logs };
   }
   const groups = groupByDir(reply);
   if (reply.since === undefined) {
-    return { held: { epoch: reply.epoch, generation: reply.generation, dirs: groups }, entries: reply.entries, logs: reply.logs };
+    const full: HeldListing = { epoch: reply.epoch, generation: reply.generation, dirs: groups };
+    return { held: full, dirs: inListingOrder(reply, groups) ? groups : undefined, entries: reply.entries, logs: reply.logs };
   }
   if (asked === undefined || held === undefined) throw new ListingDeltaError(`a delta since generation ${reply.since} answers a request for a full listing`);
   if (reply.epoch !== asked.epoch || asked.epoch !== held.epoch) throw new ListingDeltaError(`a delta of listing epoch ${reply.epoch}, asked for ${asked.epoch}`);
   if (reply.since !== asked.generation || asked.generation !== held.generation) throw new ListingDeltaError(`a delta since generation ${reply.since}, asked since ${asked.generation}`);
   const changed = new Set(reply.changed);
-  const dirs = new Map<string, { entries: readonly Entry[]; logs: readonly LogInfo[] }>();
-  const entries: Entry[] = [];
-  const logs: LogInfo[] = [];
+  const dirs = new Map<string, DirContent>();
   for (const d of reply.dirs) {
     const content = changed.has(d) ? groups.get(d) : held.dirs.get(d);
     if (content === undefined) throw new ListingDeltaError(`a delta names directory ${JSON.stringify(d)} as unchanged, but no listing of it is held`);
     dirs.set(d, content);
-    for (const e of content.entries) entries.push(e);
-    for (const l of content.logs) logs.push(l);
   }
-  return { held: { epoch: reply.epoch, generation: reply.generation, dirs }, entries, logs };
+  return withFlatViews({ held: { epoch: reply.epoch, generation: reply.generation, dirs }, dirs });
+}
+
+/** entries and logs as the concatenation of the directories', built once when first read. */
+function withFlatViews(a: { held: HeldListing; dirs: ReadonlyMap<string, DirContent> }): AppliedListing {
+  let flat: { entries: Entry[]; logs: LogInfo[] } | undefined;
+  const flatten = () => {
+    if (flat !== undefined) return flat;
+    flat = { entries: [], logs: [] };
+    for (const content of a.dirs.values()) {
+      for (const e of content.entries) flat.entries.push(e);
+      for (const l of content.logs) flat.logs.push(l);
+    }
+    return flat;
+  };
+  return { ...a, get entries() { return flatten().entries; }, get logs() { return flatten().logs; } };
+}
+
+/** Whether a full reply lists its entries and logfiles directory by directory in the order of
+ *  its `dirs` (as our servers do: tree-io.ts flattenDirs), so that the groups concatenated are
+ *  the reply itself. */
+function inListingOrder(reply: ListingReply, groups: ReadonlyMap<string, DirContent>): boolean {
+  const rank = new Map<string, number>();
+  let i = 0;
+  for (const d of groups.keys()) rank.set(d, i++);
+  let last = -1;
+  for (const e of reply.entries) {
+    const r = rank.get(listingDirOf(e.p))!;
+    if (r < last) return false;
+    last = r;
+  }
+  last = -1;
+  for (const l of reply.logs) {
+    const r = rank.get(`resource-${l.res}`)!;
+    if (r < last) return false;
+    last = r;
+  }
+  return true;
 }
 
 /** The payload's entries and logfiles by directory, each in payload order; every directory of
  *  the payload (a delta: the changed ones) present, empty ones too. */
-function groupByDir(reply: ListingReply): Map<string, { entries: Entry[]; logs: LogInfo[] }> {
+function groupByDir(reply: ListingReply): Map<string, DirContent> {
   const groups = new Map<string, { entries: Entry[]; logs: LogInfo[] }>();
   for (const d of reply.changed ?? reply.dirs ?? []) groups.set(d, { entries: [], logs: [] });
   for (const e of reply.entries) {

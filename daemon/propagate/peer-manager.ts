@@ -21,6 +21,7 @@ import { planMerge } from './merge.js';
 import { applyMergePlan, linksOfHost, localState, mergeFacts } from './tree-io.js';
 import { RefusalLog } from './refusal-log.js';
 import { listingOf, type PeerListing } from './tombstones.js';
+import { IncrementalMerge, logsOfDirs, peerListingOfDirs } from './incremental-merge.js';
 import { applyListing, FULL_LISTING_EVERY_MS, type HeldListing } from './listing-delta.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { LogFn } from '../../common/util/log.js';
@@ -83,12 +84,15 @@ const SSH_DIAL_TIMEOUT_MS = 20_000;
 
 export class PeerLink {
   conn: PeerConnection | undefined;
-  /** res → (log name → bytes the peer offers) */
-  logs = new Map<string, Map<string, number>>();
+  /** res → (log name → bytes the peer offers); a resource's Map is never changed once here (an
+   *  unchanged directory's is handed on to the next pull: incremental-merge.ts logsOfDirs) */
+  logs: ReadonlyMap<string, ReadonlyMap<string, number>> = new Map();
   /** the peer's whole listing of the last successful pull (tombstone purging) */
   listing: PeerListing | undefined;
   /** the peer's listing as held for its next delta (listing-delta.ts); only for this connection */
   private held: HeldListing | undefined;
+  /** which directories of the peer's listing the last merges found quiet */
+  readonly merger = new IncrementalMerge();
   /** when (Clock.monotonicMs) the held listing was last requested in full */
   private heldFullAtMs = -Infinity;
   lastError = '';
@@ -231,23 +235,37 @@ export class PeerLink {
     const applied = applyListing(this.held, asked, reply);
     this.held = applied.held;
     if (reply.since === undefined) this.heldFullAtMs = requestedAtMs;
-    const { entries, logs } = applied;
     const { tree, host } = this.m;
-    const plan = tree.readBatch(() => planMerge(entries, (p) => localState(tree, p), {
-      ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res) => replayFloor(tree, res, host),
-      linksOf: (h, dir) => linksOfHost(tree, h, dir),
-    }));
+    const dirs = applied.dirs;
+    const options = {
+      ...this.m.mergeLimits, sender: this.peer, receiver: host, nowUs: tree.clock.realNowUs(), facts: mergeFacts(tree), replayFloor: (res: string) => replayFloor(tree, res, host),
+      linksOf: (h: string, dir: string | undefined) => linksOfHost(tree, h, dir),
+    };
+    // By directory, passing over those that cannot change anything (incremental-merge.ts);
+    // the whole listing when the peer gives none (an older peer).
+    if (dirs === undefined) this.merger.reset();
+    const plan = tree.readBatch(() => dirs !== undefined
+      ? this.merger.plan(tree, dirs, (p) => localState(tree, p), options)
+      : planMerge(applied.entries, (p) => localState(tree, p), options));
     for (const r of plan.rejected) (this.m.refusals ??= new RefusalLog({ log: this.m.log, nowMs: () => (this.m.clock ?? systemClock).monotonicMs() })).note(this.peer, 'listed', r.path, r.reason);
     const changed = applyMergePlan(tree, plan);
-    this.listing = listingOf(requestedAtMs, entries, logs, peerPulledAtMs);
-    const next = new Map<string, Map<string, number>>();
-    for (const l of logs) {
-      let perRes = next.get(l.res);
-      if (!perRes) next.set(l.res, (perRes = new Map()));
-      perRes.set(l.name, l.sizeBytes);
+    let listingChanged: boolean;
+    if (dirs !== undefined) {
+      this.listing = peerListingOfDirs(requestedAtMs, dirs, peerPulledAtMs);
+      const next = logsOfDirs(dirs, this.logs);
+      listingChanged = next.changed;
+      this.logs = next.logs;
+    } else {
+      this.listing = listingOf(requestedAtMs, applied.entries, applied.logs, peerPulledAtMs);
+      const next = new Map<string, Map<string, number>>();
+      for (const l of applied.logs) {
+        let perRes = next.get(l.res);
+        if (!perRes) next.set(l.res, (perRes = new Map()));
+        perRes.set(l.name, l.sizeBytes);
+      }
+      listingChanged = !sameListing(this.logs, next);
+      this.logs = next;
     }
-    const listingChanged = !sameListing(this.logs, next);
-    this.logs = next;
     // A peer's heartbeat alone changes no decision (view and metrics read it when asked): a
     // round for it would run every resource's round once per pull, and write our heartbeat,
     // which the peer pulls and answers in kind.
@@ -279,7 +297,7 @@ export function replayFloor(tree: TreeStore, res: string, host: string): number 
   }
 }
 
-function sameListing(a: Map<string, Map<string, number>>, b: Map<string, Map<string, number>>): boolean {
+function sameListing(a: ReadonlyMap<string, ReadonlyMap<string, number>>, b: ReadonlyMap<string, ReadonlyMap<string, number>>): boolean {
   if (a.size !== b.size) return false;
   for (const [res, m] of a) {
     const o = b.get(res);

@@ -51,10 +51,11 @@ import { systemClock, type Clock } from '../../common/util/clock.js';
 /** What one pull of a peer returned, and when (Clock.monotonicMs) we asked. */
 export interface PeerListing {
   requestedAtMs: number;
-  /** path → value and stamp */
-  entries: ReadonlyMap<string, { v: string; s: number }>;
+  /** path → value and stamp (a Map, or a lookup into the listing held by directory:
+   *  incremental-merge.ts peerListingOfDirs, indexed only where a tombstone is asked about) */
+  entries: { get(path: string): { v: string; s: number } | undefined };
   /** paths of the logfiles the peer holds: resource-RES/log-... */
-  files: ReadonlySet<string>;
+  files: { has(path: string): boolean };
   /** when (Clock.monotonicMs) the peer's newest pull of our tree had reached us as we asked
    *  for this listing; undefined: it had not pulled us yet */
   peerPulledAtMs?: number | undefined;
@@ -117,7 +118,13 @@ export function decideTombstonePurge(i: PurgeInput): PurgeDecision {
   return d;
 }
 
-export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], logs: readonly { res: string; name: string }[], peerPulledAtMs?: number): PeerListing {
+/** A PeerListing held as a whole (an older peer's listing, the simulation): Map and Set. */
+export interface FlatPeerListing extends PeerListing {
+  entries: ReadonlyMap<string, { v: string; s: number }>;
+  files: ReadonlySet<string>;
+}
+
+export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], logs: readonly { res: string; name: string }[], peerPulledAtMs?: number): FlatPeerListing {
   return {
     requestedAtMs,
     peerPulledAtMs,

@@ -33,8 +33,9 @@ export interface DirRecord {
   listing: ReadonlyMap<string, CachedEntry>;
   /** the same array for as long as `listing` is the same object */
   entries: readonly TreeEntry[];
-  /** present for a resource directory when durableEnd was given */
-  logs?: LogListing[];
+  /** present for a resource directory when durableEnd was given (served-logs.ts: the same
+   *  array while nothing of it changed; never changed once handed out) */
+  logs?: readonly LogListing[];
 }
 
 /** What a listing object yields (entries, subdirectories): computed once per object. */
@@ -63,8 +64,19 @@ function derive(rel: string, listing: ReadonlyMap<string, CachedEntry>): { entri
  * ones stat'ed, log-sizes.ts). Each directory's cached listing is checked once for the whole
  * walk (TreeStore.readBatch); an unchanged directory costs that check and nothing per entry.
  */
-export function collectDirs(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): DirRecord[] {
-  return tree.readBatch(() => walkDirs(tree, durableEnd));
+export function collectDirs(tree: TreeStore, durableEnd?: DurableEndFn | LogsOf): DirRecord[] {
+  const logsOf: LogsOf | undefined = durableEnd === undefined || typeof durableEnd === 'object' ? durableEnd
+    : { logs: (t, rel, res) => logfileSizes(t, rel).map((l) => ({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) })) };
+  return tree.readBatch(() => walkDirs(tree, logsOf));
+}
+
+/** The bytes of a logfile a peer may fetch, from its file size. */
+export type DurableEndFn = (res: string, name: string, fileBytes: number) => number;
+
+/** What a listing offers of a resource directory's logfiles (serve/served-logs.ts keeps it
+ *  from one walk to the next); called inside the walk's TreeStore.readBatch. */
+export interface LogsOf {
+  logs(tree: TreeStore, rel: string, res: string): LogListing[];
 }
 
 /**
@@ -72,7 +84,7 @@ export function collectDirs(tree: TreeStore, durableEnd?: (res: string, name: st
  * size (without it, `logs` is empty): collectDirs flattened, directory by directory. The
  * order is part of what a delta listing must reproduce (listing-delta.ts).
  */
-export function collectEntries(tree: TreeStore, durableEnd?: (res: string, name: string, fileBytes: number) => number): { entries: TreeEntry[]; logs: LogListing[] } {
+export function collectEntries(tree: TreeStore, durableEnd?: DurableEndFn): { entries: TreeEntry[]; logs: LogListing[] } {
   return flattenDirs(collectDirs(tree, durableEnd));
 }
 
@@ -86,7 +98,7 @@ export function flattenDirs(dirs: readonly DirRecord[]): { entries: TreeEntry[];
   return { entries, logs };
 }
 
-function walkDirs(tree: TreeStore, durableEnd: ((res: string, name: string, fileBytes: number) => number) | undefined): DirRecord[] {
+function walkDirs(tree: TreeStore, logsOf: LogsOf | undefined): DirRecord[] {
   const out: DirRecord[] = [];
   const visit = (rel: string, depth: number) => {
     // The directory's cached listing itself: a name from it needs no lookup of its own.
@@ -95,9 +107,9 @@ function walkDirs(tree: TreeStore, durableEnd: ((res: string, name: string, file
     const { entries, subdirs } = derive(rel, listing);
     const record: DirRecord = { rel, listing, entries };
     const res = rel.startsWith('resource-') && depth === 1 ? rel.slice('resource-'.length) : undefined;
-    if (res !== undefined && durableEnd !== undefined && isValidIdentifier(res)) {
+    if (res !== undefined && logsOf !== undefined && isValidIdentifier(res)) {
       // Sizes from the cache of finished logfiles' sizes (log-sizes.ts), the growing ones stat'ed.
-      record.logs = logfileSizes(tree, rel).map((l) => ({ res, name: l.name, sizeBytes: durableEnd(res, l.name, l.sizeBytes) }));
+      record.logs = logsOf.logs(tree, rel, res);
     }
     out.push(record);
     if (depth < 2) for (const sub of subdirs) visit(sub, depth + 1);

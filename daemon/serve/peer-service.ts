@@ -11,6 +11,7 @@ import { parseLogName } from '../../common/tree/log-names.js';
 import { collectDirs, localState, applyMergePlan, mergeFacts, linksOfHost } from '../propagate/tree-io.js';
 import { RefusalLog } from '../propagate/refusal-log.js';
 import { ListingGenerations } from '../propagate/listing-delta.js';
+import { ServedLogs, type DurableEnd } from './served-logs.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
@@ -31,6 +32,9 @@ export interface ServiceContext {
   host: string;
   /** the logger's durable end when this host is writing that logfile right now */
   activeLogEnd(res: string, seq: number): number | undefined;
+  /** every logfile number of res for which activeLogEnd may be defined (the logger's current
+   *  and retired logfiles); without it every logfile of ours is asked at every listing */
+  activeLogSeqs?(res: string): Iterable<number>;
   /** the current logfile and durable end while this host is actual primary of res */
   primaryPosition(res: string): { seq: number; origin: string; pos: number } | undefined;
   /** res is in emergency mode here: its disk changes without a log */
@@ -61,9 +65,17 @@ export class PeerService implements PeerHandlers {
   private readonly offeredOf = new WeakMap<readonly Entry[], readonly Entry[]>();
   /** the generation of each directory of our listing, for deltas */
   private readonly generations = new ListingGenerations();
+  /** each resource directory's offered logfiles, kept from one walk to the next */
+  readonly servedLogs: ServedLogs;
 
   constructor(private readonly ctx: ServiceContext) {
     this.clock = ctx.clock ?? systemClock;
+    const activeLogSeqs = ctx.activeLogSeqs;
+    this.servedLogs = new ServedLogs({
+      host: ctx.host,
+      durableEnd: (res, name, bytes) => this.durableEndOf(res, name, bytes),
+      ...(activeLogSeqs !== undefined ? { activeLogSeqs: (res: string) => activeLogSeqs(res) } : {}),
+    });
   }
 
   /**
@@ -73,13 +85,18 @@ export class PeerService implements PeerHandlers {
    * logfiles hold only bytes that were durable at their origin: all of them.
    */
   durableEnd(res: string, name: string, fileBytes: number): number {
+    return this.durableEndOf(res, name, fileBytes).bytes;
+  }
+
+  /** durableEnd, and whether the logger's memory gave it (served-logs.ts). */
+  durableEndOf(res: string, name: string, fileBytes: number): DurableEnd {
     const parsed = parseLogName(name);
-    if (!parsed || parsed.origin !== this.ctx.host) return fileBytes;
+    if (!parsed || parsed.origin !== this.ctx.host) return { bytes: fileBytes, fromLogger: false };
     const active = this.ctx.activeLogEnd(res, parsed.seq);
-    if (active !== undefined) return Math.min(active, fileBytes);
+    if (active !== undefined) return { bytes: Math.min(active, fileBytes), fromLogger: true };
     const version = this.ctx.tree.value(resPaths.version(res, parsed.seq, this.ctx.host));
     const logPos = version === undefined ? undefined : parseVersionLink(version)?.logPos;
-    return logPos === undefined ? 0 : Math.min(logPos, fileBytes);
+    return { bytes: logPos === undefined ? 0 : Math.min(logPos, fileBytes), fromLogger: false };
   }
 
   async secretRing(peer: string, req: SecretRingRequest, session: SessionInfo): Promise<{ dial: string; next?: string; previous?: string }> {
@@ -97,7 +114,8 @@ export class PeerService implements PeerHandlers {
     // Everything, the peer's own links included: the peer ignores those (except the deletion
     // of an old versionlink, mayWrite), but needs them to see whether we have seen its
     // tombstones before it purges them (daemon/propagate/tombstones.ts).
-    const walk = collectDirs(this.ctx.tree, (res, name, bytes) => this.durableEnd(res, name, bytes));
+    const walk = collectDirs(this.ctx.tree, this.servedLogs);
+    this.servedLogs.keepOnly(new Set(walk.filter((d) => d.logs !== undefined).map((d) => d.rel)));
     if (walk.length > MAX_LISTING_DIRS) throw new PeerRequestError('EFBIG', `the tree has ${walk.length} directories, more than a listing names (${MAX_LISTING_DIRS})`);
     const generations = this.generations.stamp(walk);
     const delta = this.generations.canBuildOn(since);

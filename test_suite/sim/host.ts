@@ -8,7 +8,7 @@ import { LamportClock } from '../../common/tree/lamport.js';
 import { LOG_NAME, VERSION_NAME } from '../../common/tree/log-names.js';
 import { parseReplayLink } from '../../common/log/links.js';
 import { planMerge, TOMBSTONE_VALUE, type LocalState, type MergePlan, type TreeEntry } from '../../daemon/propagate/merge.js';
-import { decideTombstonePurge, listingOf, trackFirstSeen, type PeerListing } from '../../daemon/propagate/tombstones.js';
+import { decideTombstonePurge, listingOf, trackFirstSeen, type FlatPeerListing } from '../../daemon/propagate/tombstones.js';
 
 export interface Stamped {
   v: string;
@@ -31,7 +31,7 @@ export class SimHost {
   readonly files = new Set<string>();
   readonly lamport: LamportClock;
   /** the newest listing of each peer and when (this host's monotonic ms) it was requested */
-  readonly listings = new Map<string, PeerListing>();
+  readonly listings = new Map<string, FlatPeerListing>();
   /** the pull in flight to each peer (one per connection, as PeerLink.pull) */
   readonly inFlight = new Map<string, number>();
   /** peer → when its newest pull of this host's tree reached it (PeerManager.notePulledBy) */
