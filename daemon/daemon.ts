@@ -27,6 +27,7 @@ import { peerManagerPeers, type SecondaryPeers } from './control/secondary-runne
 import type { CommonOptions } from '../common/config.js';
 import { PeerManager } from './propagate/peer-manager.js';
 import { TombstoneKeeper } from './propagate/tombstones.js';
+import { NotifyPacer } from './propagate/notify-pacer.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
 import { decideAdmission } from './net/admission.js';
@@ -46,7 +47,6 @@ export const DEFAULT_STARTUP_GRACE_MS = 20_000;
 /** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
 const TICK_DELAY_MS = 5;
 /** peers are told of our tree changes at most this often (they pull us then) */
-const NOTIFY_MIN_INTERVAL_MS = 100;
 
 export interface DaemonOptions extends CommonOptions {
   /** serve Prometheus metrics on ADDR:PORT (daemon/metrics); off when absent */
@@ -108,7 +108,8 @@ export class Daemon {
   private listenAddress: string | undefined;
   /** The cluster secret(s); none: this host runs alone. */
   private secrets: SecretKeeper | undefined;
-  private lastNotifyMs = Number.NEGATIVE_INFINITY;
+  /** tells the peers our tree changed (paced, never dropped: notify-pacer.ts); they pull us soon */
+  private readonly notifier: NotifyPacer;
   private readonly space: SpaceMonitor;
   private readonly secondaryPeers: SecondaryPeers;
   /** byte counters per resource (metrics); kept across runner restarts */
@@ -138,6 +139,7 @@ export class Daemon {
       onOpenCountChange: (name: string, count: number) => this.runners.get(name)?.setOpenCount(count),
     });
     this.refusals = new RefusalLog({ log: opts.log, nowMs: () => opts.clock.monotonicMs() });
+    this.notifier = new NotifyPacer(opts.clock, () => this.peers.notifyAll());
     this.peers = new PeerManager({
       tree: this.tree, host: opts.host, pullIntervalMs: opts.pullIntervalMs, log: opts.log, clock: opts.clock,
       refusals: this.refusals, mergeLimits: mergeLimits(this.opts),
@@ -202,9 +204,9 @@ export class Daemon {
     // Values are dangling symlinks ("1", "alpha", ...), for which chokidar emits no add/change
     // events (it cannot stat their targets); its raw inotify events do arrive.
     // A change an admin made (marsadm writes, then triggers): act now and tell the peers.
-    this.watcher.on('all', () => { this.requestTick(); this.notifyPeers(); });
+    this.watcher.on('all', () => { this.requestTick(); this.notifier.changed(); });
     this.watcher.on('raw', (_event: string, name: string) => {
-      if (typeof name === 'string' && isInteresting(name)) { this.requestTick(); this.notifyPeers(); }
+      if (typeof name === 'string' && isInteresting(name)) { this.requestTick(); this.notifier.changed(); }
     });
     this.watcher.on('error', (err) => this.opts.log('warn', `tree watcher: ${(err as Error).message}`));
     this.interval = this.opts.clock.setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
@@ -287,14 +289,6 @@ export class Daemon {
     this.peers.reconcile();
   }
 
-  /** Tell peers our tree changed (rate-limited: they pull us soon). */
-  private notifyPeers(): void {
-    const now = this.opts.clock.nowMs();
-    if (now - this.lastNotifyMs < NOTIFY_MIN_INTERVAL_MS) return;
-    this.lastNotifyMs = now;
-    this.peers.notifyAll();
-  }
-
   requestTick(): void {
     if (this.tickScheduled || this.stopping) return;
     this.tickScheduled = true;
@@ -353,7 +347,7 @@ export class Daemon {
     const snapshot = readResourceSnapshot(this.tree, runner.name, this.opts.host);
     const { plan, done } = runner.round(snapshot, { present, spaceLevel, spaceTotalBytes, startupHold });
     // The state an action leaves is what the next round decides from: ask for one at once.
-    if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifyPeers(); });
+    if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifier.changed(); });
     if (plan.forget) {
       this.runners.delete(runner.name);
       void runner.shutdown();
@@ -382,6 +376,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.interval?.cancel();
+    this.notifier.stop();
     await this.watcher?.close();
     await this.metricsServer?.close();
     for (const runner of this.runners.values()) await runner.shutdown();

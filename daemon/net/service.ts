@@ -45,29 +45,18 @@ import type { LogFn } from '../../common/util/log.js';
 import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
 import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
 import {
-  encodeEntsPayload, MAX_LOG_DATA_BYTES, validateOutgoing,
+  encodeEntsPayload, validateOutgoing,
   type Entry, type ListingSince, type LogInfo, type LogReadRequest, type Message, type MessageOf, type PositionRequest, type Reply, type SingleReplyRequest,
   type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
 import type { FrameCipher } from './frame-auth.js';
-import { chunkBytesForRate, DEFAULT_BURST_BYTES, throttle, TokenBucket } from './rate-limit.js';
 import { PeerRequestError, truncateMessage } from './errors.js';
 import { reserveBytesFor, type ConnectionBudget } from './budget.js';
+import { createLogSink, type LogSink } from './log-sink.js';
+
+export type { LogSink } from './log-sink.js';
 
 export type PeerRole = 'client' | 'server';
-
-/**
- * Where a log-read handler writes the logfile bytes: contiguous, from the requested fromPos.
- * Memory: call reserve() before reading a chunk (of at most MAX_LOG_DATA_BYTES) into memory;
- * it waits while the reply budget is full. send() gives the reservation back once the chunk
- * is handed to the socket (and takes one itself when none is held); release() gives it back
- * without sending (nothing was read). The server releases whatever is held when the request ends.
- */
-export interface LogSink {
-  reserve(): Promise<void>;
-  release(): void;
-  send(pos: number, data: Buffer): Promise<void>;
-}
 
 /** What a server does for its peers. Handlers may throw PeerRequestError for an `error` reply. */
 export interface PeerHandlers {
@@ -259,20 +248,6 @@ export class IncomingRequests {
     }
   }
 
-  /** Take `bytes` of the reply budget, waiting while it is full; throws when the request is aborted. */
-  private async takeBudget(bytes: number, signal: AbortSignal): Promise<void> {
-    const budget = this.o.budget;
-    if (budget === undefined) return;
-    while (!budget.tryTake(bytes)) {
-      if (signal.aborted) throw abortReason(signal);
-      await new Promise<void>((resolve) => {
-        const done = () => { unsubscribe(); signal.removeEventListener('abort', done); resolve(); };
-        const unsubscribe = budget.total.subscribe(done);
-        signal.addEventListener('abort', done, { once: true });
-      });
-    }
-  }
-
   /** The client cancelled: a cancel that crossed the request's final reply finds nothing. */
   cancel(id: number): void {
     this.running.get(id)?.abort(new PeerRequestError('ECANCELED', 'cancelled by the client'));
@@ -323,7 +298,7 @@ export class IncomingRequests {
         return entsReply(req, await h.getents(peer, req.since));
       }
       case 'log-read': {
-        const sink = this.logSink(req, signal, (pos) => (progress.logPos = pos));
+        const sink = createLogSink(req, signal, (pos) => (progress.logPos = pos), { clock: this.o.clock, budget: this.o.budget, send: (m, payload) => this.link.send(m, payload) });
         let r;
         try {
           r = await h.logRead(peer, req, sink, signal);
@@ -379,58 +354,10 @@ export class IncomingRequests {
     return { message: { t: 'error', id: req.id, code: 'EIO', message: truncateMessage(`${req.t} failed: ${(err as Error)?.message ?? String(err)}`) } };
   }
 
-  /** The sink a log-read handler writes to: contiguous, rate limited, split into frames. */
-  private logSink(req: LogReadRequest, signal: AbortSignal, sent: (pos: number) => void): LogSink {
-    const clock = this.o.clock;
-    const bucket = new TokenBucket(req.rateBytesPerS, DEFAULT_BURST_BYTES, () => clock.monotonicMs());
-    const chunkBytes = chunkBytesForRate(req.rateBytesPerS, MAX_LOG_DATA_BYTES);
-    let nextPos = req.fromPos;
-    let busy = false;
-    /** budget bytes this stream holds for the chunk being read or sent (0 or MAX_LOG_DATA_BYTES) */
-    let heldBytes = 0;
-    const reserve = async (): Promise<void> => {
-      if (heldBytes > 0 || this.o.budget === undefined) return;
-      await this.takeBudget(MAX_LOG_DATA_BYTES, signal);
-      heldBytes = MAX_LOG_DATA_BYTES;
-    };
-    const release = (): void => {
-      if (heldBytes === 0) return;
-      this.o.budget!.give(heldBytes);
-      heldBytes = 0;
-    };
-    return {
-      reserve,
-      release,
-      send: async (pos: number, data: Buffer) => {
-        assert(!busy, 'log-read sink.send called again before the previous send finished');
-        assert(pos === nextPos, `log-read sink.send at ${pos}, the stream is at ${nextPos}`);
-        assert(data.length <= MAX_LOG_DATA_BYTES || this.o.budget === undefined, `log-read sink.send of ${data.length} bytes, more than a reservation holds`);
-        busy = true;
-        try {
-          await reserve();
-          for (let offset = 0; offset < data.length; offset += chunkBytes) {
-            if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new PeerRequestError('ECANCELED', 'cancelled');
-            const piece = data.subarray(offset, offset + chunkBytes);
-            await throttle(bucket, piece.length, signal, clock);
-            await this.link.send({ t: 'log-data', id: req.id, pos: nextPos }, piece);
-            nextPos += piece.length;
-            sent(nextPos);
-          }
-        } finally {
-          busy = false;
-          release();
-        }
-      },
-    };
-  }
 }
 
 /** Requests that move bulk data; the others are control requests (see the header). */
 const BULK_REQUESTS: ReadonlySet<ServedRequest['t']> = new Set(['log-read', 'sync-digests', 'sync-read']);
-
-function abortReason(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new PeerRequestError('ECANCELED', 'cancelled');
-}
 
 /** Why a joining or removed host may not send this request; undefined: it may (what join-cluster needs; a removed host only reads). */
 export function restrictedRefusal(req: ServedRequest, peerHost: string, how: 'joining' | 'removed'): string | undefined {
