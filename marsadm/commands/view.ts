@@ -8,8 +8,11 @@ import { removalOf } from '../../common/resource/snapshot.js';
 
 export function view(adm: Adm, spec: string | undefined): void {
   adm.requireCluster();
-  const names = expandResources(adm, spec ?? 'all');
-  const views = names.map((r) => readView(adm, r));
+  // One look at each directory for the whole view (TreeStore.readBatch), not one per link read.
+  const { names, views } = adm.tree.readBatch(() => {
+    const names = expandResources(adm, spec ?? 'all');
+    return { names, views: names.map((r) => readView(adm, r)) };
+  });
   // A zombie (a removed host restarted on its old /mars) sees the removal marker it pulled.
   const removed = (res: string) => removalOf(adm.tree, res, adm.host);
   if (adm.json) {
@@ -30,8 +33,10 @@ const STALE_SENSITIVE = /-(rest|lag|reached|remain|percent|size)$/;
 export function viewMacro(adm: Adm, macro: string, spec: string): void {
   const fn = MACROS[macro];
   if (!fn) throw new AdmError(`unknown macro view-${macro}; known: ${Object.keys(MACROS).join(', ')}`, 2);
-  const names = expandResources(adm, spec);
-  const views = names.map((r) => readView(adm, r));
+  const { names, views } = adm.tree.readBatch(() => {
+    const names = expandResources(adm, spec);
+    return { names, views: names.map((r) => readView(adm, r)) };
+  });
   const values = views.map((v) => ({ resource: v.res, value: fn(v), ...(v.progress?.stale && !v.actual.isPrimary && v.designatedPrimary !== undefined ? { stale: true } : {}) }));
   // `all` keeps its RESOURCE VALUE shape with a single resource too: a script's parsing must not
   // depend on how many resources there are.
