@@ -525,6 +525,31 @@ t.test('many following log-reads waiting for data hold no reply budget: listings
   t.equal(s.server.replyBytesReserved, 0, 'every reservation given back');
 });
 
+t.test('a full reply budget: a listing passes waiting bulk requests, which keep their order', async (t) => {
+  // 1.5 MiB: one 1 MiB sync-read runs, the next waits; a getents (256 KiB) still fits.
+  let releaseReads!: () => void;
+  const readsGate = new Promise<void>((resolve) => (releaseReads = resolve));
+  const order: number[] = [];
+  const s = await startServer(t, { connectionReplyBudgetBytes: 1.5 * MiB }, {
+    async syncRead(_peer, req) {
+      order.push(req.fromPos);
+      await readsGate;
+      return pattern(req.fromPos, req.lengthBytes);
+    },
+  });
+  const conn = await dial(t, s.address);
+  const reads = [0, MiB, 2 * MiB].map((fromPos, i) => conn.request({ t: 'sync-read', res: 'r1', fromPos, lengthBytes: i === 2 ? 4096 : MiB }));
+  await waitFor('the first sync-read running', () => order.length === 1);
+  const ents = await withDeadline(conn.getents(), 5000, 'a listing while a bulk request waits for the budget');
+  t.same(ents.entries, ENTRIES);
+  t.same(order, [0], 'the second 1 MiB read waits, and the small third one does not pass it');
+  releaseReads();
+  const replies = await withDeadline(Promise.all(reads), 10_000, 'the reads to finish');
+  t.same(order, [0, MiB, 2 * MiB], 'bulk requests ran in their order');
+  t.same(replies.map((r) => r.payload.length), [MiB, MiB, 4096]);
+  t.equal(s.server.replyBytesReserved, 0, 'every reservation given back');
+});
+
 t.test('log-read data chunks are bounded by the reply budget while the reader is slow', async (t) => {
   const STREAMS = 6;
   const TOTAL = 4 * MiB;
