@@ -8,7 +8,7 @@ import { BENCH_DIR_PREFIX, reportPath, scrubPaths } from './paths.js';
 import { killAllTracked } from './proc.js';
 import { ScaleSuite } from './scale.js';
 import { parseScaleOptions } from './scale-options.js';
-import { mergeScaleSession, readScaleData, scaleVerdicts, writeScaleData, type ScaleSession } from './scale-report.js';
+import { joinVerdicts, mergeScaleSession, readScaleData, scaleVerdicts, writeScaleData, type ScaleSession } from './scale-report.js';
 
 /** Bytes one configuration needs on disk, generously: logfiles take a block each on both hosts, data files up to the device. */
 function spaceNeeded(resources: number, logfiles: number): number {
@@ -52,13 +52,15 @@ export async function runScaleSuite(argv: string[], say: (line: string) => void)
       machine: { cpuModel: machine.cpuModel, cores: machine.cores, ramBytes: machine.ramBytes, gitCommit: machine.gitCommit, node: machine.node },
       options: { windowS: o.windowS, graceS: o.graceS, handover: o.handover },
       runs: suite.runs,
+      ...(suite.join !== undefined ? { join: suite.join } : {}),
     };
     for (const r of suite.runs) {
       const v = scaleVerdicts(r);
       for (const m of v.missed) say(`  missed: ${m}`);
       if (r.error) say(`  error: ${r.config.resources} x ${r.config.logfiles}: ${reportPath(r.error, benchDir)}`);
     }
-    const ok = suite.runs.every((r) => !r.error);
+    if (suite.join !== undefined) for (const m of joinVerdicts(suite.join).missed) say(`  missed: ${m}`);
+    const ok = suite.runs.every((r) => !r.error) && suite.join?.error === undefined;
     if (o.writeDocs) writeScaleData(mergeScaleSession(readScaleData(), scrubPaths(session, benchDir)));
     return { ok, wroteJson: o.writeDocs };
   } finally {

@@ -10,12 +10,13 @@ export interface ScaleCliOptions extends Omit<ScaleOptions, 'dir'> {
   parent: string;
 }
 
-export const SCALE_DEFAULTS = { resources: 100, logfiles: 1000, windowS: 60, graceS: 5, settleTimeoutS: 900 } as const;
+export const SCALE_DEFAULTS = { resources: 100, logfiles: 1000, windowS: 60, graceS: 5, settleTimeoutS: 900, joinDeviceMiB: 4 } as const;
 
 export function scaleUsage(): string {
   return [
     'usage: npm run bench -- --suite scale [--scale-resources R] [--scale-logfiles L] [--scale-configs RxL,...]',
-    '                       [--scale-window S] [--scale-grace S] [--scale-settle-timeout S] [--scale-handover] [--dir DIR] [--no-write-docs]',
+    '                       [--scale-window S] [--scale-grace S] [--scale-settle-timeout S] [--scale-handover] [--scale-join N [--scale-join-mib M]]',
+    '                       [--dir DIR] [--no-write-docs]',
     'Two idle marsd (h1 primary, h2 secondary) on trees generated offline with R resources of L logfiles each:',
     'idle CPU and RSS of each marsd over a window, time of `marsadm view all`, warning/error lines in the daemon logs.',
     `  --scale-resources R      resources (default ${SCALE_DEFAULTS.resources})`,
@@ -25,6 +26,9 @@ export function scaleUsage(): string {
     `  --scale-grace S          quiet seconds after settling, before the window (default ${SCALE_DEFAULTS.graceS})`,
     `  --scale-settle-timeout S how long starting and settling may take (default ${SCALE_DEFAULTS.settleTimeoutS})`,
     '  --scale-handover         after the measurements, time a planned handover of r0 to h2 (marsadm primary r0)',
+    '  --scale-join N           also: a fresh cluster, N resources created on h1 with random data, join-resource of each on h2,',
+    '                           all full syncs at once; lost peer connections and refusals counted (target 0); 0 = skip (default)',
+    `  --scale-join-mib M       device size of each joined resource in MiB (default ${SCALE_DEFAULTS.joinDeviceMiB})`,
     '  --dir DIR                where the temporary bench directory is created (default the system temp dir)',
     '  --no-write-docs          do not write docs/benchmarks-scale.json and docs/benchmarks.md',
   ].join('\n');
@@ -60,6 +64,8 @@ export function parseScaleOptions(argv: string[]): ScaleCliOptions {
       'scale-grace': { type: 'string' },
       'scale-settle-timeout': { type: 'string' },
       'scale-handover': { type: 'boolean', default: false },
+      'scale-join': { type: 'string' },
+      'scale-join-mib': { type: 'string' },
       dir: { type: 'string' },
       'no-write-docs': { type: 'boolean', default: false },
     },
@@ -82,6 +88,8 @@ export function parseScaleOptions(argv: string[]): ScaleCliOptions {
     graceS: seconds(values['scale-grace'], '--scale-grace', SCALE_DEFAULTS.graceS, 0, 600),
     settleTimeoutS: seconds(values['scale-settle-timeout'], '--scale-settle-timeout', SCALE_DEFAULTS.settleTimeoutS, 10, 7200),
     handover: values['scale-handover'] ?? false,
+    joinResources: values['scale-join'] !== undefined ? wholeNumber(values['scale-join'], '--scale-join', 0, 1000) : 0,
+    joinDeviceBytes: (values['scale-join-mib'] !== undefined ? wholeNumber(values['scale-join-mib'], '--scale-join-mib', 1, 1024) : SCALE_DEFAULTS.joinDeviceMiB) * 2 ** 20,
     writeDocs: !values['no-write-docs'],
     parent: resolve(values.dir ?? tmpdir()),
   };

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DOCS_DIR } from './paths.js';
 import type { ScaleConfig, ScaleRun } from './scale.js';
+import type { ScaleJoinRun } from './scale-join.js';
 
 export const SCALE_JSON_FILE = 'benchmarks-scale.json';
 
@@ -19,6 +20,8 @@ export interface ScaleSession {
   machine: { cpuModel: string; cores: number; ramBytes: number; gitCommit: string; node: string };
   options: { windowS: number; graceS: number; handover: boolean };
   runs: ScaleRun[];
+  /** the join part, when it ran (--scale-join N) */
+  join?: ScaleJoinRun;
 }
 
 export interface ScaleData {
@@ -35,12 +38,16 @@ export function readScaleData(path = join(DOCS_DIR, SCALE_JSON_FILE)): ScaleData
   return d;
 }
 
-/** The record with `session` added: older sessions lose the configurations it measured again. */
+/** The record with `session` added: older sessions lose the configurations (and the join part) it measured again. */
 export function mergeScaleSession(d: ScaleData, session: ScaleSession): ScaleData {
   const fresh = new Set(session.runs.map((r) => key(r.config)));
   const older = d.sessions
-    .map((s) => ({ ...s, runs: s.runs.filter((r) => !fresh.has(key(r.config))) }))
-    .filter((s) => s.runs.length > 0);
+    .map((s) => {
+      const kept: ScaleSession = { ...s, runs: s.runs.filter((r) => !fresh.has(key(r.config))) };
+      if (session.join !== undefined) delete kept.join;
+      return kept;
+    })
+    .filter((s) => s.runs.length > 0 || s.join !== undefined);
   return { format: 1, sessions: [...older, session] };
 }
 
@@ -80,10 +87,36 @@ export function scaleVerdicts(run: ScaleRun): { met: string[]; missed: string[] 
   return { met, missed };
 }
 
+/** The join part's verdicts: no lost connection, no refusal, no restarted sync. */
+export function joinVerdicts(j: ScaleJoinRun): { met: string[]; missed: string[] } {
+  const met: string[] = [];
+  const missed: string[] = [];
+  if (j.error) return { met, missed: [`join of ${j.resources}: ${j.error}`] };
+  const checks: [boolean, string][] = [
+    [j.connectionsLost === 0, `join of ${j.resources}: ${j.connectionsLost} peer connections lost (target 0)`],
+    [j.busyRefusals === 0, `join of ${j.resources}: ${j.busyRefusals} requests refused as too many (target 0)`],
+    [j.syncRestarts === 0, `join of ${j.resources}: ${j.syncRestarts} syncs restarted (target 0)`],
+  ];
+  for (const [ok, what] of checks) (ok ? met : missed).push(what);
+  return { met, missed };
+}
+
+function renderJoin(s: ScaleSession, j: ScaleJoinRun): string[] {
+  const when = `${s.startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${s.invocation}\`, commit ${s.machine.gitCommit}`;
+  if (j.error) return [`- **join of ${j.resources} resources** (${when}): failed: ${j.error.split('\n')[0]}`];
+  return [
+    `- **join of ${j.resources} resources of ${(j.deviceBytes / 2 ** 20).toFixed(0)} MiB** (${when}): load average ${j.loadAvgStart.join(' ')} at the start, ${j.loadAvgEnd.join(' ')} at the end.`,
+    `  create-resource of ${j.resources - 1} more on h1 ${j.createS.toFixed(1)} s; join-resource of all ${j.resources} on h2 ${j.joinS.toFixed(1)} s; every full sync complete ${j.syncAfterJoinS.toFixed(1)} s after the last join.`,
+    `  Peer connections lost: **${j.connectionsLost}** (target 0); requests refused as too many: ${j.busyRefusals}; syncs restarted: ${j.syncRestarts}; warning / error lines: ${j.warnLines} / ${j.errorLines}`
+      + (j.sampleLines.length > 0 ? `; first: ${j.sampleLines.map((l) => `\`${l.replace(/`/g, "'").slice(0, 160)}\``).join('; ')}` : '') + '.',
+  ];
+}
+
 /** The "## Scale" section of docs/benchmarks.md; undefined when nothing was measured yet. */
 export function renderScaleSection(d: ScaleData): string | undefined {
   const runs = d.sessions.flatMap((s) => s.runs.map((r) => ({ s, r })));
-  if (runs.length === 0) return undefined;
+  const joined = d.sessions.filter((s) => s.join !== undefined).at(-1);
+  if (runs.length === 0 && joined === undefined) return undefined;
   const out: string[] = [
     '## Scale: idle cost of many resources and logfiles',
     '',
@@ -132,6 +165,13 @@ export function renderScaleSection(d: ScaleData): string | undefined {
       if (h.sampleLines.length > 0) out.push(`  ${h.name}'s first distinct warning/error lines: ${h.sampleLines.map((l) => `\`${l.replace(/`/g, "'").slice(0, 160)}\``).join('; ')}.`);
     }
   }
+  if (joined !== undefined) {
+    out.push('', '### Joining many resources at once', '',
+      'A fresh two-host cluster: h1 creates the resources on data files of random bytes, h2 joins each with `marsadm',
+      'join-resource` onto a zero-filled file, and all full syncs run at once (test_suite/bench/scale-join.ts). Both',
+      'daemons\' logs are read from their start to the end of the syncs. Target (issue 11): not a single dropped peer',
+      'connection.', '', ...renderJoin(joined, joined.join!));
+  }
   const last = runs.filter(({ r }) => !r.error).at(-1);
   if (last) {
     out.push('', `Commands of the last run (${last.r.config.resources} x ${last.r.config.logfiles}; $BENCHDIR is the run's temporary directory):`, '', '```sh', ...last.r.commands, '```');
@@ -144,6 +184,7 @@ export function renderScaleSection(d: ScaleData): string | undefined {
     'npm run bench -- --suite scale                                   # 100 resources x 1000 logfiles, 60 s window',
     'npm run bench -- --suite scale --scale-configs 30x200,1000x10 --scale-window 30',
     'npm run bench -- --suite scale --scale-configs 1x1000,100x1000 --scale-handover   # handover time, 1 resource against 100',
+    'npm run bench -- --suite scale --scale-configs 1x10 --scale-join 100              # join-resource of 100 resources, their syncs at once',
     '```',
     '',
   );

@@ -16,6 +16,7 @@ import { BenchHost, freePortOn } from './cluster.js';
 import { cpuSeconds, memStatus, sleep } from './proc.js';
 import { median } from './report.js';
 import { DEFAULT_SCALE_TREE, generateScaleTrees, type ScaleTreeResult } from './scale-tree.js';
+import { runScaleJoin, type ScaleJoinRun } from './scale-join.js';
 import { CONTROL_ROUND_METRIC, histogramOf, histogramSince, quantileBound, type HistogramCounts } from './round-quantile.js';
 
 export interface ScaleConfig {
@@ -33,6 +34,9 @@ export interface ScaleOptions {
   settleTimeoutS: number;
   /** time a planned handover of r0 to the secondary after the measurements */
   handover: boolean;
+  /** the join part (scale-join.ts): resources to create and join; 0 skips it */
+  joinResources: number;
+  joinDeviceBytes: number;
   dir: string;
 }
 
@@ -133,6 +137,7 @@ function fileSize(path: string): number {
 
 export class ScaleSuite {
   readonly runs: ScaleRun[] = [];
+  join: ScaleJoinRun | undefined;
 
   constructor(readonly opts: ScaleOptions, private readonly log: (msg: string) => void) {}
 
@@ -142,6 +147,14 @@ export class ScaleSuite {
     for (const c of this.opts.configs) {
       const run = await this.runConfig(c).catch((err: Error) => this.failed(c, err));
       this.runs.push(run);
+    }
+    if (this.opts.joinResources > 0) {
+      const dir = join(this.opts.dir, `join-${this.opts.joinResources}`);
+      this.join = await runScaleJoin({
+        dir, resources: this.opts.joinResources, deviceBytes: this.opts.joinDeviceBytes, timeoutS: this.opts.settleTimeoutS,
+        log: this.log, loadavg: () => loadavg().map(round2),
+      });
+      rmSync(dir, { recursive: true, force: true });
     }
   }
 

@@ -1,6 +1,7 @@
 // Options of the scale bench (test_suite/bench/scale-options.ts): every bad value is refused
 // with a message that names the option.
 import t from 'tap';
+import { countJoinProblems } from '../bench/scale-join.js';
 import { parseScaleConfigs, parseScaleOptions, SCALE_DEFAULTS } from '../bench/scale-options.js';
 import { settledResources } from '../bench/scale.js';
 
@@ -34,6 +35,9 @@ t.test('bad values name the option', async (t) => {
     [['--scale-window', '1.5'], /--scale-window must be a whole number/],
     [['--scale-settle-timeout', '5'], /--scale-settle-timeout must be from 10/],
     [['--scale-configs', '10x10', '--scale-resources', '5'], /either --scale-configs or/],
+    [['--scale-join=-1'], /--scale-join must be a whole number/],
+    [['--scale-join', '1001'], /--scale-join must be from 0 to 1000/],
+    [['--scale-join', '10', '--scale-join-mib', '0'], /--scale-join-mib must be from 1/],
   ];
   for (const [args, re] of bad) t.throws(() => parseScaleOptions(['--suite', 'scale', ...args]), re, args.join(' '));
   t.throws(() => parseScaleOptions(['--suite', 'scale', '--scale-windw', '5']), /Unknown option/, 'unknown options are refused');
@@ -50,4 +54,32 @@ t.test('a resource counts as settled only when UpToDate and replicated in its ro
   t.equal(settledResources([{ ...sec, diskstate: 'Inconsistent' }], false), 0, 'an inconsistent replica');
   t.equal(settledResources([{ ...sec, daemonRunning: false }], false), 0, 'marsd not running');
   t.equal(settledResources([ok], false), 0, 'a primary does not count as the secondary');
+});
+
+t.test('the join part: off by default, N resources of M MiB when asked', async (t) => {
+  const off = parseScaleOptions(['--suite', 'scale']);
+  t.equal(off.joinResources, 0);
+  const on = parseScaleOptions(['--suite', 'scale', '--scale-join', '100', '--scale-join-mib', '8']);
+  t.equal(on.joinResources, 100);
+  t.equal(on.joinDeviceBytes, 8 * 2 ** 20);
+});
+
+t.test('the join part counts lost connections, refusals and restarted syncs in both logs', async (t) => {
+  const h1 = [
+    '2026-12-06T23:00:00.000Z marsd[1] info: r3: primary; logging to log-000000001-h1',
+    '2026-12-06T23:00:01.000Z marsd[1] warn: peer h2 (tcp 127.0.0.3:7): connection lost: h2 closed the connection',
+  ].join('\n');
+  const h2 = [
+    '2026-12-06T23:00:02.000Z marsd[2] warn: fetching log-000000001-h1 failed: h1: more than 64 requests at once (EBUSY)',
+    '2026-12-06T23:00:03.000Z marsd[2] warn: r7: sync interrupted (connection lost); resuming at 1048576 bytes',
+    '2026-12-06T23:00:04.000Z marsd[2] error: r7: something else',
+  ].join('\n');
+  const c = countJoinProblems([h1, h2]);
+  t.equal(c.connectionsLost, 1);
+  t.equal(c.busyRefusals, 1);
+  t.equal(c.syncRestarts, 1);
+  t.equal(c.warnLines, 3);
+  t.equal(c.errorLines, 1);
+  t.equal(c.sampleLines.length, 4, 'distinct problem lines without time stamps');
+  t.same(countJoinProblems(['2026-12-06T23:00:00.000Z marsd[1] info: all fine']), { connectionsLost: 0, busyRefusals: 0, syncRestarts: 0, warnLines: 0, errorLines: 0, sampleLines: [] });
 });
