@@ -299,6 +299,7 @@ export class PrimaryRunner {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
+    this.ctx.tree.changed(resourceDir(this.ctx.res)); // created behind the store: drop the cached listing
     this.ctx.requestTick();
   }
 

@@ -19,6 +19,7 @@ import { readReplayTreeView, treeViewStats, type ReplayTreeView } from '../../da
 import { decideReplayStep, replayRestBytes } from '../../daemon/replay/switchover.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { parseContentMismatch } from '../../daemon/replay/content-check.js';
+import { deleteReplayedCopies } from '../../daemon/control/space-reclaim.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const DIGEST = 'a'.repeat(64);
@@ -223,4 +224,18 @@ t.test('tree view: the same decision and rest bytes as a view of every logfile, 
   check('two logfiles numbered 13 (split brain)');
   tree.write(resPaths.replay('r0', 'h2'), 'garbage');
   check('a malformed replay link');
+});
+
+t.test('deleting replayed copies drops the cached listing: a read later in the same batch (the control round) does not list them', async (t) => {
+  // Failed before: deleteReplayedCopies unlinked behind the store without telling it.
+  const { tree } = setup(t, 6, 4);
+  const logsListed = () => tree.list(REL).filter((n) => n.startsWith('log-')).length;
+  const listed = tree.readBatch(() => {
+    const before = logsListed();
+    const deleted = deleteReplayedCopies(tree, 'r0', 'h2', () => {});
+    return { before, deleted, after: logsListed() };
+  });
+  t.same(listed.deleted, [logName(1, 'h1'), logName(2, 'h1'), logName(3, 'h1')]);
+  t.equal(listed.before, 6);
+  t.equal(listed.after, 3, 'the deleted copies are gone from the listing at once');
 });
