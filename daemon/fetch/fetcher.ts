@@ -78,6 +78,9 @@ export class Fetcher {
   fetchedBytes = 0;
   lastPlan: FetchPlan = { kind: 'idle', reason: 'not started' };
 
+  /** the local copies (name → bytes) the last plan saw */
+  private localSeen: ReadonlyMap<string, number> = new Map();
+
   constructor(private readonly o: FetcherOptions) {}
 
   start(): void {
@@ -142,7 +145,7 @@ export class Fetcher {
     return planFetch({
       self: host,
       replaySeq: replay.seq,
-      local: this.localSizes(replay.seq),
+      local: (this.localSeen = this.localSizes(replay.seq)),
       peers: peers.listings(res),
       finalLength: (seq, origin, successor) => {
         if (tree.value(resPaths.version(res, seq + 1, successor)) === undefined) return undefined;
@@ -198,11 +201,12 @@ export class Fetcher {
   private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
     const { tree, res, peers, rateBytesPerS } = this.o;
     const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
-    // Following a copy that exists (an idle secondary: one long poll a second per resource that
-    // nearly always brings no bytes) opens the file when the first bytes arrive, not at every
-    // poll (issue 11: an open, fstat and close per resource and second). A new copy is created
-    // at once: the replayer waits for the file, and a logfile finished empty is only created.
-    let handle = plan.follow && plan.fromPos > 0 ? undefined : await openCopy(path, plan);
+    // Following a copy that exists, empty or not (an idle secondary: one long poll a second per
+    // resource that nearly always brings no bytes), opens the file when the first bytes arrive,
+    // not at every poll (issue 11: an open, fstat and close per resource and second); its size
+    // is checked then. A new copy is created at once: the replayer waits for the file, and a
+    // logfile finished empty is only created.
+    let handle = plan.follow && this.localSeen.has(plan.name) ? undefined : await openCopy(path, plan);
     const abort = new AbortController();
     this.abort = abort;
     try {

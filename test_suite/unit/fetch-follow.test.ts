@@ -92,3 +92,27 @@ t.test('a copy that does not exist yet is created at once, even while no bytes a
   await waitFor('the first poll', () => polls >= 1);
   t.equal(statSync(path).size, 0, 'the empty copy exists (the replayer waits for the file)');
 });
+
+t.test('following an existing empty copy (the newest logfile right after a rotation): not opened while polling', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  writeFileSync(path, Buffer.alloc(0));
+  const openDuringPoll: boolean[] = [];
+  const peers: FetchPeers = {
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 0]]) }],
+    logRead: async (_peer, p, _onData, signal) => {
+      openDuringPoll.push(isOpen(path));
+      if (openDuringPoll.length < 3) return { pos: p.fromPos, durableEnd: 0 };
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      return { pos: p.fromPos, durableEnd: 0 };
+    },
+  };
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock: new SimClock(), onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  await waitFor('three polls', () => openDuringPoll.length >= 3);
+  t.same(openDuringPoll, [false, false, false]);
+});
