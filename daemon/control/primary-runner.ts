@@ -22,7 +22,7 @@ import { TransactionLogger } from '../logger/transaction-logger.js';
 import { EmergencyBackend, type LogEnded, type LoggingMode } from '../logger/emergency-backend.js';
 import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
 import { REPLAY_STOP_CODE } from '../replay/switchover.js';
-import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { raiseMaxnr, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { PrimaryLinks } from './primary-links.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { logName } from '../../common/tree/log-names.js';
