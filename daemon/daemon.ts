@@ -318,12 +318,8 @@ export class Daemon {
       const space = this.space.check();
       const present = new Set(listResources(this.tree));
       const hold = this.startupHold();
-      // One synchronous pass over every resource: a directory every resource's snapshot reads
-      // (the cluster's, the removal markers') is checked once per round, not once per resource
-      // (issue 11; a write in the pass drops the listing it changed, dir-cache.ts).
-      this.tree.readBatch(() => {
-        for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold);
-      });
+      // One read batch: a directory every snapshot reads is checked once per round (issue 11).
+      this.tree.readBatch(() => { for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold); });
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secrets) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).

@@ -89,10 +89,7 @@ export class PrimaryRunner {
   private shuttingDown = false;
   private readonly growth: ExportGrowth;
 
-  constructor(private readonly ctx: PrimaryContext) {
-    this.growth = new ExportGrowth(ctx.res, ctx.log);
-    this.links = new PrimaryLinks(ctx.tree, ctx.res, ctx.host);
-  }
+  constructor(private readonly ctx: PrimaryContext) { this.growth = new ExportGrowth(ctx.res, ctx.log); this.links = new PrimaryLinks(ctx.tree, ctx.res, ctx.host); }
 
   /** The export's size while the role runs; every round it follows a grown size link (marsadm resize, export-growth.ts). */
   get exportSizeBytes(): number | undefined { return this.phase === 'primary' ? this.backend?.sizeBytes : undefined; }
