@@ -36,11 +36,12 @@ import { firstAtOrAbove, listingIndex, type IndexedLog } from './listing-index.j
 
 /**
  * How old a cached size of an older logfile may get before it is stat'ed again. Only a tool
- * acting behind marsd's back changes such a size. The rotation costs logfiles / RESTAT_MS
- * lstats a second: with 100 resources x 1,000 logfiles and 2 minutes, about 830 a second
- * (30 s would be 3,300, over 1 % of a core on its own).
+ * acting behind marsd's back changes such a size (marsd's own in-place rewrites are at or
+ * above the replay link, see the header). The rotation costs logfiles / RESTAT_MS lstats a
+ * second: with 100 resources x 1,000 logfiles and 10 minutes, about 170 a second (2 minutes
+ * gave 830, measured at about 1 % of a core on a loaded machine; 30 s would be 3,300).
  */
-export const RESTAT_MS = 120_000;
+export const RESTAT_MS = 600_000;
 
 export interface LogfileSize {
   /** log-SEQ-ORIGIN */

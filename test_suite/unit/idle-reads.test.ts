@@ -12,7 +12,7 @@ import { RACY_WINDOW_MS } from '../../common/tree/dir-cache.js';
 import { logfileSizes, logSizeStats, RESTAT_MS } from '../../common/tree/log-sizes.js';
 import { listingIndexStats } from '../../common/tree/listing-index.js';
 import { LOG_NAME, VERSION_NAME, logName } from '../../common/tree/log-names.js';
-import { formatReplayLink, nextVersionLink } from '../../common/log/links.js';
+import { formatReplayLink, nextVersionLink, PARSED_VERSIONS_MAX, tryParseVersionLink } from '../../common/log/links.js';
 import { readResourceSnapshot } from '../../common/resource/snapshot.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import { readReplayTreeView, treeViewStats, type ReplayTreeView } from '../../daemon/replay/tree-view.js';
@@ -238,4 +238,24 @@ t.test('deleting replayed copies drops the cached listing: a read later in the s
   t.same(listed.deleted, [logName(1, 'h1'), logName(2, 'h1'), logName(3, 'h1')]);
   t.equal(listed.before, 6);
   t.equal(listed.after, 3, 'the deleted copies are gone from the listing at once');
+});
+
+t.test('versionlink parses are remembered by value: the same frozen result, bounded', async (t) => {
+  const value = nextVersionLink('', 7, 'h1', 70, DIGEST);
+  const a = tryParseVersionLink(value);
+  const b = tryParseVersionLink(value);
+  t.equal(b, a, 'the same result object');
+  t.ok(a.ok && a.value.seq === 7 && a.value.logPos === 70);
+  t.ok(Object.isFrozen(a) && a.ok && Object.isFrozen(a.value), 'frozen: no caller can change what the others get');
+  const bad = tryParseVersionLink('no-colon');
+  t.equal(bad.ok, false);
+  t.equal(tryParseVersionLink('no-colon'), bad, 'a failure is remembered too');
+  // More distinct values than the bound: still parsed right, and the map was emptied on the way.
+  for (let i = 0; i <= PARSED_VERSIONS_MAX; i++) {
+    const r = tryParseVersionLink(nextVersionLink('', 1, 'h1', i, DIGEST));
+    if (!r.ok || r.value.logPos !== i) { t.fail(`value ${i} parsed wrong`); break; }
+  }
+  const again = tryParseVersionLink(value);
+  t.not(again, a, 'parsed again after the map was emptied');
+  t.same(again, a);
 });
