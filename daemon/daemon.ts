@@ -315,7 +315,8 @@ export class Daemon {
       const space = this.space.check();
       const present = new Set(listResources(this.tree));
       const hold = this.startupHold();
-      for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold);
+      // One read batch: a directory every snapshot reads is checked once per round (issue 11).
+      this.tree.readBatch(() => { for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold); });
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secrets) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).

@@ -68,7 +68,28 @@ export function formatVersionLink(link: VersionLink): string {
   return `${link.digest},${logName(link.seq, link.origin)},${link.logPos}:${link.prev}`;
 }
 
+/**
+ * Parsed versionlinks by value (issue 11: an idle replayer parsed the same few links a dozen
+ * times per tick). Parsing is a pure function of the string, so a remembered result is the
+ * result; results are frozen, as every caller gets the same object. Bounded: when full it is
+ * emptied (the links in use are parsed again once).
+ */
+const parsedVersions = new Map<string, ParseResult<VersionLink>>();
+export const PARSED_VERSIONS_MAX = 4096;
+
 export function tryParseVersionLink(value: string): ParseResult<VersionLink> {
+  let r = parsedVersions.get(value);
+  if (r === undefined) {
+    r = parseVersionLinkValue(value);
+    if (r.ok) Object.freeze(r.value);
+    Object.freeze(r);
+    if (parsedVersions.size >= PARSED_VERSIONS_MAX) parsedVersions.clear();
+    parsedVersions.set(value, r);
+  }
+  return r;
+}
+
+function parseVersionLinkValue(value: string): ParseResult<VersionLink> {
   const colon = value.indexOf(':');
   if (colon < 0) return fail(`versionlink ${show(value)} has no ':'`);
   const head = parseChainPrefix(value.slice(0, colon));

@@ -3,8 +3,8 @@
 import type { TreeStore } from '../tree/store.js';
 import { globalPaths, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
 import { clusterMarkerPath, markerInForce, removedBy, resourceMarkerPath } from '../tree/removal.js';
-import { VERSION_NAME } from '../tree/log-names.js';
-import { logfileSizes } from '../tree/log-sizes.js';
+import { logfileSizes, type LogfileSize } from '../tree/log-sizes.js';
+import { firstAtOrAbove, listingIndex } from '../tree/listing-index.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { PRIMARY_MODES, type PrimaryMode } from './links.js';
 
@@ -24,7 +24,7 @@ export interface ResourceSnapshot {
   /** bytes of the disk already synced (syncstatus-HOST) */
   syncstatusBytes: number | undefined;
   /** regular logfiles present here, ascending by number */
-  logfiles: LogfileInfo[];
+  logfiles: readonly LogfileInfo[];
   /** todo-HOST/emergency-limit: percent of /mars this resource's logfiles may take; 0 = off (also for a bad value) */
   emergencyLimitPercent: number;
   /** how `marsadm primary` asked for the role (todo-HOST/primary-mode; default planned) */
@@ -45,6 +45,27 @@ export interface ResourceSnapshot {
   signature: string;
 }
 
+interface DerivedLogs {
+  /** shared by every snapshot taken while the sizes array is the same: not to be mutated */
+  logfiles: readonly LogfileInfo[];
+  /** the logfiles' part of the signature */
+  signature: string;
+}
+
+const derivedBySizes = new WeakMap<readonly LogfileSize[], DerivedLogs>();
+
+/** What the snapshot derives from a logfileSizes array, once per array object. */
+function logfilesOf(sizes: readonly LogfileSize[]): DerivedLogs {
+  let d = derivedBySizes.get(sizes);
+  if (d === undefined) {
+    // logfileSizes gives them ascending by number, then origin, as LogfileInfo wants them.
+    const logfiles = sizes.map((l) => ({ seq: l.seq, origin: l.origin, sizeBytes: l.sizeBytes }));
+    d = { logfiles, signature: JSON.stringify(logfiles.map((l) => [l.seq, l.origin, l.sizeBytes])) };
+    derivedBySizes.set(sizes, d);
+  }
+  return d;
+}
+
 function intValue(text: string | undefined): number | undefined {
   if (text === undefined || !/^\d{1,16}$/.test(text)) return undefined;
   const n = Number(text);
@@ -61,34 +82,37 @@ function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnaps
   const flag = (key: TodoKey) => tree.value(resPaths.todo(res, host, key)) === '1';
   const sizeValue = tree.value(resPaths.size(res));
   const size = sizeValue !== undefined && /^\d+$/.test(sizeValue) ? Number(sizeValue) : undefined;
-  // Finished logfiles' sizes come from a cache; the growing ones are stat'ed (log-sizes.ts).
-  const logfiles: LogfileInfo[] = logfileSizes(tree, dir).map((l) => ({ seq: l.seq, origin: l.origin, sizeBytes: l.sizeBytes }));
-  logfiles.sort((a, b) => a.seq - b.seq || a.origin.localeCompare(b.origin));
   const primary = tree.value(resPaths.primary(res));
   const attach = tree.read(resPaths.todo(res, host, 'attach'));
   const replay = tree.read(resPaths.replay(res, host));
+  const replaySeq = Number(/^log-(\d{9})-/.exec(replay?.value ?? '')?.[1] ?? NaN);
+  // Finished logfiles' sizes come from a cache; the growing ones (and those from the replay
+  // link's number on, which a re-fetch may rewrite) are stat'ed (log-sizes.ts). What is derived
+  // from them is kept with the array, which stays the same object while nothing changed.
+  const logs = logfilesOf(logfileSizes(tree, dir, Date.now(), Number.isFinite(replaySeq) ? replaySeq : Infinity));
+  const logfiles = logs.logfiles;
   const designatedHere = primary === host;
   const mode = tree.value(resPaths.primaryMode(res, host));
   const activePrimaries: string[] = [];
   const versionLinks: { seq: number; host: string; value: string }[] = [];
   let wantPrimaryRequest: string | undefined;
-  if (designatedHere) {
-    const firstVersionSeq = Number(/^log-(\d{9})-/.exec(replay?.value ?? '')?.[1] ?? '1') - 1;
-    for (const name of tree.list(dir)) {
-      const member = /^data-(.+)$/.exec(name)?.[1];
-      if (member !== undefined && member !== host && isValidIdentifier(member)
-        && tree.value(resPaths.actual(res, member, 'is-primary')) === '1') activePrimaries.push(member);
-      if (member !== undefined && member !== host && isValidIdentifier(member)) {
-        const want = tree.value(resPaths.wantPrimary(res, member));
-        if (want !== undefined && /^\d+\.\d+$/.test(want) && (wantPrimaryRequest === undefined || Number(want) > Number(wantPrimaryRequest.split(' ')[0]))) {
-          wantPrimaryRequest = `${want} ${member}`;
-        }
+  const listing = designatedHere ? tree.listing(dir) : undefined;
+  if (listing !== undefined) {
+    // The names come from an index built once per listing object, not a regex per name per round.
+    const index = listingIndex(listing);
+    for (const member of index.members) {
+      if (member === host || !isValidIdentifier(member)) continue;
+      if (tree.value(resPaths.actual(res, member, 'is-primary')) === '1') activePrimaries.push(member);
+      const want = tree.value(resPaths.wantPrimary(res, member));
+      if (want !== undefined && /^\d+\.\d+$/.test(want) && (wantPrimaryRequest === undefined || Number(want) > Number(wantPrimaryRequest.split(' ')[0]))) {
+        wantPrimaryRequest = `${want} ${member}`;
       }
-      const version = VERSION_NAME.exec(name);
-      if (version && Number(version[1]) >= firstVersionSeq) {
-        const value = tree.value(`${dir}/${name}`);
-        if (value !== undefined) versionLinks.push({ seq: Number(version[1]), host: version[2]!, value });
-      }
+    }
+    const firstVersionSeq = (Number.isFinite(replaySeq) ? replaySeq : 1) - 1;
+    for (let i = firstAtOrAbove(index.versions, firstVersionSeq); i < index.versions.length; i++) {
+      const v = index.versions[i]!;
+      tree.clock.observe(v.stampUs); // as tree.value would: a stamp read is a stamp seen
+      versionLinks.push({ seq: v.seq, host: v.host, value: v.value });
     }
   }
   const snapshot: ResourceSnapshot = {
@@ -110,7 +134,7 @@ function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnaps
     invalidateRequest: pendingInvalidate(tree.value(resPaths.invalidate(res, host)), tree.value(resPaths.actual(res, host, 'invalidate'))),
     signature: '',
   };
-  snapshot.signature = JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes, logfiles.map((l) => [l.seq, l.origin, l.sizeBytes]), mode, activePrimaries]);
+  snapshot.signature = `${JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes])}${logs.signature}${JSON.stringify([mode, activePrimaries])}`;
   return snapshot;
 }
 

@@ -22,7 +22,8 @@ import { TransactionLogger } from '../logger/transaction-logger.js';
 import { EmergencyBackend, type LogEnded, type LoggingMode } from '../logger/emergency-backend.js';
 import { recoverPrimary, RecoveryError } from '../replay/recover-primary.js';
 import { REPLAY_STOP_CODE } from '../replay/switchover.js';
-import { raiseMaxnr, readReplayLink, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { raiseMaxnr, writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
+import { PrimaryLinks } from './primary-links.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
 import { logName } from '../../common/tree/log-names.js';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
@@ -83,10 +84,12 @@ export class PrimaryRunner {
   private holeNow: Hole | undefined;
   /** its links are all written (else the plan retries them) */
   private holeWritten = false;
+  /** replay-HOST and version-SEQ-HOST while logging, written only when they changed */
+  private readonly links: PrimaryLinks;
   private shuttingDown = false;
   private readonly growth: ExportGrowth;
 
-  constructor(private readonly ctx: PrimaryContext) { this.growth = new ExportGrowth(ctx.res, ctx.log); }
+  constructor(private readonly ctx: PrimaryContext) { this.growth = new ExportGrowth(ctx.res, ctx.log); this.links = new PrimaryLinks(ctx.tree, ctx.res, ctx.host); }
 
   /** The export's size while the role runs; every round it follows a grown size link (marsadm resize, export-growth.ts). */
   get exportSizeBytes(): number | undefined { return this.phase === 'primary' ? this.backend?.sizeBytes : undefined; }
@@ -293,6 +296,7 @@ export class PrimaryRunner {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
+    this.ctx.tree.changed(resourceDir(this.ctx.res)); // created behind the store: drop the cached listing
     this.ctx.requestTick();
   }
 
@@ -372,11 +376,7 @@ export class PrimaryRunner {
   }
 
   private publishLinks(logger: TransactionLogger, durable: boolean): void {
-    const { tree, host, res } = this.ctx;
-    const pos = logger.replayPosition();
-    const seqChanged = readReplayLink(tree, res, host)?.seq !== pos.seq;
-    writeReplayLink(tree, res, host, { seq: pos.seq, origin: host, minPos: pos.minPos, len: pos.lenBytes }, durable || seqChanged);
-    writeVersionLink(tree, res, host, logger.currentSeq, host, logger.durablePos, durable);
+    this.links.publish(logger.replayPosition(), logger.currentSeq, logger.durablePos, durable);
   }
 
   private async closeDisk(): Promise<void> {

@@ -8,6 +8,7 @@
 // emergency mode, invalidate) run one after the other on one queue, and while one is queued or
 // running runtime() says so (actionInFlight): the planner then plans no other, because the
 // state it would decide from does not show the effect of the queued one yet.
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TreeStore } from '../../common/tree/store.js';
 import type { ResourceSnapshot } from '../../common/resource/snapshot.js';
@@ -34,7 +35,10 @@ import { diskSizeBytes } from '../../common/disk/data-disk.js';
 function measureDisk(path: string | undefined): number | undefined {
   if (path === undefined) return undefined;
   try {
-    return diskSizeBytes(path);
+    // A regular file's size is one stat; only a block device is opened to seek to its end
+    // (this runs at every status update of every resource, issue 11).
+    const st = statSync(path);
+    return st.isFile() ? st.size : diskSizeBytes(path);
   } catch (err) {
     failStopOnInvariant(err);
     return undefined;

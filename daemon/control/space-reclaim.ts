@@ -23,6 +23,9 @@ export function deleteReplayedCopies(tree: TreeStore, res: string, host: string,
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log('warn', `${res}: cannot delete the replayed copy ${v.name}: ${(err as Error).message}`);
     }
   }
+  // The directory changed behind the store: drop its cached listing, or a read later in the
+  // same pass (the control round reads in one batch) would still list the deleted copies.
+  if (deleted.length > 0) tree.changed(resourceDir(res));
   if (deleted.length > 0) {
     log('info', `${res}: /mars space low: deleted ${deleted.length} replayed logfile cop${deleted.length === 1 ? 'y' : 'ies'} (${deleted.join(', ')})`);
   }

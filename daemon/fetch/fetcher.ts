@@ -8,12 +8,12 @@
 // and a byte stream); marsd backs it by its PeerManager (peerManagerFetchPeers), a test may
 // back it by a PeerService in the same process. Waits use the injected clock.
 import { TREE_FILE_MODE } from '../../common/tree/modes.js';
-import { open, truncate } from 'node:fs/promises';
+import { open, truncate, type FileHandle } from 'node:fs/promises';
 import { logDigests } from '../../common/log/content-digest.js';
 import { constants as fsc, statSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
-import { LOG_NAME, tryParseLogName } from '../../common/tree/log-names.js';
+import { firstAtOrAbove, listingIndex } from '../../common/tree/listing-index.js';
 import { parseVersionLink } from '../../common/log/links.js';
 import { readReplayLink } from '../../common/resource/links.js';
 import type { PeerManager } from '../propagate/peer-manager.js';
@@ -78,6 +78,9 @@ export class Fetcher {
   fetchedBytes = 0;
   lastPlan: FetchPlan = { kind: 'idle', reason: 'not started' };
 
+  /** the local copies (name → bytes) the last plan saw */
+  private localSeen: ReadonlyMap<string, number> = new Map();
+
   constructor(private readonly o: FetcherOptions) {}
 
   start(): void {
@@ -113,16 +116,22 @@ export class Fetcher {
     return p.kind === 'fetch' ? Math.max(0, p.knownEnd - p.fromPos) : 0;
   }
 
-  /** Sizes of the local logfiles from replaySeq on (older ones are never fetched: no stat for them). */
+  /**
+   * Sizes of the local logfiles from replaySeq on (older ones are never fetched: no stat for
+   * them). The names come from the listing's index (built once per listing object,
+   * common/tree/listing-index.ts), so a plan costs no work per older logfile (issue 11).
+   */
   private localSizes(replaySeq: number): Map<string, number> {
     const { tree, res } = this.o;
     const out = new Map<string, number>();
-    for (const name of tree.list(resourceDir(res))) {
-      if (!LOG_NAME.test(name)) continue;
-      const parsed = tryParseLogName(name);
-      if (!parsed.ok || parsed.value.seq < replaySeq) continue;
+    const dir = resourceDir(res);
+    const listing = tree.listing(dir);
+    if (listing === undefined) return out;
+    const logs = listingIndex(listing).logs;
+    for (let i = firstAtOrAbove(logs, replaySeq); i < logs.length; i++) {
+      const name = logs[i]!.name;
       try {
-        const st = statSync(tree.abs(`${resourceDir(res)}/${name}`), { throwIfNoEntry: false });
+        const st = statSync(tree.abs(`${dir}/${name}`), { throwIfNoEntry: false });
         if (st?.isFile()) out.set(name, st.size);
       } catch { /* vanished */ }
     }
@@ -136,7 +145,7 @@ export class Fetcher {
     return planFetch({
       self: host,
       replaySeq: replay.seq,
-      local: this.localSizes(replay.seq),
+      local: (this.localSeen = this.localSizes(replay.seq)),
       peers: peers.listings(res),
       finalLength: (seq, origin, successor) => {
         if (tree.value(resPaths.version(res, seq + 1, successor)) === undefined) return undefined;
@@ -192,18 +201,23 @@ export class Fetcher {
   private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
     const { tree, res, peers, rateBytesPerS } = this.o;
     const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
-    const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, TREE_FILE_MODE);
+    // Following a copy that exists, empty or not (an idle secondary: one long poll a second per
+    // resource that nearly always brings no bytes), opens the file when the first bytes arrive,
+    // not at every poll (issue 11: an open, fstat and close per resource and second); its size
+    // is checked then. A new copy is created at once: the replayer waits for the file, and a
+    // logfile finished empty is only created.
+    let handle = plan.follow && this.localSeen.has(plan.name) ? undefined : await openCopy(path, plan);
     const abort = new AbortController();
     this.abort = abort;
     try {
-      let expected = (await handle.stat()).size;
-      if (expected !== plan.fromPos) throw new Error(`${plan.name} changed size underneath (${expected} instead of ${plan.fromPos})`);
+      let expected = plan.fromPos;
       // A logfile finished empty: creating it is the whole copy.
-      if (!plan.follow && plan.knownEnd === 0) { await handle.datasync(); return; }
+      if (!plan.follow && plan.knownEnd === 0) { await handle!.datasync(); return; }
       await peers.logRead(plan.source, {
         res, name: plan.name, fromPos: plan.fromPos, follow: plan.follow, waitMs: plan.follow ? FOLLOW_WAIT_MS : 0, rateBytesPerS,
       }, async (pos: number, data: Buffer) => {
         if (pos !== expected) throw new Error(`${plan.name}: data for offset ${pos} arrived, expected ${expected}`);
+        handle ??= await openCopy(path, plan);
         let done = 0;
         while (done < data.length) {
           const { bytesWritten } = await handle.write(data, done, data.length - done, pos + done);
@@ -214,10 +228,23 @@ export class Fetcher {
         this.o.onAppended(data.length);
       }, abort.signal);
       // A finished logfile is made durable once; a growing one is synced when it finishes.
-      if (!plan.follow && expected >= plan.knownEnd) await handle.datasync();
+      if (!plan.follow && expected >= plan.knownEnd) await handle?.datasync();
     } finally {
       this.abort = undefined;
-      await handle.close();
+      await handle?.close();
     }
+  }
+}
+
+/** Open (create) the local copy for writing at plan.fromPos; it must have exactly that size. */
+async function openCopy(path: string, plan: { name: string; fromPos: number }): Promise<FileHandle> {
+  const handle = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, TREE_FILE_MODE);
+  try {
+    const sizeBytes = (await handle.stat()).size;
+    if (sizeBytes !== plan.fromPos) throw new Error(`${plan.name} changed size underneath (${sizeBytes} instead of ${plan.fromPos})`);
+    return handle;
+  } catch (err) {
+    await handle.close();
+    throw err;
   }
 }

@@ -60,7 +60,10 @@ export interface ReplayInput {
   host: string;
   /** own replay link; undefined when missing or malformed */
   replay: ReplayLink | undefined;
-  /** the logfiles present locally (any order) */
+  /**
+   * the logfiles present locally, at least those numbered from the replay link's SEQ on (any
+   * order); the decision looks at no lower number (tree-view.ts reads only those)
+   */
   logfiles: readonly LocalLogfile[];
   /** versionlinks in the tree with numbers from the replay link's SEQ-1 on (any order) */
   versionLinks: readonly VersionLinkEntry[];

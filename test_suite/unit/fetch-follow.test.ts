@@ -1,0 +1,118 @@
+// The fetcher following a copy that exists does not open it for a long poll that brings no
+// bytes (issue 11: an open, fstat and close per resource and second on an idle secondary); the
+// bytes that do arrive are written at their offset, and a copy whose size changed underneath
+// is not written. Real files in a temp dir; the member serving the logfile is scripted (the
+// FetchPeers interface), time is a simulated clock.
+import t from 'tap';
+import { readdirSync, readFileSync, readlinkSync, statSync, truncateSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { TreeStore } from '../../common/tree/store.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { logName } from '../../common/tree/log-names.js';
+import { formatReplayLink } from '../../common/log/links.js';
+import { Fetcher, type FetchPeers } from '../../daemon/fetch/fetcher.js';
+import type { LogReadParams } from '../../daemon/propagate/peer-calls.js';
+import { SimClock } from '../helpers/sim-clock.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** Whether this process holds a file descriptor of `path` (Linux: /proc/self/fd). */
+function isOpen(path: string): boolean {
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try { if (readlinkSync(`/proc/self/fd/${fd}`) === path) return true; } catch { /* closed meanwhile */ }
+  }
+  return false;
+}
+
+t.test('following an existing copy: opened only when bytes arrive', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  writeFileSync(path, Buffer.alloc(10, 1));
+
+  const calls: { fromPos: number; openDuringPoll: boolean }[] = [];
+  const warnings: string[] = [];
+  // The origin offers 10 bytes, then 15 (a growing logfile: no versionlink of the next number).
+  let offered = 10;
+  const peers: FetchPeers = {
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), offered]]) }],
+    logRead: async (_peer: string, p: LogReadParams, onData, signal) => {
+      calls.push({ fromPos: p.fromPos, openDuringPoll: isOpen(path) });
+      const n = calls.length;
+      if (n === 1) return { pos: p.fromPos, durableEnd: 10 }; // a poll that brings nothing
+      if (n === 2) {
+        offered = 15;
+        await onData(10, Buffer.alloc(5, 2));
+        return { pos: 15, durableEnd: 15 };
+      }
+      if (n === 3) {
+        truncateSync(path, 3); // changed underneath (not by the fetcher)
+        offered = 20;
+        await onData(15, Buffer.alloc(5, 3));
+        return { pos: 20, durableEnd: 20 };
+      }
+      // Then wait until stopped.
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      return { pos: p.fromPos, durableEnd: offered };
+    },
+  };
+  const clock = new SimClock();
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: (_l, m) => warnings.push(m), clock, onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  await waitFor('three polls and the warning', () => calls.length >= 3 && warnings.length > 0);
+  t.same(calls.slice(0, 3).map((c) => c.fromPos), [10, 10, 15]);
+  t.same(calls.slice(0, 3).map((c) => c.openDuringPoll), [false, false, false], 'the copy is not held open while polling');
+  t.match(warnings[0], /changed size underneath \(3 instead of 15\)/);
+  t.equal(statSync(path).size, 3, 'nothing written into a copy that changed size underneath');
+  t.same([...readFileSync(path)], [1, 1, 1]);
+  t.notOk(isOpen(path), 'closed after the failed attempt');
+});
+
+t.test('a copy that does not exist yet is created at once, even while no bytes arrive', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  let polls = 0;
+  const peers: FetchPeers = {
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 0]]) }],
+    logRead: async (_peer, p, _onData, signal) => {
+      polls++;
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      return { pos: p.fromPos, durableEnd: 0 };
+    },
+  };
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock: new SimClock(), onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  await waitFor('the first poll', () => polls >= 1);
+  t.equal(statSync(path).size, 0, 'the empty copy exists (the replayer waits for the file)');
+});
+
+t.test('following an existing empty copy (the newest logfile right after a rotation): not opened while polling', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  writeFileSync(path, Buffer.alloc(0));
+  const openDuringPoll: boolean[] = [];
+  const peers: FetchPeers = {
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 0]]) }],
+    logRead: async (_peer, p, _onData, signal) => {
+      openDuringPoll.push(isOpen(path));
+      if (openDuringPoll.length < 3) return { pos: p.fromPos, durableEnd: 0 };
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      return { pos: p.fromPos, durableEnd: 0 };
+    },
+  };
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock: new SimClock(), onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  await waitFor('three polls', () => openDuringPoll.length >= 3);
+  t.same(openDuringPoll, [false, false, false]);
+});
