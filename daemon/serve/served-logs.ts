@@ -17,6 +17,7 @@
 // listing generations (listing-delta.ts) see the directory unchanged at once.
 import type { TreeStore } from '../../common/tree/store.js';
 import { logfileSizes, type LogfileSize } from '../../common/tree/log-sizes.js';
+import { resPaths } from '../../common/tree/paths.js';
 import { logName } from '../../common/tree/log-names.js';
 import type { LogListing } from '../propagate/tree-io.js';
 
@@ -57,7 +58,10 @@ export class ServedLogs {
    *  one logfileSizes and the versionlink reads see. The array must not be changed. */
   logs(tree: TreeStore, rel: string, res: string): LogListing[] {
     const listing = tree.listing(rel);
-    const sizes = logfileSizes(tree, rel);
+    // From the logfile this host replays on, sizes are stat'ed at every call (log-sizes.ts): a
+    // re-fetch truncates a copy in place there, and a peer must not be offered its old size.
+    const replaySeq = Number(/^log-(\d{9})-/.exec(tree.value(resPaths.replay(res, this.o.host)) ?? '')?.[1] ?? NaN);
+    const sizes = logfileSizes(tree, rel, Date.now(), Number.isFinite(replaySeq) ? replaySeq : Infinity);
     const last = this.byDir.get(rel);
     if (last === undefined || last.listing !== listing || !sameSizes(last.sizes, sizes)) return this.walk(rel, res, listing, sizes);
     // Names, sizes and versionlinks as at the last walk: only the logger's memory may differ.

@@ -3,7 +3,7 @@
 // moves without any change on disk, the logger's durable end in memory, must still be offered
 // as it is now, and a delta must carry it (listing-delta.ts). Real files, a real PeerService.
 import t from 'tap';
-import { mkdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
 import { LamportClock } from '../../common/tree/lamport.js';
@@ -58,3 +58,30 @@ for (const withSeqs of [true, false]) {
     t.equal((await sizes())['000000002'], 42, 'a logfile the logger now knows gets its end');
   });
 }
+
+t.test('a copy truncated in place at or after the replay link is offered with its new size at once', async (t) => {
+  // A re-fetch truncates the copy it replays in place; that changes no directory, and the
+  // logfile is below the two newest, whose sizes alone are stat'ed at every walk.
+  const dir = tempDir(t);
+  const tree = new TreeStore(dir, new LamportClock());
+  mkdirSync(join(dir, 'resource-r0'));
+  tree.write('resource-r0/size', '4096');
+  for (let seq = 1; seq <= 5; seq++) writeFileSync(join(dir, 'resource-r0', `log-00000000${seq}-alpha`), Buffer.alloc(100));
+  tree.write('resource-r0/replay-beta', 'log-000000002-alpha,50,3');
+  const past = new Date(Date.now() - 10_000);
+  utimesSync(join(dir, 'resource-r0'), past, past);
+  utimesSync(dir, past, past);
+  tree.changed('resource-r0');
+  tree.changed('');
+  const svc = new PeerService({
+    tree, host: 'beta', activeLogEnd: () => undefined, activeLogSeqs: () => [],
+    primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined,
+  });
+  const sizeOf = async (seq: number) => (await svc.getents('alpha')).logs.find((l) => l.name === `log-00000000${seq}-alpha`)?.sizeBytes;
+  t.equal(await sizeOf(2), 100);
+  truncateSync(join(dir, 'resource-r0', 'log-000000002-alpha'), 30);
+  truncateSync(join(dir, 'resource-r0', 'log-000000001-alpha'), 20);
+  await nextTurn();
+  t.equal(await sizeOf(2), 30, 'the replayed copy: stat\'ed at every walk');
+  t.equal(await sizeOf(1), 100, 'an older one, which nothing truncates: its cached size until the rotation comes to it');
+});
