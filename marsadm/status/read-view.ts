@@ -3,7 +3,7 @@ import type { Adm } from '../context.js';
 import { globalPaths, resPaths } from '../../common/tree/paths.js';
 import { clusterHosts, resourceMembers } from '../../common/cluster/members.js';
 import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
-import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
+import { divergedHere, readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { bytesSince, findDivergence, sideOf } from '../../common/resource/split-brain.js';
 import { compareReplayLinks, parseReplayLink } from '../../common/log/links.js';
 import { planLogRetention } from './log-retention.js';
@@ -109,6 +109,8 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
 
 /** Diverged histories from the versionlinks, with the record counts the hosts published. */
 function readSplitBrain(adm: Adm, res: string): SplitBrainInfo | undefined {
+  // The newest links settle the usual case (one history); only a split brain reads them all.
+  if (!divergedHere(adm.tree, res)) return undefined;
   const view = readSplitBrainView(adm.tree, res);
   const d = findDivergence(view.chains, view.members);
   if (!d) return undefined;
