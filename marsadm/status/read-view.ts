@@ -104,7 +104,7 @@ export function readView(adm: Adm, res: string, opts: { retention?: boolean } = 
     splitBrain: readSplitBrain(adm, res),
     primaryLink: ((p) => (p === undefined || p === '(none)' || p === host ? undefined : tree.value(globalPaths.actual(host, `peer-${p}`))))(tree.value(resPaths.primary(res))),
     retention,
-    logHeldBack: retention ? retention.heldBack : readHeldBack(tree, res, host, adm.windowS, adm.force),
+    logHeldBack: retention ? undefined : readHeldBack(tree, res, host, adm.windowS, adm.force),
     progress: progress(readProgressFacts(tree, res, host, adm.windowS, Date.now() / 1000)),
     rates: { fetch: num(a('fetch-rate')) ?? 0, replay: num(a('replay-rate')) ?? 0 },
     otherActualPrimaries: otherActualPrimaries(adm, res, members),

@@ -51,7 +51,7 @@ export interface ViewSnapshot {
   syncPassed: boolean;
   /** which logfiles here may be deleted and who holds the others back (log-retention.ts); read only when asked for (readView) */
   retention?: RetentionPlan;
-  /** who holds logfiles back here (retention's heldBack, also when retention was not read) */
+  /** who holds logfiles back here, when retention was left out (else retention.heldBack says it) */
   logHeldBack?: HeldBack | undefined;
   /** /mars space and emergency mode (absent: all clear) */
   emergency?: EmergencyView;
@@ -243,7 +243,8 @@ export function viewLines(v: ViewSnapshot): string[] {
     lines.push(`    ${splitBrainText(v.splitBrain)}`);
     lines.push(`    repair: "marsadm invalidate ${v.res}" on each host whose writes are given up (the primary's side wins)`);
   }
-  if (v.logHeldBack) lines.push(`    ${v.logHeldBack.text}`);
+  const heldBack = v.retention ? v.retention.heldBack : v.logHeldBack;
+  if (heldBack) lines.push(`    ${heldBack.text}`);
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   const e = emergencyOf(v);
   if (v.designatedPrimary === v.host && (e.isEmergency || e.hasEmergency)) {
