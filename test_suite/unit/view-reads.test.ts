@@ -57,7 +57,8 @@ function randomTree(root: string, seed: number, lazy: boolean): TreeStore {
 function oracle(tree: TreeStore, host: string) {
   const dir = resourceDir(RES);
   const primary = tree.value(resPaths.primary(RES));
-  const replayLink = ((v) => v && parseReplayLink(v))(tree.value(resPaths.replay(RES, host)));
+  const replayValue = tree.value(resPaths.replay(RES, host));
+  const replayLink = replayValue === undefined ? undefined : parseReplayLink(replayValue);
   const origins = new Map<number, { origin: string; logPos: number; stampS: number }>();
   for (const name of tree.list(dir)) {
     const vn = parseVersionName(name);
