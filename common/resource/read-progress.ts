@@ -80,7 +80,7 @@ class OriginLinks {
 
   constructor(private readonly tree: TreeStore, private readonly dir: string, names: readonly string[]) {
     for (const name of names) {
-      const vn = parseVersionName(name);
+      const vn = name.startsWith('version-') ? parseVersionName(name) : undefined;
       if (!vn) continue;
       const at = this.namesBySeq.get(vn.seq);
       if (at) at.push(name);
@@ -108,7 +108,8 @@ class OriginLinks {
 
   /** The highest number whose link counts (get) is `origin`'s own. */
   newestOf(origin: string): { seq: number; origin: string; pos: number; stampS: number } | undefined {
-    const seqs = [...this.namesBySeq].filter(([, names]) => names.some((n) => parseVersionName(n)!.host === origin)).map(([seq]) => seq);
+    const suffix = `-${origin}`;
+    const seqs = [...this.namesBySeq].filter(([, names]) => names.some((n) => n.endsWith(suffix) && parseVersionName(n)!.host === origin)).map(([seq]) => seq);
     for (const seq of seqs.sort((a, b) => b - a)) {
       const o = this.get(seq);
       if (o?.origin === origin) return { seq, origin, pos: o.logPos, stampS: o.stampS };
@@ -121,7 +122,8 @@ class OriginLinks {
 function localLogs(tree: TreeStore, dir: string, names: readonly string[], fromSeq: number): Map<number, { origin: string; bytes: number; mtimeS: number }> {
   const out = new Map<number, { origin: string; bytes: number; mtimeS: number }>();
   for (const name of names) {
-    if (!LOG_NAME.test(name)) continue;
+    // Numbers below fromSeq are passed over before the name is parsed (SEQ: 9 digits after "log-").
+    if (!name.startsWith('log-') || Number(name.slice(4, 13)) < fromSeq || !LOG_NAME.test(name)) continue;
     const parsed = tryParseLogName(name);
     if (!parsed.ok || parsed.value.seq < fromSeq) continue;
     const st = statSync(tree.abs(`${dir}/${name}`), { throwIfNoEntry: false });

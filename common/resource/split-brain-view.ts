@@ -41,9 +41,10 @@ export function divergedHere(tree: TreeStore, res: string): boolean {
   const members: string[] = [];
   const seqsByHost = new Map<string, number[]>();
   for (const name of tree.list(dir)) {
-    const member = /^data-(.+)$/.exec(name)?.[1];
+    // The prefix tests first: a resource directory holds thousands of names (issue 11).
+    const member = name.startsWith('data-') ? name.slice('data-'.length) : undefined;
     if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
-    const v = VERSION_NAME.exec(name);
+    const v = name.startsWith('version-') ? VERSION_NAME.exec(name) : null;
     if (!v) continue;
     let seqs = seqsByHost.get(v[2]!);
     if (!seqs) seqsByHost.set(v[2]!, (seqs = []));

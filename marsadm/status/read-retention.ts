@@ -72,8 +72,10 @@ function readRetentionLogfiles(tree: TreeStore, res: string, fromSeq: number): R
   const dir = resourceDir(res);
   const logfiles: RetentionLogfile[] = [];
   for (const name of tree.list(dir)) {
+    // Numbers below fromSeq are passed over before the name is parsed (SEQ: 9 digits after "log-").
+    if (!name.startsWith('log-') || Number(name.slice(4, 13)) < fromSeq) continue;
     const m = LOG_NAME.exec(name);
-    if (!m || Number(m[1]) < fromSeq) continue;
+    if (!m) continue;
     try {
       const st = lstatSync(tree.abs(`${dir}/${name}`));
       if (st.isFile()) logfiles.push({ seq: Number(m[1]), origin: m[2]!, name, sizeBytes: st.size, mtimeMs: st.mtimeMs });
