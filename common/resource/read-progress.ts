@@ -5,7 +5,8 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { globalPaths, resPaths, resourceDir } from '../tree/paths.js';
-import { LOG_NAME, parseVersionName, tryParseLogName } from '../tree/log-names.js';
+import { LOG_NAME, tryParseLogName } from '../tree/log-names.js';
+import { versionNames, type VersionNames } from '../tree/version-names.js';
 import { parseReplayLink, parseVersionLink } from '../log/links.js';
 import { decodeHeader, MAX_RECORD_BYTES, NSEC_PER_SEC, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES, START_MAGIC, startMagicAt } from '../log/record.js';
 import { scanBuffer } from '../log/scan-record.js';
@@ -75,17 +76,11 @@ type Origin = { origin: string; logPos: number; stampS: number };
  * origins: a split brain), the one listed last counts, as when they were all read in order.
  */
 class OriginLinks {
-  private readonly namesBySeq = new Map<number, string[]>();
+  private readonly namesBySeq: VersionNames['bySeq'];
   private readonly read = new Map<number, Origin | undefined>();
 
-  constructor(private readonly tree: TreeStore, private readonly dir: string, names: readonly string[]) {
-    for (const name of names) {
-      const vn = name.startsWith('version-') ? parseVersionName(name) : undefined;
-      if (!vn) continue;
-      const at = this.namesBySeq.get(vn.seq);
-      if (at) at.push(name);
-      else this.namesBySeq.set(vn.seq, [name]);
-    }
+  constructor(private readonly tree: TreeStore, private readonly dir: string) {
+    this.namesBySeq = versionNames(tree, dir).bySeq;
   }
 
   seqs(): IterableIterator<number> {
@@ -97,10 +92,10 @@ class OriginLinks {
     let found: Origin | undefined;
     const names = this.namesBySeq.get(seq) ?? [];
     for (let i = names.length - 1; i >= 0 && found === undefined; i--) {
-      const vn = parseVersionName(names[i]!)!;
-      const entry = this.tree.read(`${this.dir}/${names[i]}`);
+      const vn = names[i]!;
+      const entry = this.tree.read(`${this.dir}/${vn.name}`);
       const link = entry && parseVersionLink(entry.value);
-      if (link && link.seq === vn.seq && link.origin === vn.host) found = { origin: link.origin, logPos: link.logPos, stampS: entry.stampUs / US_PER_S };
+      if (link && link.seq === seq && link.origin === vn.host) found = { origin: link.origin, logPos: link.logPos, stampS: entry.stampUs / US_PER_S };
     }
     this.read.set(seq, found);
     return found;
@@ -108,8 +103,7 @@ class OriginLinks {
 
   /** The highest number whose link counts (get) is `origin`'s own. */
   newestOf(origin: string): { seq: number; origin: string; pos: number; stampS: number } | undefined {
-    const suffix = `-${origin}`;
-    const seqs = [...this.namesBySeq].filter(([, names]) => names.some((n) => n.endsWith(suffix) && parseVersionName(n)!.host === origin)).map(([seq]) => seq);
+    const seqs = [...this.namesBySeq].filter(([, names]) => names.some((n) => n.host === origin)).map(([seq]) => seq);
     for (const seq of seqs.sort((a, b) => b - a)) {
       const o = this.get(seq);
       if (o?.origin === origin) return { seq, origin, pos: o.logPos, stampS: o.stampS };
@@ -163,7 +157,7 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
   const replayLink = replayEntry && parseReplayLink(replayEntry.value);
   const dir = resourceDir(res);
   const names = tree.list(dir);
-  const origins = new OriginLinks(tree, dir, names);
+  const origins = new OriginLinks(tree, dir);
   const primaryEnd: ProgressFacts['primaryEnd'] = primary === undefined ? undefined : origins.newestOf(primary);
   // The logfiles that count start at the replay link; without one, at the oldest origin link.
   const fromSeq = replayLink?.seq ?? Math.min(...[...origins.seqs()].filter((seq) => origins.get(seq) !== undefined));

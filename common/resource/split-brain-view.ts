@@ -4,6 +4,7 @@
 import type { TreeStore } from '../tree/store.js';
 import { resourceDir } from '../tree/paths.js';
 import { VERSION_NAME, versionName } from '../tree/log-names.js';
+import { versionNames } from '../tree/version-names.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { chainsFrom } from './split-brain.js';
 import { divergedFromNewest } from './split-brain-newest.js';
@@ -39,16 +40,10 @@ export function readSplitBrainView(tree: TreeStore, res: string): SplitBrainView
 export function divergedHere(tree: TreeStore, res: string): boolean {
   const dir = resourceDir(res);
   const members: string[] = [];
-  const seqsByHost = new Map<string, number[]>();
   for (const name of tree.list(dir)) {
-    // The prefix tests first: a resource directory holds thousands of names (issue 11).
+    // The prefix test first: a resource directory holds thousands of names (issue 11).
     const member = name.startsWith('data-') ? name.slice('data-'.length) : undefined;
     if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
-    const v = name.startsWith('version-') ? VERSION_NAME.exec(name) : null;
-    if (!v) continue;
-    let seqs = seqsByHost.get(v[2]!);
-    if (!seqs) seqsByHost.set(v[2]!, (seqs = []));
-    seqs.push(Number(v[1]));
   }
-  return divergedFromNewest(seqsByHost, members, (host, seq) => tree.value(`${dir}/${versionName(seq, host)}`));
+  return divergedFromNewest(versionNames(tree, dir).byHost, members, (host, seq) => tree.value(`${dir}/${versionName(seq, host)}`));
 }
