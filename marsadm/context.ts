@@ -58,7 +58,8 @@ export class Adm {
     this.windowS = seconds(g.window, DEFAULT_WINDOW_S, '--window');
     this.force = g.force ?? false;
     this.dryRun = g.dryRun ?? false;
-    const tree = new TreeStore(this.marsDir, new LamportClock());
+    // A short-lived process reads a few links of directories holding thousands (issue 11).
+    const tree = new TreeStore(this.marsDir, new LamportClock(), { lazyLinks: true });
     this.tree = this.dryRun ? dryRunTree(tree, (line) => this.print(`dry-run: would ${line}`)) : tree;
   }
 

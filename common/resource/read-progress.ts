@@ -5,7 +5,8 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import type { TreeStore } from '../tree/store.js';
 import { globalPaths, resPaths, resourceDir } from '../tree/paths.js';
-import { LOG_NAME, parseVersionName, tryParseLogName } from '../tree/log-names.js';
+import { LOG_NAME, tryParseLogName } from '../tree/log-names.js';
+import { versionNames, type VersionNames } from '../tree/version-names.js';
 import { parseReplayLink, parseVersionLink } from '../log/links.js';
 import { decodeHeader, MAX_RECORD_BYTES, NSEC_PER_SEC, RECORD_HEADER_BYTES, RECORD_OVERHEAD_BYTES, START_MAGIC, startMagicAt } from '../log/record.js';
 import { scanBuffer } from '../log/scan-record.js';
@@ -65,32 +66,61 @@ export function lastRecordStampIn(path: string, endBytes: number): number | unde
   }
 }
 
-interface Origins {
-  /** seq → origin and the origin's own LOGPOS */
-  bySeq: Map<number, { origin: string; logPos: number; stampS: number }>;
-}
+type Origin = { origin: string; logPos: number; stampS: number };
 
-function originLinks(tree: TreeStore, res: string): Origins {
-  const bySeq: Origins['bySeq'] = new Map();
-  for (const name of tree.list(resourceDir(res))) {
-    const vn = parseVersionName(name);
-    if (!vn) continue;
-    const entry = tree.read(`${resourceDir(res)}/${name}`);
-    const link = entry && parseVersionLink(entry.value);
-    // Only the origin's own versionlink says how long the origin's logfile is.
-    if (!link || link.seq !== vn.seq || link.origin !== vn.host) continue;
-    bySeq.set(vn.seq, { origin: link.origin, logPos: link.logPos, stampS: entry.stampUs / US_PER_S });
+/**
+ * The origins' own versionlinks (version-SEQ-ORIGIN naming log-SEQ-ORIGIN: only the origin's
+ * own link says how long its logfile is), read only where asked for (issue 11: the view parsed
+ * every versionlink of every resource and used those from the replay link's number on, and the
+ * primary's newest). The names come from the listing; at a number with several own links (two
+ * origins: a split brain), the one listed last counts, as when they were all read in order.
+ */
+class OriginLinks {
+  private readonly namesBySeq: VersionNames['bySeq'];
+  private readonly read = new Map<number, Origin | undefined>();
+
+  constructor(private readonly tree: TreeStore, private readonly dir: string) {
+    this.namesBySeq = versionNames(tree, dir).bySeq;
   }
-  return { bySeq };
+
+  seqs(): IterableIterator<number> {
+    return this.namesBySeq.keys();
+  }
+
+  get(seq: number): Origin | undefined {
+    if (this.read.has(seq)) return this.read.get(seq);
+    let found: Origin | undefined;
+    const names = this.namesBySeq.get(seq) ?? [];
+    for (let i = names.length - 1; i >= 0 && found === undefined; i--) {
+      const vn = names[i]!;
+      const entry = this.tree.read(`${this.dir}/${vn.name}`);
+      const link = entry && parseVersionLink(entry.value);
+      if (link && link.seq === seq && link.origin === vn.host) found = { origin: link.origin, logPos: link.logPos, stampS: entry.stampUs / US_PER_S };
+    }
+    this.read.set(seq, found);
+    return found;
+  }
+
+  /** The highest number whose link counts (get) is `origin`'s own. */
+  newestOf(origin: string): { seq: number; origin: string; pos: number; stampS: number } | undefined {
+    const seqs = [...this.namesBySeq].filter(([, names]) => names.some((n) => n.host === origin)).map(([seq]) => seq);
+    for (const seq of seqs.sort((a, b) => b - a)) {
+      const o = this.get(seq);
+      if (o?.origin === origin) return { seq, origin, pos: o.logPos, stampS: o.stampS };
+    }
+    return undefined;
+  }
 }
 
-function localLogs(tree: TreeStore, res: string): Map<number, { origin: string; bytes: number; mtimeS: number }> {
+/** Local logfiles numbered fromSeq or higher (at one number, the one listed last), with sizes and mtimes. */
+function localLogs(tree: TreeStore, dir: string, names: readonly string[], fromSeq: number): Map<number, { origin: string; bytes: number; mtimeS: number }> {
   const out = new Map<number, { origin: string; bytes: number; mtimeS: number }>();
-  for (const name of tree.list(resourceDir(res))) {
-    if (!LOG_NAME.test(name)) continue;
+  for (const name of names) {
+    // Numbers below fromSeq are passed over before the name is parsed (SEQ: 9 digits after "log-").
+    if (!name.startsWith('log-') || Number(name.slice(4, 13)) < fromSeq || !LOG_NAME.test(name)) continue;
     const parsed = tryParseLogName(name);
-    if (!parsed.ok) continue;
-    const st = statSync(tree.abs(`${resourceDir(res)}/${name}`), { throwIfNoEntry: false });
+    if (!parsed.ok || parsed.value.seq < fromSeq) continue;
+    const st = statSync(tree.abs(`${dir}/${name}`), { throwIfNoEntry: false });
     if (st?.isFile()) out.set(parsed.value.seq, { origin: parsed.value.origin, bytes: st.size, mtimeS: st.mtimeMs / 1000 });
   }
   return out;
@@ -125,16 +155,17 @@ export function readProgressFacts(tree: TreeStore, res: string, host: string, wi
   const primary = ((p) => (p !== undefined && isValidIdentifier(p) ? p : undefined))(tree.value(resPaths.primary(res)));
   const replayEntry = tree.read(resPaths.replay(res, host));
   const replayLink = replayEntry && parseReplayLink(replayEntry.value);
-  const origins = originLinks(tree, res).bySeq;
-  const local = localLogs(tree, res);
-  let primaryEnd: ProgressFacts['primaryEnd'];
-  for (const [seq, o] of origins) {
-    if (o.origin === primary && (!primaryEnd || seq > primaryEnd.seq)) primaryEnd = { seq, origin: o.origin, pos: o.logPos, stampS: o.stampS };
-  }
+  const dir = resourceDir(res);
+  const names = tree.list(dir);
+  const origins = new OriginLinks(tree, dir);
+  const primaryEnd: ProgressFacts['primaryEnd'] = primary === undefined ? undefined : origins.newestOf(primary);
+  // The logfiles that count start at the replay link; without one, at the oldest origin link.
+  const fromSeq = replayLink?.seq ?? Math.min(...[...origins.seqs()].filter((seq) => origins.get(seq) !== undefined));
+  // Logfiles below fromSeq change nothing: they are neither listed nor can they raise toSeq past it.
+  const local = localLogs(tree, dir, names, fromSeq);
   const logs: LogFact[] = [];
   let lastFetchS: number | undefined;
   let newest: { seq: number; origin: string; bytes: number } | undefined;
-  const fromSeq = replayLink?.seq ?? Math.min(...origins.keys());
   const toSeq = Math.max(primaryEnd?.seq ?? 0, ...local.keys());
   for (let seq = fromSeq; Number.isFinite(seq) && seq <= toSeq; seq++) {
     const o = origins.get(seq);

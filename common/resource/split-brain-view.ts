@@ -3,9 +3,11 @@
 // marsadm's view both read them here.
 import type { TreeStore } from '../tree/store.js';
 import { resourceDir } from '../tree/paths.js';
-import { VERSION_NAME } from '../tree/log-names.js';
+import { VERSION_NAME, versionName } from '../tree/log-names.js';
+import { versionNames } from '../tree/version-names.js';
 import { isValidIdentifier } from '../tree/names.js';
 import { chainsFrom } from './split-brain.js';
+import { divergedFromNewest } from './split-brain-newest.js';
 
 export interface SplitBrainView {
   members: string[];
@@ -27,4 +29,21 @@ export function readSplitBrainView(tree: TreeStore, res: string): SplitBrainView
     }
   }
   return { members: members.sort(), chains: chainsFrom(entries) };
+}
+
+/**
+ * Whether the members' histories diverged, as findDivergence over readSplitBrainView would
+ * say, reading the newest versionlinks only (split-brain-newest.ts): the names come from the
+ * listing, a link is read when the comparison needs it. For `marsadm view`, whose tree reads
+ * links lazily.
+ */
+export function divergedHere(tree: TreeStore, res: string): boolean {
+  const dir = resourceDir(res);
+  const members: string[] = [];
+  for (const name of tree.list(dir)) {
+    // The prefix test first: a resource directory holds thousands of names (issue 11).
+    const member = name.startsWith('data-') ? name.slice('data-'.length) : undefined;
+    if (member !== undefined && isValidIdentifier(member) && tree.value(`${dir}/${name}`) !== undefined) members.push(member);
+  }
+  return divergedFromNewest(versionNames(tree, dir).byHost, members, (host, seq) => tree.value(`${dir}/${versionName(seq, host)}`));
 }

@@ -18,8 +18,9 @@
 // drop the directory's listing at once (forget), so a read always sees this process's writes.
 // The wall clock here is the real one (Date.now), not an injected clock: it is compared with
 // timestamps the kernel wrote.
-import { lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats, type Dirent } from 'node:fs';
 import { join } from 'node:path';
+import { LazyListing } from './lazy-listing.js';
 
 /** Longer than the coarsest mtime granularity of a filesystem /mars may live on (1 s). */
 export const RACY_WINDOW_MS = 2_000;
@@ -36,7 +37,7 @@ interface DirListing {
   trusted: boolean;
   /** the event-loop turn it was read in (an untrusted listing serves only that turn) */
   turn: number;
-  entries: Map<string, CachedEntry>;
+  entries: ReadonlyMap<string, CachedEntry>;
 }
 
 const FILE: CachedEntry = { kind: 'file' };
@@ -48,7 +49,18 @@ export function stampOfStats(st: BigIntStats): number {
   return Number((st.mtimeNs + 500n) / 1000n);
 }
 
+export interface DirCacheOptions {
+  /**
+   * Read a link only when it is asked for (lazy-listing.ts), not every link at each load: for
+   * short-lived processes (marsadm) that read a few links of large directories. marsd keeps
+   * full listings: its peer listings and merges read every link anyway.
+   */
+  lazyLinks?: boolean;
+}
+
 export class DirCache {
+  constructor(private readonly opts: DirCacheOptions = {}) {}
+
   private readonly dirs = new Map<string, DirListing>();
   /**
    * Inside batch(): each directory's answer, checked once. A batch is synchronous code that
@@ -130,7 +142,6 @@ export class DirCache {
   private load(absDir: string, st: BigIntStats, turn: number): ReadonlyMap<string, CachedEntry> | undefined {
     // The wall clock before the directory is read (see the header).
     const readStartNs = BigInt(Date.now()) * 1_000_000n;
-    const entries = new Map<string, CachedEntry>();
     let names;
     try {
       names = readdirSync(absDir, { withFileTypes: true });
@@ -138,20 +149,29 @@ export class DirCache {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    for (const d of names) {
-      if (d.name.startsWith('.tmp')) continue;
-      if (d.isFile()) entries.set(d.name, FILE);
-      else if (d.isDirectory()) entries.set(d.name, DIR);
-      else if (d.isSymbolicLink()) {
-        const link = readLink(join(absDir, d.name));
-        if (link !== undefined) entries.set(d.name, link);
-      } else entries.set(d.name, OTHER);
-    }
+    const entries = this.opts.lazyLinks ? new LazyListing(absDir, names, kindOf, readLink) : fullListing(absDir, names);
     this.loads++;
     const trusted = readStartNs - st.mtimeNs > BigInt(RACY_WINDOW_MS) * 1_000_000n;
     this.dirs.set(absDir, { mtimeNs: st.mtimeNs, trusted, turn, entries });
     return entries;
   }
+}
+
+function kindOf(d: Dirent): CachedEntry {
+  return d.isFile() ? FILE : d.isDirectory() ? DIR : OTHER;
+}
+
+/** Every entry with every link read now. */
+function fullListing(absDir: string, names: readonly Dirent[]): Map<string, CachedEntry> {
+  const entries = new Map<string, CachedEntry>();
+  for (const d of names) {
+    if (d.name.startsWith('.tmp')) continue;
+    if (d.isSymbolicLink()) {
+      const link = readLink(join(absDir, d.name));
+      if (link !== undefined) entries.set(d.name, link);
+    } else entries.set(d.name, kindOf(d));
+  }
+  return entries;
 }
 
 /** A link's value and stamp; undefined when it vanished meanwhile (replaced by a rename). */

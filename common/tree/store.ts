@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { LamportClock, stampToSeconds } from './lamport.js';
 import { validTreePath } from './names.js';
 import { TREE_DIR_MODE } from './modes.js';
-import { DirCache, stampOfStats, type CachedEntry } from './dir-cache.js';
+import { DirCache, stampOfStats, type CachedEntry, type DirCacheOptions } from './dir-cache.js';
 
 export const TOMBSTONE = '.deleted';
 const MAX_VALUE_BYTES = 1023;
@@ -42,12 +42,14 @@ const stampOf = stampOfStats;
 
 export class TreeStore {
   /** Reads go through a cache of directory listings, valid while a directory's mtime holds (dir-cache.ts). */
-  private readonly cache = new DirCache();
+  private readonly cache: DirCache;
   /** the root as path.dirname spells directories (no trailing slash): the cache's key for it */
   private readonly rootDir: string;
 
-  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock()) {
+  /** opts.lazyLinks: read links only when asked for (short-lived processes: dir-cache.ts, lazy-listing.ts). */
+  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock(), opts: DirCacheOptions = {}) {
     this.rootDir = dirname(join(root, 'x'));
+    this.cache = new DirCache(opts);
   }
 
   abs(rel: string): string {

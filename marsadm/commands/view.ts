@@ -11,7 +11,8 @@ export function view(adm: Adm, spec: string | undefined): void {
   // One look at each directory for the whole view (TreeStore.readBatch), not one per link read.
   const { names, views } = adm.tree.readBatch(() => {
     const names = expandResources(adm, spec ?? 'all');
-    return { names, views: names.map((r) => readView(adm, r)) };
+    // The text shows who holds logfiles back, not what may be deleted (--json does).
+    return { names, views: names.map((r) => readView(adm, r, { retention: adm.json })) };
   });
   // A zombie (a removed host restarted on its old /mars) sees the removal marker it pulled.
   const removed = (res: string) => removalOf(adm.tree, res, adm.host);

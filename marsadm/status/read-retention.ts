@@ -5,7 +5,7 @@ import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths, resPaths, resourceDir } from '../../common/tree/paths.js';
 import { LOG_NAME } from '../../common/tree/log-names.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
-import type { RetentionInput, RetentionLogfile } from './log-retention.js';
+import { planLogRetention, type HeldBack, type RetentionInput, type RetentionLogfile } from './log-retention.js';
 import { rethrowInvariant } from '../../common/util/assert.js';
 
 function suffixed(names: string[], prefix: string): string[] {
@@ -13,8 +13,26 @@ function suffixed(names: string[], prefix: string): string[] {
 }
 
 export function readRetentionInput(tree: TreeStore, res: string, self: string, windowS: number, force: boolean, nowMs = Date.now()): RetentionInput {
-  const dir = resourceDir(res);
-  const names = tree.list(dir);
+  const links = readRetentionLinks(tree, res, self, windowS, force, nowMs);
+  return { ...links, logfiles: readRetentionLogfiles(tree, res, -Infinity) };
+}
+
+/**
+ * Who holds logfiles back (planLogRetention's heldBack), stat'ing only the logfiles that can be
+ * held: those numbered from the lowest need on (issue 11: `marsadm view` stat'ed every logfile
+ * of every resource for this one line). Equal to the full plan's heldBack because the held
+ * logfiles lie at or above keepFromSeq (when it is known; else every logfile is stat'ed), and
+ * the newest logfile, which is never held, is among them whenever any of them could be held.
+ * keepFromSeq comes from the replay and sync links alone, so a plan without logfiles gives it.
+ */
+export function readHeldBack(tree: TreeStore, res: string, self: string, windowS: number, force: boolean, nowMs = Date.now()): HeldBack | undefined {
+  const links = readRetentionLinks(tree, res, self, windowS, force, nowMs);
+  const keepFromSeq = planLogRetention({ ...links, logfiles: [] }).keepFromSeq;
+  return planLogRetention({ ...links, logfiles: readRetentionLogfiles(tree, res, keepFromSeq ?? -Infinity) }).heldBack;
+}
+
+function readRetentionLinks(tree: TreeStore, res: string, self: string, windowS: number, force: boolean, nowMs: number): Omit<RetentionInput, 'logfiles'> {
+  const names = tree.list(resourceDir(res));
   const members = suffixed(names, 'data-').filter((h) => tree.value(resPaths.data(res, h)) !== undefined).sort();
   const replay = new Map<string, string>();
   for (const h of suffixed(names, 'replay-')) {
@@ -46,8 +64,16 @@ export function readRetentionInput(tree: TreeStore, res: string, self: string, w
     }
     heartbeatAgeS.set(h, age);
   }
+  return { members, replay, syncing, syncpos, heartbeatAgeS, self, windowS, nowMs, force };
+}
+
+/** The regular logfiles numbered fromSeq or higher, with sizes and mtimes. */
+function readRetentionLogfiles(tree: TreeStore, res: string, fromSeq: number): RetentionLogfile[] {
+  const dir = resourceDir(res);
   const logfiles: RetentionLogfile[] = [];
-  for (const name of names) {
+  for (const name of tree.list(dir)) {
+    // Numbers below fromSeq are passed over before the name is parsed (SEQ: 9 digits after "log-").
+    if (!name.startsWith('log-') || Number(name.slice(4, 13)) < fromSeq) continue;
     const m = LOG_NAME.exec(name);
     if (!m) continue;
     try {
@@ -55,5 +81,5 @@ export function readRetentionInput(tree: TreeStore, res: string, self: string, w
       if (st.isFile()) logfiles.push({ seq: Number(m[1]), origin: m[2]!, name, sizeBytes: st.size, mtimeMs: st.mtimeMs });
     } catch { /* deleted concurrently */ }
   }
-  return { members, replay, syncing, syncpos, heartbeatAgeS, self, windowS, logfiles, nowMs, force };
+  return logfiles;
 }

@@ -3,11 +3,11 @@ import type { Adm } from '../context.js';
 import { globalPaths, resPaths } from '../../common/tree/paths.js';
 import { clusterHosts, resourceMembers } from '../../common/cluster/members.js';
 import type { SplitBrainInfo, ViewSnapshot } from './view-model.js';
-import { readSplitBrainView } from '../../common/resource/split-brain-view.js';
+import { divergedHere, readSplitBrainView } from '../../common/resource/split-brain-view.js';
 import { bytesSince, findDivergence, sideOf } from '../../common/resource/split-brain.js';
 import { compareReplayLinks, parseReplayLink } from '../../common/log/links.js';
 import { planLogRetention } from './log-retention.js';
-import { readRetentionInput } from './read-retention.js';
+import { readHeldBack, readRetentionInput } from './read-retention.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
 import { readProgressFacts } from '../../common/resource/read-progress.js';
 import { progress } from '../../common/resource/replication-progress.js';
@@ -40,8 +40,13 @@ function syncPassed(syncpos: string | undefined, replay: string | undefined): bo
   return a !== undefined && b !== undefined && compareReplayLinks(a, b) >= 0;
 }
 
-export function readView(adm: Adm, res: string): ViewSnapshot {
+/**
+ * opts.retention false: leave out the retention plan, which stats every logfile below the
+ * lowest need (the text view shows only who holds logfiles back: logHeldBack).
+ */
+export function readView(adm: Adm, res: string, opts: { retention?: boolean } = {}): ViewSnapshot {
   const { tree, host } = adm;
+  const retention = opts.retention === false ? undefined : planLogRetention(readRetentionInput(tree, res, host, adm.windowS, adm.force));
   const a = (key: string) => adm.actual(res, key);
   const members = resourceMembers(tree, res);
   const hosts = clusterHosts(tree);
@@ -98,7 +103,8 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
     replayLink: tree.value(resPaths.replay(res, host)),
     splitBrain: readSplitBrain(adm, res),
     primaryLink: ((p) => (p === undefined || p === '(none)' || p === host ? undefined : tree.value(globalPaths.actual(host, `peer-${p}`))))(tree.value(resPaths.primary(res))),
-    retention: planLogRetention(readRetentionInput(tree, res, host, adm.windowS, adm.force)),
+    retention,
+    logHeldBack: retention ? undefined : readHeldBack(tree, res, host, adm.windowS, adm.force),
     progress: progress(readProgressFacts(tree, res, host, adm.windowS, Date.now() / 1000)),
     rates: { fetch: num(a('fetch-rate')) ?? 0, replay: num(a('replay-rate')) ?? 0 },
     otherActualPrimaries: otherActualPrimaries(adm, res, members),
@@ -109,6 +115,8 @@ export function readView(adm: Adm, res: string): ViewSnapshot {
 
 /** Diverged histories from the versionlinks, with the record counts the hosts published. */
 function readSplitBrain(adm: Adm, res: string): SplitBrainInfo | undefined {
+  // The newest links settle the usual case (one history); only a split brain reads them all.
+  if (!divergedHere(adm.tree, res)) return undefined;
   const view = readSplitBrainView(adm.tree, res);
   const d = findDivergence(view.chains, view.members);
   if (!d) return undefined;

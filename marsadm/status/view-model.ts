@@ -1,7 +1,7 @@
 // What `marsadm view` and the view-MACRO commands show, computed by pure functions from a
 // snapshot of the tree (so each state can be unit-tested). Names follow MARS's marsadm
 // (the MARS user manual: view macros): DISKSTATE, REPLSTATE, FLAGS, ROLE.
-import { retentionJson, type RetentionPlan } from './log-retention.js';
+import { retentionJson, type HeldBack, type RetentionPlan } from './log-retention.js';
 import { logName } from '../../common/tree/log-names.js';
 import type { Progress } from '../../common/resource/replication-progress.js';
 
@@ -49,8 +49,10 @@ export interface ViewSnapshot {
   splitBrain: SplitBrainInfo | undefined;
   /** replay must pass this (syncpos-HOST) before a synced copy is consistent */
   syncPassed: boolean;
-  /** which logfiles here may be deleted and who holds the others back (log-retention.ts) */
+  /** which logfiles here may be deleted and who holds the others back (log-retention.ts); read only when asked for (readView) */
   retention?: RetentionPlan;
+  /** who holds logfiles back here, when retention was left out (else retention.heldBack says it) */
+  logHeldBack?: HeldBack | undefined;
   /** /mars space and emergency mode (absent: all clear) */
   emergency?: EmergencyView;
   /** rests, lags and positions measured against the primary's newest logfile (replication-progress.ts) */
@@ -241,7 +243,8 @@ export function viewLines(v: ViewSnapshot): string[] {
     lines.push(`    ${splitBrainText(v.splitBrain)}`);
     lines.push(`    repair: "marsadm invalidate ${v.res}" on each host whose writes are given up (the primary's side wins)`);
   }
-  if (v.retention?.heldBack) lines.push(`    ${v.retention.heldBack.text}`);
+  const heldBack = v.retention ? v.retention.heldBack : v.logHeldBack;
+  if (heldBack) lines.push(`    ${heldBack.text}`);
   if (v.actual.errorMessage) lines.push(`    ERROR: ${v.actual.errorMessage}`);
   const e = emergencyOf(v);
   if (v.designatedPrimary === v.host && (e.isEmergency || e.hasEmergency)) {
