@@ -172,7 +172,8 @@ export class PeerConnection extends EventEmitter {
    * since is set only in a delta.
    */
   async getents(signal?: AbortSignal, since?: ListingSince): Promise<{ clockUs: number; epoch?: string; generation?: number; since?: number } & EntsPayload> {
-    const reply = await this.request(since ? { t: 'getents', since } : { t: 'getents' }, undefined, signal);
+    // deflate: a large listing comes deflated from a server that knows how (messages.ts).
+    const reply = await this.request(since ? { t: 'getents', since, deflate: true } : { t: 'getents', deflate: true }, undefined, signal);
     assert(reply.ents !== undefined, 'ents reply without its parsed payload');
     const h = reply.header;
     return { clockUs: h.clockUs, ...reply.ents, ...(h.epoch !== undefined ? { epoch: h.epoch } : {}), ...(h.generation !== undefined ? { generation: h.generation } : {}), ...(h.since !== undefined ? { since: h.since } : {}) };

@@ -7,6 +7,7 @@
 // Unknown fields in a header are ignored (dropped by the schemas), so a later protocol
 // revision may add optional fields without breaking this one; anything that changes meaning
 // changes PROTOCOL_VERSION instead.
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { z } from 'zod';
 import { hostNameSchema, resourceNameSchema, validTreePath } from '../../common/tree/names.js';
 import { tryParseLogName } from '../../common/tree/log-names.js';
@@ -112,7 +113,8 @@ const refusedSchema = z.object({ t: z.literal('refused'), reason: z.string().max
 // ---- requests (client -> server; ping and notify also server -> client) ----------------------
 
 // since: the listing the client holds of ours; the reply may then be a delta (entsSchema).
-const getentsSchema = z.object({ t: z.literal('getents'), id: requestId, since: listingSinceSchema.optional() });
+// deflate: the client takes a deflated ents payload (a server that does not know it ignores it).
+const getentsSchema = z.object({ t: z.literal('getents'), id: requestId, since: listingSinceSchema.optional(), deflate: z.literal(true).optional() });
 const logReadSchema = z.object({
   t: z.literal('log-read'),
   id: requestId,
@@ -163,7 +165,7 @@ const secretRingSchema = z
 // epoch, generation: name this listing, for the client's next `since`; since: present only in a
 // delta, which lists the directories changed after that generation (parseEntsPayload).
 const entsSchema = z
-  .object({ t: z.literal('ents'), id: requestId, clockUs: uint, count: uint, epoch: listingEpochSchema.optional(), generation: uint.optional(), since: uint.optional() })
+  .object({ t: z.literal('ents'), id: requestId, clockUs: uint, count: uint, epoch: listingEpochSchema.optional(), generation: uint.optional(), since: uint.optional(), deflated: z.literal(true).optional() })
   .refine((m) => (m.epoch === undefined) === (m.generation === undefined), 'epoch and generation come together')
   .refine((m) => m.since === undefined || (m.generation !== undefined && m.since <= m.generation), 'a delta names its generation, not below since');
 const logDataSchema = z.object({ t: z.literal('log-data'), id: requestId, pos: uint });
@@ -311,6 +313,21 @@ export function listingDirOf(path: string): string {
  * parse an unchanged link again per listing: PeerService.getents), so only the logs and
  * directories are parsed here.
  */
+/**
+ * A listing's JSON above this size is sent deflated to a client that takes it (docs/protocol.md
+ * getents): at 100 resources x 1000 logfiles a full listing is 41 MB of JSON, 4.6 MB deflated
+ * (level 1, ~0.2 s), and a frame holds 8 MiB.
+ */
+export const DEFLATE_ENTS_FROM_BYTES = 64 * 1024;
+/** The most an ents payload may inflate to (a full listing of about 600,000 entries). */
+export const MAX_ENTS_INFLATED_BYTES = 128 * 1024 * 1024;
+
+/** The payload as sent: deflated when the client takes it and it is large. */
+export function maybeDeflateEnts(json: Buffer, clientTakesDeflate: boolean): { payload: Buffer; deflated: boolean } {
+  if (!clientTakesDeflate || json.length < DEFLATE_ENTS_FROM_BYTES) return { payload: json, deflated: false };
+  return { payload: deflateRawSync(json, { level: 1 }), deflated: true };
+}
+
 export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with-entrySchema'): Buffer {
   const result = logInfosSchema.safeParse(doc.logs);
   assert(result.success, `refusing to send an invalid logfile listing: ${result.success ? '' : describeIssues(result.error)}`);
@@ -329,10 +346,19 @@ export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with
  * reply that names its listing (`epoch`) carries the directories; a delta (`since`) also the
  * changed ones, and holds entries and logfiles of those only.
  */
-export function parseEntsPayload(payload: Buffer, count: number, header: { epoch?: string | undefined; since?: number | undefined } = {}): EntsPayload {
+export function parseEntsPayload(payload: Buffer, count: number, header: { epoch?: string | undefined; since?: number | undefined; deflated?: true | undefined } = {}): EntsPayload {
   let doc: unknown;
+  let text = payload;
+  if (header.deflated) {
+    try {
+      // Bounded: a small frame must not inflate into the whole heap.
+      text = inflateRawSync(payload, { maxOutputLength: MAX_ENTS_INFLATED_BYTES });
+    } catch (err) {
+      throw new ProtocolError(`ents payload does not inflate within ${MAX_ENTS_INFLATED_BYTES} bytes: ${(err as Error).message}`);
+    }
+  }
   try {
-    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
+    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(text));
   } catch (err) {
     throw new ProtocolError(`ents payload is not valid UTF-8 JSON: ${(err as Error).message}`);
   }

@@ -45,7 +45,7 @@ import type { LogFn } from '../../common/util/log.js';
 import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
 import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
 import {
-  encodeEntsPayload, validateOutgoing,
+  encodeEntsPayload, maybeDeflateEnts, validateOutgoing,
   type Entry, type ListingSince, type LogInfo, type LogReadRequest, type Message, type MessageOf, type PositionRequest, type Reply, type SingleReplyRequest,
   type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest,
 } from './messages.js';
@@ -85,15 +85,15 @@ export interface ListingAnswer {
 }
 
 /** The `ents` reply (header and payload) to a getents request that the handler answered with `r`. */
-export function entsReply(req: Pick<MessageOf<'getents'>, 'id' | 'since'>, r: ListingAnswer): { message: MessageOf<'ents'>; payload: Buffer } {
+export function entsReply(req: Pick<MessageOf<'getents'>, 'id' | 'since' | 'deflate'>, r: ListingAnswer): { message: MessageOf<'ents'>; payload: Buffer } {
   const l = r.listing;
   assert(l === undefined || l.since === undefined || (req.since !== undefined && l.since === req.since.generation && l.epoch === req.since.epoch),
     'a delta listing answers only a request that named its base');
   assert(l === undefined || (l.since === undefined) === (l.changed === undefined), 'a delta listing names its base and its changed directories');
   const doc = { entries: r.entries, logs: r.logs, ...(l ? { dirs: l.dirs } : {}), ...(l?.changed ? { changed: l.changed } : {}) };
-  const payload = encodeEntsPayload(doc, 'each-checked-with-entrySchema');
+  const { payload, deflated } = maybeDeflateEnts(encodeEntsPayload(doc, 'each-checked-with-entrySchema'), req.deflate === true);
   const named = l ? { epoch: l.epoch, generation: l.generation, ...(l.since !== undefined ? { since: l.since } : {}) } : {};
-  return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length, ...named }, payload };
+  return { message: { t: 'ents', id: req.id, clockUs: r.clockUs, count: r.entries.length, ...named, ...(deflated ? { deflated: true as const } : {}) }, payload };
 }
 
 /** What the handshake established about a connection, for the handlers that care. */

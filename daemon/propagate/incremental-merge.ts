@@ -25,7 +25,7 @@
 //   4. The Lamport clock: a full merge observes the stamp of each of our links it reads; those
 //      of a skipped directory were observed at the merge that recorded it, and the clock only
 //      moves forward, so observing them again does nothing.
-// Anything that breaks an identity (a full listing every 30 s, a reconnect, our own write to the
+// Anything that breaks an identity (a full listing every 5 minutes, a reconnect, our own write to the
 // directory, a re-read inside the racy window) only makes the directory be merged again.
 // test_suite/unit/incremental-merge-property.test.ts compares the plans after random
 // operations on a real tree.

@@ -586,6 +586,31 @@ t.test('log-read data chunks are bounded by the reply budget while the reader is
   t.equal(s.server.replyBytesReserved, 0, 'every reservation given back');
 });
 
+t.test('a listing larger than a frame arrives deflated (100 resources x 1000 logfiles: 41 MB of JSON)', async (t) => {
+  // Before: the server refused to send a listing over 8 MiB (EFBIG) and the client's every
+  // pull failed, so two hosts with 100 x 1000 logfiles never exchanged their trees.
+  const entries: Entry[] = [];
+  const logs: { res: string; name: string; sizeBytes: number }[] = [];
+  for (let r = 0; r < 80; r++) {
+    for (let seq = 1; seq <= 500; seq++) {
+      const name = `log-${String(seq).padStart(9, '0')}-alpha`;
+      const digest = createHash('md5').update(`${r}/${seq}`).digest('hex');
+      entries.push({ p: `resource-r${r}/version-${String(seq).padStart(9, '0')}-alpha`, v: `${digest},${name},596:${digest},log-${String(seq - 1).padStart(9, '0')}-alpha,596`, s: 1_700_000_000_000_000 + seq });
+      logs.push({ res: `r${r}`, name, sizeBytes: 596 });
+    }
+  }
+  const rawBytes = Buffer.byteLength(JSON.stringify({ entries, logs }));
+  t.ok(rawBytes > 8 * MiB, `the listing's JSON is ${(rawBytes / MiB).toFixed(1)} MiB, more than a frame`);
+  const s = await startServer(t, {}, { async getents() { return { clockUs: 7, entries, logs }; } });
+  const conn = await dial(t, s.address);
+  const got = await withDeadline(conn.getents(), 30_000, 'the large listing');
+  t.equal(got.entries.length, entries.length);
+  t.same(got.entries[12345], entries[12345]);
+  t.equal(got.logs.length, logs.length);
+  t.ok(conn.stats.bytesReceived < 8 * MiB, `${(conn.stats.bytesReceived / MiB).toFixed(1)} MiB on the wire`);
+  t.notOk(s.logs.some((l) => l.startsWith('error')), 'nothing went wrong on the server');
+});
+
 t.test('cancel stops a following log-read; abandoned requests do not break the connection', async (t) => {
   let handlerAborted = false;
   let releaseGetents!: () => void;

@@ -326,3 +326,23 @@ t.test('token bucket', async (t) => {
     t.equal(chunkBytesForRate(1e9, MAX_LOG_DATA_BYTES), MAX_LOG_DATA_BYTES, 'at most the frame limit');
   });
 });
+
+t.test('ents payloads: deflated only when the client takes it and it is large; inflating is bounded', async (t) => {
+  const { maybeDeflateEnts, DEFLATE_ENTS_FROM_BYTES, MAX_ENTS_INFLATED_BYTES } = await import('../../daemon/net/messages.js');
+  const { deflateRawSync } = await import('node:zlib');
+  const entries = Array.from({ length: 2000 }, (_, i) => ({ p: `resource-r1/version-${String(i).padStart(9, '0')}-alpha`, v: `log-${String(i).padStart(9, '0')}-alpha,0,0`, s: 1_700_000_000_000_000 + i }));
+  const json = encodeEntsPayload({ entries, logs: [] }, 'each-checked-with-entrySchema');
+  t.ok(json.length > DEFLATE_ENTS_FROM_BYTES, 'large enough to deflate');
+  t.same(maybeDeflateEnts(json, false), { payload: json, deflated: false }, 'a client that did not ask gets plain JSON');
+  const small = encodeEntsPayload({ entries: entries.slice(0, 2), logs: [] }, 'each-checked-with-entrySchema');
+  t.equal(maybeDeflateEnts(small, true).deflated, false, 'a small listing goes as it is');
+  const d = maybeDeflateEnts(json, true);
+  t.ok(d.deflated && d.payload.length < json.length / 4, `deflated to ${d.payload.length} of ${json.length} bytes`);
+  t.same(parseEntsPayload(d.payload, entries.length, { deflated: true }).entries, entries, 'inflated and parsed');
+  t.throws(() => parseEntsPayload(Buffer.from('not deflate data at all'), 0, { deflated: true }), /does not inflate/, 'garbage is a protocol error');
+  // 8 MiB of zeros deflate to a few KiB; the limit is what keeps a hostile peer's bomb small.
+  const bomb = deflateRawSync(Buffer.alloc(MAX_ENTS_INFLATED_BYTES + 1024, 0x20));
+  t.ok(bomb.length < 1 << 20, `a bomb of ${bomb.length} bytes`);
+  t.throws(() => parseEntsPayload(bomb, 0, { deflated: true }), /does not inflate within/, 'inflating beyond the limit is refused');
+  t.throws(() => parseEntsPayload(d.payload, entries.length), /not valid UTF-8 JSON/, 'deflated bytes without the header flag are not JSON');
+});
