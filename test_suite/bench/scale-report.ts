@@ -58,7 +58,8 @@ export function writeScaleData(d: ScaleData, path = join(DOCS_DIR, SCALE_JSON_FI
 const mib = (b: number): string => (Number.isFinite(b) ? (b / 2 ** 20).toFixed(0) : '-');
 const mark = (ok: boolean): string => (ok ? 'met' : '**missed**');
 
-const boundText = (ms: number | null | undefined): string => (ms === undefined || ms === null ? '-' : Number.isFinite(ms) ? `<= ${ms}` : '> 2500');
+/** A p99 bound: undefined (no samples) '-', null (above the largest bucket, JSON has no Infinity) '> 2500'. */
+export const boundText = (ms: number | null | undefined): string => (ms === undefined ? '-' : ms === null || !Number.isFinite(ms) ? '> 2500' : `<= ${ms}`);
 
 function roundCell(h: ScaleRun['hosts'][number]): string {
   if (h.roundP99WindowMs === undefined) return 'not measured';

@@ -17,6 +17,7 @@ import { cpuSeconds, memStatus, sleep } from './proc.js';
 import { median } from './report.js';
 import { DEFAULT_SCALE_TREE, generateScaleTrees, type ScaleTreeResult } from './scale-tree.js';
 import { runScaleJoin, type ScaleJoinRun } from './scale-join.js';
+import { boundText } from './scale-report.js';
 import { CONTROL_ROUND_METRIC, histogramOf, histogramSince, quantileBound, type HistogramCounts } from './round-quantile.js';
 
 export interface ScaleConfig {
@@ -269,7 +270,7 @@ export class ScaleSuite {
         };
       });
       for (const f of hostFigures) {
-        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, control round p99 <= ${f.roundP99WindowMs} ms in the window (${f.roundsInWindow} rounds; <= ${f.roundP99AllMs} ms since start), ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
+        this.log(`${c.resources} x ${c.logfiles}: ${f.name}: idle CPU ${f.cpuPct} % of a core, RSS ${(f.rssBytes / 2 ** 20).toFixed(0)} MiB (max ${(f.maxRssBytes / 2 ** 20).toFixed(0)}), view all ${f.viewAllMedianS} s, control round p99 ${boundText(f.roundP99WindowMs)} ms in the window (${f.roundsInWindow} rounds; ${boundText(f.roundP99AllMs)} ms since start), ${f.warnLines} warning / ${f.errorLines} error lines (${f.warnLinesAfterSettle} / ${f.errorLinesAfterSettle} after settling), ${f.resourcesOk}/${c.resources} resources settled${f.sampleLines.length ? `; first: ${f.sampleLines[0]}` : ''}`);
       }
       // Each distinct command once: the settling polls repeat `view all --json` many times.
       commands.push(...this.hosts.flatMap((h) => [`# ${h.name}`, ...new Set(h.commands)]));
