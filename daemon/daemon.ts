@@ -5,7 +5,7 @@
 // resource is in plan.ts; this file only schedules rounds (through the injected clock).
 import { tightenTreeModes } from '../common/tree/modes.js';
 import { RefusalLog } from './propagate/refusal-log.js';
-import { listLogfiles } from '../common/resource/links.js';
+import { logfileCount } from '../common/resource/links.js';
 import { MarsMetrics } from './metrics/registry.js';
 import { PeerTraffic } from './net/peer-traffic.js';
 import { MetricsServer } from './metrics/metrics-server.js';
@@ -130,7 +130,7 @@ export class Daemon {
       resources: () => [...this.runners.keys()], counters: (res) => this.counters.get(res),
       peers: () => this.peers.all().map((l) => ({ peer: l.peer, connected: l.connected })),
       peerTraffic: () => this.peerTraffic.totals(),
-      logfileCount: (res) => listLogfiles(this.tree, res).length,
+      logfileCount: (res) => logfileCount(this.tree, res),
     });
     this.nbd = new NbdServer({
       log: opts.log, clock: opts.clock, recorder: this.metrics.nbd,

@@ -4,6 +4,7 @@
 import type { TreeStore } from '../tree/store.js';
 import { resPaths, resourceDir } from '../tree/paths.js';
 import { LOG_NAME } from '../tree/log-names.js';
+import { listingIndex } from '../tree/listing-index.js';
 import { formatReplayLink, nextVersionLink, parseReplayLink } from '../log/links.js';
 import { logDigests } from '../log/content-digest.js';
 
@@ -38,13 +39,24 @@ export function writeVersionLink(tree: TreeStore, res: string, host: string, seq
 /** Regular logfiles of a resource, ascending by number. */
 export function listLogfiles(tree: TreeStore, res: string): { seq: number; origin: string; name: string }[] {
   const out: { seq: number; origin: string; name: string }[] = [];
-  for (const name of tree.list(resourceDir(res))) {
+  // One look at the directory's listing, not two lookups per name (each a stat of the
+  // directory outside a read batch: the metrics scrape at 100 x 1000 made 300,000 of them).
+  // Names first: a lazy listing (marsadm) reads a link only when get() asks for it.
+  const listing = tree.listing(resourceDir(res));
+  if (listing === undefined) return out;
+  for (const name of listing.keys()) {
     const m = LOG_NAME.exec(name);
-    if (m && tree.readRaw(`${resourceDir(res)}/${name}`) === undefined && tree.exists(`${resourceDir(res)}/${name}`)) {
-      out.push({ seq: Number(m[1]), origin: m[2]!, name });
-    }
+    const e = m ? listing.get(name) : undefined;
+    // A link with a logfile's name (a tombstone of a deleted logfile) is not a logfile.
+    if (m && e !== undefined && e.kind !== 'link') out.push({ seq: Number(m[1]), origin: m[2]!, name });
   }
   return out.sort((a, b) => a.seq - b.seq || a.origin.localeCompare(b.origin));
+}
+
+/** How many logfiles the resource has here (metrics): from the listing's index, built once per listing. */
+export function logfileCount(tree: TreeStore, res: string): number {
+  const listing = tree.listing(resourceDir(res));
+  return listing === undefined ? 0 : listingIndex(listing).logs.length;
 }
 
 /** Raise `maxnr` (highest logfile number ever used) when `seq` exceeds it. */
