@@ -7,7 +7,8 @@
 // Unknown fields in a header are ignored (dropped by the schemas), so a later protocol
 // revision may add optional fields without breaking this one; anything that changes meaning
 // changes PROTOCOL_VERSION instead.
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateEnts } from './ents-deflate.js';
+export { DEFLATE_ENTS_FROM_BYTES, MAX_ENTS_INFLATED_BYTES, maybeDeflateEnts } from './ents-deflate.js';
 import { z } from 'zod';
 import { hostNameSchema, resourceNameSchema, validTreePath } from '../../common/tree/names.js';
 import { tryParseLogName } from '../../common/tree/log-names.js';
@@ -313,21 +314,6 @@ export function listingDirOf(path: string): string {
  * parse an unchanged link again per listing: PeerService.getents), so only the logs and
  * directories are parsed here.
  */
-/**
- * A listing's JSON above this size is sent deflated to a client that takes it (docs/protocol.md
- * getents): at 100 resources x 1000 logfiles a full listing is 41 MB of JSON, 4.6 MB deflated
- * (level 1, ~0.2 s), and a frame holds 8 MiB.
- */
-export const DEFLATE_ENTS_FROM_BYTES = 64 * 1024;
-/** The most an ents payload may inflate to (a full listing of about 600,000 entries). */
-export const MAX_ENTS_INFLATED_BYTES = 128 * 1024 * 1024;
-
-/** The payload as sent: deflated when the client takes it and it is large. */
-export function maybeDeflateEnts(json: Buffer, clientTakesDeflate: boolean): { payload: Buffer; deflated: boolean } {
-  if (!clientTakesDeflate || json.length < DEFLATE_ENTS_FROM_BYTES) return { payload: json, deflated: false };
-  return { payload: deflateRawSync(json, { level: 1 }), deflated: true };
-}
-
 export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with-entrySchema'): Buffer {
   const result = logInfosSchema.safeParse(doc.logs);
   assert(result.success, `refusing to send an invalid logfile listing: ${result.success ? '' : describeIssues(result.error)}`);
@@ -348,15 +334,7 @@ export function encodeEntsPayload(doc: EntsPayload, _entries: 'each-checked-with
  */
 export function parseEntsPayload(payload: Buffer, count: number, header: { epoch?: string | undefined; since?: number | undefined; deflated?: true | undefined } = {}): EntsPayload {
   let doc: unknown;
-  let text = payload;
-  if (header.deflated) {
-    try {
-      // Bounded: a small frame must not inflate into the whole heap.
-      text = inflateRawSync(payload, { maxOutputLength: MAX_ENTS_INFLATED_BYTES });
-    } catch (err) {
-      throw new ProtocolError(`ents payload does not inflate within ${MAX_ENTS_INFLATED_BYTES} bytes: ${(err as Error).message}`);
-    }
-  }
+  const text = header.deflated ? inflateEnts(payload) : payload;
   try {
     doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(text));
   } catch (err) {
