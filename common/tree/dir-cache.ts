@@ -18,6 +18,7 @@
 // drop the directory's listing at once (forget), so a read always sees this process's writes.
 // The wall clock here is the real one (Date.now), not an injected clock: it is compared with
 // timestamps the kernel wrote.
+import type { CachedEntry } from './cached-entry.js';
 import { lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats, type Dirent } from 'node:fs';
 import { join } from 'node:path';
 import { LazyListing } from './lazy-listing.js';
@@ -25,11 +26,7 @@ import { LazyListing } from './lazy-listing.js';
 /** Longer than the coarsest mtime granularity of a filesystem /mars may live on (1 s). */
 export const RACY_WINDOW_MS = 2_000;
 
-export type CachedEntry =
-  | { kind: 'link'; value: string; stampUs: number }
-  | { kind: 'file' }
-  | { kind: 'dir' }
-  | { kind: 'other' };
+export type { CachedEntry } from './cached-entry.js';
 
 interface DirListing {
   mtimeNs: bigint;

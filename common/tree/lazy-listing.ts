@@ -14,7 +14,7 @@
 // Iterating entries or values reads every link (there is no cheaper answer to that question).
 import type { Dirent } from 'node:fs';
 import { join } from 'node:path';
-import type { CachedEntry } from './dir-cache.js';
+import type { CachedEntry } from './cached-entry.js';
 
 /** Not read yet: a symlink as readdir reported it. */
 const PENDING = Symbol('pending');

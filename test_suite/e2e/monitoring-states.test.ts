@@ -158,7 +158,14 @@ async function linkCutForcedSplit(t: Test, c: TestCluster, ports: Record<string,
   // is the designated primary and stepped down, beta is the only one left.
   await expectMacros(t, alpha, RES, 'split brain', { 'is-split-brain': '1', 'get-primary': 'beta', 'is-primary': '0', role: 'Secondary' }, { timeoutMs: 60_000 });
   await expectMacros(t, beta, RES, 'split brain', { 'is-split-brain': '1', 'get-primary': 'beta', role: 'Primary' }, { timeoutMs: 60_000 });
-  for (const h of ['alpha', 'beta']) t.equal(await metric(ports[h]!, 'mars_resource_split_brain', { resource: RES }), 1, `/metrics: split brain on ${h}`);
+  // The view decides from the versionlinks when it runs; the metric shows what each marsd's
+  // split-brain monitor published, at its next check (at most 1/s, then counting records):
+  // wait for it with a deadline instead of reading it once.
+  for (const h of ['alpha', 'beta']) {
+    const seen = await waitFor(`/metrics of ${h} to show the split brain`, async () => (await metric(ports[h]!, 'mars_resource_split_brain', { resource: RES })) === 1, 30_000, 200)
+      .then(() => 1, () => 0);
+    t.equal(seen, 1, `/metrics: split brain on ${h}`);
+  }
 }
 
 t.test('view macros across scripted states on real daemons', { timeout: 170_000 }, async (t) => {
