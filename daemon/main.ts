@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { MARSD_VERSION } from '../common/version.js';
+import { nativeIoStatus } from '../common/disk/native-io.js';
 import { EXIT_INVARIANT, failStopOnInvariant, InvariantError } from '../common/util/assert.js';
 import { parseSpaceLevels } from './control/decide-emergency.js';
 import { DEFAULT_LOG_ROTATE_BYTES, DEFAULT_SCAN_INTERVAL_MS, defaultMemLimitBytes, parseSize, resolveCommon } from '../common/config.js';
@@ -111,6 +112,8 @@ export function runMarsd(argv: string[]): void {
     process.exit(2);
   }
   installHandlers(daemon, log);
+  // Not a warning when missing: the pool path gives the same results, only slower.
+  log('info', `native I/O helper: ${nativeIoStatus()}`);
   daemon.start().then(async () => {
     const sent = await sdNotify(`READY=1\nSTATUS=running; tree ${daemon.tree.root}\nMAINPID=${process.pid}`);
     if (sent !== 'sent' && sent !== 'no-socket') log('warn', `cannot tell systemd that marsd is ready: ${sent}`);

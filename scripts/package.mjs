@@ -41,6 +41,9 @@ function productionModules() {
 function stageProgram() {
   for (const dir of ['common', 'daemon', 'kernel-shim', 'marsadm']) cpSync(join(ROOT, 'dist', dir), join(LIB, 'dist', dir), { recursive: true });
   cpSync(join(ROOT, 'bin'), join(LIB, 'bin'), { recursive: true });
+  // The native read helper (common/disk/nowait-read.ts), when npm install could build it.
+  const addon = 'native/build/Release/mars_io.node';
+  if (existsSync(join(ROOT, addon))) copyFile(addon, join(LIB, addon));
   for (const f of ['package.json', 'package-lock.json', 'COPYING']) copyFile(f, join(LIB, f));
   const modules = productionModules();
   for (const m of modules) {

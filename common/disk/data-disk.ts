@@ -3,6 +3,7 @@
 // to its end, since fstat reports 0 for devices.
 import { promises as fsp, constants as fsc, openSync, closeSync, fstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { NowaitReader, nativeIoAvailable, writeBatch } from './native-io.js';
 
 const require = createRequire(import.meta.url);
 const fsExt = require('fs-ext') as { seekSync(fd: number, offset: number, whence: number): number };
@@ -20,7 +21,13 @@ export function diskSizeBytes(path: string): number {
   }
 }
 
+/** writeMany's fallback: at most this many buffers per vectored write (1 MiB of pages) */
+const MAX_RUN_BUFFERS = 256;
+
 export class DataDisk {
+  /** cached data is read on the event loop, the rest on libuv's pool (native-io.ts) */
+  readonly nowait = new NowaitReader();
+
   private constructor(readonly path: string, private readonly handle: fsp.FileHandle, private sizeNow: number) {}
 
   /** The size when opened or last refreshed. */
@@ -41,7 +48,7 @@ export class DataDisk {
   }
 
   async read(into: Buffer, offsetBytes: number): Promise<void> {
-    let done = 0;
+    let done = this.nowait.read(this.handle.fd, into, offsetBytes);
     while (done < into.length) {
       const { bytesRead } = await this.handle.read(into, done, into.length - done, offsetBytes + done);
       if (bytesRead === 0) {
@@ -67,6 +74,32 @@ export class DataDisk {
       // Short vectored write (rare): finish the rest piece by piece.
       await this.write(Buffer.concat(buffers).subarray(bytesWritten), offsetBytes + bytesWritten);
     }
+  }
+
+  /**
+   * Write buffers[i] at offsets[i] (sorted by offset; adjacent ones coalesce into one vectored
+   * write of at most MAX_RUN_BUFFERS). With the native helper it is one pool task; without it,
+   * one pool task per coalesced run, `parallel` at a time.
+   */
+  async writeMany(buffers: Buffer[], offsets: number[], parallel: number): Promise<void> {
+    if (buffers.length === 0) return;
+    if (nativeIoAvailable()) return writeBatch(this.handle.fd, buffers, offsets, this.path);
+    const runs: { buffers: Buffer[]; offset: number }[] = [];
+    let end = -1;
+    for (let i = 0; i < buffers.length; i++) {
+      const last = runs[runs.length - 1];
+      if (last && offsets[i] === end && last.buffers.length < MAX_RUN_BUFFERS) last.buffers.push(buffers[i]!);
+      else runs.push({ buffers: [buffers[i]!], offset: offsets[i]! });
+      end = offsets[i]! + buffers[i]!.length;
+    }
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < runs.length) {
+        const run = runs[next++]!;
+        await this.writev(run.buffers, run.offset);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, runs.length) }, worker));
   }
 
   async datasync(): Promise<void> {

@@ -1,6 +1,8 @@
 // Appends records to one logfile `log-SEQ-HOST` with group commit: records of all requests that
 // arrive while a write or an fdatasync is in progress go out together in the next single
 // vectored write, and every durable waiter of that write shares one fdatasync (docs/design.md §3.1).
+// The write itself runs on the event loop while such writes are fast (inline-append.ts); the
+// fdatasync always runs on libuv's pool.
 //
 // Per request the writer calls `onWritten` in log order right after the write() returns: the
 // logger inserts the data into its pending index there, so the index never holds data that is
@@ -11,7 +13,9 @@
 // assertion) breaks it the same way and is escalated (failStopOnInvariant): it stops marsd
 // instead of reaching clients as EIO. The writer has no timers: it waits for events only.
 import { TREE_FILE_MODE } from '../../common/tree/modes.js';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, writevSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { inlineAppends } from './inline-append.js';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import {
   encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES,
@@ -284,7 +288,7 @@ export class LogWriter {
     try {
       while (done < total) {
         const rest = done === 0 ? buffers : [Buffer.concat(buffers).subarray(done)];
-        const { bytesWritten } = await this.handle.writev(rest, this.writtenEnd + done);
+        const bytesWritten = await this.writeAt(rest, total - done, this.writtenEnd + done);
         if (bytesWritten === 0) throw new LogWriterError(`${this.path}: write made no progress`);
         done += bytesWritten;
       }
@@ -310,6 +314,15 @@ export class LogWriter {
       throw err;
     }
     if (!this.syncing && this.needsSync()) this.kick();
+  }
+
+  /** One vectored write, on the event loop while that is fast (inline-append.ts), else the pool. */
+  private async writeAt(buffers: Buffer[], bytes: number, pos: number): Promise<number> {
+    const startMs = performance.now();
+    if (!inlineAppends.inline(bytes, startMs)) return (await this.handle.writev(buffers, pos)).bytesWritten;
+    const written = writevSync(this.handle.fd, buffers, pos);
+    inlineAppends.took(startMs, performance.now());
+    return written;
   }
 
   private fail(err: Error): void {

@@ -19,8 +19,10 @@ import { PAGE_BYTES, SECTOR_BYTES, FULL_MASK, PendingIndex, type PageEntry } fro
 import type { DataDisk } from '../../common/disk/data-disk.js';
 import { compareLocations, type LogLocation } from './log-location.js';
 
-const MAX_RUN_PAGES = 256; // 1 MiB per vectored write
+/** pool tasks (native batches, or vectored writes without the helper) running at once */
 const PARALLEL_WRITES = 8;
+/** a native batch is split into parallel tasks only when each gets at least this many buffers */
+const MIN_BUFFERS_PER_TASK = 512;
 
 export interface WritebackOptions {
   index: PendingIndex;
@@ -53,38 +55,34 @@ export interface WritebackOptions {
 /** Write a set of page entries to the disk: sorted, coalesced, in parallel; no fdatasync. */
 export async function writePages(disk: DataDisk, entries: PageEntry[]): Promise<void> {
   const sorted = [...entries].sort((a, b) => a.pageNo - b.pageNo);
-  const jobs: { buffers: Buffer[]; offset: number }[] = [];
-  let run: { buffers: Buffer[]; offset: number; nextPage: number } | undefined;
+  const buffers: Buffer[] = [];
+  const offsets: number[] = [];
   for (const e of sorted) {
     if (e.mask === FULL_MASK) {
-      if (run && run.nextPage === e.pageNo && run.buffers.length < MAX_RUN_PAGES) {
-        run.buffers.push(e.data);
-        run.nextPage++;
-        continue;
-      }
-      run = { buffers: [e.data], offset: e.pageNo * PAGE_BYTES, nextPage: e.pageNo + 1 };
-      jobs.push(run);
+      buffers.push(e.data);
+      offsets.push(e.pageNo * PAGE_BYTES);
       continue;
     }
-    run = undefined;
-    // A partially valid page: write each run of valid sectors on its own.
+    // A partially valid page: each run of valid sectors on its own.
     let s = 0;
     while (s < PAGE_BYTES / SECTOR_BYTES) {
       if ((e.mask & (1 << s)) === 0) { s++; continue; }
       let t = s;
       while (t < PAGE_BYTES / SECTOR_BYTES && (e.mask & (1 << t)) !== 0) t++;
-      jobs.push({ buffers: [e.data.subarray(s * SECTOR_BYTES, t * SECTOR_BYTES)], offset: e.pageNo * PAGE_BYTES + s * SECTOR_BYTES });
+      buffers.push(e.data.subarray(s * SECTOR_BYTES, t * SECTOR_BYTES));
+      offsets.push(e.pageNo * PAGE_BYTES + s * SECTOR_BYTES);
       s = t;
     }
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < jobs.length) {
-      const job = jobs[next++]!;
-      await disk.writev(job.buffers, job.offset);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL_WRITES, jobs.length) }, worker));
+  // Split into sorted slices written in parallel (a disk serves several at once); within a
+  // slice the helper writes in order and coalesces neighbours.
+  const tasks = Math.max(1, Math.min(PARALLEL_WRITES, Math.floor(buffers.length / MIN_BUFFERS_PER_TASK)));
+  const per = Math.ceil(buffers.length / tasks);
+  const slices: Promise<void>[] = [];
+  for (let i = 0; i < buffers.length; i += per) {
+    slices.push(disk.writeMany(buffers.slice(i, i + per), offsets.slice(i, i + per), tasks === 1 ? PARALLEL_WRITES : 1));
+  }
+  await Promise.all(slices);
 }
 
 export class Writeback {

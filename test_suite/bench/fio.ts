@@ -84,12 +84,15 @@ export const JOBS: Record<JobId, JobDef> = {
   J4: {
     id: 'J4', title: '1M sequential write, iodepth 8', kind: 'fio', writes: true,
     fioArgs: ['--rw=write', '--bs=1M', '--iodepth=8'],
-    figures: [{ key: 'bwMiBs', label: 'write bandwidth', unit: 'MiB/s', higherBetter: true, target: { op: '>=', ratio: 0.9 }, decimals: 0 }],
+    // No target against nbdkit: its file plugin only rewrites the page cache here, while marsd
+    // must make every byte durable in its log first. The report compares J4 with the disk's
+    // synced sequential rate measured in the same run instead.
+    figures: [{ key: 'bwMiBs', label: 'write bandwidth', unit: 'MiB/s', higherBetter: true, decimals: 0 }],
   },
   J5: {
     id: 'J5', title: '4k random read, iodepth 32, on the filled device', kind: 'fio', writes: false,
     fioArgs: ['--rw=randread', '--bs=4k', '--iodepth=32'],
-    figures: [iops('readIops', 'read', { op: '>=', ratio: 0.9 })],
+    figures: [iops('readIops', 'read', { op: '>=', ratio: 1.0 })],
   },
   J6: {
     id: 'J6', title: '70/30 random read/write 4k, iodepth 32', kind: 'fio', writes: true,

@@ -359,6 +359,12 @@ export function renderMarkdown(data: BenchData, s: Summary): string {
   p(`marsd's RSS right after start, before any load (per round): ${data.rounds.map((r) => fmtMiB(r.marsdIdleRssBytes)).join(' / ')}.`, '');
   p(`Disk sequential write rate, measured in the bench directory at the start and at the end of each round with \`${data.diskRate.command}\`: `
     + `${data.diskRate.samplesBps.map(fmtRate).join(' / ')}; median ${fmtRate(data.diskRate.medianBps)} (used for the writeback bound).`, '');
+  const j4 = s.figures.find((f) => f.job === 'J4' && f.figure.key === 'bwMiBs');
+  if (j4?.marsdMedian !== undefined && data.diskRate.medianBps > 0) {
+    const diskMiBs = data.diskRate.medianBps / 2 ** 20;
+    p(`J4 against the disk: marsd wrote ${j4.marsdMedian.toFixed(0)} MiB/s, ${(j4.marsdMedian / diskMiBs).toFixed(2)} of the disk's synced sequential rate `
+      + `(median ${diskMiBs.toFixed(0)} MiB/s); marsd writes every byte twice (log, then data disk), so about half the disk's rate is the most its design can reach (see the analysis below).`, '');
+  }
   p(`Load average at the start / end of each round: ${data.rounds.map((r) => `${r.loadAvgStart[0]?.toFixed(2)} / ${r.loadAvgEnd?.[0]?.toFixed(2) ?? '–'}`).join('; ')} (${m.cores} cores).`, '');
   p('### Where the CPU goes (medians over the rounds, % of one core, during the load)', '');
   p(cpuTable(s), '');

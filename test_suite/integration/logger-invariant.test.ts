@@ -40,7 +40,7 @@ t.test('Writeback: an InvariantError from the disk write is escalated besides on
   const seen = escalations(t);
   const errors: Error[] = [];
   const disk = {
-    writev: async () => { throw new InvariantError('test: data disk write out of range'); },
+    writeMany: async () => { throw new InvariantError('test: data disk write out of range'); },
     datasync: async () => undefined,
   } as unknown as DataDisk;
   const index = new PendingIndex();

@@ -1,0 +1,127 @@
+// Disk I/O without a thread-pool round trip per request (native/mars_io.c). Every positional
+// read or write through libuv is a hand-off to its pool and back: measured here at 15-20 us of
+// main-thread time each (a futex wake-up of a pool thread on a VM), more than a cached 4 KiB
+// copy costs. Two helpers avoid it:
+// - NowaitReader: preadv2 with RWF_NOWAIT copies data that is in the page cache on the calling
+//   thread and never waits for the disk (it answers EAGAIN; the caller reads the rest through
+//   the pool);
+// - writeBatch: many buffers at their own offsets in one pool task (writeback of random pages).
+//
+// The helper is built by `npm install` (scripts/build-native.mjs). Where it is missing (no
+// compiler, another OS) or the kernel or filesystem refuses RWF_NOWAIT, I/O takes the pool path
+// as before: same results, only slower. `nativeIoStatus()` says which.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getSystemErrorName } from 'node:util';
+
+interface NativeIo {
+  preadNoWait(fd: number, buffer: Buffer, offsetBytes: number): number;
+  pwriteBatch(fd: number, buffers: Buffer[], offsets: number[], done: (result: number) => void): void;
+}
+
+const ADDON_PATH = join('native', 'build', 'Release', 'mars_io.node');
+const EAGAIN = 11;
+/** errnos meaning "this file or kernel cannot do RWF_NOWAIT at all": stop trying for it */
+const UNSUPPORTED_ERRNOS = new Set([95 /* EOPNOTSUPP */, 38 /* ENOSYS */, 22 /* EINVAL */]);
+
+/**
+ * Larger reads go to the pool: a copy of this size costs the event loop ~100 us; bigger ones
+ * would delay every other connection, and for them the pool's hand-off is a small part.
+ */
+export const NOWAIT_MAX_BYTES = 1024 * 1024;
+
+let addon: NativeIo | null = null;
+let status = 'not loaded';
+
+/** The checkout or install root holds native/; dist/ adds one level to the source layout. */
+function findAddon(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let up = 0; up < 5; up++) {
+    const candidate = join(dir, ADDON_PATH);
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+function load(): void {
+  if (process.env.MARS_NO_NATIVE_IO === '1') {
+    status = 'disabled by MARS_NO_NATIVE_IO=1';
+    return;
+  }
+  const path = findAddon();
+  if (!path) {
+    status = `${ADDON_PATH} not built (npm install builds it; needs make and a C compiler)`;
+    return;
+  }
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeIo;
+    status = `loaded from ${path}`;
+  } catch (err) {
+    status = `cannot load ${path}: ${(err as Error).message}`;
+  }
+}
+load();
+
+/** One line for logs and --version: whether the native helper is in use, and if not why. */
+export function nativeIoStatus(): string {
+  return status;
+}
+
+export function nativeIoAvailable(): boolean {
+  return addon !== null && enabled;
+}
+
+let enabled = true;
+/** Tests and A/B measurements compare both paths in one process; marsd never calls this. */
+export function setNativeIoEnabled(on: boolean): void {
+  enabled = on;
+}
+
+/**
+ * Write buffers[i] at offsets[i], every one completely, in one pool task (adjacent ones in one
+ * pwritev). Needs nativeIoAvailable(). The arrays must not change until the promise settles.
+ * Rejects with an errno error naming `path` on the first failure (what was written before it
+ * stays written, as with separate writes).
+ */
+export function writeBatch(fd: number, buffers: Buffer[], offsets: number[], path: string): Promise<void> {
+  if (!nativeIoAvailable()) throw new Error('writeBatch: the native I/O helper is not loaded');
+  const expected = buffers.reduce((n, b) => n + b.length, 0);
+  return new Promise((resolve, reject) => {
+    addon!.pwriteBatch(fd, buffers, offsets, (result) => {
+      if (result === expected) return resolve();
+      if (result >= 0) return reject(new Error(`pwrite ${path}: wrote ${result} of ${expected} bytes`));
+      const code = getSystemErrorName(result);
+      reject(Object.assign(new Error(`${code}: pwrite ${path}`), { code, errno: result, syscall: 'pwrite', path }));
+    });
+  });
+}
+
+/**
+ * Per open file: try the cached read first, remember when the file cannot do it at all.
+ * `read` returns the bytes read on this thread: 0..buffer.length (fewer when only a part is
+ * cached or at end of file); the caller reads the rest through the pool.
+ */
+export class NowaitReader {
+  private supported = true;
+
+  /** reads answered on this thread / fallbacks to the pool: for tests and metrics */
+  hits = 0;
+  misses = 0;
+
+  read(fd: number, into: Buffer, offsetBytes: number): number {
+    if (!this.supported || !nativeIoAvailable() || fd < 0 || into.length > NOWAIT_MAX_BYTES) return 0;
+    const n = addon!.preadNoWait(fd, into, offsetBytes);
+    if (n >= 0) {
+      if (n === into.length) this.hits++;
+      else this.misses++;
+      return n;
+    }
+    this.misses++;
+    if (-n !== EAGAIN && UNSUPPORTED_ERRNOS.has(-n)) this.supported = false;
+    // Any other error (EBADF after a close, EIO) is the pool read's to report, with its message.
+    return 0;
+  }
+}

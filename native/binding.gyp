@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "mars_io",
+      "sources": ["mars_io.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
