@@ -58,6 +58,11 @@ export interface FetcherOptions {
 
 const FOLLOW_WAIT_MS = 1_000;
 /**
+ * A follow that ended early without bytes: the origin finished the logfile, and our tree may
+ * not know its successor yet. Plan again after this long, or when a tree change nudges us.
+ */
+const FOLLOW_ENDED_EARLY_MS = 100;
+/**
  * An idle fetcher is woken by nudge() (every control round of its resource, every new peer
  * listing), so this poll is only a safety net; it is long because each plan lists the
  * resource directory (idle cost, docs/design.md).
@@ -187,7 +192,9 @@ export class Fetcher {
       this.active = true;
       this.state = `fetching ${plan.name} from ${plan.source} at ${plan.fromPos}`;
       try {
-        await this.copy(plan);
+        const startedMs = this.o.clock.nowMs();
+        const copied = await this.copy(plan);
+        if (this.running && plan.follow && copied === 0 && this.o.clock.nowMs() - startedMs < FOLLOW_WAIT_MS) await this.sleep(FOLLOW_ENDED_EARLY_MS);
       } catch (err) {
         failStopOnInvariant(err);
         if (this.running) {
@@ -198,7 +205,8 @@ export class Fetcher {
     }
   }
 
-  private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<void> {
+  /** Copy what the plan says; returns the number of bytes that arrived. */
+  private async copy(plan: Extract<FetchPlan, { kind: 'fetch' }>): Promise<number> {
     const { tree, res, peers, rateBytesPerS } = this.o;
     const path = tree.abs(`${resourceDir(res)}/${plan.name}`);
     // Following a copy that exists, empty or not (an idle secondary: one long poll a second per
@@ -212,7 +220,7 @@ export class Fetcher {
     try {
       let expected = plan.fromPos;
       // A logfile finished empty: creating it is the whole copy.
-      if (!plan.follow && plan.knownEnd === 0) { await handle!.datasync(); return; }
+      if (!plan.follow && plan.knownEnd === 0) { await handle!.datasync(); return 0; }
       await peers.logRead(plan.source, {
         res, name: plan.name, fromPos: plan.fromPos, follow: plan.follow, waitMs: plan.follow ? FOLLOW_WAIT_MS : 0, rateBytesPerS,
       }, async (pos: number, data: Buffer) => {
@@ -229,6 +237,7 @@ export class Fetcher {
       }, abort.signal);
       // A finished logfile is made durable once; a growing one is synced when it finishes.
       if (!plan.follow && expected >= plan.knownEnd) await handle?.datasync();
+      return expected - plan.fromPos;
     } finally {
       this.abort = undefined;
       await handle?.close();

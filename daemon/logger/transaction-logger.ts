@@ -22,6 +22,11 @@ import type { LogLocation } from './log-location.js';
 /** How long writeback lets data collect before it starts (unless a quarter of the limit is pending). */
 export const WRITEBACK_DELAY_MS = 200;
 /**
+ * A plain write (no FLUSH, no FUA) is made durable in the log this long after it arrived, so
+ * secondaries can fetch it without waiting for writeback's delay (replication lag).
+ */
+export const LOG_SYNC_FOR_PEERS_MS = 50;
+/**
  * Under continuous writeback the data disk is fdatasync'ed (and MINPOS moved) this often; in
  * between, pages overwritten again coalesce in the page cache instead of being forced to disk.
  */
@@ -105,6 +110,7 @@ export class TransactionLogger implements BlockBackend {
       onError: (err) => this.fatal(err),
       maxBatchBytes: Math.max(4 << 20, Math.min(64 << 20, Math.floor(opts.memLimitBytes / 4))),
       delayMs: WRITEBACK_DELAY_MS,
+      logSyncDelayMs: LOG_SYNC_FOR_PEERS_MS,
       startBytes: Math.floor(opts.memLimitBytes / 4),
       clock: opts.timeClock,
     });

@@ -50,6 +50,12 @@ export interface WritebackOptions {
   startBytes: number;
   /** time for delayMs and syncIntervalMs; default systemClock */
   clock?: Clock;
+  /**
+   * Make the log durable this long after new data arrived, without waiting for writeback:
+   * secondaries may only fetch durable bytes, so this bounds the lag a write without FLUSH
+   * adds before it can be fetched. Undefined: only writeback and clients sync the log.
+   */
+  logSyncDelayMs?: number;
 }
 
 /** Write a set of page entries to the disk: sorted, coalesced, in parallel; no fdatasync. */
@@ -96,6 +102,8 @@ export class Writeback {
   private candidate: LogLocation | undefined;
   private syncTimer: Timer | undefined;
   private syncing: Promise<void> | undefined;
+  /** the log sync for peers after new data (see WritebackOptions.logSyncDelayMs) */
+  private logSyncTimer: Timer | undefined;
   /** the start delay after new data (see WritebackOptions.delayMs) */
   private timer: Timer | undefined;
   private readonly clock: Clock;
@@ -148,12 +156,24 @@ export class Writeback {
 
   /** Something was added to the index: write it back soon (now, if a lot is pending). */
   kick(): void {
+    this.scheduleLogSync();
     if (this.running || this.stopped || this.failure) return;
     if (this.opts.index.bytesHeld >= this.opts.startBytes) {
       this.startNow();
     } else if (!this.timer) {
       this.timer = this.clock.setTimeout(() => this.startNow(), this.opts.delayMs);
     }
+  }
+
+  private scheduleLogSync(): void {
+    const delayMs = this.opts.logSyncDelayMs;
+    if (delayMs === undefined || this.logSyncTimer || this.stopped || this.failure) return;
+    this.logSyncTimer = this.clock.setTimeout(() => {
+      this.logSyncTimer = undefined;
+      // A failed log sync breaks the log writer: the next write, FLUSH and writeback batch
+      // report it. Only an InvariantError must not be lost here.
+      this.opts.syncLog().catch(failStopOnInvariant);
+    }, delayMs);
   }
 
   private startNow(): void {
@@ -177,6 +197,8 @@ export class Writeback {
 
   stop(): void {
     this.stopped = true;
+    this.logSyncTimer?.cancel();
+    this.logSyncTimer = undefined;
     this.timer?.cancel();
     this.timer = undefined;
     this.syncTimer?.cancel();

@@ -192,6 +192,14 @@ export class PeerService implements PeerHandlers {
           idleSinceMs = this.clock.nowMs();
         }
         if (!req.follow || signal.aborted || this.clock.nowMs() - idleSinceMs >= req.waitMs) break;
+        if (this.finishedHere(req.res, req.name)) {
+          // Rotated away from (or from an earlier primary period): the end is final, so the
+          // follow ends there and the fetcher moves on at once instead of after waitMs.
+          const last = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+          if (pos >= last) break;
+          end = last;
+          continue;
+        }
         end = await this.grownEnd(req, end, () => handle.stat().then((st) => st.size), signal);
       }
       return { pos, durableEnd: Math.max(end, pos) };
@@ -219,12 +227,23 @@ export class PeerService implements PeerHandlers {
       if (signal.aborted) return this.durableEnd(req.res, req.name, await fileBytes());
       if (activeAt !== undefined) {
         const active = this.ctx.activeLogEnd(req.res, parsed!.seq);
-        if (active === activeAt && this.clock.nowMs() - startedMs < req.waitMs) continue;
+        const rotated = this.finishedHere(req.res, req.name);
+        if (active === activeAt && !rotated && this.clock.nowMs() - startedMs < req.waitMs) continue;
       }
       const next = this.durableEnd(req.res, req.name, await fileBytes());
       if (next !== end || this.clock.nowMs() - startedMs >= req.waitMs) return next;
       if (activeAt === undefined) pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
     }
+  }
+
+  /**
+   * Our own logfile that our logger does not append to: a primary appends only to its current
+   * logfile, and each start opens a fresh one (docs/design.md §3.6), so its end is final.
+   */
+  private finishedHere(res: string, name: string): boolean {
+    const parsed = parseLogName(name);
+    if (!parsed || parsed.origin !== this.ctx.host) return false;
+    return this.ctx.primaryPosition(res)?.seq !== parsed.seq;
   }
 
   private async openDisk(res: string) {

@@ -36,12 +36,16 @@ t.test('following an existing copy: opened only when bytes arrive', async (t) =>
   const warnings: string[] = [];
   // The origin offers 10 bytes, then 15 (a growing logfile: no versionlink of the next number).
   let offered = 10;
+  const clock = new SimClock();
   const peers: FetchPeers = {
     listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), offered]]) }],
     logRead: async (_peer: string, p: LogReadParams, onData, signal) => {
       calls.push({ fromPos: p.fromPos, openDuringPoll: isOpen(path) });
       const n = calls.length;
-      if (n === 1) return { pos: p.fromPos, durableEnd: 10 }; // a poll that brings nothing
+      if (n === 1) {
+        clock.advanceSync(p.waitMs); // a poll that brings nothing: the origin waited it out
+        return { pos: p.fromPos, durableEnd: 10 };
+      }
       if (n === 2) {
         offered = 15;
         await onData(10, Buffer.alloc(5, 2));
@@ -58,7 +62,6 @@ t.test('following an existing copy: opened only when bytes arrive', async (t) =>
       return { pos: p.fromPos, durableEnd: offered };
     },
   };
-  const clock = new SimClock();
   const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: (_l, m) => warnings.push(m), clock, onAppended: () => {} });
   fetcher.start();
   t.teardown(() => fetcher.stop());
@@ -101,18 +104,47 @@ t.test('following an existing empty copy (the newest logfile right after a rotat
   const path = join(root, 'resource-r0', logName(1, 'h1'));
   writeFileSync(path, Buffer.alloc(0));
   const openDuringPoll: boolean[] = [];
+  const clock = new SimClock();
   const peers: FetchPeers = {
     listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 0]]) }],
     logRead: async (_peer, p, _onData, signal) => {
       openDuringPoll.push(isOpen(path));
-      if (openDuringPoll.length < 3) return { pos: p.fromPos, durableEnd: 0 };
+      if (openDuringPoll.length < 3) {
+        clock.advanceSync(p.waitMs); // a poll that brings nothing: the origin waited it out
+        return { pos: p.fromPos, durableEnd: 0 };
+      }
       await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
       return { pos: p.fromPos, durableEnd: 0 };
     },
   };
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock: new SimClock(), onAppended: () => {} });
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
   fetcher.start();
   t.teardown(() => fetcher.stop());
   await waitFor('three polls', () => openDuringPoll.length >= 3);
   t.same(openDuringPoll, [false, false, false]);
+});
+
+t.test('a follow that ends at once without bytes (the origin finished the logfile) is not repeated in a tight loop', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  writeFileSync(join(root, 'resource-r0', logName(1, 'h1')), Buffer.alloc(10, 1));
+  let polls = 0;
+  const peers: FetchPeers = {
+    // Our tree does not know log 2 yet, so the plan stays "follow log 1 from 10".
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 10]]) }],
+    logRead: async (_peer, p) => { polls++; return { pos: p.fromPos, durableEnd: 10 }; },
+  };
+  const clock = new SimClock();
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  await waitFor('the first poll', () => polls >= 1);
+  await clock.flush();
+  t.equal(polls, 1, 'no second poll before the clock moved');
+  await clock.advance(100);
+  await waitFor('the second poll after FOLLOW_ENDED_EARLY_MS', () => polls >= 2);
+  fetcher.nudge();
+  await waitFor('a nudge (tree change) plans again at once', () => polls >= 3);
 });

@@ -1,6 +1,7 @@
 // A following log-read (PeerService.logRead with follow) on a file that does not grow: a
 // cancel ends it within a poll, not at the end of its wait; bytes appended later are sent; and
-// the logger's own active logfile is looked at in memory (its durable end), not stat'ed.
+// the logger's own active logfile is looked at in memory (its durable end), not stat'ed; a
+// follow of our own logfile that the logger rotated away from ends at its final end at once.
 import t, { type Test } from 'tap';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,14 +14,19 @@ import { waitFor, withDeadline } from '../helpers/wait.js';
 const NAME_OTHER = 'log-000000001-beta';
 const NAME_OWN = 'log-000000002-alpha';
 
-function setup(t: Test, activeEnd: () => number | undefined) {
+/**
+ * activeEnd: the logger's durable end of log 2 (alpha's own). currentSeq: the logfile alpha's
+ * logger appends to now (2 by default while activeEnd is defined; undefined: not primary).
+ */
+function setup(t: Test, activeEnd: () => number | undefined, currentSeq: () => number | undefined = () => (activeEnd() === undefined ? undefined : 2)) {
   const dir = tempDir(t);
   const tree = new TreeStore(dir, new LamportClock());
   mkdirSync(join(dir, 'resource-r0'));
   for (const name of [NAME_OTHER, NAME_OWN]) writeFileSync(join(dir, 'resource-r0', name), Buffer.alloc(4096, 1));
   const service = new PeerService({
     tree, host: 'alpha',
-    activeLogEnd: (_res, seq) => (seq === 2 ? activeEnd() : undefined), primaryPosition: () => undefined,
+    activeLogEnd: (_res, seq) => (seq === 2 ? activeEnd() : undefined),
+    primaryPosition: () => { const seq = currentSeq(); return seq === undefined ? undefined : { seq, origin: 'alpha', pos: 0 }; },
     onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined,
   });
   return { dir, service };
@@ -69,4 +75,38 @@ t.test('the own active logfile: only its durable end moving lets bytes out', asy
   await waitFor('the now durable bytes sent', () => sent === 5096, 5_000);
   ac.abort();
   t.same(await withDeadline(done, 5_000, 'the end'), { pos: 5096, durableEnd: 5096 });
+});
+
+const sink = (onSend: (n: number) => void) => ({ reserve: async () => undefined, release: () => undefined, send: async (_pos: number, data: Buffer) => onSend(data.length) });
+
+t.test('our own logfile rotated away from: a follow ends at its final end, without waiting', async (t) => {
+  const { service } = setup(t, () => 4096, () => 3); // the logger appends to log 3 now
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OWN), sink((n) => { sent += n; }), new AbortController().signal);
+  // The request waits up to 60 s for growth; a finished logfile must not make it wait at all.
+  t.same(await withDeadline(done, 2_000, 'the follow of a finished logfile to end'), { pos: 4096, durableEnd: 4096 });
+  t.equal(sent, 4096);
+});
+
+t.test('a rotation during a follow ends it once the final end is sent', async (t) => {
+  let current = 2;
+  let durable = 4096;
+  const { dir, service } = setup(t, () => durable, () => current);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OWN), sink((n) => { sent += n; }), ac.signal);
+  await waitFor('the durable 4 KiB sent', () => sent === 4096, 5_000);
+  appendFileSync(join(dir, 'resource-r0', NAME_OWN), Buffer.alloc(1000, 2));
+  durable = 5096; // the rotation made the rest durable (LogWriter.close) ...
+  current = 3; // ... and the logger moved on
+  t.same(await withDeadline(done, 2_000, 'the follow to end after the rotation'), { pos: 5096, durableEnd: 5096 });
+  t.equal(sent, 5096, 'the final bytes were sent first');
+});
+
+t.test('not primary: our own older logfile is final, a follow ends at once', async (t) => {
+  const { service } = setup(t, () => undefined, () => undefined);
+  // No versionlink in this tree: the durable end of our own non-active logfile is 0 bytes.
+  const done = service.logRead('beta', request(NAME_OWN), sink(() => undefined), new AbortController().signal);
+  t.same(await withDeadline(done, 2_000, 'the follow to end'), { pos: 0, durableEnd: 0 });
 });
