@@ -30,27 +30,40 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-static napi_value pread_nowait(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3)
-    return throw_type(env, "preadNoWait(fd, buffer, offsetBytes)");
+/** argv[0..count) of the call, exactly count of them. */
+static bool get_args(napi_env env, napi_callback_info info, size_t count, napi_value *argv) {
+  size_t argc = count;
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == count;
+}
 
-  int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return throw_type(env, "preadNoWait: fd must be a non-negative integer");
+static bool get_fd(napi_env env, napi_value v, int32_t *fd) {
+  return napi_get_value_int32(env, v, fd) == napi_ok && *fd >= 0;
+}
 
+/** A byte offset: a non-negative safe integer (JS numbers beyond 2^53 are not exact). */
+static bool get_offset(napi_env env, napi_value v, int64_t *offset) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 9007199254740991.0 || d != (double)(int64_t)d) return false;
+  *offset = (int64_t)d;
+  return true;
+}
+
+/** A Buffer's memory. */
+static bool get_buffer(napi_env env, napi_value v, void **data, size_t *length) {
   bool is_buffer = false;
+  return napi_is_buffer(env, v, &is_buffer) == napi_ok && is_buffer && napi_get_buffer_info(env, v, data, length) == napi_ok;
+}
+
+static napi_value pread_nowait(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return throw_type(env, "preadNoWait(fd, buffer, offsetBytes)");
+  int32_t fd;
+  if (!get_fd(env, argv[0], &fd)) return throw_type(env, "preadNoWait: fd must be a non-negative integer");
   void *data = NULL;
   size_t length = 0;
-  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok)
-    return throw_type(env, "preadNoWait: buffer must be a Buffer");
-
-  double offset;
-  if (napi_get_value_double(env, argv[2], &offset) != napi_ok || offset < 0 ||
-      offset > 9007199254740991.0 || offset != (double)(int64_t)offset)
-    return throw_type(env, "preadNoWait: offsetBytes must be a non-negative safe integer");
+  if (!get_buffer(env, argv[1], &data, &length)) return throw_type(env, "preadNoWait: buffer must be a Buffer");
+  int64_t offset;
+  if (!get_offset(env, argv[2], &offset)) return throw_type(env, "preadNoWait: offsetBytes must be a non-negative safe integer");
 
   struct iovec iov = { .iov_base = data, .iov_len = length };
   ssize_t n;
@@ -136,13 +149,10 @@ static void batch_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value pwrite_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
-    return throw_type(env, "pwriteBatch(fd, buffers, offsets, callback)");
+  if (!get_args(env, info, 4, argv)) return throw_type(env, "pwriteBatch(fd, buffers, offsets, callback)");
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return throw_type(env, "pwriteBatch: fd must be a non-negative integer");
+  if (!get_fd(env, argv[0], &fd)) return throw_type(env, "pwriteBatch: fd must be a non-negative integer");
   bool is_array = false;
   uint32_t count = 0, offsets_count = 0;
   if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok)
@@ -168,20 +178,17 @@ static napi_value pwrite_batch(napi_env env, napi_callback_info info) {
   b->count = count;
   for (uint32_t i = 0; i < count; i++) {
     napi_value buf, off;
-    bool is_buffer = false;
     void *data = NULL;
     size_t length = 0;
-    double offset;
-    if (napi_get_element(env, argv[1], i, &buf) != napi_ok || napi_is_buffer(env, buf, &is_buffer) != napi_ok || !is_buffer ||
-        napi_get_buffer_info(env, buf, &data, &length) != napi_ok || length == 0 ||
-        napi_get_element(env, argv[2], i, &off) != napi_ok || napi_get_value_double(env, off, &offset) != napi_ok ||
-        offset < 0 || offset > 9007199254740991.0 || offset != (double)(int64_t)offset) {
+    int64_t offset;
+    if (napi_get_element(env, argv[1], i, &buf) != napi_ok || !get_buffer(env, buf, &data, &length) || length == 0 ||
+        napi_get_element(env, argv[2], i, &off) != napi_ok || !get_offset(env, off, &offset)) {
       free(b->iov); free(b->offsets); free(b);
       return throw_type(env, "pwriteBatch: every buffer must be a non-empty Buffer with a non-negative safe integer offset");
     }
     b->iov[i].iov_base = data;
     b->iov[i].iov_len = length;
-    b->offsets[i] = (int64_t)offset;
+    b->offsets[i] = offset;
   }
   napi_value name;
   napi_create_string_utf8(env, "mars_io.pwriteBatch", NAPI_AUTO_LENGTH, &name);
