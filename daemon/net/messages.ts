@@ -15,7 +15,7 @@ import { tryParseLogName } from '../../common/tree/log-names.js';
 import { assert } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
 import { FRAME_CIPHERS } from './frame-auth.js';
-import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { DIGEST_ALGORITHMS, DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 
 // 2: every frame after the handshake carries a tag (frame-auth.ts); auth names the frame cipher;
 // the handshake proofs use per-host keys.
@@ -133,7 +133,7 @@ const syncDigestsSchema = z
     res: resourceNameSchema,
     fromPos: uint,
     lengthBytes: z.int().min(0).max(MAX_SYNC_DIGEST_RANGE_BYTES),
-    blockBytes: z.literal(SYNC_BLOCK_BYTES),
+    blockBytes: z.literal(SYNC_BLOCK_BYTES), digest: z.enum(DIGEST_ALGORITHMS).optional(), // absent: md5
   })
   .refine((m) => m.fromPos % m.blockBytes === 0 && m.lengthBytes % m.blockBytes === 0, 'fromPos and lengthBytes must be multiples of blockBytes');
 const syncReadSchema = z.object({ t: z.literal('sync-read'), id: requestId, res: resourceNameSchema, fromPos: uint, lengthBytes: z.int().min(0).max(MAX_SYNC_READ_BYTES) });
@@ -173,7 +173,7 @@ const logDataSchema = z.object({ t: z.literal('log-data'), id: requestId, pos: u
 const logEndSchema = z
   .object({ t: z.literal('log-end'), id: requestId, pos: uint, durableEnd: uint })
   .refine((m) => m.durableEnd >= m.pos, 'durableEnd must not be below pos');
-const digestsSchema = z.object({ t: z.literal('digests'), id: requestId, fromPos: uint, count: uint });
+const digestsSchema = z.object({ t: z.literal('digests'), id: requestId, fromPos: uint, count: uint, digest: z.enum(DIGEST_ALGORITHMS).optional() });
 const blocksSchema = z.object({ t: z.literal('blocks'), id: requestId, fromPos: uint });
 const positionReplySchema = z.object({ t: z.literal('position-reply'), id: requestId, seq: z.int().min(0).max(999_999_999), origin: hostNameSchema, pos: uint });
 const okSchema = z.object({ t: z.literal('ok'), id: requestId });

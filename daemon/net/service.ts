@@ -312,7 +312,8 @@ export class IncomingRequests {
         const digests = await h.syncDigests(peer, req);
         const count = digests.length / DIGEST_BYTES;
         assert(Number.isInteger(count) && count <= req.lengthBytes / req.blockBytes, `syncDigests returned ${digests.length} bytes for ${req.lengthBytes / req.blockBytes} blocks`);
-        return { message: { t: 'digests', id: req.id, fromPos: req.fromPos, count }, payload: digests };
+        // Named only when asked for: a peer that asked without a name gets md5 as before.
+        return { message: { t: 'digests', id: req.id, fromPos: req.fromPos, count, ...(req.digest ? { digest: req.digest } : {}) }, payload: digests };
       }
       case 'sync-read': {
         const data = await h.syncRead(peer, req);

@@ -2,7 +2,7 @@
 // in one place so the fetcher, the sync and join-cluster agree on them.
 import type { PeerConnection } from '../net/connection.js';
 import type { Entry } from '../net/messages.js';
-import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { DIGEST_BYTES, PREFERRED_DIGEST, SYNC_BLOCK_BYTES, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
 
 export interface LogReadParams {
   res: string;
@@ -19,13 +19,14 @@ export async function logRead(conn: PeerConnection, p: LogReadParams, onData: (p
   return { pos: end.pos, durableEnd: end.durableEnd };
 }
 
-export async function syncDigests(conn: PeerConnection, res: string, fromPos: number, lengthBytes: number): Promise<Buffer> {
-  const reply = await conn.request({ t: 'sync-digests', res, fromPos, lengthBytes, blockBytes: SYNC_BLOCK_BYTES });
+/** The primary's block digests, and how it made them (a peer that ignores `digest` uses md5). */
+export async function syncDigests(conn: PeerConnection, res: string, fromPos: number, lengthBytes: number): Promise<{ digests: Buffer; algorithm: DigestAlgorithm }> {
+  const reply = await conn.request({ t: 'sync-digests', res, fromPos, lengthBytes, blockBytes: SYNC_BLOCK_BYTES, digest: PREFERRED_DIGEST });
   const expected = (lengthBytes / SYNC_BLOCK_BYTES) * DIGEST_BYTES;
   if (reply.header.fromPos !== fromPos || reply.payload.length !== expected) {
     throw new Error(`digest reply for ${fromPos}+${lengthBytes} has ${reply.payload.length} bytes at ${reply.header.fromPos}, expected ${expected}`);
   }
-  return reply.payload;
+  return { digests: reply.payload, algorithm: reply.header.digest ?? 'md5' };
 }
 
 export async function syncRead(conn: PeerConnection, res: string, fromPos: number, lengthBytes: number): Promise<Buffer> {

@@ -278,7 +278,7 @@ export class PeerService implements PeerHandlers {
     this.checkRange(req.res, req.fromPos, req.lengthBytes);
     const handle = await this.openDisk(req.res);
     try {
-      return await blockDigests(handleReader(handle), req.fromPos, req.lengthBytes);
+      return await blockDigests(handleReader(handle), req.fromPos, req.lengthBytes, req.digest ?? 'md5');
     } finally {
       await handle.close();
     }

@@ -1,11 +1,12 @@
 // Per-block digests for the fast full sync (the MARS user manual: sync): both sides hash each
-// 4 KiB block of their disk; only blocks whose digests differ travel. MD5 as in MARS: the
-// digests only decide what to copy between two members that already trust each other, and a
-// 128-bit digest makes an accidental match of two different blocks negligible.
-import { createHash } from 'node:crypto';
+// 4 KiB block of their disk; only blocks whose digests differ travel. MD5 as in MARS, or the
+// first 16 bytes of SHA-1 (common/resource/sync-blocks.ts: DIGEST_ALGORITHMS): the digests only
+// decide what to copy between two members that already trust each other, and 128 bits make an
+// accidental match of two different blocks negligible.
+import * as crypto from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { assert } from '../../common/util/assert.js';
-import { DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { DIGEST_BYTES, SYNC_BLOCK_BYTES, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
 
 const READ_CHUNK_BYTES = 1 << 20;
 
@@ -27,8 +28,17 @@ export function handleReader(handle: FileHandle): BlockReader {
   };
 }
 
-/** MD5 of every SYNC_BLOCK_BYTES block in [fromPos, fromPos + lengthBytes), concatenated. */
-export async function blockDigests(disk: BlockReader, fromPos: number, lengthBytes: number): Promise<Buffer> {
+/** crypto.hash (one call, no Hash object: Node >= 20.12) where there is one. */
+const oneShot = (crypto as { hash?: (algorithm: string, data: Buffer, encoding: 'buffer') => Buffer }).hash;
+
+/** The digest of one block: DIGEST_BYTES bytes written into out at outPos. */
+function digestInto(algorithm: DigestAlgorithm, block: Buffer, out: Buffer, outPos: number): void {
+  const full = oneShot ? oneShot(algorithm, block, 'buffer') : crypto.createHash(algorithm).update(block).digest();
+  full.copy(out, outPos, 0, DIGEST_BYTES); // sha1's 20 bytes are cut to 16
+}
+
+/** The digest of every SYNC_BLOCK_BYTES block in [fromPos, fromPos + lengthBytes), concatenated. */
+export async function blockDigests(disk: BlockReader, fromPos: number, lengthBytes: number, algorithm: DigestAlgorithm = 'md5'): Promise<Buffer> {
   assert(fromPos % SYNC_BLOCK_BYTES === 0 && lengthBytes % SYNC_BLOCK_BYTES === 0, 'digest range must be block aligned');
   const out = Buffer.allocUnsafe((lengthBytes / SYNC_BLOCK_BYTES) * DIGEST_BYTES);
   const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, Math.max(lengthBytes, SYNC_BLOCK_BYTES)));
@@ -38,7 +48,7 @@ export async function blockDigests(disk: BlockReader, fromPos: number, lengthByt
     const view = chunk.subarray(0, n);
     await disk.read(view, fromPos + done);
     for (let b = 0; b < n; b += SYNC_BLOCK_BYTES) {
-      createHash('md5').update(view.subarray(b, b + SYNC_BLOCK_BYTES)).digest().copy(out, outPos);
+      digestInto(algorithm, view.subarray(b, b + SYNC_BLOCK_BYTES), out, outPos);
       outPos += DIGEST_BYTES;
     }
   }

@@ -15,7 +15,7 @@ import type { PeerConnection } from '../net/connection.js';
 import type { Clock } from '../../common/util/clock.js';
 import { failStopOnInvariant } from '../../common/util/assert.js';
 import { blockDigests, differingRanges } from './digests.js';
-import { SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { PREFERRED_DIGEST, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
 import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
 import { clearResyncRanges, loadResyncRanges } from '../../common/resource/resync.js';
 import type { LogFn } from '../../common/util/log.js';
@@ -128,8 +128,11 @@ export class SyncWorker {
   /** Compare one chunk's block digests with the primary's and copy the blocks that differ. */
   private async compareAndCopy(pos: number, len: number): Promise<void> {
     const conn = this.connection();
-    const [theirs, mine] = await Promise.all([syncDigests(conn, this.o.res, pos, len), blockDigests(this.o.disk, pos, len)]);
-    const ranges = differingRanges(pos, mine, theirs, MAX_READ_BYTES);
+    // Ours are made with the algorithm we ask for, while the primary makes its own; a primary
+    // that does not know it answers with md5, and ours are made again the same way.
+    const [theirs, preferred] = await Promise.all([syncDigests(conn, this.o.res, pos, len), blockDigests(this.o.disk, pos, len, PREFERRED_DIGEST)]);
+    const mine = theirs.algorithm === PREFERRED_DIGEST ? preferred : await blockDigests(this.o.disk, pos, len, theirs.algorithm);
+    const ranges = differingRanges(pos, mine, theirs.digests, MAX_READ_BYTES);
     this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
     // Counted as the verified position moves: equal blocks a chunk at a time, copied ones a batch of reads at a time.
     let counted = pos;

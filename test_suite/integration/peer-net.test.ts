@@ -242,6 +242,9 @@ t.test('a correct secret authenticates both ways and every request works', async
   const digests = await conn.request({ t: 'sync-digests', res: 'r1', fromPos: 8192, lengthBytes: 3 * 4096, blockBytes: 4096 });
   t.equal(digests.header.count, 3);
   t.ok(digests.payload.subarray(16, 32).equals(createHash('md5').update(pattern(8192 + 4096, 4096)).digest()), 'digest of the second block');
+  t.equal(digests.header.digest, undefined, 'asked without naming a digest: none named in the reply (md5, what older peers expect)');
+  const named = await conn.request({ t: 'sync-digests', res: 'r1', fromPos: 8192, lengthBytes: 4096, blockBytes: 4096, digest: 'sha1' });
+  t.equal(named.header.digest, 'sha1', 'the digest asked for is named in the reply');
 
   const blocks = await conn.request({ t: 'sync-read', res: 'r1', fromPos: 4096, lengthBytes: 65536 });
   t.ok(blocks.payload.equals(pattern(4096, 65536)));

@@ -49,7 +49,7 @@ t.test('a sync whose connection dropped resumes at the verified position, not at
   const handlers: PeerHandlers = {
     async getents() { return { clockUs: 1, entries: [], logs: [] }; },
     async logRead(_p, req) { return { pos: req.fromPos, durableEnd: req.fromPos }; },
-    async syncDigests(_p, req) { return blockDigests(source, req.fromPos, req.lengthBytes); },
+    async syncDigests(_p, req) { return blockDigests(source, req.fromPos, req.lengthBytes, req.digest ?? 'md5'); },
     async syncRead(_p, req) {
       if (req.fromPos >= 36 * MiB && !dropped) {
         dropped = true;
