@@ -225,13 +225,14 @@ export class PeerService implements PeerHandlers {
       // the real durable end.
       await this.clock.sleep(pollMs);
       if (signal.aborted) return this.durableEnd(req.res, req.name, await fileBytes());
-      if (activeAt !== undefined) {
+      // Rotated away from meanwhile: the end is final now, the caller ends the follow there.
+      const rotated = activeAt !== undefined && this.finishedHere(req.res, req.name);
+      if (activeAt !== undefined && !rotated) {
         const active = this.ctx.activeLogEnd(req.res, parsed!.seq);
-        const rotated = this.finishedHere(req.res, req.name);
-        if (active === activeAt && !rotated && this.clock.nowMs() - startedMs < req.waitMs) continue;
+        if (active === activeAt && this.clock.nowMs() - startedMs < req.waitMs) continue;
       }
       const next = this.durableEnd(req.res, req.name, await fileBytes());
-      if (next !== end || this.clock.nowMs() - startedMs >= req.waitMs) return next;
+      if (next !== end || rotated || this.clock.nowMs() - startedMs >= req.waitMs) return next;
       if (activeAt === undefined) pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
     }
   }

@@ -11,9 +11,10 @@ type Status = 'met' | 'missed' | 'n/a';
 
 export const REPL_TARGETS = {
   throughputRatio: 1.2,
-  lagP99Ms: 1000,
+  lagP99Ms: 500,
   linkShare: 0.9,
   syncBytesShare: 0.02,
+  syncTimeRatio: 1.0,
 };
 
 export interface ReplRow {
@@ -153,9 +154,12 @@ export function summarizeRepl(d: ReplData): ReplSummary {
     }
     const ours = medianOf(d.sync.map((r) => r.oursS));
     const rs = medianOf(d.sync.map((r) => r.rsyncS));
+    const timeRatio = ratioOf(ours, rs);
     rows.push({
       bench: '4 fast sync', figure: `${fmtB(o.syncBytes)}, ${fmt(100 * o.syncDiffFraction, 0)} % of 4 KiB blocks differ: wall time (s, lower is better)`, ours, peer: rs,
-      peerName: 'rsync --inplace --no-whole-file over ssh', ratio: ratioOf(ours, rs), perRound: d.sync.map((r) => fmtR(ratioOf(r.oursS, r.rsyncS))).join(' / '), target: '', unit: 's', decimals: 2, status: 'n/a',
+      peerName: 'rsync --inplace --no-whole-file over ssh', ratio: timeRatio, perRound: d.sync.map((r) => fmtR(ratioOf(r.oursS, r.rsyncS))).join(' / '),
+      target: `<= ${REPL_TARGETS.syncTimeRatio}`, unit: 's', decimals: 2,
+      status: judge(timeRatio === undefined ? undefined : timeRatio <= REPL_TARGETS.syncTimeRatio, `fast sync: wall time ours/rsync ${fmtR(timeRatio)} (target <= ${REPL_TARGETS.syncTimeRatio})`),
     });
     const bytes = medianOf(d.sync.map((r) => r.oursBytes));
     const rsBytes = medianOf(d.sync.map((r) => (r.rsyncSentBytes === undefined ? undefined : r.rsyncSentBytes + (r.rsyncReceivedBytes ?? 0))));

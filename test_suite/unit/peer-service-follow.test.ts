@@ -104,6 +104,18 @@ t.test('a rotation during a follow ends it once the final end is sent', async (t
   t.equal(sent, 5096, 'the final bytes were sent first');
 });
 
+t.test('a rotation with nothing left to send ends a waiting follow at once', async (t) => {
+  let current = 2;
+  const { service } = setup(t, () => 4096, () => current);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OWN), sink((n) => { sent += n; }), ac.signal);
+  await waitFor('the durable 4 KiB sent', () => sent === 4096, 5_000);
+  current = 3; // everything was durable already: the end does not move, the logfile is final
+  t.same(await withDeadline(done, 2_000, 'the follow to end after the rotation'), { pos: 4096, durableEnd: 4096 });
+});
+
 t.test('not primary: our own older logfile is final, a follow ends at once', async (t) => {
   const { service } = setup(t, () => undefined, () => undefined);
   // No versionlink in this tree: the durable end of our own non-active logfile is 0 bytes.
