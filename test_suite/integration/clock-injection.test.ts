@@ -13,7 +13,7 @@ import { NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_OPT_ABORT, NBD_OPT
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { LamportClock } from '../../common/tree/lamport.js';
 import { LogWriter } from '../../daemon/logger/log-writer.js';
-import { TransactionLogger, WRITEBACK_DELAY_MS } from '../../daemon/logger/transaction-logger.js';
+import { LOG_SYNC_FOR_PEERS_MS, TransactionLogger, WRITEBACK_DELAY_MS } from '../../daemon/logger/transaction-logger.js';
 import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
@@ -121,8 +121,12 @@ t.test('TransactionLogger: the writeback delay runs on the injected clock', asyn
   await logger.write(4096, Buffer.alloc(4096, 9), false);
   t.equal(logger.writebackRestBytes() > 0, true, 'logged, not yet written back');
   await clock.flush();
-  t.equal(clock.pendingTimers, before + 1, 'the writeback delay is a timer of the injected clock');
-  clock.advanceSync(WRITEBACK_DELAY_MS - 1);
+  t.equal(clock.pendingTimers, before + 2, 'the writeback delay and the log sync for peers are timers of the injected clock');
+  const durableBefore = logger.durablePos;
+  clock.advanceSync(LOG_SYNC_FOR_PEERS_MS);
+  await waitFor('the log sync for peers', () => logger.durablePos > durableBefore, 5_000);
+  t.equal(clock.pendingTimers, before + 1, 'only the writeback delay is left');
+  clock.advanceSync(WRITEBACK_DELAY_MS - LOG_SYNC_FOR_PEERS_MS - 1);
   await clock.flush();
   t.equal(logger.writebackRestBytes() > 0, true, 'no writeback 1 ms before the delay');
   clock.advanceSync(1);
