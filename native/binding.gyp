@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "mars_io",
-      "sources": ["mars_io.c"],
-      "cflags": ["-O2", "-Wall", "-Wextra"]
+      "sources": ["mars_io.c", "mars_digests.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "libraries": ["-ldl"]
     }
   ]
 }

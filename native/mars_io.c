@@ -13,6 +13,8 @@
 // writeback batch of random 4 KiB pages is thousands of writes; one pool hand-off each cost more
 // main-thread time than the writes themselves. The callback gets the bytes written, or a
 // negative errno (the first failure stops the batch; the caller fails the whole batch).
+//
+// blockDigests: the fast sync's block digests on the pool (mars_digests.c).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -20,50 +22,48 @@
 #include <stdlib.h>
 #include <sys/uio.h>
 #include <node_api.h>
+#include "mars_native.h"
 
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
 #endif
 
-static napi_value throw_type(napi_env env, const char *msg) {
+napi_value mars_throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, NULL, msg);
   return NULL;
 }
 
-/** argv[0..count) of the call, exactly count of them. */
-static bool get_args(napi_env env, napi_callback_info info, size_t count, napi_value *argv) {
+bool mars_get_args(napi_env env, napi_callback_info info, size_t count, napi_value *argv) {
   size_t argc = count;
   return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == count;
 }
 
-static bool get_fd(napi_env env, napi_value v, int32_t *fd) {
+bool mars_get_fd(napi_env env, napi_value v, int32_t *fd) {
   return napi_get_value_int32(env, v, fd) == napi_ok && *fd >= 0;
 }
 
-/** A byte offset: a non-negative safe integer (JS numbers beyond 2^53 are not exact). */
-static bool get_offset(napi_env env, napi_value v, int64_t *offset) {
+bool mars_get_offset(napi_env env, napi_value v, int64_t *offset) {
   double d;
   if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 9007199254740991.0 || d != (double)(int64_t)d) return false;
   *offset = (int64_t)d;
   return true;
 }
 
-/** A Buffer's memory. */
-static bool get_buffer(napi_env env, napi_value v, void **data, size_t *length) {
+bool mars_get_buffer(napi_env env, napi_value v, void **data, size_t *length) {
   bool is_buffer = false;
   return napi_is_buffer(env, v, &is_buffer) == napi_ok && is_buffer && napi_get_buffer_info(env, v, data, length) == napi_ok;
 }
 
 static napi_value pread_nowait(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return throw_type(env, "preadNoWait(fd, buffer, offsetBytes)");
+  if (!mars_get_args(env, info, 3, argv)) return mars_throw_type(env, "preadNoWait(fd, buffer, offsetBytes)");
   int32_t fd;
-  if (!get_fd(env, argv[0], &fd)) return throw_type(env, "preadNoWait: fd must be a non-negative integer");
+  if (!mars_get_fd(env, argv[0], &fd)) return mars_throw_type(env, "preadNoWait: fd must be a non-negative integer");
   void *data = NULL;
   size_t length = 0;
-  if (!get_buffer(env, argv[1], &data, &length)) return throw_type(env, "preadNoWait: buffer must be a Buffer");
+  if (!mars_get_buffer(env, argv[1], &data, &length)) return mars_throw_type(env, "preadNoWait: buffer must be a Buffer");
   int64_t offset;
-  if (!get_offset(env, argv[2], &offset)) return throw_type(env, "preadNoWait: offsetBytes must be a non-negative safe integer");
+  if (!mars_get_offset(env, argv[2], &offset)) return mars_throw_type(env, "preadNoWait: offsetBytes must be a non-negative safe integer");
 
   struct iovec iov = { .iov_base = data, .iov_len = length };
   ssize_t n;
@@ -77,9 +77,7 @@ static napi_value pread_nowait(napi_env env, napi_callback_info info) {
 }
 
 struct write_batch {
-  napi_async_work work;
-  napi_ref buffers_ref; // keeps every buffer alive until the pool thread is done
-  napi_ref callback_ref;
+  struct mars_work w; // keeps every buffer alive until the pool thread is done
   int fd;
   uint32_t count;
   struct iovec *iov;
@@ -135,34 +133,29 @@ static void batch_execute(napi_env env, void *data) {
 
 static void batch_complete(napi_env env, napi_status status, void *data) {
   struct write_batch *b = data;
-  napi_value callback, global, arg;
-  napi_get_reference_value(env, b->callback_ref, &callback);
-  napi_get_global(env, &global);
-  napi_create_double(env, status == napi_ok ? b->result : -(double)ECANCELED, &arg);
-  napi_delete_reference(env, b->buffers_ref);
-  napi_delete_reference(env, b->callback_ref);
-  napi_delete_async_work(env, b->work);
+  double result = status == napi_ok ? b->result : -(double)ECANCELED;
+  napi_value callback = mars_release_work(env, &b->w);
   free(b->iov);
   free(b->offsets);
   free(b);
-  napi_call_function(env, global, callback, 1, &arg, NULL);
+  mars_call_back(env, callback, result);
 }
 
 static napi_value pwrite_batch(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return throw_type(env, "pwriteBatch(fd, buffers, offsets, callback)");
+  if (!mars_get_args(env, info, 4, argv)) return mars_throw_type(env, "pwriteBatch(fd, buffers, offsets, callback)");
   int32_t fd;
-  if (!get_fd(env, argv[0], &fd)) return throw_type(env, "pwriteBatch: fd must be a non-negative integer");
+  if (!mars_get_fd(env, argv[0], &fd)) return mars_throw_type(env, "pwriteBatch: fd must be a non-negative integer");
   bool is_array = false;
   uint32_t count = 0, offsets_count = 0;
   if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok)
-    return throw_type(env, "pwriteBatch: buffers must be an array of Buffers");
+    return mars_throw_type(env, "pwriteBatch: buffers must be an array of Buffers");
   if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array ||
       napi_get_array_length(env, argv[2], &offsets_count) != napi_ok || offsets_count != count || count == 0)
-    return throw_type(env, "pwriteBatch: offsets must be an array as long as buffers (not empty)");
+    return mars_throw_type(env, "pwriteBatch: offsets must be an array as long as buffers (not empty)");
   napi_valuetype type;
   if (napi_typeof(env, argv[3], &type) != napi_ok || type != napi_function)
-    return throw_type(env, "pwriteBatch: callback must be a function");
+    return mars_throw_type(env, "pwriteBatch: callback must be a function");
 
   struct write_batch *b = calloc(1, sizeof *b);
   if (b) {
@@ -181,36 +174,59 @@ static napi_value pwrite_batch(napi_env env, napi_callback_info info) {
     void *data = NULL;
     size_t length = 0;
     int64_t offset;
-    if (napi_get_element(env, argv[1], i, &buf) != napi_ok || !get_buffer(env, buf, &data, &length) || length == 0 ||
-        napi_get_element(env, argv[2], i, &off) != napi_ok || !get_offset(env, off, &offset)) {
+    if (napi_get_element(env, argv[1], i, &buf) != napi_ok || !mars_get_buffer(env, buf, &data, &length) || length == 0 ||
+        napi_get_element(env, argv[2], i, &off) != napi_ok || !mars_get_offset(env, off, &offset)) {
       free(b->iov); free(b->offsets); free(b);
-      return throw_type(env, "pwriteBatch: every buffer must be a non-empty Buffer with a non-negative safe integer offset");
+      return mars_throw_type(env, "pwriteBatch: every buffer must be a non-empty Buffer with a non-negative safe integer offset");
     }
     b->iov[i].iov_base = data;
     b->iov[i].iov_len = length;
     b->offsets[i] = offset;
   }
-  napi_value name;
-  napi_create_string_utf8(env, "mars_io.pwriteBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[1], 1, &b->buffers_ref) != napi_ok ||
-      napi_create_reference(env, argv[3], 1, &b->callback_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok ||
-      napi_queue_async_work(env, b->work) != napi_ok) {
-    napi_throw_error(env, NULL, "pwriteBatch: cannot queue the work");
-    return NULL; // not freed: a reference may be live; this path means the runtime is broken
-  }
+  mars_queue_work(env, &b->w, "mars_io.pwriteBatch", argv[1], argv[3], batch_execute, batch_complete, b);
   return NULL;
 }
 
-static int export_function(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+bool mars_queue_work(napi_env env, struct mars_work *w, const char *name, napi_value keep, napi_value callback,
+                     napi_async_execute_callback execute, napi_async_complete_callback complete, void *data) {
+  napi_value resource_name;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_reference(env, keep, 1, &w->keep_ref) != napi_ok ||
+      napi_create_reference(env, callback, 1, &w->callback_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, execute, complete, data, &w->work) != napi_ok ||
+      napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_throw_error(env, NULL, "cannot queue work on the thread pool");
+    return false; // the task is not freed: a reference may be live; this path means the runtime is broken
+  }
+  return true;
+}
+
+napi_value mars_release_work(napi_env env, struct mars_work *w) {
+  napi_value callback;
+  napi_get_reference_value(env, w->callback_ref, &callback);
+  napi_delete_reference(env, w->keep_ref);
+  napi_delete_reference(env, w->callback_ref);
+  napi_delete_async_work(env, w->work);
+  return callback;
+}
+
+void mars_call_back(napi_env env, napi_value callback, double result) {
+  napi_value global, arg;
+  napi_get_global(env, &global);
+  napi_create_double(env, result, &arg);
+  napi_call_function(env, global, callback, 1, &arg, NULL);
+}
+
+bool mars_export_function(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
          napi_set_named_property(env, exports, name, fn) == napi_ok;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  if (!export_function(env, exports, "preadNoWait", pread_nowait)) return NULL;
-  if (!export_function(env, exports, "pwriteBatch", pwrite_batch)) return NULL;
+  if (!mars_export_function(env, exports, "preadNoWait", pread_nowait)) return NULL;
+  if (!mars_export_function(env, exports, "pwriteBatch", pwrite_batch)) return NULL;
+  if (!mars_digests_export(env, exports)) return NULL;
   return exports;
 }
 

@@ -30,6 +30,11 @@ export class DataDisk {
 
   private constructor(readonly path: string, private readonly handle: fsp.FileHandle, private sizeNow: number) {}
 
+  /** The open descriptor, for a thread that reads it while this disk stays open (sync digests). */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
   /** The size when opened or last refreshed. */
   get sizeBytes(): number {
     return this.sizeNow;

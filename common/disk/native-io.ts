@@ -5,7 +5,9 @@
 // - NowaitReader: preadv2 with RWF_NOWAIT copies data that is in the page cache on the calling
 //   thread and never waits for the disk (it answers EAGAIN; the caller reads the rest through
 //   the pool);
-// - writeBatch: many buffers at their own offsets in one pool task (writeback of random pages).
+// - writeBatch: many buffers at their own offsets in one pool task (writeback of random pages);
+// - nativeBlockDigests: a fast sync's block digests in one pool task per range, with the
+//   OpenSSL of the running node (no JavaScript call per 4 KiB block).
 //
 // The helper is built by `npm install` (scripts/build-native.mjs). Where it is missing (no
 // compiler, another OS) or the kernel or filesystem refuses RWF_NOWAIT, I/O takes the pool path
@@ -19,6 +21,8 @@ import { getSystemErrorName } from 'node:util';
 interface NativeIo {
   preadNoWait(fd: number, buffer: Buffer, offsetBytes: number): number;
   pwriteBatch(fd: number, buffers: Buffer[], offsets: number[], done: (result: number) => void): void;
+  blockDigests(fd: number, fromPos: number, lengthBytes: number, algorithm: number, key: Buffer | null, out: Buffer, done: (result: number) => void): void;
+  digestsAvailable(): boolean;
 }
 
 const ADDON_PATH = join('native', 'build', 'Release', 'mars_io.node');
@@ -95,6 +99,32 @@ export function writeBatch(fd: number, buffers: Buffer[], offsets: number[], pat
       if (result >= 0) return reject(new Error(`pwrite ${path}: wrote ${result} of ${expected} bytes`));
       const code = getSystemErrorName(result);
       reject(Object.assign(new Error(`${code}: pwrite ${path}`), { code, errno: result, syscall: 'pwrite', path }));
+    });
+  });
+}
+
+/** The algorithms of nativeBlockDigests, by their number in mars_digests.c. */
+const NATIVE_DIGESTS = { md5: 0, sha1: 1, 'gmac-aes128': 2 } as const;
+export type NativeDigest = keyof typeof NATIVE_DIGESTS;
+
+/** Whether nativeBlockDigests can run: the helper is loaded and found the crypto library. */
+export function nativeDigestsAvailable(): boolean {
+  return nativeIoAvailable() && addon!.digestsAvailable();
+}
+
+/**
+ * The 16-byte digest of every 4 KiB block of fd in [fromPos, fromPos + lengthBytes), in one
+ * task on libuv's pool (mars_digests.c: md5, sha1 cut to 16 bytes, or gmac-aes128 under `key`).
+ * Needs nativeDigestsAvailable(); fd must stay open until the promise settles.
+ */
+export function nativeBlockDigests(fd: number, fromPos: number, lengthBytes: number, algorithm: NativeDigest, key?: Buffer): Promise<Buffer> {
+  if (!nativeDigestsAvailable()) throw new Error('nativeBlockDigests: the native helper or its crypto library is not there');
+  const out = Buffer.allocUnsafeSlow((lengthBytes / 4096) * 16);
+  return new Promise((resolve, reject) => {
+    addon!.blockDigests(fd, fromPos, lengthBytes, NATIVE_DIGESTS[algorithm], key ?? null, out, (result) => {
+      if (result === 0) return resolve(out);
+      const code = getSystemErrorName(result);
+      reject(Object.assign(new Error(`${code}: block digests of [${fromPos}, +${lengthBytes})`), { code, errno: result }));
     });
   });
 }

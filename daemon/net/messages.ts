@@ -15,7 +15,7 @@ import { tryParseLogName } from '../../common/tree/log-names.js';
 import { assert } from '../../common/util/assert.js';
 import { ProtocolError } from './frame.js';
 import { FRAME_CIPHERS } from './frame-auth.js';
-import { DIGEST_ALGORITHMS, DIGEST_BYTES, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { DIGEST_ALGORITHMS, DIGEST_BYTES, KEYED_DIGEST, SYNC_BLOCK_BYTES, UNKEYED_DIGESTS } from '../../common/resource/sync-blocks.js';
 
 // 2: every frame after the handshake carries a tag (frame-auth.ts); auth names the frame cipher;
 // the handshake proofs use per-host keys.
@@ -45,11 +45,7 @@ const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex chara
 export const keyIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'a key id is 16 lowercase hex characters');
 const noControlChars = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 
-export const uuidSchema = z
-  .string()
-  .min(1)
-  .max(MAX_UUID_CHARS)
-  .refine(noControlChars, 'a cluster uuid contains no control characters');
+export const uuidSchema = z.string().min(1).max(MAX_UUID_CHARS).refine(noControlChars, 'a cluster uuid contains no control characters');
 
 export const treePathSchema = z.string().max(400).refine((p) => {
   try {
@@ -133,9 +129,12 @@ const syncDigestsSchema = z
     res: resourceNameSchema,
     fromPos: uint,
     lengthBytes: z.int().min(0).max(MAX_SYNC_DIGEST_RANGE_BYTES),
-    blockBytes: z.literal(SYNC_BLOCK_BYTES), digest: z.enum(DIGEST_ALGORITHMS).optional(), // absent: md5
+    blockBytes: z.literal(SYNC_BLOCK_BYTES), digest: z.enum(UNKEYED_DIGESTS).optional(), // absent: md5
+    // The keyed digest, where the primary can make it (else `digest`); peers before it drop both fields.
+    keyed: z.literal(KEYED_DIGEST).optional(), key: z.string().regex(/^[0-9a-f]{32}$/, 'must be 32 lowercase hex characters').optional(),
   })
-  .refine((m) => m.fromPos % m.blockBytes === 0 && m.lengthBytes % m.blockBytes === 0, 'fromPos and lengthBytes must be multiples of blockBytes');
+  .refine((m) => m.fromPos % m.blockBytes === 0 && m.lengthBytes % m.blockBytes === 0, 'fromPos and lengthBytes must be multiples of blockBytes')
+  .refine((m) => (m.keyed === undefined) === (m.key === undefined), 'keyed and key come together');
 const syncReadSchema = z.object({ t: z.literal('sync-read'), id: requestId, res: resourceNameSchema, fromPos: uint, lengthBytes: z.int().min(0).max(MAX_SYNC_READ_BYTES) });
 const positionSchema = z.object({ t: z.literal('position'), id: requestId, res: resourceNameSchema });
 const pushLinkSchema = z.object({ t: z.literal('push-link'), id: requestId, entry: entrySchema });

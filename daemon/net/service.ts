@@ -42,7 +42,7 @@
 import { failStopOnInvariant, InvariantError, assert } from '../../common/util/assert.js';
 import type { Clock } from '../../common/util/clock.js';
 import type { LogFn } from '../../common/util/log.js';
-import { DIGEST_BYTES } from '../../common/resource/sync-blocks.js';
+import { DIGEST_BYTES, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
 import { MAX_PAYLOAD_BYTES, ProtocolError } from './frame.js';
 import {
   encodeEntsPayload, maybeDeflateEnts, validateOutgoing,
@@ -63,7 +63,8 @@ export interface PeerHandlers {
   /** since: the listing of ours the peer holds (a delta may answer); see ListingAnswer */
   getents(peerHost: string, since?: ListingSince): Promise<ListingAnswer>;
   logRead(peerHost: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }>;
-  syncDigests(peerHost: string, req: SyncDigestsRequest): Promise<Buffer>;
+  /** the digests, and the algorithm that made them (what the request asked for, or md5/sha1 when the keyed one cannot be made here) */
+  syncDigests(peerHost: string, req: SyncDigestsRequest): Promise<{ digests: Buffer; algorithm: DigestAlgorithm }>;
   syncRead(peerHost: string, req: SyncReadRequest): Promise<Buffer>;
   position(peerHost: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }>;
   pushLink(peerHost: string, entry: Entry): Promise<void>;
@@ -309,11 +310,13 @@ export class IncomingRequests {
         return { message: { t: 'log-end', id: req.id, pos: r.pos, durableEnd: r.durableEnd } };
       }
       case 'sync-digests': {
-        const digests = await h.syncDigests(peer, req);
+        const { digests, algorithm } = await h.syncDigests(peer, req);
         const count = digests.length / DIGEST_BYTES;
         assert(Number.isInteger(count) && count <= req.lengthBytes / req.blockBytes, `syncDigests returned ${digests.length} bytes for ${req.lengthBytes / req.blockBytes} blocks`);
+        assert(algorithm === (req.digest ?? 'md5') || (algorithm === req.keyed && req.key !== undefined), `syncDigests answered ${algorithm}, which was not asked for`);
         // Named only when asked for: a peer that asked without a name gets md5 as before.
-        return { message: { t: 'digests', id: req.id, fromPos: req.fromPos, count, ...(req.digest ? { digest: req.digest } : {}) }, payload: digests };
+        const named = req.digest !== undefined || req.keyed !== undefined;
+        return { message: { t: 'digests', id: req.id, fromPos: req.fromPos, count, ...(named ? { digest: algorithm } : {}) }, payload: digests };
       }
       case 'sync-read': {
         const data = await h.syncRead(peer, req);

@@ -2,7 +2,7 @@
 // logfile sizes, logfile bytes up to their durable end (streamed, following growth), and
 // the digests and blocks of its data disk for a fast sync. Nothing here decides anything;
 // it reads the tree and files, and hands pushed links to the same merge rules as pulls.
-import { open, stat } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -15,8 +15,10 @@ import { ServedLogs, type DurableEnd } from './served-logs.js';
 import { planMerge } from '../propagate/merge.js';
 import { replayFloor } from '../propagate/peer-manager.js';
 import { ownerOf } from '../../common/tree/ownership.js';
-import { blockDigests, handleReader } from '../sync/digests.js';
+import { diskDigests, handleReader, keyedDigestAvailable } from '../sync/digests.js';
+import { SharedReadHandles } from './shared-handles.js';
 import { PeerRequestError } from '../net/errors.js';
+import { KEYED_DIGEST, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
 import type { ListingAnswer, LogSink, PeerHandlers, SessionInfo } from '../net/service.js';
 import { entrySchema, MAX_LISTING_DIRS, type Entry, type ListingSince, type LogInfo, type LogReadRequest, type PositionRequest, type SecretRingRequest, type SyncDigestsRequest, type SyncReadRequest } from '../net/messages.js';
 import type { LogFn } from '../../common/util/log.js';
@@ -65,6 +67,8 @@ export class PeerService implements PeerHandlers {
   private readonly offeredOf = new WeakMap<readonly Entry[], readonly Entry[]>();
   /** the generation of each directory of our listing, for deltas */
   private readonly generations = new ListingGenerations();
+  /** the disks' read handles of the sync requests in flight */
+  private readonly diskHandles = new SharedReadHandles();
   /** each resource directory's offered logfiles, kept from one walk to the next */
   readonly servedLogs: ServedLogs;
 
@@ -247,12 +251,18 @@ export class PeerService implements PeerHandlers {
     return this.ctx.primaryPosition(res)?.seq !== parsed.seq;
   }
 
-  private async openDisk(res: string) {
+  /** Run use() with a read-only handle of res's disk, shared by the sync requests in flight. */
+  private async withDisk<T>(res: string, use: (handle: FileHandle) => Promise<T>): Promise<T> {
     const path = this.ctx.tree.value(resPaths.data(res, this.ctx.host));
     if (path === undefined) throw new PeerRequestError('ENOENT', `${this.ctx.host} has no disk for ${res}`);
+    let opened = false;
     try {
-      return await open(path, fsc.O_RDONLY);
+      return await this.diskHandles.with(path, (handle) => {
+        opened = true;
+        return use(handle);
+      });
     } catch (err) {
+      if (opened) throw err;
       throw new PeerRequestError('EIO', `cannot open the disk of ${res}: ${(err as Error).message}`);
     }
   }
@@ -274,28 +284,24 @@ export class PeerService implements PeerHandlers {
     }
   }
 
-  async syncDigests(_peer: string, req: SyncDigestsRequest): Promise<Buffer> {
+  async syncDigests(_peer: string, req: SyncDigestsRequest): Promise<{ digests: Buffer; algorithm: DigestAlgorithm }> {
     this.checkNotEmergency(req.res);
     this.checkRange(req.res, req.fromPos, req.lengthBytes);
-    const handle = await this.openDisk(req.res);
-    try {
-      return await blockDigests(handleReader(handle), req.fromPos, req.lengthBytes, req.digest ?? 'md5');
-    } finally {
-      await handle.close();
-    }
+    // The keyed digest where this process can make it; else the unkeyed one, and the reply says so.
+    const key = req.key !== undefined && keyedDigestAvailable() ? Buffer.from(req.key, 'hex') : undefined;
+    const algorithm = key ? KEYED_DIGEST : (req.digest ?? 'md5');
+    const digests = await this.withDisk(req.res, (handle) => diskDigests(handle.fd, handleReader(handle), req.fromPos, req.lengthBytes, algorithm, key));
+    return { digests, algorithm };
   }
 
   async syncRead(_peer: string, req: SyncReadRequest): Promise<Buffer> {
     this.checkNotEmergency(req.res);
     this.checkRange(req.res, req.fromPos, req.lengthBytes);
-    const handle = await this.openDisk(req.res);
-    try {
+    return this.withDisk(req.res, async (handle) => {
       const buf = Buffer.alloc(req.lengthBytes);
       await handleReader(handle).read(buf, req.fromPos);
       return buf;
-    } finally {
-      await handle.close();
-    }
+    });
   }
 
   async position(_peer: string, req: PositionRequest): Promise<{ seq: number; origin: string; pos: number }> {

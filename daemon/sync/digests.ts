@@ -1,12 +1,14 @@
 // Per-block digests for the fast full sync (the MARS user manual: sync): both sides hash each
-// 4 KiB block of their disk; only blocks whose digests differ travel. MD5 as in MARS, or the
-// first 16 bytes of SHA-1 (common/resource/sync-blocks.ts: DIGEST_ALGORITHMS): the digests only
-// decide what to copy between two members that already trust each other, and 128 bits make an
-// accidental match of two different blocks negligible.
+// 4 KiB block of their disk; only blocks whose digests differ travel. The algorithms
+// (common/resource/sync-blocks.ts: DIGEST_ALGORITHMS): md5 as in MARS, the first 16 bytes of
+// sha1, or gmac-aes128 under a key of the sync run. With the native helper a whole range is
+// digested in one task on libuv's pool (native/mars_digests.c); without it md5 and sha1 are
+// made here, one JavaScript call per block.
 import * as crypto from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { nativeBlockDigests, nativeDigestsAvailable } from '../../common/disk/native-io.js';
 import { assert } from '../../common/util/assert.js';
-import { DIGEST_BYTES, SYNC_BLOCK_BYTES, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
+import { DIGEST_BYTES, DIGEST_KEY_BYTES, KEYED_DIGEST, SYNC_BLOCK_BYTES, type DigestAlgorithm, type UnkeyedDigest } from '../../common/resource/sync-blocks.js';
 
 const READ_CHUNK_BYTES = 1 << 20;
 
@@ -32,27 +34,55 @@ export function handleReader(handle: FileHandle): BlockReader {
 const oneShot = (crypto as { hash?: (algorithm: string, data: Buffer, encoding: 'buffer') => Buffer }).hash;
 
 /** The digest of one block: DIGEST_BYTES bytes written into out at outPos. */
-function digestInto(algorithm: DigestAlgorithm, block: Buffer, out: Buffer, outPos: number): void {
+function digestInto(algorithm: UnkeyedDigest, block: Buffer, out: Buffer, outPos: number): void {
   const full = oneShot ? oneShot(algorithm, block, 'buffer') : crypto.createHash(algorithm).update(block).digest();
   full.copy(out, outPos, 0, DIGEST_BYTES); // sha1's 20 bytes are cut to 16
 }
 
-/** The digest of every SYNC_BLOCK_BYTES block in [fromPos, fromPos + lengthBytes), concatenated. */
-export async function blockDigests(disk: BlockReader, fromPos: number, lengthBytes: number, algorithm: DigestAlgorithm = 'md5'): Promise<Buffer> {
+/** The digests of the whole blocks in data, written into out from outPos on; returns the next outPos. */
+export function digestBlocksInto(algorithm: UnkeyedDigest, data: Buffer, out: Buffer, outPos: number): number {
+  assert(data.length % SYNC_BLOCK_BYTES === 0, 'digested data must be whole blocks');
+  for (let b = 0; b < data.length; b += SYNC_BLOCK_BYTES) {
+    digestInto(algorithm, data.subarray(b, b + SYNC_BLOCK_BYTES), out, outPos);
+    outPos += DIGEST_BYTES;
+  }
+  return outPos;
+}
+
+function checkRange(fromPos: number, lengthBytes: number): void {
   assert(fromPos % SYNC_BLOCK_BYTES === 0 && lengthBytes % SYNC_BLOCK_BYTES === 0, 'digest range must be block aligned');
+}
+
+/** The digest of every SYNC_BLOCK_BYTES block in [fromPos, fromPos + lengthBytes), concatenated. */
+export async function blockDigests(disk: BlockReader, fromPos: number, lengthBytes: number, algorithm: UnkeyedDigest = 'md5'): Promise<Buffer> {
+  checkRange(fromPos, lengthBytes);
   const out = Buffer.allocUnsafe((lengthBytes / SYNC_BLOCK_BYTES) * DIGEST_BYTES);
   const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, Math.max(lengthBytes, SYNC_BLOCK_BYTES)));
   let outPos = 0;
   for (let done = 0; done < lengthBytes; done += chunk.length) {
-    const n = Math.min(chunk.length, lengthBytes - done);
-    const view = chunk.subarray(0, n);
+    const view = chunk.subarray(0, Math.min(chunk.length, lengthBytes - done));
     await disk.read(view, fromPos + done);
-    for (let b = 0; b < n; b += SYNC_BLOCK_BYTES) {
-      digestInto(algorithm, view.subarray(b, b + SYNC_BLOCK_BYTES), out, outPos);
-      outPos += DIGEST_BYTES;
-    }
+    outPos = digestBlocksInto(algorithm, view, out, outPos);
   }
   return out;
+}
+
+/** Whether this process can make the keyed digest (it needs the native helper's crypto). */
+export function keyedDigestAvailable(): boolean {
+  return nativeDigestsAvailable();
+}
+
+/**
+ * The block digests of an open disk: on libuv's pool in one task with the native helper (no
+ * JavaScript call per block; the only way to make the keyed one), else read through `reader`
+ * and hashed here. fd must stay open until the promise settles.
+ */
+export function diskDigests(fd: number, reader: BlockReader, fromPos: number, lengthBytes: number, algorithm: DigestAlgorithm, key?: Buffer): Promise<Buffer> {
+  checkRange(fromPos, lengthBytes);
+  assert((algorithm === KEYED_DIGEST) === (key?.length === DIGEST_KEY_BYTES), `${algorithm} digests ${key ? 'take no key' : 'need a key'}`);
+  if (nativeDigestsAvailable()) return nativeBlockDigests(fd, fromPos, lengthBytes, algorithm, key);
+  assert(algorithm !== KEYED_DIGEST, 'keyed digests need the native helper (keyedDigestAvailable)');
+  return blockDigests(reader, fromPos, lengthBytes, algorithm);
 }
 
 /**

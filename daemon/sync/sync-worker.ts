@@ -14,8 +14,9 @@ import type { PeerManager } from '../propagate/peer-manager.js';
 import type { PeerConnection } from '../net/connection.js';
 import type { Clock } from '../../common/util/clock.js';
 import { failStopOnInvariant } from '../../common/util/assert.js';
-import { blockDigests, differingRanges } from './digests.js';
-import { PREFERRED_DIGEST, SYNC_BLOCK_BYTES } from '../../common/resource/sync-blocks.js';
+import { diskDigests, differingRanges, keyedDigestAvailable } from './digests.js';
+import { randomBytes } from 'node:crypto';
+import { DIGEST_KEY_BYTES, KEYED_DIGEST, PREFERRED_DIGEST, SYNC_BLOCK_BYTES, type DigestAlgorithm } from '../../common/resource/sync-blocks.js';
 import { primaryPosition, syncDigests, syncRead } from '../propagate/peer-calls.js';
 import { clearResyncRanges, loadResyncRanges } from '../../common/resource/resync.js';
 import type { LogFn } from '../../common/util/log.js';
@@ -50,8 +51,16 @@ export interface SyncOptions {
 
 const CHUNK_BYTES = 16 << 20;
 const MAX_READ_BYTES = 1 << 20;
-const READS_IN_FLIGHT = 8;
+/** sync-reads of differing blocks in flight at once (a sliding window, not batches) */
+const READS_IN_FLIGHT = 16;
+/**
+ * Chunks whose digests are asked for (and made here) while an earlier chunk's blocks are still
+ * copied: the primary's hashing, ours and the copying overlap instead of taking turns.
+ */
+const CHUNKS_AHEAD = 2;
 const PERSIST_EVERY_BYTES = 64 << 20;
+
+type Range = { pos: number; lengthBytes: number };
 
 export class SyncWorker {
   private running = false;
@@ -71,6 +80,12 @@ export class SyncWorker {
    * point (issue 11: "resuming at 0 bytes" with every 8 MiB disk).
    */
   private verifiedPos = 0;
+  /**
+   * The key of the keyed block digest (gmac-aes128), new for every run: content written before
+   * it existed cannot have been made to collide, and what is written after it is in the
+   * primary's log, which replay applies after the sync. None where we cannot make that digest.
+   */
+  private digestKey: Buffer | undefined;
 
   constructor(private readonly o: SyncOptions) {}
 
@@ -125,29 +140,57 @@ export class SyncWorker {
     }
   }
 
-  /** Compare one chunk's block digests with the primary's and copy the blocks that differ. */
-  private async compareAndCopy(pos: number, len: number): Promise<void> {
+  /** The ranges of one chunk whose block digests differ from the primary's. */
+  private async differing(pos: number, len: number): Promise<Range[]> {
     const conn = this.connection();
-    // Ours are made with the algorithm we ask for, while the primary makes its own; a primary
-    // that does not know it answers with md5, and ours are made again the same way.
-    const [theirs, preferred] = await Promise.all([syncDigests(conn, this.o.res, pos, len), blockDigests(this.o.disk, pos, len, PREFERRED_DIGEST)]);
-    const mine = theirs.algorithm === PREFERRED_DIGEST ? preferred : await blockDigests(this.o.disk, pos, len, theirs.algorithm);
-    const ranges = differingRanges(pos, mine, theirs.digests, MAX_READ_BYTES);
+    const key = this.digestKey;
+    // Ours are made the way we ask for while the primary makes its own; a primary that cannot
+    // make the keyed digest answers with sha1 (an older one with md5), and ours are made again.
+    const mine = (algorithm: DigestAlgorithm) => diskDigests(this.o.disk.fd, this.o.disk, pos, len, algorithm, algorithm === KEYED_DIGEST ? key : undefined);
+    const asked = key ? KEYED_DIGEST : PREFERRED_DIGEST;
+    const [theirs, preferred] = await Promise.all([syncDigests(conn, this.o.res, pos, len, key), mine(asked)]);
+    const ours = theirs.algorithm === asked ? preferred : await mine(theirs.algorithm);
+    return differingRanges(pos, ours, theirs.digests, MAX_READ_BYTES);
+  }
+
+  /**
+   * Copy a chunk's differing ranges from the primary, READS_IN_FLIGHT at a time; the verified
+   * position follows the first range not yet written. After a failure no further read starts,
+   * and the error is thrown once the reads in flight have ended (none writes behind the caller's back).
+   */
+  private async copy(ranges: Range[], pos: number, len: number): Promise<void> {
     this.differingBlocks += ranges.reduce((n, r) => n + r.lengthBytes / SYNC_BLOCK_BYTES, 0);
-    // Counted as the verified position moves: equal blocks a chunk at a time, copied ones a batch of reads at a time.
+    const conn = this.connection();
+    const written = new Array<boolean>(ranges.length).fill(false);
+    let next = 0;
+    let firstUnwritten = 0;
+    let failed = false;
     let counted = pos;
-    for (let i = 0; i < ranges.length; i += READS_IN_FLIGHT) {
-      await Promise.all(ranges.slice(i, i + READS_IN_FLIGHT).map(async (r) => {
-        const data = await syncRead(conn, this.o.res, r.pos, r.lengthBytes);
-        if (data.length !== r.lengthBytes) throw new Error(`sync-read of ${r.lengthBytes} bytes at ${r.pos} returned ${data.length}`);
-        await this.o.disk.write(data, r.pos);
-        this.receivedBytes += data.length;
-      }));
-      // Everything before the next range still to copy is equal or written now.
-      this.verifiedPos = ranges[i + READS_IN_FLIGHT]?.pos ?? pos + len;
-      this.o.onSynced?.(this.verifiedPos - counted);
-      counted = this.verifiedPos;
-    }
+    const lane = async (): Promise<void> => {
+      while (next < ranges.length && !failed && this.running) {
+        const i = next++;
+        const r = ranges[i]!;
+        try {
+          const data = await syncRead(conn, this.o.res, r.pos, r.lengthBytes);
+          if (data.length !== r.lengthBytes) throw new Error(`sync-read of ${r.lengthBytes} bytes at ${r.pos} returned ${data.length}`);
+          await this.o.disk.write(data, r.pos);
+          this.receivedBytes += data.length;
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+        written[i] = true;
+        while (firstUnwritten < ranges.length && written[firstUnwritten]) firstUnwritten++;
+        // Everything before the first range still to copy is equal or written now.
+        this.verifiedPos = ranges[firstUnwritten]?.pos ?? pos + len;
+        this.o.onSynced?.(this.verifiedPos - counted);
+        counted = this.verifiedPos;
+      }
+    };
+    const results = await Promise.allSettled(Array.from({ length: Math.min(READS_IN_FLIGHT, ranges.length) }, lane));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
+    if (!this.running) return; // stopped: the verified position stays where the copies got
     this.verifiedPos = pos + len;
     if (counted < pos + len) this.o.onSynced?.(pos + len - counted);
     this.comparedBytes += len;
@@ -160,45 +203,80 @@ export class SyncWorker {
   }
 
   private async runOnce(): Promise<void> {
-    const { tree, res, host, disk, sizeBytes } = this.o;
-    let pos = this.syncstatus();
-    let persisted = pos;
-    this.verifiedPos = pos;
-    const startedMs = this.o.clock.nowMs();
-    let doneBytes = 0;
-    // After an invalidate only the ranges this host wrote to since a split brain are compared
-    // (invalidate.ts); otherwise the whole disk. syncstatus is a disk offset either way: every
-    // range below it is done.
-    const segments = loadResyncRanges(tree, res, sizeBytes) ?? [{ pos: 0, lengthBytes: sizeBytes }];
-    this.state = `syncing from ${this.o.primary} at ${pos}`;
+    const start = this.syncstatus();
+    this.verifiedPos = start;
+    this.digestKey = keyedDigestAvailable() ? randomBytes(DIGEST_KEY_BYTES) : undefined;
+    this.state = `syncing from ${this.o.primary} at ${start}`;
+    const chunks = this.chunksFrom(start);
+    const ahead: Promise<Range[]>[] = [];
+    const ask = (i: number): void => {
+      const c = chunks[i];
+      if (!c) return;
+      const p = this.differing(c.pos, c.lengthBytes);
+      p.catch(() => undefined); // awaited in its turn; one abandoned by a stop or failure is not unhandled
+      ahead.push(p);
+    };
+    try {
+      for (let i = 0; i < CHUNKS_AHEAD; i++) ask(i);
+      await this.copyChunks(chunks, start, (i) => {
+        ask(i + CHUNKS_AHEAD);
+        return ahead.shift()!;
+      });
+    } finally {
+      await Promise.allSettled(ahead); // digests in the pool read our disk's descriptor until they end
+    }
+    if (this.running) await this.finish();
+  }
+
+  /**
+   * The chunks from `start` on, in disk order. After an invalidate only the ranges this host
+   * wrote to since a split brain are compared (invalidate.ts); otherwise the whole disk.
+   * syncstatus is a disk offset either way: every range below it is done.
+   */
+  private chunksFrom(start: number): Range[] {
+    const segments = loadResyncRanges(this.o.tree, this.o.res, this.o.sizeBytes) ?? [{ pos: 0, lengthBytes: this.o.sizeBytes }];
+    const chunks: Range[] = [];
     for (const seg of segments) {
-      if (!this.running) break;
       const segEnd = seg.pos + seg.lengthBytes;
-      if (segEnd <= pos) continue;
-      pos = Math.max(pos, seg.pos);
-      while (pos < segEnd && this.running) {
-        const len = Math.min(CHUNK_BYTES, segEnd - pos);
-        await this.compareAndCopy(pos, len);
-        pos += len;
-        doneBytes += len;
-        // set-sync-limit-value: read every chunk, so a change applies to this run too.
-        const waitMs = throttleWaitMs(doneBytes, this.o.clock.nowMs() - startedMs, readSyncLimit(tree, host));
-        if (waitMs > 0) await this.o.clock.sleep(waitMs, this.stopSignal.signal).catch(() => undefined); // aborted: stopping
-        const elapsedS = (this.o.clock.nowMs() - startedMs) / 1000;
-        this.rateBytesPerS = elapsedS > 0 ? Math.round(doneBytes / elapsedS) : 0;
-        // The final syncstatus (= size) is written below, after syncpos: a complete syncstatus
-        // without its syncpos would let a crash leave a mixed-time copy that looks consistent.
-        if (pos - persisted >= PERSIST_EVERY_BYTES && pos < sizeBytes) {
-          await disk.datasync(); // syncstatus may only cover blocks that are on the disk
-          tree.write(resPaths.syncstatus(res, host), String(pos), { durable: true });
-          persisted = pos;
-          this.o.onProgress();
-        }
+      for (let p = Math.max(start, seg.pos); p < segEnd; p += CHUNK_BYTES) chunks.push({ pos: p, lengthBytes: Math.min(CHUNK_BYTES, segEnd - p) });
+    }
+    return chunks;
+  }
+
+  /** Copy the differing blocks of every chunk in turn (rangesOf(i): chunk i's, asked for ahead). */
+  private async copyChunks(chunks: Range[], start: number, rangesOf: (i: number) => Promise<Range[]>): Promise<void> {
+    const { tree, res, host, disk, sizeBytes } = this.o;
+    const startedMs = this.o.clock.nowMs();
+    let persisted = start;
+    let doneBytes = 0;
+    for (let i = 0; i < chunks.length && this.running; i++) {
+      const { pos, lengthBytes } = chunks[i]!;
+      await this.copy(await rangesOf(i), pos, lengthBytes);
+      if (!this.running) break;
+      doneBytes += lengthBytes;
+      // set-sync-limit-value: read every chunk, so a change applies to this run too.
+      const waitMs = throttleWaitMs(doneBytes, this.o.clock.nowMs() - startedMs, readSyncLimit(tree, host));
+      if (waitMs > 0) await this.o.clock.sleep(waitMs, this.stopSignal.signal).catch(() => undefined); // aborted: stopping
+      const elapsedS = (this.o.clock.nowMs() - startedMs) / 1000;
+      this.rateBytesPerS = elapsedS > 0 ? Math.round(doneBytes / elapsedS) : 0;
+      // The final syncstatus (= size) is written by finish(), after syncpos: a complete
+      // syncstatus without its syncpos would let a crash leave a mixed-time copy that looks consistent.
+      const end = pos + lengthBytes;
+      if (end - persisted >= PERSIST_EVERY_BYTES && end < sizeBytes) {
+        await disk.datasync(); // syncstatus may only cover blocks that are on the disk
+        tree.write(resPaths.syncstatus(res, host), String(end), { durable: true });
+        persisted = end;
+        this.o.onProgress();
       }
     }
-    if (!this.running) return; // stopped
-    // Everything on the primary's disk is in its log before its durable end, so replaying
-    // up to that position (from the join point) makes our mixed-time copy consistent.
+  }
+
+  /**
+   * Everything on the primary's disk is in its log before its durable end, so replaying up to
+   * that position (from the join point) makes our mixed-time copy consistent.
+   */
+  private async finish(): Promise<void> {
+    const { tree, res, host, disk, sizeBytes } = this.o;
     await disk.datasync();
     const p = await primaryPosition(this.connection(), res);
     tree.ensureDir(resPaths.actualDir(res, host)); // not made yet when the sync finishes before the first status update

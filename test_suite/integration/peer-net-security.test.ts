@@ -25,7 +25,7 @@ const handlers: PeerHandlers = {
     await sink.send(req.fromPos, BLOCK);
     return { pos: req.fromPos + BLOCK.length, durableEnd: req.fromPos + BLOCK.length };
   },
-  async syncDigests() { return Buffer.alloc(0); },
+  async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
   async syncRead(_peer, req) { return BLOCK.subarray(0, req.lengthBytes); },
   async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
   async pushLink() { /* accepted */ },

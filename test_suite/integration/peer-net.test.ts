@@ -71,8 +71,9 @@ function makeHandlers(over: Partial<PeerHandlers> = {}): Fixture {
     },
     async syncDigests(_peer, req) {
       const parts: Buffer[] = [];
-      for (let off = 0; off < req.lengthBytes; off += req.blockBytes) parts.push(createHash('md5').update(pattern(req.fromPos + off, req.blockBytes)).digest());
-      return Buffer.concat(parts);
+      const algorithm = req.digest ?? 'md5';
+      for (let off = 0; off < req.lengthBytes; off += req.blockBytes) parts.push(createHash(algorithm).update(pattern(req.fromPos + off, req.blockBytes)).digest().subarray(0, 16));
+      return { digests: Buffer.concat(parts), algorithm };
     },
     async syncRead(_peer, req) {
       return pattern(req.fromPos, req.lengthBytes);
@@ -245,6 +246,8 @@ t.test('a correct secret authenticates both ways and every request works', async
   t.equal(digests.header.digest, undefined, 'asked without naming a digest: none named in the reply (md5, what older peers expect)');
   const named = await conn.request({ t: 'sync-digests', res: 'r1', fromPos: 8192, lengthBytes: 4096, blockBytes: 4096, digest: 'sha1' });
   t.equal(named.header.digest, 'sha1', 'the digest asked for is named in the reply');
+  const keyed = await conn.request({ t: 'sync-digests', res: 'r1', fromPos: 8192, lengthBytes: 4096, blockBytes: 4096, digest: 'sha1', keyed: 'gmac-aes128', key: '0f'.repeat(16) });
+  t.equal(keyed.header.digest, 'sha1', 'a server that does not make the keyed digest names the one it made');
 
   const blocks = await conn.request({ t: 'sync-read', res: 'r1', fromPos: 4096, lengthBytes: 65536 });
   t.ok(blocks.payload.equals(pattern(4096, 65536)));
@@ -869,7 +872,7 @@ const server = new PeerServer({
       for (let pos = req.fromPos; pos < log.length; pos += 65536) await sink.send(pos, log.subarray(pos, pos + 65536));
       return { pos: log.length, durableEnd: log.length };
     },
-    async syncDigests() { return Buffer.alloc(0); },
+    async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
     async syncRead(_peer, req) { return Buffer.alloc(req.lengthBytes, 1); },
     async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
     async pushLink() {},

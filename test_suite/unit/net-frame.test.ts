@@ -191,6 +191,18 @@ t.test('messages', async (t) => {
     for (const m of VALID) t.same(parseMessage(JSON.parse(JSON.stringify(m))), m, m.t);
   });
 
+  t.test('sync-digests: the keyed digest comes with its key, the key is 32 hex characters', async (t) => {
+    const base = { t: 'sync-digests', id: 2, res: 'r1', fromPos: 0, lengthBytes: 4096, blockBytes: 4096, digest: 'sha1' };
+    const key = '0f'.repeat(16);
+    t.same(parseMessage({ ...base, keyed: 'gmac-aes128', key }), { ...base, keyed: 'gmac-aes128', key });
+    rejects(t, { ...base, keyed: 'gmac-aes128' }, /keyed and key come together/, 'keyed without a key');
+    rejects(t, { ...base, key }, /keyed and key come together/, 'a key without keyed');
+    for (const bad of ['0F'.repeat(16), '0f'.repeat(15), '0f'.repeat(17), 'zz'.repeat(16)]) rejects(t, { ...base, keyed: 'gmac-aes128', key: bad }, /key/, `key ${bad}`);
+    rejects(t, { ...base, digest: 'gmac-aes128' }, /digest/, 'the keyed digest is not asked for as `digest`');
+    rejects(t, { ...base, keyed: 'sha1', key }, /keyed/, 'keyed names the keyed digest only');
+    t.same(parseMessage({ t: 'digests', id: 9, fromPos: 0, count: 1, digest: 'gmac-aes128' }), { t: 'digests', id: 9, fromPos: 0, count: 1, digest: 'gmac-aes128' }, 'a reply names it');
+  });
+
   t.test('unknown fields are dropped, unknown types rejected', async (t) => {
     t.same(parseMessage({ t: 'ping', id: 1, future: true }), { t: 'ping', id: 1 });
     rejects(t, { t: 'shutdown' }, /unknown message type "shutdown"/, 'unknown type');

@@ -45,7 +45,7 @@ const server = new PeerServer({
       await sink.send(req.fromPos + 1, Buffer.alloc(10));
       return { pos: req.fromPos + 11, durableEnd: req.fromPos + 11 };
     },
-    async syncDigests() { return Buffer.alloc(0); },
+    async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
     async syncRead(_peer, req) { return Buffer.alloc(req.lengthBytes); },
     async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
     async pushLink() {},

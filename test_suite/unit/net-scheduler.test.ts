@@ -105,7 +105,7 @@ t.test('a connection with 300 requests of 30 resources at once: no EBUSY, contro
   const handlers: PeerHandlers = {
     async getents() { return { clockUs: 1, entries: [], logs: [] }; },
     async logRead(_peer, req) { return { pos: req.fromPos, durableEnd: req.fromPos }; },
-    async syncDigests() { return Buffer.alloc(0); },
+    async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
     async syncRead(_peer, req) {
       running++;
       maxRunning = Math.max(maxRunning, running);

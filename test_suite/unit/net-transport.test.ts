@@ -16,7 +16,7 @@ const HANDLERS: PeerHandlers = {
     await sink.send(req.fromPos, data);
     return { pos: req.fromPos + data.length, durableEnd: req.fromPos + data.length };
   },
-  async syncDigests() { return Buffer.alloc(0); },
+  async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
   async syncRead(_peer, req) { return Buffer.alloc(req.lengthBytes); },
   async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
   async pushLink() {},

@@ -23,7 +23,7 @@ const HANDLERS: PeerHandlers = {
     await sink.send(req.fromPos, Buffer.alloc(LOG_BYTES, 7));
     return { pos: req.fromPos + LOG_BYTES, durableEnd: req.fromPos + LOG_BYTES };
   },
-  async syncDigests() { return Buffer.alloc(0); },
+  async syncDigests() { return { digests: Buffer.alloc(0), algorithm: 'md5' as const }; },
   async syncRead(_peer, req) { return Buffer.alloc(req.lengthBytes); },
   async position() { return { seq: 1, origin: 'alpha', pos: 0 }; },
   async pushLink() {},

@@ -36,3 +36,21 @@ t.test('the client asks for sha1 and believes the reply: no name means md5 (an o
   t.same(asked, ['sha1', 'sha1'], 'sha1 is asked for');
   t.same(newer.digests, Buffer.alloc(16, 7));
 });
+
+t.test('with a key the client asks for the keyed digest too, and refuses a keyed reply it did not ask for', async (t) => {
+  const asked: Record<string, unknown>[] = [];
+  const fake = (digest: string) => ({
+    async request(m: Record<string, unknown>) {
+      asked.push(m);
+      return { header: { t: 'digests', id: 1, fromPos: m.fromPos, count: 1, digest }, payload: Buffer.alloc(16, 9) };
+    },
+  }) as unknown as PeerConnection;
+  const key = Buffer.alloc(16, 0xab);
+  const keyed = await syncDigests(fake('gmac-aes128'), 'r0', 0, 4096, key);
+  t.equal(keyed.algorithm, 'gmac-aes128');
+  t.match(asked[0], { digest: 'sha1', keyed: 'gmac-aes128', key: 'ab'.repeat(16) }, 'the unkeyed fallback is named beside the keyed digest');
+  const fallback = await syncDigests(fake('sha1'), 'r0', 0, 4096, key);
+  t.equal(fallback.algorithm, 'sha1', 'a primary that cannot make the keyed digest answers sha1');
+  await t.rejects(syncDigests(fake('gmac-aes128'), 'r0', 0, 4096), /keyed, but no key was sent/);
+  t.notOk('key' in asked[2]!, 'no key field without a key');
+});

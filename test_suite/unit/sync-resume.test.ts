@@ -11,7 +11,8 @@ import { LamportClock } from '../../common/tree/lamport.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { SyncWorker } from '../../daemon/sync/sync-worker.js';
-import { blockDigests } from '../../daemon/sync/digests.js';
+import { blockDigests, diskDigests, keyedDigestAvailable } from '../../daemon/sync/digests.js';
+import { KEYED_DIGEST } from '../../common/resource/sync-blocks.js';
 import { duplexFromPair } from '../../daemon/net/dial.js';
 import { FrameDecoder } from '../../daemon/net/frame.js';
 import { PeerConnection, type PeerHandlers } from '../../daemon/net/connection.js';
@@ -44,12 +45,21 @@ t.test('a sync whose connection dropped resumes at the verified position, not at
   t.teardown(async () => { await source.close(); await disk.close(); });
 
   let dropped = false;
+  const keysSeen = new Set<string>();
   const readsAt: number[] = [];
   const conns: PeerConnection[] = [];
   const handlers: PeerHandlers = {
     async getents() { return { clockUs: 1, entries: [], logs: [] }; },
     async logRead(_p, req) { return { pos: req.fromPos, durableEnd: req.fromPos }; },
-    async syncDigests(_p, req) { return blockDigests(source, req.fromPos, req.lengthBytes, req.digest ?? 'md5'); },
+    async syncDigests(_p, req) {
+      // As the primary's PeerService: the keyed digest where it can make it.
+      if (req.key !== undefined && keyedDigestAvailable()) {
+        keysSeen.add(req.key);
+        return { digests: await diskDigests(source.fd, source, req.fromPos, req.lengthBytes, KEYED_DIGEST, Buffer.from(req.key, 'hex')), algorithm: KEYED_DIGEST };
+      }
+      const algorithm = req.digest ?? 'md5';
+      return { digests: await blockDigests(source, req.fromPos, req.lengthBytes, algorithm), algorithm };
+    },
     async syncRead(_p, req) {
       if (req.fromPos >= 36 * MiB && !dropped) {
         dropped = true;
@@ -91,4 +101,6 @@ t.test('a sync whose connection dropped resumes at the verified position, not at
   t.same(readsAt.filter((p) => p < 32 * MiB).sort((a, b) => a - b), [1 * MiB, 20 * MiB], 'blocks copied before the drop are not read again');
   t.ok(readFileSync(join(dir, 'replica.img')).equals(readFileSync(join(dir, 'primary.img'))), 'the copy is byte-equal');
   t.equal(tree.value(resPaths.syncstatus('r1', 'h2')), String(SIZE));
+  // With the native helper the blocks were compared by keyed digests, under a new key after the drop.
+  t.equal(keysSeen.size, keyedDigestAvailable() ? 2 : 0, 'one digest key per run of the sync');
 });
