@@ -1,4 +1,4 @@
-// marsd: one process per host and /mars. It watches the tree (chokidar, plus a periodic scan)
+// marsd: one process per host and /mars. It watches the tree (tree-watcher.ts, plus a periodic scan)
 // and runs control rounds: per resource, read the snapshot and let the resource's runner plan
 // (the pure plan.ts) and execute the round. It also publishes the host's heartbeat in
 // actual-HOST/, measures the /mars space level and runs the peers. Every decision about a
@@ -11,8 +11,8 @@ import { PeerTraffic } from './net/peer-traffic.js';
 import { MetricsServer } from './metrics/metrics-server.js';
 import { newResourceCounters, type ResourceCounters } from '../common/util/metrics-recorder.js';
 import { mkdirSync } from 'node:fs';
-import { watch, type FSWatcher } from 'chokidar';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { TreeWatcher } from './tree-watcher.js';
 import { TreeStore } from '../common/tree/store.js';
 import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
 import { LamportClock } from '../common/tree/lamport.js';
@@ -81,22 +81,12 @@ export interface DaemonOptions extends CommonOptions {
   clock: Clock;
 }
 
-/**
- * The watcher covers the directories that admins and marsadm write to (the root, userspace/
- * with marsadm's trigger links, ips/, each resource's todo-HOST/), not the resource directories
- * themselves: those change with every logfile append, and marsadm triggers after changing
- * them anyway. The periodic scan catches everything else.
- */
-function isInteresting(path: string): boolean {
-  return !basename(path).startsWith('.');
-}
-
 export class Daemon {
   readonly tree: TreeStore;
   private readonly heartbeat: Heartbeat;
   private readonly nbd: NbdServer;
   private readonly runners = new Map<string, ResourceRunner>();
-  private watcher: FSWatcher | undefined;
+  private watcher: TreeWatcher | undefined;
   private interval: Timer | undefined;
   private tickScheduled = false;
   private lock: { release(): void } | undefined;
@@ -195,20 +185,9 @@ export class Daemon {
       this.lock.release();
       throw err;
     }
-    this.watcher = watch([marsDir, this.tree.abs('userspace'), this.tree.abs('ips')], {
-      depth: 0,
-      ignoreInitial: true,
-      followSymlinks: false,
-      ignored: (p: string) => p !== marsDir && !isInteresting(p),
-    });
-    // Values are dangling symlinks ("1", "alpha", ...), for which chokidar emits no add/change
-    // events (it cannot stat their targets); its raw inotify events do arrive.
     // A change an admin made (marsadm writes, then triggers): act now and tell the peers.
-    this.watcher.on('all', () => { this.requestTick(); this.notifier.changed(); });
-    this.watcher.on('raw', (_event: string, name: string) => {
-      if (typeof name === 'string' && isInteresting(name)) { this.requestTick(); this.notifier.changed(); }
-    });
-    this.watcher.on('error', (err) => this.opts.log('warn', `tree watcher: ${(err as Error).message}`));
+    this.watcher = new TreeWatcher(() => { this.requestTick(); this.notifier.changed(); }, this.opts.log);
+    for (const dir of [marsDir, this.tree.abs('userspace'), this.tree.abs('ips')]) this.watcher.add(dir);
     this.interval = this.opts.clock.setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
     this.opts.log('info', `marsd ${MARSD_VERSION} running: host ${host}, tree ${marsDir}, run dir ${runDir}, pid ${process.pid}`);
     this.tick();
@@ -312,6 +291,7 @@ export class Daemon {
         this.opts.log('warn', `heartbeat not written: ${(err as Error).message}`);
       }
       this.reconcilePeers();
+      this.watcher?.retry();
       const space = this.space.check();
       const present = new Set(listResources(this.tree));
       const hold = this.startupHold();
@@ -351,6 +331,7 @@ export class Daemon {
     if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifier.changed(); });
     if (plan.forget) {
       this.runners.delete(runner.name);
+      this.watcher?.remove(this.tree.abs(resPaths.todoDir(runner.name, this.opts.host)));
       void runner.shutdown();
     }
   }
@@ -378,7 +359,7 @@ export class Daemon {
     this.stopping = true;
     this.interval?.cancel();
     this.notifier.stop();
-    await this.watcher?.close();
+    this.watcher?.close();
     await this.metricsServer?.close();
     for (const runner of this.runners.values()) await runner.shutdown();
     await this.peers.close();

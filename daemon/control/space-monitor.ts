@@ -1,7 +1,8 @@
 // Measures the free space of the /mars filesystem every control round (statfs), turns it into
 // the host's space level (decide-emergency.ts) and publishes it in actual-HOST/: `emergency`
 // (level 0..4), `rest-space` and `total-space` (GiB, as MARS), and the same figures in bytes
-// plus the thresholds, for small filesystems and monitoring scripts.
+// plus the thresholds, for small filesystems and monitoring scripts. rest-space-bytes moves in
+// steps of REST_SPACE_QUANTUM of the total (0.1 %), not with every block.
 import { statfsSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths } from '../../common/tree/paths.js';
@@ -35,6 +36,19 @@ export interface SpaceMonitorOptions {
   measure?: () => { freeBytes: number; totalBytes: number };
 }
 
+/**
+ * rest-space-bytes is written again only when the free space moved by this share of the total
+ * (or the level changed). The free space of a live filesystem moves by a few KiB with every
+ * link written, and an exact figure made both hosts of an idle cluster write it, pull it and
+ * run a control round over every resource for it once a second, in turn (issue 11).
+ */
+export const REST_SPACE_QUANTUM = 1 / 1024;
+
+/** Whether the published free space is worth replacing with freeBytes. */
+export function restSpaceMoved(publishedBytes: number | undefined, freeBytes: number, totalBytes: number): boolean {
+  return publishedBytes === undefined || Math.abs(freeBytes - publishedBytes) >= totalBytes * REST_SPACE_QUANTUM;
+}
+
 const MEANING = [
   'enough space',
   'space is getting low (warning)',
@@ -47,6 +61,8 @@ export class SpaceMonitor {
   private state: SpaceState = { level: 0, freeBytes: 0, totalBytes: 0, thresholdsBytes: [0, 0, 0, 0] };
   private lastChangeMs = 0;
   private measureFailed = false;
+  /** rest-space-bytes as last written, and at which level */
+  private published: { freeBytes: number; level: number } | undefined;
 
   constructor(private readonly o: SpaceMonitorOptions) {}
 
@@ -107,7 +123,10 @@ export class SpaceMonitor {
       set('emergency', String(s.level));
       set('rest-space', String(gibibytes(s.freeBytes)));
       set('total-space', String(gibibytes(s.totalBytes)));
-      set('rest-space-bytes', String(s.freeBytes));
+      if (s.level !== this.published?.level || restSpaceMoved(this.published.freeBytes, s.freeBytes, s.totalBytes)) {
+        set('rest-space-bytes', String(s.freeBytes));
+        this.published = { freeBytes: s.freeBytes, level: s.level };
+      }
       set('total-space-bytes', String(s.totalBytes));
       set('space-thresholds', s.thresholdsBytes.join(','));
     } catch (err) {

@@ -15,6 +15,27 @@ import { systemClock } from '../../common/util/clock.js';
 
 const MiB = 1024 ** 2;
 
+t.test('rest-space-bytes moves in steps of 0.1 % of the total, so an idle host does not rewrite it every round', async (t) => {
+  const tree = new TreeStore(tempDir(t));
+  const total = 1024 * MiB;
+  let free = 500 * MiB;
+  const m = new SpaceMonitor({ tree, host: 'alpha', spec: undefined, log: () => undefined, measure: () => ({ freeBytes: free, totalBytes: total }), clock: systemClock });
+  const writes = () => tree.read('actual-alpha/rest-space-bytes')?.stampUs;
+  m.check(1_000);
+  t.equal(tree.value('actual-alpha/rest-space-bytes'), String(500 * MiB));
+  const first = writes();
+  for (const delta of [4096, -8192, 512 * 1024, -(1024 * 1024 - 1)]) {
+    free = 500 * MiB + delta;
+    m.check(2_000);
+  }
+  t.equal(tree.value('actual-alpha/rest-space-bytes'), String(500 * MiB), 'moves below 1 MiB (0.1 % of 1 GiB) are not written');
+  t.equal(writes(), first, 'the link was not rewritten');
+  free = 499 * MiB;
+  m.check(3_000);
+  t.equal(tree.value('actual-alpha/rest-space-bytes'), String(499 * MiB), 'a move of 1 MiB is');
+  t.equal(m.current.freeBytes, 499 * MiB);
+});
+
 t.test('levels, hysteresis and the published links', async (t) => {
   const tree = new TreeStore(tempDir(t));
   let free = 100 * MiB;
