@@ -62,7 +62,8 @@ function load(): void {
   }
   try {
     addon = createRequire(import.meta.url)(path) as NativeIo;
-    status = `loaded from ${path}`;
+    const digests = addon.digestsAvailable() ? 'sync digests by the OpenSSL in this process' : 'sync digests in JavaScript (no OpenSSL found in this process)';
+    status = `loaded from ${path}; ${digests}`;
   } catch (err) {
     status = `cannot load ${path}: ${(err as Error).message}`;
   }
