@@ -24,6 +24,8 @@ function isInteresting(name: string): boolean {
 export class TreeWatcher {
   private readonly watching = new Map<string, FSWatcher>();
   private readonly missing = new Set<string>();
+  /** directories whose watch failed and was reported (once until a watch of it succeeds) */
+  private readonly warned = new Set<string>();
   private closed = false;
 
   constructor(private readonly onChange: () => void, private readonly log: LogFn) {}
@@ -37,21 +39,30 @@ export class TreeWatcher {
     }
     let w: FSWatcher;
     try {
-      w = watch(dir, { persistent: false }, (_event, name) => {
+      w = watch(dir, { persistent: false }, (event, name) => {
+        // The directory itself deleted or moved: inotify reports a rename of its own name and
+        // nothing after it; watch it again once it exists again.
+        if (event === 'rename' && name === basename(dir) && !existsSync(dir)) this.lost(dir);
         if (name === null || isInteresting(String(name))) this.onChange();
       });
     } catch (err) {
-      this.missing.add(dir); // gone between the check and the watch, or out of watches: retry
-      this.log('warn', `tree watcher: cannot watch ${dir}: ${(err as Error).message}`);
+      this.lost(dir, `cannot watch ${dir}: ${(err as Error).message}`); // gone meanwhile, or out of watches
       return;
     }
-    w.on('error', (err) => {
-      this.log('warn', `tree watcher: ${dir}: ${err.message}`);
-      this.remove(dir);
-      this.missing.add(dir);
-    });
+    w.on('error', (err) => this.lost(dir, `${dir}: ${err.message}`));
     this.missing.delete(dir);
+    this.warned.delete(dir);
     this.watching.set(dir, w);
+  }
+
+  /** Drop dir's watch and try it again at each retry(); a failure is logged once until a watch succeeds. */
+  private lost(dir: string, why?: string): void {
+    this.remove(dir);
+    this.missing.add(dir);
+    if (why !== undefined && !this.warned.has(dir)) {
+      this.warned.add(dir);
+      this.log('warn', `tree watcher: ${why}`);
+    }
   }
 
   /** Stop watching dir (its resource is gone). */

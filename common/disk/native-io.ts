@@ -38,6 +38,8 @@ export const NOWAIT_MAX_BYTES = 1024 * 1024;
 
 let addon: NativeIo | null = null;
 let status = 'not loaded';
+/** the helper has blockDigests and found the crypto library */
+let digestsFound = false;
 
 /** The checkout or install root holds native/; dist/ adds one level to the source layout. */
 function findAddon(): string | null {
@@ -60,13 +62,32 @@ function load(): void {
     status = `${ADDON_PATH} not built (npm install builds it; needs make and a C compiler)`;
     return;
   }
+  let loaded: unknown;
   try {
-    addon = createRequire(import.meta.url)(path) as NativeIo;
-    const digests = addon.digestsAvailable() ? 'sync digests by the OpenSSL in this process' : 'sync digests in JavaScript (no OpenSSL found in this process)';
-    status = `loaded from ${path}; ${digests}`;
+    loaded = createRequire(import.meta.url)(path);
   } catch (err) {
     status = `cannot load ${path}: ${(err as Error).message}`;
+    return;
   }
+  const found = inspectAddon(loaded, path);
+  addon = found.addon;
+  digestsFound = found.digests;
+  status = found.status;
+}
+
+/**
+ * What a loaded helper offers. A build older than the JavaScript (a checkout updated without
+ * `npm install`) lacks the newer functions: it is used for what it has, and the status says
+ * to rebuild, instead of failing at the first call of a missing function.
+ */
+export function inspectAddon(loaded: unknown, path: string): { addon: NativeIo | null; digests: boolean; status: string } {
+  const has = (name: string) => typeof (loaded as Record<string, unknown> | null)?.[name] === 'function';
+  const rebuild = 'an older build: npm install builds it again';
+  if (!has('preadNoWait') || !has('pwriteBatch')) return { addon: null, digests: false, status: `${path} is not usable (${rebuild})` };
+  const a = loaded as NativeIo;
+  if (!has('blockDigests') || !has('digestsAvailable')) return { addon: a, digests: false, status: `loaded from ${path}; sync digests in JavaScript (${rebuild})` };
+  const digests = a.digestsAvailable() === true;
+  return { addon: a, digests, status: `loaded from ${path}; ${digests ? 'sync digests by the OpenSSL in this process' : 'sync digests in JavaScript (no OpenSSL found in this process)'}` };
 }
 load();
 
@@ -110,7 +131,7 @@ export type NativeDigest = keyof typeof NATIVE_DIGESTS;
 
 /** Whether nativeBlockDigests can run: the helper is loaded and found the crypto library. */
 export function nativeDigestsAvailable(): boolean {
-  return nativeIoAvailable() && addon!.digestsAvailable();
+  return nativeIoAvailable() && digestsFound;
 }
 
 /**

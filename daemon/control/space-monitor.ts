@@ -2,7 +2,7 @@
 // the host's space level (decide-emergency.ts) and publishes it in actual-HOST/: `emergency`
 // (level 0..4), `rest-space` and `total-space` (GiB, as MARS), and the same figures in bytes
 // plus the thresholds, for small filesystems and monitoring scripts. rest-space-bytes moves in
-// steps of REST_SPACE_QUANTUM of the total (0.1 %), not with every block.
+// steps of REST_SPACE_QUANTUM of the total (0.1 %, at most 64 MiB), not with every block.
 import { statfsSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths } from '../../common/tree/paths.js';
@@ -37,16 +37,19 @@ export interface SpaceMonitorOptions {
 }
 
 /**
- * rest-space-bytes is written again only when the free space moved by this share of the total
- * (or the level changed). The free space of a live filesystem moves by a few KiB with every
- * link written, and an exact figure made both hosts of an idle cluster write it, pull it and
- * run a control round over every resource for it once a second, in turn (issue 11).
+ * rest-space-bytes is written again only when the free space moved by this share of the total,
+ * at most REST_SPACE_MAX_STEP_BYTES (or the level changed). The free space of a live filesystem
+ * moves by a few KiB with every link written, and an exact figure made both hosts of an idle
+ * cluster write it, pull it and run a control round over every resource for it once a second,
+ * in turn (issue 11).
  */
 export const REST_SPACE_QUANTUM = 1 / 1024;
+export const REST_SPACE_MAX_STEP_BYTES = 64 * 1024 * 1024;
 
-/** Whether the published free space is worth replacing with freeBytes. */
+/** Whether the published free space (undefined: none readable) is worth replacing with freeBytes. */
 export function restSpaceMoved(publishedBytes: number | undefined, freeBytes: number, totalBytes: number): boolean {
-  return publishedBytes === undefined || Math.abs(freeBytes - publishedBytes) >= totalBytes * REST_SPACE_QUANTUM;
+  const step = Math.min(totalBytes * REST_SPACE_QUANTUM, REST_SPACE_MAX_STEP_BYTES);
+  return publishedBytes === undefined || !Number.isFinite(publishedBytes) || Math.abs(freeBytes - publishedBytes) >= step;
 }
 
 const MEANING = [
@@ -61,8 +64,8 @@ export class SpaceMonitor {
   private state: SpaceState = { level: 0, freeBytes: 0, totalBytes: 0, thresholdsBytes: [0, 0, 0, 0] };
   private lastChangeMs = 0;
   private measureFailed = false;
-  /** rest-space-bytes as last written, and at which level */
-  private published: { freeBytes: number; level: number } | undefined;
+  /** the level when rest-space-bytes was last written */
+  private publishedLevel: number | undefined;
 
   constructor(private readonly o: SpaceMonitorOptions) {}
 
@@ -123,9 +126,11 @@ export class SpaceMonitor {
       set('emergency', String(s.level));
       set('rest-space', String(gibibytes(s.freeBytes)));
       set('total-space', String(gibibytes(s.totalBytes)));
-      if (s.level !== this.published?.level || restSpaceMoved(this.published.freeBytes, s.freeBytes, s.totalBytes)) {
+      // Compared with the tree, not a copy: a link removed or a directory made anew is written again.
+      const published = tree.value(globalPaths.actual(host, 'rest-space-bytes'));
+      if (s.level !== this.publishedLevel || restSpaceMoved(published === undefined ? undefined : Number(published), s.freeBytes, s.totalBytes)) {
         set('rest-space-bytes', String(s.freeBytes));
-        this.published = { freeBytes: s.freeBytes, level: s.level };
+        this.publishedLevel = s.level;
       }
       set('total-space-bytes', String(s.totalBytes));
       set('space-thresholds', s.thresholdsBytes.join(','));

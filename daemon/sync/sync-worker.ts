@@ -148,8 +148,13 @@ export class SyncWorker {
     // make the keyed digest answers with sha1 (an older one with md5), and ours are made again.
     const mine = (algorithm: DigestAlgorithm) => diskDigests(this.o.disk.fd, this.o.disk, pos, len, algorithm, algorithm === KEYED_DIGEST ? key : undefined);
     const asked = key ? KEYED_DIGEST : PREFERRED_DIGEST;
-    const [theirs, preferred] = await Promise.all([syncDigests(conn, this.o.res, pos, len, key), mine(asked)]);
-    const ours = theirs.algorithm === asked ? preferred : await mine(theirs.algorithm);
+    // Both settle before this returns, even when one fails: our digests read the disk's
+    // descriptor, which a stop closes once every chunk's promise has settled.
+    const [theirsR, preferredR] = await Promise.allSettled([syncDigests(conn, this.o.res, pos, len, key), mine(asked)]);
+    if (theirsR.status === 'rejected') throw theirsR.reason;
+    if (preferredR.status === 'rejected') throw preferredR.reason;
+    const theirs = theirsR.value;
+    const ours = theirs.algorithm === asked ? preferredR.value : await mine(theirs.algorithm);
     return differingRanges(pos, ours, theirs.digests, MAX_READ_BYTES);
   }
 

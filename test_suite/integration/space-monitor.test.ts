@@ -5,7 +5,7 @@ import t from 'tap';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
-import { LEVEL_FALL_INTERVAL_MS, SpaceMonitor } from '../../daemon/control/space-monitor.js';
+import { LEVEL_FALL_INTERVAL_MS, restSpaceMoved, SpaceMonitor } from '../../daemon/control/space-monitor.js';
 import { deleteReplayedCopies } from '../../daemon/control/space-reclaim.js';
 import { parseSpaceLevels } from '../../daemon/control/decide-emergency.js';
 import { planHole, writeHole } from '../../daemon/control/emergency-hole.js';
@@ -34,6 +34,12 @@ t.test('rest-space-bytes moves in steps of 0.1 % of the total, so an idle host d
   m.check(3_000);
   t.equal(tree.value('actual-alpha/rest-space-bytes'), String(499 * MiB), 'a move of 1 MiB is');
   t.equal(m.current.freeBytes, 499 * MiB);
+  tree.remove('actual-alpha/rest-space-bytes');
+  free = 499 * MiB + 4096;
+  m.check(4_000);
+  t.equal(tree.value('actual-alpha/rest-space-bytes'), String(499 * MiB + 4096), 'a removed link is written again at once');
+  t.equal(restSpaceMoved(0, 64 * MiB, 1024 * 1024 * MiB), true, 'on a large filesystem the step is at most 64 MiB');
+  t.equal(restSpaceMoved(0, 64 * MiB - 1, 1024 * 1024 * MiB), false);
 });
 
 t.test('levels, hysteresis and the published links', async (t) => {

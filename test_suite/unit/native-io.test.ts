@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
 import { mulberry32 } from '../helpers/prng.js';
-import { nativeIoAvailable, nativeIoStatus, setNativeIoEnabled, writeBatch, NOWAIT_MAX_BYTES } from '../../common/disk/native-io.js';
+import { inspectAddon, nativeIoAvailable, nativeIoStatus, setNativeIoEnabled, writeBatch, NOWAIT_MAX_BYTES } from '../../common/disk/native-io.js';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { writePages } from '../../daemon/logger/writeback.js';
 import { FULL_MASK, PAGE_BYTES, type PageEntry } from '../../daemon/logger/pending-index.js';
@@ -129,4 +129,21 @@ t.test('writeback writes the same bytes with and without the helper', { skip }, 
   t.ok(contents[0]!.equals(contents[1]!), 'identical data files');
   const sample = entries.find((e) => e.mask === FULL_MASK)!;
   t.same(contents[0]!.subarray(sample.pageNo * PAGE_BYTES, (sample.pageNo + 1) * PAGE_BYTES), sample.data, 'a full page landed');
+});
+
+t.test('a helper built before the JavaScript is used for what it has, and the status says to rebuild', async (t) => {
+  const fn = () => 0;
+  const old = inspectAddon({ preadNoWait: fn, pwriteBatch: fn }, '/x/mars_io.node');
+  t.ok(old.addon, 'reads and writes still use it');
+  t.equal(old.digests, false, 'no native digests from a build without them');
+  t.match(old.status, /sync digests in JavaScript \(an older build: npm install builds it again\)/);
+  const none = inspectAddon({ preadNoWait: fn }, '/x/mars_io.node');
+  t.equal(none.addon, null, 'a build without the write helper is not used at all');
+  t.match(none.status, /not usable/);
+  t.equal(inspectAddon(null, '/x').addon, null);
+  const noSsl = inspectAddon({ preadNoWait: fn, pwriteBatch: fn, blockDigests: fn, digestsAvailable: () => false }, '/x/mars_io.node');
+  t.equal(noSsl.digests, false);
+  t.match(noSsl.status, /no OpenSSL found/);
+  const full = inspectAddon({ preadNoWait: fn, pwriteBatch: fn, blockDigests: fn, digestsAvailable: () => true }, '/x/mars_io.node');
+  t.equal(full.digests, true);
 });

@@ -3,7 +3,7 @@
 // change in a directory below it, and directories that appear later are picked up by retry().
 // Real directories and inotify.
 import t, { type Test } from 'tap';
-import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
@@ -59,4 +59,26 @@ t.test('a directory that does not exist yet is watched once it does (retry)', as
   writeFileSync(join(dir, 'marker'), 'x');
   await waitFor('the marker to be reported', () => changes() > before, 5_000);
   t.equal(changes() - before <= 2, true, 'only the marker, not the removed directory');
+});
+
+t.test('a watched directory deleted and made again is watched again after retry(); a failing watch warns once', async (t) => {
+  const { dir, w, warnings, changes } = setup(t);
+  const todo = join(dir, 'todo-alpha');
+  mkdirSync(todo);
+  w.add(todo);
+  rmSync(todo, { recursive: true });
+  await waitFor('the lost directory to be dropped', () => w.watchedDirs.length === 0, 5_000);
+  mkdirSync(todo);
+  w.retry();
+  t.same(w.watchedDirs, [todo], 'watched again');
+  const before = changes();
+  symlinkSync('1', join(todo, '.tmp'));
+  renameSync(join(todo, '.tmp'), join(todo, 'attach'));
+  await waitFor('a change in the new directory to be reported', () => changes() > before, 5_000);
+  const file = join(dir, 'not-a-dir');
+  writeFileSync(file, 'x');
+  const sub = join(file, 'below'); // ENOTDIR: exists() is false, so it waits quietly
+  w.add(sub);
+  w.retry();
+  t.same(warnings, [], 'a directory that does not exist is no warning');
 });
