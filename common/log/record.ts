@@ -5,12 +5,14 @@
 //   payload l_len bytes (never compressed here)
 //   trailer 36 bytes  end magic, crc_old, valid copy, crc_flags, seq_nr, folded payload digest
 //
-// One extension inside the format: the 4 header bytes at offset 40, a spare that MARS
-// writes as 0 and skips when reading, hold a CRC32C over every header and trailer field
-// except the payload digest ("meta checksum"). MARS only checksums the payload, so a bit
-// flip in l_pos or in the stamp would otherwise go unnoticed and a replica would write good
-// data to the wrong place. MARS readers still accept our records because they never look
-// at that spare.
+// Two extensions inside the format, both in header spares that MARS writes as 0:
+// - the 4 bytes at offset 40 hold a CRC32C over every header and trailer field except the
+//   payload digest ("meta checksum"). MARS only checksums the payload, so a bit flip in l_pos
+//   or in the stamp would otherwise go unnoticed and a replica would write good data to the
+//   wrong place. MARS readers still accept our records because they never look at that spare.
+// - the 2 bytes at offset 46 are a flag word. Bit 0 (RECORD_FLAG_MORE) says that the next
+//   record belongs to the same write request: a write larger than one page becomes several
+//   WriteNew records, and a replica applies them all or none (docs/design.md §3.3).
 //
 // This module only encodes and decodes bytes; judging a record (torn? defect?) is the
 // scanner's job (scanner.ts).
@@ -66,7 +68,7 @@ export const HDR_PAYLOAD_LEN = 36; // s16 (l_len)
 export const HDR_DECOMPRESS_LEN = 38; // s16
 export const HDR_META_CRC = 40; // u32, MARS spare: our meta checksum
 export const HDR_CODE = 44; // s16 (l_code)
-export const HDR_SPARE2 = 46; // u16, always 0
+export const HDR_FLAGS = 46; // u16, MARS spare: our record flags (RECORD_FLAG_*)
 
 // Trailer field offsets, relative to the trailer start (= record start + 48 + l_len).
 export const TRL_END_MAGIC = 0; // u64
@@ -83,6 +85,20 @@ const START_MAGIC_HI = Number(START_MAGIC >> 32n);
 const END_MAGIC_LO = Number(END_MAGIC & 0xffffffffn);
 const END_MAGIC_HI = Number(END_MAGIC >> 32n);
 
+/** Another record of the same write request follows this one (a write split into pages). */
+export const RECORD_FLAG_MORE = 0x0001;
+/**
+ * The logger marks at most this many payload bytes as one write request (the NBD server's
+ * largest write); a larger write would be logged as several requests of this size. A ZeroRange
+ * record is never marked: a zeroing request may cover the whole device, and each record of it
+ * is applied on its own.
+ */
+export const MAX_WHOLE_WRITE_BYTES = 32 << 20;
+/** Log bytes of the longest run of records that a replica must apply together. */
+export const MAX_WHOLE_WRITE_LOG_BYTES = (MAX_WHOLE_WRITE_BYTES / MAX_RECORD_PAYLOAD_BYTES) * (RECORD_OVERHEAD_BYTES + MAX_RECORD_PAYLOAD_BYTES);
+/** Every flag a reader knows; any other bit set is a defect (bad-field). */
+export const KNOWN_RECORD_FLAGS = RECORD_FLAG_MORE;
+
 export function recordBytes(payloadLength: number): number {
   return RECORD_OVERHEAD_BYTES + payloadLength;
 }
@@ -94,6 +110,8 @@ export interface RecordInput {
   stampNsec: number;
   seqNr: number;
   payload: Buffer;
+  /** RECORD_FLAG_* bits; 0 when absent (the last or only record of its write request) */
+  flags?: number;
 }
 
 // Writes one complete record into out[at ..] and returns its length in bytes.
@@ -109,6 +127,8 @@ export function encodeRecord(out: Buffer, at: number, r: RecordInput): number {
   assert(Number.isSafeInteger(r.stampSec) && r.stampSec >= 0, `bad stampSec ${r.stampSec}`);
   assert(Number.isInteger(r.stampNsec) && r.stampNsec >= 0 && r.stampNsec < NSEC_PER_SEC, `bad stampNsec ${r.stampNsec}`);
   assert(Number.isInteger(r.seqNr) && r.seqNr >= FIRST_SEQ_NR && r.seqNr <= MAX_SEQ_NR, `bad seqNr ${r.seqNr}`);
+  const flags = r.flags ?? 0;
+  assert((flags & ~KNOWN_RECORD_FLAGS) === 0, `unknown record flags 0x${flags.toString(16)}`);
 
   // Payload first: if the caller built it in place at out[at+48], this copy is a no-op move.
   const payloadAt = at + RECORD_HEADER_BYTES;
@@ -126,7 +146,7 @@ export function encodeRecord(out: Buffer, at: number, r: RecordInput): number {
   out.writeInt16LE(0, at + HDR_DECOMPRESS_LEN);
   out.writeUInt32LE(0, at + HDR_META_CRC); // filled in below
   out.writeInt16LE(r.code, at + HDR_CODE);
-  out.writeUInt16LE(0, at + HDR_SPARE2);
+  out.writeUInt16LE(flags, at + HDR_FLAGS);
 
   const trailerAt = payloadAt + payloadBytes;
   out.writeUInt32LE(END_MAGIC_LO, trailerAt + TRL_END_MAGIC);
@@ -168,7 +188,7 @@ export interface RawHeader {
   decompressBytes: number;
   metaCrc: number;
   code: number;
-  spare2: number;
+  flags: number;
 }
 
 export function decodeHeader(buf: Buffer, at: number): RawHeader {
@@ -184,7 +204,7 @@ export function decodeHeader(buf: Buffer, at: number): RawHeader {
     decompressBytes: buf.readInt16LE(at + HDR_DECOMPRESS_LEN),
     metaCrc: buf.readUInt32LE(at + HDR_META_CRC),
     code: buf.readInt16LE(at + HDR_CODE),
-    spare2: buf.readUInt16LE(at + HDR_SPARE2),
+    flags: buf.readUInt16LE(at + HDR_FLAGS),
   };
 }
 

@@ -12,9 +12,11 @@ import { assert } from '../util/assert.js';
 import {
   CRC_FLAG_CRC32C,
   FORMAT_VERSION,
+  KNOWN_RECORD_FLAGS,
   MAX_RECORD_PAYLOAD_BYTES,
   NSEC_PER_SEC,
   RECORD_HEADER_BYTES,
+  RECORD_FLAG_MORE,
   RECORD_OVERHEAD_BYTES,
   RecordCode,
   START_MAGIC_BYTES,
@@ -160,7 +162,7 @@ function verifyContent(c: Cursor, h: RawHeader, t: RawTrailer, trailerAt: number
   // Only reachable for records whose fields were stored that way (a writer bug or a
   // crafted file), since the meta checksum matched.
   const deviceBytes = h.code === RecordCode.ZeroRange ? decodeZeroRangePayload(payload) : h.payloadBytes;
-  const fieldProblem = implausibleField(h.devicePos, h.stampSec, h.stampNsec, deviceBytes, t.seqNr, h.spare2 | t.spare, t.crcOld);
+  const fieldProblem = implausibleField(h.devicePos, h.stampSec, h.stampNsec, deviceBytes, t.seqNr, h.flags, t.spare, t.crcOld);
   if (fieldProblem !== undefined) return defectStep('bad-field', c.offset, fieldProblem);
   if (!payloadDigestMatches(c.buf, payloadAt, h.payloadBytes, trailerAt + TRL_DIGEST)) {
     return defectStep('bad-checksum', c.offset, `payload of ${h.payloadBytes} bytes does not match its CRC32C digest`);
@@ -176,17 +178,19 @@ function verifyContent(c: Cursor, h: RawHeader, t: RawTrailer, trailerAt: number
       seqNr: t.seqNr,
       payload,
       deviceBytes,
+      more: (h.flags & RECORD_FLAG_MORE) !== 0,
     },
   };
 }
 
-function implausibleField(devicePos: number, stampSec: number, stampNsec: number, deviceBytes: number, seqNr: number, spares: number, crcOld: number): string | undefined {
+function implausibleField(devicePos: number, stampSec: number, stampNsec: number, deviceBytes: number, seqNr: number, flags: number, spare: number, crcOld: number): string | undefined {
   if (!(devicePos >= 0)) return `device position ${devicePos} is negative or not a safe integer`;
   if (!(stampSec >= 0)) return `stamp seconds ${stampSec} negative or not a safe integer`;
   if (!(stampNsec >= 0 && stampNsec < NSEC_PER_SEC)) return `stamp nanoseconds ${stampNsec} outside 0..999999999`;
   if (!(deviceBytes >= 0) || !Number.isSafeInteger(devicePos + deviceBytes)) return `device range ${devicePos}+${deviceBytes} is not representable`;
   if (seqNr === 0) return 'record sequence number 0';
-  if (spares !== 0) return 'non-zero spare bytes';
+  if ((flags & ~KNOWN_RECORD_FLAGS) !== 0) return `unknown record flags 0x${flags.toString(16)}`;
+  if (spare !== 0) return 'non-zero spare byte in the trailer';
   if (crcOld !== 0) return `legacy crc ${crcOld} set together with CRC32C`;
   return undefined;
 }

@@ -19,6 +19,7 @@ export interface LogRecord {
   seqNr: number; // record number within this logfile, 1-based
   payload: Buffer; // zero-copy view into the scanned buffer
   deviceBytes: number; // bytes of the device the record covers: payload length, or the ZeroRange length
+  more: boolean; // RECORD_FLAG_MORE: the next record belongs to the same write request
 }
 
 // Tolerable: the file ends inside the last record, as after a crash during its write.
@@ -96,7 +97,7 @@ export const STOP_MEANING: Readonly<Record<StopKind, string>> = {
   'bad-valid-copy': 'defect: the trailer copy of the valid flag is not 1',
   'seq-mismatch': 'defect: record sequence number out of order (a lost, duplicated or foreign record)',
   'bad-meta-checksum': 'defect: a header or trailer field fails its checksum (bit flip in device position, stamp or another field)',
-  'bad-field': 'defect: a field holds an impossible value (negative position, nanoseconds >= 1e9, non-zero spare, ...)',
+  'bad-field': 'defect: a field holds an impossible value (negative position, nanoseconds >= 1e9, unknown record flags, a non-zero spare, ...)',
   'bad-checksum': 'defect: the payload does not match its CRC32C digest',
 };
 

@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { inlineAppends } from './inline-append.js';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import {
-  encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES,
+  encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES, MAX_WHOLE_WRITE_BYTES, RECORD_FLAG_MORE,
 } from '../../common/log/record.js';
 
 const BATCH_CAPACITY_BYTES = 1 << 20;
@@ -109,14 +109,19 @@ export class LogWriter {
     return this.failure instanceof LogWriterError && isSpaceErrorCode(this.failure.causeCode);
   }
 
-  /** Log a write of `data` at `devicePos`, split into records of at most 4 KiB. */
+  /**
+   * Log a write of `data` at `devicePos`, split into records of at most 4 KiB. Every record
+   * but the last carries RECORD_FLAG_MORE, so a replica applies the write whole or not at all
+   * (a write beyond MAX_WHOLE_WRITE_BYTES, which the NBD server never passes, in such parts).
+   */
   appendWrite(devicePos: number, data: Buffer, stampUs: number, durable: boolean, onWritten?: () => void): Promise<void> {
     this.checkUsable();
     const sec = Math.floor(stampUs / 1_000_000);
     const nsec = (stampUs % 1_000_000) * 1000;
     for (let done = 0; done < data.length || (data.length === 0 && done === 0); done += MAX_RECORD_PAYLOAD_BYTES) {
-      const payload = data.subarray(done, Math.min(done + MAX_RECORD_PAYLOAD_BYTES, data.length));
-      this.encode(devicePos + done, RecordCode.WriteNew, sec, nsec, payload);
+      const end = Math.min(done + MAX_RECORD_PAYLOAD_BYTES, data.length);
+      const more = end < data.length && end % MAX_WHOLE_WRITE_BYTES !== 0;
+      this.encode(devicePos + done, RecordCode.WriteNew, sec, nsec, data.subarray(done, end), more ? RECORD_FLAG_MORE : 0);
       if (data.length === 0) break;
     }
     return this.enqueueWaiter(durable, onWritten);
@@ -129,7 +134,7 @@ export class LogWriter {
     const nsec = (stampUs % 1_000_000) * 1000;
     for (let done = 0; done < lengthBytes; done += MAX_ZERO_RECORD_BYTES) {
       const n = Math.min(MAX_ZERO_RECORD_BYTES, lengthBytes - done);
-      this.encode(devicePos + done, RecordCode.ZeroRange, sec, nsec, encodeZeroRangePayload(n));
+      this.encode(devicePos + done, RecordCode.ZeroRange, sec, nsec, encodeZeroRangePayload(n), 0);
     }
     return this.enqueueWaiter(durable, onWritten);
   }
@@ -192,7 +197,7 @@ export class LogWriter {
     if (this.closed) throw new LogWriterError(`${this.path} is closed`);
   }
 
-  private encode(devicePos: number, code: RecordCode, sec: number, nsec: number, payload: Buffer): void {
+  private encode(devicePos: number, code: RecordCode, sec: number, nsec: number, payload: Buffer, flags: number): void {
     const size = recordBytes(payload.length);
     let batch = this.batches[this.batches.length - 1];
     if (!batch || batch.used + size > batch.buf.length) {
@@ -200,7 +205,7 @@ export class LogWriter {
       this.batches.push(batch);
     }
     const written = encodeRecord(batch.buf, batch.used, {
-      devicePos, code, stampSec: sec, stampNsec: nsec, seqNr: this.nextSeqNr++, payload,
+      devicePos, code, stampSec: sec, stampNsec: nsec, seqNr: this.nextSeqNr++, payload, flags,
     });
     assert(written === size, 'encodeRecord wrote an unexpected length');
     batch.used += size;

@@ -3,17 +3,30 @@
 // Records are collected in a PendingIndex so overwrites coalesce and the disk gets sorted
 // writes; the result is identical to applying record after record. Shared by primary crash
 // recovery and the secondary's replayer.
+//
+// With `wholeWrites` (the replayer), a write request split into several records
+// (RECORD_FLAG_MORE on all but its last) is applied whole or not at all: its records are held
+// until its last one is read, reading is interrupted only between write requests, and endPos
+// is always the end of a whole write request. So a replica whose replay stops anywhere holds a
+// prefix of the origin's write requests, not of its pages (docs/design.md §3.3).
 import { readLogBatches, type LogStop } from '../../common/log/scanner.js';
 import { RecordCode } from '../../common/log/record.js';
+import type { LogRecord } from '../../common/log/scan-stops.js';
 import { PendingIndex, SECTOR_BYTES } from '../logger/pending-index.js';
 import { writePages } from '../logger/writeback.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
+import { assert } from '../../common/util/assert.js';
 
 const FLUSH_EVERY_BYTES = 64 << 20;
 
 export interface ApplyResult {
-  /** end of the last applied record (a tolerable torn tail or a defect starts here) */
+  /**
+   * end of the last applied record (a tolerable torn tail or a defect starts here; with
+   * wholeWrites, a write request held back starts here)
+   */
   endPos: number;
+  /** with wholeWrites: bytes of verified records after endPos held back (an incomplete write request) */
+  heldBytes: number;
   /**
    * Why reading stopped. When `interrupted`, reading stopped early at the record boundary
    * endPos on the caller's request, and stop is a 'clean-end' there.
@@ -42,6 +55,19 @@ export interface ApplyOptions {
    * Everything read so far is still written to the disk before applyLog returns.
    */
   shouldStop?: () => boolean;
+  /**
+   * Apply write requests whole (see above). The records of a write request still incomplete
+   * where reading ends are held back, unless reading ended cleanly at `finalEndPos`: the
+   * origin finished the logfile there, so a write request cut off by its crash is part of its
+   * history as it stands. Without this option every verified record is applied (a primary's
+   * recovery: its own disk takes whatever its log holds).
+   */
+  wholeWrites?: { finalEndPos: number | undefined };
+  /**
+   * Stop at the first end of a write request at or after this offset, as on request (a batch
+   * limit that cuts no write request in two; `endPos` is the hard limit).
+   */
+  batchEndPos?: number;
 }
 
 export async function applyLog(o: ApplyOptions): Promise<ApplyResult> {
@@ -52,49 +78,84 @@ export async function applyLog(o: ApplyOptions): Promise<ApplyResult> {
   let interrupted = false;
   let endPos = o.fromPos;
   let nextSeqNr = o.expectedSeqNr;
+  /** verified records of a write request whose last record has not been read yet */
+  const held: LogRecord[] = [];
   const flush = async () => {
     const batch = index.takeBatch(Number.MAX_SAFE_INTEGER);
     await writePages(o.disk, batch);
     index.completeBatch(batch);
   };
-  const readOptions = {
-    ...(o.endPos === undefined ? {} : { endPos: o.endPos }),
-    ...(o.expectedSeqNr === undefined ? {} : { expectedSeqNr: o.expectedSeqNr }),
+  const apply = (r: LogRecord) => {
+    endPos = r.fileOffset + r.totalBytes;
+    nextSeqNr = r.seqNr + 1;
+    if (r.code === RecordCode.WriteOld) return;
+    index.put(r.devicePos, r.deviceBytes, r.code === RecordCode.ZeroRange ? undefined : r.payload, { seq: o.seq, pos: r.fileOffset });
+    records++;
+    appliedBytes += r.deviceBytes;
   };
-  outer: for await (const item of readLogBatches(o.path, o.fromPos, readOptions)) {
+  const applyHeld = () => {
+    for (const h of held) apply(h);
+    held.length = 0;
+  };
+  outer: for await (const item of readLogBatches(o.path, o.fromPos, readOptionsOf(o))) {
     if (item.type === 'end') {
       stop = item.stop;
       break;
     }
     for (const r of item.records) {
-      if (r.code === RecordCode.WriteOld) { endPos = r.fileOffset + r.totalBytes; nextSeqNr = r.seqNr + 1; continue; }
-      const outside = r.devicePos + r.deviceBytes > o.sizeBytes;
-      const unaligned = r.devicePos % SECTOR_BYTES !== 0 || r.deviceBytes % SECTOR_BYTES !== 0;
-      if (outside || unaligned) {
-        stop = {
-          kind: 'bad-field', torn: false, defect: true, offset: r.fileOffset,
-          detail: outside
-            ? `record ${r.seqNr} writes [${r.devicePos}, +${r.deviceBytes}) beyond the device size ${o.sizeBytes}`
-            : `record ${r.seqNr} at device position ${r.devicePos} is not aligned to ${SECTOR_BYTES} bytes`,
-        };
+      const problem = outOfRange(r, o.sizeBytes);
+      if (problem !== undefined) {
+        stop = { kind: 'bad-field', torn: false, defect: true, offset: r.fileOffset, detail: problem };
         break outer;
       }
-      index.put(r.devicePos, r.deviceBytes, r.code === RecordCode.ZeroRange ? undefined : r.payload, { seq: o.seq, pos: r.fileOffset });
-      records++;
-      appliedBytes += r.deviceBytes;
-      endPos = r.fileOffset + r.totalBytes;
-      nextSeqNr = r.seqNr + 1;
+      if (o.wholeWrites && r.more) {
+        held.push(r);
+        continue;
+      }
+      applyHeld();
+      apply(r);
+      if (o.batchEndPos !== undefined && endPos >= o.batchEndPos) {
+        interrupted = true;
+        stop = requestedStop(endPos, 'batch limit reached');
+        break outer;
+      }
     }
     if (index.bytesHeld >= FLUSH_EVERY_BYTES) await flush();
     o.onProgress?.(endPos);
-    if (o.shouldStop?.()) {
+    // Only between write requests: a held write is read to its end first.
+    if (held.length === 0 && o.shouldStop?.()) {
       // Leaving the loop closes the reader; endPos is the end of a complete record.
       interrupted = true;
-      stop = { kind: 'clean-end', torn: false, defect: false, offset: endPos, detail: `stopped on request at offset ${endPos}` };
+      stop = requestedStop(endPos, 'stopped on request');
       break;
     }
   }
-  await flush();
   if (!stop) throw new Error(`${o.path}: log reader ended without a stop reason`);
-  return { endPos, stop, interrupted, records, appliedBytes, nextSeqNr };
+  // The origin's history ends inside this write request: it is applied as the origin left it.
+  if (held.length > 0 && stop.kind === 'clean-end' && stop.offset === o.wholeWrites?.finalEndPos) applyHeld();
+  const last = held[held.length - 1];
+  const heldBytes = last === undefined ? 0 : last.fileOffset + last.totalBytes - endPos;
+  await flush();
+  assert(heldBytes === 0 || o.wholeWrites !== undefined, 'records held back without wholeWrites');
+  return { endPos, heldBytes, stop, interrupted, records, appliedBytes, nextSeqNr };
+}
+
+function readOptionsOf(o: ApplyOptions): { endPos?: number; expectedSeqNr?: number } {
+  return {
+    ...(o.endPos === undefined ? {} : { endPos: o.endPos }),
+    ...(o.expectedSeqNr === undefined ? {} : { expectedSeqNr: o.expectedSeqNr }),
+  };
+}
+
+/** The stop reported when reading ends early at the record boundary endPos on the caller's request. */
+function requestedStop(endPos: number, why: string): LogStop {
+  return { kind: 'clean-end', torn: false, defect: false, offset: endPos, detail: `${why} at offset ${endPos}` };
+}
+
+/** Why a verified record cannot be applied to a device of sizeBytes, or undefined. */
+function outOfRange(r: LogRecord, sizeBytes: number): string | undefined {
+  if (r.code === RecordCode.WriteOld) return undefined;
+  if (r.devicePos + r.deviceBytes > sizeBytes) return `record ${r.seqNr} writes [${r.devicePos}, +${r.deviceBytes}) beyond the device size ${sizeBytes}`;
+  if (r.devicePos % SECTOR_BYTES !== 0 || r.deviceBytes % SECTOR_BYTES !== 0) return `record ${r.seqNr} at device position ${r.devicePos} is not aligned to ${SECTOR_BYTES} bytes`;
+  return undefined;
 }

@@ -43,7 +43,11 @@ export interface VersionLinkEntry {
   value: string;
 }
 
-export type ScanStopClass = 'clean' | 'torn' | 'defect';
+/**
+ * 'incomplete-write': reading ended cleanly, but after the last whole write request the copy
+ * holds only the first records of the next one (held back until the rest is fetched).
+ */
+export type ScanStopClass = 'clean' | 'incomplete-write' | 'torn' | 'defect';
 
 /** How the last apply in the current logfile ended. */
 export interface ScanOutcome {
@@ -88,8 +92,12 @@ export interface DefectInfo {
 }
 
 export type ReplayStep =
-  /** apply the records in [fromPos, toPos) of logfile seq; repair = re-apply a dirty window */
-  | { kind: 'apply'; seq: number; origin: string; fromPos: number; toPos: number; repair: boolean }
+  /**
+   * apply the records in [fromPos, toPos) of logfile seq; repair = re-apply a dirty window;
+   * final = toPos is where the origin finished the logfile (a write request it cut off there
+   * is applied as it stands)
+   */
+  | { kind: 'apply'; seq: number; origin: string; fromPos: number; toPos: number; repair: boolean; final: boolean }
   /** own version-SEQ-HOST does not describe the replay link yet (a crash between the two writes) */
   | { kind: 'record-version'; seq: number; origin: string; logPos: number }
   | { kind: 'wait'; reason: string; caughtUp: boolean }

@@ -28,6 +28,7 @@ import type { DataDisk } from '../../common/disk/data-disk.js';
 import { logName } from '../../common/tree/log-names.js';
 import { writeReplayLink, writeVersionLink } from '../../common/resource/links.js';
 import { logDigests } from '../../common/log/content-digest.js';
+import { MAX_WHOLE_WRITE_LOG_BYTES } from '../../common/log/record.js';
 import { assert, failStopOnInvariant, rethrowInvariant } from '../../common/util/assert.js';
 import type { Clock, Timer } from '../../common/util/clock.js';
 import { applyLog } from './apply-log.js';
@@ -248,8 +249,11 @@ export class Replayer {
   private async applyBatch(step: Extract<ReplayStep, { kind: 'apply' }>): Promise<void> {
     const { tree, res, host, disk } = this.o;
     const { seq, origin, fromPos, repair } = step;
-    const toPos = repair ? step.toPos : Math.min(step.toPos, fromPos + this.maxBatchBytes);
-    const windowEnd = repair ? step.toPos : toPos;
+    // The batch ends at a write request's end (§3.3): after maxBatchBytes it goes on to the end
+    // of the request under way, so the window it records reaches one whole request further.
+    const batchEnd = repair ? step.toPos : Math.min(step.toPos, fromPos + this.maxBatchBytes);
+    const toPos = repair ? step.toPos : Math.min(step.toPos, batchEnd + MAX_WHOLE_WRITE_LOG_BYTES);
+    const windowEnd = toPos;
     if (!repair) writeReplayLink(tree, res, host, { seq, origin, minPos: fromPos, len: toPos - fromPos }, true);
     else this.o.log('warn', `${res}: re-applying the half-applied window [${fromPos}, ${windowEnd}) of ${logName(seq, origin)} left by a crash`);
 
@@ -259,10 +263,13 @@ export class Replayer {
     let result;
     try {
       result = await applyLog({
-        path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, disk, sizeBytes: this.recordLimitBytes(),
+        path: tree.abs(resPaths.log(res, seq, origin)), seq, fromPos, endPos: toPos, batchEndPos: batchEnd, disk, sizeBytes: this.recordLimitBytes(),
         ...(expectedSeqNr === undefined ? {} : { expectedSeqNr }),
-        // A repair is not given up for a pause: the disk must reach a prefix state.
+        // Asked between write requests only. A repair is not given up for a pause: the disk
+        // must reach a prefix state.
         shouldStop: () => this.stopping || (this.paused && !repair) || this.o.clock.nowMs() - startedMs >= this.maxBatchMs,
+        // Whole write requests only (§3.3); the origin's final end is known only for the whole step.
+        wholeWrites: { finalEndPos: step.final && toPos === step.toPos ? toPos : undefined },
       });
       await disk.datasync();
     } finally {
@@ -282,7 +289,7 @@ export class Replayer {
     // The decision reports a defect (and asks for a re-fetch) from this scan outcome.
     this.scan = result.interrupted ? undefined : {
       seq, origin, endPos, limitBytes: toPos,
-      stopClass: stop.defect ? 'defect' : stop.torn ? 'torn' : 'clean', stopKind: stop.kind, detail: stop.detail,
+      stopClass: stop.defect ? 'defect' : stop.torn ? 'torn' : result.heldBytes > 0 ? 'incomplete-write' : 'clean', stopKind: stop.kind, detail: stop.detail,
     };
   }
 

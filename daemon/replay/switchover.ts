@@ -77,8 +77,14 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
   const limit = final && originLen !== undefined ? Math.min(cur.sizeBytes, originLen) : cur.sizeBytes;
   const scan = v.scan && v.scan.endPos === pos ? v.scan : undefined;
   if (scan?.stopClass === 'defect') return defectStop(S, O, scan, originLen, final, '');
-  if (limit > pos && (!scan || limit > scan.limitBytes)) {
-    return { kind: 'apply', seq: S, origin: O, fromPos: pos, toPos: limit, repair: false };
+  const limitIsFinal = final && originLen !== undefined && limit === originLen;
+  // Read again when the copy grew, or when a write request held back at its end turns out to
+  // be where the origin finished the logfile (cut off by the origin's crash).
+  if (limit > pos && (!scan || limit > scan.limitBytes || (scan.stopClass === 'incomplete-write' && limitIsFinal))) {
+    return { kind: 'apply', seq: S, origin: O, fromPos: pos, toPos: limit, repair: false, final: limitIsFinal };
+  }
+  if (scan?.stopClass === 'incomplete-write') {
+    return wait(`logfile ${file} not yet fetched further: the write request at offset ${pos} is incomplete in the local copy (${cur.sizeBytes} bytes); its records are applied together`, false);
   }
   const atFinalEnd = final && originLen === pos;
   if (scan?.stopClass === 'torn' && !atFinalEnd) {
@@ -109,7 +115,7 @@ function repairStep(v: ReplayInput, link: ReplayLink, cur: LocalLogfile | undefi
   if (cur.sizeBytes < windowEnd) {
     return wait(`the local copy of ${file} has ${cur.sizeBytes} bytes, less than the end ${windowEnd} of the half-applied window: waiting for the fetcher before repairing`, false);
   }
-  return { kind: 'apply', seq: link.seq, origin: link.origin, fromPos: link.minPos, toPos: windowEnd, repair: true };
+  return { kind: 'apply', seq: link.seq, origin: link.origin, fromPos: link.minPos, toPos: windowEnd, repair: true, final: final && originLen === windowEnd };
 }
 
 /**

@@ -103,11 +103,11 @@ function account(s: Summary, r: LogRecord): void {
 }
 
 function recordLine(r: LogRecord): string {
-  return `offset=${r.fileOffset} seq=${r.seqNr} stamp=${formatStamp(r)} pos=${r.devicePos} len=${r.deviceBytes} code=${codeName(r.code)}`;
+  return `offset=${r.fileOffset} seq=${r.seqNr} stamp=${formatStamp(r)} pos=${r.devicePos} len=${r.deviceBytes} code=${codeName(r.code)}${r.more ? ' more' : ''}`;
 }
 
 function recordJson(r: LogRecord): object {
-  return { offset: r.fileOffset, seqNr: r.seqNr, stamp: formatStamp(r), devicePos: r.devicePos, lengthBytes: r.deviceBytes, code: codeName(r.code) };
+  return { offset: r.fileOffset, seqNr: r.seqNr, stamp: formatStamp(r), devicePos: r.devicePos, lengthBytes: r.deviceBytes, code: codeName(r.code), more: r.more };
 }
 
 function formatStamp(r: LogRecord): string {

@@ -5,7 +5,7 @@
 // a reconnect, the old secret is refused afterwards, and replication goes on.
 import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
-import { fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, waitWritebackDone, writeWorkload } from '../helpers/multi-host.js';
 import { dialPeer } from '../../daemon/net/dial.js';
 import { HandshakeError } from '../../daemon/net/handshake.js';
 import { keyId, readSecretRing } from '../../common/cluster/secret-ring.js';
@@ -129,6 +129,8 @@ t.test('rotate-secret: refusals, a member that was down, a rotation under writes
   await refusedWithOldSecret(t, alpha, secondOld);
   await writeWorkload(alpha, RES, SIZE, 100, 11);
   for (const h of c.secondaries) await c.waitCaughtUp(h);
+  // alpha's own disk is written back after the log: compare once it holds everything logged.
+  await waitWritebackDone(alpha, RES);
   const digest = fileDigest(alpha.dataPath, SIZE);
   t.ok(c.secondaries.every((h) => fileDigest(h.dataPath, SIZE) === digest), 'replicas equal the primary after the rotations');
   const shown = await admJson(gamma, ['rotate-secret', '--status']);

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileDigest, startCluster, writeWorkload } from '../helpers/multi-host.js';
+import { fileDigest, startCluster, waitWritebackDone, writeWorkload } from '../helpers/multi-host.js';
 import { HANDSHAKE_FRAMES, type TamperedFrame } from '../helpers/frame-tamper.js';
 import { encodeFrame } from '../../daemon/net/frame.js';
 import { dialPeer } from '../../daemon/net/dial.js';
@@ -86,6 +86,8 @@ t.test('a relay that injects, replays or alters frames is detected; a non-member
   // Replication goes on over honest connections, to equal disks.
   await writeWorkload(alpha, RES, SIZE, 200, 17);
   await c.waitCaughtUp(beta);
+  // alpha's own disk is written back after the log: compare once it holds everything logged.
+  await waitWritebackDone(alpha, RES);
   t.equal(fileDigest(beta.dataPath, SIZE), fileDigest(alpha.dataPath, SIZE), 'the disks are equal after the attacks');
 
   // 4. Mallory knows the secret but is not in ips/: refused as a member.

@@ -39,7 +39,7 @@ export function forgeLastRecord(path: string): number {
   payload[0] ^= 0xff;
   const tr = decodeTrailer(bytes, last + RECORD_HEADER_BYTES + h.payloadBytes);
   const out = Buffer.alloc(RECORD_OVERHEAD_BYTES + h.payloadBytes);
-  encodeRecord(out, 0, { devicePos: h.devicePos, code: h.code, stampSec: h.stampSec, stampNsec: h.stampNsec, seqNr: tr.seqNr, payload });
+  encodeRecord(out, 0, { devicePos: h.devicePos, code: h.code, stampSec: h.stampSec, stampNsec: h.stampNsec, seqNr: tr.seqNr, payload, flags: h.flags });
   const fd = openSync(path, 'r+');
   try { writeSync(fd, out, 0, out.length, last); } finally { closeSync(fd); }
   return last;

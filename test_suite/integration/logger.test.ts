@@ -77,6 +77,18 @@ t.test('FLUSH and FUA: the records are in the logfile before the reply', async (
   t.equal(logger.durablePos, statSync(log).size, 'durable end = file size after a flush');
 });
 
+t.test('a write of several pages is logged as records marked RECORD_FLAG_MORE up to its last one', async (t) => {
+  const { logger, dir } = await setup(t);
+  const log = join(dir, 'log-000000001-alpha');
+  await logger.write(0, randomBytes(3 * 4096 + 512), true);
+  await logger.write(65536, randomBytes(4096), true);
+  await logger.writeZeroes(1 << 20, 3 << 20, true);
+  const more: boolean[] = [];
+  for await (const item of readLogBatches(log, 0)) if (item.type === 'batch') more.push(...item.records.map((r) => r.more));
+  t.same(more, [true, true, true, false, false, false, false, false],
+    'the 4-record write: MORE on its first three; the one-page write: none; zeroing: each 1 MiB record on its own');
+});
+
 t.test('write zeroes and trim', async (t) => {
   const { logger } = await setup(t);
   await logger.write(0, Buffer.alloc(65536, 0xee), false);

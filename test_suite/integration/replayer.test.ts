@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { DataDisk } from '../../common/disk/data-disk.js';
 import { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
-import { encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, RECORD_HEADER_BYTES } from '../../common/log/record.js';
+import { encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, RECORD_FLAG_MORE, RECORD_HEADER_BYTES } from '../../common/log/record.js';
 import { formatReplayLink, initialVersionLinks, nextVersionLink, parseReplayLink, parseVersionLink } from '../../common/log/links.js';
 import { contentDigestOf } from '../../common/log/content-digest.js';
 import { Replayer, type RefetchRequest, type ReplayStatus } from '../../daemon/replay/replayer.js';
@@ -289,12 +289,7 @@ t.test('a half-applied window left by a crash is re-applied on start, even when 
 t.test('pause resolves at a record boundary with the replay link durable', async (t) => {
   const s = await setup(t, { maxBatchBytes: 8192 });
   const log = encodeLog(makeWrites(800, 7));
-  s.originVersion(1, log.bytes);
-  writeFileSync(s.copyPath(1), log.bytes);
-  s.replayer.start();
-  await waitFor('replay under way', () => s.replayer.replayedPos > 0, 10_000);
-  await s.replayer.pause();
-  const link = s.replayLink();
+  const link = await replayAndPause(s, log.bytes);
   t.equal(link.len, 0, 'no half-applied window after pause');
   t.equal(link.minPos, s.replayer.replayedPos);
   const n = log.ends.indexOf(link.minPos) + 1;
@@ -348,3 +343,111 @@ t.test('resize: a record in the grown area is applied when the disk grew, even b
   t.ok(readFileSync(s.diskPath).subarray(SIZE + 8192, SIZE + 12288).equals(Buffer.alloc(4096, 9)), 'its data is on the disk');
   t.match(st.message, /beyond the device size 2097152/, 'beyond the grown disk and the size link it is still a defect');
 });
+
+// ---- write requests split into several records (RECORD_FLAG_MORE) ------------------------
+
+/** A log of write requests of 1..4 pages, each split into one record per page as the logger does. */
+function encodeSplitLog(requests: number, seed: number): { bytes: Buffer; writeEnds: number[]; recordEnds: number[]; image: (count: number) => Buffer } {
+  const r = rng(seed);
+  const specs: { devicePos: number; data: Buffer }[] = [];
+  for (let i = 0; i < requests; i++) {
+    const pages = 1 + Math.floor(r() * 4);
+    const data = Buffer.alloc(pages * 4096);
+    for (let j = 0; j < data.length; j += 4) data.writeUInt32LE((r() * 2 ** 32) >>> 0, j);
+    specs.push({ devicePos: 4096 * Math.floor(r() * (64 - pages)), data });
+  }
+  const bytes = Buffer.alloc(specs.reduce((n, w) => n + (w.data.length / 4096) * recordBytes(4096), 0));
+  const writeEnds: number[] = [];
+  const recordEnds: number[] = [];
+  let at = 0;
+  let seqNr = 1;
+  for (const [i, w] of specs.entries()) {
+    for (let p = 0; p < w.data.length; p += 4096) {
+      at += encodeRecord(bytes, at, {
+        devicePos: w.devicePos + p, code: RecordCode.WriteNew, stampSec: 1000 + i, stampNsec: 0, seqNr: seqNr++,
+        payload: w.data.subarray(p, p + 4096), flags: p + 4096 < w.data.length ? RECORD_FLAG_MORE : 0,
+      });
+      recordEnds.push(at);
+    }
+    writeEnds.push(at);
+  }
+  const image = (count: number) => {
+    const img = Buffer.alloc(SIZE);
+    for (const w of specs.slice(0, count)) w.data.copy(img, w.devicePos);
+    return img;
+  };
+  return { bytes, writeEnds, recordEnds, image };
+}
+
+t.test('a write request split into records is applied whole: copy ends, batch limits and pauses inside one hold it back', async (t) => {
+  const s = await setup(t, { maxBatchBytes: 3 * recordBytes(4096) });
+  const log = encodeSplitLog(40, 8);
+  s.originVersion(1, log.bytes);
+  writeFileSync(s.copyPath(1), Buffer.alloc(0));
+  s.replayer.start();
+  // Copy ends at record boundaries inside write requests (and one inside a record).
+  const inside = log.recordEnds.filter((e) => !log.writeEnds.includes(e));
+  t.ok(inside.length >= 5, 'the history has write requests of several records');
+  const cuts = [inside[1]!, inside[3]! + 100, inside[Math.floor(inside.length / 2)]!, inside[inside.length - 1]!, log.bytes.length];
+  let copied = 0;
+  for (const cut of cuts) {
+    appendFileSync(s.copyPath(1), log.bytes.subarray(copied, cut));
+    copied = cut;
+    s.replayer.nudge();
+    const whole = log.writeEnds.filter((e) => e <= cut).length;
+    const boundary = whole === 0 ? 0 : log.writeEnds[whole - 1]!;
+    const st = await s.settled(`replay up to the write boundary ${boundary} of ${cut} copied bytes`, boundary);
+    t.ok(s.disk().equals(log.image(whole)), `disk equals the origin after ${whole} whole write requests (copy cut at ${cut})`);
+    t.same(s.replayLink(), { seq: 1, origin: ORIGIN, minPos: boundary, len: 0 }, 'replay link at the end of a write request');
+    if (log.recordEnds.includes(cut) && cut !== boundary) {
+      t.match(st.waitReason, /write request at offset \d+ is incomplete in the local copy/, 'held back, waiting for the rest');
+      t.equal(st.caughtUp, false, 'a held write request is not caught up');
+    }
+  }
+  t.equal(s.replayer.status.caughtUp, true);
+  t.ok(s.disk().equals(log.image(40)));
+});
+
+t.test('pausing inside a long run of split write requests stops between two of them', async (t) => {
+  const s = await setup(t, { maxBatchBytes: 2 * recordBytes(4096) });
+  const log = encodeSplitLog(600, 9);
+  const link = await replayAndPause(s, log.bytes);
+  const whole = log.writeEnds.indexOf(link.minPos) + 1;
+  t.ok(whole > 0, `paused at the end of a write request (${link.minPos})`);
+  t.ok(link.minPos < log.bytes.length, 'paused in the middle of the logfile');
+  t.ok(s.disk().equals(log.image(whole)), 'the disk holds exactly the write requests before the replay link');
+  s.replayer.start();
+  await s.settled('replay finishes after resume', log.bytes.length);
+  t.ok(s.disk().equals(log.image(600)));
+});
+
+t.test('a logfile its origin finished inside a write request (cut off by a crash) is applied as it stands, then replay switches', async (t) => {
+  const s = await setup(t);
+  const log = encodeSplitLog(20, 10);
+  const cutAt = log.recordEnds.find((e) => e > log.writeEnds[10]! && !log.writeEnds.includes(e))!;
+  const part = log.bytes.subarray(0, cutAt);
+  writeFileSync(s.copyPath(1), part);
+  s.originVersion(1, part); // the origin's LOGPOS so far: not final yet
+  s.replayer.start();
+  const whole = log.writeEnds.filter((e) => e <= cutAt).length;
+  await s.settled('held in front of the cut-off write request', log.writeEnds[whole - 1]!);
+  t.ok(s.disk().equals(log.image(whole)), 'only whole write requests while the logfile may grow');
+  // The origin restarted: logfile 1 is final at cutAt, logfile 2 follows.
+  writeFileSync(s.copyPath(2), Buffer.alloc(0));
+  s.originVersion(2, Buffer.alloc(0));
+  s.replayer.nudge();
+  await s.settled('switched to log 2', 0, 2);
+  const img = log.image(whole);
+  for (let at = log.writeEnds[whole - 1]!; at < cutAt; at += recordBytes(4096)) part.copy(img, part.readUInt32LE(at + 28), at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + 4096);
+  t.ok(s.disk().equals(img), 'the cut-off write request is applied as far as the origin logged it');
+});
+
+/** Offer logfile 1 whole, start the replayer and pause it once it has applied something. */
+async function replayAndPause(s: Awaited<ReturnType<typeof setup>>, bytes: Buffer): Promise<ReturnType<typeof s.replayLink>> {
+  s.originVersion(1, bytes);
+  writeFileSync(s.copyPath(1), bytes);
+  s.replayer.start();
+  await waitFor('replay under way', () => s.replayer.replayedPos > 0, 10_000);
+  await s.replayer.pause();
+  return s.replayLink();
+}

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { RecordCode, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../common/log/record.js';
+import { RECORD_FLAG_MORE, RecordCode, encodeRecord, encodeZeroRangePayload, recordBytes } from '../../common/log/record.js';
 import { logDump } from '../../marsadm/commands/log-dump.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -10,7 +10,7 @@ import { tempDir } from '../helpers/tmp.js';
 function buildLog(): { file: Buffer; offsets: number[] } {
   const recs = [
     { devicePos: 4096, code: RecordCode.WriteNew, payload: Buffer.alloc(512, 1) },
-    { devicePos: 8192, code: RecordCode.WriteNew, payload: Buffer.alloc(4096, 2) },
+    { devicePos: 8192, code: RecordCode.WriteNew, payload: Buffer.alloc(4096, 2), flags: RECORD_FLAG_MORE },
     { devicePos: 1 << 20, code: RecordCode.ZeroRange, payload: encodeZeroRangePayload(8192) },
     { devicePos: 65536, code: RecordCode.WriteNew, payload: Buffer.alloc(1024, 3) },
   ];
@@ -51,6 +51,7 @@ t.test('clean file: summary, verbose lines, exit 0', async (t) => {
   const recLines = verbose.lines.filter((l) => l.startsWith('offset='));
   t.equal(recLines.length, 4);
   t.equal(recLines[0], 'offset=0 seq=1 stamp=1700000000.000000005 pos=4096 len=512 code=write');
+  t.equal(recLines[1], `offset=${offsets[1]} seq=2 stamp=1700000001.000000006 pos=8192 len=4096 code=write more`, 'a record with another of its write request after it says "more"');
   t.equal(recLines[2], `offset=${offsets[2]} seq=3 stamp=1700000002.000000007 pos=1048576 len=8192 code=zero-range`);
 
   const json = await run(path, { json: true, verbose: true });
@@ -64,6 +65,7 @@ t.test('clean file: summary, verbose lines, exit 0', async (t) => {
   t.same(obj.codes, { write: 3, 'zero-range': 1 });
   t.same(obj.end, { status: 'clean', kind: 'clean-end', offset: file.length, detail: obj.end.detail, meaning: obj.end.meaning });
   t.equal(obj.recordList.length, 4);
+  t.same(obj.recordList.map((r: { more: boolean }) => r.more), [false, true, false, false]);
   t.equal(obj.exitCode, 0);
 
   const from = await run(path, { json: true, from: offsets[2] });

@@ -7,7 +7,7 @@ import type { ContentMismatch, ReplayStep } from '../../daemon/replay/switchover
 
 const m: ContentMismatch = { seq: 2, origin: 'alpha', pos: 1000 };
 const mismatch: ReplayStep = { kind: 'stop', code: -74, refetch: false, reason: 'content mismatch', contentMismatch: m };
-const apply: ReplayStep = { kind: 'apply', seq: 2, origin: 'alpha', fromPos: 1000, toPos: 3000, repair: false };
+const apply: ReplayStep = { kind: 'apply', seq: 2, origin: 'alpha', fromPos: 1000, toPos: 3000, repair: false, final: false };
 const at = (seq: number, minPos: number) => ({ seq, origin: 'alpha', minPos, len: 0 });
 
 t.test('the own link is computed again once; then the stop is to be kept', async (t) => {

@@ -42,6 +42,10 @@ function torn(pos: number, limitBytes: number): ScanOutcome {
   return { endPos: pos, limitBytes, stopClass: 'torn', stopKind: 'truncated-record', detail: 'record continues beyond the end' };
 }
 
+function incompleteWrite(pos: number, limitBytes: number): ScanOutcome {
+  return { endPos: pos, limitBytes, stopClass: 'incomplete-write', stopKind: 'clean-end', detail: 'end' };
+}
+
 function defect(pos: number, limitBytes: number, kind: ScanOutcome['stopKind'] = 'bad-checksum'): ScanOutcome {
   return { endPos: pos, limitBytes, stopClass: 'defect', stopKind: kind, detail: 'payload does not match' };
 }
@@ -75,8 +79,8 @@ function input(o: {
 }
 
 t.test('bytes beyond the replay position are applied', async (t) => {
-  t.same(decideReplayStep(input({ pos: 0, localBytes: 1000 })), { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 1000, repair: false });
-  t.same(decideReplayStep(input({ pos: 400, localBytes: 1000, originLen: 5000 })), { kind: 'apply', seq: 1, origin: A, fromPos: 400, toPos: 1000, repair: false },
+  t.same(decideReplayStep(input({ pos: 0, localBytes: 1000 })), { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 1000, repair: false, final: false });
+  t.same(decideReplayStep(input({ pos: 400, localBytes: 1000, originLen: 5000 })), { kind: 'apply', seq: 1, origin: A, fromPos: 400, toPos: 1000, repair: false, final: false },
     'up to the local end while the origin writes on');
   t.same(decideReplayStep(input({ pos: 400, localBytes: 1000, scan: clean(300) })).kind, 'apply', 'a scan from another position is ignored');
 });
@@ -99,12 +103,12 @@ t.test('the own versionlink is brought up to the replay link first', async (t) =
     host: A, replay: link(1, A, 100), logfiles: [{ seq: 1, origin: A, sizeBytes: 500 }],
     versionLinks: chain(A, [{ origin: A, len: 500 }]), scan: undefined, designatedPrimary: C, isDesignatedPrimary: false,
   };
-  t.same(decideReplayStep(own), { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 500, repair: false });
+  t.same(decideReplayStep(own), { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 500, repair: false, final: false });
 });
 
 t.test('a half-applied window left by a crash is re-applied first', async (t) => {
   t.same(decideReplayStep(input({ pos: 100, len: 900, localBytes: 2000, noOwn: true })),
-    { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 1000, repair: true }, 'before anything else, even the own versionlink');
+    { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 1000, repair: true, final: false }, 'before anything else, even the own versionlink');
   t.match(decideReplayStep(input({ pos: 100, len: 900, localBytes: 800 })),
     { kind: 'wait', reason: /less than the end 1000 of the half-applied window/ }, 'waits until the copy covers the window');
   t.match(decideReplayStep({ ...input({ pos: 100, len: 900 }), logfiles: [] }),
@@ -112,6 +116,22 @@ t.test('a half-applied window left by a crash is re-applied first', async (t) =>
   t.match(decideReplayStep(input({ pos: 100, len: 900, localBytes: 2000, scan: defect(100, 1000) })),
     { kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch: true, defect: { offset: 100 }, reason: /stays inconsistent/ },
     'a defect inside the window stops with a refetch');
+});
+
+t.test('a write request held back at the end of the copy waits for the rest, or for the origin to finish the logfile there', async (t) => {
+  t.match(decideReplayStep(input({ pos: 600, localBytes: 900, originLen: 5000, scan: incompleteWrite(600, 900) })),
+    { kind: 'wait', caughtUp: false, reason: /write request at offset 600 is incomplete in the local copy \(900 bytes\)/ }, 'the copy did not grow: wait, not caught up');
+  t.match(decideReplayStep(input({ pos: 600, localBytes: 900, scan: incompleteWrite(600, 900) })),
+    { kind: 'wait', caughtUp: false }, 'not caught up even where the origin\'s length is not known');
+  t.same(decideReplayStep(input({ pos: 600, localBytes: 1200, originLen: 5000, scan: incompleteWrite(600, 900) })),
+    { kind: 'apply', seq: 1, origin: A, fromPos: 600, toPos: 1200, repair: false, final: false }, 'the copy grew: read again');
+  t.same(decideReplayStep(input({ pos: 600, localBytes: 900, originLen: 900, withNext: true, scan: incompleteWrite(600, 900) })),
+    { kind: 'apply', seq: 1, origin: A, fromPos: 600, toPos: 900, repair: false, final: true },
+    'the origin finished the logfile inside that write request (its crash cut it off): apply it as it stands');
+  t.match(decideReplayStep(input({ pos: 900, localBytes: 900, originLen: 900, withNext: true, scan: clean(900) })),
+    { kind: 'switch' }, 'then switch as usual');
+  t.same(decideReplayStep(input({ pos: 100, len: 800, localBytes: 2000, originLen: 900, withNext: true })),
+    { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 900, repair: true, final: true }, 'a repair window ending at the final length is final');
 });
 
 t.test('a logfile that is not there yet', async (t) => {
@@ -127,7 +147,7 @@ t.test('torn tail at the local end waits; a defect stops and asks for a refetch'
   t.match(decideReplayStep({ ...input({ pos: 600, localBytes: 700, scan: torn(600, 700) }), versionLinks: chain(ME, [{ origin: A, len: 600 }]) }),
     { kind: 'wait', reason: /origin's length is not known yet/ }, 'origin length unknown');
   t.same(decideReplayStep(input({ pos: 600, localBytes: 900, originLen: 5000, scan: torn(600, 700) })),
-    { kind: 'apply', seq: 1, origin: A, fromPos: 600, toPos: 900, repair: false }, 'the copy grew: read again');
+    { kind: 'apply', seq: 1, origin: A, fromPos: 600, toPos: 900, repair: false, final: false }, 'the copy grew: read again');
 
   const inside = decideReplayStep(input({ pos: 600, localBytes: 700, originLen: 5000, scan: defect(600, 700) }));
   t.match(inside, {
@@ -148,7 +168,7 @@ t.test('torn tail at the local end waits; a defect stops and asks for a refetch'
 
 t.test('nothing beyond the origin\'s final length is applied', async (t) => {
   t.same(decideReplayStep(input({ pos: 0, localBytes: 1500, originLen: 1000, withNext: true })),
-    { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 1000, repair: false });
+    { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 1000, repair: false, final: true });
   t.match(decideReplayStep(input({ pos: 900, localBytes: 1500, originLen: 1000, withNext: true, scan: torn(900, 1000) })),
     { kind: 'stop', code: REPLAY_STOP_CODE.EBADMSG, refetch: true, reason: /ends inside a record at offset 900.*finished it at 1000/ },
     'a record crossing the final length is damage, not a tear');
@@ -196,7 +216,7 @@ t.test('condition 2: no hole in the numbering', async (t) => {
   t.match(decideReplayStep(input({ pos: 1000, localBytes: 1000, ...emergency })),
     { kind: 'stop', code: REPLAY_STOP_CODE.ENODATA, reason: /hole in the logfile sequence after 1 \(emergency mode or deleted logfile\): the next logfile is number 11.*consistent at the end of log-000000001-alpha \(1000 bytes\)/ });
   t.same(decideReplayStep(input({ pos: 200, localBytes: 2000, originLen: 1000, ...emergency })),
-    { kind: 'apply', seq: 1, origin: A, fromPos: 200, toPos: 1000, repair: false }, 'the rest of the last logfile before the hole is replayed');
+    { kind: 'apply', seq: 1, origin: A, fromPos: 200, toPos: 1000, repair: false, final: true }, 'the rest of the last logfile before the hole is replayed');
   t.match(decideReplayStep(input({ pos: 600, localBytes: 600, originLen: 1000, ...emergency })),
     { kind: 'wait', reason: /not yet fetched completely: 600 of 1000/ });
   t.match(decideReplayStep({ ...input({ pos: 1000, localBytes: 1000, ...emergency }), versionLinks: [...chain(ME, [{ origin: A, len: 1000 }]), ...emergency.extraVersions] }),
@@ -293,7 +313,7 @@ function forcedFailover(pos: number, localBytes: number): ReplayInput {
 t.test('after a forced failover the history goes on from where the new primary ended the old logfile', async (t) => {
   t.same(decideReplayStep(forcedFailover(600, 1000)), { kind: 'switch', from: { seq: 1, origin: A, endPos: 600 }, to: { seq: 2, origin: C } },
     'at gamma\'s end of logfile 1: switch to gamma\'s logfile 2 (alpha\'s bytes beyond it are not part of the history)');
-  t.same(decideReplayStep(forcedFailover(0, 1000)), { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 600, repair: false },
+  t.same(decideReplayStep(forcedFailover(0, 1000)), { kind: 'apply', seq: 1, origin: A, fromPos: 0, toPos: 600, repair: false, final: true },
     'never applies beyond gamma\'s end of logfile 1');
   t.match(decideReplayStep(forcedFailover(400, 400)), { kind: 'wait' }, 'waits for the rest of logfile 1 up to gamma\'s end');
   t.match(decideReplayStep(forcedFailover(800, 1000)), { kind: 'stop', code: REPLAY_STOP_CODE.EPROTO },
