@@ -13,6 +13,7 @@ import { newResourceCounters, type ResourceCounters } from '../common/util/metri
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeWatcher } from './tree-watcher.js';
+import { HeapTrimmer } from './heap-trimmer.js';
 import { TreeStore } from '../common/tree/store.js';
 import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
 import { LamportClock } from '../common/tree/lamport.js';
@@ -88,6 +89,7 @@ export class Daemon {
   private readonly runners = new Map<string, ResourceRunner>();
   private watcher: TreeWatcher | undefined;
   private interval: Timer | undefined;
+  private readonly heapTrimmer: HeapTrimmer;
   private tickScheduled = false;
   private lock: { release(): void } | undefined;
   private stopping = false;
@@ -151,6 +153,7 @@ export class Daemon {
     });
     this.space = new SpaceMonitor({ tree: this.tree, host: opts.host, spec: opts.spaceLevels, log: opts.log, clock: opts.clock });
     this.secondaryPeers = peerManagerPeers(this.peers);
+    this.heapTrimmer = new HeapTrimmer(opts.clock);
   }
 
   async start(): Promise<void> {
@@ -189,6 +192,7 @@ export class Daemon {
     this.watcher = new TreeWatcher(() => { this.requestTick(); this.notifier.changed(); }, this.opts.log);
     for (const dir of [marsDir, this.tree.abs('userspace'), this.tree.abs('ips')]) this.watcher.add(dir);
     this.interval = this.opts.clock.setInterval(() => this.requestTick(), this.opts.scanIntervalMs);
+    this.heapTrimmer.start();
     this.opts.log('info', `marsd ${MARSD_VERSION} running: host ${host}, tree ${marsDir}, run dir ${runDir}, pid ${process.pid}`);
     this.tick();
   }
@@ -358,6 +362,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.interval?.cancel();
+    this.heapTrimmer.stop();
     this.notifier.stop();
     this.watcher?.close();
     await this.metricsServer?.close();

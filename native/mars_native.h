@@ -31,4 +31,6 @@ void mars_call_back(napi_env env, napi_value callback, double result);
 
 /** mars_digests.c: blockDigests and digestsAvailable */
 bool mars_digests_export(napi_env env, napi_value exports);
+/** mars_memory.c: heapTrim */
+bool mars_memory_export(napi_env env, napi_value exports);
 #endif

@@ -7,7 +7,8 @@
 //   the pool);
 // - writeBatch: many buffers at their own offsets in one pool task (writeback of random pages);
 // - nativeBlockDigests: a fast sync's block digests in one pool task per range, with the
-//   OpenSSL of the running node (no JavaScript call per 4 KiB block).
+//   OpenSSL of the running node (no JavaScript call per 4 KiB block);
+// - trimCHeap: the C heap's free pages back to the kernel (daemon/heap-trimmer.ts).
 //
 // The helper is built by `npm install` (scripts/build-native.mjs). Where it is missing (no
 // compiler, another OS) or the kernel or filesystem refuses RWF_NOWAIT, I/O takes the pool path
@@ -23,6 +24,8 @@ interface NativeIo {
   pwriteBatch(fd: number, buffers: Buffer[], offsets: number[], done: (result: number) => void): void;
   blockDigests(fd: number, fromPos: number, lengthBytes: number, algorithm: number, key: Buffer | null, out: Buffer, done: (result: number) => void): void;
   digestsAvailable(): boolean;
+  /** mars_memory.c; missing in builds older than it */
+  heapTrim?(minFreeBytes: number): number;
 }
 
 const ADDON_PATH = join('native', 'build', 'Release', 'mars_io.node');
@@ -123,6 +126,17 @@ export function writeBatch(fd: number, buffers: Buffer[], offsets: number[], pat
       reject(Object.assign(new Error(`${code}: pwrite ${path}`), { code, errno: result, syscall: 'pwrite', path }));
     });
   });
+}
+
+/**
+ * When the C heap holds at least minFreeBytes of free memory, give its free pages back to the
+ * kernel (glibc's malloc_trim). Returns the free bytes the heap held, or undefined where the
+ * helper cannot tell (not loaded, an older build, not glibc).
+ */
+export function trimCHeap(minFreeBytes: number): number | undefined {
+  if (!nativeIoAvailable() || typeof addon!.heapTrim !== 'function') return undefined;
+  const free = addon!.heapTrim(minFreeBytes);
+  return free >= 0 ? free : undefined;
 }
 
 /** The algorithms of nativeBlockDigests, by their number in mars_digests.c. */
