@@ -38,7 +38,7 @@ while (Date.now() < deadline) {
   if (free >= 48 << 20) break;
 }
 const before = rss();
-const skipped = trimCHeap(free + 1);
+const skipped = trimCHeap(Number.MAX_SAFE_INTEGER);
 const afterSkip = rss();
 const trimmed = trimCHeap(0);
 const after = rss();
@@ -49,7 +49,8 @@ t.test('a freed burst stays resident until the trim, which hands it back', { ski
   const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', CHILD], { encoding: 'utf8', timeout: 30_000 });
   const r = JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>;
   t.ok(r.free! >= 48 * MiB, `the heap holds the freed burst: ${(r.free! / MiB).toFixed(1)} MiB free`);
-  t.equal(r.skipped, r.free, 'below its threshold the trim only reports the free bytes');
+  // V8 may free more between the two looks: the figure is the heap's, not a fixed value.
+  t.ok(Math.abs(r.skipped! - r.free!) <= 8 * MiB, `below its threshold the trim only reports the free bytes (${(r.skipped! / MiB).toFixed(1)} MiB)`);
   t.ok(r.afterSkip! >= r.before! - 4 * MiB, `and leaves the resident set (${r.before! / MiB | 0} -> ${r.afterSkip! / MiB | 0} MiB)`);
   t.ok(r.after! <= r.afterSkip! - 40 * MiB, `the trim gives the free pages back (${r.afterSkip! / MiB | 0} -> ${r.after! / MiB | 0} MiB)`);
 });
