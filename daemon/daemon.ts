@@ -222,6 +222,7 @@ export class Daemon {
         // A logfile just rotated away from: its final versionlink may not be written yet.
         return logger.currentSeq === seq ? logger.durablePos : logger.retiredEnd(seq);
       },
+      waitActiveLog: (res, seq, mark, signal) => this.runners.get(res)?.activeLogger?.durableBeyond(seq, mark, signal) ?? Promise.resolve(false),
       activeLogSeqs: (res) => { const l = this.runners.get(res)?.activeLogger; return l ? [l.currentSeq, ...l.retiredSeqs()] : []; },
       primaryPosition: (res) => {
         const logger = this.runners.get(res)?.activeLogger;

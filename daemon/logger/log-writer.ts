@@ -16,6 +16,7 @@ import { TREE_FILE_MODE } from '../../common/tree/modes.js';
 import { promises as fsp, constants as fsc, writevSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { inlineAppends } from './inline-append.js';
+import { GrowthWaiters } from './growth-waiters.js';
 import { assert, failStopOnInvariant } from '../../common/util/assert.js';
 import {
   encodeRecord, encodeZeroRangePayload, recordBytes, RecordCode, MAX_RECORD_PAYLOAD_BYTES, MAX_WHOLE_WRITE_BYTES, RECORD_FLAG_MORE,
@@ -71,6 +72,7 @@ export class LogWriter {
   private loopsIdleWaiters: (() => void)[] = [];
   private failure: Error | undefined;
   private closed = false;
+  private readonly growth = new GrowthWaiters();
 
   private constructor(readonly path: string, readonly seq: number, private readonly handle: fsp.FileHandle, startPos: number) {
     this.appendedEnd = this.writtenEnd = this.durableEnd = startPos;
@@ -94,6 +96,16 @@ export class LogWriter {
 
   get durablePos(): number {
     return this.durableEnd;
+  }
+
+  /**
+   * Resolves once the durable end is beyond mark, the writer ended (closed, finished, failed),
+   * or signal aborted. False at once when the writer has ended: there is nothing to wait for.
+   */
+  async durableBeyond(mark: number, signal: AbortSignal): Promise<boolean> {
+    if (this.growth.isEnded) return false;
+    if (this.durableEnd <= mark) await this.growth.wait(mark, signal);
+    return true;
   }
 
   get writtenPos(): number {
@@ -154,6 +166,7 @@ export class LogWriter {
     if (this.closed) return;
     if (!this.failure) await this.flush();
     this.closed = true;
+    this.growth.end();
     await this.handle.close();
   }
 
@@ -188,6 +201,7 @@ export class LogWriter {
     }
     this.durableEnd = end;
     this.closed = true;
+    this.growth.end();
     await this.handle.close().catch(failStopOnInvariant); // the end is durable; nothing to lose
     return end;
   }
@@ -265,6 +279,7 @@ export class LogWriter {
         }
         await this.handle.datasync();
         this.durableEnd = target;
+        this.growth.moved(target);
         const stillWaiting: Waiter[] = [];
         for (const w of this.syncWaiters) (w.endPos <= target ? w.resolve() : stillWaiting.push(w));
         this.syncWaiters = stillWaiting;
@@ -338,5 +353,6 @@ export class LogWriter {
     this.batches = [];
     this.syncWaiters = [];
     this.flushWaiters = [];
+    this.growth.end();
   }
 }

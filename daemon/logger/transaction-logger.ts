@@ -139,6 +139,14 @@ export class TransactionLogger implements BlockBackend {
     return this.writer.durablePos;
   }
 
+  /**
+   * Wait until logfile seq is durable beyond mark, has ended, or signal aborts; false at once
+   * when this logger does not write seq (any more): then there is nothing to wait for.
+   */
+  durableBeyond(seq: number, mark: number, signal: AbortSignal): Promise<boolean> {
+    return seq === this.writer.seq ? this.writer.durableBeyond(mark, signal) : Promise.resolve(false);
+  }
+
   /** Memory held for writes: pending writeback data plus admitted, not yet logged writes. */
   get pendingBytes(): number {
     return this.admission.pendingBytes;

@@ -34,6 +34,11 @@ export interface ServiceContext {
   host: string;
   /** the logger's durable end when this host is writing that logfile right now */
   activeLogEnd(res: string, seq: number): number | undefined;
+  /**
+   * Wait until the logger's logfile seq of res is durable beyond mark, ended, or signal aborts;
+   * false at once when no logger writes it. Without it a follow looks every FOLLOW_POLL_MS.
+   */
+  waitActiveLog?(res: string, seq: number, mark: number, signal: AbortSignal): Promise<boolean>;
   /** every logfile number of res for which activeLogEnd may be defined (the logger's current
    *  and retired logfiles); without it every logfile of ours is asked at every listing */
   activeLogSeqs?(res: string): Iterable<number>;
@@ -214,20 +219,24 @@ export class PeerService implements PeerHandlers {
 
   /**
    * The durable end once it may have grown, for a follow. Our logger's own logfile: its durable
-   * end is in memory, checked every FOLLOW_POLL_MS, and the file is stat'ed only when it moved.
-   * Any other file: stat'ed with a backoff from FOLLOW_POLL_MS to FOLLOW_POLL_MAX_MS while it
-   * does not grow (an idle follow used to cost 100 stats a second per resource).
+   * end is in memory; the follow sleeps until the logger says it moved or ended (waitActiveLog;
+   * it looked every FOLLOW_POLL_MS before, 100 wake-ups a second per idle follow), and the file
+   * is stat'ed only when it moved. Any other file: stat'ed with a backoff from FOLLOW_POLL_MS
+   * to FOLLOW_POLL_MAX_MS while it does not grow (an idle follow used to cost 100 stats a
+   * second per resource).
    */
   private async grownEnd(req: LogReadRequest, end: number, fileBytes: () => Promise<number>, signal: AbortSignal): Promise<number> {
     const parsed = parseLogName(req.name);
     const own = parsed !== undefined && parsed.origin === this.ctx.host;
     const activeAt = own ? this.ctx.activeLogEnd(req.res, parsed.seq) : undefined;
+    // The logger moved on since `end` was taken: no need to wait for it.
+    if (activeAt !== undefined && activeAt > end) return this.durableEnd(req.res, req.name, await fileBytes());
     let pollMs = FOLLOW_POLL_MS;
     const startedMs = this.clock.nowMs();
     for (;;) {
-      // The sleep is not abortable on purpose: a cancel is seen after it, and the caller gets
-      // the real durable end.
-      await this.clock.sleep(pollMs);
+      // A cancel is seen after the wait, and the caller gets the real durable end.
+      const waited = activeAt !== undefined && await this.waitOwnGrowth(req.res, parsed!.seq, activeAt, req.waitMs - (this.clock.nowMs() - startedMs), signal);
+      if (!waited) await this.clock.sleep(pollMs);
       if (signal.aborted) return this.durableEnd(req.res, req.name, await fileBytes());
       // Rotated away from meanwhile: the end is final now, the caller ends the follow there.
       const rotated = activeAt !== undefined && this.finishedHere(req.res, req.name);
@@ -238,6 +247,24 @@ export class PeerService implements PeerHandlers {
       const next = this.durableEnd(req.res, req.name, await fileBytes());
       if (next !== end || rotated || this.clock.nowMs() - startedMs >= req.waitMs) return next;
       if (activeAt === undefined) pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
+    }
+  }
+
+  /**
+   * Sleep until our logger's logfile seq is durable beyond mark, ends, the follow's time is up
+   * or it is cancelled; false at once where nothing can be waited for (the caller polls).
+   */
+  private async waitOwnGrowth(res: string, seq: number, mark: number, remainingMs: number, signal: AbortSignal): Promise<boolean> {
+    if (this.ctx.waitActiveLog === undefined || remainingMs <= 0) return false;
+    const stop = new AbortController();
+    const timer = this.clock.setTimeout(() => stop.abort(), remainingMs);
+    const onCancel = () => stop.abort();
+    signal.addEventListener('abort', onCancel, { once: true });
+    try {
+      return await this.ctx.waitActiveLog(res, seq, mark, stop.signal);
+    } finally {
+      timer.cancel();
+      signal.removeEventListener('abort', onCancel);
     }
   }
 

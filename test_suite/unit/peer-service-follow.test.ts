@@ -2,12 +2,16 @@
 // cancel ends it within a poll, not at the end of its wait; bytes appended later are sent; and
 // the logger's own active logfile is looked at in memory (its durable end), not stat'ed; a
 // follow of our own logfile that the logger rotated away from ends at its final end at once.
+// With the logger's wake-up (waitActiveLog) an idle follow of our own logfile sleeps until the
+// end moves instead of looking every 10 ms.
 import t, { type Test } from 'tap';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
 import { LamportClock } from '../../common/tree/lamport.js';
 import { PeerService } from '../../daemon/serve/peer-service.js';
+import { GrowthWaiters } from '../../daemon/logger/growth-waiters.js';
+import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor, withDeadline } from '../helpers/wait.js';
 
@@ -18,7 +22,7 @@ const NAME_OWN = 'log-000000002-alpha';
  * activeEnd: the logger's durable end of log 2 (alpha's own). currentSeq: the logfile alpha's
  * logger appends to now (2 by default while activeEnd is defined; undefined: not primary).
  */
-function setup(t: Test, activeEnd: () => number | undefined, currentSeq: () => number | undefined = () => (activeEnd() === undefined ? undefined : 2)) {
+function setup(t: Test, activeEnd: () => number | undefined, currentSeq: () => number | undefined = () => (activeEnd() === undefined ? undefined : 2), growth?: GrowthWaiters, clock?: SimClock) {
   const dir = tempDir(t);
   const tree = new TreeStore(dir, new LamportClock());
   mkdirSync(join(dir, 'resource-r0'));
@@ -26,8 +30,14 @@ function setup(t: Test, activeEnd: () => number | undefined, currentSeq: () => n
   const service = new PeerService({
     tree, host: 'alpha',
     activeLogEnd: (_res, seq) => (seq === 2 ? activeEnd() : undefined),
+    ...(growth ? { waitActiveLog: async (_res: string, seq: number, mark: number, signal: AbortSignal) => {
+      if (seq !== currentSeq() || growth.isEnded) return false;
+      await growth.wait(mark, signal);
+      return true;
+    } } : {}),
     primaryPosition: () => { const seq = currentSeq(); return seq === undefined ? undefined : { seq, origin: 'alpha', pos: 0 }; },
     onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined,
+    ...(clock ? { clock } : {}),
   });
   return { dir, service };
 }
@@ -121,4 +131,32 @@ t.test('not primary: our own older logfile is final, a follow ends at once', asy
   // No versionlink in this tree: the durable end of our own non-active logfile is 0 bytes.
   const done = service.logRead('beta', request(NAME_OWN), sink(() => undefined), new AbortController().signal);
   t.same(await withDeadline(done, 2_000, 'the follow to end'), { pos: 0, durableEnd: 0 });
+});
+
+t.test('with the logger\'s wake-up, an idle follow of our own logfile sleeps until the end moves', async (t) => {
+  let durable = 4096;
+  let current = 2;
+  let looks = 0;
+  const growth = new GrowthWaiters();
+  const clock = new SimClock();
+  const { dir, service } = setup(t, () => { looks++; return durable; }, () => current, growth, clock);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', request(NAME_OWN), sink((n) => { sent += n; }), ac.signal);
+  await clock.until('the durable 4 KiB sent', () => sent === 4096, { maxMs: 1_000 });
+  const seen = looks;
+  await clock.advance(10_000);
+  // Looking every 10 ms (FOLLOW_POLL_MS) took 1,000 looks in these 10 s.
+  t.ok(looks - seen <= 2, `at most 2 looks at the durable end in 10 s idle (${looks - seen})`);
+  t.equal(clock.pendingTimers, 1, 'one timer: the end of the follow\'s wait');
+  appendFileSync(join(dir, 'resource-r0', NAME_OWN), Buffer.alloc(1000, 2));
+  durable = 5096;
+  growth.moved(durable);
+  await clock.flush();
+  await waitFor('the now durable bytes sent on the wake-up, no time passing', () => sent === 5096, 5_000);
+  current = 3; // a rotation: the writer ended and the logger moved on
+  growth.end();
+  await clock.flush();
+  t.same(await withDeadline(done, 2_000, 'the follow to end after the rotation'), { pos: 5096, durableEnd: 5096 });
 });
