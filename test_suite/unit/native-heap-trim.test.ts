@@ -3,14 +3,17 @@
 // until trimCHeap gives it back, and a trim below its threshold leaves it alone.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { nativeIoAvailable, nativeIoStatus } from '../../common/disk/native-io.js';
 import { HeapTrimmer, HEAP_TRIM_INTERVAL_MS, HEAP_TRIM_MIN_FREE_BYTES } from '../../daemon/heap-trimmer.js';
 import { SimClock } from '../helpers/sim-clock.js';
+import { REPO_ROOT } from '../helpers/cluster.js';
 
 const MiB = 1024 * 1024;
 const skip = nativeIoAvailable() ? false : `native helper unavailable: ${nativeIoStatus()}`;
-const NATIVE_IO = fileURLToPath(new URL('../../common/disk/native-io.js', import.meta.url));
+// The child runs plain node: the compiled module (npm test builds dist/ first), whether this
+// test runs from its source or from dist/.
+const NATIVE_IO = join(REPO_ROOT, 'dist', 'common', 'disk', 'native-io.js');
 
 // A burst as marsd sees one: 64 MiB of 256 KiB payloads, each followed by a small Buffer that
 // outlives it, so the freed payloads are holes in the heap that free() cannot hand back.
