@@ -17,6 +17,13 @@ import type { LogFn } from '../../common/util/log.js';
 import type { Clock } from '../../common/util/clock.js';
 import { failStopOnInvariant } from '../../common/util/assert.js';
 
+/**
+ * The replayer's own re-check when nobody nudges it. In marsd every control round (each scan
+ * interval, 1 s by default), every peer listing and every fetched chunk nudge it, so its
+ * default of 500 ms only added two looks at the tree a second per idle resource (issue 11).
+ */
+const REPLAY_SAFETY_POLL_MS = 5_000;
+
 /** What the secondary side needs of the other members: logfiles to fetch, the primary to sync from. */
 export type SecondaryPeers = FetchPeers & SyncPeers;
 
@@ -119,6 +126,7 @@ export class SecondaryRunner {
         onRefetch: (req) => this.fetcher?.requestRefetch(req.file),
         onStatus: () => this.ctx.onStatus(),
         onReplayed: countInto(this.counters, 'replayedBytes'),
+        pollIntervalMs: REPLAY_SAFETY_POLL_MS,
       });
       this.replayer.start({ paused: !plan.replay });
     }
