@@ -10,7 +10,7 @@
 // is always the end of a whole write request. So a replica whose replay stops anywhere holds a
 // prefix of the origin's write requests, not of its pages (docs/design.md §3.3).
 import { readLogBatches, type LogStop } from '../../common/log/scanner.js';
-import { RecordCode } from '../../common/log/record.js';
+import { MAX_WHOLE_WRITE_LOG_BYTES, RecordCode } from '../../common/log/record.js';
 import type { LogRecord } from '../../common/log/scan-stops.js';
 import { PendingIndex, SECTOR_BYTES } from '../logger/pending-index.js';
 import { writePages } from '../logger/writeback.js';
@@ -76,6 +76,7 @@ export async function applyLog(o: ApplyOptions): Promise<ApplyResult> {
   let appliedBytes = 0;
   let stop: LogStop | undefined;
   let interrupted = false;
+  let stopAsked = false; // shouldStop said yes while a request was held: stop at its end
   let endPos = o.fromPos;
   let nextSeqNr = o.expectedSeqNr;
   /** verified records of a write request whose last record has not been read yet */
@@ -103,29 +104,29 @@ export async function applyLog(o: ApplyOptions): Promise<ApplyResult> {
       break;
     }
     for (const r of item.records) {
-      const problem = outOfRange(r, o.sizeBytes);
-      if (problem !== undefined) {
-        stop = { kind: 'bad-field', torn: false, defect: true, offset: r.fileOffset, detail: problem };
-        break outer;
-      }
+      stop = outOfRange(r, o.sizeBytes);
+      if (stop) break outer;
       if (o.wholeWrites && r.more) {
         held.push(r);
+        stop = overlongRequest(held);
+        if (stop) break outer;
         continue;
       }
       applyHeld();
       apply(r);
-      if (o.batchEndPos !== undefined && endPos >= o.batchEndPos) {
+      if (stopAsked || (o.batchEndPos !== undefined && endPos >= o.batchEndPos)) {
         interrupted = true;
-        stop = requestedStop(endPos, 'batch limit reached');
+        stop = requestedStop(endPos, stopAsked ? 'stopped on request' : 'batch limit reached');
         break outer;
       }
     }
     if (index.bytesHeld >= FLUSH_EVERY_BYTES) await flush();
     o.onProgress?.(endPos);
-    // Only between write requests: a held write is read to its end first.
-    if (held.length === 0 && o.shouldStop?.()) {
-      // Leaving the loop closes the reader; endPos is the end of a complete record.
-      interrupted = true;
+    // Only between write requests: a held request is read to its end, and reading stops there
+    // (above), not at a later chunk end that happens to fall between requests.
+    if (!stopAsked && o.shouldStop?.()) stopAsked = true;
+    if (stopAsked && held.length === 0) {
+      interrupted = true; // leaving the loop closes the reader; endPos ends a complete record
       stop = requestedStop(endPos, 'stopped on request');
       break;
     }
@@ -152,10 +153,22 @@ function requestedStop(endPos: number, why: string): LogStop {
   return { kind: 'clean-end', torn: false, defect: false, offset: endPos, detail: `${why} at offset ${endPos}` };
 }
 
-/** Why a verified record cannot be applied to a device of sizeBytes, or undefined. */
-function outOfRange(r: LogRecord, sizeBytes: number): string | undefined {
-  if (r.code === RecordCode.WriteOld) return undefined;
-  if (r.devicePos + r.deviceBytes > sizeBytes) return `record ${r.seqNr} writes [${r.devicePos}, +${r.deviceBytes}) beyond the device size ${sizeBytes}`;
-  if (r.devicePos % SECTOR_BYTES !== 0 || r.deviceBytes % SECTOR_BYTES !== 0) return `record ${r.seqNr} at device position ${r.devicePos} is not aligned to ${SECTOR_BYTES} bytes`;
-  return undefined;
+/** The defect stop when a verified record cannot be applied to a device of sizeBytes, or undefined. */
+function outOfRange(r: LogRecord, sizeBytes: number): LogStop | undefined {
+  const problem = r.code === RecordCode.WriteOld ? undefined
+    : r.devicePos + r.deviceBytes > sizeBytes ? `record ${r.seqNr} writes [${r.devicePos}, +${r.deviceBytes}) beyond the device size ${sizeBytes}`
+    : r.devicePos % SECTOR_BYTES !== 0 || r.deviceBytes % SECTOR_BYTES !== 0 ? `record ${r.seqNr} at device position ${r.devicePos} is not aligned to ${SECTOR_BYTES} bytes`
+    : undefined;
+  return problem === undefined ? undefined : { kind: 'bad-field', torn: false, defect: true, offset: r.fileOffset, detail: problem };
+}
+
+/**
+ * The defect stop when the records flagged MORE from held[0] on run longer than any write
+ * request (the logger never flags across MAX_WHOLE_WRITE_LOG_BYTES, record.ts), or undefined.
+ */
+function overlongRequest(held: readonly LogRecord[]): LogStop | undefined {
+  const first = held[0]!;
+  const last = held[held.length - 1]!;
+  if (last.fileOffset + last.totalBytes - first.fileOffset <= MAX_WHOLE_WRITE_LOG_BYTES) return undefined;
+  return { kind: 'bad-field', torn: false, defect: true, offset: first.fileOffset, detail: `records flagged MORE from offset ${first.fileOffset} run beyond ${MAX_WHOLE_WRITE_LOG_BYTES} bytes, longer than any write request` };
 }

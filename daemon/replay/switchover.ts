@@ -83,10 +83,11 @@ export function decideReplayStep(v: ReplayInput): ReplayStep {
   if (limit > pos && (!scan || limit > scan.limitBytes || (scan.stopClass === 'incomplete-write' && limitIsFinal))) {
     return { kind: 'apply', seq: S, origin: O, fromPos: pos, toPos: limit, repair: false, final: limitIsFinal };
   }
-  if (scan?.stopClass === 'incomplete-write') {
+  const atFinalEnd = final && originLen === pos;
+  // At the final end a held request is not history (a forced failover ended the file before it).
+  if (scan?.stopClass === 'incomplete-write' && !atFinalEnd) {
     return wait(`logfile ${file} not yet fetched further: the write request at offset ${pos} is incomplete in the local copy (${cur.sizeBytes} bytes); its records are applied together`, false);
   }
-  const atFinalEnd = final && originLen === pos;
   if (scan?.stopClass === 'torn' && !atFinalEnd) {
     if (final && originLen !== undefined && cur.sizeBytes >= originLen) {
       return {

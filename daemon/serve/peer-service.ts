@@ -255,7 +255,7 @@ export class PeerService implements PeerHandlers {
    * or it is cancelled; false at once where nothing can be waited for (the caller polls).
    */
   private async waitOwnGrowth(res: string, seq: number, mark: number, remainingMs: number, signal: AbortSignal): Promise<boolean> {
-    if (this.ctx.waitActiveLog === undefined || remainingMs <= 0) return false;
+    if (this.ctx.waitActiveLog === undefined || remainingMs <= 0 || signal.aborted) return false;
     const stop = new AbortController();
     const timer = this.clock.setTimeout(() => stop.abort(), remainingMs);
     const onCancel = () => stop.abort();

@@ -130,6 +130,8 @@ t.test('a write request held back at the end of the copy waits for the rest, or 
     'the origin finished the logfile inside that write request (its crash cut it off): apply it as it stands');
   t.match(decideReplayStep(input({ pos: 900, localBytes: 900, originLen: 900, withNext: true, scan: clean(900) })),
     { kind: 'switch' }, 'then switch as usual');
+  t.match(decideReplayStep(input({ pos: 600, localBytes: 900, originLen: 600, withNext: true, scan: incompleteWrite(600, 900) })),
+    { kind: 'switch' }, 'the logfile was finished before the held request (a forced failover): it is not history, switch');
   t.same(decideReplayStep(input({ pos: 100, len: 800, localBytes: 2000, originLen: 900, withNext: true })),
     { kind: 'apply', seq: 1, origin: A, fromPos: 100, toPos: 900, repair: true, final: true }, 'a repair window ending at the final length is final');
 });
