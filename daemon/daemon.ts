@@ -41,6 +41,7 @@ import type { ThresholdSpec } from './control/decide-emergency.js';
 import type { LogFn } from '../common/util/log.js';
 import type { Clock, Timer } from '../common/util/clock.js';
 import { failStopOnInvariant } from '../common/util/assert.js';
+import { DirWatch } from '../common/disk/dir-watch.js';
 import type { DeviceMode } from './control/device-runner.js';
 
 export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
@@ -115,7 +116,11 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions) {
     // The Lamport clock's real-time part is the injected clock too.
-    this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000));
+    // Changes told by inotify, not a stat per directory and check, nor per logfile size
+    // (common/disk/dir-watch.ts); without the native helper, the stats.
+    const watch = DirWatch.open('entries');
+    const contents = watch && DirWatch.open('contents');
+    this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000), { ...(watch ? { watch } : {}), ...(contents ? { contents } : {}) });
     this.heartbeat = new Heartbeat(this.tree, opts.host, opts.clock);
     this.metrics = new MarsMetrics({
       tree: this.tree, host: opts.host, windowS: opts.metricsWindowS ?? 60, nowMs: () => opts.clock.nowMs(),
@@ -372,6 +377,7 @@ export class Daemon {
     await this.peerServer?.close();
     await this.nbd.close();
     try { this.heartbeat.beat(false); } catch (err) { failStopOnInvariant(err); /* tree gone */ }
+    this.tree.close();
     this.lock?.release();
     this.opts.log('info', 'marsd stopped');
   }

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "mars_io",
-      "sources": ["mars_io.c", "mars_digests.c", "mars_memory.c"],
+      "sources": ["mars_io.c", "mars_digests.c", "mars_memory.c", "mars_inotify.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"],
       "libraries": ["-ldl"]
     }

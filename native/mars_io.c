@@ -228,6 +228,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!mars_export_function(env, exports, "pwriteBatch", pwrite_batch)) return NULL;
   if (!mars_digests_export(env, exports)) return NULL;
   if (!mars_memory_export(env, exports)) return NULL;
+  if (!mars_inotify_export(env, exports)) return NULL;
   return exports;
 }
 

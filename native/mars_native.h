@@ -33,4 +33,6 @@ void mars_call_back(napi_env env, napi_value callback, double result);
 bool mars_digests_export(napi_env env, napi_value exports);
 /** mars_memory.c: heapTrim */
 bool mars_memory_export(napi_env env, napi_value exports);
+/** mars_inotify.c: inotifyOpen, inotifyAdd, inotifyRemove, inotifyDrain */
+bool mars_inotify_export(napi_env env, napi_value exports);
 #endif

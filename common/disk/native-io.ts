@@ -8,7 +8,8 @@
 // - writeBatch: many buffers at their own offsets in one pool task (writeback of random pages);
 // - nativeBlockDigests: a fast sync's block digests in one pool task per range, with the
 //   OpenSSL of the running node (no JavaScript call per 4 KiB block);
-// - trimCHeap: the C heap's free pages back to the kernel (daemon/heap-trimmer.ts).
+// - trimCHeap: the C heap's free pages back to the kernel (daemon/heap-trimmer.ts);
+// - nativeInotify: directory change events read on demand (common/disk/dir-watch.ts).
 //
 // The helper is built by `npm install` (scripts/build-native.mjs). Where it is missing (no
 // compiler, another OS) or the kernel or filesystem refuses RWF_NOWAIT, I/O takes the pool path
@@ -26,6 +27,29 @@ interface NativeIo {
   digestsAvailable(): boolean;
   /** mars_memory.c; missing in builds older than it */
   heapTrim?(minFreeBytes: number): number;
+  /** mars_inotify.c; missing in builds older than it */
+  inotifyOpen?(): number;
+  inotifyAdd?(fd: number, path: string, mode: InotifyMode): number;
+  inotifyRemove?(fd: number, wd: number): number;
+  inotifyDrain?(fd: number, out: Int32Array): number;
+}
+
+/**
+ * What a watch of a directory reports (mars_inotify.c), besides its own deletion or move:
+ * 0 its entries (created, deleted, renamed, their attributes), 1 nothing else (an ancestor),
+ * 2 writes and truncations of the files in it.
+ */
+export type InotifyMode = 0 | 1 | 2;
+
+/** mars_inotify.c: an inotify instance read without blocking (negative results are -errno). */
+export interface NativeInotify {
+  /** an instance's fd, or -errno */
+  open(): number;
+  /** a watch descriptor for the directory, or -errno */
+  add(fd: number, path: string, mode: InotifyMode): number;
+  remove(fd: number, wd: number): number;
+  /** n (wd, mask) pairs queued, written to out; -1 when events were lost (overflow); -errno */
+  drain(fd: number, out: Int32Array): number;
 }
 
 const ADDON_PATH = join('native', 'build', 'Release', 'mars_io.node');
@@ -137,6 +161,18 @@ export function trimCHeap(minFreeBytes: number): number | undefined {
   if (!nativeIoAvailable() || typeof addon!.heapTrim !== 'function') return undefined;
   const free = addon!.heapTrim(minFreeBytes);
   return free >= 0 ? free : undefined;
+}
+
+/** The helper's inotify functions, or undefined where it is not loaded or too old. */
+export function nativeInotify(): NativeInotify | undefined {
+  const a = addon;
+  if (a === null || !enabled || a.inotifyOpen === undefined || a.inotifyAdd === undefined || a.inotifyRemove === undefined || a.inotifyDrain === undefined) return undefined;
+  return {
+    open: a.inotifyOpen.bind(a),
+    add: a.inotifyAdd.bind(a),
+    remove: a.inotifyRemove.bind(a),
+    drain: a.inotifyDrain.bind(a),
+  };
 }
 
 /** The algorithms of nativeBlockDigests, by their number in mars_digests.c. */

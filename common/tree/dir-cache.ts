@@ -18,6 +18,12 @@
 // drop the directory's listing at once (forget), so a read always sees this process's writes.
 // The wall clock here is the real one (Date.now), not an injected clock: it is compared with
 // timestamps the kernel wrote.
+//
+// With opts.watch (marsd: inotify, common/disk/dir-watch.ts), a directory is watched from
+// before its listing is read, and while no event came for it the listing is answered without
+// a stat: one non-blocking read of the event queue per check, or per batch, instead of a
+// syscall per directory. When events may have been lost, the checks fall back to the stat
+// above, listing by listing.
 import type { CachedEntry } from './cached-entry.js';
 import { lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats, type Dirent } from 'node:fs';
 import { join } from 'node:path';
@@ -30,11 +36,15 @@ export type { CachedEntry } from './cached-entry.js';
 
 interface DirListing {
   mtimeNs: bigint;
+  /** the directory's inode: one made anew at the same path may have the same mtime */
+  ino: bigint;
   /** false while the mtime is too recent to tell a later change from this state */
   trusted: boolean;
   /** the event-loop turn it was read in (an untrusted listing serves only that turn) */
   turn: number;
   entries: ReadonlyMap<string, CachedEntry>;
+  /** DirWatch's token from before the listing was read: valid while unchanged() says so */
+  watchToken: number | undefined;
 }
 
 const FILE: CachedEntry = { kind: 'file' };
@@ -53,10 +63,35 @@ export interface DirCacheOptions {
    * full listings: its peer listings and merges read every link anyway.
    */
   lazyLinks?: boolean;
+  /**
+   * Learn of changes from this source instead of a stat per directory at each check (marsd:
+   * inotify, common/disk/dir-watch.ts): for a long-lived process that checks the same
+   * directories over and over. The cache closes it with close().
+   */
+  watch?: DirChanges;
+}
+
+/**
+ * Which directories changed since a point in time (common/disk/dir-watch.ts). take() is called
+ * before a directory is read; since() answers for a token take() gave, as of the last sync().
+ */
+export interface DirChanges {
+  /** Start (or go on) watching dir and forget its past changes; a token, undefined: cannot */
+  take(dir: string): number | undefined;
+  /** 'unknown': changes may have gone unseen (the caller checks by stat) */
+  since(dir: string, token: number): 'unchanged' | 'changed' | 'unknown';
+  /** Take in every change made until now. */
+  sync(): void;
+  readonly watchedDirs: number;
+  close(): void;
 }
 
 export class DirCache {
-  constructor(private readonly opts: DirCacheOptions = {}) {}
+  private readonly watch: DirChanges | undefined;
+
+  constructor(private readonly opts: DirCacheOptions = {}) {
+    this.watch = opts.watch;
+  }
 
   private readonly dirs = new Map<string, DirListing>();
   /**
@@ -66,10 +101,14 @@ export class DirCache {
    * and this process's own writes drop the answer (forget).
    */
   private memo: Map<string, ReadonlyMap<string, CachedEntry> | undefined> | undefined;
+  /** the watch's queue was read in this batch (it is read once per batch, as a stat is made once per directory) */
+  private syncedInBatch = false;
   /** listings read from disk (for tests and the cost model) */
   loads = 0;
   /** directory stats made to validate a listing (for tests and the cost model) */
   checks = 0;
+  /** listings vouched for by the watch, without a stat (for tests and the cost model) */
+  watchedHits = 0;
   private turn = 0;
   private turnEnding = false;
 
@@ -89,6 +128,7 @@ export class DirCache {
   batch<T>(fn: () => T): T {
     if (this.memo !== undefined) return fn();
     this.memo = new Map();
+    this.syncedInBatch = false;
     try {
       return fn();
     } finally {
@@ -97,6 +137,20 @@ export class DirCache {
   }
 
   private check(absDir: string): ReadonlyMap<string, CachedEntry> | undefined {
+    const cached = this.dirs.get(absDir);
+    if (cached?.watchToken !== undefined && !this.syncedInBatch) {
+      this.watch!.sync();
+      this.syncedInBatch = this.memo !== undefined;
+    }
+    const since = cached?.watchToken === undefined ? 'unknown' : this.watch!.since(absDir, cached.watchToken);
+    if (since === 'unchanged') {
+      this.watchedHits++;
+      return cached!.entries;
+    }
+    // Taken before the stat and the read: any change from here on is an event.
+    const watchToken = this.watch?.take(absDir);
+    // take() forgot the events that may have told against the listing: it needs a new token.
+    if (cached !== undefined) cached.watchToken = undefined;
     this.checks++;
     let st: BigIntStats;
     try {
@@ -109,10 +163,16 @@ export class DirCache {
       throw err;
     }
     if (!st.isDirectory()) return undefined;
-    const cached = this.dirs.get(absDir);
     const turn = this.currentTurn();
-    if (cached !== undefined && cached.mtimeNs === st.mtimeNs && (cached.trusted || cached.turn === turn)) return cached.entries;
-    return this.load(absDir, st, turn);
+    // An event proves a change the mtime may not show (a link's stamp set in place, a change
+    // within the mtime's tick); without one (no watch, events lost) the mtime decides.
+    if (since !== 'changed' && cached !== undefined && cached.mtimeNs === st.mtimeNs && cached.ino === st.ino && (cached.trusted || cached.turn === turn)) {
+      // A trusted listing is what the directory held until this stat, and the watch covers
+      // every change after its take: watched again. An untrusted one may predate the take.
+      if (cached.trusted) cached.watchToken = watchToken;
+      return cached.entries;
+    }
+    return this.load(absDir, st, turn, watchToken);
   }
 
   /** Drop a directory's listing: this process changed it. */
@@ -127,6 +187,17 @@ export class DirCache {
     this.memo?.clear();
   }
 
+  /** Directories watched now; undefined without a watch (for tests and the cost model). */
+  get watchedDirs(): number | undefined {
+    return this.watch?.watchedDirs;
+  }
+
+  /** Stop watching (the listings stay, checked by stat from now on). */
+  close(): void {
+    this.watch?.close();
+    for (const listing of this.dirs.values()) listing.watchToken = undefined;
+  }
+
   /** A number that changes when the current synchronous run of the event loop ends. */
   private currentTurn(): number {
     if (!this.turnEnding) {
@@ -136,7 +207,7 @@ export class DirCache {
     return this.turn;
   }
 
-  private load(absDir: string, st: BigIntStats, turn: number): ReadonlyMap<string, CachedEntry> | undefined {
+  private load(absDir: string, st: BigIntStats, turn: number, watchToken: number | undefined): ReadonlyMap<string, CachedEntry> | undefined {
     // The wall clock before the directory is read (see the header).
     const readStartNs = BigInt(Date.now()) * 1_000_000n;
     let names;
@@ -149,7 +220,7 @@ export class DirCache {
     const entries = this.opts.lazyLinks ? new LazyListing(absDir, names, kindOf, readLink) : fullListing(absDir, names);
     this.loads++;
     const trusted = readStartNs - st.mtimeNs > BigInt(RACY_WINDOW_MS) * 1_000_000n;
-    this.dirs.set(absDir, { mtimeNs: st.mtimeNs, trusted, turn, entries });
+    this.dirs.set(absDir, { mtimeNs: st.mtimeNs, ino: st.ino, trusted, turn, entries, watchToken });
     return entries;
   }
 }

@@ -22,7 +22,10 @@
 //     costs L / RESTAT_MS lstats per second in all, not L per call.
 //
 // The names are parsed once per listing object (listing-index.ts), so a call on an unchanged
-// directory costs a few lstats and no work per logfile.
+// directory costs a few lstats and no work per logfile. With a contents watch (marsd: inotify
+// reports every write and truncation of a file in the directory, TreeStore.takeFileSizes), not
+// even those: the newest logfiles are stat'ed again only once a file of the directory was
+// written since they last were.
 //
 // Identity guarantee (callers rely on it to skip unchanged resources cheaply): while the
 // listing object is the same and every size stat'ed meanwhile is unchanged, a call returns the
@@ -63,6 +66,8 @@ interface SizesState {
   /** the rotation has stat'ed everything due up to this time */
   rotatedToMs: number;
   out: readonly LogfileSize[];
+  /** taken before the newest sizes were last stat'ed (TreeStore.takeFileSizes) */
+  writesToken: number | undefined;
 }
 
 const byListing = new WeakMap<ReadonlyMap<string, CachedEntry>, SizesState>();
@@ -90,7 +95,11 @@ export function logfileSizes(tree: TreeStore, relDir: string, nowMs: number = Da
     if (size !== sizes[i]) { sizes[i] = size; changed = true; }
   };
   const from = Math.min(newestFrom, firstAtOrAbove(logs, statFromSeq));
-  for (let i = from; i < logs.length; i++) restat(i);
+  // No file written since the last stats: the sizes they gave still hold.
+  if (known.writesToken === undefined || !tree.filesUnwrittenSince(relDir, known.writesToken)) {
+    known.writesToken = tree.takeFileSizes(relDir);
+    for (let i = from; i < logs.length; i++) restat(i);
+  }
   // The rotation over the older logfiles (those below `from` are the ones not stat'ed above).
   const older = newestFrom;
   if (older > 0) {
@@ -109,13 +118,14 @@ export function logfileSizes(tree: TreeStore, relDir: string, nowMs: number = Da
 }
 
 function fresh(tree: TreeStore, relDir: string, listing: ReadonlyMap<string, CachedEntry>, nowMs: number): SizesState {
+  const writesToken = tree.takeFileSizes(relDir);
   const logs = listingIndex(listing).logs;
   const sizes = logs.map((l) => sizeOf(tree, relDir, l.name));
   const top = logs.length > 0 ? logs[logs.length - 1]!.seq : 0;
   // The first index of the second-highest number (or of the highest when there is one number).
   const topFrom = firstAtOrAbove(logs, top);
   const second = topFrom > 0 ? logs[topFrom - 1]!.seq : top;
-  return { logs, sizes, newestFrom: firstAtOrAbove(logs, second), cursor: 0, rotatedToMs: nowMs, out: build(logs, sizes) };
+  return { logs, sizes, newestFrom: firstAtOrAbove(logs, second), cursor: 0, rotatedToMs: nowMs, out: build(logs, sizes), writesToken };
 }
 
 function sizeOf(tree: TreeStore, relDir: string, name: string): number {

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { LamportClock, stampToSeconds } from './lamport.js';
 import { validTreePath } from './names.js';
 import { TREE_DIR_MODE } from './modes.js';
-import { DirCache, stampOfStats, type CachedEntry, type DirCacheOptions } from './dir-cache.js';
+import { DirCache, stampOfStats, type CachedEntry, type DirCacheOptions, type DirChanges } from './dir-cache.js';
 
 export const TOMBSTONE = '.deleted';
 const MAX_VALUE_BYTES = 1023;
@@ -33,6 +33,23 @@ export interface WriteOptions {
   onlyIfChanged?: boolean;
 }
 
+interface ResolvedPath {
+  abs: string;
+  /** abs's directory and name, as the listing cache keys them */
+  dir: string;
+  name: string;
+}
+/** Enough for the paths a round reads at 1000 resources (about 20 each); about 250 bytes each. */
+const RESOLVED_PATHS_MAX = 20_000;
+
+export interface TreeStoreOptions extends DirCacheOptions {
+  /**
+   * Writes to the files of the tree's directories (marsd: inotify, common/disk/dir-watch.ts):
+   * logfile sizes are stat'ed again only where a file was written. The store closes it.
+   */
+  contents?: DirChanges;
+}
+
 export class TreeError extends Error {
   override name = 'TreeError';
 }
@@ -45,21 +62,61 @@ export class TreeStore {
   private readonly cache: DirCache;
   /** the root as path.dirname spells directories (no trailing slash): the cache's key for it */
   private readonly rootDir: string;
+  /** valid relative paths read so far, resolved (bounded: cleared when full) */
+  private readonly resolved = new Map<string, ResolvedPath>();
 
   /** opts.lazyLinks: read links only when asked for (short-lived processes: dir-cache.ts, lazy-listing.ts). */
-  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock(), opts: DirCacheOptions = {}) {
+  /** writes to the files of the tree's directories (log-sizes.ts), where a watch is given */
+  private readonly contents: DirChanges | undefined;
+
+  constructor(readonly root: string, readonly clock: LamportClock = new LamportClock(), opts: TreeStoreOptions = {}) {
     this.rootDir = dirname(join(root, 'x'));
     this.cache = new DirCache(opts);
+    this.contents = opts.contents;
+  }
+
+  /**
+   * Before the sizes of relDir's files are stat'ed (log-sizes.ts): a token for
+   * filesUnwrittenSince, undefined without a contents watch (stat every time).
+   */
+  takeFileSizes(relDir: string): number | undefined {
+    return this.contents?.take(this.dirPath(relDir));
+  }
+
+  /** True when no file of relDir was written or truncated since takeFileSizes gave `token`. */
+  filesUnwrittenSince(relDir: string, token: number): boolean {
+    if (this.contents === undefined) return false;
+    this.contents.sync();
+    return this.contents.since(this.dirPath(relDir), token) === 'unchanged';
+  }
+
+  private dirPath(relDir: string): string {
+    return relDir === '' ? this.rootDir : this.abs(relDir);
   }
 
   abs(rel: string): string {
-    return join(this.root, validTreePath(rel));
+    return this.resolve(rel).abs;
   }
 
   /** What is at `rel` (a link with its value and stamp, a file, a directory); undefined when absent. */
   entry(rel: string): CachedEntry | undefined {
-    const path = this.abs(rel);
-    return this.cache.entries(dirname(path))?.get(basename(path));
+    const path = this.resolve(rel);
+    return this.cache.entries(path.dir)?.get(path.name);
+  }
+
+  /**
+   * rel checked, joined and split once, not at every read: marsd reads the same few paths of
+   * every resource each round, and the check and the joins were a tenth of an idle daemon's time.
+   */
+  private resolve(rel: string): ResolvedPath {
+    let path = this.resolved.get(rel);
+    if (path === undefined) {
+      const abs = join(this.root, validTreePath(rel));
+      path = { abs, dir: dirname(abs), name: basename(abs) };
+      if (this.resolved.size >= RESOLVED_PATHS_MAX) this.resolved.clear();
+      this.resolved.set(rel, path);
+    }
+    return path;
   }
 
   /**
@@ -73,6 +130,22 @@ export class TreeStore {
   /** How many directory stats validated a cached listing so far. */
   get listingChecks(): number {
     return this.cache.checks;
+  }
+
+  /** How many listings the cache's inotify watch vouched for without a stat (common/disk/dir-watch.ts). */
+  get listingsWatched(): number {
+    return this.cache.watchedHits;
+  }
+
+  /** Directories the cache watches; undefined when it has no watch. */
+  get watchedDirs(): number | undefined {
+    return this.cache.watchedDirs;
+  }
+
+  /** Release the cache's watch (reads go on, checked by stat). */
+  close(): void {
+    this.cache.close();
+    this.contents?.close();
   }
 
   /** How many directory listings were read from disk so far (the cache's misses). */

@@ -7,12 +7,12 @@
 // two at a time); this shell reports when it last began and whether one runs.
 //
 // Idle cost (docs/design.md, cost model): everything the check reads (versionlinks, data-HOST
-// links) is a link in the resource directory, and every link write renames into that
-// directory, changing its mtime. So a check first stats the directory, O(1), and reads the L
-// versionlinks only when the mtime changed. Two timestamps of one coarse clock tick cannot be
-// told apart, so an mtime counts as settled only once two checks in a row saw it (the second
-// at least a check interval later, after every write of that tick): only then is it skipped.
-import { statSync } from 'node:fs';
+// links) is a link in the resource directory. The tree's cached listing of that directory is
+// the same object for as long as the directory is unchanged (TreeStore.listing: the cache
+// checks it by inotify in marsd, by its mtime elsewhere), so a check first looks whether the
+// listing is the one the last checks saw, O(1), and reads the L versionlinks only when not.
+// As when this was the directory's mtime, a listing counts as settled only once two checks in
+// a row saw it: only then is the check skipped.
 import { existsSync } from 'node:fs';
 import type { TreeStore } from '../../common/tree/store.js';
 import { resPaths, resourceDir } from '../../common/tree/paths.js';
@@ -30,10 +30,10 @@ export class SplitBrainMonitor {
   /** a check is running */
   checking = false;
   private cache: { key: string; records: string } | undefined;
-  /** the resource directory's mtime at the start of the last successful check */
-  private lastDirKey: string | undefined;
-  /** an mtime two successful checks in a row began with: nothing changed since */
-  private settledDirKey: string | undefined;
+  /** the resource directory's listing at the start of the last successful check */
+  private lastDirKey: object | undefined;
+  /** a listing two successful checks in a row began with: nothing changed since */
+  private settledDirKey: object | undefined;
   /** checks that read the versionlinks (for tests and the cost model) */
   fullChecks = 0;
 
@@ -58,12 +58,12 @@ export class SplitBrainMonitor {
     }).finally(() => { this.checking = false; });
   }
 
-  /** The resource directory's mtime in ns (changes with every link written into it). */
-  private dirKey(): string | undefined {
+  /** The resource directory's cached listing (another object once anything in it changed). */
+  private dirKey(): object | undefined {
     try {
-      return String(statSync(this.tree.abs(resourceDir(this.res)), { bigint: true }).mtimeNs);
+      return this.tree.listing(resourceDir(this.res));
     } catch {
-      return undefined; // gone: check the slow way, which says what is wrong
+      return undefined; // unreadable: check the slow way, which says what is wrong
     }
   }
 

@@ -170,16 +170,15 @@ export class PeerService implements PeerHandlers {
 
   async logRead(_peer: string, req: LogReadRequest, sink: LogSink, signal: AbortSignal): Promise<{ pos: number; durableEnd: number }> {
     const path = this.ctx.tree.abs(`${resourceDir(req.res)}/${req.name}`);
-    let handle;
-    try {
-      handle = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new PeerRequestError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `${req.name} of ${req.res}: ${code === 'ENOENT' ? 'no such logfile here' : (err as Error).message}`);
-    }
+    // Opened when bytes are to be read or the file's size is needed: the logfile our logger
+    // writes has its durable end in memory, so an idle follow of it (one per secondary
+    // resource and second) costs no open, fstat and close.
+    let handle: FileHandle | undefined;
+    const file = async (): Promise<FileHandle> => (handle ??= await openLog(path, req));
+    const sizeBytes = async () => (await (await file()).stat()).size;
     try {
       let pos = req.fromPos;
-      let end = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+      let end = await this.endNow(req, sizeBytes);
       if (pos > end) {
         throw new PeerRequestError('ERANGE', `${req.name} of ${req.res} ends at ${end} bytes here (durable), before the requested ${pos}`);
       }
@@ -187,11 +186,12 @@ export class PeerService implements PeerHandlers {
       for (;;) {
         while (pos < end && !signal.aborted) {
           const want = Math.min(LOG_CHUNK_BYTES, end - pos);
+          const source = await file();
           // A chunk in memory is counted in the reply budget from before it is read until the
           // socket took it (LogSink); a follow waiting for more data holds no buffer.
           await sink.reserve();
           const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await handle.read(buf, 0, want, pos);
+          const { bytesRead } = await source.read(buf, 0, want, pos);
           if (bytesRead === 0) {
             sink.release();
             break;
@@ -204,17 +204,28 @@ export class PeerService implements PeerHandlers {
         if (this.finishedHere(req.res, req.name)) {
           // Rotated away from (or from an earlier primary period): the end is final, so the
           // follow ends there and the fetcher moves on at once instead of after waitMs.
-          const last = this.durableEnd(req.res, req.name, (await handle.stat()).size);
+          const last = await this.endNow(req, sizeBytes);
           if (pos >= last) break;
           end = last;
           continue;
         }
-        end = await this.grownEnd(req, end, () => handle.stat().then((st) => st.size), signal);
+        end = await this.grownEnd(req, end, sizeBytes, signal);
       }
       return { pos, durableEnd: Math.max(end, pos) };
     } finally {
-      await handle.close();
+      await handle?.close();
     }
+  }
+
+  /**
+   * The durable end of the requested logfile now: from our logger's memory while it writes
+   * that logfile (never beyond the file's size: the logger makes bytes durable after writing
+   * them), otherwise from the file's size and our versionlink (durableEnd).
+   */
+  private async endNow(req: LogReadRequest, fileBytes: () => Promise<number>): Promise<number> {
+    const parsed = parseLogName(req.name);
+    const active = parsed !== undefined && parsed.origin === this.ctx.host ? this.ctx.activeLogEnd(req.res, parsed.seq) : undefined;
+    return active ?? this.durableEnd(req.res, req.name, await fileBytes());
   }
 
   /**
@@ -230,21 +241,21 @@ export class PeerService implements PeerHandlers {
     const own = parsed !== undefined && parsed.origin === this.ctx.host;
     const activeAt = own ? this.ctx.activeLogEnd(req.res, parsed.seq) : undefined;
     // The logger moved on since `end` was taken: no need to wait for it.
-    if (activeAt !== undefined && activeAt > end) return this.durableEnd(req.res, req.name, await fileBytes());
+    if (activeAt !== undefined && activeAt > end) return this.endNow(req, fileBytes);
     let pollMs = FOLLOW_POLL_MS;
     const startedMs = this.clock.nowMs();
     for (;;) {
       // A cancel is seen after the wait, and the caller gets the real durable end.
       const waited = activeAt !== undefined && await this.waitOwnGrowth(req.res, parsed!.seq, activeAt, req.waitMs - (this.clock.nowMs() - startedMs), signal);
       if (!waited) await this.clock.sleep(pollMs);
-      if (signal.aborted) return this.durableEnd(req.res, req.name, await fileBytes());
+      if (signal.aborted) return this.endNow(req, fileBytes);
       // Rotated away from meanwhile: the end is final now, the caller ends the follow there.
       const rotated = activeAt !== undefined && this.finishedHere(req.res, req.name);
       if (activeAt !== undefined && !rotated) {
         const active = this.ctx.activeLogEnd(req.res, parsed!.seq);
         if (active === activeAt && this.clock.nowMs() - startedMs < req.waitMs) continue;
       }
-      const next = this.durableEnd(req.res, req.name, await fileBytes());
+      const next = await this.endNow(req, fileBytes);
       if (next !== end || rotated || this.clock.nowMs() - startedMs >= req.waitMs) return next;
       if (activeAt === undefined) pollMs = Math.min(FOLLOW_POLL_MAX_MS, pollMs * 2);
     }
@@ -362,5 +373,15 @@ export async function fileBytes(path: string): Promise<number> {
     return (await stat(path)).size;
   } catch {
     return 0;
+  }
+}
+
+/** A logfile opened for a log-read; a failure is the peer's error to read. */
+async function openLog(path: string, req: LogReadRequest): Promise<FileHandle> {
+  try {
+    return await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new PeerRequestError(code === 'ENOENT' ? 'ENOENT' : 'EIO', `${req.name} of ${req.res}: ${code === 'ENOENT' ? 'no such logfile here' : (err as Error).message}`);
   }
 }

@@ -7,18 +7,7 @@ import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
 import { RACY_WINDOW_MS } from '../../common/tree/dir-cache.js';
 import { tempDir } from '../helpers/tmp.js';
-
-/** Age a directory's mtime beyond the racy window, as if it had not changed for a while. */
-function age(dir: string): void {
-  const seconds = (Date.now() - 10 * RACY_WINDOW_MS) / 1000;
-  utimesSync(dir, seconds, seconds);
-}
-
-/** What another process (marsadm) does: a new link renamed over the old one. */
-function replaceLink(dir: string, name: string, value: string): void {
-  symlinkSync(value, join(dir, '.tmp.other'));
-  renameSync(join(dir, '.tmp.other'), join(dir, name));
-}
+import { age, replaceLink } from '../helpers/tree-behind.js';
 
 t.test('an unchanged directory is read from disk once; a rename or an unlink in it is seen at the next read', async (t) => {
   const root = tempDir(t);

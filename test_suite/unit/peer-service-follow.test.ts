@@ -5,7 +5,7 @@
 // With the logger's wake-up (waitActiveLog) an idle follow of our own logfile sleeps until the
 // end moves instead of looking every 10 ms.
 import t, { type Test } from 'tap';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
 import { LamportClock } from '../../common/tree/lamport.js';
@@ -159,4 +159,36 @@ t.test('with the logger\'s wake-up, an idle follow of our own logfile sleeps unt
   growth.end();
   await clock.flush();
   t.same(await withDeadline(done, 2_000, 'the follow to end after the rotation'), { pos: 5096, durableEnd: 5096 });
+});
+
+/** Whether this process holds path open now (/proc/self/fd). */
+function holdsOpen(path: string): boolean {
+  return readdirSync('/proc/self/fd').some((fd) => {
+    try { return readlinkSync(`/proc/self/fd/${fd}`) === path; } catch { return false; }
+  });
+}
+
+t.test('an idle follow of our own logfile at its durable end holds the file open only while bytes go out', async (t) => {
+  let durable = 4096;
+  const growth = new GrowthWaiters();
+  const clock = new SimClock();
+  const { dir, service } = setup(t, () => durable, () => 2, growth, clock);
+  const path = join(dir, 'resource-r0', NAME_OWN);
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let sent = 0;
+  const done = service.logRead('beta', { ...request(NAME_OWN), fromPos: 4096 }, sink((n) => { sent += n; }), ac.signal);
+  await clock.advance(5_000);
+  // Before: every follow request opened, stat'ed and closed the file (one per second and
+  // secondary resource on an idle primary).
+  t.notOk(holdsOpen(path), 'waiting at the durable end: the logfile is not open');
+  appendFileSync(path, Buffer.alloc(1000, 2));
+  durable = 5096;
+  growth.moved(durable);
+  await clock.flush();
+  await waitFor('the new bytes sent', () => sent === 1000, 5_000);
+  ac.abort();
+  await clock.flush();
+  t.same(await withDeadline(done, 2_000, 'the follow to end on the cancel'), { pos: 5096, durableEnd: 5096 });
+  t.notOk(holdsOpen(path), 'closed when the follow ended');
 });
