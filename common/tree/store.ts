@@ -91,11 +91,12 @@ export class TreeStore {
   }
 
   private dirPath(relDir: string): string {
-    return relDir === '' ? this.rootDir : this.abs(relDir);
+    return relDir === '' ? this.rootDir : this.resolve(relDir).abs;
   }
 
+  /** The absolute path of rel (checked). Not remembered: callers like log-sizes.ts pass every logfile. */
   abs(rel: string): string {
-    return this.resolve(rel).abs;
+    return this.resolved.get(rel)?.abs ?? join(this.root, validTreePath(rel));
   }
 
   /** What is at `rel` (a link with its value and stamp, a file, a directory); undefined when absent. */
@@ -106,7 +107,9 @@ export class TreeStore {
 
   /**
    * rel checked, joined and split once, not at every read: marsd reads the same few paths of
-   * every resource each round, and the check and the joins were a tenth of an idle daemon's time.
+   * every resource each round, and the check and the joins were a tenth of an idle daemon's
+   * time. Only link reads and directories are remembered (readers of every link of a directory
+   * take its listing instead).
    */
   private resolve(rel: string): ResolvedPath {
     let path = this.resolved.get(rel);
@@ -256,12 +259,12 @@ export class TreeStore {
    * is unchanged (log-sizes.ts keys its cache by it); undefined when it does not exist.
    */
   listing(rel: string): ReadonlyMap<string, CachedEntry> | undefined {
-    return this.cache.entries(rel === '' ? this.rootDir : this.abs(rel));
+    return this.cache.entries(rel === '' ? this.rootDir : this.resolve(rel).abs);
   }
 
   /** Names in a tree directory, without temporary links; empty when it does not exist. */
   list(rel: string): string[] {
-    const entries = this.cache.entries(rel === '' ? this.rootDir : this.abs(rel));
+    const entries = this.cache.entries(rel === '' ? this.rootDir : this.resolve(rel).abs);
     return entries ? [...entries.keys()] : [];
   }
 
