@@ -1,6 +1,7 @@
-// Tells the listing cache (common/tree/dir-cache.ts) which directories changed since it read them, from one
-// inotify instance read without blocking (native/mars_inotify.c), instead of a stat of every
-// directory at every check: at 100 resources those stats were a quarter of an idle marsd's time.
+// Tells the listing cache (common/tree/dir-cache.ts) which directories changed since it read
+// them, from one inotify instance read without blocking (native/mars_inotify.c), instead of a
+// stat of every directory at every check: at 100 resources those stats were a quarter of an
+// idle marsd's time.
 //
 // Why it is as sound as the stat: the kernel queues a directory's event before the syscall that
 // changed it (a create, unlink, rename, or a link's lutimes) returns. take(dir) watches dir
@@ -45,7 +46,7 @@ const CONTENTS: InotifyMode = 2;
 export type DirWatchKind = 'entries' | 'contents';
 
 /** (wd, mask) pairs read per call; more queued events than that count as lost */
-const DRAIN_PAIRS = 4096;
+const DRAIN_PAIRS = 16_384;
 
 export class DirWatch implements DirChanges {
   /** Moves on whenever events may have been lost: a listing taken before is no longer vouched for. */
@@ -82,8 +83,8 @@ export class DirWatch implements DirChanges {
 
   /**
    * Watch dir (if it is not yet) and forget its past events, before the caller reads it: what the
-   * caller reads afterwards is current until unchanged() says otherwise. Returns the token to
-   * pass to unchanged(), or undefined when dir cannot be watched (absent, out of watches).
+   * caller reads afterwards is current until since() says otherwise. Returns the token to
+   * pass to since(), or undefined when dir cannot be watched (absent, out of watches).
    */
   take(dir: string): number | undefined {
     if (this.closed) return undefined;

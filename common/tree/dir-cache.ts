@@ -43,7 +43,7 @@ interface DirListing {
   /** the event-loop turn it was read in (an untrusted listing serves only that turn) */
   turn: number;
   entries: ReadonlyMap<string, CachedEntry>;
-  /** DirWatch's token from before the listing was read: valid while unchanged() says so */
+  /** the watch's token from before the listing was read: vouches for it while since() says unchanged */
   watchToken: number | undefined;
 }
 
