@@ -68,6 +68,8 @@ interface SizesState {
   out: readonly LogfileSize[];
   /** taken before the newest sizes were last stat'ed (TreeStore.takeFileSizes) */
   writesToken: number | undefined;
+  /** the lowest index stat'ed after writesToken was taken: the token vouches for logs[i >= this] */
+  writesFrom: number;
 }
 
 const byListing = new WeakMap<ReadonlyMap<string, CachedEntry>, SizesState>();
@@ -95,9 +97,11 @@ export function logfileSizes(tree: TreeStore, relDir: string, nowMs: number = Da
     if (size !== sizes[i]) { sizes[i] = size; changed = true; }
   };
   const from = Math.min(newestFrom, firstAtOrAbove(logs, statFromSeq));
-  // No file written since the last stats: the sizes they gave still hold.
-  if (known.writesToken === undefined || !tree.filesUnwrittenSince(relDir, known.writesToken)) {
+  // No file written since the stats of every logfile asked for here: their sizes still hold.
+  const vouched = known.writesToken !== undefined && from >= known.writesFrom && tree.filesUnwrittenSince(relDir, known.writesToken);
+  if (!vouched) {
     known.writesToken = tree.takeFileSizes(relDir);
+    known.writesFrom = from;
     for (let i = from; i < logs.length; i++) restat(i);
   }
   // The rotation over the older logfiles (those below `from` are the ones not stat'ed above).
@@ -125,7 +129,7 @@ function fresh(tree: TreeStore, relDir: string, listing: ReadonlyMap<string, Cac
   // The first index of the second-highest number (or of the highest when there is one number).
   const topFrom = firstAtOrAbove(logs, top);
   const second = topFrom > 0 ? logs[topFrom - 1]!.seq : top;
-  return { logs, sizes, newestFrom: firstAtOrAbove(logs, second), cursor: 0, rotatedToMs: nowMs, out: build(logs, sizes), writesToken };
+  return { logs, sizes, newestFrom: firstAtOrAbove(logs, second), cursor: 0, rotatedToMs: nowMs, out: build(logs, sizes), writesToken, writesFrom: 0 };
 }
 
 function sizeOf(tree: TreeStore, relDir: string, name: string): number {

@@ -65,10 +65,13 @@ export class TreeStore {
   /** valid relative paths read so far, resolved (bounded: cleared when full) */
   private readonly resolved = new Map<string, ResolvedPath>();
 
-  /** opts.lazyLinks: read links only when asked for (short-lived processes: dir-cache.ts, lazy-listing.ts). */
   /** writes to the files of the tree's directories (log-sizes.ts), where a watch is given */
   private readonly contents: DirChanges | undefined;
 
+  /**
+   * opts.lazyLinks: read links only when asked for (short-lived processes: dir-cache.ts,
+   * lazy-listing.ts); opts.watch, opts.contents: changes told by inotify (marsd).
+   */
   constructor(readonly root: string, readonly clock: LamportClock = new LamportClock(), opts: TreeStoreOptions = {}) {
     this.rootDir = dirname(join(root, 'x'));
     this.cache = new DirCache(opts);

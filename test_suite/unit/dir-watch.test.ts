@@ -152,3 +152,20 @@ t.test('with a contents watch, logfile sizes are stat\'ed again only after a fil
   t.same(sizes(), { 1: 10, 2: 5, 3: 37 });
   t.equal(logSizeStats.lstats - quiet, 0, 'quiet again');
 });
+
+t.test('with a contents watch, a caller asking for sizes from a lower number gets them stat\'ed after a write (a re-fetch truncates in place)', async (t) => {
+  const root = tempDir(t);
+  const watch = DirWatch.open('entries');
+  const contents = DirWatch.open('contents');
+  t.ok(watch !== undefined && contents !== undefined, 'the native helper gives inotify watches');
+  const tree = new TreeStore(root, undefined, { ...(watch ? { watch } : {}), ...(contents ? { contents } : {}) });
+  t.teardown(() => tree.close());
+  const dir = join(root, 'resource-r0');
+  mkdirSync(dir);
+  for (let seq = 1; seq <= 5; seq++) writeFileSync(join(dir, `log-00000000${seq}-h1`), Buffer.alloc(seq * 10));
+  const sizes = (fromSeq?: number) => Object.fromEntries(logfileSizes(tree, 'resource-r0', Date.now(), fromSeq).map((l) => [l.seq, l.sizeBytes]));
+  t.same(sizes(), { 1: 10, 2: 20, 3: 30, 4: 40, 5: 50 });
+  truncateSync(join(dir, 'log-000000002-h1'), 0); // the re-fetch of a copy at the replay link
+  t.same(sizes(), { 1: 10, 2: 20, 3: 30, 4: 40, 5: 50 }, 'a caller asking for the newest only: logfile 2 not stat\'ed yet');
+  t.same(sizes(2), { 1: 10, 2: 0, 3: 30, 4: 40, 5: 50 }, 'a caller asking from 2 on: stat\'ed, though the token was taken after the write');
+});
