@@ -166,6 +166,7 @@ export class Daemon {
     this.lock = acquireDaemonLock(marsDir);
     if (this.tree.value(globalPaths.uuid) === undefined) {
       this.lock.release();
+      this.tree.close();
       throw new Error(`${marsDir} holds no cluster (no uuid link): run "marsadm create-cluster" first`);
     }
     mkdirSync(runDir, { recursive: true, mode: 0o755 });
@@ -191,6 +192,7 @@ export class Daemon {
     } catch (err) {
       await this.peerServer?.close();
       this.lock.release();
+      this.tree.close();
       throw err;
     }
     // A change an admin made (marsadm writes, then triggers): act now and tell the peers.

@@ -15,17 +15,24 @@
 // What makes every listing suspect (the epoch moves on, and callers stat again as before): the
 // queue overflowed (events were lost), or a watched directory or one of its ancestors was
 // deleted, moved or unmounted. A directory below a moved one keeps its watch but no longer has
-// its path, so every watch below a moved path is dropped; the ancestors of each watched
-// directory, up to /, are watched for their own deletion or move only. Not seen: a filesystem
-// mounted over a watched directory or one above it while marsd runs (unmounting one is seen).
+// its path, so every watch below a moved path is dropped. The ancestors of each watched
+// directory, up to /, are watched too: their own deletion or move, and a subdirectory made,
+// removed or renamed in them, which marks every watched path below it changed (a directory's
+// own deletion event waits until nobody holds it open any more; its parent's comes at once).
+// A take() of a directory whose listing is not vouched for adds its watch again, so a path
+// whose directory was replaced behind lost events gets the new directory's watch; after the
+// epoch moved, its ancestors' too. A root reached through a symlink is not watched (the link
+// could change without an event here): its checks stat as before. Not seen: a filesystem
+// mounted over a watched directory, or lazily unmounted under it, while marsd runs.
 //
 // A second instance, open('contents'), reports writes and truncations of the files in each
 // watched directory instead (IN_MODIFY): the logfile sizes (common/tree/log-sizes.ts) are
-// stat'ed again only where a file was written. It watches no ancestors: sizes belong to a
-// listing object, and a directory moved or made anew gives a new listing (the entries watch).
+// stat'ed again only where a file was written. It watches no ancestors: a take() adds the
+// directory's watch again, so a directory moved away or made anew at the path gets a watch of
+// its own before its sizes are stat'ed.
 //
 // Where the native helper is missing, open() returns undefined and the cache stats as before.
-import { closeSync } from 'node:fs';
+import { closeSync, realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { nativeInotify, type InotifyMode, type NativeInotify } from './native-io.js';
 import type { DirChanges } from '../tree/dir-cache.js';
@@ -34,13 +41,15 @@ const IN_DELETE_SELF = 0x400;
 const IN_MOVE_SELF = 0x800;
 const IN_UNMOUNT = 0x2000;
 const IN_IGNORED = 0x8000;
+const IN_ISDIR = 0x40000000;
+/** an entry of the watched directory made, removed or renamed */
+const ENTRY_EVENTS = 0x100 /* IN_CREATE */ | 0x200 /* IN_DELETE */ | 0x40 /* IN_MOVED_FROM */ | 0x80 /* IN_MOVED_TO */;
 /** events after which no watched path can be taken for the directory it named */
 const PATHS_MOVED = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED;
 const ENOENT = 2;
 const ENOTDIR = 20;
 
 const ENTRIES: InotifyMode = 0;
-const SELF_ONLY: InotifyMode = 1;
 const CONTENTS: InotifyMode = 2;
 
 export type DirWatchKind = 'entries' | 'contents';
@@ -57,6 +66,8 @@ export class DirWatch implements DirChanges {
   private readonly wdOfAncestor = new Map<string, number>();
   /** watched directories with an event since their last take() */
   private readonly changed = new Set<string>();
+  /** the epoch at which each directory and its ancestors were last watched anew */
+  private readonly addedEpoch = new Map<string, number>();
   private readonly pairs = new Int32Array(2 * DRAIN_PAIRS);
   private closed = false;
   /** directories that could not be watched for another reason than being absent (out of watches) */
@@ -88,7 +99,12 @@ export class DirWatch implements DirChanges {
    */
   take(dir: string): number | undefined {
     if (this.closed) return undefined;
-    if (!this.wdOfDir.has(dir) && !this.add(dir)) return undefined;
+    if (this.addedEpoch.get(dir) !== this.epoch) {
+      if (!this.add(dir)) return undefined;
+      this.addedEpoch.set(dir, this.epoch);
+    } else if (this.addWatch(dir, this.kind === 'contents' ? CONTENTS : ENTRIES, this.wdOfDir) === undefined) {
+      return undefined; // gone; its inode may be another one now: the watch follows the path
+    }
     this.changed.delete(dir);
     return this.epoch;
   }
@@ -115,41 +131,60 @@ export class DirWatch implements DirChanges {
     this.wdOfDir.clear();
     this.wdOfAncestor.clear();
     this.changed.clear();
+    this.addedEpoch.clear();
   }
 
   /** Watch dir, after its ancestors (a move of one of them must be seen too). */
   private add(dir: string): boolean {
-    if (this.kind === 'contents') {
-      const wd = this.addWatch(dir, CONTENTS);
-      if (wd !== undefined) this.wdOfDir.set(dir, wd);
-      return wd !== undefined;
-    }
+    if (this.kind === 'contents') return this.addWatch(dir, CONTENTS, this.wdOfDir) !== undefined;
+    if (!this.unlinked(dir)) return false;
     for (let a = dirname(dir); ; a = dirname(a)) {
-      if (!this.wdOfDir.has(a) && !this.wdOfAncestor.has(a)) {
-        const wd = this.addWatch(a, SELF_ONLY);
-        if (wd === undefined) return false;
-        this.wdOfAncestor.set(a, wd);
-      }
+      if (!this.wdOfDir.has(a) && this.addWatch(a, ENTRIES, this.wdOfAncestor) === undefined) return false;
       if (dirname(a) === a) break;
     }
-    const wd = this.addWatch(dir, ENTRIES);
-    if (wd === undefined) return false;
-    this.wdOfAncestor.delete(dir); // an ancestor of another directory before: the full mask now
-    this.wdOfDir.set(dir, wd);
+    if (this.addWatch(dir, ENTRIES, this.wdOfDir) === undefined) return false;
+    this.wdOfAncestor.delete(dir); // an ancestor of another directory before: its own listing now
     return true;
   }
 
-  private addWatch(path: string, mode: InotifyMode): number | undefined {
+  /** No symlink on the way to dir: a changed link would go unseen (its checks stat instead). */
+  private unlinked(dir: string): boolean {
+    try {
+      return realpathSync(dir) === dir;
+    } catch {
+      return false; // gone meanwhile
+    }
+  }
+
+  /** Watch path (again): a new inode at the path gets a new watch, the old one is dropped. */
+  private addWatch(path: string, mode: InotifyMode, watches: Map<string, number>): number | undefined {
     const wd = this.native.add(this.fd, path, mode);
     if (wd < 0) {
       if (-wd !== ENOENT && -wd !== ENOTDIR) this.unwatchable++;
+      this.unmap(path, watches);
       return undefined;
     }
-    // Another path to the same directory (a symlinked root) shares the watch.
-    let paths = this.dirsOfWd.get(wd);
-    if (paths === undefined) this.dirsOfWd.set(wd, (paths = new Set()));
-    paths.add(path);
+    if (watches.get(path) !== wd) {
+      this.unmap(path, watches);
+      let paths = this.dirsOfWd.get(wd);
+      if (paths === undefined) this.dirsOfWd.set(wd, (paths = new Set()));
+      paths.add(path);
+      watches.set(path, wd);
+    }
     return wd;
+  }
+
+  /** Forget path's watch in `watches`; the kernel's watch goes when no other path uses it. */
+  private unmap(path: string, watches: Map<string, number>): void {
+    const wd = watches.get(path);
+    if (wd === undefined) return;
+    watches.delete(path);
+    const paths = this.dirsOfWd.get(wd);
+    paths?.delete(path);
+    if (paths?.size === 0) {
+      this.dirsOfWd.delete(wd);
+      this.native.remove(this.fd, wd); // EINVAL when the kernel dropped it already (deleted)
+    }
   }
 
   private drain(): void {
@@ -167,7 +202,12 @@ export class DirWatch implements DirChanges {
       if ((mask & PATHS_MOVED) !== 0) {
         for (const path of [...dirs]) this.dropBelow(path);
         this.lostAll();
-      } else for (const dir of dirs) this.changed.add(dir);
+        continue;
+      }
+      for (const dir of dirs) this.changed.add(dir);
+      // A subdirectory made, removed or renamed here: whatever was watched below it is checked
+      // and watched anew at its next take (its own deletion event may come much later).
+      if ((mask & IN_ISDIR) !== 0 && (mask & ENTRY_EVENTS) !== 0) for (const dir of dirs) this.suspectBelow(dir);
     }
   }
 
@@ -175,16 +215,17 @@ export class DirWatch implements DirChanges {
   private dropBelow(path: string): void {
     const prefix = path.endsWith('/') ? path : `${path}/`;
     for (const watches of [this.wdOfDir, this.wdOfAncestor]) {
-      for (const [p, wd] of watches) {
-        if (p !== path && !p.startsWith(prefix)) continue;
-        watches.delete(p);
-        const paths = this.dirsOfWd.get(wd);
-        paths?.delete(p);
-        if (paths?.size === 0) {
-          this.dirsOfWd.delete(wd);
-          this.native.remove(this.fd, wd); // EINVAL when the kernel dropped it already (deleted)
-        }
-      }
+      for (const p of [...watches.keys()]) if (p === path || p.startsWith(prefix)) this.unmap(p, watches);
+    }
+  }
+
+  /** Every watched path below dir: changed, and watched anew (with its ancestors) at its next take. */
+  private suspectBelow(dir: string): void {
+    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+    for (const p of this.wdOfDir.keys()) {
+      if (!p.startsWith(prefix)) continue;
+      this.changed.add(p);
+      this.addedEpoch.delete(p);
     }
   }
 

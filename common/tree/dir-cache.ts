@@ -133,6 +133,8 @@ export class DirCache {
       return fn();
     } finally {
       this.memo = undefined;
+      // Outside a batch every check reads the queue again.
+      this.syncedInBatch = false;
     }
   }
 

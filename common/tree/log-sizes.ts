@@ -79,7 +79,8 @@ export const logSizeStats = { lstats: 0, arrays: 0 };
 /**
  * The regular logfiles of tree directory `relDir` with their sizes, ascending by number (then
  * origin). Every logfile numbered `statFromSeq` or higher is stat'ed at this call (see the
- * header: the re-fetch of a damaged copy); the two highest numbers always are.
+ * header: the re-fetch of a damaged copy); the two highest numbers always are. With a contents
+ * watch, not when no file of the directory was written since they last were.
  */
 export function logfileSizes(tree: TreeStore, relDir: string, nowMs: number = Date.now(), statFromSeq: number = Infinity): readonly LogfileSize[] {
   const listing = tree.listing(relDir);

@@ -30,10 +30,11 @@ export class SplitBrainMonitor {
   /** a check is running */
   checking = false;
   private cache: { key: string; records: string } | undefined;
-  /** the resource directory's listing at the start of the last successful check */
-  private lastDirKey: object | undefined;
+  /** the resource directory's listing at the start of the last successful check (weakly: an
+   *  old listing of a large directory must not stay in memory for this) */
+  private lastDirKey: WeakRef<object> | undefined;
   /** a listing two successful checks in a row began with: nothing changed since */
-  private settledDirKey: object | undefined;
+  private settledDirKey: WeakRef<object> | undefined;
   /** checks that read the versionlinks (for tests and the cost model) */
   fullChecks = 0;
 
@@ -45,12 +46,12 @@ export class SplitBrainMonitor {
     if (this.checking) return;
     this.lastCheckMs = this.clock.nowMs();
     const key = this.dirKey();
-    if (key !== undefined && key === this.settledDirKey) return; // nothing changed
+    if (key !== undefined && key === this.settledDirKey?.deref()) return; // nothing changed
     this.checking = true;
     this.fullChecks++;
     this.publish().then(() => {
-      if (key !== undefined && key === this.lastDirKey) this.settledDirKey = key;
-      this.lastDirKey = key;
+      if (key !== undefined && key === this.lastDirKey?.deref()) this.settledDirKey = new WeakRef(key);
+      this.lastDirKey = key === undefined ? undefined : new WeakRef(key);
     }, (err) => {
       failStopOnInvariant(err);
       this.lastDirKey = undefined;

@@ -3,7 +3,7 @@
 // read, in the same turn of the event loop, including the ones a directory's mtime cannot show.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, lutimesSync, mkdirSync, openSync, renameSync, rmdirSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
 import { DirWatch } from '../../common/disk/dir-watch.js';
@@ -168,4 +168,63 @@ t.test('with a contents watch, a caller asking for sizes from a lower number get
   truncateSync(join(dir, 'log-000000002-h1'), 0); // the re-fetch of a copy at the replay link
   t.same(sizes(), { 1: 10, 2: 20, 3: 30, 4: 40, 5: 50 }, 'a caller asking for the newest only: logfile 2 not stat\'ed yet');
   t.same(sizes(2), { 1: 10, 2: 0, 3: 30, 4: 40, 5: 50 }, 'a caller asking from 2 on: stat\'ed, though the token was taken after the write');
+});
+
+t.test('after a batch, a read outside any batch reads the event queue again', async (t) => {
+  const { root, tree } = watchedTree(t);
+  tree.write('primary', 'h1');
+  t.equal(tree.readBatch(() => tree.value('primary')), 'h1');
+  t.equal(tree.readBatch(() => tree.value('primary')), 'h1', 'vouched for by the watch in a batch');
+  replaceLink(root, 'primary', 'h2');
+  t.equal(tree.value('primary'), 'h2', 'another process\'s change is seen by the next read outside a batch');
+});
+
+t.test('a directory removed while held open and made anew: its parent\'s event has it read and watched afresh', async (t) => {
+  const { root, tree } = watchedTree(t);
+  mkdirSync(join(root, 'resource-r0', 'todo-h1'), { recursive: true });
+  t.same(tree.list('resource-r0/todo-h1'), []);
+  t.same(tree.list('resource-r0/todo-h1'), [], 'vouched for');
+  // Held open, the removed directory's own deletion event waits until it is closed.
+  const held = openSync(join(root, 'resource-r0', 'todo-h1'), 'r');
+  t.teardown(() => closeSync(held));
+  rmdirSync(join(root, 'resource-r0', 'todo-h1'));
+  mkdirSync(join(root, 'resource-r0', 'todo-h1'));
+  t.same(tree.list('resource-r0/todo-h1'), [], 'made anew, empty');
+  replaceLink(join(root, 'resource-r0', 'todo-h1'), 'attach', '1');
+  t.same(tree.list('resource-r0/todo-h1'), ['attach'], 'a link in the new directory is seen: it is watched, not the removed one');
+});
+
+t.test('after lost events, a directory replaced meanwhile gets a watch of its own', async (t) => {
+  const { root, tree } = watchedTree(t);
+  mkdirSync(join(root, 'busy'));
+  mkdirSync(join(root, 'resource-r0', 'todo-h1'), { recursive: true });
+  t.same(tree.list('resource-r0/todo-h1'), []);
+  t.same(tree.list('busy'), []);
+  const held = openSync(join(root, 'resource-r0', 'todo-h1'), 'r');
+  t.teardown(() => closeSync(held));
+  rmdirSync(join(root, 'resource-r0', 'todo-h1'));
+  mkdirSync(join(root, 'resource-r0', 'todo-h1'));
+  const files = ['a', 'b'].map((name) => join(root, 'busy', name));
+  for (const f of files) writeFileSync(f, '');
+  for (let i = 0; i < 17_000; i++) utimesSync(files[i % 2]!, i, i); // the queue overflows
+  t.same(tree.list('resource-r0/todo-h1'), [], 'read again after the overflow');
+  replaceLink(join(root, 'resource-r0', 'todo-h1'), 'attach', '1');
+  t.same(tree.list('resource-r0/todo-h1'), ['attach'], 'the new directory is watched');
+});
+
+t.test('a root reached through a symlink is not watched: its reads stat, and see a changed link', async (t) => {
+  const base = tempDir(t);
+  mkdirSync(join(base, 'one'));
+  mkdirSync(join(base, 'two'));
+  symlinkSync('h1', join(base, 'one', 'primary'));
+  symlinkSync('h2', join(base, 'two', 'primary'));
+  symlinkSync('one', join(base, 'mars'));
+  const watch = DirWatch.open();
+  t.not(watch, undefined);
+  const tree = new TreeStore(join(base, 'mars'), undefined, watch ? { watch } : {});
+  t.teardown(() => tree.close());
+  t.equal(tree.value('primary'), 'h1');
+  t.equal(tree.watchedDirs, 0, 'nothing watched');
+  execFileSync('ln', ['-sfn', 'two', join(base, 'mars')]);
+  t.equal(tree.value('primary'), 'h2', 'the other target is read');
 });
