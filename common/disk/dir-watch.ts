@@ -17,8 +17,9 @@
 // deleted, moved or unmounted. A directory below a moved one keeps its watch but no longer has
 // its path, so every watch below a moved path is dropped. The ancestors of each watched
 // directory, up to /, are watched too: their own deletion or move, and a subdirectory made,
-// removed or renamed in them, which marks every watched path below it changed (a directory's
-// own deletion event waits until nobody holds it open any more; its parent's comes at once).
+// removed or renamed in them, which marks the watched directories right below them changed (a
+// directory's own deletion event waits until nobody holds it open any more; its parent's
+// comes at once).
 // A take() of a directory whose listing is not vouched for adds its watch again, so a path
 // whose directory was replaced behind lost events gets the new directory's watch; after the
 // epoch moved, its ancestors' too. A root reached through a symlink is not watched (the link
@@ -205,9 +206,11 @@ export class DirWatch implements DirChanges {
         continue;
       }
       for (const dir of dirs) this.changed.add(dir);
-      // A subdirectory made, removed or renamed here: whatever was watched below it is checked
-      // and watched anew at its next take (its own deletion event may come much later).
-      if ((mask & IN_ISDIR) !== 0 && (mask & ENTRY_EVENTS) !== 0) for (const dir of dirs) this.suspectBelow(dir);
+      // A subdirectory made, removed or renamed here: a watched one is checked and watched anew
+      // at its next take (its own deletion event may come much later). Deeper ones need no
+      // mark: a directory is removed only once empty (its subdirectories' removal is an event
+      // in it), and one moved away reports its own move at once.
+      if ((mask & IN_ISDIR) !== 0 && (mask & ENTRY_EVENTS) !== 0) for (const dir of dirs) this.suspectChildren(dir);
     }
   }
 
@@ -219,11 +222,10 @@ export class DirWatch implements DirChanges {
     }
   }
 
-  /** Every watched path below dir: changed, and watched anew (with its ancestors) at its next take. */
-  private suspectBelow(dir: string): void {
-    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  /** Every watched directory right below dir: changed, and watched anew (with its ancestors) at its next take. */
+  private suspectChildren(dir: string): void {
     for (const p of this.wdOfDir.keys()) {
-      if (!p.startsWith(prefix)) continue;
+      if (dirname(p) !== dir) continue;
       this.changed.add(p);
       this.addedEpoch.delete(p);
     }
