@@ -69,6 +69,8 @@ export class DirWatch implements DirChanges {
   private readonly changed = new Set<string>();
   /** the epoch at which each directory and its ancestors were last watched anew */
   private readonly addedEpoch = new Map<string, number>();
+  /** directories reached through a symlink: never watched */
+  private readonly behindLinks = new Set<string>();
   private readonly pairs = new Int32Array(2 * DRAIN_PAIRS);
   private closed = false;
   /** directories that could not be watched for another reason than being absent (out of watches) */
@@ -150,11 +152,14 @@ export class DirWatch implements DirChanges {
 
   /** No symlink on the way to dir: a changed link would go unseen (its checks stat instead). */
   private unlinked(dir: string): boolean {
+    if (this.behindLinks.has(dir)) return false;
     try {
-      return realpathSync(dir) === dir;
+      if (realpathSync(dir) === dir) return true;
     } catch {
       return false; // gone meanwhile
     }
+    this.behindLinks.add(dir); // not asked again: a path through a symlink stays one
+    return false;
   }
 
   /** Watch path (again): a new inode at the path gets a new watch, the old one is dropped. */
