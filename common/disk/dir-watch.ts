@@ -63,7 +63,8 @@ export class DirWatch implements DirChanges {
   private epoch = 0;
   private readonly dirsOfWd = new Map<number, Set<string>>();
   private readonly wdOfDir = new Map<string, number>();
-  /** ancestors of watched directories, watched for their own deletion or move only */
+  /** ancestors of watched directories (not read as listings themselves): their own deletion or
+   *  move, and subdirectories made or removed in them */
   private readonly wdOfAncestor = new Map<string, number>();
   /** watched directories with an event since their last take() */
   private readonly changed = new Set<string>();
