@@ -127,7 +127,8 @@ t.test('without the watch option the store keeps to the stat (marsadm, tests)', 
   t.equal(tree.listingChecks - stats, 1, 'one stat per check');
 });
 
-t.test('with a contents watch, logfile sizes are stat\'ed again only after a file of the directory was written', async (t) => {
+/** A tree with both watches and resource-r0 holding logfiles 1..count of count x 10 bytes. */
+function sizesTree(t: Test, count: number): { tree: TreeStore; dir: string } {
   const root = tempDir(t);
   const watch = DirWatch.open('entries');
   const contents = DirWatch.open('contents');
@@ -136,7 +137,12 @@ t.test('with a contents watch, logfile sizes are stat\'ed again only after a fil
   t.teardown(() => tree.close());
   const dir = join(root, 'resource-r0');
   mkdirSync(dir);
-  for (let seq = 1; seq <= 3; seq++) writeFileSync(join(dir, `log-00000000${seq}-h1`), Buffer.alloc(seq * 10));
+  for (let seq = 1; seq <= count; seq++) writeFileSync(join(dir, `log-00000000${seq}-h1`), Buffer.alloc(seq * 10));
+  return { tree, dir };
+}
+
+t.test('with a contents watch, logfile sizes are stat\'ed again only after a file of the directory was written', async (t) => {
+  const { tree, dir } = sizesTree(t, 3);
   const sizes = () => Object.fromEntries(logfileSizes(tree, 'resource-r0').map((l) => [l.seq, l.sizeBytes]));
   t.same(sizes(), { 1: 10, 2: 20, 3: 30 });
   const before = logSizeStats.lstats;
@@ -154,15 +160,7 @@ t.test('with a contents watch, logfile sizes are stat\'ed again only after a fil
 });
 
 t.test('with a contents watch, a caller asking for sizes from a lower number gets them stat\'ed after a write (a re-fetch truncates in place)', async (t) => {
-  const root = tempDir(t);
-  const watch = DirWatch.open('entries');
-  const contents = DirWatch.open('contents');
-  t.ok(watch !== undefined && contents !== undefined, 'the native helper gives inotify watches');
-  const tree = new TreeStore(root, undefined, { ...(watch ? { watch } : {}), ...(contents ? { contents } : {}) });
-  t.teardown(() => tree.close());
-  const dir = join(root, 'resource-r0');
-  mkdirSync(dir);
-  for (let seq = 1; seq <= 5; seq++) writeFileSync(join(dir, `log-00000000${seq}-h1`), Buffer.alloc(seq * 10));
+  const { tree, dir } = sizesTree(t, 5);
   const sizes = (fromSeq?: number) => Object.fromEntries(logfileSizes(tree, 'resource-r0', Date.now(), fromSeq).map((l) => [l.seq, l.sizeBytes]));
   t.same(sizes(), { 1: 10, 2: 20, 3: 30, 4: 40, 5: 50 });
   truncateSync(join(dir, 'log-000000002-h1'), 0); // the re-fetch of a copy at the replay link
