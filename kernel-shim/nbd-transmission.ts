@@ -24,6 +24,7 @@ import * as P from './nbd-protocol.js';
 import { MAX_PAYLOAD_BYTES, type ExportEntry, type ServerContext } from './nbd-export.js';
 import { checkRequest } from './nbd-request-checks.js';
 import { ConnectionBudget } from './nbd-budget.js';
+import { PayloadPool, CONNECTION_POOL_BYTES } from './payload-pool.js';
 
 /** What the transmission phase needs of its connection (nbd-connection.ts). */
 export interface TransmissionHost {
@@ -56,6 +57,7 @@ export class Transmission {
   /** a WRITE payload split across chunks, and what to do with it once complete */
   private payload: Buffer | null = null;
   private payloadFillBytes = 0;
+  private readonly payloads = new PayloadPool(CONNECTION_POOL_BYTES);
   private pendingWrite: PendingWrite | null = null;
   /** payload of a refused WRITE still to be read past */
   private skipBytes = 0;
@@ -167,7 +169,7 @@ export class Transmission {
       this.payload = null;
       this.pendingWrite = null;
       this.budget.inFlightBytes -= payload.length; // startWrite counts it again
-      this.startWrite(w, payload);
+      this.startWrite(w, payload, true);
     }
     return pos + n;
   }
@@ -229,7 +231,7 @@ export class Transmission {
       this.startWrite(w, chunk.subarray(pos, pos + req.length)); // zero copy
       return pos + req.length;
     }
-    this.payload = Buffer.allocUnsafe(req.length);
+    this.payload = this.payloads.take(req.length);
     this.payloadFillBytes = chunk.length - pos;
     chunk.copy(this.payload, 0, pos);
     this.pendingWrite = w;
@@ -242,15 +244,16 @@ export class Transmission {
     return checkRequest(req, this.entry.backend.sizeBytes, this.shuttingDown, this.writableCheck);
   }
 
-  private startWrite(w: PendingWrite, data: Buffer): void {
+  /** pooled: data came from this.payloads, to be given back once the write settled */
+  private startWrite(w: PendingWrite, data: Buffer, pooled = false): void {
     // Re-checked here: the backend may have lost writability while the payload arrived.
     const err = this.shuttingDown ? P.NBD_ESHUTDOWN : this.backendWritable() ? 0 : P.NBD_EPERM;
     if (err) {
-      this.reply(err, w.handleHi, w.handleLo);
-      return;
+      if (pooled) this.payloads.give(data);
+      return this.reply(err, w.handleHi, w.handleLo);
     }
     const backend = this.entry.backend;
-    this.dispatch(w.handleHi, w.handleLo, 0, () => backend.write(w.offsetBytes, data, w.fua), data.length, 'write');
+    this.dispatch(w.handleHi, w.handleLo, 0, () => backend.write(w.offsetBytes, data, w.fua), data.length, 'write', pooled ? data : undefined);
   }
 
   /** bound once: a closure per request would be garbage on the hot path */
@@ -274,7 +277,7 @@ export class Transmission {
    * Runs one backend operation and replies when it settles. readLengthBytes > 0 marks a READ
    * whose result must be exactly that long; heldBytes are counted against the buffer limit.
    */
-  private dispatch(handleHi: number, handleLo: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number, type: NbdRequestType): void {
+  private dispatch(handleHi: number, handleLo: number, readLengthBytes: number, op: () => Promise<Buffer | void>, heldBytes: number, type: NbdRequestType, pooled?: Buffer): void {
     this.budget.start(heldBytes);
     const recorder = this.server.recorder;
     const startMs = recorder ? this.server.clock.monotonicMs() : 0;
@@ -286,6 +289,7 @@ export class Transmission {
     }
     promise.then(
       (result) => {
+        if (pooled) this.payloads.give(pooled);
         this.budget.settled(heldBytes);
         if (readLengthBytes > 0 && (!Buffer.isBuffer(result) || result.length !== readLengthBytes)) {
           this.logBackendError(`backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} bytes, expected ${readLengthBytes}; replying EIO`);
@@ -297,6 +301,7 @@ export class Transmission {
         this.afterCompletion();
       },
       (err: unknown) => {
+        if (pooled) this.payloads.give(pooled);
         this.budget.settled(heldBytes);
         if (err instanceof InvariantError) {
           // No reply: the client sees the connection end, as after a crash, and marsd stops.

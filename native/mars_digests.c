@@ -190,9 +190,7 @@ static napi_value block_digests(napi_env env, napi_callback_info info) {
 
 static napi_value digests_available(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value result;
-  napi_get_boolean(env, ssl_found, &result);
-  return result;
+  return mars_boolean(env, ssl_found);
 }
 
 bool mars_digests_export(napi_env env, napi_value exports) {

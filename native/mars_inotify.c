@@ -31,16 +31,10 @@
 #define CONTENTS_MASK (SELF_MASK | IN_MODIFY)
 #define DRAIN_BUFFER_BYTES 65536
 
-static napi_value number(napi_env env, double value) {
-  napi_value out;
-  napi_create_double(env, value, &out);
-  return out;
-}
-
 static napi_value inotify_open(napi_env env, napi_callback_info info) {
   (void)info;
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  return number(env, fd < 0 ? -(double)errno : (double)fd);
+  return mars_number(env, fd < 0 ? -(double)errno : (double)fd);
 }
 
 static napi_value inotify_add(napi_env env, napi_callback_info info) {
@@ -56,7 +50,7 @@ static napi_value inotify_add(napi_env env, napi_callback_info info) {
   }
   static const uint32_t masks[3] = { WATCH_MASK, SELF_MASK, CONTENTS_MASK };
   int wd = inotify_add_watch(fd, path, masks[mode]);
-  return number(env, wd < 0 ? -(double)errno : (double)wd);
+  return mars_number(env, wd < 0 ? -(double)errno : (double)wd);
 }
 
 static napi_value inotify_remove(napi_env env, napi_callback_info info) {
@@ -65,7 +59,7 @@ static napi_value inotify_remove(napi_env env, napi_callback_info info) {
   if (!mars_get_args(env, info, 2, argv) || !mars_get_fd(env, argv[0], &fd) || napi_get_value_int32(env, argv[1], &wd) != napi_ok) {
     return mars_throw_type(env, "inotifyRemove(fd, wd)");
   }
-  return number(env, inotify_rm_watch(fd, wd) < 0 ? -(double)errno : 0);
+  return mars_number(env, inotify_rm_watch(fd, wd) < 0 ? -(double)errno : 0);
 }
 
 static napi_value inotify_drain(napi_env env, napi_callback_info info) {
@@ -89,7 +83,7 @@ static napi_value inotify_drain(napi_env env, napi_callback_info info) {
     ssize_t n = read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) break;
-    if (n < 0) return number(env, -(double)errno);
+    if (n < 0) return mars_number(env, -(double)errno);
     if (n == 0) break;
     for (char *p = buffer; p < buffer + n;) {
       const struct inotify_event *e = (const struct inotify_event *)p;
@@ -101,7 +95,7 @@ static napi_value inotify_drain(napi_env env, napi_callback_info info) {
       } else lost = true; // keep reading: the queue is emptied either way
     }
   }
-  return number(env, lost ? -1 : (double)(used / 2));
+  return mars_number(env, lost ? -1 : (double)(used / 2));
 }
 
 bool mars_inotify_export(napi_env env, napi_value exports) {

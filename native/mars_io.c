@@ -223,12 +223,25 @@ bool mars_export_function(napi_env env, napi_value exports, const char *name, na
          napi_set_named_property(env, exports, name, fn) == napi_ok;
 }
 
+napi_value mars_number(napi_env env, double value) {
+  napi_value out;
+  napi_create_double(env, value, &out);
+  return out;
+}
+
+napi_value mars_boolean(napi_env env, bool value) {
+  napi_value out;
+  napi_get_boolean(env, value, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   if (!mars_export_function(env, exports, "preadNoWait", pread_nowait)) return NULL;
   if (!mars_export_function(env, exports, "pwriteBatch", pwrite_batch)) return NULL;
   if (!mars_digests_export(env, exports)) return NULL;
   if (!mars_memory_export(env, exports)) return NULL;
   if (!mars_inotify_export(env, exports)) return NULL;
+  if (!mars_crc32c_export(env, exports)) return NULL;
   return exports;
 }
 

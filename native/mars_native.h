@@ -15,6 +15,9 @@ bool mars_get_offset(napi_env env, napi_value v, int64_t *offset);
 /** A Buffer's memory. */
 bool mars_get_buffer(napi_env env, napi_value v, void **data, size_t *length);
 bool mars_export_function(napi_env env, napi_value exports, const char *name, napi_callback cb);
+/** A JavaScript number or boolean as a call's result. */
+napi_value mars_number(napi_env env, double value);
+napi_value mars_boolean(napi_env env, bool value);
 
 /** A task on libuv's pool that calls back into JavaScript with one number. */
 struct mars_work {
@@ -35,4 +38,6 @@ bool mars_digests_export(napi_env env, napi_value exports);
 bool mars_memory_export(napi_env env, napi_value exports);
 /** mars_inotify.c: inotifyOpen, inotifyAdd, inotifyRemove, inotifyDrain */
 bool mars_inotify_export(napi_env env, napi_value exports);
+/** mars_crc32c.c: crc32cHardware, crc32cRange, crc32cChunks */
+bool mars_crc32c_export(napi_env env, napi_value exports);
 #endif

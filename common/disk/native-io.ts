@@ -10,15 +10,13 @@
 //   OpenSSL of the running node (no JavaScript call per 4 KiB block);
 // - trimCHeap: the C heap's free pages back to the kernel (daemon/heap-trimmer.ts);
 // - nativeInotify: directory change events read on demand (common/disk/dir-watch.ts).
+// (The same helper computes the log records' CRC32C: common/log/crc32c.ts.)
 //
 // The helper is built by `npm install` (scripts/build-native.mjs). Where it is missing (no
 // compiler, another OS) or the kernel or filesystem refuses RWF_NOWAIT, I/O takes the pool path
 // as before: same results, only slower. `nativeIoStatus()` says which.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
+import { hasNativeFunction, nativeAddon } from '../util/native-addon.js';
 
 interface NativeIo {
   preadNoWait(fd: number, buffer: Buffer, offsetBytes: number): number;
@@ -52,7 +50,6 @@ export interface NativeInotify {
   drain(fd: number, out: Int32Array): number;
 }
 
-const ADDON_PATH = join('native', 'build', 'Release', 'mars_io.node');
 const EAGAIN = 11;
 /** errnos meaning "this file or kernel cannot do RWF_NOWAIT at all": stop trying for it */
 const UNSUPPORTED_ERRNOS = new Set([95 /* EOPNOTSUPP */, 38 /* ENOSYS */, 22 /* EINVAL */]);
@@ -68,38 +65,16 @@ let status = 'not loaded';
 /** the helper has blockDigests and found the crypto library */
 let digestsFound = false;
 
-/** The checkout or install root holds native/; dist/ adds one level to the source layout. */
-function findAddon(): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let up = 0; up < 5; up++) {
-    const candidate = join(dir, ADDON_PATH);
-    if (existsSync(candidate)) return candidate;
-    dir = dirname(dir);
-  }
-  return null;
-}
-
 function load(): void {
-  if (process.env.MARS_NO_NATIVE_IO === '1') {
-    status = 'disabled by MARS_NO_NATIVE_IO=1';
+  const found = nativeAddon();
+  if (!found.ok) {
+    status = found.why;
     return;
   }
-  const path = findAddon();
-  if (!path) {
-    status = `${ADDON_PATH} not built (npm install builds it; needs make and a C compiler)`;
-    return;
-  }
-  let loaded: unknown;
-  try {
-    loaded = createRequire(import.meta.url)(path);
-  } catch (err) {
-    status = `cannot load ${path}: ${(err as Error).message}`;
-    return;
-  }
-  const found = inspectAddon(loaded, path);
-  addon = found.addon;
-  digestsFound = found.digests;
-  status = found.status;
+  const inspected = inspectAddon(found.loaded, found.path);
+  addon = inspected.addon;
+  digestsFound = inspected.digests;
+  status = inspected.status;
 }
 
 /**
@@ -108,7 +83,7 @@ function load(): void {
  * to rebuild, instead of failing at the first call of a missing function.
  */
 export function inspectAddon(loaded: unknown, path: string): { addon: NativeIo | null; digests: boolean; status: string } {
-  const has = (name: string) => typeof (loaded as Record<string, unknown> | null)?.[name] === 'function';
+  const has = (name: string) => hasNativeFunction(loaded, name);
   const rebuild = 'an older build: npm install builds it again';
   if (!has('preadNoWait') || !has('pwriteBatch')) return { addon: null, digests: false, status: `${path} is not usable (${rebuild})` };
   const a = loaded as NativeIo;

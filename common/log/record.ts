@@ -16,8 +16,8 @@
 //
 // This module only encodes and decodes bytes; judging a record (torn? defect?) is the
 // scanner's job (scanner.ts).
-import { crc32c } from '@node-rs/crc32';
-import { assert } from '../util/assert.js';
+import { crc32cChunks, crc32cRange } from './crc32c.js';
+import { assert, InvariantError } from '../util/assert.js';
 
 export const RECORD_HEADER_BYTES = 48;
 export const RECORD_TRAILER_BYTES = 36;
@@ -119,16 +119,16 @@ export interface RecordInput {
 export function encodeRecord(out: Buffer, at: number, r: RecordInput): number {
   const payloadBytes = r.payload.length;
   const totalBytes = RECORD_OVERHEAD_BYTES + payloadBytes;
-  assert(payloadBytes <= MAX_RECORD_PAYLOAD_BYTES, `record payload ${payloadBytes} bytes > ${MAX_RECORD_PAYLOAD_BYTES}`);
-  assert(Number.isSafeInteger(at) && at >= 0 && at + totalBytes <= out.length, `record of ${totalBytes} bytes does not fit at ${at} in a ${out.length}-byte buffer`);
-  assert(Number.isSafeInteger(r.devicePos) && r.devicePos >= 0, `bad devicePos ${r.devicePos}`);
-  assert(isKnownRecordCode(r.code), `unknown record code ${r.code}`);
-  assert(r.code !== RecordCode.ZeroRange || payloadBytes === ZERO_RANGE_PAYLOAD_BYTES, 'ZeroRange payload must be 8 bytes');
-  assert(Number.isSafeInteger(r.stampSec) && r.stampSec >= 0, `bad stampSec ${r.stampSec}`);
-  assert(Number.isInteger(r.stampNsec) && r.stampNsec >= 0 && r.stampNsec < NSEC_PER_SEC, `bad stampNsec ${r.stampNsec}`);
-  assert(Number.isInteger(r.seqNr) && r.seqNr >= FIRST_SEQ_NR && r.seqNr <= MAX_SEQ_NR, `bad seqNr ${r.seqNr}`);
   const flags = r.flags ?? 0;
-  assert((flags & ~KNOWN_RECORD_FLAGS) === 0, `unknown record flags 0x${flags.toString(16)}`);
+  // One test on the hot path (a write of 1 GiB is 262,144 records): the messages, which
+  // build strings, are made only when it fails.
+  if (!(payloadBytes <= MAX_RECORD_PAYLOAD_BYTES && Number.isSafeInteger(at) && at >= 0 && at + totalBytes <= out.length
+    && Number.isSafeInteger(r.devicePos) && r.devicePos >= 0 && isKnownRecordCode(r.code)
+    && (r.code !== RecordCode.ZeroRange || payloadBytes === ZERO_RANGE_PAYLOAD_BYTES)
+    && Number.isSafeInteger(r.stampSec) && r.stampSec >= 0 && Number.isInteger(r.stampNsec) && r.stampNsec >= 0 && r.stampNsec < NSEC_PER_SEC
+    && Number.isInteger(r.seqNr) && r.seqNr >= FIRST_SEQ_NR && r.seqNr <= MAX_SEQ_NR && (flags & ~KNOWN_RECORD_FLAGS) === 0)) {
+    throwBadRecordInput(out, at, r, totalBytes, flags);
+  }
 
   // Payload first: if the caller built it in place at out[at+48], this copy is a no-op move.
   const payloadAt = at + RECORD_HEADER_BYTES;
@@ -160,6 +160,21 @@ export function encodeRecord(out: Buffer, at: number, r: RecordInput): number {
 
   out.writeUInt32LE(computeMetaChecksum(out, at, payloadBytes), at + HDR_META_CRC);
   return totalBytes;
+}
+
+/** Names the first check of encodeRecord that failed (only called when one did). */
+function throwBadRecordInput(out: Buffer, at: number, r: RecordInput, totalBytes: number, flags: number): never {
+  const payloadBytes = r.payload.length;
+  assert(payloadBytes <= MAX_RECORD_PAYLOAD_BYTES, `record payload ${payloadBytes} bytes > ${MAX_RECORD_PAYLOAD_BYTES}`);
+  assert(Number.isSafeInteger(at) && at >= 0 && at + totalBytes <= out.length, `record of ${totalBytes} bytes does not fit at ${at} in a ${out.length}-byte buffer`);
+  assert(Number.isSafeInteger(r.devicePos) && r.devicePos >= 0, `bad devicePos ${r.devicePos}`);
+  assert(isKnownRecordCode(r.code), `unknown record code ${r.code}`);
+  assert(r.code !== RecordCode.ZeroRange || payloadBytes === ZERO_RANGE_PAYLOAD_BYTES, 'ZeroRange payload must be 8 bytes');
+  assert(Number.isSafeInteger(r.stampSec) && r.stampSec >= 0, `bad stampSec ${r.stampSec}`);
+  assert(Number.isInteger(r.stampNsec) && r.stampNsec >= 0 && r.stampNsec < NSEC_PER_SEC, `bad stampNsec ${r.stampNsec}`);
+  assert(Number.isInteger(r.seqNr) && r.seqNr >= FIRST_SEQ_NR && r.seqNr <= MAX_SEQ_NR, `bad seqNr ${r.seqNr}`);
+  assert((flags & ~KNOWN_RECORD_FLAGS) === 0, `unknown record flags 0x${flags.toString(16)}`);
+  throw new InvariantError('encodeRecord: a check failed that names no reason (the two lists of checks differ)');
 }
 
 export function encodeZeroRangePayload(lengthBytes: number): Buffer {
@@ -242,36 +257,29 @@ export const START_MAGIC_BYTES: readonly number[] = Array.from({ length: 8 }, (_
 // 40..43) and the payload digest (which the payload check compares directly).
 export function computeMetaChecksum(buf: Buffer, recordAt: number, payloadBytes: number): number {
   const trailerAt = recordAt + RECORD_HEADER_BYTES + payloadBytes;
-  let crc = crc32c(buf.subarray(recordAt, recordAt + HDR_META_CRC));
-  crc = crc32c(buf.subarray(recordAt + HDR_META_CRC + 4, recordAt + RECORD_HEADER_BYTES), crc);
-  return crc32c(buf.subarray(trailerAt, trailerAt + TRL_DIGEST), crc);
+  let crc = crc32cRange(buf, recordAt, recordAt + HDR_META_CRC);
+  crc = crc32cRange(buf, recordAt + HDR_META_CRC + 4, recordAt + RECORD_HEADER_BYTES, crc);
+  return crc32cRange(buf, trailerAt, trailerAt + TRL_DIGEST, crc);
 }
 
 // MARS CRC32C digest: the payload in 8 chunks (floor(len/8) bytes each, the last one takes
 // the remainder), each chunk's CRC32C as u32 LE => 32 bytes, XOR-folded to 16 bytes:
 // out[0..7] = d[0..7] ^ d[16..23], out[8..15] = d[8..15] ^ d[24..31]. In u32 words that is
 // word k = crc(k) ^ crc(k + 4) for k = 0..3, since XOR works bytewise.
+// The chunks' CRCs go into one array, reused: the main thread runs one digest at a time.
+const chunkCrcs = new Uint32Array(PAYLOAD_DIGEST_CHUNKS);
+
 export function writePayloadDigest(src: Buffer, payloadAt: number, payloadBytes: number, out: Buffer, digestAt: number): void {
-  for (let k = 0; k < 4; k++) {
-    const folded = (chunkCrc(src, payloadAt, payloadBytes, k) ^ chunkCrc(src, payloadAt, payloadBytes, k + 4)) >>> 0;
-    out.writeUInt32LE(folded, digestAt + 4 * k);
-  }
+  crc32cChunks(src, payloadAt, payloadBytes, chunkCrcs);
+  for (let k = 0; k < 4; k++) out.writeUInt32LE((chunkCrcs[k]! ^ chunkCrcs[k + 4]!) >>> 0, digestAt + 4 * k);
 }
 
 export function payloadDigestMatches(buf: Buffer, payloadAt: number, payloadBytes: number, digestAt: number): boolean {
+  crc32cChunks(buf, payloadAt, payloadBytes, chunkCrcs);
   for (let k = 0; k < 4; k++) {
-    const folded = (chunkCrc(buf, payloadAt, payloadBytes, k) ^ chunkCrc(buf, payloadAt, payloadBytes, k + 4)) >>> 0;
-    if (buf.readUInt32LE(digestAt + 4 * k) !== folded) return false;
+    if (buf.readUInt32LE(digestAt + 4 * k) !== (chunkCrcs[k]! ^ chunkCrcs[k + 4]!) >>> 0) return false;
   }
   return true;
-}
-
-function chunkCrc(buf: Buffer, payloadAt: number, payloadBytes: number, chunk: number): number {
-  const chunkBytes = Math.floor(payloadBytes / PAYLOAD_DIGEST_CHUNKS);
-  const start = payloadAt + chunk * chunkBytes;
-  const end = chunk === PAYLOAD_DIGEST_CHUNKS - 1 ? payloadAt + payloadBytes : start + chunkBytes;
-  // CRC32C of an empty chunk is 0 (init ~0, final ~): no need to call into the library.
-  return end === start ? 0 : crc32c(buf.subarray(start, end));
 }
 
 function writeU64(out: Buffer, at: number, value: number): void {

@@ -75,12 +75,13 @@ export class PendingIndex {
       const pageNo = Math.floor(pos / PAGE_BYTES);
       const inPage = pos - pageNo * PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - inPage, lengthBytes - done);
-      this.putInPage(pageNo, inPage, n, data ? data.subarray(done, done + n) : undefined, at);
+      this.putInPage(pageNo, inPage, n, data, done, at); // offsets, not a view per page: no garbage per 4 KiB
       done += n;
     }
   }
 
-  private putInPage(pageNo: number, inPage: number, n: number, data: Buffer | undefined, at: LogLocation): void {
+  /** data[dataAt, dataAt + n) goes to the page at inPage; data undefined: zeros */
+  private putInPage(pageNo: number, inPage: number, n: number, data: Buffer | undefined, dataAt: number, at: LogLocation): void {
     const bits = sectorMask(inPage, inPage + n);
     const old = this.pages.get(pageNo);
     const wholePageZero = data === undefined && n === PAGE_BYTES;
@@ -89,7 +90,7 @@ export class PendingIndex {
         this.setData(old, ZERO_PAGE);
       } else {
         if (old.data === ZERO_PAGE) this.setData(old, this.pool.take().fill(0));
-        if (data) data.copy(old.data, inPage); else old.data.fill(0, inPage, inPage + n);
+        if (data) data.copy(old.data, inPage, dataAt, dataAt + n); else old.data.fill(0, inPage, inPage + n);
       }
       old.mask |= bits;
       return;
@@ -100,7 +101,7 @@ export class PendingIndex {
     } else {
       buf = this.pool.take();
       if (old) old.data.copy(buf);
-      if (data) data.copy(buf, inPage); else buf.fill(0, inPage, inPage + n);
+      if (data) data.copy(buf, inPage, dataAt, dataAt + n); else buf.fill(0, inPage, inPage + n);
     }
     const entry: PageEntry = { pageNo, data: buf, mask: (old?.mask ?? 0) | bits, firstUnapplied: at, inFlight: false };
     if (old) this.dropEntry(old); // moves the page to the end: see the ordering invariant
