@@ -18,6 +18,7 @@ import type { LogLevel } from '../common/util/log.js';
 import type { BlockBackend } from './backend.js';
 import type { ServerLimits } from './nbd-limits.js';
 import * as P from './nbd-protocol.js';
+import type { PayloadPool } from './payload-pool.js';
 
 /** Advertised block size constraints (NBD_INFO_BLOCK_SIZE) and enforced limits. */
 export const MIN_BLOCK_SIZE = 512;
@@ -93,6 +94,8 @@ export interface ServerContext {
   /** limits across all connections (nbd-limits.ts) */
   readonly limits: ServerLimits;
   readonly counters: NbdCounters;
+  /** buffers for WRITE payloads split across socket chunks, shared by all connections */
+  readonly payloads: PayloadPool;
   /** never throws (a failing log hook is ignored) */
   log(level: LogLevel, msg: string): void;
   /** exports a connection may open: its socket's export, or all of them over TCP */

@@ -35,6 +35,7 @@ export {
   MIN_BLOCK_SIZE, PREFERRED_BLOCK_SIZE, MAX_PAYLOAD_BYTES, MAX_OPTION_BYTES, HANDSHAKE_FLAGS, TRANSMISSION_FLAGS,
   type NbdServerStats,
 } from './nbd-export.js';
+import { PayloadPool, SERVER_POOL_BYTES } from './payload-pool.js';
 
 export interface NbdServerOptions {
   log: (level: LogLevel, msg: string) => void;
@@ -83,6 +84,7 @@ export class NbdServer implements ServerContext {
   readonly shutdownGraceMs: number;
   readonly clock: Clock;
   readonly recorder: NbdRecorder | undefined;
+  readonly payloads = new PayloadPool(SERVER_POOL_BYTES);
   /** @internal counters updated by connections */
   readonly counters: NbdCounters = {
     requests: 0,

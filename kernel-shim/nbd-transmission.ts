@@ -24,7 +24,6 @@ import * as P from './nbd-protocol.js';
 import { MAX_PAYLOAD_BYTES, type ExportEntry, type ServerContext } from './nbd-export.js';
 import { checkRequest } from './nbd-request-checks.js';
 import { ConnectionBudget } from './nbd-budget.js';
-import { PayloadPool, CONNECTION_POOL_BYTES } from './payload-pool.js';
 
 /** What the transmission phase needs of its connection (nbd-connection.ts). */
 export interface TransmissionHost {
@@ -57,7 +56,6 @@ export class Transmission {
   /** a WRITE payload split across chunks, and what to do with it once complete */
   private payload: Buffer | null = null;
   private payloadFillBytes = 0;
-  private readonly payloads = new PayloadPool(CONNECTION_POOL_BYTES);
   private pendingWrite: PendingWrite | null = null;
   /** payload of a refused WRITE still to be read past */
   private skipBytes = 0;
@@ -231,7 +229,7 @@ export class Transmission {
       this.startWrite(w, chunk.subarray(pos, pos + req.length)); // zero copy
       return pos + req.length;
     }
-    this.payload = this.payloads.take(req.length);
+    this.payload = this.server.payloads.take(req.length);
     this.payloadFillBytes = chunk.length - pos;
     chunk.copy(this.payload, 0, pos);
     this.pendingWrite = w;
@@ -244,12 +242,12 @@ export class Transmission {
     return checkRequest(req, this.entry.backend.sizeBytes, this.shuttingDown, this.writableCheck);
   }
 
-  /** pooled: data came from this.payloads, to be given back once the write settled */
+  /** pooled: data came from server.payloads, to be given back once the write settled */
   private startWrite(w: PendingWrite, data: Buffer, pooled = false): void {
     // Re-checked here: the backend may have lost writability while the payload arrived.
     const err = this.shuttingDown ? P.NBD_ESHUTDOWN : this.backendWritable() ? 0 : P.NBD_EPERM;
     if (err) {
-      if (pooled) this.payloads.give(data);
+      if (pooled) this.server.payloads.give(data);
       return this.reply(err, w.handleHi, w.handleLo);
     }
     const backend = this.entry.backend;
@@ -289,7 +287,7 @@ export class Transmission {
     }
     promise.then(
       (result) => {
-        if (pooled) this.payloads.give(pooled);
+        if (pooled) this.server.payloads.give(pooled);
         this.budget.settled(heldBytes);
         if (readLengthBytes > 0 && (!Buffer.isBuffer(result) || result.length !== readLengthBytes)) {
           this.logBackendError(`backend read returned ${Buffer.isBuffer(result) ? result.length : typeof result} bytes, expected ${readLengthBytes}; replying EIO`);
@@ -301,7 +299,7 @@ export class Transmission {
         this.afterCompletion();
       },
       (err: unknown) => {
-        if (pooled) this.payloads.give(pooled);
+        if (pooled) this.server.payloads.give(pooled);
         this.budget.settled(heldBytes);
         if (err instanceof InvariantError) {
           // No reply: the client sees the connection end, as after a crash, and marsd stops.

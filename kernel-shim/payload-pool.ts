@@ -14,8 +14,11 @@ import { assert } from '../common/util/assert.js';
 /** Larger payloads are rare (nbdcopy's are 256 KiB; the kernel's at most 128 KiB-1 MiB) */
 export const MAX_POOLED_BYTES = 1 << 20;
 const MIN_CAPACITY_BYTES = 4096;
-/** What one NBD connection keeps for reuse: 16 of nbdcopy's 256 KiB payloads. */
-export const CONNECTION_POOL_BYTES = 4 << 20;
+/**
+ * What an NBD server keeps for reuse over all its connections: 64 of nbdcopy's 256 KiB
+ * payloads. Shared, so the memory kept does not grow with the number of connections.
+ */
+export const SERVER_POOL_BYTES = 16 << 20;
 
 export class PayloadPool {
   private readonly free = new Map<number, ArrayBuffer[]>();

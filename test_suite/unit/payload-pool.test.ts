@@ -7,7 +7,7 @@ import { InvariantError } from '../../common/util/assert.js';
 import type { BlockBackend } from '../../kernel-shim/backend.js';
 import { NbdClient } from '../../kernel-shim/nbd-client.js';
 import { NbdServer } from '../../kernel-shim/nbd-server.js';
-import { MAX_POOLED_BYTES, PayloadPool } from '../../kernel-shim/payload-pool.js';
+import { MAX_POOLED_BYTES, PayloadPool, SERVER_POOL_BYTES } from '../../kernel-shim/payload-pool.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -92,10 +92,10 @@ t.test('over NBD: payloads in flight keep their own bytes, and settled ones are 
 
   const PAYLOAD = 256 * KiB; // larger than a socket chunk: arrives split, read into a pooled buffer
   const COUNT = 8;
-  const round = async (firstByte: number) => {
+  const round = async (firstByte: number, by = client) => {
     backend.hold();
     const before = backend.seen.length;
-    const writes = Array.from({ length: COUNT }, (_, i) => client.write(i * PAYLOAD, Buffer.alloc(PAYLOAD, firstByte + i)));
+    const writes = Array.from({ length: COUNT }, (_, i) => by.write(i * PAYLOAD, Buffer.alloc(PAYLOAD, firstByte + i)));
     await waitFor('every write to reach the backend', () => backend.seen.length === before + COUNT, 10_000);
     const held = backend.seen.slice(before);
     // All are in flight at once: each must still hold its own bytes.
@@ -110,4 +110,13 @@ t.test('over NBD: payloads in flight keep their own bytes, and settled ones are 
   const firstBuffers = new Set(first.map((w) => w.data.buffer));
   t.ok(second.some((w) => firstBuffers.has(w.data.buffer)), 'buffers of settled writes were used again');
   t.same(await client.read(3 * PAYLOAD, PAYLOAD), Buffer.alloc(PAYLOAD, 104), 'the data the backend stored is the last write\'s');
+
+  // One pool for the server: another connection gets the buffers the first one gave back,
+  // and what is kept stays within the server's bound however many connections there are.
+  const other = await NbdClient.connect(socketPath, 'r');
+  t.teardown(() => other.destroy());
+  const third = await round(201, other);
+  const earlier = new Set([...first, ...second].map((w) => w.data.buffer));
+  t.ok(third.some((w) => earlier.has(w.data.buffer)), 'a second connection reuses buffers the first one gave back');
+  t.ok(server.payloads.keptBytes > 0 && server.payloads.keptBytes <= SERVER_POOL_BYTES, `kept ${server.payloads.keptBytes} bytes, within the server's bound`);
 });
