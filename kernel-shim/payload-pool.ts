@@ -1,8 +1,8 @@
 // Buffers for WRITE payloads that arrive split across socket chunks (nbd-transmission.ts),
 // reused once the write settled instead of allocated per request.
 //
-// Why: a payload larger than Node's 4 KiB Buffer pool is an ArrayBuffer of its own, memory V8
-// counts as external. nbdcopy writes 256 KiB per request, so a copy of 1 GiB made 4,096 of them,
+// Why: a payload of 4 KiB or more does not come from Node's shared Buffer pool: it is an
+// ArrayBuffer of its own, memory V8 counts as external. nbdcopy writes 256 KiB per request, so a copy of 1 GiB made 4,096 of them,
 // and their external bytes made V8 run a full garbage collection every few tens of MiB (the
 // profile of that copy: 7 % of the main thread, and four GC helper threads busy beside it).
 //
