@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { TreeWatcher } from './tree-watcher.js';
 import { HeapTrimmer } from './heap-trimmer.js';
 import { TreeStore } from '../common/tree/store.js';
+import { TrackedRead } from '../common/tree/tracked-read.js';
 import { MARSD_VERSION, TREE_VERSION } from '../common/version.js';
 import { LamportClock } from '../common/tree/lamport.js';
 import { Heartbeat } from './heartbeat.js';
@@ -22,12 +23,12 @@ import { globalPaths, localPaths, resPaths } from '../common/tree/paths.js';
 import { NbdServer } from '../kernel-shim/nbd-server.js';
 import { acquireDaemonLock } from '../common/lock.js';
 import { clusterHosts } from '../common/cluster/members.js';
-import { listResources, readResourceSnapshot } from '../common/resource/snapshot.js';
+import { listResources } from '../common/resource/snapshot.js';
 import { ResourceRunner } from './control/resource-runner.js';
 import { peerManagerPeers, type SecondaryPeers } from './control/secondary-runner.js';
 import type { CommonOptions } from '../common/config.js';
 import { PeerManager } from './propagate/peer-manager.js';
-import { TombstoneKeeper } from './propagate/tombstones.js';
+import { TombstoneKeeper, tombstoneScanIntervalMs } from './propagate/tombstones.js';
 import { NotifyPacer } from './propagate/notify-pacer.js';
 import { PeerService } from './serve/peer-service.js';
 import { PeerServer } from './net/server.js';
@@ -48,7 +49,6 @@ export const DEFAULT_TOMBSTONE_MIN_AGE_MS = 60_000;
 export const DEFAULT_STARTUP_GRACE_MS = 20_000;
 /** a round asked for (tree change, action done) runs this soon, so a burst of requests makes one round */
 const TICK_DELAY_MS = 5;
-/** peers are told of our tree changes at most this often (they pull us then) */
 
 export interface DaemonOptions extends CommonOptions {
   /** serve Prometheus metrics on ADDR:PORT (daemon/metrics); off when absent */
@@ -88,6 +88,8 @@ export class Daemon {
   private readonly heartbeat: Heartbeat;
   private readonly nbd: NbdServer;
   private readonly runners = new Map<string, ResourceRunner>();
+  /** the resources of the tree, read again only when their directories changed */
+  private readonly resources: TrackedRead<ReadonlySet<string>>;
   private watcher: TreeWatcher | undefined;
   private interval: Timer | undefined;
   private readonly heapTrimmer: HeapTrimmer;
@@ -122,6 +124,7 @@ export class Daemon {
     const contents = watch && DirWatch.open('contents');
     this.tree = new TreeStore(opts.marsDir, new LamportClock(() => opts.clock.nowMs() * 1000), { ...(watch ? { watch } : {}), ...(contents ? { contents } : {}) });
     this.heartbeat = new Heartbeat(this.tree, opts.host, opts.clock);
+    this.resources = new TrackedRead<ReadonlySet<string>>(this.tree, () => new Set(listResources(this.tree)));
     this.metrics = new MarsMetrics({
       tree: this.tree, host: opts.host, windowS: opts.metricsWindowS ?? 60, nowMs: () => opts.clock.nowMs(),
       resources: () => [...this.runners.keys()], counters: (res) => this.counters.get(res),
@@ -148,10 +151,11 @@ export class Daemon {
       },
       ...(opts.tlsCaFile !== undefined ? { tlsCaFile: opts.tlsCaFile } : {}),
     });
+    const tombstoneMinAgeMs = opts.tombstoneMinAgeMs ?? DEFAULT_TOMBSTONE_MIN_AGE_MS;
     this.tombstones = new TombstoneKeeper({
       tree: this.tree,
-      minAgeMs: opts.tombstoneMinAgeMs ?? DEFAULT_TOMBSTONE_MIN_AGE_MS,
-      intervalMs: 1000,
+      minAgeMs: tombstoneMinAgeMs,
+      intervalMs: tombstoneScanIntervalMs(tombstoneMinAgeMs),
       members: () => clusterHosts(this.tree).filter((h) => h !== opts.host),
       listing: (member) => this.peers.link(member)?.listing,
       log: opts.log, clock: opts.clock,
@@ -305,10 +309,13 @@ export class Daemon {
       this.reconcilePeers();
       this.watcher?.retry();
       const space = this.space.check();
-      const present = new Set(listResources(this.tree));
       const hold = this.startupHold();
       // One read batch: a directory every snapshot reads is checked once per round (issue 11).
-      this.tree.readBatch(() => { for (const res of present) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold); });
+      const present = this.tree.readBatch(() => {
+        const resources = this.resources.get();
+        for (const res of resources) this.round(this.runnerFor(res), true, space.level, space.totalBytes, hold);
+        return resources;
+      });
       // Only with a cluster secret: a host that talks to no peer cannot know what they saw.
       if (this.secrets) this.tombstones.run();
       // Resources deleted underneath a running runner (delete-resource --force).
@@ -337,7 +344,7 @@ export class Daemon {
 
   /** Gather the resource's snapshot and let its runner plan and execute the round. */
   private round(runner: ResourceRunner, present: boolean, spaceLevel: number, spaceTotalBytes: number, startupHold?: string): void {
-    const snapshot = readResourceSnapshot(this.tree, runner.name, this.opts.host);
+    const { snapshot } = runner.snapshots.get();
     const { plan, done } = runner.round(snapshot, { present, spaceLevel, spaceTotalBytes, startupHold });
     // The state an action leaves is what the next round decides from: ask for one at once.
     if (plan.primary.kind !== 'none') void done.then(() => { this.requestTick(); this.notifier.changed(); });

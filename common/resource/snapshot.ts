@@ -1,6 +1,7 @@
 // What the control loop knows about one resource: read from the /mars tree in one pass, then
 // handed to the pure decision function. Only this file does I/O for the decision.
 import type { TreeStore } from '../tree/store.js';
+import { TrackedRead } from '../tree/tracked-read.js';
 import { globalPaths, resPaths, resourceDir, type TodoKey } from '../tree/paths.js';
 import { clusterMarkerPath, markerInForce, removedBy, resourceMarkerPath } from '../tree/removal.js';
 import { logfileSizes, type LogfileSize } from '../tree/log-sizes.js';
@@ -30,9 +31,9 @@ export interface ResourceSnapshot {
   /** how `marsadm primary` asked for the role (todo-HOST/primary-mode; default planned) */
   primaryMode: PrimaryMode;
   /** other members whose actual-HOST/is-primary is 1 here */
-  activePrimaries: string[];
+  activePrimaries: readonly string[];
   /** version-SEQ-HOST links from the replay link's number - 1 on (read only when designated here) */
-  versionLinks: { seq: number; host: string; value: string }[];
+  versionLinks: readonly { seq: number; host: string; value: string }[];
   /** `maxnr`: the highest logfile number ever used (0 when unknown) */
   maxnr: number;
   /** `STAMP HOST`: the newest `todo-HOST/want-primary` of another member (read only when designated here) */
@@ -74,10 +75,29 @@ function intValue(text: string | undefined): number | undefined {
 
 /** Each directory's cached listing is checked once per snapshot (TreeStore.readBatch), not once per link read. */
 export function readResourceSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
-  return tree.readBatch(() => readSnapshot(tree, res, host));
+  return tree.readBatch(() => readSnapshot(tree, res, host).snapshot);
 }
 
-function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnapshot {
+/**
+ * One resource's snapshot, read again only when something it was read from changed (issue 11:
+ * an idle resource's round read about twenty links, each a path lookup, every second). The last
+ * snapshot stays valid while every directory listing its read saw is still the same object
+ * (tracked-read.ts) and logfileSizes gives the same array (its identity guarantee,
+ * log-sizes.ts); the same, frozen, snapshot is then handed out again.
+ */
+export function snapshotReader(tree: TreeStore, res: string, host: string): TrackedRead<ReadSnapshot> {
+  return new TrackedRead(tree, () => readSnapshot(tree, res, host),
+    (last) => logfileSizes(tree, resourceDir(res), Date.now(), last.statFromSeq) === last.sizes);
+}
+
+export interface ReadSnapshot {
+  snapshot: ResourceSnapshot;
+  /** the logfileSizes array the snapshot's logfiles come from, and the number it stat'ed from */
+  sizes: readonly LogfileSize[];
+  statFromSeq: number;
+}
+
+function readSnapshot(tree: TreeStore, res: string, host: string): ReadSnapshot {
   const dir = resourceDir(res);
   const flag = (key: TodoKey) => tree.value(resPaths.todo(res, host, key)) === '1';
   const sizeValue = tree.value(resPaths.size(res));
@@ -89,7 +109,9 @@ function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnaps
   // Finished logfiles' sizes come from a cache; the growing ones (and those from the replay
   // link's number on, which a re-fetch may rewrite) are stat'ed (log-sizes.ts). What is derived
   // from them is kept with the array, which stays the same object while nothing changed.
-  const logs = logfilesOf(logfileSizes(tree, dir, Date.now(), Number.isFinite(replaySeq) ? replaySeq : Infinity));
+  const statFromSeq = Number.isFinite(replaySeq) ? replaySeq : Infinity;
+  const sizes = logfileSizes(tree, dir, Date.now(), statFromSeq);
+  const logs = logfilesOf(sizes);
   const logfiles = logs.logfiles;
   const designatedHere = primary === host;
   const mode = tree.value(resPaths.primaryMode(res, host));
@@ -135,7 +157,11 @@ function readSnapshot(tree: TreeStore, res: string, host: string): ResourceSnaps
     signature: '',
   };
   snapshot.signature = `${JSON.stringify([primary, attach?.stampUs, replay?.value, snapshot.syncstatusBytes])}${logs.signature}${JSON.stringify([mode, activePrimaries])}`;
-  return snapshot;
+  // Handed out again while nothing changed (snapshotReader): nobody may change it.
+  Object.freeze(snapshot.todo);
+  Object.freeze(snapshot.activePrimaries);
+  Object.freeze(snapshot.versionLinks);
+  return { snapshot: Object.freeze(snapshot), sizes, statFromSeq };
 }
 
 /** Why this host takes no part in res any more, when a survivor removed it (a zombie's old tree). */

@@ -34,6 +34,13 @@ export const RACY_WINDOW_MS = 2_000;
 
 export type { CachedEntry } from './cached-entry.js';
 
+/**
+ * The directory listings some reads saw (DirCache.trace): each directory asked for, with the
+ * listing object (or the absence) its first read got. While every one of them is still the
+ * same object, the same reads give the same answers (a listing object is never changed).
+ */
+export type ListingReads = ReadonlyMap<string, ReadonlyMap<string, CachedEntry> | undefined>;
+
 interface DirListing {
   mtimeNs: bigint;
   /** the directory's inode: one made anew at the same path may have the same mtime */
@@ -111,17 +118,44 @@ export class DirCache {
   watchedHits = 0;
   private turn = 0;
   private turnEnding = false;
+  /** inside trace(): each directory asked for, with the first answer given */
+  private traced: Map<string, ReadonlyMap<string, CachedEntry> | undefined> | undefined;
 
   /**
    * The entries of directory `absDir` (names starting with `.tmp` left out: links being
    * written); undefined when the directory does not exist.
    */
   entries(absDir: string): ReadonlyMap<string, CachedEntry> | undefined {
-    if (this.memo === undefined) return this.check(absDir);
-    if (this.memo.has(absDir)) return this.memo.get(absDir);
-    const found = this.check(absDir);
-    this.memo.set(absDir, found);
+    let found;
+    if (this.memo === undefined) found = this.check(absDir);
+    else if (this.memo.has(absDir)) found = this.memo.get(absDir);
+    else this.memo.set(absDir, (found = this.check(absDir)));
+    if (this.traced !== undefined && !this.traced.has(absDir)) this.traced.set(absDir, found);
     return found;
+  }
+
+  /**
+   * Run fn and note every directory listing it read. unchangedSince(reads) then tells, for one
+   * check per directory, whether the same reads would give the same answers now (issue 11: an
+   * idle resource's snapshot is not read again link by link). A trace inside a trace adds its
+   * reads to the outer one.
+   */
+  trace<T>(fn: () => T): { value: T; reads: ListingReads } {
+    const outer = this.traced;
+    const reads = new Map<string, ReadonlyMap<string, CachedEntry> | undefined>();
+    this.traced = reads;
+    try {
+      return { value: fn(), reads };
+    } finally {
+      this.traced = outer;
+      if (outer !== undefined) for (const [dir, listing] of reads) if (!outer.has(dir)) outer.set(dir, listing);
+    }
+  }
+
+  /** True when every directory of `reads` has the listing it had then (a change gives a new object). */
+  unchangedSince(reads: ListingReads): boolean {
+    for (const [dir, listing] of reads) if (this.entries(dir) !== listing) return false;
+    return true;
   }
 
   /** Run synchronous reads with each directory checked once (see memo). */

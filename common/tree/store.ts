@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { LamportClock, stampToSeconds } from './lamport.js';
 import { validTreePath } from './names.js';
 import { TREE_DIR_MODE } from './modes.js';
-import { DirCache, stampOfStats, type CachedEntry, type DirCacheOptions, type DirChanges } from './dir-cache.js';
+import { DirCache, stampOfStats, type CachedEntry, type DirCacheOptions, type DirChanges, type ListingReads } from './dir-cache.js';
 
 export const TOMBSTONE = '.deleted';
 const MAX_VALUE_BYTES = 1023;
@@ -131,6 +131,20 @@ export class TreeStore {
    */
   readBatch<T>(fn: () => T): T {
     return this.cache.batch(fn);
+  }
+
+  /**
+   * Run synchronous reads and note the directory listings they saw: unchangedSince(reads) tells
+   * later, for one check per directory, whether reading the same paths again would give the
+   * same answers (dir-cache.ts, trace).
+   */
+  readTracked<T>(fn: () => T): { value: T; reads: ListingReads } {
+    return this.cache.trace(fn);
+  }
+
+  /** True when no directory that `reads` saw changed since (see readTracked). */
+  unchangedSince(reads: ListingReads): boolean {
+    return this.cache.unchangedSince(reads);
   }
 
   /** How many directory stats validated a cached listing so far. */

@@ -12,6 +12,14 @@ import { inconsistency } from '../../common/resource/consistency.js';
 import type { NbdRecorder, NbdRequestType, ResourceCounters } from '../../common/util/metrics-recorder.js';
 import type { PeerBytes } from '../net/peer-traffic.js';
 
+/**
+ * How often the event loop's lag is sampled (mars_nodejs_eventloop_lag_seconds): not at
+ * prom-client's default of every 10 ms, a timer of its own and 100 wake-ups a second in every
+ * marsd (issue 11: about a tenth of an idle daemon's CPU). A stall still shows: it delays the
+ * next sample.
+ */
+export const EVENT_LOOP_SAMPLE_MS = 1000;
+
 export interface MetricsSource {
   tree: TreeStore;
   host: string;
@@ -104,8 +112,8 @@ export class MarsMetrics {
       name: 'mars_control_round_duration_seconds', help: 'wall time of one control round over every resource (its synchronous part)', registers: [r],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     });
-    // process_resident_memory_bytes, nodejs_eventloop_lag_seconds and friends, with the mars_ prefix.
-    collectDefaultMetrics({ register: r, prefix: 'mars_' });
+    // process_resident_memory_bytes, nodejs_eventloop_lag_seconds and friends, mars_ prefixed.
+    collectDefaultMetrics({ register: r, prefix: 'mars_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   }
 
   /** Given to the NBD server: one histogram observation and one counter increment per reply. */

@@ -11,6 +11,7 @@
 // A link survives every expected failure (a refused dial, a lost connection, a failed pull:
 // it logs, backs off and tries again); an InvariantError is not one of them and stops marsd
 // (failStopOnInvariant) wherever a catch would otherwise carry on.
+import { pullDelayMs } from './pull-pacing.js';
 import type { TreeStore } from '../../common/tree/store.js';
 import { globalPaths, isHeartbeatPath, localPaths, resPaths } from '../../common/tree/paths.js';
 import { isValidIdentifier } from '../../common/tree/names.js';
@@ -99,6 +100,8 @@ export class PeerLink {
   private stopped = false;
   private wake: (() => void) | undefined;
   private pullWanted = false;
+  /** pulls in a row that brought no news (pull-pacing.ts) */
+  private quietPulls = 0;
   private backoffMs = BACKOFF_MIN_MS;
   private readonly loopDone: Promise<void>;
   private readonly clock: Clock;
@@ -137,6 +140,7 @@ export class PeerLink {
   /** Pull soon (the peer notified us, or we want fresh state). */
   pullSoon(): void {
     this.pullWanted = true;
+    this.quietPulls = 0;
     this.wake?.();
   }
 
@@ -183,6 +187,7 @@ export class PeerLink {
       // A new connection starts with a full listing (the peer may have restarted, or a reply
       // of the old connection been lost).
       this.held = undefined;
+      this.quietPulls = 0;
       this.lastError = '';
       this.setStatus(`connected ${this.via} since ${new Date(this.clock.nowMs()).toISOString()}`);
       this.m.log('info', `peer ${this.peer}: connected (${this.via})`);
@@ -200,7 +205,7 @@ export class PeerLink {
           if (closedReason === undefined) conn.close(`pull failed: ${(err as Error).message}`);
           break;
         }
-        if (!this.pullWanted) await this.sleep(this.m.pullIntervalMs);
+        if (!this.pullWanted) await this.sleep(pullDelayMs(this.m.pullIntervalMs, this.quietPulls));
       }
       const reason = closedReason ?? (await conn.closed.catch(() => 'closed'));
       this.conn = undefined;
@@ -269,8 +274,10 @@ export class PeerLink {
     // A peer's heartbeat alone changes no decision (view and metrics read it when asked): a
     // round for it would run every resource's round once per pull, and write our heartbeat,
     // which the peer pulls and answers in kind.
-    if (changed > 0 && plan.writes.some((w) => !isHeartbeatPath(w.p))) this.m.onTreeChanged();
+    const treeNews = changed > 0 && plan.writes.some((w) => !isHeartbeatPath(w.p));
+    if (treeNews) this.m.onTreeChanged();
     if (listingChanged) this.m.onListing();
+    this.quietPulls = treeNews || listingChanged ? 0 : this.quietPulls + 1;
   }
 
   async stop(): Promise<void> {

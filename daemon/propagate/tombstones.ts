@@ -133,6 +133,16 @@ export function listingOf(requestedAtMs: number, entries: readonly TreeEntry[], 
   };
 }
 
+/**
+ * How often the daemon scans its tree for tombstones. A scan lists every link of the tree
+ * (issue 11: once a second it was a twentieth of an idle daemon's time at 100 resources); a
+ * tombstone waits minAgeMs before its purge anyway, so a scan every sixth of that, between 1
+ * and 10 s, delays a purge by at most a sixth.
+ */
+export function tombstoneScanIntervalMs(minAgeMs: number): number {
+  return Math.min(10_000, Math.max(1_000, Math.floor(minAgeMs / 6)));
+}
+
 /** The I/O side: remembers when each tombstone was first seen and purges the confirmed ones. */
 export class TombstoneKeeper {
   private readonly firstSeen = new Map<string, { stampUs: number; seenMs: number }>();

@@ -29,7 +29,7 @@ export function snapshotOf(h: SimHost, members: readonly string[]): ResourceSnap
   const mode = h.value(`${DIR}/todo-${h.name}/primary-mode`);
   const logfiles = [...h.files].map((f) => LOG_NAME.exec(f.split('/')[1]!)!).map((m) => ({ seq: Number(m[1]), origin: m[2]!, sizeBytes: 0 }))
     .sort((a, b) => a.seq - b.seq || a.origin.localeCompare(b.origin));
-  const versionLinks: ResourceSnapshot['versionLinks'] = [];
+  const versionLinks: { seq: number; host: string; value: string }[] = [];
   for (const [p, e] of h.tree) {
     const m = p.startsWith(`${DIR}/`) ? VERSION_NAME.exec(p.slice(DIR.length + 1)) : null;
     if (m && h.value(p) !== undefined) versionLinks.push({ seq: Number(m[1]), host: m[2]!, value: e.v });

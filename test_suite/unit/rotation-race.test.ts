@@ -4,11 +4,11 @@
 // queued on the runner, so it ran twice. Two rounds back to back, as the daemon runs them, must
 // rotate exactly once. (On the code before the fix this test failed with exactly that message.)
 import t from 'tap';
-import { closeSync, constants as fsc, openSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
-import { resPaths, TODO_KEYS } from '../../common/tree/paths.js';
-import { formatReplayLink, initialVersionLinks } from '../../common/log/links.js';
+import { resPaths } from '../../common/tree/paths.js';
+import { writeLonePrimary } from '../helpers/lone-primary.js';
 import { readResourceSnapshot } from '../../common/resource/snapshot.js';
 import { ResourceRunner } from '../../daemon/control/resource-runner.js';
 import type { SecondaryPeers } from '../../daemon/control/secondary-runner.js';
@@ -22,21 +22,7 @@ const SIZE = 1 << 20;
 t.test('two control rounds while a rotation is queued rotate once', async (t) => {
   const dir = tempDir(t, 'mars-rotation-');
   const tree = new TreeStore(join(dir, 'mars'));
-  const diskPath = join(dir, 'disk.img');
-  writeFileSync(diskPath, Buffer.alloc(SIZE));
-  tree.ensureDir(resPaths.dir(RES));
-  tree.ensureDir(resPaths.todoDir(RES, HOST));
-  tree.write(resPaths.data(RES, HOST), diskPath);
-  tree.write(resPaths.primary(RES), HOST);
-  tree.write(resPaths.syncstatus(RES, HOST), String(SIZE));
-  const v = initialVersionLinks(1, HOST);
-  tree.write(resPaths.version(RES, v.previous.seq, HOST), v.previous.value);
-  tree.write(resPaths.version(RES, v.current.seq, HOST), v.current.value);
-  closeSync(openSync(tree.abs(resPaths.log(RES, 1, HOST)), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
-  tree.write(resPaths.replay(RES, HOST), formatReplayLink({ seq: 1, origin: HOST, minPos: 0, len: 0 }));
-  tree.write(resPaths.maxnr(RES), '1');
-  for (const key of TODO_KEYS) tree.write(resPaths.todo(RES, HOST, key), '1');
-  tree.write(resPaths.size(RES), String(SIZE));
+  writeLonePrimary(tree, RES, HOST, join(dir, 'disk.img'), SIZE);
 
   const logs: string[] = [];
   const nbd = { addExport: async () => undefined, stopListening: () => undefined, removeExport: async () => undefined };
