@@ -49,13 +49,6 @@ function measureDisk(path: string | undefined): number | undefined {
 /** An unchanged resource's status is checked every this many rounds (disk size, state that did not publish itself). */
 export const STATUS_REFRESH_ROUNDS = 5;
 
-/** Which of every STATUS_REFRESH_ROUNDS rounds refreshes res's status: spread over the names. */
-export function statusRefreshPhase(res: string): number {
-  let sum = 0;
-  for (let i = 0; i < res.length; i++) sum += res.charCodeAt(i);
-  return sum % STATUS_REFRESH_ROUNDS;
-}
-
 export interface RunnerContext {
   tree: TreeStore;
   host: string;
@@ -100,17 +93,14 @@ export class ResourceRunner {
   private dataPath: string | undefined;
   /** the snapshot the last round applied */
   private lastSnapshot: ResourceSnapshot | undefined;
-  /** rounds so far, and the one of every STATUS_REFRESH_ROUNDS that updates an unchanged
-   *  resource's status: its own, so that 1000 resources do not all update in the same round */
-  private rounds = 0;
-  private readonly refreshPhase: number;
+  /** rounds since the last status update a round asked for */
+  private quietRounds = 0;
   /** the removal of this host last logged (snapshot.removed) */
   private removalReported: string | undefined;
 
   constructor(readonly name: string, private readonly ctx: RunnerContext) {
     const { tree, host, clock, log } = ctx;
     this.snapshots = snapshotReader(tree, name, host);
-    this.refreshPhase = statusRefreshPhase(name);
     const publish = (force: boolean) => this.publish(force);
     this.secondary = new SecondaryRunner(name, {
       tree, host, peers: ctx.peers, fetchRateBytesPerS: ctx.fetchRateBytesPerS, log, clock, onStatus: () => publish(false),
@@ -205,8 +195,7 @@ export class ResourceRunner {
     // So it runs when the tree changed (a new snapshot, also for our actual-HOST/ changed
     // behind our back) or the plan's primaryWait did, and otherwise every
     // STATUS_REFRESH_ROUNDS-th round (issue 11: 15 % of an idle daemon's time at 100 resources).
-    const refreshDue = ++this.rounds % STATUS_REFRESH_ROUNDS === this.refreshPhase;
-    const tellStatus = snapshot !== this.lastSnapshot || plan.primaryWait !== this.primaryWait || refreshDue;
+    const tellStatus = snapshot !== this.lastSnapshot || plan.primaryWait !== this.primaryWait || ++this.quietRounds >= STATUS_REFRESH_ROUNDS;
     this.primaryWait = plan.primaryWait;
     if (plan.deleteReplayedCopies) deleteReplayedCopies(this.ctx.tree, this.name, this.ctx.host, this.ctx.log);
     void this.secondary.reconcile(plan.secondary, snapshot);
@@ -222,7 +211,10 @@ export class ResourceRunner {
         void this.hooks.run('stop');
       }
     }
-    if (plan.publishStatus && tellStatus) this.publish(false);
+    if (plan.publishStatus && tellStatus) {
+      this.quietRounds = 0;
+      this.publish(false);
+    }
     return done;
   }
 

@@ -9,7 +9,7 @@ import { TreeStore } from '../../common/tree/store.js';
 import { DirWatch } from '../../common/disk/dir-watch.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { writeLonePrimary } from '../helpers/lone-primary.js';
-import { ResourceRunner, STATUS_REFRESH_ROUNDS, statusRefreshPhase } from '../../daemon/control/resource-runner.js';
+import { ResourceRunner, STATUS_REFRESH_ROUNDS } from '../../daemon/control/resource-runner.js';
 import type { SecondaryPeers } from '../../daemon/control/secondary-runner.js';
 import { tempDir } from '../helpers/tmp.js';
 import { SimClock } from '../helpers/sim-clock.js';
@@ -76,13 +76,4 @@ t.test('an unchanged resource: the same snapshot, no nudge, a status update ever
   t.equal(changed.todo.connect, false);
   t.equal(nudges, 1, 'fetcher and replayer nudged');
   t.equal(publishes, 1, 'status updated at once');
-});
-
-t.test('the rounds that refresh an unchanged status are spread over the resources', async (t) => {
-  // 1000 resources updating in the same round made that round the slowest (issue 11).
-  const names = Array.from({ length: 100 }, (_, i) => `r${i}`);
-  const perPhase = new Array<number>(STATUS_REFRESH_ROUNDS).fill(0);
-  for (const n of names) perPhase[statusRefreshPhase(n)]!++;
-  for (const [phase, count] of perPhase.entries()) t.ok(count >= 10 && count <= 30, `phase ${phase}: ${count} of 100 resources`);
-  t.equal(statusRefreshPhase('r0'), statusRefreshPhase('r0'), 'the same resource, the same phase');
 });
