@@ -139,17 +139,25 @@ t.test('regular pulls stretch while they bring nothing new, and come every inter
   const { PeerService } = await import('../../daemon/serve/peer-service.js');
   const { pullDelayMs, MAX_QUIET_FACTOR } = await import('../../daemon/propagate/pull-pacing.js');
   const clock = new SimClock();
+  // The waits the link sleeps between pulls, as it asks the clock for them: exact however long
+  // the real I/O of a pull takes (no other timer of a connected link waits whole seconds).
+  const sleepsMs: number[] = [];
+  const setTimeoutOfClock = clock.setTimeout.bind(clock);
+  clock.setTimeout = (fn: () => void, delayMs: number) => {
+    if (delayMs >= 1000 && delayMs <= MAX_QUIET_FACTOR * 1000 && delayMs % 1000 === 0) sleepsMs.push(delayMs);
+    return setTimeoutOfClock(fn, delayMs);
+  };
   const served = new TreeStore(tempDir(t));
   served.write(globalPaths.uuid, UUID);
   served.ensureDir('ips');
   served.write('ips/ip-alpha', '127.0.0.1');
   const svc = new PeerService({ tree: served, host: 'alpha', activeLogEnd: () => undefined, primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined });
-  const pulledAtMs: number[] = [];
+  let pullCount = 0;
   const refuse = async (): Promise<never> => { throw new Error('not in this test'); };
   const server = new PeerServer({
     host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
     handlers: {
-      async getents(peer, since) { pulledAtMs.push(clock.nowMs()); return svc.getents(peer, since); },
+      async getents(peer, since) { pullCount++; return svc.getents(peer, since); },
       logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined,
     },
   });
@@ -163,39 +171,37 @@ t.test('regular pulls stretch while they bring nothing new, and come every inter
     tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
   }, () => SECRET);
   t.teardown(() => link.stop());
-  // The link sleeps on the simulated clock between pulls; its I/O is real.
-  const pulls = async (n: number) => {
-    const want = pulledAtMs.length + n;
+  /** Until the link has slept n more times (each sleep ends in the next pull); advance: let simulated time pass. */
+  const sleeps = async (n: number, advance = true) => {
+    const want = sleepsMs.length + n;
     const deadlineMs = Date.now() + 20_000;
-    while (pulledAtMs.length < want) {
-      if (Date.now() > deadlineMs) throw new Error(`timed out waiting for ${n} pull(s) (at ${JSON.stringify(pulledAtMs)})`);
-      await clock.advance(100);
+    while (sleepsMs.length < want) {
+      if (Date.now() > deadlineMs) throw new Error(`timed out waiting for ${n} sleep(s) (slept ${JSON.stringify(sleepsMs)}, ${pullCount} pulls)`);
+      if (advance) await clock.advance(100);
       await new Promise((r) => setTimeout(r, 5));
     }
   };
-  const gapsOfLast = (n: number) => pulledAtMs.slice(-n - 1).map((at, i, a) => (i === 0 ? 0 : at - a[i - 1]!)).slice(1);
-  // Within one step of the clock (100 ms) of the expected wait.
-  const near = (gapMs: number, expectedMs: number) => gapMs >= expectedMs && gapMs <= expectedMs + 100;
 
-  await pulls(1); // the first, full listing brings the peer's tree: news
-  await pulls(12);
-  const quiet = gapsOfLast(12);
-  t.comment(`quiet gaps: ${quiet.join(', ')} ms`);
-  for (const [i, gap] of quiet.entries()) t.ok(near(gap, pullDelayMs(1000, i)), `quiet pull ${i + 1}: ${gap} ms, expected ${pullDelayMs(1000, i)}`);
-  t.ok(near(quiet.at(-1)!, MAX_QUIET_FACTOR * 1000), 'capped');
+  await sleeps(1); // after the first, full listing: it brought the peer's tree (news)
+  t.equal(sleepsMs[0], 1000, 'after news: the interval');
+  await sleeps(12);
+  const quiet = sleepsMs.slice(1, 13);
+  t.comment(`waits after quiet pulls: ${quiet.join(', ')} ms`);
+  t.same(quiet, quiet.map((_, i) => pullDelayMs(1000, i + 1)), 'after each quiet pull a longer wait, step by step');
+  t.equal(quiet.at(-1), MAX_QUIET_FACTOR * 1000, 'capped');
 
-  // News: a link the peer wrote comes with the next pull; the one after follows at the interval.
+  // News: a link the peer wrote comes with the next pull; the wait after it is the interval.
   served.write('ips/ip-gamma', '127.0.0.2');
-  await pulls(2);
+  await sleeps(1);
   t.equal(tree.value('ips/ip-gamma'), '127.0.0.2', 'merged');
-  t.ok(near(gapsOfLast(1)[0]!, 1000), `after news: ${gapsOfLast(1)[0]} ms`);
+  t.equal(sleepsMs.at(-1), 1000, 'after news: the interval again');
+  await sleeps(4);
+  t.ok(sleepsMs.at(-1)! > 1000, `stretched again: ${sleepsMs.at(-1)} ms`);
 
-  // Quiet again, then a notification: a pull at once, and the interval after it.
-  await pulls(6);
-  t.ok(gapsOfLast(1)[0]! >= 2000, `stretched again: ${gapsOfLast(1)[0]} ms`);
-  const notifiedAtMs = clock.nowMs();
+  // A notification: a pull at once (simulated time stands still), then the interval.
+  const pullsBefore = pullCount;
   link.pullSoon();
-  await pulls(2);
-  t.ok(pulledAtMs.at(-2)! - notifiedAtMs <= 100, 'the notification pulls at once');
-  t.ok(near(gapsOfLast(1)[0]!, 1000), `after a notification: ${gapsOfLast(1)[0]} ms`);
+  await sleeps(1, false);
+  t.equal(pullCount, pullsBefore + 1, 'the notification pulled at once');
+  t.equal(sleepsMs.at(-1), 1000, 'after a notification: the interval');
 });
