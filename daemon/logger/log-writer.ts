@@ -301,7 +301,7 @@ export class LogWriter {
   }
 
   private async writeQueued(): Promise<void> {
-    const taken = this.batches.splice(0, MAX_IOVECS);
+    const taken = this.batches.splice(0, this.batchesPerWrite());
     const buffers = taken.map((b) => b.buf.subarray(0, b.used));
     const total = buffers.reduce((n, b) => n + b.length, 0);
     let done = 0;
@@ -334,6 +334,17 @@ export class LogWriter {
       throw err;
     }
     if (!this.syncing && this.needsSync()) this.kick();
+  }
+
+  /**
+   * How many queued batches one write takes: at most MAX_IOVECS, and ending with a batch that
+   * ends a write request (it holds that request's waiter). So writtenEnd, every durable end and
+   * the end a peer may copy fall between write requests, never between their records.
+   */
+  private batchesPerWrite(): number {
+    let n = Math.min(MAX_IOVECS, this.batches.length);
+    while (n > 1 && this.batches[n - 1]!.waiters.length === 0) n--;
+    return n;
   }
 
   /** One vectored write, on the event loop while that is fast (inline-append.ts), else the pool. */
