@@ -362,7 +362,7 @@ export class Daemon {
     const runner = new ResourceRunner(res, {
       tree: this.tree, host: this.opts.host, runDir: this.opts.runDir, nbd: this.nbd,
       memLimitBytes: this.opts.memLimitBytes, logRotateBytes: this.opts.logRotateBytes,
-      log: this.opts.log, clock: this.opts.clock, requestTick: () => this.requestTick(),
+      log: this.opts.log, clock: this.opts.clock, requestTick: () => this.requestTick(), notifyPeers: () => this.notifier.changed(),
       peers: this.secondaryPeers, fetchRateBytesPerS: this.opts.fetchRateBytesPerS,
       onOutOfSpace: () => { this.space.reportFull(); this.requestTick(); },
       counters: ((c) => c ?? this.counters.set(res, newResourceCounters()).get(res)!)(this.counters.get(res)),

@@ -63,6 +63,8 @@ export interface PrimaryContext {
   /** a log append hit ENOSPC: /mars is full whatever the last space check said */
   onOutOfSpace?: () => void;
   requestTick: () => void;
+  /** the log resumed after a quiet time: tell the peers (daemon/logger/log-resume.ts) */
+  notifyPeers?: () => void;
   /** the start hook runs once the block device exists (device-runner.ts), not here */
   deferStartHook?: boolean;
 }
@@ -196,7 +198,7 @@ export class PrimaryRunner {
       onFatal: (err) => void this.onFatal(err),
       onApplied: () => this.ctx.publish(false),
       ...(this.ctx.counters ? { onLogged: countInto(this.ctx.counters, 'loggedBytes') } : {}),
-      onOutOfSpace: () => this.outOfSpace(),
+      onOutOfSpace: () => this.outOfSpace(), ...(this.ctx.notifyPeers ? { onLogResumed: this.ctx.notifyPeers } : {}),
     });
   }
 

@@ -61,6 +61,8 @@ export interface RunnerContext {
   clock: Clock;
   /** ask the daemon for a control round soon (state changed underneath) */
   requestTick: () => void;
+  /** tell the peers our tree changed, so they pull us soon (a resumed log: log-resume.ts) */
+  notifyPeers?: () => void;
   peers: SecondaryPeers;
   fetchRateBytesPerS: number;
   /** a log append hit ENOSPC: /mars is full whatever the last space check said */
@@ -116,6 +118,7 @@ export class ResourceRunner {
       hooks: this.hooks, stopSecondary: () => this.secondary.stop(), publish, requestTick: ctx.requestTick,
       ...(ctx.onOutOfSpace ? { onOutOfSpace: ctx.onOutOfSpace } : {}),
       ...(ctx.counters ? { counters: ctx.counters } : {}),
+      ...(ctx.notifyPeers ? { notifyPeers: ctx.notifyPeers } : {}),
     });
     this.splitBrain = new SplitBrainMonitor(tree, name, host, log, clock);
     this.status = new StatusPublisher({

@@ -70,6 +70,17 @@ const FOLLOW_ENDED_EARLY_MS = 100;
 const IDLE_POLL_MS = 5_000;
 /** after a failed copy: try again this soon */
 const RETRY_MS = 500;
+/**
+ * Parking: after this many follows in a row that waited FOLLOW_WAIT_MS and brought nothing,
+ * the fetcher stops following an idle logfile (issue 11: a long poll a second per idle
+ * resource was most of an idle secondary's network work, and at most 32 are open per peer,
+ * so with many resources an idle one's follow also held a slot a resuming one waited for).
+ * It follows again as soon as a member's listing offers more than the local copy (it is
+ * nudged by every new listing; the origin notifies its peers when its log resumes after a
+ * quiet second, daemon/logger/log-resume.ts), and after PARKED_FOLLOW_MS at the latest.
+ */
+const EMPTY_FOLLOWS_BEFORE_PARK = 2;
+export const PARKED_FOLLOW_MS = 10_000;
 
 export class Fetcher {
   private running = false;
@@ -85,6 +96,10 @@ export class Fetcher {
 
   /** the local copies (name → bytes) the last plan saw */
   private localSeen: ReadonlyMap<string, number> = new Map();
+  /** follows in a row that waited their whole time without a byte (parking) */
+  private emptyFollows = 0;
+  /** parked: no follow of an idle logfile before this time (clock ms), unless a listing offers more */
+  private parkedUntilMs: number | undefined;
 
   constructor(private readonly o: FetcherOptions) {}
 
@@ -189,12 +204,21 @@ export class Fetcher {
         await this.sleep(IDLE_POLL_MS);
         continue;
       }
+      // Parked or following, the status is the same (is-copying, msg-inf-fetch): a parking
+      // that comes and goes must not rewrite status links every few seconds.
       this.active = true;
       this.state = `fetching ${plan.name} from ${plan.source} at ${plan.fromPos}`;
+      const parkedMs = this.parkedFor(plan);
+      if (parkedMs !== undefined) {
+        await this.sleep(parkedMs);
+        continue;
+      }
       try {
         const startedMs = this.o.clock.nowMs();
         const copied = await this.copy(plan);
-        if (this.running && plan.follow && copied === 0 && this.o.clock.nowMs() - startedMs < FOLLOW_WAIT_MS) await this.sleep(FOLLOW_ENDED_EARLY_MS);
+        const waitedOut = this.o.clock.nowMs() - startedMs >= FOLLOW_WAIT_MS;
+        if (plan.follow) this.emptyFollows = copied === 0 && waitedOut ? this.emptyFollows + 1 : 0;
+        if (this.running && plan.follow && copied === 0 && !waitedOut) await this.sleep(FOLLOW_ENDED_EARLY_MS);
       } catch (err) {
         failStopOnInvariant(err);
         if (this.running) {
@@ -203,6 +227,26 @@ export class Fetcher {
         }
       }
     }
+  }
+
+  /**
+   * How long to stay parked before following plan's logfile (see PARKED_FOLLOW_MS), or
+   * undefined: fetch now. A plan with bytes to copy ends the parking; a parking that ran
+   * out gives one follow, and the fetcher parks again if that brings nothing.
+   */
+  private parkedFor(plan: Extract<FetchPlan, { kind: 'fetch' }>): number | undefined {
+    const idleFollow = plan.follow && plan.knownEnd <= plan.fromPos;
+    if (!idleFollow || this.emptyFollows < EMPTY_FOLLOWS_BEFORE_PARK) {
+      if (!idleFollow) this.emptyFollows = 0;
+      this.parkedUntilMs = undefined;
+      return undefined;
+    }
+    const nowMs = this.o.clock.nowMs();
+    this.parkedUntilMs ??= nowMs + PARKED_FOLLOW_MS;
+    if (nowMs < this.parkedUntilMs) return this.parkedUntilMs - nowMs;
+    this.parkedUntilMs = undefined;
+    this.emptyFollows = EMPTY_FOLLOWS_BEFORE_PARK - 1;
+    return undefined;
   }
 
   /** Copy what the plan says; returns the number of bytes that arrived. */

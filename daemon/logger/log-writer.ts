@@ -73,6 +73,8 @@ export class LogWriter {
   private failure: Error | undefined;
   private closed = false;
   private readonly growth = new GrowthWaiters();
+  /** Called each time an fdatasync moved the durable end (the transaction logger watches for a resumed log). */
+  onDurableMoved: (() => void) | undefined;
 
   private constructor(readonly path: string, readonly seq: number, private readonly handle: fsp.FileHandle, startPos: number) {
     this.appendedEnd = this.writtenEnd = this.durableEnd = startPos;
@@ -280,6 +282,7 @@ export class LogWriter {
         await this.handle.datasync();
         this.durableEnd = target;
         this.growth.moved(target);
+        this.onDurableMoved?.();
         const stillWaiting: Waiter[] = [];
         for (const w of this.syncWaiters) (w.endPos <= target ? w.resolve() : stillWaiting.push(w));
         this.syncWaiters = stillWaiting;

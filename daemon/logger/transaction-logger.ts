@@ -9,7 +9,8 @@
 // unchanged (the NBD server escalates it). Writeback's timers run on opts.timeClock.
 import { BackendError, type BlockBackend } from '../../kernel-shim/backend.js';
 import { assert, InvariantError } from '../../common/util/assert.js';
-import type { Clock } from '../../common/util/clock.js';
+import { systemClock, type Clock } from '../../common/util/clock.js';
+import { LogResumeEdge } from './log-resume.js';
 import { allocTransient } from '../../common/util/slab.js';
 import type { LamportClock } from '../../common/tree/lamport.js';
 import type { DataDisk } from '../../common/disk/data-disk.js';
@@ -63,6 +64,8 @@ export interface TransactionLoggerOptions {
   onApplied?: () => void;
   /** a log append failed because /mars is full: emergency mode must start */
   onOutOfSpace?: () => void;
+  /** the durable end moved after a quiet time: tell the peers (log-resume.ts) */
+  onLogResumed?: () => void;
 }
 
 export interface ReplayPosition {
@@ -85,10 +88,13 @@ export class TransactionLogger implements BlockBackend {
   /** stopLogging() ended the logfile at this length */
   private logEnd: Promise<number> | undefined;
   private readonly admission: Admission;
+  private readonly resume: LogResumeEdge;
 
   constructor(private readonly opts: TransactionLoggerOptions) {
     this.sizeNow = opts.sizeBytes;
     this.writer = opts.writer;
+    this.resume = new LogResumeEdge(opts.timeClock ?? systemClock, opts.onLogResumed);
+    this.writer.onDurableMoved = () => this.resume.moved();
     this.admission = new Admission({
       memLimitBytes: opts.memLimitBytes,
       indexedBytes: () => this.index.bytesHeld,
@@ -290,6 +296,7 @@ export class TransactionLogger implements BlockBackend {
       await old.close();
       this.retiredEnds.set(old.seq, old.writtenPos);
       this.writer = next;
+      next.onDurableMoved = () => this.resume.moved();
       return { oldSeq: old.seq, oldEnd: old.writtenPos };
     } finally {
       this.rotating = undefined;
@@ -300,14 +307,9 @@ export class TransactionLogger implements BlockBackend {
 
   /** Refuse new writes, make everything durable and written back, close the logfile. */
   async stop(): Promise<void> {
-    if (this.diverted) {
-      // stopLogging() already wrote everything back and ended the logfile.
-      this.writable = false;
-      this.admission.pump();
-      return;
-    }
     this.writable = false;
     this.admission.pump();
+    if (this.diverted) return; // stopLogging() already wrote everything back and ended the logfile
     if (this.rotating) await this.rotating;
     await this.writer.flush();
     await this.writeback.drain();

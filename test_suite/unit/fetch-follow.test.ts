@@ -1,7 +1,8 @@
 // The fetcher following a copy that exists does not open it for a long poll that brings no
 // bytes (issue 11: an open, fstat and close per resource and second on an idle secondary); the
 // bytes that do arrive are written at their offset, and a copy whose size changed underneath
-// is not written. Real files in a temp dir; the member serving the logfile is scripted (the
+// is not written. An idle follow parks after two empty long polls until a listing offers more
+// (or the parking time ends). Real files in a temp dir; the member serving the logfile is scripted (the
 // FetchPeers interface), time is a simulated clock.
 import t from 'tap';
 import { readdirSync, readFileSync, readlinkSync, statSync, truncateSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { TreeStore } from '../../common/tree/store.js';
 import { resPaths } from '../../common/tree/paths.js';
 import { logName } from '../../common/tree/log-names.js';
 import { formatReplayLink } from '../../common/log/links.js';
-import { Fetcher, type FetchPeers } from '../../daemon/fetch/fetcher.js';
+import { Fetcher, PARKED_FOLLOW_MS, type FetchPeers } from '../../daemon/fetch/fetcher.js';
 import type { LogReadParams } from '../../daemon/propagate/peer-calls.js';
 import { SimClock } from '../helpers/sim-clock.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -120,6 +121,8 @@ t.test('following an existing empty copy (the newest logfile right after a rotat
   const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
   fetcher.start();
   t.teardown(() => fetcher.stop());
+  await waitFor('two polls', () => openDuringPoll.length >= 2);
+  await clock.advance(PARKED_FOLLOW_MS); // two empty follows park it; the parking runs out
   await waitFor('three polls', () => openDuringPoll.length >= 3);
   t.same(openDuringPoll, [false, false, false]);
 });
@@ -147,4 +150,52 @@ t.test('a follow that ends at once without bytes (the origin finished the logfil
   await waitFor('the second poll after FOLLOW_ENDED_EARLY_MS', () => polls >= 2);
   fetcher.nudge();
   await waitFor('a nudge (tree change) plans again at once', () => polls >= 3);
+});
+
+t.test('an idle follow parks after two empty long polls; a listing that offers more, or the parking time, ends it', async (t) => {
+  const root = tempDir(t);
+  const tree = new TreeStore(root);
+  mkdirSync(join(root, 'resource-r0'));
+  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
+  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  writeFileSync(path, Buffer.alloc(10, 1));
+  let offered = 10; // what h1's listing offers of its growing logfile
+  const polls: number[] = [];
+  const clock = new SimClock();
+  const peers: FetchPeers = {
+    listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), offered]]) }],
+    logRead: async (_peer, p, onData) => {
+      polls.push(p.fromPos);
+      if (offered > p.fromPos) {
+        await onData(p.fromPos, Buffer.alloc(offered - p.fromPos, 2));
+        return { pos: offered, durableEnd: offered };
+      }
+      clock.advanceSync(p.waitMs); // nothing new: the origin waited the long poll out
+      return { pos: p.fromPos, durableEnd: offered };
+    },
+  };
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+
+  await waitFor('two empty follows', () => polls.length >= 2);
+  await clock.flush();
+  fetcher.nudge(); // a listing that offers nothing new does not end the parking
+  await clock.advance(PARKED_FOLLOW_MS - 1);
+  t.same(polls, [10, 10], 'parked: no follow for almost the parking time, nudged or not');
+  t.equal(fetcher.active, true, 'a parked fetcher still counts as copying (status does not flap)');
+
+  offered = 15;
+  fetcher.nudge(); // the origin's log resumed: it notified us, we pulled, the listing offers more
+  await waitFor('a follow at once, with the new bytes', () => polls.length >= 3 && statSync(path).size === 15);
+  t.equal(polls[2], 10);
+
+  await waitFor('two more empty follows', () => polls.length >= 5);
+  await clock.flush();
+  t.same(polls, [10, 10, 10, 15, 15], 'after bytes it follows again, and parks after two empty polls');
+  await clock.advance(PARKED_FOLLOW_MS);
+  await waitFor('one follow when the parking time ends', () => polls.length >= 6);
+  await clock.flush();
+  await clock.advance(PARKED_FOLLOW_MS - 1);
+  t.equal(polls.length, 6, 'that follow brought nothing: parked again at once');
 });
