@@ -159,6 +159,11 @@ export class DirCache {
   }
 
   /** Run synchronous reads with each directory checked once (see memo). */
+  /** Inside batch(). */
+  get inBatch(): boolean {
+    return this.memo !== undefined;
+  }
+
   batch<T>(fn: () => T): T {
     if (this.memo !== undefined) return fn();
     this.memo = new Map();

@@ -67,6 +67,8 @@ export class TreeStore {
 
   /** writes to the files of the tree's directories (log-sizes.ts), where a watch is given */
   private readonly contents: DirChanges | undefined;
+  /** the contents watch's queue was read in this read batch */
+  private contentsSynced = false;
 
   /**
    * opts.lazyLinks: read links only when asked for (short-lived processes: dir-cache.ts,
@@ -89,7 +91,9 @@ export class TreeStore {
   /** True when no file of relDir was written or truncated since takeFileSizes gave `token`. */
   filesUnwrittenSince(relDir: string, token: number): boolean {
     if (this.contents === undefined) return false;
-    this.contents.sync();
+    // Once per read batch, as the directories' own checks (a round asks for every resource).
+    if (!this.contentsSynced) this.contents.sync();
+    this.contentsSynced = this.cache.inBatch;
     return this.contents.since(this.dirPath(relDir), token) === 'unchanged';
   }
 
@@ -130,7 +134,13 @@ export class TreeStore {
    * at every read: for code that reads many links in one go, e.g. the merge of a peer listing.
    */
   readBatch<T>(fn: () => T): T {
-    return this.cache.batch(fn);
+    if (this.cache.inBatch) return fn();
+    this.contentsSynced = false;
+    try {
+      return this.cache.batch(fn);
+    } finally {
+      this.contentsSynced = false;
+    }
   }
 
   /**

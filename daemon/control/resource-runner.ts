@@ -47,7 +47,7 @@ function measureDisk(path: string | undefined): number | undefined {
 }
 
 /** An unchanged resource's status is checked every this many rounds (disk size, state that did not publish itself). */
-export const STATUS_REFRESH_ROUNDS = 5;
+export const STATUS_REFRESH_ROUNDS = 10;
 
 export interface RunnerContext {
   tree: TreeStore;

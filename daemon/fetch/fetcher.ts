@@ -80,7 +80,7 @@ const RETRY_MS = 500;
  * quiet second, daemon/logger/log-resume.ts), and after PARKED_FOLLOW_MS at the latest.
  */
 const EMPTY_FOLLOWS_BEFORE_PARK = 2;
-export const PARKED_FOLLOW_MS = 10_000;
+export const PARKED_FOLLOW_MS = 30_000;
 
 export class Fetcher {
   private running = false;

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { appendFileSync, mkdirSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
-import { RACY_WINDOW_MS } from '../../common/tree/dir-cache.js';
+import { RACY_WINDOW_MS, type DirChanges } from '../../common/tree/dir-cache.js';
 import { TrackedRead } from '../../common/tree/tracked-read.js';
 import { DirWatch } from '../../common/disk/dir-watch.js';
 import { logName } from '../../common/tree/log-names.js';
@@ -28,9 +28,9 @@ function age(...dirs: string[]): void {
 }
 
 /** Resource r0: primary h1 (this host), member h2, logfiles 1..count of h1, replay links at count. */
-function setup(t: Test, watched: boolean, count = 20) {
+function setup(t: Test, watched: boolean, count = 20, wrapContents = (c: DirChanges): DirChanges => c) {
   const root = tempDir(t);
-  const opts = watched ? { watch: DirWatch.open('entries')!, contents: DirWatch.open('contents')! } : {};
+  const opts = watched ? { watch: DirWatch.open('entries')!, contents: wrapContents(DirWatch.open('contents')!) } : {};
   if (watched) t.ok(opts.watch && opts.contents, 'inotify watches open (native helper)');
   const tree = new TreeStore(root, undefined, opts);
   t.teardown(() => tree.close());
@@ -109,6 +109,33 @@ for (const watched of [false, true]) {
     t.equal(reader.get().snapshot.logfiles.at(-1)?.sizeBytes, 0, 'truncated');
   });
 }
+
+t.test('the contents watch (logfile sizes) is read once per read batch, and again in the next one', async (t) => {
+  let syncs = 0;
+  const counting = (c: DirChanges): DirChanges => ({
+    take: (d) => c.take(d), since: (d, token) => c.since(d, token), close: () => c.close(),
+    sync: () => { syncs++; c.sync(); },
+    get watchedDirs() { return c.watchedDirs; },
+  });
+  const { tree, dir, reader } = setup(t, true, 20, counting);
+  const other = snapshotReader(tree, 'r0', 'h1'); // a second resource's reader would do the same
+  const a = reader.get().snapshot;
+  syncs = 0;
+  tree.readBatch(() => {
+    t.equal(reader.get().snapshot, a);
+    t.equal(other.get().snapshot.logfiles.length, 20);
+    t.equal(reader.get().snapshot, a);
+  });
+  t.equal(syncs, 1, 'one read of the queue for the whole batch (a round of every resource)');
+  appendFileSync(join(dir, logName(20, 'h1')), Buffer.alloc(5));
+  const b = tree.readBatch(() => reader.get().snapshot);
+  t.not(b, a, 'the next batch reads the queue again and sees the write');
+  t.equal(b.logfiles.at(-1)?.sizeBytes, 205);
+  t.equal(syncs, 2);
+  reader.get();
+  reader.get();
+  t.equal(syncs, 4, 'outside a batch every check reads the queue');
+});
 
 t.test('TrackedRead: a directory absent at the read counts when it appears; value kept otherwise', async (t) => {
   const root = tempDir(t);
