@@ -48,8 +48,7 @@ function measureDisk(path: string | undefined): number | undefined {
 
 /**
  * An unchanged resource's status is checked every this many rounds (disk size, state that did
- * not publish itself). A running sync's rate and percentage reach the status links only this
- * way: 10 made e2e/monitoring-states miss a 12 s sync's progress entirely.
+ * not publish itself). A running sync's progress is published every round (apply()).
  */
 export const STATUS_REFRESH_ROUNDS = 5;
 
@@ -202,7 +201,10 @@ export class ResourceRunner {
     // So it runs when the tree changed (a new snapshot, also for our actual-HOST/ changed
     // behind our back) or the plan's primaryWait did, and otherwise every
     // STATUS_REFRESH_ROUNDS-th round (issue 11: 15 % of an idle daemon's time at 100 resources).
-    const tellStatus = snapshot !== this.lastSnapshot || plan.primaryWait !== this.primaryWait || ++this.quietRounds >= STATUS_REFRESH_ROUNDS;
+    // A running sync's progress moves without a tree change: every round then, so view and
+    // monitoring see it at most a round old (e2e/monitoring-states saw it 5 s old).
+    const tellStatus = snapshot !== this.lastSnapshot || plan.primaryWait !== this.primaryWait || this.secondary.syncing
+      || ++this.quietRounds >= STATUS_REFRESH_ROUNDS;
     this.primaryWait = plan.primaryWait;
     if (plan.deleteReplayedCopies) deleteReplayedCopies(this.ctx.tree, this.name, this.ctx.host, this.ctx.log);
     void this.secondary.reconcile(plan.secondary, snapshot);

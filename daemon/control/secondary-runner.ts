@@ -65,6 +65,11 @@ export class SecondaryRunner {
     return this.disk !== undefined || this.fetcher !== undefined;
   }
 
+  /** A sync is running: its progress (position, rate) moves without a tree change. */
+  get syncing(): boolean {
+    return this.sync !== undefined && !this.sync.done;
+  }
+
   /** Bring running work in line with the plan; calls never overlap. */
   reconcile(plan: SecondaryPlan, s: ResourceSnapshot): Promise<void> {
     this.busy = this.busy.then(() => this.apply(plan, s)).catch((err) => {
