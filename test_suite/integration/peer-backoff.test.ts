@@ -5,11 +5,12 @@
 // and a real PeerServer; the link's sleeps run on a simulated clock, so the delays are exact.
 // Also the regular pulls' pacing (daemon/propagate/pull-pacing.ts): stretched while quiet,
 // back to the interval after news or a notification.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PeerServer } from '../../daemon/net/server.js';
+import type { PeerHandlers } from '../../daemon/net/service.js';
 import { PeerLink, linkTarget } from '../../daemon/propagate/peer-manager.js';
 import { TreeStore } from '../../common/tree/store.js';
 import { globalPaths } from '../../common/tree/paths.js';
@@ -58,6 +59,29 @@ t.test('a link whose pulls fail backs off: 100, 200, 400, 800 ms between attempt
   t.match(status(), /pull failed: .*no space left on device/, 'the status says why');
 });
 
+/**
+ * A PeerServer of alpha answering only listings, with `getents`, and beta's PeerLink to it on a
+ * fresh tree, on `clock`; both end with the test.
+ */
+async function linkToServer(t: Test, clock: SimClock, getents: PeerHandlers['getents']): Promise<{ tree: TreeStore; link: PeerLink }> {
+  const refuse = async (): Promise<never> => { throw new Error('not in this test'); };
+  const server = new PeerServer({
+    host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
+    handlers: { getents, logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined },
+  });
+  const { port } = await server.listen('127.0.0.1:0');
+  t.teardown(() => server.close());
+  const root = tempDir(t);
+  mkdirSync(join(root, 'actual-beta'));
+  const tree = new TreeStore(root);
+  tree.write(globalPaths.uuid, UUID);
+  const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
+    tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
+  }, () => SECRET);
+  t.teardown(() => link.stop());
+  return { tree, link };
+}
+
 t.test('a link asks for deltas, for a full listing every FULL_LISTING_EVERY_MS and after a refused delta, and merges the same tree', async (t) => {
   const { PeerService } = await import('../../daemon/serve/peer-service.js');
   const { FULL_LISTING_EVERY_MS } = await import('../../daemon/propagate/listing-delta.js');
@@ -71,30 +95,13 @@ t.test('a link asks for deltas, for a full listing every FULL_LISTING_EVERY_MS a
   const svc = new PeerService({ tree: served, host: 'alpha', activeLogEnd: () => undefined, primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined });
   const asked: (number | undefined)[] = [];
   let spoil = false;
-  const refuse = async (): Promise<never> => { throw new Error('not in this test'); };
-  const server = new PeerServer({
-    host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
-    handlers: {
-      async getents(peer, since) {
-        asked.push(since?.generation);
-        const r = await svc.getents(peer, since);
-        // A server that names a directory as unchanged which it never sent.
-        if (spoil && r.listing?.since !== undefined) { spoil = false; r.listing.dirs.push('resource-zz'); }
-        return r;
-      },
-      logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined,
-    },
+  const { tree, link } = await linkToServer(t, clock, async (peer, since) => {
+    asked.push(since?.generation);
+    const r = await svc.getents(peer, since);
+    // A server that names a directory as unchanged which it never sent.
+    if (spoil && r.listing?.since !== undefined) { spoil = false; r.listing.dirs.push('resource-zz'); }
+    return r;
   });
-  const { port } = await server.listen('127.0.0.1:0');
-  t.teardown(() => server.close());
-  const root = tempDir(t);
-  mkdirSync(join(root, 'actual-beta'));
-  const tree = new TreeStore(root);
-  tree.write(globalPaths.uuid, UUID);
-  const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
-    tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
-  }, () => SECRET);
-  t.teardown(() => link.stop());
   const until = async (what: string, cond: () => boolean) => {
     const deadlineMs = Date.now() + 20_000;
     while (!cond()) {
@@ -153,24 +160,7 @@ t.test('regular pulls stretch while they bring nothing new, and come every inter
   served.write('ips/ip-alpha', '127.0.0.1');
   const svc = new PeerService({ tree: served, host: 'alpha', activeLogEnd: () => undefined, primaryPosition: () => undefined, onTreeChanged: () => undefined, onNotify: () => undefined, log: () => undefined });
   let pullCount = 0;
-  const refuse = async (): Promise<never> => { throw new Error('not in this test'); };
-  const server = new PeerServer({
-    host: 'alpha', uuid: UUID, secret: SECRET, log: () => undefined,
-    handlers: {
-      async getents(peer, since) { pullCount++; return svc.getents(peer, since); },
-      logRead: refuse, syncDigests: refuse, syncRead: refuse, position: refuse, pushLink: refuse, notify: () => undefined,
-    },
-  });
-  const { port } = await server.listen('127.0.0.1:0');
-  t.teardown(() => server.close());
-  const root = tempDir(t);
-  mkdirSync(join(root, 'actual-beta'));
-  const tree = new TreeStore(root);
-  tree.write(globalPaths.uuid, UUID);
-  const link = new PeerLink('alpha', linkTarget(`127.0.0.1:${port}`, undefined), {
-    tree, host: 'beta', pullIntervalMs: 1000, log: () => undefined, onTreeChanged: () => undefined, onListing: () => undefined, clock,
-  }, () => SECRET);
-  t.teardown(() => link.stop());
+  const { tree, link } = await linkToServer(t, clock, (peer, since) => { pullCount++; return svc.getents(peer, since); });
   /** Until the link has slept n more times (each sleep ends in the next pull); advance: let simulated time pass. */
   const sleeps = async (n: number, advance = true) => {
     const want = sleepsMs.length + n;

@@ -4,7 +4,8 @@
 // is not written. An idle follow parks after two empty long polls until a listing offers more
 // (or the parking time ends). Real files in a temp dir; the member serving the logfile is scripted (the
 // FetchPeers interface), time is a simulated clock.
-import t from 'tap';
+import t, { type Test } from 'tap';
+import type { LogFn } from '../../common/util/log.js';
 import { readdirSync, readFileSync, readlinkSync, statSync, truncateSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TreeStore } from '../../common/tree/store.js';
@@ -25,12 +26,25 @@ function isOpen(path: string): boolean {
   return false;
 }
 
-t.test('following an existing copy: opened only when bytes arrive', async (t) => {
+/** A secondary h2's tree with resource r0 replaying log 1 of h1; path: where that copy goes. */
+function secondaryOf(t: Test): { tree: TreeStore; path: string } {
   const root = tempDir(t);
   const tree = new TreeStore(root);
   mkdirSync(join(root, 'resource-r0'));
   tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
-  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  return { tree, path: join(root, 'resource-r0', logName(1, 'h1')) };
+}
+
+/** h2's fetcher of r0, running until the test ends. */
+function startFetcher(t: Test, tree: TreeStore, peers: FetchPeers, clock: SimClock, log: LogFn = () => {}): Fetcher {
+  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log, clock, onAppended: () => {} });
+  fetcher.start();
+  t.teardown(() => fetcher.stop());
+  return fetcher;
+}
+
+t.test('following an existing copy: opened only when bytes arrive', async (t) => {
+  const { tree, path } = secondaryOf(t);
   writeFileSync(path, Buffer.alloc(10, 1));
 
   const calls: { fromPos: number; openDuringPoll: boolean }[] = [];
@@ -63,9 +77,7 @@ t.test('following an existing copy: opened only when bytes arrive', async (t) =>
       return { pos: p.fromPos, durableEnd: offered };
     },
   };
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: (_l, m) => warnings.push(m), clock, onAppended: () => {} });
-  fetcher.start();
-  t.teardown(() => fetcher.stop());
+  const fetcher = startFetcher(t, tree, peers, clock, (_l, m) => warnings.push(m));
   await waitFor('three polls and the warning', () => calls.length >= 3 && warnings.length > 0);
   t.same(calls.slice(0, 3).map((c) => c.fromPos), [10, 10, 15]);
   t.same(calls.slice(0, 3).map((c) => c.openDuringPoll), [false, false, false], 'the copy is not held open while polling');
@@ -76,11 +88,7 @@ t.test('following an existing copy: opened only when bytes arrive', async (t) =>
 });
 
 t.test('a copy that does not exist yet is created at once, even while no bytes arrive', async (t) => {
-  const root = tempDir(t);
-  const tree = new TreeStore(root);
-  mkdirSync(join(root, 'resource-r0'));
-  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
-  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  const { tree, path } = secondaryOf(t);
   let polls = 0;
   const peers: FetchPeers = {
     listings: () => [{ host: 'h1', connected: true, logs: new Map([[logName(1, 'h1'), 0]]) }],
@@ -90,19 +98,13 @@ t.test('a copy that does not exist yet is created at once, even while no bytes a
       return { pos: p.fromPos, durableEnd: 0 };
     },
   };
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock: new SimClock(), onAppended: () => {} });
-  fetcher.start();
-  t.teardown(() => fetcher.stop());
+  const fetcher = startFetcher(t, tree, peers, new SimClock());
   await waitFor('the first poll', () => polls >= 1);
   t.equal(statSync(path).size, 0, 'the empty copy exists (the replayer waits for the file)');
 });
 
 t.test('following an existing empty copy (the newest logfile right after a rotation): not opened while polling', async (t) => {
-  const root = tempDir(t);
-  const tree = new TreeStore(root);
-  mkdirSync(join(root, 'resource-r0'));
-  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
-  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  const { tree, path } = secondaryOf(t);
   writeFileSync(path, Buffer.alloc(0));
   const openDuringPoll: boolean[] = [];
   const clock = new SimClock();
@@ -118,9 +120,7 @@ t.test('following an existing empty copy (the newest logfile right after a rotat
       return { pos: p.fromPos, durableEnd: 0 };
     },
   };
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
-  fetcher.start();
-  t.teardown(() => fetcher.stop());
+  const fetcher = startFetcher(t, tree, peers, clock);
   await waitFor('two polls', () => openDuringPoll.length >= 2);
   await clock.advance(PARKED_FOLLOW_MS); // two empty follows park it; the parking runs out
   await waitFor('three polls', () => openDuringPoll.length >= 3);
@@ -128,11 +128,8 @@ t.test('following an existing empty copy (the newest logfile right after a rotat
 });
 
 t.test('a follow that ends at once without bytes (the origin finished the logfile) is not repeated in a tight loop', async (t) => {
-  const root = tempDir(t);
-  const tree = new TreeStore(root);
-  mkdirSync(join(root, 'resource-r0'));
-  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
-  writeFileSync(join(root, 'resource-r0', logName(1, 'h1')), Buffer.alloc(10, 1));
+  const { tree, path } = secondaryOf(t);
+  writeFileSync(path, Buffer.alloc(10, 1));
   let polls = 0;
   const peers: FetchPeers = {
     // Our tree does not know log 2 yet, so the plan stays "follow log 1 from 10".
@@ -140,9 +137,7 @@ t.test('a follow that ends at once without bytes (the origin finished the logfil
     logRead: async (_peer, p) => { polls++; return { pos: p.fromPos, durableEnd: 10 }; },
   };
   const clock = new SimClock();
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
-  fetcher.start();
-  t.teardown(() => fetcher.stop());
+  const fetcher = startFetcher(t, tree, peers, clock);
   await waitFor('the first poll', () => polls >= 1);
   await clock.flush();
   t.equal(polls, 1, 'no second poll before the clock moved');
@@ -153,11 +148,7 @@ t.test('a follow that ends at once without bytes (the origin finished the logfil
 });
 
 t.test('an idle follow parks after two empty long polls; a listing that offers more, or the parking time, ends it', async (t) => {
-  const root = tempDir(t);
-  const tree = new TreeStore(root);
-  mkdirSync(join(root, 'resource-r0'));
-  tree.write(resPaths.replay('r0', 'h2'), formatReplayLink({ seq: 1, origin: 'h1', minPos: 0, len: 0 }));
-  const path = join(root, 'resource-r0', logName(1, 'h1'));
+  const { tree, path } = secondaryOf(t);
   writeFileSync(path, Buffer.alloc(10, 1));
   let offered = 10; // what h1's listing offers of its growing logfile
   const polls: number[] = [];
@@ -174,9 +165,7 @@ t.test('an idle follow parks after two empty long polls; a listing that offers m
       return { pos: p.fromPos, durableEnd: offered };
     },
   };
-  const fetcher = new Fetcher({ tree, res: 'r0', host: 'h2', peers, rateBytesPerS: 0, log: () => {}, clock, onAppended: () => {} });
-  fetcher.start();
-  t.teardown(() => fetcher.stop());
+  const fetcher = startFetcher(t, tree, peers, clock);
 
   await waitFor('two empty follows', () => polls.length >= 2);
   await clock.flush();
